@@ -1,0 +1,142 @@
+"""The `v2x` command line."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+from controller import __version__
+from controller.config import ConfigError, SiteConfig, load_config
+from controller.logs import configure_logging
+from controller.passwords import hash_password
+
+__all__ = ["build_parser", "main"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+
+Handler = Callable[[argparse.Namespace, TextIO], int]
+
+
+def print_config_error(error: ConfigError, out: TextIO) -> None:
+    print(f"{error.source}: {len(error.issues)} problem(s)", file=out)
+    for issue in error.issues:
+        print(f"  {issue}", file=out)
+
+
+def site_summary(cfg: SiteConfig) -> list[str]:
+    s = cfg.site
+    lines = [
+        f"site {s.name!r} ({s.timezone}): {s.plan_step_minutes}-min steps over {s.horizon_hours} h, "
+        f"grid import <= {s.grid.import_limit_kw:g} kW, export <= {s.grid.export_limit_kw:g} kW",
+    ]
+    for c in cfg.chargers:
+        versions = "/".join(v.value for v in c.ocpp_versions)
+        direction = f"charge {c.max_charge_kw:g} kW" + (
+            f", discharge {c.max_discharge_kw:g} kW" if c.bidirectional else ", charge only"
+        )
+        auth = "basic auth" if c.auth else "no auth"
+        lines.append(f"charger {c.id}: OCPP {versions}, {c.phases}-phase, {direction}, {auth}")
+    for v in cfg.vehicles:
+        allowed = [name for name in ("v2g", "v2h", "v2l") if getattr(v.permissions, name)] or ["no discharge"]
+        days = ", ".join(
+            f"{d[:3]} {r.time:%H:%M}->{r.target_soc_percent:g}%" for d, r in v.departures.items()
+        )
+        lines.append(
+            f"vehicle {v.id}: {v.usable_capacity_kwh:g} kWh, reserve {v.reserve_percent:.0f} %, "
+            f"{'/'.join(allowed)}, home charger {v.home_charger or '-'}"
+            + (f", departures {days}" if days else "")
+        )
+    for m in cfg.meters:
+        lines.append(
+            f"meter {m.id}: {m.role.value} from {m.topic} ({m.format.value}), stale after {m.stale_after_s:g} s"
+        )
+    imp = cfg.tariff.import_
+    source = (
+        "dynamic " + imp.dynamic_topic
+        if imp.dynamic_topic
+        else f"{imp.static_price_per_kwh} {s.currency}/kWh"
+    )
+    lines.append(f"tariff: import {source}; grid limits from {cfg.grid_signals.limit_topic or '-'}")
+    lines.append(
+        f"ocpp {cfg.ocpp.host}:{cfg.ocpp.port}{' (TLS)' if cfg.ocpp.tls else ''}; mqtt {cfg.mqtt.host}:{cfg.mqtt.port}"
+    )
+    return lines
+
+
+def cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        cfg = load_config(args.file)
+    except ConfigError as exc:
+        print_config_error(exc, sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"{args.file}: OK", file=out)
+    for line in site_summary(cfg):
+        print(f"  {line}", file=out)
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
+    schema = SiteConfig.model_json_schema(by_alias=True)
+    json.dump(schema, out, indent=2)
+    print(file=out)
+    return EXIT_OK
+
+
+def cmd_hash_password(args: argparse.Namespace, out: TextIO) -> int:
+    password = sys.stdin.readline().rstrip("\n") if args.stdin else getpass.getpass("charger password: ")
+    if not password:
+        print("error: empty password", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(hash_password(password), file=out)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="v2x",
+        description="Home controller for bidirectional EV charging (V2G / V2H / V2L).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--log-level", default="warning", choices=["debug", "info", "warning", "error"], help="log verbosity"
+    )
+    parser.add_argument(
+        "--log-format",
+        default="auto",
+        choices=["auto", "console", "json"],
+        help="console on a terminal, else JSON",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("check-config", help="validate a site config and print a summary")
+    p.add_argument("file", help="site config YAML")
+    p.set_defaults(handler=cmd_check_config)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of the site config")
+    p.set_defaults(handler=cmd_schema)
+
+    p = sub.add_parser("hash-password", help="hash a charger password for chargers[].auth.password_hash")
+    p.add_argument("--stdin", action="store_true", help="read the password from the first line of stdin")
+    p.set_defaults(handler=cmd_hash_password)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level, args.log_format)
+    handler: Handler = args.handler
+    try:
+        return handler(args, out if out is not None else sys.stdout)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,745 @@
+"""Site configuration: pydantic models, YAML loading with ``${ENV}`` substitution, errors with fixes.
+
+User-facing power is in kW (``*_kw``) as documented; everything inside uses W (see ``domain``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from controller.domain import MeterRole
+from controller.passwords import is_password_hash
+
+__all__ = [
+    "ApiConfig",
+    "ChargerConfig",
+    "ConfigError",
+    "ConfigIssue",
+    "GridConfig",
+    "LoggingConfig",
+    "MeterConfig",
+    "MqttConfig",
+    "OcppConfig",
+    "SiteConfig",
+    "SiteSettings",
+    "TariffConfig",
+    "VehicleConfig",
+    "load_config",
+    "parse_config",
+]
+
+Kw = Annotated[float, Field(ge=0, le=1000)]
+Percent = Annotated[float, Field(ge=0, le=100)]
+Fraction = Annotated[float, Field(gt=0, le=1)]
+Ident = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+# --------------------------------------------------------------------------- site
+
+
+class GridConfig(_Model):
+    """Grid connection limits (contract, fuse) and the fallback when a grid signal expires."""
+
+    import_limit_kw: Kw = Field(description="Maximum import from the grid (fuse or contract), kW.")
+    export_limit_kw: Kw = Field(0.0, description="Maximum export to the grid, kW. 0 forbids export.")
+    fallback_import_limit_kw: Kw | None = Field(
+        None,
+        description="Import cap used when a grid-operator limit signal expires; defaults to import_limit_kw.",
+    )
+    fallback_export_limit_kw: Kw | None = Field(
+        None,
+        description="Export cap used when a grid-operator limit signal expires; defaults to export_limit_kw.",
+    )
+
+    @model_validator(mode="after")
+    def _fallbacks_within_limits(self) -> Self:
+        if self.fallback_import_limit_kw is not None and self.fallback_import_limit_kw > self.import_limit_kw:
+            raise PydanticCustomError(
+                "fallback_above_limit",
+                "fallback_import_limit_kw {fallback} is above import_limit_kw {limit}; lower it",
+                {"fallback": self.fallback_import_limit_kw, "limit": self.import_limit_kw},
+            )
+        if self.fallback_export_limit_kw is not None and self.fallback_export_limit_kw > self.export_limit_kw:
+            raise PydanticCustomError(
+                "fallback_above_limit",
+                "fallback_export_limit_kw {fallback} is above export_limit_kw {limit}; lower it",
+                {"fallback": self.fallback_export_limit_kw, "limit": self.export_limit_kw},
+            )
+        return self
+
+    @property
+    def effective_fallback_import_kw(self) -> float:
+        return (
+            self.import_limit_kw if self.fallback_import_limit_kw is None else self.fallback_import_limit_kw
+        )
+
+    @property
+    def effective_fallback_export_kw(self) -> float:
+        return (
+            self.export_limit_kw if self.fallback_export_limit_kw is None else self.fallback_export_limit_kw
+        )
+
+
+class SiteSettings(_Model):
+    name: str = Field("home", min_length=1, max_length=100)
+    timezone: str = Field("UTC", description="IANA timezone for user schedules, e.g. Europe/Amsterdam.")
+    plan_step_minutes: Literal[5, 10, 15, 20, 30, 60] = Field(
+        15, description="Plan grid step; divides the hour."
+    )
+    horizon_hours: int = Field(24, ge=1, le=168, description="Planning horizon.")
+    replan_interval_minutes: float = Field(5, gt=0, le=60)
+    currency: str = Field("EUR", min_length=3, max_length=3)
+    grid: GridConfig
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise PydanticCustomError(
+                "unknown_timezone",
+                "unknown timezone {tz!r}; use an IANA name such as Europe/Amsterdam",
+                {"tz": value},
+            ) from None
+        return value
+
+    @property
+    def steps(self) -> int:
+        return self.horizon_hours * 60 // self.plan_step_minutes
+
+
+# ----------------------------------------------------------------------- chargers
+
+
+class OcppVersion(StrEnum):
+    V16 = "1.6"
+    V201 = "2.0.1"
+    V21 = "2.1"
+
+
+class ChargerAuth(_Model):
+    """OCPP HTTP Basic auth (security profiles 1 and 2). The password is stored as a hash only."""
+
+    password_hash: str = Field(description="Output of `v2x hash-password`; never the plain password.")
+
+    @field_validator("password_hash")
+    @classmethod
+    def _is_hash(cls, value: str) -> str:
+        if not is_password_hash(value):
+            raise PydanticCustomError(
+                "not_a_password_hash",
+                "is not a password hash; run `v2x hash-password` and paste its output here",
+            )
+        return value
+
+
+class ChargerConfig(_Model):
+    id: Ident = Field(description="Charge point identity, the last path segment of its OCPP URL.")
+    ocpp_versions: list[OcppVersion] = Field(
+        default_factory=lambda: [OcppVersion.V21, OcppVersion.V201, OcppVersion.V16], min_length=1
+    )
+    max_charge_kw: Kw = Field(11.0, gt=0)
+    max_discharge_kw: Kw = 0.0
+    min_current_a: float = Field(
+        6.0, ge=0, le=80, description="Smallest current the charger can set per phase."
+    )
+    phases: Literal[1, 3] = 3
+    voltage_v: float = Field(230.0, ge=100, le=480)
+    bidirectional: bool = False
+    negative_limit_means_discharge: bool = Field(
+        False,
+        description="OCPP 1.6/2.0.1 only: this charger treats a negative limit as discharge (vendor extension).",
+    )
+    evse_id: int = Field(1, ge=1, le=16)
+    auth: ChargerAuth | None = None
+
+    @model_validator(mode="after")
+    def _discharge_needs_bidirectional(self) -> Self:
+        if self.max_discharge_kw > 0 and not self.bidirectional:
+            raise PydanticCustomError(
+                "discharge_not_bidirectional",
+                "max_discharge_kw is {kw} but bidirectional is false; set bidirectional: true or max_discharge_kw: 0",
+                {"kw": self.max_discharge_kw},
+            )
+        if self.bidirectional and self.max_discharge_kw <= 0:
+            raise PydanticCustomError(
+                "bidirectional_without_power",
+                "bidirectional is true but max_discharge_kw is 0; set the charger's discharge power",
+            )
+        return self
+
+
+# ----------------------------------------------------------------------- vehicles
+
+
+class Reserve(_Model):
+    """The floor the controller never discharges below: a percent, or km of range."""
+
+    percent: Percent | None = None
+    km: float | None = Field(None, ge=0, le=2000)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        if (self.percent is None) == (self.km is None):
+            raise PydanticCustomError("reserve_one_of", "set exactly one of percent or km")
+        return self
+
+
+class DepartureRule(_Model):
+    time: dt.time = Field(description="Local time of departure, HH:MM.")
+    target_soc_percent: Percent
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _hhmm(cls, value: Any) -> Any:
+        if isinstance(value, int):  # YAML 1.1 reads 07:30 as sexagesimal 450
+            return dt.time(value // 60 % 24, value % 60)
+        return value
+
+
+class Permissions(_Model):
+    v2g: bool = Field(False, description="May the car's energy be exported to the grid?")
+    v2h: bool = Field(False, description="May the car cover the home's consumption?")
+    v2l: bool = Field(False, description="May the car power loads directly (V2L sessions)?")
+
+
+class VehicleConfig(_Model):
+    id: Ident
+    name: str | None = None
+    usable_capacity_kwh: float = Field(gt=0, le=500)
+    charge_efficiency: Fraction = 0.92
+    discharge_efficiency: Fraction = 0.92
+    max_charge_kw: Kw = Field(11.0, gt=0)
+    max_discharge_kw: Kw = 0.0
+    consumption_kwh_per_100km: float = Field(18.0, gt=0, le=100)
+    reserve: Reserve = Field(default_factory=lambda: Reserve(percent=20.0))
+    max_soc_percent: Percent = Field(100.0, description="Upper SoC the controller charges to for arbitrage.")
+    default_target_soc_percent: Percent = Field(80.0, description="Target for departures without their own.")
+    departures: dict[str, DepartureRule] = Field(
+        default_factory=dict, description="Weekly schedule: weekday name -> departure time and target SoC."
+    )
+    permissions: Permissions = Field(default_factory=Permissions)
+    degradation_cost_per_kwh: float = Field(
+        0.05, ge=0, le=5, description="Wear cost per kWh through the battery."
+    )
+    home_charger: str | None = Field(None, description="id of the charger this car normally uses.")
+    v2l_cutoff_topic: str | None = Field(
+        None, description="MQTT topic that stops a V2L session at the reserve."
+    )
+
+    @field_validator("departures")
+    @classmethod
+    def _weekday_names(cls, value: dict[str, DepartureRule]) -> dict[str, DepartureRule]:
+        for day in value:
+            if day.lower() not in WEEKDAYS:
+                raise PydanticCustomError(
+                    "unknown_weekday",
+                    "{day!r} is not a weekday; use one of {days}",
+                    {"day": day, "days": WEEKDAYS},
+                )
+        return {day.lower(): rule for day, rule in value.items()}
+
+    @property
+    def reserve_percent(self) -> float:
+        """Reserve floor as percent of usable capacity (km converted with the consumption)."""
+        if self.reserve.percent is not None:
+            return self.reserve.percent
+        km = self.reserve.km or 0.0
+        return 100.0 * km * self.consumption_kwh_per_100km / 100.0 / self.usable_capacity_kwh
+
+    @model_validator(mode="after")
+    def _discharge_permissions(self) -> Self:
+        if (self.permissions.v2g or self.permissions.v2h) and self.max_discharge_kw <= 0:
+            raise PydanticCustomError(
+                "discharge_permission_without_power",
+                "permissions allow V2G/V2H but max_discharge_kw is 0; set the car's discharge power",
+            )
+        return self
+
+
+# -------------------------------------------------------------------------- meters
+
+
+class MeterFormat(StrEnum):
+    TASMOTA = "tasmota"
+    SHELLY_PRO3EM = "shelly_pro3em"
+    DSMR_READER = "dsmr_reader"
+    PLAIN = "plain"
+    JSON = "json"
+
+
+class MeterConfig(_Model):
+    id: Ident
+    role: MeterRole
+    topic: str = Field(min_length=1, description="MQTT topic (for dsmr_reader: the topic prefix, e.g. dsmr).")
+    format: MeterFormat = MeterFormat.PLAIN
+    json_path: str | None = Field(
+        None, description="For format json: dotted path such as ENERGY.Power or a.0.b."
+    )
+    scale: float = Field(1.0, description="Multiplier to W (e.g. 1000 for kW) or to percent.")
+    sign: Literal[1, -1] = Field(1, description="-1 flips a meter that reports export as positive.")
+    stale_after_s: float = Field(60.0, gt=0, le=86400)
+    vehicle: str | None = Field(None, description="Vehicle id, for roles vehicle_soc and v2l.")
+
+    @field_validator("topic")
+    @classmethod
+    def _no_wildcards(cls, value: str) -> str:
+        if "#" in value or "+" in value:
+            raise PydanticCustomError("topic_wildcard", "a meter topic must not contain + or # wildcards")
+        return value
+
+    @model_validator(mode="after")
+    def _format_fields(self) -> Self:
+        if self.format is MeterFormat.JSON and not self.json_path:
+            raise PydanticCustomError("json_path_missing", "format json needs json_path, e.g. ENERGY.Power")
+        if self.role in (MeterRole.VEHICLE_SOC, MeterRole.V2L) and not self.vehicle:
+            raise PydanticCustomError(
+                "meter_vehicle_missing", "role {role} needs vehicle: <vehicle id>", {"role": self.role.value}
+            )
+        return self
+
+
+# ------------------------------------------------------------------------- tariffs
+
+
+class TimeOfUseWindow(_Model):
+    start: dt.time
+    end: dt.time
+    price_per_kwh: float = Field(ge=-10, le=10)
+    days: list[str] = Field(default_factory=lambda: list(WEEKDAYS))
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _hhmm(cls, value: Any) -> Any:
+        if isinstance(value, int):
+            return dt.time(value // 60 % 24, value % 60)
+        return value
+
+
+class PriceConfig(_Model):
+    """One price: static, time-of-use windows over a base price, or dynamic from an MQTT topic."""
+
+    static_price_per_kwh: float | None = Field(None, ge=-10, le=10)
+    time_of_use: list[TimeOfUseWindow] = Field(default_factory=list)
+    dynamic_topic: str | None = Field(
+        None, description="MQTT topic carrying a JSON array of {start,end,value}."
+    )
+    dynamic_markup_per_kwh: float = Field(
+        0.0, ge=-10, le=10, description="Added to dynamic prices (fees, taxes)."
+    )
+    dynamic_multiplier: float = Field(
+        1.0, ge=0, le=10, description="Applied to dynamic prices before the markup."
+    )
+
+    @model_validator(mode="after")
+    def _has_a_source(self) -> Self:
+        if self.static_price_per_kwh is None and not self.time_of_use and not self.dynamic_topic:
+            raise PydanticCustomError(
+                "price_without_source", "set static_price_per_kwh, time_of_use windows or dynamic_topic"
+            )
+        if self.time_of_use and self.static_price_per_kwh is None:
+            raise PydanticCustomError(
+                "tou_without_base", "time_of_use needs static_price_per_kwh as the price outside the windows"
+            )
+        return self
+
+
+class TariffConfig(_Model):
+    import_: PriceConfig = Field(alias="import")
+    export: PriceConfig = Field(default_factory=lambda: PriceConfig(static_price_per_kwh=0.0))
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class GridSignalsConfig(_Model):
+    limit_topic: str | None = Field(None, description="MQTT topic of grid-operator import/export caps.")
+    guaranteed_import_kw: Kw = Field(
+        0.0, description="A cap never goes below this (e.g. 4.2 kW under Germany's §14a)."
+    )
+
+
+# -------------------------------------------------------------------- connections
+
+
+class TlsConfig(_Model):
+    enabled: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_skip_verify: bool = False
+
+
+class MqttConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    client_id: str = Field("v2x-controller", min_length=1, max_length=128)
+    base_topic: str = Field(
+        "v2x", min_length=1, description="Prefix for status, state, commands and replies."
+    )
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+    homeassistant_discovery: bool = True
+    discovery_prefix: str = "homeassistant"
+
+    @field_validator("username", "password", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+
+class OcppTlsConfig(_Model):
+    cert_file: Path = Field(description="Server certificate (PEM).")
+    key_file: Path = Field(description="Server private key (PEM).")
+    client_ca_file: Path | None = Field(
+        None, description="CA for client certificates: security profile 3 (mTLS)."
+    )
+
+
+class OcppConfig(_Model):
+    host: str = "0.0.0.0"
+    port: int = Field(9000, ge=1, le=65535)
+    tls: OcppTlsConfig | None = None
+    accept_unknown_chargers: bool = False
+    heartbeat_interval_s: int = Field(300, ge=10, le=86400)
+    meter_sample_interval_s: int = Field(10, ge=1, le=3600)
+    profile_validity_hours: float = Field(2.0, gt=0, le=48, description="How long a sent TxProfile holds.")
+    call_timeout_s: float = Field(10.0, gt=0, le=120)
+
+
+class ApiConfig(_Model):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    token: SecretStr | None = Field(None, description="Bearer token for write endpoints.")
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+
+class StorageConfig(_Model):
+    path: Path = Path("v2x.sqlite")
+    history_retention_days: int = Field(400, ge=1, le=3650)
+
+
+class LoggingConfig(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "console", "json"] = "auto"
+
+
+# ---------------------------------------------------------------------- the site
+
+
+class SiteConfig(_Model):
+    site: SiteSettings
+    chargers: list[ChargerConfig] = Field(default_factory=list)
+    vehicles: list[VehicleConfig] = Field(default_factory=list)
+    meters: list[MeterConfig] = Field(default_factory=list)
+    tariff: TariffConfig
+    grid_signals: GridSignalsConfig = Field(default_factory=GridSignalsConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    ocpp: OcppConfig = Field(default_factory=OcppConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> Self:
+        issues = _cross_field_issues(self)
+        if issues:
+            raise PydanticCustomError(
+                "cross_field", "{count} cross-field problem(s)", {"count": len(issues), "issues": issues}
+            )
+        return self
+
+    def charger(self, charger_id: str) -> ChargerConfig | None:
+        return next((c for c in self.chargers if c.id == charger_id), None)
+
+    def vehicle(self, vehicle_id: str) -> VehicleConfig | None:
+        return next((v for v in self.vehicles if v.id == vehicle_id), None)
+
+
+def _cross_field_issues(cfg: SiteConfig) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    id_lists = {
+        "chargers": [c.id for c in cfg.chargers],
+        "vehicles": [v.id for v in cfg.vehicles],
+        "meters": [m.id for m in cfg.meters],
+    }
+    for kind, ids in id_lists.items():
+        seen: set[str] = set()
+        for i, item_id in enumerate(ids):
+            if item_id in seen:
+                issues.append(
+                    ConfigIssue(f"{kind}[{i}].id", f"duplicate id {item_id!r}", "give each one its own id")
+                )
+            seen.add(item_id)
+    charger_ids = {c.id for c in cfg.chargers}
+    vehicle_ids = {v.id for v in cfg.vehicles}
+    any_v2g = False
+    for i, v in enumerate(cfg.vehicles):
+        path = f"vehicles[{i}]"
+        if v.home_charger is not None and v.home_charger not in charger_ids:
+            issues.append(
+                ConfigIssue(
+                    f"{path}.home_charger",
+                    f"unknown charger {v.home_charger!r}",
+                    f"use one of {sorted(charger_ids)} or add the charger under chargers",
+                )
+            )
+        reserve = v.reserve_percent
+        if reserve >= 100:
+            issues.append(
+                ConfigIssue(
+                    f"{path}.reserve", f"reserve is {reserve:.0f} % of the battery", "lower the reserve"
+                )
+            )
+        for day, rule in v.departures.items():
+            if rule.target_soc_percent <= reserve:
+                issues.append(
+                    ConfigIssue(
+                        f"{path}.departures.{day}.target_soc_percent",
+                        f"target {rule.target_soc_percent:g} % is not above the reserve {reserve:.0f} %",
+                        "raise the target or lower the reserve",
+                    )
+                )
+            if rule.target_soc_percent > v.max_soc_percent:
+                issues.append(
+                    ConfigIssue(
+                        f"{path}.departures.{day}.target_soc_percent",
+                        f"target {rule.target_soc_percent:g} % is above max_soc_percent {v.max_soc_percent:g}",
+                        "lower the target or raise max_soc_percent",
+                    )
+                )
+        if v.default_target_soc_percent <= reserve:
+            issues.append(
+                ConfigIssue(
+                    f"{path}.default_target_soc_percent",
+                    f"{v.default_target_soc_percent:g} % is not above the reserve {reserve:.0f} %",
+                    "raise the target or lower the reserve",
+                )
+            )
+        if v.max_soc_percent <= reserve:
+            issues.append(
+                ConfigIssue(
+                    f"{path}.max_soc_percent",
+                    f"{v.max_soc_percent:g} % is not above the reserve {reserve:.0f} %",
+                    "raise max_soc_percent",
+                )
+            )
+        if v.permissions.v2g:
+            any_v2g = True
+        charger = cfg.charger(v.home_charger) if v.home_charger else None
+        if charger is not None and (v.permissions.v2g or v.permissions.v2h) and not charger.bidirectional:
+            issues.append(
+                ConfigIssue(
+                    f"{path}.permissions",
+                    f"V2G/V2H allowed but charger {charger.id!r} is not bidirectional",
+                    "turn off v2g/v2h or use a bidirectional charger",
+                )
+            )
+    if any_v2g and cfg.site.grid.export_limit_kw <= 0:
+        issues.append(
+            ConfigIssue(
+                "site.grid.export_limit_kw",
+                "a vehicle allows V2G but the export limit is 0",
+                "set export_limit_kw to the export your connection allows",
+            )
+        )
+    for i, m in enumerate(cfg.meters):
+        if m.vehicle is not None and m.vehicle not in vehicle_ids:
+            issues.append(
+                ConfigIssue(
+                    f"meters[{i}].vehicle",
+                    f"unknown vehicle {m.vehicle!r}",
+                    f"use one of {sorted(vehicle_ids)}",
+                )
+            )
+    grid_meters = [i for i, m in enumerate(cfg.meters) if m.role is MeterRole.GRID]
+    if len(grid_meters) > 1:
+        issues.append(
+            ConfigIssue(
+                f"meters[{grid_meters[1]}].role", "more than one grid meter", "keep one meter with role grid"
+            )
+        )
+    if cfg.grid_signals.guaranteed_import_kw > cfg.site.grid.import_limit_kw:
+        issues.append(
+            ConfigIssue(
+                "grid_signals.guaranteed_import_kw",
+                f"{cfg.grid_signals.guaranteed_import_kw:g} kW is above site.grid.import_limit_kw",
+                "lower it to at most the import limit",
+            )
+        )
+    return issues
+
+
+# -------------------------------------------------------------------- loading
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    """One problem in a config: where (``vehicles[0].reserve.percent``), what, and how to fix it."""
+
+    path: str
+    message: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" + (f" ({self.fix})" if self.fix else "")
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; ``issues`` lists every problem found."""
+
+    def __init__(self, source: str, issues: list[ConfigIssue]) -> None:
+        self.source = source
+        self.issues = issues
+        super().__init__(f"{source}: " + "; ".join(str(i) for i in issues))
+
+
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _substitute_env(node: Any, path: str, env: Mapping[str, str], issues: list[ConfigIssue]) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string, collecting missing variables."""
+    if isinstance(node, dict):
+        return {k: _substitute_env(v, _join(path, str(k)), env, issues) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute_env(v, f"{path}[{i}]", env, issues) for i, v in enumerate(node)]
+    if isinstance(node, str):
+
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            issues.append(ConfigIssue(path, f"environment variable {name} is not set", f"export {name}=..."))
+            return ""
+
+        return _ENV_PATTERN.sub(replace, node)
+    return node
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _loc_to_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path = f"{path}[{part}]" if isinstance(part, int) else _join(path, part)
+    return path or "(top level)"
+
+
+def _describe(error: Mapping[str, Any]) -> ConfigIssue:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    value = error.get("input")
+    shown = repr(value) if isinstance(value, str) else str(value)
+    path = _loc_to_path(tuple(p for p in error["loc"] if not str(p).startswith("function-after")))
+    bounds = {
+        "less_than_equal": ("is above", "le", "use a value of at most {b}"),
+        "less_than": ("is not below", "lt", "use a value below {b}"),
+        "greater_than_equal": ("is below", "ge", "use a value of at least {b}"),
+        "greater_than": ("is not above", "gt", "use a value above {b}"),
+    }
+    if kind in bounds:
+        phrase, key, fix = bounds[kind]
+        return ConfigIssue(path, f"{shown} {phrase} {ctx[key]}", fix.format(b=ctx[key]))
+    if kind == "missing":
+        return ConfigIssue(path, "is required", "add this field")
+    if kind == "extra_forbidden":
+        return ConfigIssue(path, "is not a known field", "remove it or check its spelling")
+    if kind in ("float_parsing", "float_type", "int_parsing", "int_type", "int_from_float"):
+        return ConfigIssue(path, f"{shown} is not a number", "write a plain number")
+    if kind in ("bool_parsing", "bool_type"):
+        return ConfigIssue(path, f"{shown} is not true/false", "write true or false")
+    if kind in ("literal_error", "enum"):
+        return ConfigIssue(path, f"{shown} is not allowed", f"use one of {ctx.get('expected', '')}")
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return ConfigIssue(path, f"{shown} is not a mapping", "write key: value pairs under it")
+    if kind == "list_type":
+        return ConfigIssue(path, f"{shown} is not a list", "write a YAML list (- item)")
+    if kind in ("string_pattern_mismatch",):
+        return ConfigIssue(
+            path, f"{shown} has characters that are not allowed", "use letters, digits, - _ . :"
+        )
+    if kind in ("time_parsing", "time_type"):
+        return ConfigIssue(path, f"{shown} is not a time", "write HH:MM in quotes, e.g. '07:30'")
+    message = str(error["msg"])
+    message = message.removeprefix("Value error, ")
+    return ConfigIssue(path, message)
+
+
+def issues_from_validation_error(exc: ValidationError) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    for error in exc.errors(include_url=False):
+        if error["type"] == "cross_field":
+            issues.extend(error["ctx"]["issues"])
+        else:
+            issues.append(_describe(error))
+    return issues
+
+
+def parse_config(data: Any, source: str = "<config>", env: Mapping[str, str] | None = None) -> SiteConfig:
+    """Validate an already-parsed YAML/JSON tree into a SiteConfig, or raise ConfigError."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, [ConfigIssue("(top level)", "is not a mapping", "start with `site:`")])
+    issues: list[ConfigIssue] = []
+    data = _substitute_env(data, "", os.environ if env is None else env, issues)
+    if issues:
+        raise ConfigError(source, issues)
+    try:
+        return SiteConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, issues_from_validation_error(exc)) from None
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> SiteConfig:
+    """Read a YAML site config; every problem is reported as a ConfigError with paths and fixes."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            source, [ConfigIssue("(file)", f"cannot read: {exc.strerror}", "check the path")]
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "(file)"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(
+            source, [ConfigIssue(where, f"malformed YAML: {problem}", "fix the YAML syntax")]
+        ) from None
+    return parse_config(data, source, env)

@@ -1,0 +1,97 @@
+"""structlog set up once: readable console output on a terminal, JSON lines otherwise.
+
+Secrets never reach the output: any event key that looks like a secret is redacted.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, Literal, TextIO
+
+import structlog
+
+__all__ = ["configure_logging", "redact_secrets"]
+
+_SECRET_MARKERS = ("password", "passwd", "secret", "token", "authorization", "credential", "api_key")
+REDACTED = "***"
+
+
+def _is_secret_key(key: str) -> bool:
+    lowered = key.lower()
+    return any(marker in lowered for marker in _SECRET_MARKERS) and not lowered.endswith("_topic")
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: (REDACTED if isinstance(k, str) and _is_secret_key(k) else _redact(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return type(value)(_redact(v) for v in value)
+    return value
+
+
+def redact_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: blank out values whose key names a secret, at any depth."""
+    for key in list(event_dict):
+        if _is_secret_key(key):
+            event_dict[key] = REDACTED
+        else:
+            event_dict[key] = _redact(event_dict[key])
+    return event_dict
+
+
+def configure_logging(
+    level: str = "info",
+    fmt: Literal["auto", "console", "json"] = "auto",
+    stream: TextIO | None = None,
+) -> None:
+    """Configure structlog and the stdlib root logger (libraries log through it) once."""
+    out = stream if stream is not None else sys.stderr
+    numeric = logging.getLevelNamesMapping().get(level.upper())
+    if numeric is None:
+        raise ValueError(f"unknown log level {level!r}; use debug, info, warning or error")
+    use_console = fmt == "console" or (fmt == "auto" and out.isatty())
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=out.isatty())
+        if use_console
+        else structlog.processors.JSONRenderer()
+    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_secrets,
+    ]
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+    # Chatty libraries stay at warning unless we debug.
+    for name in ("websockets", "ocpp", "aiomqtt", "cvxpy"):
+        logging.getLogger(name).setLevel(numeric if numeric <= logging.DEBUG else logging.WARNING)
