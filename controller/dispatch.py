@@ -1,0 +1,374 @@
+"""Dispatch: the current plan step plus live readings -> a setpoint and a schedule per charger.
+
+The plan is made every few minutes on forecasts; the dispatcher runs every few seconds on
+measurements. It keeps the plan's intent while enforcing, at once, what must never wait for the
+next plan: grid limits (fuse), the reserve floor, V2G permissions and safe mode.
+
+Pure: no I/O, no asyncio. State kept here is only what was last sent (deadband, rate limit).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from controller.config import ChargerConfig, SiteConfig, VehicleConfig
+from controller.domain import ChargerSchedule, Plan, SchedulePeriod, ensure_utc
+
+__all__ = [
+    "ChargerCommand",
+    "DispatchInputs",
+    "Dispatcher",
+    "VehicleLive",
+    "VehicleMode",
+]
+
+# Discharge stops this close above the reserve, so SoC noise cannot push the car below it.
+_RESERVE_MARGIN_PERCENT = 0.5
+
+
+class VehicleMode(enum.StrEnum):
+    """User override for one vehicle."""
+
+    AUTO = "auto"
+    CHARGE_NOW = "charge_now"
+    NO_DISCHARGE = "no_discharge"
+
+
+@dataclass(frozen=True, slots=True)
+class VehicleLive:
+    """Live facts about one vehicle at dispatch time (None = unknown)."""
+
+    vehicle_id: str
+    plugged_in: bool
+    charger_id: str | None
+    soc_percent: float | None
+    measured_power_w: float | None = None
+    mode: VehicleMode = VehicleMode.AUTO
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchInputs:
+    now: datetime
+    plan: Plan | None
+    vehicles: tuple[VehicleLive, ...]
+    grid_power_w: float | None
+    """Measured grid power (+ import), None when the grid meter is missing or stale."""
+    import_limit_w: float
+    export_limit_w: float
+    safe_mode: bool = False
+    grid_lost: bool = False
+    """The grid meter reports an outage: the car may cover the home (V2H) down to the reserve."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChargerCommand:
+    """What to send to one charger now. ``send`` is False when the deadband says nothing changed."""
+
+    charger_id: str
+    vehicle_id: str | None
+    setpoint_w: float
+    schedule: ChargerSchedule
+    send: bool
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class _Sent:
+    setpoint_w: float
+    at: datetime
+    plan_created_at: datetime | None
+
+
+@dataclass(slots=True)
+class _Want:
+    """One plugged-in car's setpoint while the dispatcher works on it."""
+
+    live: VehicleLive
+    vehicle: VehicleConfig
+    charger: ChargerConfig
+    setpoint_w: float
+    max_charge_w: float
+    max_discharge_w: float
+    may_discharge: bool = False
+    follow_load: bool = False
+    urgent: bool = False
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Dispatcher:
+    """Turns plan + readings into charger commands; remembers what was sent per charger."""
+
+    config: SiteConfig
+    deadband_w: float = 300.0
+    min_resend_interval: timedelta = timedelta(seconds=15)
+    schedule_validity: timedelta | None = None
+    _sent: dict[str, _Sent] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.schedule_validity is None:
+            self.schedule_validity = timedelta(hours=self.config.ocpp.profile_validity_hours)
+
+    # ------------------------------------------------------------------ public
+
+    def dispatch(self, inputs: DispatchInputs) -> list[ChargerCommand]:
+        now = ensure_utc(inputs.now)
+        wants: dict[str, _Want] = {}
+        for live in inputs.vehicles:
+            want = self._want(inputs, now, live)
+            if want is not None:
+                wants[want.charger.id] = want
+        self._follow_home_load(inputs, wants)
+        self._clamp_to_grid_limits(inputs, wants)
+
+        commands: list[ChargerCommand] = []
+        for charger in self.config.chargers:
+            want = wants.get(charger.id)
+            if want is not None:
+                setpoint = self._snap_to_charger(want.setpoint_w, charger, want.reasons)
+                schedule = self._schedule(inputs, now, want, setpoint)
+                send = self._should_send(charger.id, setpoint, now, inputs.plan, want.urgent)
+                commands.append(
+                    ChargerCommand(
+                        charger.id, want.live.vehicle_id, setpoint, schedule, send, tuple(want.reasons)
+                    )
+                )
+            elif charger.id in self._sent and self._sent[charger.id].setpoint_w != 0.0:
+                # Nothing plugged (or an unknown car) where a setpoint was active: stop it.
+                commands.append(
+                    ChargerCommand(
+                        charger.id, None, 0.0, self._idle_schedule(now, charger), True, ("no vehicle",)
+                    )
+                )
+        for command in commands:
+            if command.send:
+                created = inputs.plan.created_at if inputs.plan else None
+                self._sent[command.charger_id] = _Sent(command.setpoint_w, now, created)
+        return commands
+
+    def forget(self, charger_id: str) -> None:
+        """A charger reconnected or lost its profile: the next command is sent regardless."""
+        self._sent.pop(charger_id, None)
+
+    # ---------------------------------------------------------------- per car
+
+    def _want(self, inputs: DispatchInputs, now: datetime, live: VehicleLive) -> _Want | None:
+        vehicle = self.config.vehicle(live.vehicle_id)
+        charger_id = live.charger_id or (vehicle.home_charger if vehicle else None)
+        charger = self.config.charger(charger_id) if charger_id else None
+        if vehicle is None or charger is None or not live.plugged_in:
+            return None
+        max_charge_w = 1000.0 * min(vehicle.max_charge_kw, charger.max_charge_kw)
+        max_discharge_w = (
+            1000.0 * min(vehicle.max_discharge_kw, charger.max_discharge_kw) if charger.bidirectional else 0.0
+        )
+        want = _Want(live, vehicle, charger, 0.0, max_charge_w, max_discharge_w)
+        if live.mode is VehicleMode.CHARGE_NOW:
+            planned = max_charge_w
+            want.reasons.append("charge now")
+        else:
+            planned = self._planned_power(inputs.plan, now, live.vehicle_id, want.reasons)
+        at_max = live.soc_percent is not None and live.soc_percent >= vehicle.max_soc_percent
+        if planned > 0 and at_max and (live.mode is not VehicleMode.CHARGE_NOW or live.soc_percent == 100):
+            planned = 0.0
+            want.reasons.append("at max SoC")
+        may_discharge = want.may_discharge = self._discharge_allowed(inputs, live, vehicle, want)
+        if inputs.grid_lost:
+            # Outage: nothing to charge from; a V2H car keeps the home up down to its reserve.
+            planned = 0.0
+            want.follow_load = may_discharge and vehicle.permissions.v2h
+            want.reasons.append("grid outage: covering the home" if want.follow_load else "grid outage: idle")
+        elif planned < 0:
+            if not may_discharge:
+                planned = 0.0
+            else:
+                index = inputs.plan.step_index(now) if inputs.plan else None
+                exporting = (
+                    inputs.plan is not None and index is not None and inputs.plan.grid_export_w[index] > 0
+                )
+                # Discharge without intended export follows the measured load: never export by accident.
+                want.follow_load = not (vehicle.permissions.v2g and exporting)
+        want.setpoint_w = max(-max_discharge_w, min(max_charge_w, planned))
+        return want
+
+    @staticmethod
+    def _discharge_allowed(
+        inputs: DispatchInputs, live: VehicleLive, vehicle: VehicleConfig, want: _Want
+    ) -> bool:
+        if want.max_discharge_w <= 0 or not (vehicle.permissions.v2g or vehicle.permissions.v2h):
+            return False
+        blocked = None
+        if live.mode is not VehicleMode.AUTO:
+            blocked = f"mode {live.mode.value}: no discharge"
+        elif inputs.safe_mode and not inputs.grid_lost:
+            blocked = "safe mode: no discharge"
+        elif live.soc_percent is None:
+            blocked = "SoC unknown: no discharge"
+        elif live.soc_percent <= vehicle.reserve_percent + _RESERVE_MARGIN_PERCENT:
+            blocked = "at reserve: no discharge"
+        if blocked is not None:
+            want.reasons.append(blocked)
+            want.urgent = True
+            return False
+        return True
+
+    @staticmethod
+    def _planned_power(plan: Plan | None, now: datetime, vehicle_id: str, reasons: list[str]) -> float:
+        if plan is None:
+            reasons.append("no plan yet: idle")
+            return 0.0
+        index = plan.step_index(now)
+        vehicle_plan = plan.vehicles.get(vehicle_id)
+        if index is None or vehicle_plan is None:
+            reasons.append("plan does not cover now: idle")
+            return 0.0
+        if vehicle_plan.reason:
+            reasons.append(vehicle_plan.reason)
+        return vehicle_plan.power_w[index]
+
+    # -------------------------------------------------- site-level following
+
+    @staticmethod
+    def _base_w(inputs: DispatchInputs, wants: dict[str, _Want]) -> float | None:
+        """The site without the cars: measured grid power minus what the cars draw now."""
+        if inputs.grid_power_w is None:
+            return None
+        return inputs.grid_power_w - sum(w.live.measured_power_w or 0.0 for w in wants.values())
+
+    def _follow_home_load(self, inputs: DispatchInputs, wants: dict[str, _Want]) -> None:
+        """Load-following cars share the home's net load, pro rata to their discharge power."""
+        followers = [w for w in wants.values() if w.follow_load]
+        if not followers:
+            return
+        base_w = self._base_w(inputs, wants)
+        if base_w is None:
+            for want in followers:
+                want.setpoint_w = 0.0
+                want.urgent = True
+                want.reasons.append("grid meter silent: no discharge")
+            return
+        fixed_w = sum(w.setpoint_w for w in wants.values() if not w.follow_load)
+        net_home_w = max(0.0, base_w + fixed_w)
+        capacity_w = sum(w.max_discharge_w for w in followers)
+        for want in followers:
+            share = want.max_discharge_w / capacity_w if capacity_w > 0 else 0.0
+            want.setpoint_w = -min(want.max_discharge_w, net_home_w * share)
+            want.reasons.append(f"following home load {net_home_w:.0f} W")
+
+    def _clamp_to_grid_limits(self, inputs: DispatchInputs, wants: dict[str, _Want]) -> None:
+        """Fuse and caps: applied at once, not at the next plan.
+
+        Over the import cap: reduce charging. Over the export cap: reduce discharge, then absorb.
+        """
+        base_w = self._base_w(inputs, wants)
+        if base_w is None or inputs.grid_lost:
+            return
+        predicted_w = base_w + sum(w.setpoint_w for w in wants.values())
+        if predicted_w > inputs.import_limit_w:
+            excess = predicted_w - inputs.import_limit_w
+            for want in sorted(wants.values(), key=lambda w: -w.setpoint_w):
+                if excess <= 0 or want.setpoint_w <= 0:
+                    continue
+                cut = min(want.setpoint_w, excess)
+                excess -= cut
+                want.setpoint_w -= cut
+                want.urgent = True
+                want.reasons.append("import limit: charging reduced")
+        elif predicted_w < -inputs.export_limit_w:
+            excess = -inputs.export_limit_w - predicted_w
+            for want in sorted(wants.values(), key=lambda w: w.setpoint_w):
+                if excess <= 0:
+                    break
+                full = (
+                    want.live.soc_percent is not None
+                    and want.live.soc_percent >= want.vehicle.max_soc_percent
+                )
+                ceiling = 0.0 if full else want.max_charge_w
+                raise_by = min(max(0.0, ceiling - want.setpoint_w), excess)
+                if raise_by > 0:
+                    excess -= raise_by
+                    want.setpoint_w += raise_by
+                    want.urgent = True
+                    want.reasons.append("export limit: discharge reduced")
+
+    # ------------------------------------------------------------ to charger
+
+    @staticmethod
+    def _snap_to_charger(setpoint_w: float, charger: ChargerConfig, reasons: list[str]) -> float:
+        """Chargers cannot go below their minimum current: smaller setpoints round to zero.
+
+        Rounding towards zero never breaks a limit, a permission or the reserve.
+        """
+        min_power_w = charger.min_current_a * charger.phases * charger.voltage_v
+        if 0 < abs(setpoint_w) < min_power_w:
+            reasons.append(f"below charger minimum {min_power_w:.0f} W: idle")
+            return 0.0
+        return round(setpoint_w, 1)
+
+    def _schedule(
+        self, inputs: DispatchInputs, now: datetime, want: _Want, setpoint_w: float
+    ) -> ChargerSchedule:
+        """The live setpoint now, then the plan's next steps until the validity ends.
+
+        Later periods run only if this controller goes silent. They never discharge unless the car
+        may export (V2H needs live load following) and never outlive the validity window.
+        """
+        assert self.schedule_validity is not None
+        charger = want.charger
+        periods = [SchedulePeriod(timedelta(0), setpoint_w, want.max_charge_w, want.max_discharge_w)]
+        plan = inputs.plan
+        vehicle_plan = plan.vehicles.get(want.live.vehicle_id) if plan else None
+        index = plan.step_index(now) if plan else None
+        auto = want.live.mode is VehicleMode.AUTO and not inputs.grid_lost
+        unattended_discharge = want.vehicle.permissions.v2g and want.may_discharge and auto
+        if plan is not None and vehicle_plan is not None and index is not None and auto:
+            for later in range(index + 1, plan.steps):
+                offset = plan.start + later * plan.step - now
+                if offset >= self.schedule_validity:
+                    break
+                power = vehicle_plan.power_w[later]
+                if power < 0 and not unattended_discharge:
+                    power = 0.0
+                power = max(-want.max_discharge_w, min(want.max_charge_w, power))
+                power = self._snap_to_charger(power, charger, [])
+                if power != periods[-1].setpoint_w:
+                    periods.append(SchedulePeriod(offset, power, want.max_charge_w, want.max_discharge_w))
+        return ChargerSchedule(
+            charger_id=charger.id,
+            start=now,
+            valid_until=now + self.schedule_validity,
+            periods=tuple(periods),
+            phases=charger.phases,
+            evse_id=charger.evse_id,
+        )
+
+    def _idle_schedule(self, now: datetime, charger: ChargerConfig) -> ChargerSchedule:
+        assert self.schedule_validity is not None
+        return ChargerSchedule(
+            charger_id=charger.id,
+            start=now,
+            valid_until=now + self.schedule_validity,
+            periods=(SchedulePeriod(timedelta(0), 0.0, 1000.0 * charger.max_charge_kw, 0.0),),
+            phases=charger.phases,
+            evse_id=charger.evse_id,
+        )
+
+    def _should_send(
+        self, charger_id: str, setpoint_w: float, now: datetime, plan: Plan | None, urgent: bool
+    ) -> bool:
+        """Deadband and rate limit, except that safety clamps and start/stop go out at once."""
+        last = self._sent.get(charger_id)
+        if last is None:
+            return True
+        change = abs(setpoint_w - last.setpoint_w)
+        if change == 0 and (plan is None or plan.created_at == last.plan_created_at):
+            return False
+        if (setpoint_w == 0.0) != (last.setpoint_w == 0.0):
+            return True
+        if urgent and abs(setpoint_w) < abs(last.setpoint_w):
+            return True
+        if plan is not None and plan.created_at != last.plan_created_at:
+            return True  # a new plan changes the later periods of the schedule
+        return change > self.deadband_w and now - last.at >= self.min_resend_interval

@@ -1,0 +1,193 @@
+"""Dispatcher: plan step + live readings -> setpoints, with the safety clamps applied at once."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from controller.config import SiteConfig, parse_config
+from controller.dispatch import Dispatcher, DispatchInputs, VehicleLive, VehicleMode
+from controller.domain import Plan, VehiclePlan
+
+ROOT = Path(__file__).resolve().parent.parent
+T0 = datetime(2026, 11, 24, 17, 0, tzinfo=UTC)
+STEP = timedelta(minutes=15)
+
+
+def site(**vehicle_overrides: Any) -> SiteConfig:
+    data = yaml.safe_load((ROOT / "configs" / "home.example.yaml").read_text())
+    data = copy.deepcopy(data)
+    data["chargers"][0]["min_current_a"] = 0  # exact numbers in most tests; snapping is tested on its own
+    data["vehicles"][0].update(vehicle_overrides)
+    return parse_config(data, env={})
+
+
+def plan(power_w: list[float], export_w: list[float] | None = None, created: datetime = T0) -> Plan:
+    n = len(power_w)
+    export = export_w or [0.0] * n
+    return Plan(
+        created_at=created,
+        start=T0,
+        step=STEP,
+        vehicles={"family-ev": VehiclePlan("family-ev", tuple(power_w), tuple([50.0] * (n + 1)), "planned")},
+        grid_import_w=tuple([0.0] * n),
+        grid_export_w=tuple(export),
+        import_price_per_kwh=tuple([0.3] * n),
+        export_price_per_kwh=tuple([0.1] * n),
+        solver_status="optimal",
+        solve_time_ms=1.0,
+    )
+
+
+def inputs(
+    p: Plan | None,
+    grid_w: float | None,
+    car_w: float | None = 0.0,
+    soc: float | None = 60.0,
+    now: datetime = T0 + timedelta(minutes=1),
+    **kw: Any,
+) -> DispatchInputs:
+    live = VehicleLive("family-ev", True, "wallbox-garage", soc, car_w, kw.pop("mode", VehicleMode.AUTO))
+    return DispatchInputs(
+        now, p, (live,), grid_w, kw.pop("import_w", 17300.0), kw.pop("export_w", 10000.0), **kw
+    )
+
+
+def one(dispatcher: Dispatcher, i: DispatchInputs) -> Any:
+    commands = dispatcher.dispatch(i)
+    assert len(commands) == 1
+    return commands[0]
+
+
+def test_follows_planned_charging_and_schedules_the_plan() -> None:
+    d = Dispatcher(site())
+    cmd = one(d, inputs(plan([7000.0, 7000.0, 3000.0, 0.0] + [0.0] * 12), grid_w=800.0))
+    assert cmd.setpoint_w == 7000.0 and cmd.send
+    offsets = [(p.start_offset, p.setpoint_w) for p in cmd.schedule.periods]
+    assert offsets == [(timedelta(0), 7000.0), (timedelta(minutes=29), 3000.0), (timedelta(minutes=44), 0.0)]
+    assert cmd.schedule.valid_until - cmd.schedule.start == timedelta(hours=2)
+
+
+def test_v2h_follows_measured_home_load() -> None:
+    d = Dispatcher(site())
+    # The car discharges 3 kW, the grid still imports 1.5 kW: the home needs 4.5 kW.
+    cmd = one(d, inputs(plan([-3000.0] * 8), grid_w=1500.0, car_w=-3000.0))
+    assert cmd.setpoint_w == pytest.approx(-4500.0)
+    # Load drops to 1 kW net: never export by accident.
+    cmd = one(d, inputs(plan([-3000.0] * 8), grid_w=-2000.0, car_w=-3000.0))
+    assert cmd.setpoint_w == pytest.approx(-1000.0)
+    # PV covers the home: the car stops.
+    cmd = one(d, inputs(plan([-3000.0] * 8), grid_w=-2500.0, car_w=-1000.0))
+    assert cmd.setpoint_w == 0.0
+
+
+def test_v2g_export_kept_but_clamped_to_export_limit() -> None:
+    d = Dispatcher(site())
+    p = plan([-10000.0] * 8, export_w=[9000.0] * 8)
+    cmd = one(d, inputs(p, grid_w=-2000.0, car_w=0.0))  # PV already exports 2 kW
+    assert cmd.setpoint_w == pytest.approx(-8000.0)
+    assert any("export limit" in r for r in cmd.reasons)
+
+
+def test_without_v2g_the_car_never_exports_even_if_the_plan_says_so() -> None:
+    d = Dispatcher(site(permissions={"v2g": False, "v2h": True, "v2l": False}))
+    cmd = one(d, inputs(plan([-10000.0] * 8, export_w=[9000.0] * 8), grid_w=600.0, car_w=0.0))
+    assert cmd.setpoint_w == pytest.approx(-600.0)
+    assert all(p.setpoint_w >= 0 for p in cmd.schedule.periods[1:])
+
+
+def test_import_limit_reduces_charging_at_once() -> None:
+    d = Dispatcher(site())
+    p = plan([11000.0] * 8)
+    assert one(d, inputs(p, grid_w=1000.0)).setpoint_w == 11000.0
+    cmd = one(d, inputs(p, grid_w=15000.0 + 11000.0, car_w=11000.0, now=T0 + timedelta(minutes=1, seconds=2)))
+    assert cmd.setpoint_w == pytest.approx(2300.0)
+    assert cmd.send, "a fuse clamp must not wait for the rate limit"
+
+
+def test_export_limit_absorbs_into_the_car() -> None:
+    d = Dispatcher(site())
+    cmd = one(d, inputs(plan([0.0] * 8), grid_w=-13000.0))
+    assert cmd.setpoint_w == pytest.approx(3000.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({"safe_mode": True}, "safe mode"),
+        ({"soc": None}, "SoC unknown"),
+        ({"soc": 18.0}, "at reserve"),
+        ({"mode": VehicleMode.NO_DISCHARGE}, "no_discharge"),
+    ],
+)
+def test_no_discharge_when_unsafe(kwargs: dict[str, Any], reason: str) -> None:
+    d = Dispatcher(site())
+    cmd = one(d, inputs(plan([-5000.0] * 8, export_w=[1000.0] * 8), grid_w=5000.0, **kwargs))
+    assert cmd.setpoint_w == 0.0
+    assert any(reason in r for r in cmd.reasons)
+    assert all(p.setpoint_w >= 0 for p in cmd.schedule.periods)
+
+
+def test_silent_grid_meter_stops_load_following() -> None:
+    d = Dispatcher(site())
+    cmd = one(d, inputs(plan([-3000.0] * 8), grid_w=None))
+    assert cmd.setpoint_w == 0.0
+
+
+def test_charge_now_ignores_the_plan_but_not_the_fuse() -> None:
+    d = Dispatcher(site())
+    cmd = one(d, inputs(plan([-3000.0] * 8), grid_w=10000.0, mode=VehicleMode.CHARGE_NOW))
+    assert cmd.setpoint_w == pytest.approx(7300.0)
+
+
+def test_outage_covers_the_home_down_to_the_reserve() -> None:
+    d = Dispatcher(site())
+    cmd = one(d, inputs(plan([5000.0] * 8), grid_w=2200.0, grid_lost=True, safe_mode=True))
+    assert cmd.setpoint_w == pytest.approx(-2200.0)
+    cmd = one(d, inputs(plan([5000.0] * 8), grid_w=2200.0, grid_lost=True, soc=18.0))
+    assert cmd.setpoint_w == 0.0
+
+
+def test_deadband_and_rate_limit() -> None:
+    d = Dispatcher(site())
+    p = plan([-3000.0] * 8)
+    assert one(d, inputs(p, grid_w=3000.0, car_w=0.0)).send
+    # 200 W more load a few seconds later: inside the deadband.
+    cmd = one(d, inputs(p, grid_w=200.0, car_w=-3000.0, now=T0 + timedelta(minutes=1, seconds=5)))
+    assert cmd.setpoint_w == pytest.approx(-3200.0) and not cmd.send
+    # 1 kW more, but only 5 s after the last send: rate limited.
+    cmd = one(d, inputs(p, grid_w=1000.0, car_w=-3000.0, now=T0 + timedelta(minutes=1, seconds=5)))
+    assert not cmd.send
+    cmd = one(d, inputs(p, grid_w=1000.0, car_w=-3000.0, now=T0 + timedelta(minutes=1, seconds=20)))
+    assert cmd.send and cmd.setpoint_w == pytest.approx(-4000.0)
+    # A new plan always goes out (its later periods differ).
+    newer = plan([-3000.0] * 8, created=T0 + timedelta(minutes=1))
+    assert one(d, inputs(newer, grid_w=0.0, car_w=-4000.0, now=T0 + timedelta(minutes=1, seconds=21))).send
+
+
+def test_unplugged_car_gets_its_charger_stopped_once() -> None:
+    d = Dispatcher(site())
+    assert one(d, inputs(plan([7000.0] * 8), grid_w=0.0)).setpoint_w == 7000.0
+    gone = DispatchInputs(T0 + timedelta(minutes=2), plan([7000.0] * 8), (), 0.0, 17300.0, 10000.0)
+    commands = d.dispatch(gone)
+    assert [(c.charger_id, c.setpoint_w, c.send) for c in commands] == [("wallbox-garage", 0.0, True)]
+    assert d.dispatch(gone) == []
+
+
+def test_setpoints_below_charger_minimum_round_to_zero() -> None:
+    data = yaml.safe_load((ROOT / "configs" / "home.example.yaml").read_text())
+    d = Dispatcher(parse_config(data, env={}))  # 6 A x 3 x 230 V = 4140 W minimum
+    cmd = one(d, inputs(plan([3000.0] * 8), grid_w=0.0))
+    assert cmd.setpoint_w == 0.0
+    assert one(d, inputs(plan([5000.0] * 8), grid_w=0.0)).setpoint_w == 5000.0
+
+
+def test_no_plan_means_idle() -> None:
+    d = Dispatcher(site())
+    cmd = one(d, inputs(None, grid_w=0.0))
+    assert cmd.setpoint_w == 0.0 and "no plan yet: idle" in cmd.reasons
