@@ -1,0 +1,439 @@
+"""SQLite persistence: meter history (downsampled), plans, charging sessions, overrides, events.
+
+One file in WAL mode, so a reader (the API, a backup) never blocks the daemon and a crash loses
+at most the last unflushed history bucket. The schema is versioned with ``PRAGMA user_version``.
+Calls are synchronous and short; the daemon batches history writes and runs them off the loop.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from controller.domain import Plan, VehiclePlan, ensure_utc
+
+__all__ = ["ChargingSession", "HistoryPoint", "Store", "plan_from_json", "plan_to_json"]
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meter_history (
+    meter_id TEXT NOT NULL,
+    bucket_start INTEGER NOT NULL,      -- unix seconds, UTC, aligned to the bucket size
+    mean REAL NOT NULL,
+    minimum REAL NOT NULL,
+    maximum REAL NOT NULL,
+    samples INTEGER NOT NULL,
+    PRIMARY KEY (meter_id, bucket_start)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS plans (
+    id INTEGER PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    start INTEGER NOT NULL,
+    fallback INTEGER NOT NULL,
+    solver_status TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS plans_created ON plans(created_at);
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY,
+    charger_id TEXT NOT NULL,
+    vehicle_id TEXT,
+    transaction_id TEXT,
+    started_at INTEGER NOT NULL,
+    stopped_at INTEGER,
+    start_energy_wh REAL,
+    stop_energy_wh REAL
+);
+CREATE INDEX IF NOT EXISTS sessions_open ON sessions(charger_id, stopped_at);
+CREATE TABLE IF NOT EXISTS overrides (
+    vehicle_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    PRIMARY KEY (vehicle_id, kind)
+);
+CREATE TABLE IF NOT EXISTS vehicle_state (
+    vehicle_id TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_at ON events(at);
+"""
+
+
+def _ts(moment: datetime) -> int:
+    return int(ensure_utc(moment).timestamp())
+
+
+def _dt(ts: int) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPoint:
+    bucket_start: datetime
+    mean: float
+    minimum: float
+    maximum: float
+    samples: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChargingSession:
+    id: int
+    charger_id: str
+    vehicle_id: str | None
+    transaction_id: str | None
+    started_at: datetime
+    stopped_at: datetime | None
+    start_energy_wh: float | None
+    stop_energy_wh: float | None
+
+    @property
+    def energy_wh(self) -> float | None:
+        if self.start_energy_wh is None or self.stop_energy_wh is None:
+            return None
+        return self.stop_energy_wh - self.start_energy_wh
+
+
+@dataclass(slots=True)
+class _Bucket:
+    start: int
+    total: float = 0.0
+    minimum: float = math.inf
+    maximum: float = -math.inf
+    samples: int = 0
+
+    def add(self, value: float) -> None:
+        self.total += value
+        self.minimum = min(self.minimum, value)
+        self.maximum = max(self.maximum, value)
+        self.samples += 1
+
+
+class Store:
+    """The embedded store. Thread-safe: one connection guarded by a lock."""
+
+    def __init__(self, path: str | Path, *, bucket: timedelta = timedelta(minutes=1)) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._bucket_s = int(bucket.total_seconds())
+        if self._bucket_s <= 0:
+            raise ValueError("history bucket must be at least one second")
+        self._lock = threading.Lock()
+        self._open: dict[str, _Bucket] = {}
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path}: store schema {version} is newer than this version understands ({SCHEMA_VERSION}); "
+                "upgrade v2x-controller or point storage.path at another file"
+            )
+        with self._lock:  # executescript commits on its own: the statements are all idempotent
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        self.flush_history()
+        with self._lock:
+            self._db.close()
+
+    # ------------------------------------------------------------- history
+
+    def record_reading(self, meter_id: str, at: datetime, value: float) -> None:
+        """Add one reading to its bucket; complete buckets are written by ``flush_history``."""
+        if not math.isfinite(value):
+            return
+        start = _ts(at) // self._bucket_s * self._bucket_s
+        bucket = self._open.get(meter_id)
+        if bucket is None or bucket.start != start:
+            if bucket is not None and bucket.start > start:
+                return  # late reading for a bucket already closed: history is downsampled, drop it
+            if bucket is not None:
+                self._write_buckets([(meter_id, bucket)])
+            bucket = self._open[meter_id] = _Bucket(start)
+        bucket.add(value)
+
+    def flush_history(self, now: datetime | None = None) -> int:
+        """Write the buckets complete at ``now`` (all open buckets when None); returns how many."""
+        cutoff = None if now is None else _ts(now) // self._bucket_s * self._bucket_s
+        done = [(m, b) for m, b in self._open.items() if cutoff is None or b.start < cutoff]
+        self._write_buckets(done)
+        for meter_id, _ in done:
+            del self._open[meter_id]
+        return len(done)
+
+    def _write_buckets(self, buckets: list[tuple[str, _Bucket]]) -> None:
+        if not buckets:
+            return
+        rows = [
+            (m, b.start, b.total / b.samples, b.minimum, b.maximum, b.samples)
+            for m, b in buckets
+            if b.samples
+        ]
+        with self._tx() as db:
+            # Merge with a bucket already stored (a restart inside the same minute).
+            db.executemany(
+                """INSERT INTO meter_history VALUES (?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(meter_id, bucket_start) DO UPDATE SET
+                     mean = (mean * samples + excluded.mean * excluded.samples) / (samples + excluded.samples),
+                     minimum = MIN(minimum, excluded.minimum), maximum = MAX(maximum, excluded.maximum),
+                     samples = samples + excluded.samples""",
+                rows,
+            )
+
+    def history(self, meter_id: str, since: datetime, until: datetime) -> list[HistoryPoint]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT bucket_start, mean, minimum, maximum, samples FROM meter_history "
+                "WHERE meter_id = ? AND bucket_start >= ? AND bucket_start < ? ORDER BY bucket_start",
+                (meter_id, _ts(since), _ts(until)),
+            ).fetchall()
+        return [HistoryPoint(_dt(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+
+    def purge(self, older_than: datetime) -> int:
+        cutoff = _ts(older_than)
+        with self._tx() as db:
+            n = db.execute("DELETE FROM meter_history WHERE bucket_start < ?", (cutoff,)).rowcount
+            n += db.execute("DELETE FROM plans WHERE created_at < ?", (cutoff,)).rowcount
+            n += db.execute("DELETE FROM events WHERE at < ?", (cutoff,)).rowcount
+        return n
+
+    # --------------------------------------------------------------- plans
+
+    def save_plan(self, plan: Plan) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO plans (created_at, start, fallback, solver_status, body) VALUES (?, ?, ?, ?, ?)",
+                (
+                    _ts(plan.created_at),
+                    _ts(plan.start),
+                    int(plan.fallback),
+                    plan.solver_status,
+                    plan_to_json(plan),
+                ),
+            )
+
+    def latest_plan(self) -> Plan | None:
+        with self._lock:
+            row = self._db.execute("SELECT body FROM plans ORDER BY id DESC LIMIT 1").fetchone()
+        return plan_from_json(row[0]) if row else None
+
+    # ------------------------------------------------------------ sessions
+
+    def start_session(
+        self,
+        charger_id: str,
+        started_at: datetime,
+        *,
+        vehicle_id: str | None = None,
+        transaction_id: str | None = None,
+        start_energy_wh: float | None = None,
+    ) -> int:
+        """Open a session; an open session on the same charger is closed first (a missed stop)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE sessions SET stopped_at = ? WHERE charger_id = ? AND stopped_at IS NULL",
+                (_ts(started_at), charger_id),
+            )
+            cursor = db.execute(
+                "INSERT INTO sessions (charger_id, vehicle_id, transaction_id, started_at, start_energy_wh) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (charger_id, vehicle_id, transaction_id, _ts(started_at), start_energy_wh),
+            )
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+
+    def stop_session(
+        self, charger_id: str, stopped_at: datetime, stop_energy_wh: float | None = None
+    ) -> bool:
+        with self._tx() as db:
+            n = db.execute(
+                "UPDATE sessions SET stopped_at = ?, stop_energy_wh = ? WHERE charger_id = ? AND stopped_at IS NULL",
+                (_ts(stopped_at), stop_energy_wh, charger_id),
+            ).rowcount
+        return n > 0
+
+    def open_sessions(self) -> list[ChargingSession]:
+        return self._sessions("WHERE stopped_at IS NULL ORDER BY id")
+
+    def sessions(self, limit: int = 100) -> list[ChargingSession]:
+        return self._sessions("ORDER BY id DESC LIMIT ?", (limit,))
+
+    def _sessions(self, clause: str, params: tuple[Any, ...] = ()) -> list[ChargingSession]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, charger_id, vehicle_id, transaction_id, started_at, stopped_at, start_energy_wh, "
+                f"stop_energy_wh FROM sessions {clause}",
+                params,
+            ).fetchall()
+        return [
+            ChargingSession(
+                r[0], r[1], r[2], r[3], _dt(r[4]), _dt(r[5]) if r[5] is not None else None, r[6], r[7]
+            )
+            for r in rows
+        ]
+
+    # ----------------------------------------------------------- overrides
+
+    def set_override(
+        self,
+        vehicle_id: str,
+        kind: str,
+        body: dict[str, Any],
+        at: datetime,
+        expires_at: datetime | None = None,
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO overrides VALUES (?, ?, ?, ?, ?) ON CONFLICT(vehicle_id, kind) DO UPDATE SET "
+                "body = excluded.body, updated_at = excluded.updated_at, expires_at = excluded.expires_at",
+                (vehicle_id, kind, json.dumps(body), _ts(at), _ts(expires_at) if expires_at else None),
+            )
+
+    def clear_override(self, vehicle_id: str, kind: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM overrides WHERE vehicle_id = ? AND kind = ?", (vehicle_id, kind))
+
+    def overrides(self, now: datetime) -> dict[tuple[str, str], dict[str, Any]]:
+        """Overrides still in force at ``now``, by (vehicle id, kind)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT vehicle_id, kind, body FROM overrides WHERE expires_at IS NULL OR expires_at > ?",
+                (_ts(now),),
+            ).fetchall()
+        return {(r[0], r[1]): json.loads(r[2]) for r in rows}
+
+    # -------------------------------------------------------- vehicle state
+
+    def save_vehicle_state(self, vehicle_id: str, body: dict[str, Any], at: datetime) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO vehicle_state VALUES (?, ?, ?) ON CONFLICT(vehicle_id) DO UPDATE SET "
+                "body = excluded.body, updated_at = excluded.updated_at",
+                (vehicle_id, json.dumps(body), _ts(at)),
+            )
+
+    def vehicle_states(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT vehicle_id, body FROM vehicle_state").fetchall()
+        return {r[0]: json.loads(r[1]) for r in rows}
+
+    # ---------------------------------------------------------------- events
+
+    def log_event(self, kind: str, at: datetime, **body: Any) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO events (at, kind, body) VALUES (?, ?, ?)",
+                (_ts(at), kind, json.dumps(body, default=str)),
+            )
+
+    def events(self, kind: str | None = None, limit: int = 100) -> list[tuple[datetime, str, dict[str, Any]]]:
+        query = "SELECT at, kind, body FROM events"
+        params: tuple[Any, ...] = ()
+        if kind is not None:
+            query += " WHERE kind = ?"
+            params = (kind,)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
+        return [(_dt(r[0]), r[1], json.loads(r[2])) for r in rows]
+
+
+# ---------------------------------------------------------------- plan JSON
+
+
+def plan_to_json(plan: Plan) -> str:
+    """Compact JSON of a plan (W rounded to 1 W, SoC to 0.01 %)."""
+    return json.dumps(
+        {
+            "created_at": plan.created_at.isoformat(),
+            "start": plan.start.isoformat(),
+            "step_s": int(plan.step.total_seconds()),
+            "vehicles": {
+                vid: {
+                    "power_w": [round(p) for p in vp.power_w],
+                    "soc_percent": [round(s, 2) for s in vp.soc_percent],
+                    "reason": vp.reason,
+                    "departure_shortfall_kwh": vp.departure_shortfall_kwh,
+                    "throughput_kwh": vp.throughput_kwh,
+                }
+                for vid, vp in plan.vehicles.items()
+            },
+            "grid_import_w": [round(p) for p in plan.grid_import_w],
+            "grid_export_w": [round(p) for p in plan.grid_export_w],
+            "import_price_per_kwh": list(plan.import_price_per_kwh),
+            "export_price_per_kwh": list(plan.export_price_per_kwh),
+            "solver_status": plan.solver_status,
+            "solve_time_ms": plan.solve_time_ms,
+            "fallback": plan.fallback,
+            "import_cost": plan.import_cost,
+            "export_revenue": plan.export_revenue,
+            "degradation_cost": plan.degradation_cost,
+            "notes": list(plan.notes),
+        },
+        separators=(",", ":"),
+    )
+
+
+def plan_from_json(text: str) -> Plan:
+    d = json.loads(text)
+    return Plan(
+        created_at=datetime.fromisoformat(d["created_at"]),
+        start=datetime.fromisoformat(d["start"]),
+        step=timedelta(seconds=d["step_s"]),
+        vehicles={
+            vid: VehiclePlan(
+                vid,
+                tuple(float(p) for p in v["power_w"]),
+                tuple(float(s) for s in v["soc_percent"]),
+                v["reason"],
+                v["departure_shortfall_kwh"],
+                v["throughput_kwh"],
+            )
+            for vid, v in d["vehicles"].items()
+        },
+        grid_import_w=tuple(float(p) for p in d["grid_import_w"]),
+        grid_export_w=tuple(float(p) for p in d["grid_export_w"]),
+        import_price_per_kwh=tuple(d["import_price_per_kwh"]),
+        export_price_per_kwh=tuple(d["export_price_per_kwh"]),
+        solver_status=d["solver_status"],
+        solve_time_ms=d["solve_time_ms"],
+        fallback=d["fallback"],
+        import_cost=d["import_cost"],
+        export_revenue=d["export_revenue"],
+        degradation_cost=d["degradation_cost"],
+        notes=tuple(d["notes"]),
+    )

@@ -1,0 +1,107 @@
+"""SQLite store on real files: history, plans, sessions, overrides, survival across reopen."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from controller.domain import Plan, VehiclePlan
+from controller.store import Store
+
+T0 = datetime(2026, 11, 24, 17, 0, tzinfo=UTC)
+
+
+def sample_plan(created: datetime = T0) -> Plan:
+    return Plan(
+        created_at=created,
+        start=T0,
+        step=timedelta(minutes=15),
+        vehicles={"ev": VehiclePlan("ev", (-3200.4, 0.0), (60.0, 58.96, 58.96), "discharging", 0.0, 0.8)},
+        grid_import_w=(0.0, 400.0),
+        grid_export_w=(0.0, 0.0),
+        import_price_per_kwh=(0.41, 0.30),
+        export_price_per_kwh=(0.11, 0.10),
+        solver_status="optimal",
+        solve_time_ms=2.5,
+        import_cost=0.03,
+    )
+
+
+def test_wal_mode_and_schema_version(tmp_path: Path) -> None:
+    store = Store(tmp_path / "v2x.sqlite")
+    store.close()
+    db = sqlite3.connect(tmp_path / "v2x.sqlite")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+
+
+def test_newer_schema_is_refused_with_a_message(tmp_path: Path) -> None:
+    path = tmp_path / "v2x.sqlite"
+    sqlite3.connect(path).execute("PRAGMA user_version=99")
+    with pytest.raises(RuntimeError, match="newer than this version"):
+        Store(path)
+
+
+def test_history_is_downsampled_into_buckets(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    for second, value in [(0, 100.0), (20, 300.0), (59, 200.0), (61, 1000.0)]:
+        store.record_reading("grid", T0 + timedelta(seconds=second), value)
+    store.record_reading("grid", T0 + timedelta(seconds=30), float("nan"))
+    store.record_reading("grid", T0 + timedelta(seconds=10), 5.0)  # late for a closed bucket: dropped
+    assert store.flush_history(now=T0 + timedelta(seconds=90)) == 0  # the second bucket is still open
+    points = store.history("grid", T0, T0 + timedelta(hours=1))
+    assert [(p.mean, p.minimum, p.maximum, p.samples) for p in points] == [(200.0, 100.0, 300.0, 3)]
+    assert store.flush_history(now=T0 + timedelta(seconds=120)) == 1
+    assert len(store.history("grid", T0, T0 + timedelta(hours=1))) == 2
+
+
+def test_everything_survives_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    store = Store(path)
+    store.record_reading("pv", T0, -1500.0)
+    store.save_plan(sample_plan())
+    session = store.start_session("wb", T0, vehicle_id="ev", transaction_id="tx1", start_energy_wh=1000.0)
+    store.set_override("ev", "departure", {"at": "2026-11-25T06:30:00+00:00", "target_soc_percent": 90}, T0)
+    store.set_override("ev", "mode", {"mode": "charge_now"}, T0, expires_at=T0 + timedelta(hours=1))
+    store.save_vehicle_state("ev", {"soc_percent": 61.5, "plugged_in": True}, T0)
+    store.log_event("plan", T0, status="optimal")
+    store.close()  # flushes the open history bucket
+
+    again = Store(path)
+    assert again.history("pv", T0, T0 + timedelta(minutes=1))[0].mean == -1500.0
+    restored = again.latest_plan()
+    assert restored is not None
+    assert restored.vehicles["ev"].power_w == (-3200.0, 0.0)
+    assert restored.start == T0 and restored.step == timedelta(minutes=15) and restored.import_cost == 0.03
+    [open_session] = again.open_sessions()
+    assert open_session.id == session and open_session.transaction_id == "tx1"
+    assert again.overrides(T0 + timedelta(minutes=30)).keys() == {("ev", "departure"), ("ev", "mode")}
+    assert again.overrides(T0 + timedelta(hours=2)).keys() == {("ev", "departure")}
+    assert again.vehicle_states()["ev"]["soc_percent"] == 61.5
+    assert again.events("plan")[0][2] == {"status": "optimal"}
+    assert again.stop_session("wb", T0 + timedelta(hours=1), stop_energy_wh=8000.0)
+    assert again.sessions()[0].energy_wh == 7000.0
+    assert not again.stop_session("wb", T0 + timedelta(hours=2))
+    again.close()
+
+
+def test_new_session_closes_a_missed_stop(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    store.start_session("wb", T0)
+    store.start_session("wb", T0 + timedelta(hours=3))
+    sessions = store.sessions()
+    assert len(sessions) == 2 and sessions[1].stopped_at == T0 + timedelta(hours=3)
+    assert len(store.open_sessions()) == 1
+
+
+def test_purge_drops_old_rows(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    store.record_reading("grid", T0 - timedelta(days=500), 1.0)
+    store.record_reading("grid", T0, 2.0)
+    store.flush_history()
+    store.save_plan(sample_plan(created=T0 - timedelta(days=500)))
+    assert store.purge(T0 - timedelta(days=400)) == 2
+    assert [p.mean for p in store.history("grid", T0 - timedelta(days=600), T0 + timedelta(days=1))] == [2.0]
