@@ -40,6 +40,7 @@ __all__ = [
     "MeterConfig",
     "MqttConfig",
     "OcppConfig",
+    "OptimizerConfig",
     "SiteConfig",
     "SiteSettings",
     "TariffConfig",
@@ -238,6 +239,9 @@ class VehicleConfig(_Model):
     max_charge_kw: Kw = Field(11.0, gt=0)
     max_discharge_kw: Kw = 0.0
     consumption_kwh_per_100km: float = Field(18.0, gt=0, le=100)
+    typical_trip_km: float = Field(
+        40.0, ge=0, le=2000, description="Used to estimate SoC on arrival when the car reports none."
+    )
     reserve: Reserve = Field(default_factory=lambda: Reserve(percent=20.0))
     max_soc_percent: Percent = Field(100.0, description="Upper SoC the controller charges to for arbitrage.")
     default_target_soc_percent: Percent = Field(80.0, description="Target for departures without their own.")
@@ -455,6 +459,24 @@ class LoggingConfig(_Model):
     format: Literal["auto", "console", "json"] = "auto"
 
 
+class OptimizerConfig(_Model):
+    """Tuning of the schedule optimiser (see docs/optimizer.md)."""
+
+    terminal_value_per_kwh: float | None = Field(
+        None,
+        ge=0,
+        le=10,
+        description="Value of a kWh left in a battery at the horizon end; default: the mean import price "
+        "over the horizon (at least 0). Without it a receding-horizon plan empties the car at the edge.",
+    )
+    churn_cost_per_kw: float = Field(
+        0.0005, ge=0, le=1, description="Small cost per kW of setpoint change between steps (less churn)."
+    )
+    solver_time_limit_s: float = Field(
+        2.0, gt=0, le=3600, description="Solver time limit; on timeout the safe fallback plan is used."
+    )
+
+
 # ---------------------------------------------------------------------- the site
 
 
@@ -470,6 +492,7 @@ class SiteConfig(_Model):
     api: ApiConfig = Field(default_factory=ApiConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
 
     @model_validator(mode="after")
     def _cross_field(self) -> Self:

@@ -9,12 +9,11 @@ Pure: no I/O, no asyncio. State kept here is only what was last sent (deadband, 
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from controller.config import ChargerConfig, SiteConfig, VehicleConfig
-from controller.domain import ChargerSchedule, Plan, SchedulePeriod, ensure_utc
+from controller.domain import ChargerSchedule, Plan, SchedulePeriod, VehicleMode, ensure_utc
 
 __all__ = [
     "ChargerCommand",
@@ -26,14 +25,6 @@ __all__ = [
 
 # Discharge stops this close above the reserve, so SoC noise cannot push the car below it.
 _RESERVE_MARGIN_PERCENT = 0.5
-
-
-class VehicleMode(enum.StrEnum):
-    """User override for one vehicle."""
-
-    AUTO = "auto"
-    CHARGE_NOW = "charge_now"
-    NO_DISCHARGE = "no_discharge"
 
 
 @dataclass(frozen=True, slots=True)

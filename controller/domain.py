@@ -32,6 +32,7 @@ __all__ = [
     "PriceSeries",
     "SchedulePeriod",
     "V2LSession",
+    "VehicleMode",
     "VehiclePlan",
     "VehicleState",
     "align_to_step",
@@ -62,6 +63,14 @@ class MeterRole(enum.StrEnum):
     HOME = "home"
     VEHICLE_SOC = "vehicle_soc"
     V2L = "v2l"
+
+
+class VehicleMode(enum.StrEnum):
+    """The driver's choice for a vehicle: plan freely, charge at full power now, or never discharge."""
+
+    AUTO = "auto"
+    CHARGE_NOW = "charge_now"
+    NO_DISCHARGE = "no_discharge"
 
 
 @dataclass(frozen=True, slots=True)
