@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The OCPP interop tests drive a Node charger (tests/interop, ocpp-rpc); node_modules is never committed.
+INTEROP_STAMP := tests/interop/node_modules/.installed
 
 .PHONY: demo test lint typecheck unit bench clean
 
@@ -11,6 +13,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
+
+$(INTEROP_STAMP): tests/interop/package.json tests/interop/package-lock.json
+	npm ci --prefix tests/interop --no-audit --no-fund
+	touch $(INTEROP_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/v2x check-config configs/home.example.yaml
@@ -22,7 +28,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) $(INTEROP_STAMP)
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
@@ -31,4 +37,4 @@ bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis tests/interop/node_modules

@@ -1,0 +1,144 @@
+"""Shared part of the per-version adapters: state updates and events, no protocol specifics."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, Protocol
+
+import structlog
+
+from controller.clock import Clock
+from controller.config import OcppVersion
+from controller.ocpp.events import (
+    EventSink,
+    MeterValuesReceived,
+    OcppEvent,
+    StatusChanged,
+    TransactionEnded,
+    TransactionStarted,
+)
+from controller.ocpp.meter import MeterSample, MeterValueError, parse_meter_values, parse_timestamp
+from controller.ocpp.model import ChargerModel
+from controller.ocpp.profiles import format_time
+from controller.ocpp.rpc import OcppCallError, Reply, RpcPeer
+
+__all__ = ["Adapter", "SessionHooks"]
+
+SAMPLED_MEASURANDS = (
+    # Tried in order: chargers reject the whole list when one measurand is unknown to them.
+    "Power.Active.Import,Power.Active.Export,Energy.Active.Import.Register,Energy.Active.Export.Register,SoC",
+    "Power.Active.Import,Energy.Active.Import.Register,SoC",
+    "Power.Active.Import,Energy.Active.Import.Register",
+)
+
+
+class SessionHooks(Protocol):
+    def after_boot(self) -> Awaitable[None]:
+        """Configure the charger once the BootNotification answer is on the wire."""
+        ...
+
+    def transaction_started(self, evse_id: int) -> None:
+        """A transaction started: the current schedule can now be sent as a TxProfile."""
+        ...
+
+
+class Adapter:
+    """Turns one version's incoming CALLs into model updates and events; builds its outgoing CALLs."""
+
+    version: OcppVersion
+    heartbeat_interval_s = 300  # the session sets the configured value
+
+    def __init__(self, model: ChargerModel, clock: Clock, emit: EventSink, hooks: SessionHooks) -> None:
+        self.model = model
+        self.clock = clock
+        self._emit = emit
+        self.hooks = hooks
+        self.log = structlog.get_logger("controller.ocpp").bind(
+            charger_id=model.charger_id, ocpp_version=self.version.value
+        )
+        self._routes: dict[str, Callable[[dict[str, Any]], Reply]] = {}
+
+    async def handle(self, action: str, payload: dict[str, Any]) -> Reply | None:
+        self.model.last_seen = self.clock.now()
+        route = self._routes.get(action)
+        return None if route is None else route(payload)
+
+    # ----------------------------------------------------------- outgoing
+
+    async def configure_sampling(self, peer: RpcPeer, interval_s: int) -> None:
+        raise NotImplementedError
+
+    async def request_status(self, peer: RpcPeer) -> None:
+        """Ask the charger to resend its connector status (after a reconnect)."""
+        await peer.call("TriggerMessage", {"requestedMessage": "StatusNotification"})
+
+    # ----------------------------------------------------------- helpers
+
+    def now_text(self) -> str:
+        return format_time(self.clock.now())
+
+    def emit(self, event: OcppEvent) -> None:
+        self._emit(event)
+
+    def timestamp(self, raw: Any) -> datetime:
+        """A charger timestamp, or now when absent; an unreadable one is answered as a format error."""
+        if raw is None:
+            return self.clock.now()
+        try:
+            return parse_timestamp(raw)
+        except MeterValueError as error:
+            raise OcppCallError("FormatViolation", str(error)) from None
+
+    def meter_sample(self, meter_values: Any) -> MeterSample | None:
+        try:
+            return parse_meter_values(meter_values or [])
+        except MeterValueError as error:
+            raise OcppCallError("PropertyConstraintViolation", f"meterValue: {error}") from None
+
+    def record_meter(self, evse_id: int, transaction_id: str | None, sample: MeterSample | None) -> None:
+        if sample is None:
+            return
+        evse = self.model.evse(evse_id)
+        evse.meter = evse.meter.updated(sample)
+        self.emit(MeterValuesReceived(self.model.charger_id, evse_id, transaction_id, sample))
+
+    def record_status(self, evse_id: int, connector_id: int, status: str, at: datetime) -> None:
+        evse = self.model.evse(evse_id)
+        previous = evse.status
+        evse.status = status
+        if previous != status:
+            self.log.info("ocpp_status", evse_id=evse_id, status=status, previous=previous)
+            self.emit(StatusChanged(self.model.charger_id, evse_id, connector_id, status, previous, at))
+
+    def start_transaction(
+        self,
+        evse_id: int,
+        transaction_id: str,
+        at: datetime,
+        id_token: str | None,
+        meter_start_wh: float | None,
+    ) -> None:
+        evse = self.model.evse(evse_id)
+        if evse.transaction_id == transaction_id:
+            return
+        evse.transaction_id = transaction_id
+        self.log.info("ocpp_transaction_started", evse_id=evse_id, transaction_id=transaction_id)
+        self.emit(
+            TransactionStarted(self.model.charger_id, evse_id, transaction_id, at, id_token, meter_start_wh)
+        )
+        self.hooks.transaction_started(evse_id)
+
+    def end_transaction(
+        self,
+        evse_id: int,
+        transaction_id: str,
+        at: datetime,
+        reason: str | None,
+        meter_stop_wh: float | None,
+    ) -> None:
+        evse = self.model.evse(evse_id)
+        if evse.transaction_id == transaction_id:
+            evse.transaction_id = None
+        self.log.info("ocpp_transaction_ended", evse_id=evse_id, transaction_id=transaction_id, reason=reason)
+        self.emit(TransactionEnded(self.model.charger_id, evse_id, transaction_id, at, reason, meter_stop_wh))

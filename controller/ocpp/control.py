@@ -1,0 +1,311 @@
+"""Per charger: the live connection, the setup after boot/reconnect, and the one profile sender.
+
+The sender keeps only the newest wanted schedule; a single task sends it, so there is never more
+than one SetChargingProfile outstanding per charger, and a schedule that was overtaken by a newer
+one before it went out is reported as superseded instead of being sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from controller.clock import Clock
+from controller.config import OcppConfig
+from controller.domain import ChargerSchedule
+from controller.ocpp.base import Adapter
+from controller.ocpp.events import EventSink, ProfileAnswered
+from controller.ocpp.model import ChargerModel, ProfileRecord, ProfileStatus
+from controller.ocpp.profiles import (
+    ChargerLimits,
+    default_profile_payload,
+    profile_valid_to,
+    same_schedule,
+    tx_profile_payload,
+)
+from controller.ocpp.rpc import CallErrorReceived, CallTimeout, NotConnected, ResponseInvalid, RpcPeer
+
+__all__ = ["Backoff", "ChargerControl"]
+
+_CALL_FAILURES = (CallTimeout, CallErrorReceived, ResponseInvalid)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Retry delays for a profile that timed out or failed: initial, doubled, capped."""
+
+    initial_s: float = 1.0
+    factor: float = 2.0
+    max_s: float = 60.0
+
+    def delay_s(self, attempt: int) -> float:
+        return float(min(self.max_s, self.initial_s * self.factor ** max(0, attempt - 1)))
+
+
+class ChargerControl:
+    def __init__(
+        self,
+        model: ChargerModel,
+        limits: ChargerLimits,
+        clock: Clock,
+        emit: EventSink,
+        config: OcppConfig,
+        backoff: Backoff,
+    ) -> None:
+        self.model = model
+        self.limits = limits
+        self.clock = clock
+        self._emit = emit
+        self._config = config
+        self._backoff = backoff
+        self._max_validity = timedelta(hours=config.profile_validity_hours)
+        self.peer: RpcPeer | None = None
+        self.adapter: Adapter | None = None
+        self._desired: ChargerSchedule | None = None
+        self._force = False
+        self._wake = asyncio.Event()
+        self._waiters: list[tuple[ChargerSchedule, asyncio.Future[ProfileRecord]]] = []
+        self.log = structlog.get_logger("controller.ocpp").bind(charger_id=model.charger_id)
+
+    # --------------------------------------------------------------- connection
+
+    def attach(self, peer: RpcPeer, adapter: Adapter) -> RpcPeer | None:
+        """Make ``peer`` the live connection; returns the one it replaces."""
+        previous = self.peer
+        self.peer, self.adapter = peer, adapter
+        self.model.connected = True
+        self.model.ocpp_version = peer.version
+        self.model.last_seen = self.clock.now()
+        return previous
+
+    def detach(self, peer: RpcPeer) -> bool:
+        """Forget ``peer`` if it is still the live one; True if the charger is now disconnected."""
+        if self.peer is not peer:
+            return False
+        self.peer = self.adapter = None
+        self.model.connected = False
+        return True
+
+    # --------------------------------------------------------------- SessionHooks
+
+    def after_boot(self) -> Coroutine[Any, Any, None]:
+        # From now on a reconnect of this charger is a re-sync, even if this setup is cut short.
+        self.model.booted_once = True
+        return self.setup(resync=False)
+
+    def transaction_started(self, evse_id: int) -> None:
+        if self._desired is not None and self._desired.evse_id == evse_id:
+            self.wake(force=True)
+
+    async def setup(self, *, resync: bool) -> None:
+        """Sampling config, the safe default profile, (after a reconnect) fresh status, the current profile.
+
+        Bound to the connection it started on: if a new connection replaces it midway, that one runs
+        its own setup and this one stops.
+        """
+        peer, adapter = self.peer, self.adapter
+        if peer is None or adapter is None:
+            return
+        try:
+            await adapter.configure_sampling(peer, self._config.meter_sample_interval_s)
+        except _CALL_FAILURES as error:
+            self.log.warning("ocpp_sampling_config_failed", error=str(error))
+        if self.peer is not peer:
+            return
+        await self.install_default(peer)
+        if resync and self.peer is peer:
+            try:
+                await adapter.request_status(peer)
+            except _CALL_FAILURES as error:
+                self.log.info("ocpp_status_trigger_failed", error=str(error))
+        if self.peer is peer:
+            self.wake(force=True)
+
+    # --------------------------------------------------------------- profiles
+
+    def wake(self, *, force: bool = False) -> None:
+        self._force = self._force or force
+        self._wake.set()
+
+    async def apply(self, schedule: ChargerSchedule) -> ProfileRecord:
+        """Make ``schedule`` the wanted one and wait for the first outcome of sending it."""
+        future: asyncio.Future[ProfileRecord] = asyncio.get_running_loop().create_future()
+        self._desired = schedule
+        self._waiters.append((schedule, future))
+        self.wake()
+        return await future
+
+    async def install_default(self, peer: RpcPeer | None = None) -> ProfileRecord:
+        peer = self.peer if peer is None else peer
+        now = self.clock.now()
+        if peer is None:
+            return ProfileRecord("TxDefaultProfile", ProfileStatus.NOT_CONNECTED, {}, now)
+        payload = default_profile_payload(peer.version, self.limits)
+        record = await self._send(peer, "TxDefaultProfile", payload, attempt=1)
+        self.model.default_profile = record
+        return record
+
+    async def run(self) -> None:
+        """The sender task: one at a time, newest schedule wins, retries with backoff."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            force, self._force = self._force, False
+            try:
+                await self._send_desired(force)
+            except Exception as error:  # a bug here must not stop this charger's sender for good
+                self.log.exception("ocpp_profile_sender_failed")
+                schedule = self._desired
+                if schedule is not None:
+                    failed = ProfileRecord(
+                        "TxProfile", ProfileStatus.FAILED, {}, self.clock.now(), schedule, reason=str(error)
+                    )
+                    self._resolve(schedule, failed)
+
+    def fail_waiters(self) -> None:
+        """Answer everyone still waiting (the server is stopping): not connected."""
+        now = self.clock.now()
+        for schedule, future in self._waiters:
+            if not future.done():
+                future.set_result(
+                    ProfileRecord("TxProfile", ProfileStatus.NOT_CONNECTED, {}, now, schedule=schedule)
+                )
+        self._waiters.clear()
+
+    async def _send_desired(self, force: bool) -> None:
+        attempt = 0
+        while (schedule := self._desired) is not None:
+            attempt += 1
+            self._resolve_other_than(schedule)
+            record, retry = await self._attempt(schedule, force, attempt)
+            self._resolve(schedule, record)
+            if not retry:
+                return
+            delay = self._backoff.delay_s(attempt)
+            self.log.info("ocpp_profile_retry", attempt=attempt, delay_s=delay, status=record.status.value)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+            if self._wake.is_set():
+                return  # something new (schedule, reconnect, transaction): the run loop takes it
+            force = True
+
+    def _resolve(self, schedule: ChargerSchedule, record: ProfileRecord) -> None:
+        keep = []
+        for wanted, future in self._waiters:
+            if wanted is schedule:
+                if not future.done():
+                    future.set_result(record)
+            else:
+                keep.append((wanted, future))
+        self._waiters = keep
+
+    def _resolve_other_than(self, schedule: ChargerSchedule) -> None:
+        now = self.clock.now()
+        for wanted, future in self._waiters:
+            if wanted is not schedule and not future.done():
+                future.set_result(
+                    ProfileRecord("TxProfile", ProfileStatus.SUPERSEDED, {}, now, schedule=wanted)
+                )
+        self._waiters = [(w, f) for w, f in self._waiters if w is schedule]
+
+    async def _attempt(
+        self, schedule: ChargerSchedule, force: bool, attempt: int
+    ) -> tuple[ProfileRecord, bool]:
+        now = self.clock.now()
+        peer = self.peer
+        if peer is None:
+            return ProfileRecord("TxProfile", ProfileStatus.NOT_CONNECTED, {}, now, schedule=schedule), False
+        evse = self.model.evses.get(schedule.evse_id)
+        transaction_id = evse.transaction_id if evse else None
+        if transaction_id is None:
+            return ProfileRecord("TxProfile", ProfileStatus.DEFERRED, {}, now, schedule=schedule), False
+        valid_to = profile_valid_to(schedule, self._max_validity)
+        if valid_to <= now:
+            reason = "the schedule ended before it could be sent"
+            return ProfileRecord(
+                "TxProfile", ProfileStatus.FAILED, {}, now, schedule, transaction_id, valid_to, reason
+            ), False
+        last = self.model.last_profile
+        if (
+            not force
+            and last is not None
+            and last.accepted
+            and last.schedule is not None
+            and last.valid_to is not None
+            and last.transaction_id == transaction_id
+            and valid_to >= last.valid_to
+            and last.valid_to - now >= self._max_validity / 2
+            and same_schedule(last.schedule, schedule, last.valid_to)
+        ):
+            return ProfileRecord(
+                "TxProfile",
+                ProfileStatus.UNCHANGED,
+                last.payload,
+                now,
+                schedule,
+                transaction_id,
+                last.valid_to,
+            ), False
+        payload = tx_profile_payload(
+            peer.version,
+            schedule,
+            self.limits,
+            transaction_id=transaction_id,
+            max_validity=self._max_validity,
+        )
+        record = await self._send(
+            peer,
+            "TxProfile",
+            payload,
+            attempt=attempt,
+            schedule=schedule,
+            transaction_id=transaction_id,
+            valid_to=valid_to,
+        )
+        self.model.last_profile = record
+        return record, record.status in (ProfileStatus.TIMEOUT, ProfileStatus.FAILED)
+
+    async def _send(
+        self,
+        peer: RpcPeer,
+        purpose: str,
+        payload: dict[str, Any],
+        *,
+        attempt: int,
+        schedule: ChargerSchedule | None = None,
+        transaction_id: str | None = None,
+        valid_to: datetime | None = None,
+    ) -> ProfileRecord:
+        reason = ""
+        try:
+            result = await peer.call("SetChargingProfile", payload)
+        except CallTimeout as error:
+            status, reason = ProfileStatus.TIMEOUT, str(error)
+        except (CallErrorReceived, ResponseInvalid) as error:
+            status, reason = ProfileStatus.FAILED, str(error)
+        except NotConnected as error:
+            status, reason = ProfileStatus.NOT_CONNECTED, str(error)
+        else:
+            status = ProfileStatus.ACCEPTED if result["status"] == "Accepted" else ProfileStatus.REJECTED
+            info = result.get("statusInfo") or {}
+            reason = result["status"] if status is ProfileStatus.REJECTED else ""
+            if info.get("reasonCode"):
+                reason = f"{reason} ({info['reasonCode']})".strip()
+        record = ProfileRecord(
+            purpose, status, payload, self.clock.now(), schedule, transaction_id, valid_to, reason, attempt
+        )
+        log = self.log.bind(purpose=purpose, status=status.value, attempt=attempt)
+        if status is ProfileStatus.ACCEPTED:
+            log.info("ocpp_profile_accepted")
+        else:
+            log.warning("ocpp_profile_not_accepted", reason=reason)
+        if status is not ProfileStatus.NOT_CONNECTED:
+            self._emit(ProfileAnswered(self.model.charger_id, record))
+        return record

@@ -1,0 +1,418 @@
+"""OCPP-J framing on one websocket: CALL, CALLRESULT, CALLERROR and 2.1's CALLRESULTERROR and SEND.
+
+Payloads are validated against the JSON schemas shipped with the ``ocpp`` package, in both
+directions. Its ``ChargePoint`` class is deliberately not used, which sidesteps its known defects:
+every CALL gets an answer (unknown actions NotSupported, unhandled ones acknowledged or
+NotImplemented), message types 5 and 6 are understood on 2.1, outgoing payloads are written in
+camelCase by us (no snake->camel conversion), a received CALLERROR always raises, and handlers
+never await an outgoing call (follow-up work runs after the reply is on the wire).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import decimal
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import ocpp.messages
+import structlog
+from jsonschema import Draft4Validator
+from jsonschema.exceptions import ValidationError as SchemaError
+from jsonschema.exceptions import best_match
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from controller.config import OcppVersion
+
+__all__ = [
+    "CallErrorReceived",
+    "CallTimeout",
+    "NotConnected",
+    "OcppCallError",
+    "Reply",
+    "ResponseInvalid",
+    "RpcPeer",
+    "has_response",
+    "known_actions",
+    "schema_error",
+]
+
+_SCHEMA_ROOT = Path(ocpp.messages.__file__).resolve().parent
+_SCHEMA_DIRS = {OcppVersion.V16: "v16", OcppVersion.V201: "v201", OcppVersion.V21: "v21"}
+_MAX_ID_LENGTH = 36
+
+
+class OcppCallError(Exception):
+    """Raised by a handler to answer a CALL with a CALLERROR (code as in OCPP 2.x; see ``error_code``)."""
+
+    def __init__(self, code: str, description: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(f"{code}: {description}")
+        self.code = code
+        self.description = description
+        self.details = details or {}
+
+
+class CallErrorReceived(Exception):
+    """The charger answered our CALL with a CALLERROR."""
+
+    def __init__(self, action: str, code: str, description: str, details: Any) -> None:
+        super().__init__(f"{action} answered with {code}: {description}")
+        self.action = action
+        self.code = code
+        self.description = description
+        self.details = details
+
+
+class ResponseInvalid(Exception):
+    """The charger's CALLRESULT does not match the response schema."""
+
+
+class CallTimeout(Exception):
+    """No answer to our CALL within the timeout."""
+
+
+class NotConnected(Exception):
+    """The connection closed before or while a CALL was outstanding."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A handler's answer; ``then`` runs once the CALLRESULT is on the wire (never inside the handler)."""
+
+    payload: dict[str, Any]
+    then: Callable[[], Awaitable[None]] | None = None
+
+
+Handler = Callable[[str, dict[str, Any]], Awaitable[Reply | None]]
+"""``(action, payload) -> Reply``; None means: this action is not handled here."""
+
+
+# 1.6 spells two error codes differently and has no RpcFrameworkError / MessageTypeNotSupported.
+_V16_CODES = {
+    "FormatViolation": "FormationViolation",
+    "OccurrenceConstraintViolation": "OccurenceConstraintViolation",
+    "RpcFrameworkError": "ProtocolError",
+    "MessageTypeNotSupported": "NotSupported",
+}
+
+
+def error_code(version: OcppVersion, code: str) -> str:
+    return _V16_CODES.get(code, code) if version is OcppVersion.V16 else code
+
+
+@cache
+def known_actions(version: OcppVersion) -> frozenset[str]:
+    """Every action the version defines, from the schema files (also guards the file lookup)."""
+    names: set[str] = set()
+    for path in (_SCHEMA_ROOT / _SCHEMA_DIRS[version] / "schemas").glob("*.json"):
+        stem = path.stem
+        if stem.endswith("Response"):
+            continue
+        names.add(stem.removesuffix("Request") if version is not OcppVersion.V16 else stem)
+    return frozenset(names)
+
+
+def _schema_path(version: OcppVersion, action: str, response: bool) -> Path | None:
+    if action not in known_actions(version):
+        raise KeyError(action)
+    folder = _SCHEMA_ROOT / _SCHEMA_DIRS[version] / "schemas"
+    if response:
+        names = [f"{action}Response.json"]
+    else:  # 2.x names requests ...Request.json, except 2.1's SEND-only messages (no suffix)
+        names = (
+            [f"{action}.json"] if version is OcppVersion.V16 else [f"{action}Request.json", f"{action}.json"]
+        )
+    return next((folder / name for name in names if (folder / name).is_file()), None)
+
+
+def has_response(version: OcppVersion, action: str) -> bool:
+    """False for 2.1's SEND-only messages, which have no answer to give."""
+    return _schema_path(version, action, True) is not None
+
+
+@cache
+def _validator(version: OcppVersion, action: str, response: bool) -> Draft4Validator:
+    path = _schema_path(version, action, response)
+    if path is None:
+        raise KeyError(f"{action} has no {'response' if response else 'request'} schema")
+    # 1.6 uses multipleOf 0.1: floats would fail it (21.4 / 0.1 != 214), decimals do not.
+    parse_float: Callable[[str], Any] = decimal.Decimal if version is OcppVersion.V16 else float
+    return Draft4Validator(json.loads(path.read_text(encoding="utf-8-sig"), parse_float=parse_float))
+
+
+_SCHEMA_CODES = {
+    "type": "TypeConstraintViolation",
+    "required": "OccurrenceConstraintViolation",
+    "minItems": "OccurrenceConstraintViolation",
+    "maxItems": "OccurrenceConstraintViolation",
+    "additionalProperties": "FormatViolation",
+    "enum": "PropertyConstraintViolation",
+    "maxLength": "PropertyConstraintViolation",
+    "minLength": "PropertyConstraintViolation",
+    "minimum": "PropertyConstraintViolation",
+    "maximum": "PropertyConstraintViolation",
+    "multipleOf": "PropertyConstraintViolation",
+    "pattern": "PropertyConstraintViolation",
+}
+
+
+def schema_error(
+    version: OcppVersion, action: str, payload: Any, *, response: bool = False
+) -> OcppCallError | None:
+    """None if ``payload`` is valid for ``action``; otherwise the CALLERROR that describes why."""
+    validator = _validator(version, action, response)
+    if version is OcppVersion.V16:
+        payload = json.loads(json.dumps(payload), parse_float=decimal.Decimal)
+    error: SchemaError | None = best_match(validator.iter_errors(payload))
+    if error is None:
+        return None
+    code = _SCHEMA_CODES.get(str(error.validator), "FormatViolation")
+    where = "/".join(str(p) for p in error.absolute_path) or "payload"
+    return OcppCallError(error_code(version, code), f"{where}: {error.message}"[:512])
+
+
+def _dumps(frame: list[Any]) -> str:
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
+class RpcPeer:
+    """One charger's OCPP-J conversation; ``serve`` reads frames until the socket closes."""
+
+    def __init__(
+        self,
+        connection: ServerConnection,
+        version: OcppVersion,
+        charger_id: str,
+        handler: Handler,
+        *,
+        call_timeout_s: float,
+    ) -> None:
+        self.connection = connection
+        self.version = version
+        self.charger_id = charger_id
+        self._handler = handler
+        self._call_timeout_s = call_timeout_s
+        self._call_lock = asyncio.Lock()  # OCPP allows one outstanding CALL per direction
+        self._pending: tuple[str, str, asyncio.Future[dict[str, Any]]] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.log = structlog.get_logger("controller.ocpp").bind(
+            charger_id=charger_id, ocpp_version=version.value
+        )
+
+    # ------------------------------------------------------------------ outgoing
+
+    async def call(
+        self, action: str, payload: dict[str, Any], *, timeout_s: float | None = None
+    ) -> dict[str, Any]:
+        """Send a CALL and return the CALLRESULT payload (validated).
+
+        Raises CallErrorReceived, ResponseInvalid, CallTimeout or NotConnected. A payload that breaks
+        the schema is our bug and raises ValueError before anything is sent.
+        """
+        problem = schema_error(self.version, action, payload)
+        if problem is not None:
+            raise ValueError(f"outgoing {action} breaks the OCPP {self.version.value} schema: {problem}")
+        timeout = self._call_timeout_s if timeout_s is None else timeout_s
+        async with self._call_lock:
+            if self._closed:
+                raise NotConnected(f"{self.charger_id} is not connected")
+            unique_id = str(uuid.uuid4())
+            future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            self._pending = (unique_id, action, future)
+            try:
+                try:
+                    await self.connection.send(_dumps([2, unique_id, action, payload]))
+                except ConnectionClosed:
+                    raise NotConnected(f"{self.charger_id} closed the connection") from None
+                try:
+                    async with asyncio.timeout(timeout):
+                        return await future
+                except TimeoutError:
+                    raise CallTimeout(f"no answer to {action} within {timeout:g} s") from None
+            finally:
+                self._pending = None
+
+    # ------------------------------------------------------------------ incoming
+
+    async def serve(self) -> None:
+        try:
+            async for message in self.connection:
+                if isinstance(message, bytes):
+                    self.log.warning("ocpp_binary_frame_ignored", size=len(message))
+                    continue
+                await self._on_frame(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._closed = True
+            if self._pending is not None and not self._pending[2].done():
+                self._pending[2].set_exception(NotConnected(f"{self.charger_id} disconnected"))
+            for task in list(self._tasks):
+                task.cancel()
+
+    def spawn(self, work: Awaitable[None], name: str) -> None:
+        """Run follow-up work tied to this connection; failures are logged, never raised."""
+
+        async def guarded() -> None:
+            try:
+                await work
+            except (NotConnected, asyncio.CancelledError):
+                pass
+            except Exception:
+                self.log.exception("ocpp_task_failed", task=name)
+
+        task = asyncio.create_task(guarded(), name=f"ocpp:{self.charger_id}:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_error(self, unique_id: str, error: OcppCallError) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await self.connection.send(_dumps([4, unique_id, error.code, error.description, error.details]))
+
+    async def _on_frame(self, raw: str) -> None:
+        try:
+            frame = json.loads(raw)
+        except ValueError:
+            self.log.warning("ocpp_frame_not_json", frame=raw[:200])
+            # The message id is unknown: OCPP-J answers such frames with id "-1".
+            await self._send_error(
+                "-1", OcppCallError(error_code(self.version, "FormatViolation"), "frame is not valid JSON")
+            )
+            return
+        if not isinstance(frame, list) or not frame or not isinstance(frame[0], int):
+            self.log.warning("ocpp_frame_malformed", frame=raw[:200])
+            await self._send_error(
+                "-1",
+                OcppCallError(error_code(self.version, "RpcFrameworkError"), "frame is not an OCPP-J array"),
+            )
+            return
+        kind = frame[0]
+        unique_id = frame[1] if len(frame) > 1 else None
+        if not isinstance(unique_id, str) or not 0 < len(unique_id) <= _MAX_ID_LENGTH:
+            self.log.warning("ocpp_frame_bad_message_id", frame=raw[:200])
+            await self._send_error(
+                "-1",
+                OcppCallError(
+                    error_code(self.version, "RpcFrameworkError"), "message id is missing or invalid"
+                ),
+            )
+            return
+        if kind == 2 and len(frame) == 4:
+            await self._on_call(unique_id, frame[2], frame[3], confirmed=True)
+        elif kind == 3 and len(frame) == 3:
+            self._on_result(unique_id, frame[2])
+        elif kind == 4 and len(frame) == 5:
+            self._on_error(unique_id, frame[2], frame[3], frame[4])
+        elif kind == 5 and len(frame) == 5 and self.version is OcppVersion.V21:
+            # CALLRESULTERROR: the charger could not process one of our CALLRESULTs. Nothing to answer.
+            self.log.warning(
+                "ocpp_callresulterror_received", message_id=unique_id, code=frame[2], description=frame[3]
+            )
+        elif kind == 6 and len(frame) == 4 and self.version is OcppVersion.V21:
+            await self._on_call(unique_id, frame[2], frame[3], confirmed=False)
+        else:
+            self.log.warning("ocpp_frame_unsupported", message_type=kind, frame=raw[:200])
+            if kind in (3, 4, 5):
+                return  # a broken answer is never answered (that would start an error ping-pong)
+            known = (2, 3, 4, 5, 6) if self.version is OcppVersion.V21 else (2, 3, 4)
+            code = "RpcFrameworkError" if kind in known else "MessageTypeNotSupported"
+            await self._send_error(
+                unique_id, OcppCallError(error_code(self.version, code), f"cannot handle message type {kind}")
+            )
+
+    async def _on_call(self, unique_id: str, action: Any, payload: Any, *, confirmed: bool) -> None:
+        log = self.log.bind(action=action, message_id=unique_id)
+        reply = await self._dispatch(log, action, payload, confirmed)
+        if not confirmed:  # SEND: the sender expects no answer, not even an error
+            if isinstance(reply, OcppCallError):
+                log.warning("ocpp_send_rejected", code=reply.code, description=reply.description)
+            return
+        if isinstance(reply, OcppCallError):
+            await self._send_error(unique_id, reply)
+            return
+        try:
+            await self.connection.send(_dumps([3, unique_id, reply.payload]))
+        except ConnectionClosed:
+            return
+        if reply.then is not None:
+            self.spawn(reply.then(), f"after-{action}")
+
+    async def _dispatch(self, log: Any, action: Any, payload: Any, confirmed: bool) -> Reply | OcppCallError:
+        if not isinstance(action, str) or action not in known_actions(self.version):
+            log.warning("ocpp_action_not_supported")
+            return OcppCallError("NotSupported", f"{action!r} is not an OCPP {self.version.value} action")
+        if confirmed and not has_response(self.version, action):
+            log.warning("ocpp_send_only_action_called")
+            return OcppCallError(
+                error_code(self.version, "RpcFrameworkError"), f"{action} is sent with SEND (6), not CALL"
+            )
+        if not isinstance(payload, dict):
+            log.warning("ocpp_payload_not_object")
+            return OcppCallError(error_code(self.version, "FormatViolation"), "payload is not an object")
+        problem = schema_error(self.version, action, payload)
+        if problem is not None:
+            log.warning("ocpp_payload_invalid", code=problem.code, description=problem.description)
+            return problem
+        try:
+            reply = await self._handler(action, payload)
+        except OcppCallError as error:
+            log.warning("ocpp_call_refused", code=error.code, description=error.description)
+            return OcppCallError(error_code(self.version, error.code), error.description, error.details)
+        except Exception:
+            log.exception("ocpp_handler_failed")
+            return OcppCallError("InternalError", f"{action} could not be processed")
+        if reply is None:
+            if not confirmed:
+                log.info("ocpp_send_ignored")
+                return Reply({})
+            # Not handled here: acknowledge notifications whose answer is empty, refuse the rest.
+            if schema_error(self.version, action, {}, response=True) is None:
+                log.info("ocpp_action_acknowledged")
+                return Reply({})
+            log.info("ocpp_action_not_implemented")
+            return OcppCallError("NotImplemented", f"{action} is not implemented by this CSMS")
+        problem = schema_error(self.version, action, reply.payload, response=True) if confirmed else None
+        if problem is not None:  # our bug: say so instead of sending an invalid answer
+            log.error("ocpp_reply_invalid", description=problem.description)
+            return OcppCallError("InternalError", f"{action} reply could not be built")
+        return reply
+
+    def _take_pending(self, unique_id: str) -> tuple[str, asyncio.Future[dict[str, Any]]] | None:
+        pending = self._pending
+        if pending is None or pending[0] != unique_id or pending[2].done():
+            self.log.warning("ocpp_unexpected_response", message_id=unique_id)
+            return None
+        return pending[1], pending[2]
+
+    def _on_result(self, unique_id: str, payload: Any) -> None:
+        taken = self._take_pending(unique_id)
+        if taken is None:
+            return
+        action, future = taken
+        if not isinstance(payload, dict):
+            future.set_exception(ResponseInvalid(f"{action} result is not an object"))
+            return
+        problem = schema_error(self.version, action, payload, response=True)
+        if problem is not None:
+            future.set_exception(ResponseInvalid(f"{action} result: {problem.description}"))
+            return
+        future.set_result(payload)
+
+    def _on_error(self, unique_id: str, code: Any, description: Any, details: Any) -> None:
+        taken = self._take_pending(unique_id)
+        if taken is None:
+            return
+        action, future = taken
+        future.set_exception(CallErrorReceived(action, str(code), str(description), details))
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self._closed = True
+        await self.connection.close(code, reason)

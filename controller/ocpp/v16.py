@@ -1,0 +1,102 @@
+"""OCPP 1.6J adapter: connectors are EVSEs, the CSMS numbers transactions, SoC arrives as a string."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+from controller.clock import Clock
+from controller.config import OcppVersion
+from controller.ocpp.base import SAMPLED_MEASURANDS, Adapter, SessionHooks
+from controller.ocpp.events import BootNotified, EventSink
+from controller.ocpp.model import BootInfo, ChargerModel
+from controller.ocpp.rpc import Reply, RpcPeer
+
+__all__ = ["V16Adapter"]
+
+# 1.6 transaction ids are integers chosen by the CSMS; start from the wall clock so a restarted
+# controller does not hand out ids a charger still remembers.
+_TRANSACTION_IDS = itertools.count(int(time.time()) % 1_000_000_000)
+_ACCEPTED = {"idTagInfo": {"status": "Accepted"}}
+
+
+class V16Adapter(Adapter):
+    version = OcppVersion.V16
+
+    def __init__(self, model: ChargerModel, clock: Clock, emit: EventSink, hooks: SessionHooks) -> None:
+        super().__init__(model, clock, emit, hooks)
+        self._routes = {
+            "BootNotification": self._boot,
+            "Heartbeat": lambda _: Reply({"currentTime": self.now_text()}),
+            "StatusNotification": self._status,
+            "Authorize": lambda _: Reply(_ACCEPTED),
+            "StartTransaction": self._start,
+            "StopTransaction": self._stop,
+            "MeterValues": self._meter_values,
+            "DataTransfer": lambda _: Reply({"status": "UnknownVendorId"}),
+        }
+
+    def _boot(self, payload: dict[str, Any]) -> Reply:
+        boot = BootInfo(
+            vendor=payload["chargePointVendor"],
+            model=payload["chargePointModel"],
+            serial_number=payload.get("chargePointSerialNumber") or payload.get("chargeBoxSerialNumber"),
+            firmware_version=payload.get("firmwareVersion"),
+            at=self.clock.now(),
+        )
+        self.model.boot = boot
+        self.log.info("ocpp_boot", vendor=boot.vendor, model=boot.model)
+        self.emit(BootNotified(self.model.charger_id, boot))
+        return Reply(
+            {"status": "Accepted", "currentTime": self.now_text(), "interval": self.heartbeat_interval_s},
+            then=self.hooks.after_boot,
+        )
+
+    def _status(self, payload: dict[str, Any]) -> Reply:
+        connector_id = payload["connectorId"]
+        at = self.timestamp(payload.get("timestamp"))
+        self.record_status(connector_id, connector_id, payload["status"], at)
+        return Reply({})
+
+    def _start(self, payload: dict[str, Any]) -> Reply:
+        connector_id = payload["connectorId"]
+        at = self.timestamp(payload["timestamp"])
+        transaction_id = str(next(_TRANSACTION_IDS))
+        self.start_transaction(
+            connector_id, transaction_id, at, payload["idTag"], float(payload["meterStart"])
+        )
+        return Reply({"transactionId": int(transaction_id), **_ACCEPTED})
+
+    def _stop(self, payload: dict[str, Any]) -> Reply:
+        transaction_id = str(payload["transactionId"])
+        at = self.timestamp(payload["timestamp"])
+        sample = self.meter_sample(payload.get("transactionData"))
+        evse = self.model.find_transaction(transaction_id)
+        evse_id = evse.evse_id if evse else 0
+        if evse is None:
+            self.log.warning("ocpp_stop_unknown_transaction", transaction_id=transaction_id)
+        self.record_meter(evse_id, transaction_id, sample)
+        self.end_transaction(evse_id, transaction_id, at, payload.get("reason"), float(payload["meterStop"]))
+        return Reply(_ACCEPTED if payload.get("idTag") else {})
+
+    def _meter_values(self, payload: dict[str, Any]) -> Reply:
+        connector_id = payload["connectorId"]
+        sample = self.meter_sample(payload["meterValue"])
+        transaction = payload.get("transactionId")
+        self.record_meter(connector_id, None if transaction is None else str(transaction), sample)
+        return Reply({})
+
+    async def configure_sampling(self, peer: RpcPeer, interval_s: int) -> None:
+        for measurands in SAMPLED_MEASURANDS:
+            result = await peer.call(
+                "ChangeConfiguration", {"key": "MeterValuesSampledData", "value": measurands}
+            )
+            if result["status"] in ("Accepted", "RebootRequired"):
+                break
+            self.log.info("ocpp_measurands_refused", measurands=measurands, status=result["status"])
+        result = await peer.call(
+            "ChangeConfiguration", {"key": "MeterValueSampleInterval", "value": str(interval_s)}
+        )
+        if result["status"] not in ("Accepted", "RebootRequired"):
+            self.log.warning("ocpp_sample_interval_refused", status=result["status"])

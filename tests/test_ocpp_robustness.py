@@ -1,0 +1,502 @@
+"""Bad input, bad chargers and bad networks: every path answers properly or is logged and ignored."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from typing import Any
+
+import ocpp.v21
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Subprotocol
+
+from controller.clock import ManualClock
+from controller.domain import ChargerSchedule, SchedulePeriod
+from controller.ocpp import (
+    Backoff,
+    ChargerConnected,
+    ChargerDisconnected,
+    ProfileAnswered,
+    ProfileStatus,
+)
+from tests.ocpp_support import (
+    PASSWORD,
+    PASSWORD_HASH,
+    T0,
+    basic_auth,
+    iso,
+    library_charger,
+    running_server,
+    site,
+    wait_until,
+)
+
+FAST = Backoff(initial_s=0.05, factor=2, max_s=0.2)
+
+
+def one_hour(charger_id: str, setpoint_w: float = 4000, evse_id: int = 1) -> ChargerSchedule:
+    return ChargerSchedule(
+        charger_id,
+        T0,
+        T0 + timedelta(hours=1),
+        (SchedulePeriod(timedelta(0), setpoint_w, 11000, 0),),
+        evse_id=evse_id,
+    )
+
+
+class Raw:
+    """A hand-written OCPP-J charger: whatever bytes the test wants."""
+
+    def __init__(self, connection: ClientConnection) -> None:
+        self.connection = connection
+
+    async def send(self, frame: Any) -> None:
+        await self.connection.send(frame if isinstance(frame, str | bytes) else json.dumps(frame))
+
+    async def recv(self, timeout_s: float = 3.0) -> Any:
+        return json.loads(await asyncio.wait_for(self.connection.recv(), timeout_s))
+
+    async def call(self, unique_id: str, action: str, payload: dict[str, Any]) -> Any:
+        await self.send([2, unique_id, action, payload])
+        return await self.recv()
+
+    async def silent(self, wait_s: float = 0.3) -> bool:
+        try:
+            await asyncio.wait_for(self.connection.recv(), wait_s)
+        except TimeoutError:
+            return True
+        return False
+
+
+def raw_connect(port: int, charger_id: str, version: str, **kwargs: Any) -> Any:
+    return connect(
+        f"ws://127.0.0.1:{port}/ocpp/{charger_id}", subprotocols=[Subprotocol(f"ocpp{version}")], **kwargs
+    )
+
+
+TX_STARTED = {
+    "eventType": "Started",
+    "timestamp": iso(T0),
+    "triggerReason": "CablePluggedIn",
+    "seqNo": 0,
+    "transactionInfo": {"transactionId": "t1"},
+    "evse": {"id": 1, "connectorId": 1},
+}
+
+
+@pytest.mark.parametrize(
+    ("version", "frame", "expected_id", "expected_code"),
+    [
+        ("2.0.1", "{not json", "-1", "FormatViolation"),
+        ("1.6", "[2, 'x'", "-1", "FormationViolation"),
+        ("2.0.1", '{"a": 1}', "-1", "RpcFrameworkError"),
+        ("1.6", "[]", "-1", "ProtocolError"),
+        ("2.0.1", '[2, 17, "Heartbeat", {}]', "-1", "RpcFrameworkError"),
+        ("2.0.1", '[7, "m1", "Heartbeat", {}]', "m1", "MessageTypeNotSupported"),
+        ("2.0.1", '[6, "m2", "Heartbeat", {}]', "m2", "MessageTypeNotSupported"),
+        ("2.0.1", '[2, "m3", "Heartbeat"]', "m3", "RpcFrameworkError"),
+        ("2.0.1", '[2, "m4", "Heartbeat", []]', "m4", "FormatViolation"),
+        ("2.0.1", '[2, "m5", "MakeCoffee", {}]', "m5", "NotSupported"),
+        ("1.6", '[2, "m6", "TransactionEvent", {}]', "m6", "NotSupported"),
+        (
+            "2.0.1",
+            '[2, "m7", "BootNotification", {"reason": "PowerUp"}]',
+            "m7",
+            "OccurrenceConstraintViolation",
+        ),
+        (
+            "1.6",
+            '[2, "m8", "BootNotification", {"chargePointModel": "x"}]',
+            "m8",
+            "OccurenceConstraintViolation",
+        ),
+        (
+            "2.1",
+            '[2, "m9", "StatusNotification", {"timestamp": "2030-06-01T12:00:00Z", "connectorStatus": "Occupied", "evseId": "1", "connectorId": 1}]',
+            "m9",
+            "TypeConstraintViolation",
+        ),
+        (
+            "2.1",
+            '[2, "m10", "StatusNotification", {"timestamp": "2030-06-01T12:00:00Z", "connectorStatus": "Happy", "evseId": 1, "connectorId": 1}]',
+            "m10",
+            "PropertyConstraintViolation",
+        ),
+        ("1.6", '[2, "m11", "Heartbeat", {"extra": true}]', "m11", "FormationViolation"),
+        (
+            "2.1",
+            '[2, "m12", "StatusNotification", {"timestamp": "noon", "connectorStatus": "Occupied", "evseId": 1, "connectorId": 1}]',
+            "m12",
+            "FormatViolation",
+        ),
+        (
+            "1.6",
+            '[2, "m13", "MeterValues", {"connectorId": 1, "meterValue": [{"timestamp": "2030-06-01T12:00:00Z", "sampledValue": [{"value": "lots", "measurand": "SoC"}]}]}]',
+            "m13",
+            "PropertyConstraintViolation",
+        ),
+        (
+            "2.1",
+            '[2, "m15", "NotifyPeriodicEventStream", {"id": 1, "pending": 0, "basetime": "2030-06-01T12:00:00Z", "data": []}]',
+            "m15",
+            "RpcFrameworkError",
+        ),
+        ("2.1", '[2, "m16", "MakeCoffee", {}]', "m16", "NotSupported"),
+        (
+            "2.1",
+            '[2, "m17", "Get15118EVCertificate", {"iso15118SchemaVersion": "x", "action": "Install", "exiRequest": "y"}]',
+            "m17",
+            "NotImplemented",
+        ),
+        (
+            "2.0.1",
+            '[2, "m14", "Get15118EVCertificate", {"iso15118SchemaVersion": "x", "action": "Install", "exiRequest": "y"}]',
+            "m14",
+            "NotImplemented",
+        ),
+    ],
+)
+async def test_bad_frames_get_the_right_callerror(
+    version: str, frame: str, expected_id: str, expected_code: str
+) -> None:
+    async with (
+        running_server(site([{"id": "cp"}])) as (server, _),
+        raw_connect(server.port, "cp", version) as connection,
+    ):
+        raw = Raw(connection)
+        await raw.send(frame)
+        answer = await raw.recv()
+        assert answer[:3] == [4, expected_id, expected_code]
+        assert isinstance(answer[3], str) and isinstance(answer[4], dict)
+        # The connection survives and still answers.
+        assert (await raw.call("ok", "Heartbeat", {}))[:2] == [3, "ok"]
+
+
+async def test_binary_frames_and_stray_answers_are_ignored() -> None:
+    async with (
+        running_server(site([{"id": "cp"}])) as (server, _),
+        raw_connect(server.port, "cp", "2.0.1") as connection,
+    ):
+        raw = Raw(connection)
+        await raw.send(b"\x00\x01")
+        await raw.send([3, "nobody-asked", {}])
+        await raw.send([4, "nobody-asked", "InternalError", "", {}])
+        await raw.send([3, "broken"])
+        assert await raw.silent()
+        assert (await raw.call("hb", "Heartbeat", {}))[:2] == [3, "hb"]
+
+
+async def test_21_send_and_callresulterror_frames_get_no_answer() -> None:
+    async with (
+        running_server(site([{"id": "cp"}])) as (server, _),
+        raw_connect(server.port, "cp", "2.1") as connection,
+    ):
+        raw = Raw(connection)
+        await raw.send(
+            [
+                6,
+                "s1",
+                "NotifyPeriodicEventStream",
+                {"id": 1, "pending": 0, "basetime": iso(T0), "data": [{"t": 0, "v": "1"}]},
+            ]
+        )
+        await raw.send([5, "r1", "InternalError", "could not process your answer", {}])
+        await raw.send([6, "s2", "NotifyPeriodicEventStream", {"broken": True}])  # invalid SEND: logged only
+        assert await raw.silent()
+        assert (await raw.call("hb", "Heartbeat", {}))[:2] == [3, "hb"]
+
+
+async def test_rejected_profile_is_recorded_and_not_retried() -> None:
+    async with (
+        running_server(site([{"id": "cp"}]), clock=ManualClock(T0), backoff=FAST) as (server, events),
+        library_charger(server, "cp", "2.1", answers={"SetChargingProfile": "Rejected"}) as charger,
+    ):
+        await charger.call(ocpp.v21.call.TransactionEvent(**_started_kwargs()))
+        record = await server.apply_schedule(one_hour("cp"))
+        assert record.status is ProfileStatus.REJECTED and record.reason == "Rejected"
+        view = server.charger("cp")
+        assert view is not None and view.last_profile == record and not view.last_profile.accepted
+        assert events.of(ProfileAnswered)[-1].record.status is ProfileStatus.REJECTED
+        await asyncio.sleep(0.4)
+        assert len(charger.tap.calls("SetChargingProfile")) == 1
+
+
+def _started_kwargs() -> dict[str, Any]:
+    return {
+        "event_type": "Started",
+        "seq_no": 0,
+        "timestamp": iso(T0),
+        "trigger_reason": "CablePluggedIn",
+        "transaction_info": {"transaction_id": "t1"},
+        "evse": {"id": 1, "connector_id": 1},
+    }
+
+
+async def test_unanswered_profile_times_out_and_is_retried_with_backoff() -> None:
+    cfg = site([{"id": "cp"}], call_timeout_s=0.2)
+    async with (
+        running_server(cfg, clock=ManualClock(T0), backoff=FAST) as (server, events),
+        library_charger(server, "cp", "2.1") as charger,
+    ):
+        await charger.call(ocpp.v21.call.TransactionEvent(**_started_kwargs()))
+        charger.tap.ignore_actions.add("SetChargingProfile")
+        record = await server.apply_schedule(one_hour("cp"))
+        assert record.status is ProfileStatus.TIMEOUT
+        await wait_until(lambda: len(charger.tap.calls("SetChargingProfile")) >= 3, what="retries")
+        charger.tap.ignore_actions.clear()
+        view = server.charger("cp")
+        assert view is not None
+        await wait_until(
+            lambda: view.last_profile is not None and view.last_profile.accepted, what="accepted"
+        )
+        assert view.last_profile is not None and view.last_profile.attempt >= 3
+        statuses = [e.record.status for e in events.of(ProfileAnswered)]
+        assert statuses[:2] == [ProfileStatus.TIMEOUT, ProfileStatus.TIMEOUT]
+        assert statuses[-1] is ProfileStatus.ACCEPTED
+        # The charger stayed usable meanwhile: one outstanding call never blocked its own calls.
+        assert (await charger.call(ocpp.v21.call.Heartbeat())).current_time
+
+
+async def test_callerror_answer_fails_then_retry_succeeds() -> None:
+    async with (
+        running_server(site([{"id": "cp"}]), clock=ManualClock(T0), backoff=FAST) as (server, _),
+        raw_connect(server.port, "cp", "2.0.1") as connection,
+    ):
+        raw = Raw(connection)
+        assert (await raw.call("t", "TransactionEvent", TX_STARTED))[0] == 3
+        pending = asyncio.create_task(server.apply_schedule(one_hour("cp")))
+        first = await raw.recv()
+        assert first[2] == "SetChargingProfile"
+        await raw.send([4, first[1], "InternalError", "busy", {}])
+        record = await pending
+        assert record.status is ProfileStatus.FAILED and "InternalError" in record.reason
+        second = await raw.recv()
+        assert second[2] == "SetChargingProfile" and second[3] == first[3]
+        await raw.send([3, second[1], {"status": "Accepted"}])
+        view = server.charger("cp")
+        assert view is not None
+        await wait_until(lambda: view.last_profile is not None and view.last_profile.accepted)
+        # A result that breaks the response schema counts as a failure too.
+        pending = asyncio.create_task(server.apply_schedule(one_hour("cp", setpoint_w=5000)))
+        third = await raw.recv()
+        await raw.send([3, third[1], {"status": "Maybe"}])
+        assert (await pending).status is ProfileStatus.FAILED
+
+
+async def test_reconnect_replaces_connection_resyncs_and_resends_profile() -> None:
+    async with running_server(site([{"id": "cp"}]), clock=ManualClock(T0)) as (server, events):
+        async with library_charger(server, "cp", "2.1") as first:
+            await first.boot()
+            await first.call(ocpp.v21.call.TransactionEvent(**_started_kwargs()))
+            assert (await server.apply_schedule(one_hour("cp"))).accepted
+            sent_before = first.tap.calls("SetChargingProfile")[-1]
+            async with library_charger(server, "cp", "2.1") as second:
+                # The old socket is closed by the server; the new one is the charger now.
+                await wait_until(lambda: first.tap.connection.close_code == 1000, what="old socket closed")
+                await wait_until(lambda: second.tap.calls("TriggerMessage"), what="status re-sync")
+                await wait_until(
+                    lambda: [p for p in second.tap.calls("SetChargingProfile") if p == sent_before],
+                    what="profile re-sent",
+                )
+                view = server.charger("cp")
+                assert view is not None and view.connected and view.transaction_id == "t1"
+                assert events.of(ChargerConnected)[-1].replaced_previous
+                assert not events.of(ChargerDisconnected)
+        await events.wait(ChargerDisconnected)
+
+
+async def test_schedule_before_connect_is_sent_once_the_transaction_starts() -> None:
+    async with running_server(site([{"id": "cp"}]), clock=ManualClock(T0)) as (server, _):
+        assert (await server.apply_schedule(one_hour("cp"))).status is ProfileStatus.NOT_CONNECTED
+        with pytest.raises(KeyError):
+            await server.apply_schedule(one_hour("nobody"))
+        async with library_charger(server, "cp", "2.1") as charger:
+            await charger.call(ocpp.v21.call.TransactionEvent(**_started_kwargs()))
+            await wait_until(lambda: charger.tap.calls("SetChargingProfile"), what="deferred profile")
+            assert charger.tap.calls("SetChargingProfile")[0]["chargingProfile"]["transactionId"] == "t1"
+
+
+async def test_newer_schedule_supersedes_one_waiting_to_be_sent() -> None:
+    cfg = site([{"id": "cp"}], call_timeout_s=0.5)
+    async with (
+        running_server(cfg, clock=ManualClock(T0), backoff=FAST) as (server, _),
+        library_charger(server, "cp", "2.1") as charger,
+    ):
+        await charger.call(ocpp.v21.call.TransactionEvent(**_started_kwargs()))
+        charger.tap.ignore_actions.add("SetChargingProfile")
+        first = asyncio.create_task(server.apply_schedule(one_hour("cp", 1000)))
+        await wait_until(lambda: charger.tap.calls("SetChargingProfile"))
+        second = asyncio.create_task(server.apply_schedule(one_hour("cp", 2000)))
+        third = asyncio.create_task(server.apply_schedule(one_hour("cp", 3000)))
+        await asyncio.sleep(0.05)
+        charger.tap.ignore_actions.clear()
+        assert (await first).status is ProfileStatus.TIMEOUT
+        assert (await second).status is ProfileStatus.SUPERSEDED
+        assert (await third).status is ProfileStatus.ACCEPTED
+        setpoints = [
+            p["chargingProfile"]["chargingSchedule"][0]["chargingSchedulePeriod"][0]["setpoint"]
+            for p in charger.tap.calls("SetChargingProfile")
+        ]
+        assert 2000 not in setpoints and setpoints[-1] == 3000
+
+
+async def test_install_default_profile_on_demand_and_clean_stop() -> None:
+    events_seen: list[Any] = []
+    async with (
+        running_server(site([{"id": "cp", "ocpp_versions": ["2.0.1"]}])) as (server, _),
+        library_charger(server, "cp", "2.0.1") as charger,
+    ):
+        record = await server.install_default_profile("cp")
+        assert record.accepted and record.purpose == "TxDefaultProfile"
+        sent = charger.tap.calls("SetChargingProfile")[-1]
+        assert sent["evseId"] == 0 and sent["chargingProfile"]["chargingProfilePurpose"] == "TxDefaultProfile"
+        await server.stop()
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(charger.tap.connection.recv(), 3)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        events_seen.append(closed.value.rcvd.code)
+    assert events_seen == [1001]
+    assert (await server.install_default_profile("cp")).status is ProfileStatus.NOT_CONNECTED
+
+
+async def test_failing_event_sink_breaks_nothing() -> None:
+    def explode(_: Any) -> None:
+        raise RuntimeError("sink bug")
+
+    from controller.ocpp import OcppServer
+
+    async with (
+        OcppServer(site([{"id": "cp"}]), on_event=explode, host="127.0.0.1", port=0) as server,
+        raw_connect(server.port, "cp", "2.0.1") as connection,
+    ):
+        raw = Raw(connection)
+        assert (await raw.call("t", "TransactionEvent", TX_STARTED))[0] == 3
+        view = server.charger("cp")
+        assert view is not None and view.transaction_id == "t1"
+
+
+# ------------------------------------------------------------------ the handshake
+
+
+async def test_no_common_subprotocol_completes_handshake_then_closes() -> None:
+    cfg = site([{"id": "cp", "ocpp_versions": ["2.1"]}])
+    async with running_server(cfg) as (server, events):
+        for offered in (["ocpp1.6", "ocpp2.0.1"], ["ocpp2.0"], None):
+            async with connect(
+                f"ws://127.0.0.1:{server.port}/ocpp/cp",
+                subprotocols=[Subprotocol(p) for p in offered] if offered else None,
+            ) as connection:
+                assert connection.response is not None and connection.response.status_code == 101
+                assert connection.subprotocol is None
+                with pytest.raises(ConnectionClosed) as closed:
+                    await asyncio.wait_for(connection.recv(), 3)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1002
+        assert not events.of(ChargerConnected)
+
+
+async def test_version_restricted_by_config() -> None:
+    cfg = site([{"id": "cp", "ocpp_versions": ["1.6", "2.0.1"]}])
+    async with running_server(cfg) as (server, _):
+        offered = ["ocpp2.1", "ocpp1.6", "ocpp2.0.1"]
+        async with connect(
+            f"ws://127.0.0.1:{server.port}/ocpp/cp",
+            subprotocols=[Subprotocol(p) for p in offered] if offered else None,
+        ) as connection:
+            assert connection.subprotocol == "ocpp2.0.1"
+
+
+async def test_unknown_charger_refused_unless_config_accepts() -> None:
+    async with running_server(site([{"id": "cp"}])) as (server, _):
+        for path in ("/ocpp/stranger", "/ocpp/a/b", "/"):
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(
+                    f"ws://127.0.0.1:{server.port}{path}", subprotocols=[Subprotocol("ocpp2.0.1")]
+                ):
+                    pass
+            assert refused.value.response.status_code == 404
+    async with (
+        running_server(site([{"id": "cp"}], accept_unknown_chargers=True)) as (server, events),
+        raw_connect(server.port, "stranger", "2.1") as connection,
+    ):
+        assert (await Raw(connection).call("hb", "Heartbeat", {}))[0] == 3
+        view = server.charger("stranger")
+        assert view is not None and view.connected
+        assert (await events.wait(ChargerConnected))[0].charger_id == "stranger"
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        (None, 401),
+        (basic_auth("cp", "wrong-password"), 401),
+        (basic_auth("someone-else", PASSWORD), 401),
+        ({"Authorization": "Basic !!!"}, 401),
+        ({"Authorization": "Bearer abc"}, 401),
+    ],
+)
+async def test_basic_auth_refusals(headers: dict[str, str] | None, expected: int) -> None:
+    cfg = site([{"id": "cp", "auth": {"password_hash": PASSWORD_HASH}}])
+    async with running_server(cfg) as (server, events):
+        with pytest.raises(InvalidStatus) as refused:
+            async with raw_connect(server.port, "cp", "2.0.1", additional_headers=headers):
+                pass
+        assert refused.value.response.status_code == expected
+        assert refused.value.response.headers["WWW-Authenticate"].startswith("Basic")
+        assert not events.of(ChargerConnected)
+
+
+async def test_basic_auth_accepts_the_right_password_and_remembers_it() -> None:
+    cfg = site([{"id": "cp", "auth": {"password_hash": PASSWORD_HASH}}])
+    async with running_server(cfg) as (server, _):
+        for _ in range(2):
+            async with library_charger(server, "cp", "2.0.1", password=PASSWORD) as charger:
+                assert (await charger.boot()).status == "Accepted"
+        assert "cp" in server._verified
+
+
+@pytest.mark.parametrize("fault", ["raises", "invalid_reply"])
+async def test_our_own_handler_faults_become_internal_error(
+    fault: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from controller.ocpp.rpc import Reply
+    from controller.ocpp.v2 import V2Adapter
+
+    def broken(self: V2Adapter, payload: dict[str, Any]) -> Reply:
+        if fault == "raises":
+            raise RuntimeError("bug")
+        return Reply({"status": "Accepted"})  # StatusNotification answers {}: schema says no
+
+    monkeypatch.setattr(V2Adapter, "_status", broken)
+    async with (
+        running_server(site([{"id": "cp"}])) as (server, _),
+        raw_connect(server.port, "cp", "2.0.1") as connection,
+    ):
+        raw = Raw(connection)
+        status = {"timestamp": iso(T0), "connectorStatus": "Occupied", "evseId": 1, "connectorId": 1}
+        answer = await raw.call("s", "StatusNotification", status)
+        assert answer[:3] == [4, "s", "InternalError"]
+        assert (await raw.call("hb", "Heartbeat", {}))[:2] == [3, "hb"]
+
+
+async def test_a_bug_while_building_a_profile_fails_that_one_and_keeps_the_sender(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import controller.ocpp.control as control_module
+    from controller.ocpp.profiles import tx_profile_payload as real
+
+    def broken(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise ValueError("cannot build")
+
+    async with (
+        running_server(site([{"id": "cp"}]), clock=ManualClock(T0)) as (server, _),
+        library_charger(server, "cp", "2.1") as charger,
+    ):
+        await charger.call(ocpp.v21.call.TransactionEvent(**_started_kwargs()))
+        monkeypatch.setattr(control_module, "tx_profile_payload", broken)
+        record = await server.apply_schedule(one_hour("cp"))
+        assert record.status is ProfileStatus.FAILED and "cannot build" in record.reason
+        monkeypatch.setattr(control_module, "tx_profile_payload", real)
+        assert (await server.apply_schedule(one_hour("cp", 5000))).accepted
