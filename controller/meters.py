@@ -1,0 +1,267 @@
+"""Meter payload parsers: raw MQTT payloads -> one normalised value (pure, no I/O).
+
+Power is normalised to W with the grid sign (+ import / - export) after the meter's ``sign``;
+``vehicle_soc`` meters yield percent 0-100. Each configured meter gets one parser from
+:func:`make_parser`; it names the topics it needs and turns ``(topic, payload)`` into a
+:class:`ParsedValue`, or raises :class:`PayloadError` saying why the payload was refused.
+
+Presets:
+
+* ``tasmota``: ``tele/<t>/SENSOR`` JSON, ``ENERGY.Power`` (a list of channels is summed) or an SML
+  script's signed ``Power_curr`` under any top-level key (``json_path`` overrides both).
+* ``shelly_pro3em``: ``<prefix>/status/em:0``, ``total_act_power`` plus ``a/b/c_act_power``.
+* ``dsmr_reader``: the topic is the dsmr-reader prefix; ``<prefix>/reading/electricity_currently_delivered``
+  and ``..._returned`` (kW, both >= 0) are combined into one signed W value, as is ``<prefix>/json``.
+* ``plain``: a bare number (``scale`` applies), or a number with a unit ``W``/``kW`` (``%`` for SoC).
+* ``json``: a number at ``json_path`` (dotted, list indexes as numbers: ``a.0.b``), times ``scale``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from controller.config import MeterConfig, MeterFormat
+from controller.domain import MeterRole
+
+__all__ = [
+    "MAX_METER_PAYLOAD_BYTES",
+    "MAX_POWER_W",
+    "MeterParser",
+    "ParsedValue",
+    "PayloadError",
+    "make_parser",
+    "parse_json_path",
+]
+
+MAX_METER_PAYLOAD_BYTES = 16 * 1024
+# Larger than any grid connection this controller can serve; beyond it a reading is a unit error.
+MAX_POWER_W = 10_000_000.0
+
+DSMR_DELIVERED = "reading/electricity_currently_delivered"
+DSMR_RETURNED = "reading/electricity_currently_returned"
+DSMR_JSON = "json"
+
+_NUMBER_WITH_UNIT = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([A-Za-z%]*)\s*$")
+_POWER_UNITS = {"w": 1.0, "kw": 1000.0}
+
+
+class PayloadError(ValueError):
+    """A payload that cannot be used; the message says why, for the log."""
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedValue:
+    """A normalised reading: W (+ import) for power roles, percent for ``vehicle_soc``."""
+
+    value: float
+    phases_w: tuple[float, ...] = ()
+
+
+def parse_json_path(path: str) -> tuple[str | int, ...]:
+    """``"a.0.b"`` -> ``("a", 0, "b")``; a purely numeric part indexes a list."""
+    parts = path.split(".")
+    if not path or any(not p for p in parts):
+        raise ValueError(f"json path {path!r} has an empty part")
+    return tuple(int(p) if p.isdigit() else p for p in parts)
+
+
+def _walk(data: Any, path: tuple[str | int, ...]) -> Any:
+    node = data
+    for part in path:
+        if isinstance(part, int) and isinstance(node, list):
+            if part >= len(node):
+                raise PayloadError(f"index {part} is past the end of a list of {len(node)}")
+            node = node[part]
+        elif isinstance(node, dict) and str(part) in node:
+            node = node[str(part)]
+        else:
+            raise PayloadError(f"no {part!r} in the payload")
+    return node
+
+
+def _finite(value: float, what: str) -> float:
+    if not math.isfinite(value):
+        raise PayloadError(f"{what} is not a finite number")
+    return value
+
+
+def _number(value: Any, what: str) -> float:
+    """A JSON number (or a numeric string, which some devices send) as a finite float."""
+    if isinstance(value, bool) or value is None:
+        raise PayloadError(f"{what} is {json.dumps(value)}, not a number")
+    if isinstance(value, int | float):
+        try:
+            return _finite(float(value), what)
+        except OverflowError:
+            raise PayloadError(f"{what} is too large") from None
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise PayloadError(f"{what} {value[:40]!r} is not a number") from None
+        return _finite(number, what)
+    raise PayloadError(f"{what} is a {type(value).__name__}, not a number")
+
+
+def _decode(payload: bytes) -> str:
+    if len(payload) > MAX_METER_PAYLOAD_BYTES:
+        raise PayloadError(f"payload of {len(payload)} bytes exceeds {MAX_METER_PAYLOAD_BYTES}")
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PayloadError("payload is not UTF-8 text") from None
+
+
+def _load_json(payload: bytes) -> Any:
+    text = _decode(payload)
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError and Python's limit on huge integer literals.
+        raise PayloadError(f"invalid JSON: {str(exc)[:80]}") from None
+
+
+class MeterParser:
+    """Turns one meter's payloads into normalised values; see the module docstring for presets."""
+
+    def __init__(self, meter: MeterConfig) -> None:
+        self.meter = meter
+        self.is_soc = meter.role is MeterRole.VEHICLE_SOC
+        self._path = parse_json_path(meter.json_path) if meter.json_path else None
+        self._dsmr_delivered_kw: float | None = None
+        self._dsmr_returned_kw: float | None = None
+        if meter.format is MeterFormat.DSMR_READER:
+            prefix = meter.topic.rstrip("/")
+            self.topics: tuple[str, ...] = (
+                f"{prefix}/{DSMR_DELIVERED}",
+                f"{prefix}/{DSMR_RETURNED}",
+                f"{prefix}/{DSMR_JSON}",
+            )
+        else:
+            self.topics = (meter.topic,)
+
+    def parse(self, topic: str, payload: bytes) -> ParsedValue | None:
+        """The normalised value, None while a split reading (dsmr) is still incomplete.
+
+        Raises PayloadError for anything unusable (malformed, wrong type, NaN, implausible size).
+        """
+        fmt = self.meter.format
+        if fmt is MeterFormat.PLAIN:
+            return self._finish(self._plain(payload))
+        if fmt is MeterFormat.DSMR_READER:
+            raw = self._dsmr(topic, payload)
+            return None if raw is None else self._finish(ParsedValue(raw))
+        data = _load_json(payload)
+        if fmt is MeterFormat.JSON:
+            assert self._path is not None  # config guarantees json_path for format json
+            return self._finish(ParsedValue(_number(_walk(data, self._path), "value") * self.meter.scale))
+        if fmt is MeterFormat.TASMOTA:
+            return self._finish(ParsedValue(self._tasmota(data) * self.meter.scale))
+        return self._finish(self._shelly(data))
+
+    # ------------------------------------------------------------------ presets
+
+    def _plain(self, payload: bytes) -> ParsedValue:
+        text = _decode(payload).strip()
+        match = _NUMBER_WITH_UNIT.match(text)
+        if match is None:
+            raise PayloadError(f"{text[:40]!r} is not a number")
+        number = _number(match.group(1), "value")
+        unit = match.group(2).lower()
+        if not unit:
+            return ParsedValue(number * self.meter.scale)
+        # An explicit unit states the scale, so the configured scale (for bare numbers) is not applied.
+        if self.is_soc:
+            if unit != "%":
+                raise PayloadError(f"unit {match.group(2)!r} is not a state of charge; send percent")
+            return ParsedValue(number)
+        if unit not in _POWER_UNITS:
+            raise PayloadError(f"unit {match.group(2)!r} is not a power; send W or kW")
+        return ParsedValue(number * _POWER_UNITS[unit])
+
+    def _tasmota(self, data: Any) -> float:
+        if not isinstance(data, dict):
+            raise PayloadError("Tasmota payload is not a JSON object")
+        if self._path is not None:
+            return _number(_walk(data, self._path), "value")
+        energy = data.get("ENERGY")
+        if isinstance(energy, dict) and "Power" in energy:
+            power = energy["Power"]
+            if isinstance(power, list):  # multi-channel devices report one value per channel
+                if not power:
+                    raise PayloadError("ENERGY.Power is an empty list")
+                return math.fsum(_number(p, "ENERGY.Power[]") for p in power)
+            return _number(power, "ENERGY.Power")
+        for key, section in data.items():
+            if isinstance(section, dict) and "Power_curr" in section:
+                return _number(section["Power_curr"], f"{key}.Power_curr")
+        raise PayloadError("neither ENERGY.Power nor an SML Power_curr in the payload")
+
+    def _shelly(self, data: Any) -> ParsedValue:
+        if not isinstance(data, dict):
+            raise PayloadError("Shelly payload is not a JSON object")
+        if self._path is not None:
+            return ParsedValue(_number(_walk(data, self._path), "value") * self.meter.scale)
+        phase_keys = [k for k in ("a_act_power", "b_act_power", "c_act_power") if data.get(k) is not None]
+        phases = tuple(_number(data[k], k) * self.meter.scale for k in phase_keys)
+        if "total_act_power" in data:
+            total = _number(data["total_act_power"], "total_act_power") * self.meter.scale
+        elif len(phases) == 3:
+            total = math.fsum(phases)
+        else:
+            raise PayloadError("no total_act_power in the payload")
+        return ParsedValue(total, phases)
+
+    def _dsmr(self, topic: str, payload: bytes) -> float | None:
+        delivered_topic, returned_topic, json_topic = self.topics
+        if topic == json_topic:
+            data = _load_json(payload)
+            if not isinstance(data, dict):
+                raise PayloadError("dsmr-reader JSON is not an object")
+            delivered = self._dsmr_kw(data.get("electricity_currently_delivered"), "delivered")
+            returned = self._dsmr_kw(data.get("electricity_currently_returned"), "returned")
+            self._dsmr_delivered_kw, self._dsmr_returned_kw = delivered, returned
+        elif topic == delivered_topic:
+            self._dsmr_delivered_kw = self._dsmr_kw(self._bare(payload), "delivered")
+        elif topic == returned_topic:
+            self._dsmr_returned_kw = self._dsmr_kw(self._bare(payload), "returned")
+        else:
+            raise PayloadError("not a dsmr-reader topic of this meter")
+        if self._dsmr_delivered_kw is None or self._dsmr_returned_kw is None:
+            return None
+        return (self._dsmr_delivered_kw - self._dsmr_returned_kw) * 1000.0
+
+    @staticmethod
+    def _bare(payload: bytes) -> str:
+        return _decode(payload).strip()
+
+    @staticmethod
+    def _dsmr_kw(value: Any, what: str) -> float:
+        kw = _number(value, f"electricity_currently_{what}")
+        if kw < 0:
+            raise PayloadError(f"electricity_currently_{what} is negative; dsmr-reader sends magnitudes")
+        return kw
+
+    # ------------------------------------------------------------------- checks
+
+    def _finish(self, parsed: ParsedValue) -> ParsedValue:
+        value = parsed.value
+        if self.is_soc:
+            if not 0.0 <= value <= 100.0:
+                raise PayloadError(f"SoC {value:g} is outside 0-100 % (check the unit or scale)")
+            return parsed
+        value *= self.meter.sign
+        if abs(value) > MAX_POWER_W:
+            raise PayloadError(f"power {value:g} W is implausible (check the unit or scale)")
+        if self.meter.role is MeterRole.V2L and value < 0:
+            raise PayloadError("V2L power is a draw and must be >= 0 W (set sign: -1 if it reports negative)")
+        phases = tuple(p * self.meter.sign for p in parsed.phases_w)
+        return ParsedValue(value, phases)
+
+
+def make_parser(meter: MeterConfig) -> MeterParser:
+    return MeterParser(meter)

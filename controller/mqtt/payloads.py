@@ -1,0 +1,187 @@
+"""What the controller publishes: typed inputs and their compact JSON (pure)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.domain import Plan, VehicleMode, ensure_utc
+
+__all__ = [
+    "ControllerStatus",
+    "SiteFlows",
+    "VehicleStatus",
+    "controller_payload",
+    "dumps",
+    "plan_payload",
+    "reply_payload",
+    "site_payload",
+    "vehicle_payload",
+]
+
+PLAN_HORIZON = dt.timedelta(hours=24)
+
+
+def dumps(data: Any) -> bytes:
+    """Compact JSON; NaN/inf never leave the process (they are not JSON)."""
+    return json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    return None if moment is None else ensure_utc(moment).isoformat().replace("+00:00", "Z")
+
+
+def _num(value: float | None, digits: int = 1) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    rounded = round(value, digits)
+    return rounded + 0.0  # turns -0.0 into 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SiteFlows:
+    """Power flows in W at ``at``: grid + import / - export, PV production, home load, vehicles + charging."""
+
+    at: dt.datetime
+    grid_power_w: float | None
+    pv_power_w: float | None = None
+    home_power_w: float | None = None
+    vehicles_power_w: float | None = None
+    safe_mode: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class VehicleStatus:
+    vehicle_id: str
+    at: dt.datetime
+    soc_percent: float | None
+    reserve_percent: float
+    target_soc_percent: float | None
+    mode: VehicleMode
+    setpoint_w: float
+    plugged_in: bool
+    charger_id: str | None = None
+    departure_at: dt.datetime | None = None
+    v2l_active: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerStatus:
+    at: dt.datetime
+    safe_mode: bool
+    reasons: tuple[str, ...] = ()
+    stale_meters: tuple[str, ...] = ()
+    last_plan_at: dt.datetime | None = None
+    plan_status: str | None = None
+    version: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def site_payload(flows: SiteFlows) -> bytes:
+    return dumps(
+        {
+            "at": _iso(flows.at),
+            "grid_w": _num(flows.grid_power_w),
+            "pv_w": _num(flows.pv_power_w),
+            "home_w": _num(flows.home_power_w),
+            "vehicles_w": _num(flows.vehicles_power_w),
+            "safe_mode": flows.safe_mode,
+        }
+    )
+
+
+def vehicle_payload(status: VehicleStatus) -> bytes:
+    return dumps(
+        {
+            "at": _iso(status.at),
+            "soc_percent": _num(status.soc_percent),
+            "reserve_percent": _num(status.reserve_percent),
+            "target_soc_percent": _num(status.target_soc_percent),
+            "mode": status.mode.value,
+            "setpoint_w": _num(status.setpoint_w),
+            "plugged_in": status.plugged_in,
+            "charger_id": status.charger_id,
+            "departure_at": _iso(status.departure_at),
+            "v2l_active": status.v2l_active,
+        }
+    )
+
+
+def controller_payload(status: ControllerStatus) -> bytes:
+    return dumps(
+        {
+            "at": _iso(status.at),
+            "state": "safe_mode" if status.safe_mode else "running",
+            "safe_mode": status.safe_mode,
+            "reasons": list(status.reasons),
+            "stale_meters": list(status.stale_meters),
+            "last_plan_at": _iso(status.last_plan_at),
+            "plan_status": status.plan_status,
+            "version": status.version,
+            **status.extra,
+        }
+    )
+
+
+def _series(values: Sequence[float], digits: int) -> list[float | int | None]:
+    if digits == 0:
+        return [None if not math.isfinite(v) else round(v) for v in values]
+    return [_num(v, digits) for v in values]
+
+
+def plan_payload(plan: Plan, now: dt.datetime, horizon: dt.timedelta = PLAN_HORIZON) -> bytes:
+    """The plan from the step containing ``now`` for at most ``horizon``: W as integers, prices 4 decimals."""
+    now = ensure_utc(now)
+    first = plan.step_index(now)
+    if first is None:
+        first = 0 if now < plan.start else plan.steps
+    count = max(0, min(plan.steps - first, int(horizon // plan.step)))
+    window = slice(first, first + count)
+    return dumps(
+        {
+            "created_at": _iso(plan.created_at),
+            "start": _iso(plan.start + plan.step * first),
+            "step_s": int(plan.step.total_seconds()),
+            "steps": count,
+            "status": plan.solver_status,
+            "fallback": plan.fallback,
+            "grid_import_w": _series(plan.grid_import_w[window], 0),
+            "grid_export_w": _series(plan.grid_export_w[window], 0),
+            "import_price": _series(plan.import_price_per_kwh[window], 4),
+            "export_price": _series(plan.export_price_per_kwh[window], 4),
+            "vehicles": {
+                vid: {
+                    "power_w": _series(vp.power_w[window], 0),
+                    "soc_percent": _series(vp.soc_percent[first : first + count + 1], 1),
+                    "reason": vp.reason,
+                    "shortfall_kwh": _num(vp.departure_shortfall_kwh, 2),
+                }
+                for vid, vp in plan.vehicles.items()
+            },
+            "notes": list(plan.notes),
+        }
+    )
+
+
+def reply_payload(
+    vehicle_id: str,
+    command: str,
+    ok: bool,
+    at: dt.datetime,
+    request_id: str | None = None,
+    error: str | None = None,
+) -> bytes:
+    return dumps(
+        {
+            "ok": ok,
+            "vehicle_id": vehicle_id,
+            "command": command,
+            "request_id": request_id,
+            "error": error,
+            "at": _iso(at),
+        }
+    )

@@ -1,0 +1,70 @@
+"""The controller's own topic layout under ``mqtt.base_topic`` (pure)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from controller.config import MqttConfig
+
+__all__ = ["Topics"]
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """``<base>/status`` online/offline, ``<base>/state/...`` published state, ``<base>/cmd/<vehicle>/<command>``
+    commands answered on ``<base>/reply/<vehicle>/<command>``."""
+
+    base: str
+    discovery_prefix: str
+
+    @classmethod
+    def from_config(cls, cfg: MqttConfig) -> Topics:
+        return cls(cfg.base_topic.strip("/"), cfg.discovery_prefix.strip("/"))
+
+    @property
+    def status(self) -> str:
+        return f"{self.base}/status"
+
+    @property
+    def controller(self) -> str:
+        return f"{self.base}/state/controller"
+
+    @property
+    def site(self) -> str:
+        return f"{self.base}/state/site"
+
+    @property
+    def plan(self) -> str:
+        return f"{self.base}/state/plan"
+
+    def vehicle(self, vehicle_id: str) -> str:
+        return f"{self.base}/state/vehicle/{vehicle_id}"
+
+    @property
+    def command_filter(self) -> str:
+        return f"{self.base}/cmd/+/+"
+
+    def command(self, vehicle_id: str, name: str) -> str:
+        return f"{self.base}/cmd/{vehicle_id}/{name}"
+
+    def reply(self, vehicle_id: str, name: str) -> str:
+        return f"{self.base}/reply/{vehicle_id}/{name}"
+
+    def parse_command(self, topic: str) -> tuple[str, str] | None:
+        """``(vehicle_id, command)`` of a command topic, None for any other topic."""
+        prefix = f"{self.base}/cmd/"
+        if not topic.startswith(prefix):
+            return None
+        parts = topic[len(prefix) :].split("/")
+        if len(parts) != 2:
+            return None
+        return parts[0], parts[1]
+
+    @property
+    def node_id(self) -> str:
+        """Home Assistant node id: the base topic with anything but ``[A-Za-z0-9_-]`` replaced."""
+        return re.sub(r"[^A-Za-z0-9_-]", "_", self.base)
+
+    def discovery(self, component: str, object_id: str) -> str:
+        return f"{self.discovery_prefix}/{component}/{self.node_id}/{object_id}/config"

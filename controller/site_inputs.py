@@ -1,0 +1,206 @@
+"""The latest inputs of the site (pure state, no I/O): meter readings, vehicle SoC/V2L, prices, limits.
+
+Adapters (MQTT today) feed it; the planner and dispatcher read it through the methods below with an
+explicit ``now``, so the same object works under a simulated clock.
+
+Staleness: a meter with no reading newer than its ``stale_after_s`` is stale (a meter never heard
+from is stale too). A stale grid, PV or home meter puts the whole site into safe mode (no discharge)
+until fresh data arrives; a stale vehicle SoC or V2L reading only makes that vehicle's value unknown.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Literal
+
+from controller.config import MeterConfig, SiteConfig
+from controller.domain import GridLimits, MeterReading, MeterRole, ensure_utc
+from controller.signals import (
+    LimitSignal,
+    LimitsOnGrid,
+    PriceSignal,
+    PricesOnGrid,
+    Timeline,
+    limits_on_grid,
+    prices_on_grid,
+)
+
+__all__ = ["SITE_ROLES", "PriceDirection", "SiteInputs", "SiteSnapshot"]
+
+SITE_ROLES = frozenset({MeterRole.GRID, MeterRole.PV, MeterRole.HOME})
+PriceDirection = Literal["import", "export"]
+
+
+@dataclass(frozen=True, slots=True)
+class SiteSnapshot:
+    """Fresh power values in W at one moment; None where the meter is missing or stale."""
+
+    at: dt.datetime
+    grid_power_w: float | None
+    pv_power_w: float | None
+    home_power_w: float | None
+    safe_mode: bool
+    stale_meters: tuple[str, ...]
+
+
+class SiteInputs:
+    def __init__(self, cfg: SiteConfig) -> None:
+        self.cfg = cfg
+        self._meters: dict[str, MeterConfig] = {m.id: m for m in cfg.meters}
+        self._readings: dict[str, MeterReading] = {}
+        self._phases_w: dict[str, tuple[float, ...]] = {}
+        self._prices: dict[str, Timeline] = {"import": Timeline(), "export": Timeline()}
+        self._import_caps = Timeline()
+        self._export_caps = Timeline()
+        self.price_updates = 0
+        self.limit_updates = 0
+
+    # ---------------------------------------------------------------- meters
+
+    def update_meter(self, reading: MeterReading, phases_w: tuple[float, ...] = ()) -> bool:
+        """Store a reading; older than the one held (out of order) is ignored and returns False."""
+        meter = self._meters.get(reading.meter_id)
+        if meter is None:
+            raise KeyError(f"unknown meter {reading.meter_id!r}")
+        held = self._readings.get(reading.meter_id)
+        if held is not None and reading.at < held.at:
+            return False
+        self._readings[reading.meter_id] = reading
+        self._phases_w[reading.meter_id] = phases_w
+        return True
+
+    def reading(self, meter_id: str) -> MeterReading | None:
+        """The last reading of a meter, fresh or not."""
+        return self._readings.get(meter_id)
+
+    def phases_w(self, meter_id: str) -> tuple[float, ...]:
+        """Per-phase power of the last reading (Shelly Pro 3EM), empty when the meter has none."""
+        return self._phases_w.get(meter_id, ())
+
+    def _is_fresh(self, meter: MeterConfig, now: dt.datetime) -> bool:
+        reading = self._readings.get(meter.id)
+        if reading is None:
+            return False
+        return (now - reading.at).total_seconds() <= meter.stale_after_s
+
+    def stale_meters(self, now: dt.datetime) -> list[str]:
+        """Ids of every meter (any role) without a fresh reading, in config order."""
+        now = ensure_utc(now)
+        return [m.id for m in self.cfg.meters if not self._is_fresh(m, now)]
+
+    def is_stale(self, now: dt.datetime) -> bool:
+        """True when a site meter (grid, PV, home) has no fresh reading."""
+        now = ensure_utc(now)
+        return any(not self._is_fresh(m, now) for m in self.cfg.meters if m.role in SITE_ROLES)
+
+    def safe_mode_reasons(self, now: dt.datetime) -> list[str]:
+        now = ensure_utc(now)
+        return [
+            f"meter {m.id} ({m.role.value}) is stale"
+            for m in self.cfg.meters
+            if m.role in SITE_ROLES and not self._is_fresh(m, now)
+        ]
+
+    def safe_mode(self, now: dt.datetime) -> bool:
+        """No discharge while a site meter is stale or missing (safety invariant 5)."""
+        return self.is_stale(now)
+
+    def _fresh_sum(self, role: MeterRole, now: dt.datetime, vehicle: str | None = None) -> float | None:
+        meters = [m for m in self.cfg.meters if m.role is role and (vehicle is None or m.vehicle == vehicle)]
+        if not meters or not all(self._is_fresh(m, now) for m in meters):
+            return None
+        return sum(self._readings[m.id].value for m in meters)
+
+    def grid_power_w(self, now: dt.datetime) -> float | None:
+        """Grid power (+ import / - export), None when missing or stale."""
+        return self._fresh_sum(MeterRole.GRID, ensure_utc(now))
+
+    def pv_power_w(self, now: dt.datetime) -> float | None:
+        """PV production summed over PV meters, None when any is missing or stale."""
+        return self._fresh_sum(MeterRole.PV, ensure_utc(now))
+
+    def home_power_w(self, now: dt.datetime) -> float | None:
+        return self._fresh_sum(MeterRole.HOME, ensure_utc(now))
+
+    def vehicle_soc_percent(self, vehicle_id: str, now: dt.datetime) -> float | None:
+        """SoC from a ``vehicle_soc`` meter, None when there is none or it is stale."""
+        now = ensure_utc(now)
+        for m in self.cfg.meters:
+            if m.role is MeterRole.VEHICLE_SOC and m.vehicle == vehicle_id and self._is_fresh(m, now):
+                return self._readings[m.id].value
+        return None
+
+    def v2l_power_w(self, vehicle_id: str, now: dt.datetime) -> float | None:
+        """Power the vehicle supplies to V2L loads (>= 0), None when unknown or stale."""
+        return self._fresh_sum(MeterRole.V2L, ensure_utc(now), vehicle_id)
+
+    def snapshot(self, now: dt.datetime) -> SiteSnapshot:
+        now = ensure_utc(now)
+        return SiteSnapshot(
+            at=now,
+            grid_power_w=self.grid_power_w(now),
+            pv_power_w=self.pv_power_w(now),
+            home_power_w=self.home_power_w(now),
+            safe_mode=self.safe_mode(now),
+            stale_meters=tuple(self.stale_meters(now)),
+        )
+
+    # --------------------------------------------------------------- signals
+
+    def update_prices(self, direction: PriceDirection, signal: PriceSignal, received_at: dt.datetime) -> None:
+        """Add a price forecast (values as sent; the tariff is applied when resampling)."""
+        if direction not in self._prices:
+            raise ValueError(f"price direction {direction!r} is not import or export")
+        self._prices[direction].add(
+            ((s.start, s.end, s.value_per_kwh) for s in signal.slots), received_at, signal.issued_at
+        )
+        self.price_updates += 1
+
+    def update_limits(self, signal: LimitSignal, received_at: dt.datetime) -> None:
+        """Add grid-operator caps; each direction resolves on its own (newest message wins)."""
+        imports = [(w.start, w.end, w.import_limit_w) for w in signal.windows if w.import_limit_w is not None]
+        exports = [(w.start, w.end, w.export_limit_w) for w in signal.windows if w.export_limit_w is not None]
+        if imports:
+            self._import_caps.add(imports, received_at, signal.issued_at)
+        if exports:
+            self._export_caps.add(exports, received_at, signal.issued_at)
+        self.limit_updates += 1
+
+    def prices_on_grid(self, start: dt.datetime, step: dt.timedelta, n: int) -> PricesOnGrid:
+        """Import/export price per kWh for each of ``n`` steps from ``start`` (after the tariff)."""
+        tariff = self.cfg.tariff
+        return prices_on_grid(
+            tariff.import_,
+            tariff.export,
+            self._prices["import"],
+            self._prices["export"],
+            self.cfg.site.timezone,
+            start,
+            step,
+            n,
+        )
+
+    def limits_on_grid(self, start: dt.datetime, step: dt.timedelta, n: int) -> LimitsOnGrid:
+        """Import/export caps in W for each of ``n`` steps from ``start``."""
+        return limits_on_grid(
+            self.cfg.site.grid, self.cfg.grid_signals, self._import_caps, self._export_caps, start, step, n
+        )
+
+    def limits_at(self, now: dt.datetime) -> GridLimits:
+        """The caps in force at ``now``, valid until the next signal boundary (None: no change known)."""
+        now = ensure_utc(now)
+        grid = self.limits_on_grid(now, dt.timedelta(milliseconds=1), 1)
+        changes = [
+            t
+            for timeline in (self._import_caps, self._export_caps)
+            for seg in timeline.segments()
+            for t in seg[:2]
+            if t > now
+        ]
+        return GridLimits(
+            import_limit_w=float(grid.import_limit_w[0]),
+            export_limit_w=float(grid.export_limit_w[0]),
+            valid_from=now,
+            valid_until=min(changes, default=None),
+        )

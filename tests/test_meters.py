@@ -1,0 +1,257 @@
+"""Meter payload parsers: every preset with real device payloads, and every way a payload can be bad."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controller.config import MeterConfig
+from controller.meters import MAX_METER_PAYLOAD_BYTES, MeterParser, PayloadError, make_parser, parse_json_path
+
+# Captured from devices (Tasmota 13 energy plug, Tasmota SML script, Shelly Pro 3EM fw 1.3, dsmr-reader 5).
+TASMOTA_ENERGY = (
+    b'{"Time":"2024-06-01T12:00:05","ENERGY":{"TotalStartTime":"2023-01-01T10:00:00","Total":812.345,'
+    b'"Yesterday":3.210,"Today":1.234,"Period":4,"Power":245,"ApparentPower":260,"ReactivePower":87,'
+    b'"Factor":0.94,"Voltage":231,"Current":1.125}}'
+)
+TASMOTA_SML = (
+    b'{"Time":"2024-06-01T12:00:05","MT631":{"Total_in":12345.6789,"Total_out":2345.1,"Power_curr":-523}}'
+)
+TASMOTA_TWO_CHANNELS = b'{"Time":"2024-06-01T12:00:05","ENERGY":{"Total":1.0,"Power":[120,35],"Voltage":230}}'
+SHELLY_EM0 = (
+    b'{"id":0,"a_current":4.029,"a_voltage":236.1,"a_act_power":951.2,"a_aprt_power":951.9,"a_pf":1.00,'
+    b'"a_freq":50.0,"b_current":4.027,"b_voltage":236.201,"b_act_power":-951.1,"b_aprt_power":951.8,'
+    b'"b_pf":1.00,"b_freq":50.0,"c_current":3.03,"c_voltage":236.097,"c_act_power":715.1,'
+    b'"c_aprt_power":715.9,"c_pf":1.00,"c_freq":50.0,"n_current":null,"total_current":11.087,'
+    b'"total_act_power":715.175,"total_aprt_power":2619.726,"user_calibrated_phase":[]}'
+)
+DSMR_JSON = (
+    b'{"id":4711,"timestamp":"2024-06-01T10:00:05Z","electricity_delivered_1":"1234.567",'
+    b'"electricity_returned_1":"345.678","electricity_delivered_2":"2345.678","electricity_returned_2":"456.789",'
+    b'"electricity_currently_delivered":"0.000","electricity_currently_returned":"1.234",'
+    b'"phase_currently_delivered_l1":"0.000","phase_currently_returned_l1":"1.234"}'
+)
+
+
+def meter(**kw: Any) -> MeterConfig:
+    base: dict[str, Any] = {"id": "m", "role": "grid", "topic": "t"}
+    base.update(kw)
+    return MeterConfig.model_validate(base)
+
+
+def parse(m: MeterConfig, payload: bytes, topic: str | None = None) -> float:
+    parsed = make_parser(m).parse(topic or m.topic, payload)
+    assert parsed is not None
+    return parsed.value
+
+
+def test_tasmota_energy_power() -> None:
+    assert parse(meter(format="tasmota", role="pv"), TASMOTA_ENERGY) == 245.0
+
+
+def test_tasmota_sml_power_curr_is_signed() -> None:
+    assert parse(meter(format="tasmota"), TASMOTA_SML) == -523.0
+
+
+def test_tasmota_multi_channel_power_is_summed() -> None:
+    assert parse(meter(format="tasmota", role="home"), TASMOTA_TWO_CHANNELS) == 155.0
+
+
+def test_tasmota_json_path_override_and_sign() -> None:
+    m = meter(format="tasmota", json_path="MT631.Total_in", sign=-1)
+    assert parse(m, TASMOTA_SML) == pytest.approx(-12345.6789)
+
+
+def test_shelly_total_and_phases() -> None:
+    parsed = make_parser(meter(format="shelly_pro3em")).parse("t", SHELLY_EM0)
+    assert parsed is not None
+    assert parsed.value == pytest.approx(715.175)
+    assert parsed.phases_w == pytest.approx((951.2, -951.1, 715.1))
+
+
+def test_shelly_sign_flips_total_and_phases() -> None:
+    parsed = make_parser(meter(format="shelly_pro3em", sign=-1)).parse("t", SHELLY_EM0)
+    assert parsed is not None
+    assert parsed.value == pytest.approx(-715.175)
+    assert parsed.phases_w[0] == pytest.approx(-951.2)
+
+
+def test_shelly_without_total_sums_phases() -> None:
+    payload = json.dumps({"a_act_power": 100, "b_act_power": 200.5, "c_act_power": -50}).encode()
+    assert parse(meter(format="shelly_pro3em"), payload) == pytest.approx(250.5)
+
+
+def test_dsmr_reader_split_topics_combine_into_signed_watts() -> None:
+    p = make_parser(meter(format="dsmr_reader", topic="dsmr"))
+    assert p.topics == (
+        "dsmr/reading/electricity_currently_delivered",
+        "dsmr/reading/electricity_currently_returned",
+        "dsmr/json",
+    )
+    assert (
+        p.parse("dsmr/reading/electricity_currently_delivered", b"0.347") is None
+    )  # waits for the other half
+    parsed = p.parse("dsmr/reading/electricity_currently_returned", b"0.000")
+    assert parsed is not None and parsed.value == pytest.approx(347.0)
+    parsed = p.parse("dsmr/reading/electricity_currently_returned", b"1.200")
+    assert parsed is not None and parsed.value == pytest.approx(347.0 - 1200.0)
+
+
+def test_dsmr_reader_json_topic() -> None:
+    p = make_parser(meter(format="dsmr_reader", topic="dsmr/"))
+    parsed = p.parse("dsmr/json", DSMR_JSON)
+    assert parsed is not None and parsed.value == pytest.approx(-1234.0)
+
+
+def test_dsmr_reader_rejects_negative_and_foreign_topics() -> None:
+    p = make_parser(meter(format="dsmr_reader", topic="dsmr"))
+    with pytest.raises(PayloadError, match="negative"):
+        p.parse("dsmr/reading/electricity_currently_delivered", b"-0.5")
+    with pytest.raises(PayloadError, match="not a dsmr-reader topic"):
+        p.parse("dsmr/reading/other", b"1")
+
+
+@pytest.mark.parametrize(
+    ("payload", "scale", "expected"),
+    [
+        (b"1234.5", 1.0, 1234.5),
+        (b"  -300 ", 1.0, -300.0),
+        (b"1.5", 1000.0, 1500.0),
+        (b"230 W", 1.0, 230.0),
+        (b"1.2kW", 1.0, 1200.0),
+        (b"1.2 kW", 1000.0, 1200.0),  # an explicit unit wins over scale
+        (b"2e3", 1.0, 2000.0),
+    ],
+)
+def test_plain(payload: bytes, scale: float, expected: float) -> None:
+    assert parse(meter(scale=scale), payload) == pytest.approx(expected)
+
+
+def test_json_path_with_list_index_scale_and_sign() -> None:
+    m = meter(format="json", json_path="data.meters.1.power_kw", scale=1000, sign=-1)
+    payload = b'{"data":{"meters":[{"power_kw":9},{"power_kw":"0.75"}]}}'
+    assert parse(m, payload) == pytest.approx(-750.0)
+
+
+def test_vehicle_soc_percent_and_unit() -> None:
+    m = meter(role="vehicle_soc", vehicle="ev")
+    assert parse(m, b"57.5") == 57.5
+    assert parse(m, b"57 %") == 57.0
+    with pytest.raises(PayloadError, match="outside 0-100"):
+        parse(m, b"157")
+    with pytest.raises(PayloadError, match="not a state of charge"):
+        parse(m, b"57 kW")
+    assert (
+        parse(
+            meter(role="vehicle_soc", vehicle="ev", format="json", json_path="soc", scale=100), b'{"soc":0.8}'
+        )
+        == 80.0
+    )
+
+
+def test_v2l_power_must_be_a_draw() -> None:
+    m = meter(role="v2l", vehicle="ev")
+    assert parse(m, b"1500") == 1500.0
+    with pytest.raises(PayloadError, match="draw"):
+        parse(m, b"-1500")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "payload", "reason"),
+    [
+        ("tasmota", b'{"ENERGY":{"Power":', "invalid JSON"),
+        ("tasmota", b"[1,2]", "not a JSON object"),
+        ("tasmota", b'{"ENERGY":{"Power":"lots"}}', "not a number"),
+        ("tasmota", b'{"ENERGY":{"Power":true}}', "not a number"),
+        ("tasmota", b'{"ENERGY":{"Power":null}}', "not a number"),
+        ("tasmota", b'{"ENERGY":{"Power":[]}}', "empty list"),
+        ("tasmota", b'{"ENERGY":{"Power":{"a":1}}}', "not a number"),
+        ("tasmota", b'{"ENERGY":{"Power":NaN}}', "not a finite"),
+        ("tasmota", b'{"ENERGY":{"Power":Infinity}}', "not a finite"),
+        ("tasmota", b'{"ENERGY":{"Power":1e400}}', "not a finite"),
+        ("tasmota", b'{"ENERGY":{"Power":' + b"9" * 400 + b"}}", "too large"),
+        ("tasmota", b'{"ENERGY":{"Power":' + b"9" * 5000 + b"}}", "invalid JSON"),
+        ("tasmota", b'{"ENERGY":{"Power":1e9}}', "implausible"),
+        ("tasmota", b'{"StatusSNS":{}}', "neither ENERGY.Power"),
+        ("tasmota", b"[" * 5000 + b"]" * 5000, "invalid JSON"),
+        ("shelly_pro3em", b'{"a_act_power":1}', "no total_act_power"),
+        ("shelly_pro3em", b'{"total_act_power":"NaN"}', "not a finite"),
+        ("shelly_pro3em", b"42", "not a JSON object"),
+        ("plain", b"", "not a number"),
+        ("plain", b"on", "not a number"),
+        ("plain", b"nan", "not a number"),
+        ("plain", b"inf", "not a number"),
+        ("plain", b"12 A", "not a power"),
+        ("plain", b"3 kWh", "not a power"),
+        ("plain", b"\xff\xfe", "not UTF-8"),
+        ("plain", b"1" * 400, "not a finite"),
+        ("plain", b"1" * (MAX_METER_PAYLOAD_BYTES + 1), "exceeds"),
+        ("plain", b"99999999", "implausible"),
+    ],
+)
+def test_malformed_payloads_are_refused_with_a_reason(fmt: str, payload: bytes, reason: str) -> None:
+    with pytest.raises(PayloadError, match=reason):
+        make_parser(meter(format=fmt)).parse("t", payload)
+
+
+def test_json_path_errors() -> None:
+    m = meter(format="json", json_path="a.2")
+    with pytest.raises(PayloadError, match="past the end"):
+        parse(m, b'{"a":[1]}')
+    with pytest.raises(PayloadError, match="no 'a'"):
+        parse(m, b'{"b":1}')
+    with pytest.raises(ValueError, match="empty part"):
+        parse_json_path("a..b")
+
+
+PARSERS = [
+    make_parser(
+        meter(
+            format=f, topic="dsmr" if f == "dsmr_reader" else "t", json_path="a.0.b" if f == "json" else None
+        )
+    )
+    for f in ("tasmota", "shelly_pro3em", "dsmr_reader", "plain", "json")
+]
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                ["ENERGY", "Power", "a", "b", "total_act_power", "a_act_power", "Power_curr", "SML"]
+            ),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=12,
+)
+
+
+def _check_never_crashes(parser: MeterParser, payload: bytes) -> None:
+    for topic in parser.topics:
+        try:
+            parsed = parser.parse(topic, payload)
+        except PayloadError:
+            continue
+        if parsed is not None:
+            assert abs(parsed.value) <= 10_000_000.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_fuzz_bytes_only_raise_payload_error(payload: bytes) -> None:
+    for parser in PARSERS:
+        _check_never_crashes(parser, payload)
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSONISH)
+def test_fuzz_json_only_raise_payload_error(data: Any) -> None:
+    payload = json.dumps(data).encode()
+    for parser in PARSERS:
+        _check_never_crashes(parser, payload)

@@ -1,0 +1,172 @@
+"""Command validation (pure): each command, its local-time forms, and every refusal."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import pytest
+
+from controller.commands import (
+    MAX_COMMAND_PAYLOAD_BYTES,
+    CommandError,
+    SetDeparture,
+    SetMode,
+    SetWeeklyDeparture,
+    V2LCommand,
+    parse_command,
+    request_id_of,
+)
+from controller.config import SiteConfig, parse_config
+from controller.domain import VehicleMode
+
+NOW = dt.datetime(2025, 1, 15, 12, 0, tzinfo=dt.UTC)  # 13:00 in Amsterdam
+
+
+def site() -> SiteConfig:
+    return parse_config(
+        {
+            "site": {"timezone": "Europe/Amsterdam", "grid": {"import_limit_kw": 11}},
+            "vehicles": [
+                {"id": "ev", "usable_capacity_kwh": 60, "max_soc_percent": 90, "permissions": {"v2l": True}},
+                {"id": "van", "usable_capacity_kwh": 80},
+            ],
+            "tariff": {"import": {"static_price_per_kwh": 0.3}},
+        }
+    )
+
+
+CFG = site()
+
+
+def cmd(name: str, payload: Any, vehicle: str = "ev") -> Any:
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return parse_command(CFG, vehicle, name, raw, NOW)
+
+
+def test_one_off_departure_absolute_and_local_forms() -> None:
+    c = cmd("departure", {"at": "2025-01-16T07:30:00+01:00", "target_soc_percent": 80, "request_id": "r1"})
+    assert isinstance(c, SetDeparture) and c.departure is not None
+    assert c.departure.at == dt.datetime(2025, 1, 16, 6, 30, tzinfo=dt.UTC)
+    assert c.departure.target_soc_percent == 80 and c.request_id == "r1"
+    naive = cmd("departure", {"at": "2025-01-16T07:30", "target_soc_percent": 80})
+    assert naive.departure.at == c.departure.at  # naive = site local time
+    today = cmd("departure", {"at": "18:00", "target_soc_percent": 70})
+    assert today.departure.at == dt.datetime(2025, 1, 15, 17, 0, tzinfo=dt.UTC)
+    tomorrow = cmd("departure", {"at": "07:30", "target_soc_percent": 70})
+    assert tomorrow.departure.at == dt.datetime(2025, 1, 16, 6, 30, tzinfo=dt.UTC)
+    cleared = cmd("departure", {"clear": True})
+    assert cleared == SetDeparture("ev", None, None)
+
+
+def test_weekly_departure_set_and_clear() -> None:
+    c = cmd("weekly_departure", {"weekday": "Monday", "time": "07:30", "target_soc_percent": 85})
+    assert c == SetWeeklyDeparture("ev", "monday", dt.time(7, 30), 85.0, None)
+    assert cmd("weekly_departure", {"weekday": "friday", "clear": True}) == SetWeeklyDeparture(
+        "ev", "friday", None, None, None
+    )
+
+
+@pytest.mark.parametrize(
+    ("payload", "mode"),
+    [
+        (b"charge_now", VehicleMode.CHARGE_NOW),
+        (b" AUTO ", VehicleMode.AUTO),
+        ({"mode": "no_discharge"}, VehicleMode.NO_DISCHARGE),
+    ],
+)
+def test_mode(payload: Any, mode: VehicleMode) -> None:
+    c = cmd("mode", payload)
+    assert isinstance(c, SetMode) and c.mode is mode
+
+
+def test_mode_json_string_and_request_id() -> None:
+    assert cmd("mode", b'"charge_now"').mode is VehicleMode.CHARGE_NOW
+    assert cmd("mode", {"mode": "auto", "request_id": 7}).request_id == "7"
+
+
+def test_v2l_start_stop() -> None:
+    c = cmd("v2l", {"action": "start", "power_w": 1500, "until": "2025-01-15T20:00:00Z"})
+    assert c == V2LCommand("ev", "start", 1500.0, dt.datetime(2025, 1, 15, 20, tzinfo=dt.UTC), None)
+    assert cmd("v2l", b"stop") == V2LCommand("ev", "stop")
+    assert cmd("v2l", {"action": "stop", "request_id": "x"}).request_id == "x"
+
+
+@pytest.mark.parametrize(
+    ("name", "payload", "vehicle", "reason"),
+    [
+        ("mode", b"auto", "nope", "unknown vehicle"),
+        ("fly", b"auto", "ev", "unknown command"),
+        ("mode", b"turbo", "ev", "mode must be one of"),
+        ("mode", {"mode": 3}, "ev", "mode must be a string"),
+        ("mode", {"mode": "auto", "extra": 1}, "ev", "unknown field"),
+        ("mode", b"", "ev", "empty payload"),
+        ("mode", b"{broken", "ev", "invalid JSON"),
+        ("mode", b"\xff\xfe", "ev", "not UTF-8"),
+        ("mode", b"x" * (MAX_COMMAND_PAYLOAD_BYTES + 1), "ev", "exceeds"),
+        ("departure", {"at": "2025-01-14T07:30:00Z", "target_soc_percent": 80}, "ev", "in the past"),
+        ("departure", {"at": "2025-03-14T07:30:00Z", "target_soc_percent": 80}, "ev", "14 days"),
+        ("departure", {"at": "soon", "target_soc_percent": 80}, "ev", "not an ISO 8601"),
+        ("departure", {"at": 5, "target_soc_percent": 80}, "ev", "time string"),
+        ("departure", {"at": "2025-01-16T07:30:00Z"}, "ev", "missing target_soc_percent"),
+        ("departure", {"at": "2025-01-16T07:30:00Z", "target_soc_percent": "80"}, "ev", "must be a number"),
+        (
+            "departure",
+            {"at": "2025-01-16T07:30:00Z", "target_soc_percent": 10},
+            "ev",
+            "not above the reserve",
+        ),
+        (
+            "departure",
+            {"at": "2025-01-16T07:30:00Z", "target_soc_percent": 95},
+            "ev",
+            "above max_soc_percent",
+        ),
+        ("departure", {"at": "2025-01-16T07:30:00Z", "target_soc_percent": 1e400}, "ev", "within 0-100"),
+        ("departure", {"at": "2025-01-16T07:30:00Z", "target_soc_percent": True}, "ev", "must be a number"),
+        ("departure", {"clear": True, "at": "07:00"}, "ev", "no other fields"),
+        ("departure", [1, 2], "ev", "JSON object"),
+        (
+            "weekly_departure",
+            {"weekday": "someday", "time": "07:00", "target_soc_percent": 80},
+            "ev",
+            "weekday",
+        ),
+        (
+            "weekly_departure",
+            {"weekday": "monday", "time": "7h", "target_soc_percent": 80},
+            "ev",
+            "not HH:MM",
+        ),
+        (
+            "weekly_departure",
+            {"weekday": "monday", "time": "07:00+01:00", "target_soc_percent": 80},
+            "ev",
+            "local time",
+        ),
+        ("weekly_departure", {"weekday": "monday", "target_soc_percent": 80}, "ev", "missing time"),
+        ("v2l", {"action": "start"}, "van", "does not allow V2L"),
+        ("v2l", {"action": "pause"}, "ev", "start or stop"),
+        ("v2l", {"action": "start", "power_w": -5}, "ev", "within 0-"),
+        ("v2l", {"action": "start", "power_w": 1e12}, "ev", "within 0-"),
+        ("v2l", {"action": "start", "power_w": "1500"}, "ev", "must be a number"),
+        ("v2l", {"action": "start", "until": "2025-01-15T00:00:00Z"}, "ev", "in the past"),
+        ("v2l", {"action": "start", "until": "later"}, "ev", "ISO 8601"),
+        ("v2l", {"action": "start", "request_id": "x" * 65}, "ev", "request_id"),
+    ],
+)
+def test_refusals(name: str, payload: Any, vehicle: str, reason: str) -> None:
+    with pytest.raises(CommandError, match=reason):
+        cmd(name, payload, vehicle)
+
+
+def test_nan_in_command_refused() -> None:
+    with pytest.raises(CommandError, match="within 0-100"):
+        cmd("departure", b'{"at": "2025-01-16T07:30:00Z", "target_soc_percent": NaN}')
+
+
+def test_request_id_survives_a_refusal() -> None:
+    assert request_id_of(b'{"request_id": "abc", "mode": 5}') == "abc"
+    assert request_id_of(b"not json") is None
+    assert request_id_of(b'{"request_id": ["x"]}') is None

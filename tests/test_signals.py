@@ -1,0 +1,408 @@
+"""Price and limit signals: parsing, newest-wins resolution, resampling to the plan grid, expiry."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import itertools
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controller.config import GridConfig, GridSignalsConfig, PriceConfig
+from controller.signals import (
+    MAX_SIGNAL_PAYLOAD_BYTES,
+    SignalError,
+    Timeline,
+    limits_on_grid,
+    parse_limit_signal,
+    parse_price_signal,
+    prices_on_grid,
+    tariff_configured_on_grid,
+)
+
+T0 = dt.datetime(2025, 1, 15, 0, 0, tzinfo=dt.UTC)
+H = dt.timedelta(hours=1)
+Q = dt.timedelta(minutes=15)
+
+
+def iso(t: dt.datetime) -> str:
+    return t.isoformat()
+
+
+def hourly(values: list[float], start: dt.datetime = T0, step: dt.timedelta = H) -> list[dict[str, Any]]:
+    return [
+        {"start": iso(start + i * step), "end": iso(start + (i + 1) * step), "value": v}
+        for i, v in enumerate(values)
+    ]
+
+
+def enc(data: Any) -> bytes:
+    return json.dumps(data).encode()
+
+
+# --------------------------------------------------------------- price parsing
+
+
+def test_price_array_parses_with_offsets_and_z() -> None:
+    payload = enc(
+        [
+            {"start": "2025-01-15T01:00:00+01:00", "end": "2025-01-15T02:00:00+01:00", "value": 0.2531},
+            {"start": "2025-01-15T01:00:00Z", "end": "2025-01-15T02:00:00Z", "value": -0.01},
+        ]
+    )
+    signal = parse_price_signal(payload)
+    assert [s.start for s in signal.slots] == [T0, T0 + H]
+    assert signal.slots[0].value_per_kwh == 0.2531
+    assert signal.issued_at is None
+
+
+def test_price_envelope_units_and_issued_at() -> None:
+    mwh = parse_price_signal(enc({"unit": "EUR/MWh", "issued_at": iso(T0), "prices": hourly([85.3])}))
+    assert mwh.slots[0].value_per_kwh == pytest.approx(0.0853)
+    assert mwh.issued_at == T0
+    cents = parse_price_signal(enc({"unit": "ct/kWh", "prices": hourly([25.0])}))
+    assert cents.slots[0].value_per_kwh == pytest.approx(0.25)
+    epoch = parse_price_signal(enc([{"start": T0.timestamp(), "end": (T0 + H).timestamp(), "value": 0.1}]))
+    assert epoch.slots[0].start == T0
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"{not json", "invalid JSON"),
+        (b'"prices"', "not an array or object"),
+        (b"[]", "no price slots"),
+        (enc([1, 2]), "not an object"),
+        (enc([{"start": iso(T0), "value": 0.1}]), "no 'end'"),
+        (enc([{"start": "2025-01-15T00:00", "end": "2025-01-15T01:00", "value": 0.1}]), "no timezone"),
+        (enc([{"start": "tomorrow", "end": iso(T0), "value": 0.1}]), "not an ISO 8601"),
+        (enc([{"start": True, "end": iso(T0), "value": 0.1}]), "not a time"),
+        (enc([{"start": 12, "end": iso(T0), "value": 0.1}]), "plausible Unix"),
+        (enc(hourly([0.1])[:1] * 1 + [{"start": iso(T0), "end": iso(T0), "value": 1}]), "1 min to 24 h"),
+        (enc([{"start": iso(T0), "end": iso(T0 + 2 * 24 * H), "value": 0.1}]), "1 min to 24 h"),
+        (enc(hourly([0.1]) + hourly([0.2], T0 + dt.timedelta(minutes=30))), "overlap"),
+        (enc(hourly(["0.1"])), "not a number"),  # type: ignore[list-item]
+        (enc(hourly([None])), "not a number"),  # type: ignore[list-item]
+        (enc(hourly([True])), "not a number"),
+        (b'[{"start":"2025-01-15T00:00:00Z","end":"2025-01-15T01:00:00Z","value":NaN}]', "not a finite"),
+        (b'[{"start":"2025-01-15T00:00:00Z","end":"2025-01-15T01:00:00Z","value":1e999}]', "not a finite"),
+        (enc(hourly([85.3])), "implausible"),  # per MWh sent without a unit
+        (enc({"unit": "USD/kWh", "prices": hourly([0.1])}), "site currency"),
+        (enc({"unit": "EUR/GJ", "prices": hourly([0.1])}), "per kWh"),
+        (enc({"unit": 5, "prices": hourly([0.1])}), "not like"),
+        (enc({"prices": {"a": 1}}), "not an array"),
+        (enc(hourly([0.1] * 2001, step=dt.timedelta(minutes=15))), "exceed"),
+        (b" " * (MAX_SIGNAL_PAYLOAD_BYTES + 1), "exceeds"),
+        (b"\xff", "not UTF-8"),
+    ],
+)
+def test_bad_price_payloads(payload: bytes, reason: str) -> None:
+    with pytest.raises(SignalError, match=reason):
+        parse_price_signal(payload)
+
+
+# ---------------------------------------------------------------- resolution
+
+
+def test_newest_message_wins_where_windows_overlap() -> None:
+    tl = Timeline()
+    tl.add([(T0, T0 + 4 * H, 1.0)], T0, None)
+    tl.add([(T0 + H, T0 + 2 * H, 2.0)], T0 + dt.timedelta(seconds=1), None)
+    assert tl.segments() == [(T0, T0 + H, 1.0), (T0 + H, T0 + 2 * H, 2.0), (T0 + 2 * H, T0 + 4 * H, 1.0)]
+
+
+def test_issued_at_orders_messages_that_arrive_out_of_order() -> None:
+    tl = Timeline()
+    tl.add([(T0, T0 + H, 2.0)], T0, issued_at=T0 - dt.timedelta(minutes=1))  # newer, arrives first
+    tl.add([(T0, T0 + H, 1.0)], T0 + dt.timedelta(seconds=5), issued_at=T0 - dt.timedelta(minutes=9))
+    assert tl.segments() == [(T0, T0 + H, 2.0)]
+
+
+def test_equal_versions_resolve_by_arrival() -> None:
+    tl = Timeline()
+    tl.add([(T0, T0 + H, 1.0)], T0, issued_at=T0)
+    tl.add([(T0, T0 + H, 2.0)], T0, issued_at=T0)
+    assert tl.segments() == [(T0, T0 + H, 2.0)]
+
+
+def test_old_windows_are_pruned_and_message_count_bounded() -> None:
+    tl = Timeline(max_messages=3)
+    for i in range(10):
+        tl.add([(T0 + i * H, T0 + (i + 1) * H, float(i))], T0, None)
+    assert len(tl) == 3
+    assert [s[2] for s in tl.segments()] == [7.0, 8.0, 9.0]
+    tl.prune(T0 + dt.timedelta(days=30))
+    assert len(tl) == 0 and tl.segments() == []
+
+
+SEGMENTS = st.lists(
+    st.tuples(st.integers(0, 20), st.integers(1, 6), st.integers(-3, 3)).map(
+        lambda t: (T0 + t[0] * Q, T0 + (t[0] + t[1]) * Q, float(t[2]))
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(SEGMENTS, st.integers(0, 3)), min_size=1, max_size=6))
+def test_resolution_matches_brute_force_newest_wins(messages: list[tuple[list[Any], int]]) -> None:
+    tl = Timeline()
+    for segments, issued_minutes in messages:
+        tl.add(segments, T0, T0 + dt.timedelta(minutes=issued_minutes))
+    resolved = tl.segments()
+    for a, b in itertools.pairwise(resolved):
+        assert a[1] <= b[0]
+    # Brute force: per quarter hour, the last-added message among those with the highest issued_at
+    # (and inside one message its last window).
+    order = sorted(range(len(messages)), key=lambda i: (messages[i][1], i))
+    for q in range(30):
+        t = T0 + q * Q + dt.timedelta(minutes=7)
+        expected = None
+        for i in order:
+            for start, end, value in messages[i][0]:
+                if start <= t < end:
+                    expected = value
+        got = next((v for s, e, v in resolved if s <= t < e), None)
+        assert got == expected
+
+
+# ---------------------------------------------------------------- prices on grid
+
+
+def dynamic_cfg(**kw: Any) -> PriceConfig:
+    return PriceConfig.model_validate({"dynamic_topic": "p", **kw})
+
+
+def timeline_of(values: list[float], start: dt.datetime = T0, step: dt.timedelta = H) -> Timeline:
+    tl = Timeline()
+    signal = parse_price_signal(enc(hourly(values, start, step)))
+    tl.add(((s.start, s.end, s.value_per_kwh) for s in signal.slots), start, signal.issued_at)
+    return tl
+
+
+def test_hourly_prices_resample_to_quarter_hours_with_tariff() -> None:
+    cfg = dynamic_cfg(dynamic_multiplier=1.21, dynamic_markup_per_kwh=0.15)
+    grid = prices_on_grid(cfg, cfg, timeline_of([0.10, 0.20]), Timeline(), "UTC", T0, Q, 8)
+    assert grid.import_per_kwh == pytest.approx([0.10 * 1.21 + 0.15] * 4 + [0.20 * 1.21 + 0.15] * 4)
+    assert grid.import_known.all()
+    assert not grid.export_known.any() and (grid.export_per_kwh == 0).all()  # no data at all
+
+
+def test_quarter_hour_prices_average_onto_an_hourly_grid() -> None:
+    cfg = dynamic_cfg()
+    tl = timeline_of([0.1, 0.2, 0.3, 0.4, 1.0], step=Q)
+    grid = prices_on_grid(cfg, cfg, tl, tl, "UTC", T0, H, 2)
+    assert grid.import_per_kwh == pytest.approx([0.25, 1.0])  # the second hour: only its covered part
+    assert grid.import_known.tolist() == [True, True]
+
+
+def test_unaligned_grid_start_uses_time_weighted_mean() -> None:
+    cfg = dynamic_cfg()
+    grid = prices_on_grid(cfg, cfg, timeline_of([0.0, 1.0]), Timeline(), "UTC", T0 + 3 * Q, H, 1)
+    assert grid.import_per_kwh[0] == pytest.approx(0.75)
+
+
+def test_missing_dynamic_prices_are_filled_and_flagged() -> None:
+    cfg = dynamic_cfg()
+    day = [float(h) / 100 for h in range(24)]
+    tl = timeline_of([*day, 0.5, 0.6])  # a day and two hours of the next
+    grid = prices_on_grid(cfg, cfg, tl, tl, "UTC", T0 + 24 * H, H, 5)
+    assert grid.import_known.tolist() == [True, True, False, False, False]
+    assert grid.import_per_kwh == pytest.approx([0.5, 0.6, 0.02, 0.03, 0.04])  # same time yesterday
+    later = prices_on_grid(cfg, cfg, tl, tl, "UTC", T0 + 48 * H, H, 2)
+    assert later.import_per_kwh == pytest.approx([0.5, 0.6])  # yesterday is the forecast's tail
+    far = prices_on_grid(cfg, cfg, tl, tl, "UTC", T0 + 25 * H, H, 3)
+    assert far.import_per_kwh == pytest.approx([0.6, 0.02, 0.03])
+
+
+def test_gap_without_yesterday_holds_last_known_then_next_known() -> None:
+    cfg = dynamic_cfg()
+    tl = Timeline()
+    tl.add([(T0 + H, T0 + 2 * H, 0.3), (T0 + 4 * H, T0 + 5 * H, 0.7)], T0, None)
+    grid = prices_on_grid(cfg, cfg, tl, tl, "UTC", T0, H, 6)
+    assert grid.import_per_kwh == pytest.approx([0.3, 0.3, 0.3, 0.3, 0.7, 0.7])
+    assert grid.import_known.tolist() == [False, True, False, False, True, False]
+
+
+def test_static_price_fills_dynamic_gaps() -> None:
+    cfg = dynamic_cfg(static_price_per_kwh=0.30)
+    grid = prices_on_grid(cfg, cfg, timeline_of([0.1]), Timeline(), "UTC", T0, H, 2)
+    assert grid.import_per_kwh == pytest.approx([0.1, 0.30])
+    assert grid.export_per_kwh == pytest.approx([0.30, 0.30])
+    assert grid.import_known.all() and grid.export_known.all()
+
+
+def test_time_of_use_in_local_time_across_midnight_and_weekdays() -> None:
+    cfg = PriceConfig.model_validate(
+        {
+            "static_price_per_kwh": 0.30,
+            "time_of_use": [
+                {"start": "22:00", "end": "06:00", "price_per_kwh": 0.10, "days": ["wednesday"]},
+                {"start": "17:00", "end": "17:30", "price_per_kwh": 0.50},
+            ],
+        }
+    )
+    # 2025-01-15 is a Wednesday; Amsterdam is UTC+1 in January.
+    start = dt.datetime(2025, 1, 15, 20, 0, tzinfo=dt.UTC)  # 21:00 local
+    out = tariff_configured_on_grid(cfg, _tz("Europe/Amsterdam"), start, H, 10)
+    assert out is not None
+    # 21 local base, 22..05 Wednesday night cheap (after midnight counts for the Wednesday window), 06 base
+    assert out.tolist() == pytest.approx([0.30] + [0.10] * 8 + [0.30])
+    peak = tariff_configured_on_grid(
+        cfg, _tz("Europe/Amsterdam"), dt.datetime(2025, 1, 16, 16, tzinfo=dt.UTC), H, 1
+    )
+    assert peak is not None and peak[0] == pytest.approx((0.50 + 0.30) / 2)  # half the hour at peak
+    thursday_night = tariff_configured_on_grid(
+        cfg, _tz("Europe/Amsterdam"), dt.datetime(2025, 1, 16, 22, tzinfo=dt.UTC), H, 1
+    )
+    assert thursday_night is not None and thursday_night[0] == pytest.approx(0.30)
+
+
+def _tz(name: str) -> Any:
+    import zoneinfo
+
+    return zoneinfo.ZoneInfo(name)
+
+
+# --------------------------------------------------------------------- limits
+
+
+def test_limit_signal_forms() -> None:
+    now = T0 + 10 * H
+    sig = parse_limit_signal(enc({"import_kw": 4.2, "start": iso(T0), "end": iso(T0 + H)}), now)
+    assert sig.windows[0].import_limit_w == pytest.approx(4200.0) and sig.windows[0].export_limit_w is None
+    sig = parse_limit_signal(enc({"export_w": 0, "duration_s": 900}), now)
+    assert (sig.windows[0].start, sig.windows[0].end) == (now, now + Q)
+    assert sig.windows[0].export_limit_w == 0.0
+    sig = parse_limit_signal(
+        enc({"issued_at": iso(T0), "limits": [{"import_w": 5000, "export_kw": 2, "duration_s": 60}]}), now
+    )
+    assert sig.issued_at == T0 and sig.windows[0].export_limit_w == 2000.0
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        ({"import_kw": 4.2}, "exactly one of end or duration_s"),
+        ({"import_kw": 4.2, "end": iso(T0 + H), "duration_s": 5}, "exactly one of end or duration_s"),
+        ({"duration_s": 60}, "sets no cap"),
+        ({"import_kw": 4.2, "import_w": 4200, "duration_s": 60}, "both import_w and import_kw"),
+        ({"import_kw": -1, "duration_s": 60}, "negative"),
+        ({"import_kw": 1e12, "duration_s": 60}, "implausible"),
+        ({"import_kw": "4.2", "duration_s": 60}, "not a number"),
+        ({"import_kw": 4.2, "duration_s": 0}, "above 0"),
+        ({"import_kw": 4.2, "duration_s": 8 * 86400}, "at most 7 days"),
+        ({"import_kw": 4.2, "start": iso(T0 + H), "end": iso(T0)}, "end after its start"),
+        ({"limits": [1]}, "not an object"),
+        ({"limits": []}, "no limit windows"),
+    ],
+)
+def test_bad_limit_payloads(data: Any, reason: str) -> None:
+    with pytest.raises(SignalError, match=reason):
+        parse_limit_signal(enc(data), T0)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b'{"import_kw": NaN, "duration_s": 60}', "not a finite"),
+        (b'{"import_kw": 4.2, "duration_s": }', "invalid JSON"),
+        (b'{"import_kw": 4.2, "duration_s": 1e999}', "not a finite"),
+        (b"[" * 10_000, "invalid JSON"),
+    ],
+)
+def test_raw_bad_limit_payloads(payload: bytes, reason: str) -> None:
+    with pytest.raises(SignalError, match=reason):
+        parse_limit_signal(payload, T0)
+
+
+GRID = GridConfig(import_limit_kw=17.3, export_limit_kw=10.0, fallback_import_limit_kw=11.0)
+SIGNALS = GridSignalsConfig(limit_topic="grid/limits", guaranteed_import_kw=4.2)
+
+
+def caps(*windows: tuple[dt.datetime, dt.datetime, float]) -> Timeline:
+    tl = Timeline()
+    for w in windows:
+        tl.add([w], T0, None)
+    return tl
+
+
+def test_limits_without_topic_are_the_contract() -> None:
+    out = limits_on_grid(GRID, GridSignalsConfig(), Timeline(), Timeline(), T0, Q, 3)
+    assert out.import_limit_w.tolist() == [17300.0] * 3
+    assert out.export_limit_w.tolist() == [10000.0] * 3
+    assert not out.from_signal.any()
+
+
+def test_signal_applies_in_its_window_and_expiry_falls_back() -> None:
+    imp = caps((T0 + Q, T0 + 3 * Q, 5000.0))
+    exp = caps((T0, T0 + Q, 0.0))
+    out = limits_on_grid(GRID, SIGNALS, imp, exp, T0, Q, 4)
+    assert out.import_limit_w.tolist() == [11000.0, 5000.0, 5000.0, 11000.0]  # fallback outside
+    assert out.export_limit_w.tolist() == [0.0, 10000.0, 10000.0, 10000.0]
+    assert out.from_signal.tolist() == [True, True, True, False]
+
+
+def test_guaranteed_floor_and_contract_ceiling() -> None:
+    imp = caps((T0, T0 + Q, 1000.0), (T0 + Q, T0 + 2 * Q, 50_000.0))
+    exp = caps((T0, T0 + 2 * Q, 99_000.0))
+    out = limits_on_grid(GRID, SIGNALS, imp, exp, T0, Q, 2)
+    assert out.import_limit_w.tolist() == [4200.0, 17300.0]
+    assert out.export_limit_w.tolist() == [10000.0, 10000.0]
+
+
+def test_cap_starting_mid_step_binds_the_whole_step() -> None:
+    imp = caps((T0 + dt.timedelta(minutes=5), T0 + 2 * H, 6000.0))
+    out = limits_on_grid(GRID, SIGNALS, imp, Timeline(), T0, Q, 1)
+    assert out.import_limit_w[0] == 6000.0
+    release = caps((T0 + dt.timedelta(minutes=5), T0 + 2 * H, 16000.0))
+    out = limits_on_grid(GRID, SIGNALS, release, Timeline(), T0, Q, 1)
+    assert out.import_limit_w[0] == 11000.0  # the uncovered first 5 minutes are under the fallback
+
+
+def test_grid_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="step"):
+        limits_on_grid(GRID, SIGNALS, Timeline(), Timeline(), T0, dt.timedelta(0), 1)
+    with pytest.raises(ValueError, match="naive"):
+        limits_on_grid(GRID, SIGNALS, Timeline(), Timeline(), dt.datetime(2025, 1, 1), Q, 1)
+    empty = limits_on_grid(GRID, SIGNALS, Timeline(), Timeline(), T0, Q, 0)
+    assert empty.import_limit_w.shape == (0,) and np.asarray(empty.from_signal).dtype == np.bool_
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_fuzz_signal_parsers_only_raise_signal_error(payload: bytes) -> None:
+    for parse in (lambda p: parse_price_signal(p), lambda p: parse_limit_signal(p, T0)):
+        with contextlib.suppress(SignalError):
+            parse(payload)
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.sampled_from([iso(T0), iso(T0 + H), "x"]),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                ["start", "end", "value", "prices", "unit", "import_kw", "export_w", "duration_s", "limits"]
+            ),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSONISH)
+def test_fuzz_signal_json_only_raises_signal_error(data: Any) -> None:
+    payload = json.dumps(data).encode()
+    for parse in (lambda p: parse_price_signal(p), lambda p: parse_limit_signal(p, T0)):
+        with contextlib.suppress(SignalError):
+            parse(payload)
