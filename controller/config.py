@@ -114,6 +114,9 @@ class SiteSettings(_Model):
     )
     horizon_hours: int = Field(24, ge=1, le=168, description="Planning horizon.")
     replan_interval_minutes: float = Field(5, gt=0, le=60)
+    dispatch_interval_s: float = Field(
+        5, ge=0.5, le=60, description="How often live readings adjust setpoints."
+    )
     currency: str = Field("EUR", min_length=3, max_length=3)
     grid: GridConfig
 
@@ -256,6 +259,9 @@ class VehicleConfig(_Model):
     v2l_cutoff_topic: str | None = Field(
         None, description="MQTT topic that stops a V2L session at the reserve."
     )
+    v2l_cutoff_payload: str = Field(
+        "OFF", max_length=1024, description="Payload published on v2l_cutoff_topic."
+    )
 
     @field_validator("departures")
     @classmethod
@@ -382,6 +388,11 @@ class TariffConfig(_Model):
 
 class GridSignalsConfig(_Model):
     limit_topic: str | None = Field(None, description="MQTT topic of grid-operator import/export caps.")
+    outage_topic: str | None = Field(
+        None,
+        description="MQTT topic reporting grid loss: true/1/lost/off = grid down, false/0/ok/on = grid back "
+        '(or JSON {"grid_lost": true}). While down, V2H cars keep the home up to their reserve.',
+    )
     guaranteed_import_kw: Kw = Field(
         0.0, description="A cap never goes below this (e.g. 4.2 kW under Germany's §14a)."
     )

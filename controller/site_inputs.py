@@ -55,6 +55,8 @@ class SiteInputs:
         self._export_caps = Timeline()
         self.price_updates = 0
         self.limit_updates = 0
+        self.grid_lost = False
+        self.grid_state_at: dt.datetime | None = None
 
     # ---------------------------------------------------------------- meters
 
@@ -156,6 +158,13 @@ class SiteInputs:
             ((s.start, s.end, s.value_per_kwh) for s in signal.slots), received_at, signal.issued_at
         )
         self.price_updates += 1
+
+    def update_grid_state(self, lost: bool, received_at: dt.datetime) -> bool:
+        """Grid outage on/off; returns True when the state changed."""
+        changed = lost != self.grid_lost
+        self.grid_lost = lost
+        self.grid_state_at = ensure_utc(received_at)
+        return changed
 
     def update_limits(self, signal: LimitSignal, received_at: dt.datetime) -> None:
         """Add grid-operator caps; each direction resolves on its own (newest message wins)."""

@@ -107,7 +107,11 @@ def site_config(prefix: str, port: int = BROKER_PORT, **mqtt: Any) -> SiteConfig
                 },
                 "export": {"dynamic_topic": f"{prefix}/prices/export"},
             },
-            "grid_signals": {"limit_topic": f"{prefix}/grid/limits", "guaranteed_import_kw": 4.2},
+            "grid_signals": {
+                "limit_topic": f"{prefix}/grid/limits",
+                "outage_topic": f"{prefix}/grid/outage",
+                "guaranteed_import_kw": 4.2,
+            },
             "mqtt": {
                 "host": BROKER_HOST,
                 "port": port,
@@ -282,6 +286,20 @@ async def test_signals_resolve_and_expire(prefix: str) -> None:
         assert client.inputs.prices_on_grid(T0, dt.timedelta(hours=1), 1).import_per_kwh[0] == pytest.approx(
             0.755
         )
+
+
+async def test_grid_outage_topic_switches_the_grid_state(prefix: str) -> None:
+    kinds: list[str] = []
+    client = SiteMqttClient(site_config(prefix), ManualClock(T0), on_signal=kinds.append)
+    async with running(client), peer() as p:
+        await p.publish(f"{prefix}/grid/outage", b"lost", qos=1)
+        await eventually(lambda: client.inputs.grid_lost)
+        await p.publish(f"{prefix}/grid/outage", b"lost", qos=1)  # no change: no new signal
+        await p.publish(f"{prefix}/grid/outage", b"perhaps", qos=1)  # garbage: logged, ignored
+        await p.publish(f"{prefix}/grid/outage", b'{"grid_lost": false}', qos=1)
+        await eventually(lambda: not client.inputs.grid_lost)
+        assert kinds == ["grid_state", "grid_state"]
+        assert client.rejected == 1
 
 
 MALFORMED: list[tuple[str, bytes]] = [

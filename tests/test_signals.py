@@ -19,6 +19,7 @@ from controller.signals import (
     SignalError,
     Timeline,
     limits_on_grid,
+    parse_grid_state,
     parse_limit_signal,
     parse_price_signal,
     prices_on_grid,
@@ -406,3 +407,19 @@ def test_fuzz_signal_json_only_raises_signal_error(data: Any) -> None:
     for parse in (lambda p: parse_price_signal(p), lambda p: parse_limit_signal(p, T0)):
         with contextlib.suppress(SignalError):
             parse(payload)
+
+
+@pytest.mark.parametrize(
+    ("payload", "lost"),
+    [(b"true", True), (b" LOST\n", True), (b"0", False), (b"ok", False), (b'{"grid_lost": true}', True)],
+)
+def test_grid_state_payloads(payload: bytes, lost: bool) -> None:
+    assert parse_grid_state(payload) is lost
+
+
+@pytest.mark.parametrize(
+    "payload", [b"maybe", b'{"grid_lost": "yes"}', b"{broken", b"\xff\xfe", b"1" * 2000, b"[true]"]
+)
+def test_grid_state_rejects_garbage(payload: bytes) -> None:
+    with pytest.raises(SignalError):
+        parse_grid_state(payload)

@@ -48,14 +48,14 @@ from controller.mqtt.payloads import (
     vehicle_payload,
 )
 from controller.mqtt.topics import Topics
-from controller.signals import SignalError, parse_limit_signal, parse_price_signal
+from controller.signals import SignalError, parse_grid_state, parse_limit_signal, parse_price_signal
 from controller.site_inputs import SiteInputs
 
 __all__ = ["CommandHandler", "CommandRejected", "SignalKind", "SiteMqttClient", "build_tls_context"]
 
 log = structlog.get_logger("controller.mqtt")
 
-SignalKind = Literal["import_prices", "export_prices", "limits"]
+SignalKind = Literal["import_prices", "export_prices", "limits", "grid_state"]
 CommandHandler = Callable[[Command], Awaitable[None]]
 _SITE_ROLES = frozenset({MeterRole.GRID, MeterRole.PV, MeterRole.HOME})
 
@@ -79,7 +79,7 @@ def build_tls_context(tls: TlsConfig) -> ssl.SSLContext | None:
 
 @dataclass(slots=True)
 class _Route:
-    kind: Literal["meter", "import_prices", "export_prices", "limits"]
+    kind: Literal["meter", "import_prices", "export_prices", "limits", "grid_state"]
     parser: MeterParser | None = None
 
 
@@ -187,6 +187,8 @@ class SiteMqttClient:
             self._add_route(tariff.export.dynamic_topic, _Route("export_prices"), qos=1)
         if self.cfg.grid_signals.limit_topic:
             self._add_route(self.cfg.grid_signals.limit_topic, _Route("limits"), qos=1)
+        if self.cfg.grid_signals.outage_topic:
+            self._add_route(self.cfg.grid_signals.outage_topic, _Route("grid_state"), qos=1)
         self._subscriptions[self.topics.command_filter] = 1
 
     @property
@@ -373,6 +375,11 @@ class SiteMqttClient:
             if kind == "limits":
                 self.inputs.update_limits(parse_limit_signal(payload, received_at), received_at)
                 signal: SignalKind = "limits"
+            elif kind == "grid_state":
+                if not self.inputs.update_grid_state(parse_grid_state(payload), received_at):
+                    return
+                log.warning("grid_state_changed", topic=topic, grid_lost=self.inputs.grid_lost)
+                signal = "grid_state"
             elif kind == "import_prices":
                 self.inputs.update_prices(
                     "import", parse_price_signal(payload, self.cfg.site.currency), received_at
@@ -459,6 +466,10 @@ class SiteMqttClient:
         finally:
             _honour_cancel()
         return True
+
+    async def publish_raw(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
+        """Publish a payload as is (e.g. a configured V2L cut-off command); False when not connected."""
+        return await self._publish(topic, payload, retain=retain, qos=1)
 
     async def publish_site_flows(self, flows: SiteFlows) -> bool:
         """Retained on ``<base>/state/site``; QoS 0 since a fresher value follows soon."""
