@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
@@ -13,6 +14,7 @@ from controller import __version__
 from controller.config import ConfigError, SiteConfig, load_config
 from controller.logs import configure_logging
 from controller.passwords import hash_password
+from controller.snapshot import Snapshot, load_snapshot
 
 __all__ = ["build_parser", "main"]
 
@@ -82,9 +84,62 @@ def cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
-    schema = SiteConfig.model_json_schema(by_alias=True)
+    if args.kind == "snapshot":
+        schema = Snapshot.model_json_schema()
+    else:
+        schema = SiteConfig.model_json_schema(by_alias=True)
     json.dump(schema, out, indent=2)
     print(file=out)
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        cfg = load_config(args.config)
+        snapshot = load_snapshot(args.snapshot)
+    except ConfigError as exc:
+        print_config_error(exc, sys.stderr)
+        return EXIT_BAD_INPUT
+    # The solver stack is heavy to import; only this command needs it.
+    from controller.optimizer import Planner, SnapshotError
+    from controller.optimizer.report import plan_as_dict, plan_table
+
+    try:
+        planner = Planner(cfg)
+        plan = planner.plan(snapshot)
+    except SnapshotError as exc:
+        print_config_error(ConfigError(args.snapshot, exc.issues), sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.json:
+        json.dump(plan_as_dict(plan), out, indent=2)
+        print(file=out)
+    else:
+        for line in plan_table(plan, snapshot.load_w, snapshot.pv_w, cfg.site.timezone, cfg.site.currency):
+            print(line, file=out)
+    return EXIT_FAILURE if plan.fallback else EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print_config_error(exc, sys.stderr)
+        return EXIT_BAD_INPUT
+    # Logging follows the config unless the command line asked for something explicitly.
+    level = args.log_level or cfg.logging.level
+    fmt = args.log_format if args.log_format != "auto" else cfg.logging.format
+    configure_logging(level, fmt)
+    import asyncio
+    import sqlite3
+
+    from controller.app import run_daemon
+
+    try:
+        asyncio.run(run_daemon(cfg))
+    except (OSError, sqlite3.Error) as exc:
+        # Port in use, unreadable certificate, database path not writable or not a database …
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     return EXIT_OK
 
 
@@ -104,7 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
-        "--log-level", default="warning", choices=["debug", "info", "warning", "error"], help="log verbosity"
+        "--log-level",
+        default=None,
+        choices=["debug", "info", "warning", "error"],
+        help="log verbosity (default: warning; for `run`, the config's logging.level)",
     )
     parser.add_argument(
         "--log-format",
@@ -118,8 +176,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="site config YAML")
     p.set_defaults(handler=cmd_check_config)
 
-    p = sub.add_parser("schema", help="print the JSON Schema of the site config")
+    p = sub.add_parser("schema", help="print the JSON Schema of the site config or of a planner snapshot")
+    p.add_argument(
+        "kind",
+        nargs="?",
+        default="config",
+        choices=["config", "snapshot"],
+        help="which schema (default: config)",
+    )
     p.set_defaults(handler=cmd_schema)
+
+    p = sub.add_parser("plan", help="run one optimisation on a snapshot and print the plan")
+    p.add_argument("--config", required=True, help="site config YAML")
+    p.add_argument("--snapshot", required=True, help="snapshot JSON (see `v2x schema snapshot`)")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON instead of a table")
+    p.set_defaults(handler=cmd_plan)
+
+    p = sub.add_parser("run", help="run the daemon: OCPP server, MQTT, planner, dispatcher, store")
+    p.add_argument("--config", required=True, help="site config YAML")
+    p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("hash-password", help="hash a charger password for chargers[].auth.password_hash")
     p.add_argument("--stdin", action="store_true", help="read the password from the first line of stdin")
@@ -130,12 +205,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(args.log_level, args.log_format)
+    configure_logging(args.log_level or "warning", args.log_format)
     handler: Handler = args.handler
     try:
         return handler(args, out if out is not None else sys.stdout)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`v2x plan ... | head`): stop quietly, without a traceback at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

@@ -128,7 +128,7 @@ class SiteSettings(_Model):
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise PydanticCustomError(
                 "unknown_timezone",
-                "unknown timezone {tz!r}; use an IANA name such as Europe/Amsterdam",
+                "unknown timezone '{tz}'; use an IANA name such as Europe/Amsterdam",
                 {"tz": value},
             ) from None
         return value
@@ -270,7 +270,7 @@ class VehicleConfig(_Model):
             if day.lower() not in WEEKDAYS:
                 raise PydanticCustomError(
                     "unknown_weekday",
-                    "{day!r} is not a weekday; use one of {days}",
+                    "'{day}' is not a weekday; use one of {days}",
                     {"day": day, "days": WEEKDAYS},
                 )
         return {day.lower(): rule for day, rule in value.items()}
@@ -482,6 +482,13 @@ class OptimizerConfig(_Model):
     )
     churn_cost_per_kw: float = Field(
         0.0005, ge=0, le=1, description="Small cost per kW of setpoint change between steps (less churn)."
+    )
+    churn_horizon_hours: float = Field(
+        4.0,
+        gt=0,
+        le=8760,
+        description="Setpoint changes are priced over the first hours of the plan only: what the chargers "
+        "receive before later re-plans. Longer is slower to solve.",
     )
     solver_time_limit_s: float = Field(
         2.0, gt=0, le=3600, description="Solver time limit; on timeout the safe fallback plan is used."

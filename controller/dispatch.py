@@ -51,6 +51,10 @@ class DispatchInputs:
     safe_mode: bool = False
     grid_lost: bool = False
     """The grid meter reports an outage: the car may cover the home (V2H) down to the reserve."""
+    home_power_w: float | None = None
+    """Measured home load without the cars (a ``home`` meter), None when there is none or it is stale."""
+    pv_power_w: float | None = None
+    """Measured PV production, None when there is none or it is stale."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +227,13 @@ class Dispatcher:
 
     @staticmethod
     def _base_w(inputs: DispatchInputs, wants: dict[str, _Want]) -> float | None:
-        """The site without the cars: measured grid power minus what the cars draw now."""
+        """The site without the cars: measured grid power minus what the cars draw now.
+
+        In an outage the grid meter reads nothing useful (0 W, or silent): the home meter minus PV
+        is the load the cars must carry, when there is one.
+        """
+        if inputs.grid_lost and inputs.home_power_w is not None:
+            return inputs.home_power_w - (inputs.pv_power_w or 0.0)
         if inputs.grid_power_w is None:
             return None
         return inputs.grid_power_w - sum(w.live.measured_power_w or 0.0 for w in wants.values())
@@ -308,7 +318,9 @@ class Dispatcher:
         """
         assert self.schedule_validity is not None
         charger = want.charger
-        periods = [SchedulePeriod(timedelta(0), setpoint_w, want.max_charge_w, want.max_discharge_w)]
+        # A car that may not discharge now gets no discharge bound either: what is sent says "charge only".
+        max_discharge_w = want.max_discharge_w if want.may_discharge else 0.0
+        periods = [SchedulePeriod(timedelta(0), setpoint_w, want.max_charge_w, max_discharge_w)]
         plan = inputs.plan
         vehicle_plan = plan.vehicles.get(want.live.vehicle_id) if plan else None
         index = plan.step_index(now) if plan else None
@@ -322,10 +334,10 @@ class Dispatcher:
                 power = vehicle_plan.power_w[later]
                 if power < 0 and not unattended_discharge:
                     power = 0.0
-                power = max(-want.max_discharge_w, min(want.max_charge_w, power))
+                power = max(-max_discharge_w, min(want.max_charge_w, power))
                 power = self._snap_to_charger(power, charger, [])
                 if power != periods[-1].setpoint_w:
-                    periods.append(SchedulePeriod(offset, power, want.max_charge_w, want.max_discharge_w))
+                    periods.append(SchedulePeriod(offset, power, want.max_charge_w, max_discharge_w))
         return ChargerSchedule(
             charger_id=charger.id,
             start=now,

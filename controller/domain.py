@@ -199,6 +199,8 @@ class VehiclePlan:
     reason: str
     departure_shortfall_kwh: float = 0.0
     throughput_kwh: float = 0.0
+    v2l_power_w: tuple[float, ...] = ()
+    """V2L load the plan serves per step (W, >= 0); empty when not planned."""
 
     @property
     def current_power_w(self) -> float:
@@ -224,6 +226,8 @@ class Plan:
     export_revenue: float = 0.0
     degradation_cost: float = 0.0
     notes: tuple[str, ...] = ()
+    objective: float | None = None
+    """The optimiser's objective value (costs plus penalties), None for fallback plans."""
 
     @property
     def steps(self) -> int:

@@ -1,0 +1,546 @@
+"""The daemon: one asyncio TaskGroup running the OCPP server, the MQTT client, the planner, the
+dispatcher and the store, with a clean shutdown.
+
+Events update the one :class:`~controller.site.Site`; the planner makes a Plan every
+``replan_interval_minutes`` and at once (debounced) on plug-in, unplug, new prices, new limits and
+changed departure/target/mode; the dispatcher turns the current plan step and the latest readings
+into charger schedules every ``dispatch_interval_s`` and at once after a new plan or a grid reading
+that breaks a limit. The solve runs in a worker thread so OCPP and MQTT stay responsive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import signal
+from collections.abc import Awaitable
+from typing import Any
+
+import structlog
+
+from controller import __version__
+from controller.clock import Clock, SystemClock
+from controller.commands import Command
+from controller.config import SiteConfig
+from controller.dispatch import ChargerCommand, Dispatcher
+from controller.domain import MeterReading, MeterRole, Plan, align_to_step
+from controller.forecast import forecast_load_w, forecast_pv_w
+from controller.mqtt import ControllerStatus, SiteFlows, SiteMqttClient, VehicleStatus
+from controller.mqtt.client import SignalKind
+from controller.ocpp import (
+    ChargerDisconnected,
+    ChargingNeedsReported,
+    MeterValuesReceived,
+    OcppEvent,
+    OcppServer,
+    ProfileAnswered,
+    StatusChanged,
+    TransactionEnded,
+    TransactionStarted,
+)
+from controller.ocpp.events import ChargerConnected
+from controller.optimizer import Planner
+from controller.site import Site, VehicleRuntime
+from controller.site_inputs import SiteInputs
+from controller.store import Store
+
+__all__ = ["Daemon", "run_daemon"]
+
+log = structlog.get_logger("controller.app")
+
+# History series the forecasts learn from (stored like meters, downsampled to one minute).
+HOME_LOAD_SERIES = "_home_load"
+PV_SERIES = "_pv"
+HISTORY_WINDOW = dt.timedelta(days=28)
+REPLAN_DEBOUNCE_S = 0.2
+PUBLISH_INTERVAL_S = 10.0
+# A measured SoC is written to the store when it moved this much, or this long after the last write,
+# so a crash (kill -9) loses little of it without a write per meter sample.
+SOC_PERSIST_DELTA_PERCENT = 1.0
+SOC_PERSIST_INTERVAL_S = 60.0
+
+
+class Daemon:
+    """Everything the daemon runs, wired. ``await run()`` until ``stop()`` (or a signal)."""
+
+    def __init__(
+        self,
+        cfg: SiteConfig,
+        clock: Clock | None = None,
+        *,
+        ocpp_port: int | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.clock = clock or SystemClock()
+        self.store = Store(cfg.storage.path)
+        self.inputs = SiteInputs(cfg)
+        self.site = Site(cfg, self.inputs)
+        self.planner = Planner(cfg)
+        self.dispatcher = Dispatcher(cfg)
+        self.plan: Plan | None = None
+        self.ocpp = OcppServer(cfg, clock=self.clock, on_event=self._on_ocpp_event, port=ocpp_port)
+        self.mqtt = SiteMqttClient(
+            cfg,
+            self.clock,
+            self.inputs,
+            on_command=self._on_command,
+            on_reading=self._on_reading,
+            on_signal=self._on_signal,
+        )
+        self._replan = asyncio.Event()
+        self._dispatch_now = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._pending: set[asyncio.Task[Any]] = set()
+        self._was_safe: bool | None = None
+        self._last_publish = 0.0
+        self._soc_saved: dict[str, tuple[float, float]] = {}
+        self.replans = 0
+
+    # --------------------------------------------------------------- lifecycle
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def wait_ready(self) -> None:
+        await self._ready.wait()
+
+    async def run(self) -> None:
+        try:
+            self._restore()
+            await self.ocpp.start()
+        except BaseException:
+            self.store.close()  # e.g. the OCPP port is taken: leave the store clean
+            raise
+        log.info("daemon_started", version=__version__, ocpp_port=self.ocpp.port, site=self.cfg.site.name)
+        try:
+            async with asyncio.TaskGroup() as group:
+                mqtt = group.create_task(self.mqtt.run(), name="mqtt")
+                control = [
+                    group.create_task(self._planner_loop(), name="planner"),
+                    group.create_task(self._dispatch_loop(), name="dispatcher"),
+                    group.create_task(self._housekeeping_loop(), name="housekeeping"),
+                ]
+                self.request_replan("start")
+                self._ready.set()
+                await self._stopping.wait()
+                log.info("daemon_stopping")
+                # Planner and dispatcher stop first: nothing may overtake the safe profiles.
+                for task in control:
+                    task.cancel()
+                await asyncio.gather(*control, return_exceptions=True)
+                await self._safe_shutdown()
+                mqtt.cancel()  # publishes ``offline`` on its way out
+        finally:
+            await self.ocpp.stop()
+            self._persist_vehicles()
+            self.store.close()
+            log.info("daemon_stopped")
+
+    async def _safe_shutdown(self) -> None:
+        """Leave every charger safe without us: no discharge, charging only within limits.
+
+        A running transaction gets a TxProfile without discharge (the plan's charging, as in safe
+        mode), since a TxProfile outranks the default profile and could otherwise keep discharging
+        for the rest of its validity; then every connected charger gets its safe default profile.
+        """
+        pending = list(self._pending)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        now = self.clock.now()
+        connected = [cid for cid, view in self.ocpp.chargers.items() if view.connected]
+        for charger_id in connected:
+            self.dispatcher.forget(charger_id)
+        live = self.site.dispatch_inputs(now, self.plan)
+        commands = {
+            c.charger_id: c
+            for c in self.dispatcher.dispatch(dataclasses.replace(live, safe_mode=True, grid_lost=False))
+        }
+
+        async def make_safe(charger_id: str) -> None:
+            command = commands.get(charger_id)
+            if command is not None:
+                record = await self.ocpp.apply_schedule(command.schedule)
+                log.info("safe_profile", charger=charger_id, purpose="TxProfile", status=record.status.value)
+            record = await self.ocpp.install_default_profile(charger_id)
+            log.info("safe_profile", charger=charger_id, purpose=record.purpose, status=record.status.value)
+
+        results: list[BaseException | None] = []
+        try:
+            # Two calls per charger, each bounded by the call timeout: never hang the exit.
+            async with asyncio.timeout(2 * self.cfg.ocpp.call_timeout_s + 1.0):
+                results = await asyncio.gather(*(make_safe(c) for c in connected), return_exceptions=True)
+        except TimeoutError:
+            log.warning("safe_profiles_timed_out", chargers=connected)
+        for charger_id, result in zip(connected, results, strict=False):
+            if isinstance(result, BaseException):
+                log.warning("safe_profile_failed", charger=charger_id, error=str(result))
+        self.store.log_event("shutdown", self.clock.now(), safe_profiles=len(connected))
+        await self.mqtt.publish_status(self._status(self.clock.now(), stopping=True))
+
+    # ----------------------------------------------------------------- restore
+
+    def _restore(self) -> None:
+        now = self.clock.now()
+        for vehicle_id, record in self.store.vehicle_states().items():
+            self.site.restore_vehicle(vehicle_id, record)
+        for (vehicle_id, kind), body in self.store.overrides(now).items():
+            try:
+                self.site.restore_overrides(vehicle_id, kind, body, now)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("override_not_restored", vehicle=vehicle_id, kind=kind, error=str(exc))
+        plan = self.store.latest_plan()
+        if plan is not None and plan.step_index(now) is not None:
+            self.plan = plan
+        log.info(
+            "state_restored",
+            vehicles=len(self.store.vehicle_states()),
+            open_sessions=len(self.store.open_sessions()),
+            plan=self.plan is not None,
+        )
+
+    def _persist_vehicles(self, vehicle: VehicleRuntime | None = None) -> None:
+        now = self.clock.now()
+        for v in [vehicle] if vehicle is not None else list(self.site.vehicles.values()):
+            self.store.save_vehicle_state(v.config.id, self.site.vehicle_record(v), now)
+
+    def _soc_read(self, vehicle: VehicleRuntime) -> None:
+        """A SoC reading arrived: store it when it moved enough or a while passed (crash safety)."""
+        estimate = vehicle.tracker.estimate()
+        if estimate is None:
+            return
+        saved = self._soc_saved.get(vehicle.config.id)
+        now_s = self.clock.now().timestamp()
+        if (
+            saved is None
+            or abs(estimate.soc_percent - saved[0]) >= SOC_PERSIST_DELTA_PERCENT
+            or now_s - saved[1] >= SOC_PERSIST_INTERVAL_S
+        ):
+            self._soc_saved[vehicle.config.id] = (estimate.soc_percent, now_s)
+            self._persist_vehicles(vehicle)
+
+    def _persist_overrides(self, vehicle: VehicleRuntime) -> None:
+        now = self.clock.now()
+        for kind, body in self.site.overrides(vehicle).items():
+            self.store.set_override(vehicle.config.id, kind, body, now)
+        if vehicle.one_off is None:
+            self.store.clear_override(vehicle.config.id, "departure")
+        if vehicle.v2l is None:
+            self.store.clear_override(vehicle.config.id, "v2l")
+
+    # ------------------------------------------------------------------ events
+
+    def request_replan(self, why: str) -> None:
+        log.debug("replan_requested", why=why)
+        self._replan.set()
+
+    def _on_ocpp_event(self, event: OcppEvent) -> None:
+        now = self.clock.now()
+        if isinstance(event, StatusChanged):
+            vehicle = self.site.on_connector_status(event.charger_id, event.status, event.at)
+            if vehicle is not None:
+                self._plug_changed(vehicle, event.charger_id, now)
+        elif isinstance(event, TransactionStarted):
+            vehicle = self.site.set_plugged(event.charger_id, True, event.at)
+            resumed = any(
+                s.charger_id == event.charger_id and s.transaction_id == event.transaction_id
+                for s in self.store.open_sessions()
+            )
+            if not resumed:  # after a restart the charger reports its running transaction again
+                self.store.start_session(
+                    event.charger_id,
+                    event.at,
+                    vehicle_id=self.site.charger_vehicle.get(event.charger_id),
+                    transaction_id=event.transaction_id,
+                    start_energy_wh=event.meter_start_wh,
+                )
+            if vehicle is not None:
+                self._plug_changed(vehicle, event.charger_id, now)
+            self.dispatcher.forget(event.charger_id)
+            self._dispatch_now.set()
+        elif isinstance(event, TransactionEnded):
+            self.store.stop_session(event.charger_id, event.at, event.meter_stop_wh)
+        elif isinstance(event, MeterValuesReceived):
+            sample = event.sample
+            vehicle = self.site.on_charger_sample(
+                event.charger_id, sample.at, sample.power_w, sample.soc_percent
+            )
+            if vehicle is not None and sample.soc_percent is not None:
+                self._soc_read(vehicle)
+        elif isinstance(event, ChargingNeedsReported):
+            needs = event.needs
+            vehicle = self.site.on_charging_needs(
+                event.charger_id, needs.departure_time, needs.target_soc_percent
+            )
+            if needs.soc_percent is not None:
+                sampled = self.site.on_charger_sample(event.charger_id, needs.at, None, needs.soc_percent)
+                if sampled is not None:
+                    self._soc_read(sampled)
+            if vehicle is not None:
+                self.request_replan("charging needs")
+        elif isinstance(event, ChargerConnected):
+            self.dispatcher.forget(event.charger_id)
+            self._dispatch_now.set()
+        elif isinstance(event, ChargerDisconnected):
+            self.dispatcher.forget(event.charger_id)
+        elif isinstance(event, ProfileAnswered) and not event.record.accepted:
+            log.warning(
+                "profile_not_accepted",
+                charger=event.charger_id,
+                status=event.record.status.value,
+                reason=event.record.reason,
+            )
+            self.store.log_event(
+                "profile_not_accepted", now, charger=event.charger_id, status=event.record.status.value
+            )
+
+    def _plug_changed(self, vehicle: VehicleRuntime, charger_id: str, now: dt.datetime) -> None:
+        kind = "plug_in" if vehicle.plugged_in else "unplug"
+        log.info(kind, vehicle=vehicle.config.id, charger=charger_id)
+        self.store.log_event(kind, now, vehicle=vehicle.config.id, charger=charger_id)
+        self._persist_vehicles(vehicle)
+        self.request_replan(kind)
+        self._dispatch_now.set()
+
+    def _on_reading(self, reading: MeterReading) -> None:
+        self.store.record_reading(reading.meter_id, reading.at, reading.value)
+        if reading.role is MeterRole.VEHICLE_SOC:
+            meter = next((m for m in self.cfg.meters if m.id == reading.meter_id), None)
+            if meter is not None and meter.vehicle is not None:
+                vehicle = self.site.on_vehicle_soc(meter.vehicle, reading.value, reading.at)
+                if vehicle is not None:
+                    self._soc_read(vehicle)
+        elif reading.role is MeterRole.GRID:
+            limits = self.inputs.limits_at(reading.at)
+            if reading.value > limits.import_limit_w or reading.value < -limits.export_limit_w:
+                self._dispatch_now.set()  # fuse protection does not wait for the next tick
+            if self._was_safe and not self.inputs.safe_mode(reading.at):
+                self.request_replan("fresh data")
+
+    def _on_signal(self, kind: SignalKind) -> None:
+        self.store.log_event("signal", self.clock.now(), signal=kind)
+        self.request_replan(kind)
+        if kind == "grid_state":
+            self._dispatch_now.set()
+
+    async def _on_command(self, command: Command) -> None:
+        vehicle = self.site.apply_command(command, self.clock.now())
+        self._persist_overrides(vehicle)
+        self.store.log_event(
+            "command", self.clock.now(), vehicle=vehicle.config.id, command=type(command).__name__
+        )
+        self.request_replan("command")
+        self._dispatch_now.set()
+
+    # ----------------------------------------------------------------- planner
+
+    async def _planner_loop(self) -> None:
+        interval_s = self.cfg.site.replan_interval_minutes * 60.0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._replan.wait(), timeout=interval_s)
+            await asyncio.sleep(REPLAN_DEBOUNCE_S)  # one plan for a burst of events
+            self._replan.clear()
+            try:
+                await self.replan()
+            except Exception:
+                log.exception("replan_failed")
+
+    def forecasts(self, now: dt.datetime) -> tuple[Any, Any]:
+        step = self.site.step
+        start = align_to_step(now, step)
+        since = now - HISTORY_WINDOW
+        load = self.store.history_means(HOME_LOAD_SERIES, since, now, step)
+        pv = self.store.history_means(PV_SERIES, since, now, step)
+        steps = self.cfg.site.steps
+        return forecast_load_w(load, start, step, steps), forecast_pv_w(pv, start, step, steps)
+
+    async def replan(self) -> Plan:
+        now = self.clock.now()
+        load_w, pv_w = await asyncio.to_thread(self.forecasts, now)
+        snapshot = self.site.snapshot(now, load_w, pv_w)
+        plan = await asyncio.to_thread(self.planner.plan, snapshot)
+        self.plan = plan
+        self.replans += 1
+        log.info(
+            "plan_ready",
+            status=plan.solver_status,
+            fallback=plan.fallback,
+            solve_ms=round(plan.solve_time_ms, 1),
+            reasons={vid: vp.reason for vid, vp in plan.vehicles.items()},
+        )
+        self.store.save_plan(plan)
+        self._dispatch_now.set()
+        self._spawn(self.mqtt.publish_plan(plan), "publish_plan")
+        return plan
+
+    # -------------------------------------------------------------- dispatcher
+
+    async def _dispatch_loop(self) -> None:
+        interval_s = self.cfg.site.dispatch_interval_s
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dispatch_now.wait(), timeout=interval_s)
+            self._dispatch_now.clear()
+            try:
+                await self.dispatch_once()
+            except Exception:
+                log.exception("dispatch_failed")
+
+    async def dispatch_once(self) -> list[ChargerCommand]:
+        now = self.clock.now()
+        self._track_safe_mode(now)
+        self._record_flows(now)
+        for due in self.site.v2l_cutoffs(now):
+            await self._cut_off_v2l(due, now)
+        commands = self.dispatcher.dispatch(self.site.dispatch_inputs(now, self.plan))
+        setpoints = {c.vehicle_id: c.setpoint_w for c in commands if c.vehicle_id is not None}
+        for vehicle in self.site.vehicles.values():
+            # A car without a command (unplugged, away) has no setpoint, whatever it had before.
+            vehicle.setpoint_w = setpoints.get(vehicle.config.id, 0.0)
+        for command in commands:
+            if command.send and command.charger_id in self.ocpp.chargers:
+                self._spawn(self._send(command), f"profile:{command.charger_id}")
+        if self.clock.now().timestamp() - self._last_publish >= PUBLISH_INTERVAL_S or any(
+            c.send for c in commands
+        ):
+            self._last_publish = self.clock.now().timestamp()
+            self._spawn(self._publish_state(now), "publish_state")
+        return commands
+
+    async def _send(self, command: ChargerCommand) -> None:
+        record = await self.ocpp.apply_schedule(command.schedule)
+        log.info(
+            "profile_sent",
+            charger=command.charger_id,
+            setpoint_w=command.setpoint_w,
+            status=record.status.value,
+            reasons=list(command.reasons),
+        )
+
+    def _track_safe_mode(self, now: dt.datetime) -> None:
+        safe = self.inputs.safe_mode(now)
+        if safe != self._was_safe:
+            reasons = self.inputs.safe_mode_reasons(now)
+            if safe:
+                log.warning("safe_mode_entered", reasons=reasons)
+            elif self._was_safe is not None:
+                log.info("safe_mode_left")
+            self.store.log_event("safe_mode", now, active=safe, reasons=reasons)
+            if self._was_safe is not None:
+                self.request_replan("safe mode changed")
+            self._was_safe = safe
+
+    def _record_flows(self, now: dt.datetime) -> None:
+        """Home load and PV for the forecasts: home = grid + PV - cars, when all are known."""
+        grid = self.inputs.grid_power_w(now)
+        pv = self.inputs.pv_power_w(now)
+        home = self.inputs.home_power_w(now)
+        if pv is not None:
+            self.store.record_reading(PV_SERIES, now, max(0.0, pv))
+        if home is None and grid is not None:
+            cars = [v.measured_power_w for v in self.site.vehicles.values() if v.plugged_in]
+            if all(c is not None for c in cars):
+                home = grid + (pv or 0.0) - sum(c for c in cars if c is not None)
+        if home is not None:
+            self.store.record_reading(HOME_LOAD_SERIES, now, max(0.0, home))
+
+    async def _cut_off_v2l(self, vehicle: VehicleRuntime, now: dt.datetime) -> None:
+        topic = vehicle.config.v2l_cutoff_topic
+        soc = self.site.v2l_soc(vehicle, now)
+        reason = "SoC unknown or stale" if soc is None else "SoC at the reserve"
+        log.warning("v2l_cut_off", vehicle=vehicle.config.id, soc_percent=soc, reason=reason, topic=topic)
+        self.store.log_event("v2l_cut_off", now, vehicle=vehicle.config.id, soc_percent=soc, reason=reason)
+        self._persist_overrides(vehicle)
+        if topic is not None:
+            await self.mqtt.publish_raw(topic, vehicle.config.v2l_cutoff_payload.encode())
+        self.request_replan("v2l cut-off")
+
+    # -------------------------------------------------------------- publishing
+
+    def _status(self, now: dt.datetime, stopping: bool = False) -> ControllerStatus:
+        return ControllerStatus(
+            at=now,
+            safe_mode=self.inputs.safe_mode(now),
+            reasons=tuple(self.inputs.safe_mode_reasons(now)),
+            stale_meters=tuple(self.inputs.stale_meters(now)),
+            last_plan_at=self.plan.created_at if self.plan else None,
+            plan_status=("fallback " if self.plan and self.plan.fallback else "") + self.plan.solver_status
+            if self.plan
+            else None,
+            version=__version__,
+            extra={"grid_lost": str(self.inputs.grid_lost).lower(), "stopping": str(stopping).lower()},
+        )
+
+    async def _publish_state(self, now: dt.datetime) -> None:
+        vehicles_w = [
+            v.measured_power_w for v in self.site.vehicles.values() if v.measured_power_w is not None
+        ]
+        await self.mqtt.publish_site_flows(
+            SiteFlows(
+                at=now,
+                grid_power_w=self.inputs.grid_power_w(now),
+                pv_power_w=self.inputs.pv_power_w(now),
+                home_power_w=self.inputs.home_power_w(now),
+                vehicles_power_w=sum(vehicles_w) if vehicles_w else None,
+                safe_mode=self.inputs.safe_mode(now),
+            )
+        )
+        for vehicle in self.site.vehicles.values():
+            departure = self.site.departure(vehicle, now)
+            await self.mqtt.publish_vehicle(
+                VehicleStatus(
+                    vehicle_id=vehicle.config.id,
+                    at=now,
+                    soc_percent=self.site.measured_soc(vehicle),
+                    reserve_percent=vehicle.config.reserve_percent,
+                    target_soc_percent=departure.target_soc_percent if departure else None,
+                    mode=vehicle.mode,
+                    setpoint_w=vehicle.setpoint_w,
+                    plugged_in=vehicle.plugged_in,
+                    charger_id=vehicle.charger_id,
+                    departure_at=departure.at if departure else None,
+                    v2l_active=vehicle.v2l is not None and not vehicle.v2l_cut_off,
+                )
+            )
+        await self.mqtt.publish_status(self._status(now))
+
+    # ------------------------------------------------------------ housekeeping
+
+    async def _housekeeping_loop(self) -> None:
+        while True:
+            await asyncio.sleep(60.0)
+            now = self.clock.now()
+            try:
+                await asyncio.to_thread(self.store.flush_history, now)
+                self._persist_vehicles()
+                retention = dt.timedelta(days=self.cfg.storage.history_retention_days)
+                await asyncio.to_thread(self.store.purge, now - retention)
+            except Exception:
+                log.exception("housekeeping_failed")
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+        async def guarded() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("task_failed", task=name)
+
+        task = asyncio.get_running_loop().create_task(guarded(), name=name)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+
+async def run_daemon(cfg: SiteConfig, *, install_signal_handlers: bool = True) -> None:
+    """Run until SIGTERM/SIGINT; then safe profiles to every charger, store flushed, ``offline`` published."""
+    daemon = Daemon(cfg)
+    if install_signal_handlers:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, daemon.stop)
+    await daemon.run()

@@ -1,0 +1,355 @@
+"""From a snapshot of the world to the numbers the optimiser needs, on the plan's step grid.
+
+All arrays are in kW / kWh, ``(vehicles, steps)`` or ``(steps,)``. The first step is usually partly
+over (a snapshot at 07:22 on a 15-minute grid has 8 minutes left of the 07:15 step), so every
+power of step 0 is scaled by the fraction left, ``first_step_fraction``: the model then reads
+"average power over the whole step", energy stays exact, and the plan divides it back out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import numpy as np
+import numpy.typing as npt
+
+from controller.config import ConfigIssue
+from controller.domain import VehicleMode, align_to_step
+from controller.optimizer.shape import SiteShape, VehicleSpec
+from controller.snapshot import Snapshot, VehicleSnapshot
+
+__all__ = ["DepartureInfo", "FloatArray", "PlanInputs", "SnapshotError", "build_inputs"]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+class SnapshotError(ValueError):
+    """A snapshot that does not fit the site (unknown vehicle, too few steps …)."""
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = issues
+        super().__init__("; ".join(str(i) for i in issues))
+
+
+@dataclass(frozen=True, slots=True)
+class DepartureInfo:
+    """A target the plan works towards: ``target_kwh`` at the end of step ``index - 1``."""
+
+    at: datetime
+    index: int
+    """Step boundary of the target (1..steps); the car leaves during step ``index``."""
+    target_kwh: float
+    beyond_horizon: bool = False
+    """The departure is after the horizon: the target is what must be in the car at its end."""
+
+
+@dataclass(eq=False, slots=True)
+class PlanInputs:
+    """One optimisation's data; see the module docstring for the step-0 scaling."""
+
+    start: datetime
+    first_step_fraction: float
+    e0_kwh: FloatArray
+    charge_ub_kw: FloatArray
+    discharge_ub_kw: FloatArray
+    v2l_kw: FloatArray
+    trip_kwh: FloatArray
+    floor_kwh: FloatArray
+    target_gap_kwh: FloatArray
+    e_max_kwh: FloatArray
+    available: npt.NDArray[np.bool_]
+    net_load_kw: FloatArray
+    import_ub_kw: FloatArray
+    export_ub_kw: FloatArray
+    overload_import_kw: FloatArray
+    overload_export_kw: FloatArray
+    own_use_cap_kw: FloatArray
+    import_price: FloatArray
+    export_price: FloatArray
+    """As given; the model uses ``min(export, import)`` so a meter never gains by importing and
+    exporting at once (a convex net-metering cost)."""
+    terminal_value: FloatArray
+    load_kw: FloatArray
+    pv_kw: FloatArray
+    soc_known: tuple[bool, ...]
+    modes: tuple[VehicleMode, ...]
+    targets: tuple[tuple[DepartureInfo, ...], ...]
+    """Per vehicle, the targets inside the horizon in time order (departures, trip targets)."""
+    in_snapshot: tuple[bool, ...]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def export_price_model(self) -> FloatArray:
+        result: FloatArray = np.minimum(self.export_price, self.import_price)
+        return result
+
+
+def check_snapshot(snapshot: Snapshot, shape: SiteShape, config_ids: tuple[str, ...]) -> list[ConfigIssue]:
+    """Problems that make a valid snapshot unusable for this site."""
+    issues: list[ConfigIssue] = []
+    step_minutes = int(shape.step.total_seconds() // 60)
+    if snapshot.step_minutes is not None and snapshot.step_minutes != step_minutes:
+        issues.append(
+            ConfigIssue(
+                "step_minutes",
+                f"{snapshot.step_minutes} does not match the site's plan_step_minutes {step_minutes}",
+                "resample the series or fix the config",
+            )
+        )
+    if snapshot.steps < shape.steps:
+        hours = shape.steps * shape.step_h
+        issues.append(
+            ConfigIssue(
+                "load_w",
+                f"has {snapshot.steps} values but the plan needs {shape.steps} ({hours:g} h of "
+                f"{step_minutes}-minute steps)",
+                "give one value per step over the whole horizon",
+            )
+        )
+    for i, vehicle in enumerate(snapshot.vehicles):
+        if vehicle.id not in config_ids:
+            issues.append(
+                ConfigIssue(
+                    f"vehicles[{i}].id",
+                    f"unknown vehicle {vehicle.id!r}",
+                    f"use one of {sorted(config_ids)} or add it to the site config",
+                )
+            )
+    return issues
+
+
+class _Grid:
+    """Seconds from the plan start for each step edge, with step 0 starting at the snapshot time."""
+
+    def __init__(self, start: datetime, time: datetime, step: timedelta, steps: int) -> None:
+        self.start = start
+        self.step_s = step.total_seconds()
+        self.steps = steps
+        self.t0_s = (time - start).total_seconds()
+        self.lo = np.arange(steps, dtype=np.float64) * self.step_s
+        self.lo[0] = self.t0_s
+        self.hi = (np.arange(steps, dtype=np.float64) + 1.0) * self.step_s
+        self.end_s = self.hi[-1]
+
+    def seconds(self, moment: datetime) -> float:
+        return (moment - self.start).total_seconds()
+
+    def overlap_s(self, a_s: float, b_s: float) -> FloatArray:
+        """Seconds of ``[a_s, b_s)`` inside each step (from the snapshot time on)."""
+        if b_s <= self.t0_s or a_s >= self.end_s:
+            return np.zeros(self.steps)
+        first = max(0, int(a_s // self.step_s))
+        last = min(self.steps, math.ceil(b_s / self.step_s))
+        out = np.zeros(self.steps)
+        lo = np.maximum(self.lo[first:last], a_s)
+        hi = np.minimum(self.hi[first:last], b_s)
+        out[first:last] = np.clip(hi - lo, 0.0, None)
+        return out
+
+    def step_index(self, moment_s: float) -> int:
+        """Index of the step containing ``moment_s`` (may be outside ``[0, steps)``)."""
+        return int(moment_s // self.step_s)
+
+
+def build_inputs(snapshot: Snapshot, shape: SiteShape) -> PlanInputs:
+    """Translate a (checked) snapshot into optimiser arrays for the site ``shape``."""
+    n, t = len(shape.vehicles), shape.steps
+    start = align_to_step(snapshot.time, shape.step)
+    grid = _Grid(start, snapshot.time, shape.step, t)
+    frac0 = (grid.hi[0] - grid.t0_s) / grid.step_s
+    notes: list[str] = []
+
+    load_kw = np.array(snapshot.load_w[:t], dtype=np.float64) / 1000.0
+    pv_kw = np.array(snapshot.pv_w[:t], dtype=np.float64) / 1000.0
+    imp_price = np.array(snapshot.import_price_per_kwh[:t], dtype=np.float64)
+    exp_price = np.array(snapshot.export_price_per_kwh[:t], dtype=np.float64)
+    if snapshot.import_limit_w is not None:
+        imp_lim = np.array(snapshot.import_limit_w[:t], dtype=np.float64) / 1000.0
+    else:
+        imp_lim = np.full(t, shape.import_limit_kw)
+    if snapshot.export_limit_w is not None:
+        exp_lim = np.array(snapshot.export_limit_w[:t], dtype=np.float64) / 1000.0
+    else:
+        exp_lim = np.full(t, shape.export_limit_kw)
+    if (exp_price > imp_price + 1e-12).any():
+        notes.append("export price above import price in some steps: planned with export = import price")
+
+    net = load_kw - pv_kw
+    overload_imp = np.maximum(net - imp_lim, 0.0)
+    overload_exp = np.maximum(-net - exp_lim, 0.0)
+    if overload_imp.any():
+        notes.append(f"home load alone exceeds the import limit in {int((overload_imp > 0).sum())} step(s)")
+    if overload_exp.any():
+        notes.append(f"PV alone exceeds the export limit in {int((overload_exp > 0).sum())} step(s)")
+    own_use = np.maximum(net, 0.0)
+    for series in (net, imp_lim, exp_lim, overload_imp, overload_exp, own_use):
+        series[0] *= frac0  # step 0 holds only what is left of it (module docstring)
+
+    if shape.terminal_value_per_kwh is not None:
+        terminal = shape.terminal_value_per_kwh
+    else:
+        terminal = max(0.0, float(imp_price.mean()))
+
+    e0 = np.zeros(n)
+    may_discharge = np.zeros(n)
+    available = np.zeros((n, t))
+    v2l = np.zeros((n, t))
+    trip = np.zeros((n, t))
+    target = np.zeros((n, t))
+    soc_known: list[bool] = []
+    modes: list[VehicleMode] = []
+    all_targets: list[tuple[DepartureInfo, ...]] = []
+    in_snapshot: list[bool] = []
+    for i, spec in enumerate(shape.vehicles):
+        state = snapshot.vehicle(spec.vehicle_id)
+        in_snapshot.append(state is not None)
+        row = _VehicleRow(available[i], v2l[i], trip[i], target[i])
+        _fill_vehicle(spec, state, grid, row, notes)
+        e0[i] = row.e0
+        may_discharge[i] = row.may_discharge
+        soc_known.append(row.soc_known)
+        modes.append(row.mode)
+        all_targets.append(row.targets)
+
+    c = shape.constants
+    c_ub = available * c.max_charge_kw[:, None]
+    d_ub = available * (c.max_discharge_kw * may_discharge)[:, None]
+    c_ub[:, 0] *= frac0
+    d_ub[:, 0] *= frac0
+    floor = np.maximum(target, c.reserve_kwh[:, None])
+    e_max = np.maximum(np.maximum(c.max_soc_kwh, e0), target.max(axis=1))
+    return PlanInputs(
+        start=start,
+        first_step_fraction=frac0,
+        e0_kwh=e0,
+        charge_ub_kw=c_ub,
+        discharge_ub_kw=d_ub,
+        v2l_kw=v2l,
+        trip_kwh=trip,
+        floor_kwh=floor,
+        target_gap_kwh=floor - c.reserve_kwh[:, None],
+        e_max_kwh=np.repeat(e_max[:, None], t, axis=1),
+        available=available > 0,
+        net_load_kw=net,
+        import_ub_kw=imp_lim,
+        export_ub_kw=exp_lim,
+        overload_import_kw=overload_imp,
+        overload_export_kw=overload_exp,
+        own_use_cap_kw=own_use,
+        import_price=imp_price,
+        export_price=exp_price,
+        terminal_value=np.full(n, terminal),
+        load_kw=load_kw,
+        pv_kw=pv_kw,
+        soc_known=tuple(soc_known),
+        modes=tuple(modes),
+        targets=tuple(all_targets),
+        in_snapshot=tuple(in_snapshot),
+        notes=notes,
+    )
+
+
+@dataclass(slots=True)
+class _VehicleRow:
+    """Views into one vehicle's rows, filled in place, and its scalar facts."""
+
+    available: FloatArray
+    v2l_kw: FloatArray
+    trip_kwh: FloatArray
+    target_kwh: FloatArray
+    e0: float = 0.0
+    may_discharge: bool = False
+    soc_known: bool = False
+    mode: VehicleMode = VehicleMode.AUTO
+    targets: tuple[DepartureInfo, ...] = ()
+
+
+def _fill_vehicle(
+    spec: VehicleSpec, state: VehicleSnapshot | None, grid: _Grid, row: _VehicleRow, notes: list[str]
+) -> None:
+    t = grid.steps
+    vid = spec.vehicle_id
+    if state is None:
+        # Not in the snapshot: not at home as far as we know; it only keeps its reserve.
+        row.e0 = spec.reserve_kwh
+        return
+    row.soc_known = state.soc_percent is not None
+    if state.soc_percent is None:
+        notes.append(f"{vid}: SoC unknown, planned at its reserve and never discharged")
+        row.e0 = spec.reserve_kwh
+    else:
+        row.e0 = spec.capacity_kwh * state.soc_percent / 100.0
+
+    available = row.available
+    available[:] = 1.0
+    now_s = grid.t0_s
+    trips = [(grid.seconds(tr.depart), grid.seconds(tr.arrive), tr) for tr in state.away]
+    if not state.plugged_in:
+        # Unplugged: unavailable until the end of the trip under way or next known one, else all horizon.
+        back = next((a for d, a, _ in trips if a > now_s), None)
+        until = grid.end_s if back is None else back
+        available[grid.overlap_s(now_s, until) > 0] = 0.0
+    targets: list[DepartureInfo] = []
+    trip_steps: set[int] = set()
+    for depart_s, arrive_s, tr in trips:
+        overlap = grid.overlap_s(depart_s, arrive_s)
+        available[overlap > 0] = 0.0
+        row.trip_kwh += tr.energy_kwh * overlap / (arrive_s - depart_s)
+        trip_steps.add(grid.step_index(depart_s))
+        if tr.target_soc_percent is not None and depart_s > now_s:
+            info = _target(spec, tr.depart, depart_s, tr.target_soc_percent, grid)
+            if info is not None:
+                targets.append(info)
+    if state.departure is not None:
+        dep = state.departure
+        dep_s = grid.seconds(dep.at)
+        if dep_s <= now_s:
+            notes.append(f"{vid}: departure {dep.at.isoformat()} has passed; ignored")
+        else:
+            k = grid.step_index(dep_s)
+            if k < t and k not in trip_steps:
+                # Leaves without a known return: gone from that step to the end of the horizon.
+                available[k:] = 0.0
+            info = _target(spec, dep.at, dep_s, dep.target_soc_percent, grid)
+            if info is not None:
+                targets.append(info)
+            elif k == 0:
+                notes.append(f"{vid}: departing within the current step; no time left to charge")
+
+    row.mode = state.mode
+    if state.mode is VehicleMode.CHARGE_NOW:
+        # "Charge now": the max SoC becomes a target at every step, which fills the car at once.
+        row.target_kwh[:] = spec.max_soc_kwh
+    for info in targets:
+        row.target_kwh[info.index - 1] = max(row.target_kwh[info.index - 1], info.target_kwh)
+    targets.sort(key=lambda d: d.index)
+    row.targets = tuple(targets)
+    row.may_discharge = row.soc_known and state.mode is VehicleMode.AUTO
+
+    if state.v2l is not None and state.v2l.power_w > 0:
+        if spec.v2l:
+            end_s = grid.end_s if state.v2l.end is None else grid.seconds(state.v2l.end)
+            overlap = grid.overlap_s(grid.seconds(state.v2l.start), end_s)
+            row.v2l_kw[:] = state.v2l.power_w / 1000.0 * overlap / grid.step_s
+        else:
+            notes.append(f"{vid}: V2L is not permitted by the config; the session is not budgeted")
+
+
+def _target(
+    spec: VehicleSpec, at: datetime, at_s: float, soc_percent: float, grid: _Grid
+) -> DepartureInfo | None:
+    """The energy needed at the boundary before the departure step (or at the horizon end)."""
+    want = spec.capacity_kwh * soc_percent / 100.0
+    k = grid.step_index(at_s)
+    if k < 1:
+        return None  # leaving during the current step: nothing left to plan
+    if k <= grid.steps:
+        return DepartureInfo(at=at, index=k, target_kwh=want)
+    # After the horizon: what must be in the car at its end so full power can still reach the target.
+    hours_after = (at_s - grid.end_s) / 3600.0
+    need = want - hours_after * spec.max_charge_kw * spec.charge_efficiency
+    if need <= spec.reserve_kwh:
+        return None
+    return DepartureInfo(at=at, index=grid.steps, target_kwh=need, beyond_horizon=True)

@@ -1,0 +1,257 @@
+"""The schedule as a CVXPY linear program, built once per site shape with ``cp.Parameter``s.
+
+Variables per vehicle ``v`` and step ``t`` (kW, average over the step; kWh at step ends)::
+
+    charge_kw, discharge_kw >= 0       AC power at the charger
+    v2l_served_kw >= 0                 V2L load actually served (cut at the reserve)
+    energy_kwh                         battery energy at the end of each step
+    reserve_short_kwh >= 0             below the reserve floor (only where unavoidable)
+    target_short_kwh in [0, gap]       below a departure target, down to the reserve
+    ramp_up_kw, ramp_down_kw >= 0      change of net power between steps (first hours only)
+
+and per step ``import_kw, export_kw`` within the caps, plus ``overload_*`` for what the home alone
+puts over a cap. The model is an LP (no integers; the churn regulariser is L1) so the solver can
+warm-start from the last basis. See docs/optimizer.md for the objective terms and their weights. Every parameter enters the right-hand sides and the costs only,
+never the constraint matrix: that is what lets ``compiled.CompiledLp`` re-solve cheaply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import cvxpy as cp
+import numpy as np
+
+from controller.optimizer.inputs import PlanInputs
+from controller.optimizer.shape import SiteShape
+
+__all__ = ["ScheduleModel"]
+
+# CVXPY's atom functions are untyped; build expressions through an explicitly dynamic alias.
+cvx: Any = cp
+
+
+@dataclass(frozen=True, slots=True)
+class _Params:
+    e0_kwh: cp.Parameter
+    charge_ub_kw: cp.Parameter
+    discharge_ub_kw: cp.Parameter
+    v2l_kw: cp.Parameter
+    trip_kwh: cp.Parameter
+    floor_kwh: cp.Parameter
+    target_gap_kwh: cp.Parameter
+    e_max_kwh: cp.Parameter
+    net_load_kw: cp.Parameter
+    import_ub_kw: cp.Parameter
+    export_ub_kw: cp.Parameter
+    overload_import_kw: cp.Parameter
+    overload_export_kw: cp.Parameter
+    own_use_cap_kw: cp.Parameter
+    import_price: cp.Parameter
+    export_price: cp.Parameter
+    terminal_value: cp.Parameter
+
+
+class ScheduleModel:
+    """The LP for ``shape``; :meth:`set_inputs` loads one snapshot's numbers into its parameters."""
+
+    def __init__(self, shape: SiteShape) -> None:
+        if not shape.vehicles:
+            raise ValueError("the schedule model needs at least one vehicle")
+        self.shape = shape
+        n, t = len(shape.vehicles), shape.steps
+        vt = (n, t)
+        self.params = _Params(
+            e0_kwh=cp.Parameter(n, name="e0_kwh"),
+            charge_ub_kw=cp.Parameter(vt, nonneg=True, name="charge_ub_kw"),
+            discharge_ub_kw=cp.Parameter(vt, nonneg=True, name="discharge_ub_kw"),
+            v2l_kw=cp.Parameter(vt, nonneg=True, name="v2l_kw"),
+            trip_kwh=cp.Parameter(vt, nonneg=True, name="trip_kwh"),
+            floor_kwh=cp.Parameter(vt, name="floor_kwh"),
+            target_gap_kwh=cp.Parameter(vt, nonneg=True, name="target_gap_kwh"),
+            e_max_kwh=cp.Parameter(vt, name="e_max_kwh"),
+            net_load_kw=cp.Parameter(t, name="net_load_kw"),
+            import_ub_kw=cp.Parameter(t, nonneg=True, name="import_ub_kw"),
+            export_ub_kw=cp.Parameter(t, nonneg=True, name="export_ub_kw"),
+            overload_import_kw=cp.Parameter(t, nonneg=True, name="overload_import_kw"),
+            overload_export_kw=cp.Parameter(t, nonneg=True, name="overload_export_kw"),
+            own_use_cap_kw=cp.Parameter(t, nonneg=True, name="own_use_cap_kw"),
+            import_price=cp.Parameter(t, name="import_price"),
+            export_price=cp.Parameter(t, name="export_price"),
+            terminal_value=cp.Parameter(n, name="terminal_value"),
+        )
+        self.charge_kw = cp.Variable(vt, nonneg=True, name="charge_kw")
+        self.discharge_kw = cp.Variable(vt, nonneg=True, name="discharge_kw")
+        self.v2l_served_kw = cp.Variable(vt, nonneg=True, name="v2l_served_kw")
+        self.energy_kwh = cp.Variable(vt, name="energy_kwh")
+        self.reserve_short_kwh = cp.Variable(vt, nonneg=True, name="reserve_short_kwh")
+        self.target_short_kwh = cp.Variable(vt, nonneg=True, name="target_short_kwh")
+        self.import_kw = cp.Variable(t, nonneg=True, name="import_kw")
+        self.export_kw = cp.Variable(t, nonneg=True, name="export_kw")
+        self.overload_import_kw = cp.Variable(t, nonneg=True, name="overload_import_kw")
+        self.overload_export_kw = cp.Variable(t, nonneg=True, name="overload_export_kw")
+        k = shape.churn_steps
+        self.ramp_up_kw: cp.Variable | None = (
+            cp.Variable((n, k - 1), nonneg=True, name="ramp_up_kw") if k > 1 else None
+        )
+        self.ramp_down_kw: cp.Variable | None = (
+            cp.Variable((n, k - 1), nonneg=True, name="ramp_down_kw") if k > 1 else None
+        )
+
+        self.constraints: dict[str, list[cp.Constraint]] = {
+            "battery": self._battery(),
+            "power_limits": self._power_limits(),
+            "reserve_and_targets": self._reserve_and_targets(),
+            "site_balance": self._site_balance(),
+            "grid_limits": self._grid_limits(),
+            "own_use_only": self._own_use_only(),
+            "churn": self._churn(),
+        }
+        self.terms: dict[str, cp.Expression] = self._objective_terms()
+        self._ids = {name: param.id for name, param in self.parameters().items()}
+        self.problem = cp.Problem(
+            cp.Minimize(cvx.sum(list(self.terms.values()))),
+            [c for group in self.constraints.values() for c in group],
+        )
+
+    # ----------------------------------------------------------------- constraints
+
+    def _column(self, values: list[float]) -> np.ndarray:
+        return np.asarray(values, dtype=np.float64)[:, None]
+
+    def _battery(self) -> list[cp.Constraint]:
+        """Energy balance per step with separate charge/discharge efficiency, trips and V2L."""
+        p, s = self.params, self.shape
+        n = len(s.vehicles)
+        eta_c = self._column([v.charge_efficiency for v in s.vehicles])
+        inv_eta_d = self._column([1.0 / v.discharge_efficiency for v in s.vehicles])
+        before = cvx.hstack([cvx.reshape(p.e0_kwh, (n, 1), order="F"), self.energy_kwh[:, :-1]])
+        stored = s.step_h * (
+            cvx.multiply(eta_c, self.charge_kw)
+            - cvx.multiply(inv_eta_d, self.discharge_kw + self.v2l_served_kw)
+        )
+        return [self.energy_kwh == before + stored - p.trip_kwh]
+
+    def _power_limits(self) -> list[cp.Constraint]:
+        """Availability and power ratings bound charge, discharge and served V2L."""
+        p = self.params
+        return [
+            self.charge_kw <= p.charge_ub_kw,
+            self.discharge_kw <= p.discharge_ub_kw,
+            self.v2l_served_kw <= p.v2l_kw,
+            self.energy_kwh <= p.e_max_kwh,
+        ]
+
+    def _reserve_and_targets(self) -> list[cp.Constraint]:
+        """Energy >= floor (reserve, or a target at its departure); shortfalls are priced slacks."""
+        p = self.params
+        return [
+            self.energy_kwh + self.reserve_short_kwh + self.target_short_kwh >= p.floor_kwh,
+            self.target_short_kwh <= p.target_gap_kwh,
+        ]
+
+    def _site_balance(self) -> list[cp.Constraint]:
+        """import - export = load - pv + charging - discharging, every step."""
+        grid = self.import_kw + self.overload_import_kw - self.export_kw - self.overload_export_kw
+        cars = cvx.sum(self.charge_kw, axis=0) - cvx.sum(self.discharge_kw, axis=0)
+        return [grid == self.params.net_load_kw + cars]
+
+    def _grid_limits(self) -> list[cp.Constraint]:
+        p = self.params
+        return [
+            self.import_kw <= p.import_ub_kw,
+            self.export_kw <= p.export_ub_kw,
+            self.overload_import_kw <= p.overload_import_kw,
+            self.overload_export_kw <= p.overload_export_kw,
+        ]
+
+    def _own_use_only(self) -> list[cp.Constraint]:
+        """Cars without V2G discharge at most the home load not covered by PV: never into export."""
+        mask = np.array(self.shape.own_use_mask)
+        if not mask.any():
+            return []
+        rows = np.flatnonzero(mask)
+        return [cvx.sum(self.discharge_kw[rows, :], axis=0) <= self.params.own_use_cap_kw]
+
+    def _churn(self) -> list[cp.Constraint]:
+        """Change of net power between steps = ramp up - ramp down; both are priced (L1, an LP).
+
+        Only over the first ``churn_steps``: what the chargers receive before later re-plans. Over
+        the whole horizon the regulariser would triple the solve time for nothing that is dispatched.
+        """
+        if self.ramp_up_kw is None or self.ramp_down_kw is None:
+            return []
+        k = self.shape.churn_steps
+        net = self.charge_kw[:, :k] - self.discharge_kw[:, :k]
+        return [net[:, 1:] - net[:, :-1] == self.ramp_up_kw - self.ramp_down_kw]
+
+    # ------------------------------------------------------------------- objective
+
+    def _objective_terms(self) -> dict[str, cp.Expression]:
+        """The objective as named terms (currency); their sum is minimised."""
+        p, s = self.params, self.shape
+        w = s.penalties
+        dt = s.step_h
+        deg_in = self._column([v.degradation_cost_per_kwh * v.charge_efficiency for v in s.vehicles])
+        deg_out = self._column([v.degradation_cost_per_kwh / v.discharge_efficiency for v in s.vehicles])
+        # A V2L session runs now: when energy is short, cut it at the end, not now (1 % dearer early).
+        steps_left = np.arange(s.steps, 0, -1, dtype=np.float64) / s.steps
+        v2l_weight = (w.v2l_unserved_per_kwh * dt * (1.0 + 0.01 * steps_left))[None, :]
+        terms: dict[str, cp.Expression] = {
+            "import_cost": dt * (p.import_price @ (self.import_kw + self.overload_import_kw)),
+            "export_revenue": -dt * (p.export_price @ (self.export_kw + self.overload_export_kw)),
+            "degradation": dt
+            * cvx.sum(
+                cvx.multiply(deg_in, self.charge_kw)
+                + cvx.multiply(deg_out, self.discharge_kw + self.v2l_served_kw)
+            ),
+            "reserve_penalty": w.reserve_per_kwh_step * cvx.sum(self.reserve_short_kwh),
+            "target_penalty": w.target_per_kwh * cvx.sum(self.target_short_kwh),
+            "v2l_unserved": cvx.sum(cvx.multiply(v2l_weight, p.v2l_kw - self.v2l_served_kw)),
+            "grid_overload": w.grid_overload_per_kwh
+            * dt
+            * cvx.sum(self.overload_import_kw + self.overload_export_kw),
+            "terminal_value": -(p.terminal_value @ self.energy_kwh[:, -1]),
+        }
+        if self.ramp_up_kw is not None and self.ramp_down_kw is not None:
+            terms["churn"] = s.churn_cost_per_kw * (cvx.sum(self.ramp_up_kw) + cvx.sum(self.ramp_down_kw))
+        return terms
+
+    # ------------------------------------------------------------------ parameters
+
+    def parameter_values(self, inputs: PlanInputs) -> dict[str, np.ndarray]:
+        """Parameter name -> value for one snapshot."""
+        return {
+            "e0_kwh": inputs.e0_kwh,
+            "charge_ub_kw": inputs.charge_ub_kw,
+            "discharge_ub_kw": inputs.discharge_ub_kw,
+            "v2l_kw": inputs.v2l_kw,
+            "trip_kwh": inputs.trip_kwh,
+            "floor_kwh": inputs.floor_kwh,
+            "target_gap_kwh": inputs.target_gap_kwh,
+            "e_max_kwh": inputs.e_max_kwh,
+            "net_load_kw": inputs.net_load_kw,
+            "import_ub_kw": inputs.import_ub_kw,
+            "export_ub_kw": inputs.export_ub_kw,
+            "overload_import_kw": inputs.overload_import_kw,
+            "overload_export_kw": inputs.overload_export_kw,
+            "own_use_cap_kw": inputs.own_use_cap_kw,
+            "import_price": inputs.import_price,
+            "export_price": inputs.export_price_model,
+            "terminal_value": inputs.terminal_value,
+        }
+
+    def values_by_id(self, inputs: PlanInputs) -> dict[int, np.ndarray]:
+        """Parameter id -> value, for ``CompiledLp`` (skips CVXPY's per-value validation)."""
+        ids = self._ids
+        return {ids[name]: value for name, value in self.parameter_values(inputs).items()}
+
+    def parameters(self) -> dict[str, cp.Parameter]:
+        return {name: getattr(self.params, name) for name in self.params.__dataclass_fields__}
+
+    def set_inputs(self, inputs: PlanInputs) -> None:
+        """Load one snapshot into the CVXPY parameters (what a plain ``problem.solve()`` reads)."""
+        params = self.parameters()
+        for name, value in self.parameter_values(inputs).items():
+            params[name].value = value

@@ -1,0 +1,286 @@
+"""The planner: one snapshot in, one :class:`~controller.domain.Plan` out.
+
+Build a :class:`Planner` once per site shape (config and step count); call :meth:`Planner.plan`
+every interval. The first call canonicalises the CVXPY model (tens of ms to seconds, by size);
+later calls only update parameter values and re-solve warm. Pure: no I/O, no asyncio, no clock.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from controller.config import SiteConfig
+from controller.domain import Plan, VehiclePlan
+from controller.optimizer.compiled import CompiledLp, LpResult
+from controller.optimizer.explain import StepFacts, reason
+from controller.optimizer.fallback import Schedule, fallback_schedule
+from controller.optimizer.inputs import FloatArray, PlanInputs, SnapshotError, build_inputs, check_snapshot
+from controller.optimizer.model import ScheduleModel
+from controller.optimizer.shape import SiteShape
+from controller.snapshot import Snapshot
+
+__all__ = ["PlanTimings", "Planner", "plan_foresight"]
+
+_ZERO_KW = 1e-6
+_DIRECTION_PASSES = 4
+
+
+@dataclass(frozen=True, slots=True)
+class PlanTimings:
+    """Where the time of one :meth:`Planner.plan` call went, in ms."""
+
+    translate_ms: float
+    """Snapshot checked and turned into optimiser arrays."""
+    resolve_ms: float
+    """The re-solve: parameter update, solver, solution read back (all passes)."""
+    solver_ms: float
+    """The solver's own time (HiGHS ``run()``), part of ``resolve_ms``."""
+    build_ms: float
+    """Arrays to a Plan, reasons included (or the fallback schedule)."""
+    total_ms: float
+    solves: int
+    """Solver runs: 1, or more when a charge-and-discharge step had to be removed."""
+
+
+class Planner:
+    """Plans for the site in ``config`` over ``steps`` steps (default: the configured horizon).
+
+    ``time_limit_s`` overrides ``optimizer.solver_time_limit_s`` (useful for long horizons).
+    """
+
+    def __init__(self, config: SiteConfig, steps: int | None = None, *, time_limit_s: float | None = None):
+        self.config = config
+        self.shape = SiteShape.from_config(config, steps, time_limit_s)
+        self.model: ScheduleModel | None = ScheduleModel(self.shape) if self.shape.vehicles else None
+        self._lp: CompiledLp | None = None
+        self._config_ids = tuple(v.vehicle_id for v in self.shape.vehicles)
+        self.last_inputs: PlanInputs | None = None
+        self.last_result: LpResult | None = None
+        self.last_timings: PlanTimings | None = None
+
+    @property
+    def steps(self) -> int:
+        return self.shape.steps
+
+    def inputs(self, snapshot: Snapshot) -> PlanInputs:
+        """Check ``snapshot`` against the site and translate it; raises SnapshotError."""
+        issues = check_snapshot(snapshot, self.shape, self._config_ids)
+        if issues:
+            raise SnapshotError(issues)
+        return build_inputs(snapshot, self.shape)
+
+    def plan(self, snapshot: Snapshot) -> Plan:
+        """Optimise from ``snapshot``. Never raises for solver trouble: that yields a fallback plan."""
+        started = time.perf_counter()
+        inputs = self.inputs(snapshot)
+        self.last_inputs = inputs
+        translated = time.perf_counter()
+        if self.model is None:
+            plan = self._build_plan(snapshot, inputs, None, "no vehicles", 0.0, None)
+            self._time(started, translated, translated, 0.0, 0)
+            return plan
+        solver_s = 0.0
+        status = "fallback: direction"  # unless a pass below ends it
+        objective: float | None = None
+        schedule: Schedule | None = None
+        passes = 0
+        if self._lp is None:
+            try:
+                self.model.set_inputs(inputs)  # canonicalisation needs values; later solves skip CVXPY
+                self._lp = CompiledLp(self.model.problem, self.shape.solver_time_limit_s)
+            except Exception as exc:  # no plan at all would leave the site without a safe schedule
+                status, passes = f"fallback: model error: {exc}", _DIRECTION_PASSES
+        while passes < _DIRECTION_PASSES and self._lp is not None:
+            passes += 1
+            self._lp.load_parameter_values(self.model.values_by_id(inputs))
+            result = self._lp.solve()
+            solver_s += result.solver_time_s
+            self.last_result = result
+            if not result.optimal or result.x is None:
+                status = f"fallback: solver {result.status}"
+                break
+            schedule = self._schedule(result.x)
+            if not _fix_direction(inputs, schedule):
+                status, objective = "optimal", result.objective
+                break
+        solved = time.perf_counter()
+        if objective is None or schedule is None:
+            schedule = fallback_schedule(inputs, self.shape)
+        plan = self._build_plan(snapshot, inputs, schedule, status, solver_s, objective)
+        self._time(started, translated, solved, solver_s, passes)
+        return plan
+
+    def _time(self, started: float, translated: float, solved: float, solver_s: float, passes: int) -> None:
+        done = time.perf_counter()
+        self.last_timings = PlanTimings(
+            translate_ms=1000 * (translated - started),
+            resolve_ms=1000 * (solved - translated),
+            solver_ms=1000 * solver_s,
+            build_ms=1000 * (done - solved),
+            total_ms=1000 * (done - started),
+            solves=passes,
+        )
+
+    def _schedule(self, x: FloatArray) -> Schedule:
+        lp, m = self._lp, self.model
+        assert lp is not None and m is not None
+        return Schedule(
+            charge_kw=lp.value_of(x, m.charge_kw),
+            discharge_kw=lp.value_of(x, m.discharge_kw),
+            v2l_kw=lp.value_of(x, m.v2l_served_kw),
+            energy_kwh=lp.value_of(x, m.energy_kwh),
+        )
+
+    # ------------------------------------------------------------------ the plan
+
+    def _build_plan(
+        self,
+        snapshot: Snapshot,
+        inputs: PlanInputs,
+        schedule: Schedule | None,
+        status: str,
+        solver_time_s: float,
+        objective: float | None,
+    ) -> Plan:
+        shape = self.shape
+        n, t = len(shape.vehicles), shape.steps
+        dt = shape.step_h
+        c = shape.constants
+        frac0 = inputs.first_step_fraction
+        fallback = objective is None and schedule is not None
+        if schedule is None:
+            charge = discharge = v2l = np.zeros((n, t))
+            energy_kwh = np.repeat(inputs.e0_kwh[:, None], t, axis=1)
+        else:
+            charge, discharge, v2l = (
+                _clean(schedule.charge_kw),
+                _clean(schedule.discharge_kw),
+                _clean(schedule.v2l_kw),
+            )
+            energy_kwh = schedule.energy_kwh
+        # Net grid power from the balance itself, so the plan closes exactly at every step.
+        grid_model_kw = inputs.net_load_kw + charge.sum(axis=0) - discharge.sum(axis=0)
+        import_kwh = np.maximum(grid_model_kw, 0.0) * dt
+        export_kwh = np.maximum(-grid_model_kw, 0.0) * dt
+        through = dt * (
+            charge @ np.ones(t) * c.charge_efficiency
+            + (discharge + v2l) @ np.ones(t) / c.discharge_efficiency
+        )
+        # Step 0 was modelled as an average over the whole step: report the real power.
+        grid_kw = grid_model_kw.copy()
+        grid_kw[0] /= frac0
+        power_kw = charge - discharge
+        power_kw[:, 0] /= frac0
+        v2l_kw = v2l.copy()
+        v2l_kw[:, 0] /= frac0
+        energy = np.concatenate([inputs.e0_kwh[:, None], energy_kwh], axis=1)
+        power_w = (power_kw * 1000.0).tolist()
+        v2l_w = (v2l_kw * 1000.0).tolist()
+        soc = (energy * (100.0 / c.capacity_kwh)[:, None]).tolist()
+        later = charge[:, 1:] > _ZERO_KW
+        charges_later: npt.NDArray[np.bool_] = np.any(later, axis=1)
+        negative_later: npt.NDArray[np.bool_] = np.any(later & (inputs.import_price[1:] < 0), axis=1)
+        export_now_kw = max(0.0, -float(grid_kw[0]))
+
+        vehicles: dict[str, VehiclePlan] = {}
+        for i, spec in enumerate(shape.vehicles):
+            if not inputs.in_snapshot[i] or schedule is None:
+                continue
+            targets = inputs.targets[i]
+            shortfall = sum(max(0.0, d.target_kwh - float(energy[i, d.index])) for d in targets)
+            reached = float(energy[i, targets[0].index]) if targets else 0.0
+            short_of_first = bool(targets) and reached < targets[0].target_kwh - 0.05
+            facts = StepFacts(
+                now=snapshot.time,
+                timezone=shape.timezone,
+                currency=shape.currency,
+                power_kw=power_w[i][0] / 1000.0,
+                v2l_kw=v2l_w[i][0] / 1000.0,
+                v2l_requested_kw=float(inputs.v2l_kw[i, 0]) / frac0,
+                available=bool(inputs.available[i, 0]),
+                in_snapshot=True,
+                soc_known=inputs.soc_known[i],
+                mode=inputs.modes[i],
+                energy_kwh=float(inputs.e0_kwh[i]),
+                reserve_kwh=spec.reserve_kwh,
+                e_max_kwh=float(inputs.e_max_kwh[i, 0]),
+                capacity_kwh=spec.capacity_kwh,
+                import_price=float(inputs.import_price[0]),
+                export_price=float(inputs.export_price[0]),
+                grid_export_kw=export_now_kw,
+                pv_surplus=bool(inputs.pv_kw[0] > inputs.load_kw[0]),
+                v2g=spec.v2g,
+                next_target=targets[0] if targets else None,
+                target_reachable_kwh=reached if short_of_first else None,
+                charges_later=bool(charges_later[i]),
+                charges_at_negative_price_later=bool(negative_later[i]),
+                fallback=fallback,
+            )
+            vehicles[spec.vehicle_id] = VehiclePlan(
+                vehicle_id=spec.vehicle_id,
+                power_w=tuple(power_w[i]),
+                soc_percent=tuple(soc[i]),
+                reason=reason(facts),
+                departure_shortfall_kwh=shortfall,
+                throughput_kwh=float(through[i]),
+                v2l_power_w=tuple(v2l_w[i]),
+            )
+        in_plan = (
+            np.array(inputs.in_snapshot, dtype=bool) if schedule is not None else np.zeros(n, dtype=bool)
+        )
+        return Plan(
+            created_at=snapshot.time,
+            start=inputs.start,
+            step=shape.step,
+            vehicles=vehicles,
+            grid_import_w=tuple((np.maximum(grid_kw, 0.0) * 1000.0).tolist()),
+            grid_export_w=tuple((np.maximum(-grid_kw, 0.0) * 1000.0).tolist()),
+            import_price_per_kwh=tuple(inputs.import_price.tolist()),
+            export_price_per_kwh=tuple(inputs.export_price.tolist()),
+            solver_status=status,
+            solve_time_ms=1000.0 * solver_time_s,
+            fallback=fallback,
+            import_cost=float(inputs.import_price @ import_kwh),
+            export_revenue=float(inputs.export_price @ export_kwh),
+            degradation_cost=float(c.degradation_cost_per_kwh[in_plan] @ through[in_plan]),
+            notes=tuple(inputs.notes),
+            objective=objective,
+        )
+
+
+def _fix_direction(inputs: PlanInputs, schedule: Schedule) -> bool:
+    """Forbid the weaker direction where a car both charges and discharges in one step.
+
+    An LP may do that to burn energy when energy is worth less than nothing (deep negative prices
+    with a full battery); a charger cannot. Returns True when the inputs changed (solve again).
+    """
+    both = np.minimum(schedule.charge_kw, schedule.discharge_kw) > _ZERO_KW
+    if not both.any():
+        return False
+    charging = both & (schedule.charge_kw >= schedule.discharge_kw)
+    inputs.discharge_ub_kw[charging] = 0.0
+    inputs.charge_ub_kw[both & ~charging] = 0.0
+    note = "charge and discharge in the same step removed (energy was worth less than nothing)"
+    if note not in inputs.notes:
+        inputs.notes.append(note)
+    return True
+
+
+def _clean(values: FloatArray) -> FloatArray:
+    """Solver noise (1e-12 kW) is not a setpoint."""
+    out: FloatArray = np.where(np.abs(values) < _ZERO_KW, 0.0, values)
+    return out
+
+
+def plan_foresight(config: SiteConfig, snapshot: Snapshot, time_limit_s: float = 3600.0) -> Plan:
+    """Perfect foresight: one solve over the whole snapshot (days to a year), all trips known.
+
+    The horizon is the snapshot's length (``len(snapshot.load_w)`` steps of the site's step). The
+    snapshot's ``time`` should sit on the step grid; put every known trip (with its departure
+    target) in ``vehicles[].away``.
+    """
+    return Planner(config, snapshot.steps, time_limit_s=time_limit_s).plan(snapshot)

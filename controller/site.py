@@ -1,0 +1,369 @@
+"""The one site state the daemon keeps: vehicles at their chargers, overrides, and the inputs.
+
+Events (OCPP, MQTT readings, commands) update it; the planner reads a :class:`Snapshot` from it
+and the dispatcher reads :class:`DispatchInputs`. Pure: no I/O, no asyncio. Which car is on which
+charger comes from ``vehicles[].home_charger`` (the first car naming a charger is the one there).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from controller.commands import Command, SetDeparture, SetMode, SetWeeklyDeparture, V2LCommand
+from controller.config import DepartureRule, SiteConfig, VehicleConfig
+from controller.dispatch import DispatchInputs, VehicleLive
+from controller.domain import (
+    Departure,
+    MeterRole,
+    Plan,
+    V2LSession,
+    VehicleMode,
+    align_to_step,
+    ensure_utc,
+)
+from controller.site_inputs import SiteInputs
+from controller.snapshot import DepartureGoal, Snapshot, V2LRequest, VehicleSnapshot
+from controller.vehicles import SocTracker, next_departure
+
+__all__ = ["PLUGGED_STATUSES", "UNPLUGGED_STATUSES", "Site", "VehicleRuntime"]
+
+FloatArray = npt.NDArray[np.float64]
+
+# Connector states that mean "a car is connected" (1.6 names, 2.x ``Occupied``).
+PLUGGED_STATUSES = frozenset(
+    {"Preparing", "Charging", "SuspendedEV", "SuspendedEVSE", "Finishing", "Occupied", "Reserved-Occupied"}
+)
+UNPLUGGED_STATUSES = frozenset({"Available", "Unavailable", "Faulted"})
+# V2L sessions stop this far above the reserve, so the cut-off lands before the floor.
+V2L_CUTOFF_MARGIN_PERCENT = 1.0
+# Without a vehicle_soc meter (SoC from the charger only), a SoC reading older than this is too old to
+# protect the reserve during a V2L session (the car may be drawing kilowatts meanwhile).
+V2L_SOC_MAX_AGE = dt.timedelta(minutes=15)
+
+
+@dataclass(slots=True)
+class VehicleRuntime:
+    config: VehicleConfig
+    tracker: SocTracker
+    plugged_in: bool = False
+    charger_id: str | None = None
+    mode: VehicleMode = VehicleMode.AUTO
+    one_off: Departure | None = None
+    weekly: dict[str, DepartureRule | None] = field(default_factory=dict)
+    charger_departure: Departure | None = None
+    v2l: V2LSession | None = None
+    v2l_cut_off: bool = False
+    measured_power_w: float | None = None
+    setpoint_w: float = 0.0
+
+    def effective_config(self) -> VehicleConfig:
+        """The config with weekly-departure overrides applied (None removes a day)."""
+        if not self.weekly:
+            return self.config
+        departures = {**self.config.departures}
+        for day, rule in self.weekly.items():
+            if rule is None:
+                departures.pop(day, None)
+            else:
+                departures[day] = rule
+        return self.config.model_copy(update={"departures": departures})
+
+
+class Site:
+    def __init__(self, cfg: SiteConfig, inputs: SiteInputs | None = None) -> None:
+        self.cfg = cfg
+        self.inputs = inputs if inputs is not None else SiteInputs(cfg)
+        self.vehicles: dict[str, VehicleRuntime] = {
+            v.id: VehicleRuntime(v, SocTracker(v), charger_id=v.home_charger) for v in cfg.vehicles
+        }
+        self.charger_vehicle: dict[str, str] = {}
+        for v in cfg.vehicles:
+            if v.home_charger is not None:
+                self.charger_vehicle.setdefault(v.home_charger, v.id)
+        self.step = dt.timedelta(minutes=cfg.site.plan_step_minutes)
+
+    # ------------------------------------------------------------ chargers
+
+    def vehicle_at(self, charger_id: str) -> VehicleRuntime | None:
+        vid = self.charger_vehicle.get(charger_id)
+        return self.vehicles.get(vid) if vid else None
+
+    def set_plugged(self, charger_id: str, plugged: bool, at: dt.datetime) -> VehicleRuntime | None:
+        """Plug-in or unplug at a charger; returns the vehicle when its state changed."""
+        vehicle = self.vehicle_at(charger_id)
+        if vehicle is None or vehicle.plugged_in == plugged:
+            return None
+        vehicle.plugged_in = plugged
+        vehicle.charger_id = charger_id
+        vehicle.measured_power_w = None
+        if plugged:
+            vehicle.tracker.on_arrival(at)
+        else:
+            vehicle.tracker.on_departure()
+            vehicle.charger_departure = None
+        return vehicle
+
+    def on_connector_status(self, charger_id: str, status: str, at: dt.datetime) -> VehicleRuntime | None:
+        if status in PLUGGED_STATUSES:
+            return self.set_plugged(charger_id, True, at)
+        if status in UNPLUGGED_STATUSES:
+            return self.set_plugged(charger_id, False, at)
+        return None
+
+    def on_charger_sample(
+        self, charger_id: str, at: dt.datetime, power_w: float | None, soc_percent: float | None
+    ) -> VehicleRuntime | None:
+        vehicle = self.vehicle_at(charger_id)
+        if vehicle is None:
+            return None
+        if soc_percent is not None:
+            vehicle.tracker.on_soc(soc_percent, at, "ocpp")
+        if power_w is not None:
+            vehicle.measured_power_w = power_w
+            vehicle.tracker.on_power(power_w, at)
+        return vehicle
+
+    def on_charging_needs(
+        self, charger_id: str, departure_at: dt.datetime | None, target_soc_percent: float | None
+    ) -> VehicleRuntime | None:
+        vehicle = self.vehicle_at(charger_id)
+        if vehicle is None or departure_at is None:
+            return None
+        target = (
+            target_soc_percent
+            if target_soc_percent is not None
+            else vehicle.config.default_target_soc_percent
+        )
+        target = min(max(target, vehicle.config.reserve_percent), vehicle.config.max_soc_percent)
+        vehicle.charger_departure = Departure(departure_at, target)
+        return vehicle
+
+    def on_vehicle_soc(self, vehicle_id: str, soc_percent: float, at: dt.datetime) -> VehicleRuntime | None:
+        vehicle = self.vehicles.get(vehicle_id)
+        if vehicle is not None:
+            vehicle.tracker.on_soc(soc_percent, at, "mqtt")
+        return vehicle
+
+    # ------------------------------------------------------------ commands
+
+    def apply_command(self, command: Command, now: dt.datetime) -> VehicleRuntime:
+        vehicle = self.vehicles[command.vehicle_id]
+        if isinstance(command, SetDeparture):
+            vehicle.one_off = command.departure
+        elif isinstance(command, SetWeeklyDeparture):
+            if command.time is None or command.target_soc_percent is None:
+                vehicle.weekly[command.weekday] = None
+            else:
+                vehicle.weekly[command.weekday] = DepartureRule(
+                    time=command.time, target_soc_percent=command.target_soc_percent
+                )
+        elif isinstance(command, SetMode):
+            vehicle.mode = command.mode
+        elif isinstance(command, V2LCommand):
+            if command.action == "start":
+                vehicle.v2l = V2LSession(vehicle.config.id, now, command.until, command.power_w)
+                vehicle.v2l_cut_off = False
+            else:
+                vehicle.v2l = None
+        return vehicle
+
+    def departure(self, vehicle: VehicleRuntime, now: dt.datetime) -> Departure | None:
+        return next_departure(
+            vehicle.effective_config(),
+            now,
+            self.cfg.site.timezone,
+            one_off=vehicle.one_off,
+            from_charger=vehicle.charger_departure,
+        )
+
+    def measured_soc(self, vehicle: VehicleRuntime) -> float | None:
+        """SoC anchored on a real reading; an estimate counts as unknown (no discharge on a guess)."""
+        estimate = vehicle.tracker.estimate()
+        return estimate.soc_percent if estimate is not None and estimate.measured else None
+
+    def v2l_soc(self, vehicle: VehicleRuntime, now: dt.datetime) -> float | None:
+        """The measured SoC if it is recent enough to guard a V2L session, else None.
+
+        Recent: within the ``stale_after_s`` of the vehicle's ``vehicle_soc`` meter, or
+        ``V2L_SOC_MAX_AGE`` when its SoC comes from the charger only.
+        """
+        estimate = vehicle.tracker.estimate()
+        if estimate is None or not estimate.measured:
+            return None
+        meters = [
+            m.stale_after_s
+            for m in self.cfg.meters
+            if m.role is MeterRole.VEHICLE_SOC and m.vehicle == vehicle.config.id
+        ]
+        max_age = dt.timedelta(seconds=max(meters)) if meters else V2L_SOC_MAX_AGE
+        return estimate.soc_percent if ensure_utc(now) - estimate.at <= max_age else None
+
+    def v2l_cutoffs(self, now: dt.datetime) -> list[VehicleRuntime]:
+        """Vehicles whose running V2L session must stop now: SoC at the reserve, or unknown/stale
+        (the reserve cannot be guarded without it). Each session is cut off once."""
+        due = []
+        for vehicle in self.vehicles.values():
+            session = vehicle.v2l
+            if session is None or vehicle.v2l_cut_off:
+                continue
+            if session.end is not None and now >= session.end:
+                vehicle.v2l = None
+                continue
+            soc = self.v2l_soc(vehicle, now)
+            floor = vehicle.config.reserve_percent + V2L_CUTOFF_MARGIN_PERCENT
+            if soc is None or soc <= floor:
+                vehicle.v2l_cut_off = True
+                due.append(vehicle)
+        return due
+
+    # ----------------------------------------------------- planner inputs
+
+    def snapshot(self, now: dt.datetime, load_w: FloatArray, pv_w: FloatArray) -> Snapshot:
+        """What the planner sees at ``now``: forecasts given, prices and limits from the inputs."""
+        now = ensure_utc(now)
+        steps = len(load_w)
+        start = align_to_step(now, self.step)
+        prices = self.inputs.prices_on_grid(start, self.step, steps)
+        limits = self.inputs.limits_on_grid(start, self.step, steps)
+        vehicles = []
+        safe_mode = self.inputs.safe_mode(now) and not self.inputs.grid_lost
+        for vehicle in self.vehicles.values():
+            departure = self.departure(vehicle, now)
+            session = vehicle.v2l if vehicle.v2l is not None and not vehicle.v2l_cut_off else None
+            estimate = vehicle.tracker.estimate()
+            mode = vehicle.mode
+            # Stale data or a guessed SoC (restored, or estimated on arrival): plan charging on the
+            # best estimate, but the plan must not count on discharge either.
+            guessed = estimate is not None and not estimate.measured
+            if (safe_mode or guessed) and mode is VehicleMode.AUTO:
+                mode = VehicleMode.NO_DISCHARGE
+            vehicles.append(
+                VehicleSnapshot(
+                    id=vehicle.config.id,
+                    soc_percent=estimate.soc_percent if estimate is not None else None,
+                    plugged_in=vehicle.plugged_in,
+                    departure=DepartureGoal(at=departure.at, target_soc_percent=departure.target_soc_percent)
+                    if departure is not None
+                    else None,
+                    v2l=V2LRequest(start=session.start, end=session.end, power_w=session.power_w)
+                    if session is not None
+                    else None,
+                    mode=mode,
+                )
+            )
+        return Snapshot(
+            time=now,
+            step_minutes=self.cfg.site.plan_step_minutes,
+            vehicles=vehicles,
+            load_w=[float(x) for x in load_w],
+            pv_w=[float(x) for x in pv_w],
+            import_price_per_kwh=[float(x) for x in np.clip(prices.import_per_kwh, -10, 10)],
+            export_price_per_kwh=[float(x) for x in np.clip(prices.export_per_kwh, -10, 10)],
+            import_limit_w=[float(x) for x in limits.import_limit_w],
+            export_limit_w=[float(x) for x in limits.export_limit_w],
+        )
+
+    # --------------------------------------------------- dispatcher inputs
+
+    def dispatch_inputs(self, now: dt.datetime, plan: Plan | None) -> DispatchInputs:
+        limits = self.inputs.limits_at(now)
+        lives = tuple(
+            VehicleLive(
+                vehicle_id=v.config.id,
+                plugged_in=v.plugged_in,
+                charger_id=v.charger_id,
+                soc_percent=self.measured_soc(v),
+                measured_power_w=v.measured_power_w,
+                mode=v.mode,
+            )
+            for v in self.vehicles.values()
+        )
+        return DispatchInputs(
+            now=now,
+            plan=plan,
+            vehicles=lives,
+            grid_power_w=self.inputs.grid_power_w(now),
+            import_limit_w=limits.import_limit_w,
+            export_limit_w=limits.export_limit_w,
+            safe_mode=self.inputs.safe_mode(now),
+            grid_lost=self.inputs.grid_lost,
+            home_power_w=self.inputs.home_power_w(now),
+            pv_power_w=self.inputs.pv_power_w(now),
+        )
+
+    # ------------------------------------------------------- persistence
+
+    def vehicle_record(self, vehicle: VehicleRuntime) -> dict[str, Any]:
+        estimate = vehicle.tracker.estimate()
+        return {
+            "plugged_in": vehicle.plugged_in,
+            "charger_id": vehicle.charger_id,
+            "soc_percent": estimate.soc_percent if estimate else None,
+            "soc_at": estimate.at.isoformat() if estimate else None,
+            "soc_measured": estimate.measured if estimate else False,
+        }
+
+    def restore_vehicle(self, vehicle_id: str, record: dict[str, Any]) -> None:
+        vehicle = self.vehicles.get(vehicle_id)
+        if vehicle is None:
+            return
+        vehicle.plugged_in = bool(record.get("plugged_in", False))
+        vehicle.charger_id = record.get("charger_id") or vehicle.charger_id
+        if record.get("soc_percent") is not None and record.get("soc_at"):
+            # A restored SoC is an anchor for counting, but only a fresh reading allows discharge again.
+            vehicle.tracker.restore(
+                float(record["soc_percent"]), dt.datetime.fromisoformat(record["soc_at"]), False
+            )
+
+    def overrides(self, vehicle: VehicleRuntime) -> dict[str, dict[str, Any]]:
+        """The vehicle's overrides as stored: kind -> JSON body."""
+        out: dict[str, dict[str, Any]] = {"mode": {"mode": vehicle.mode.value}}
+        if vehicle.one_off is not None:
+            out["departure"] = {
+                "at": vehicle.one_off.at.isoformat(),
+                "target": vehicle.one_off.target_soc_percent,
+            }
+        out["weekly"] = {
+            day: None if rule is None else {"time": rule.time.isoformat(), "target": rule.target_soc_percent}
+            for day, rule in vehicle.weekly.items()
+        }
+        if vehicle.v2l is not None:
+            out["v2l"] = {
+                "start": vehicle.v2l.start.isoformat(),
+                "end": vehicle.v2l.end.isoformat() if vehicle.v2l.end else None,
+                "power_w": vehicle.v2l.power_w,
+                "cut_off": vehicle.v2l_cut_off,
+            }
+        return out
+
+    def restore_overrides(self, vehicle_id: str, kind: str, body: dict[str, Any], now: dt.datetime) -> None:
+        vehicle = self.vehicles.get(vehicle_id)
+        if vehicle is None:
+            return
+        if kind == "mode":
+            vehicle.mode = VehicleMode(body["mode"])
+        elif kind == "departure":
+            at = dt.datetime.fromisoformat(body["at"])
+            if at > now:
+                vehicle.one_off = Departure(at, float(body["target"]))
+        elif kind == "weekly":
+            vehicle.weekly = {
+                day: None
+                if rule is None
+                else DepartureRule(
+                    time=dt.time.fromisoformat(rule["time"]), target_soc_percent=rule["target"]
+                )
+                for day, rule in body.items()
+            }
+        elif kind == "v2l":
+            end = dt.datetime.fromisoformat(body["end"]) if body.get("end") else None
+            if end is None or end > now:
+                vehicle.v2l = V2LSession(
+                    vehicle_id, dt.datetime.fromisoformat(body["start"]), end, body["power_w"]
+                )
+                vehicle.v2l_cut_off = bool(body.get("cut_off", False))

@@ -1,0 +1,307 @@
+"""Sites and snapshots for the optimiser tests, and how a snapshot becomes optimiser inputs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+
+from controller.config import SiteConfig, parse_config
+from controller.domain import Plan
+from controller.optimizer import Planner, SiteShape
+from controller.optimizer.inputs import build_inputs
+from controller.snapshot import Snapshot
+
+T0 = datetime(2025, 1, 6, 16, 0, tzinfo=UTC)
+
+
+def vehicle(
+    vid: str = "ev",
+    *,
+    capacity_kwh: float = 60.0,
+    v2g: bool = True,
+    v2h: bool = True,
+    v2l: bool = True,
+    reserve_percent: float = 20.0,
+    max_soc_percent: float = 90.0,
+    max_charge_kw: float = 11.0,
+    max_discharge_kw: float = 10.0,
+    efficiency: float = 0.92,
+    degradation_cost_per_kwh: float = 0.05,
+) -> dict[str, Any]:
+    discharge = max_discharge_kw if (v2g or v2h) else 0.0
+    return {
+        "id": vid,
+        "usable_capacity_kwh": capacity_kwh,
+        "charge_efficiency": efficiency,
+        "discharge_efficiency": efficiency,
+        "max_charge_kw": max_charge_kw,
+        "max_discharge_kw": discharge,
+        "reserve": {"percent": reserve_percent},
+        "max_soc_percent": max_soc_percent,
+        "default_target_soc_percent": max(reserve_percent + 1, min(80.0, max_soc_percent)),
+        "permissions": {"v2g": v2g, "v2h": v2h, "v2l": v2l},
+        "degradation_cost_per_kwh": degradation_cost_per_kwh,
+        "home_charger": f"wb-{vid}",
+    }
+
+
+def site(
+    vehicles: list[dict[str, Any]],
+    *,
+    import_kw: float = 17.3,
+    export_kw: float = 10.0,
+    step_minutes: int = 15,
+    horizon_hours: int = 24,
+    **optimizer: Any,
+) -> SiteConfig:
+    chargers = [
+        {
+            "id": v["home_charger"],
+            "max_charge_kw": 22.0,
+            "max_discharge_kw": 22.0 if v["max_discharge_kw"] > 0 else 0.0,
+            "bidirectional": v["max_discharge_kw"] > 0,
+        }
+        for v in vehicles
+    ]
+    return parse_config(
+        {
+            "site": {
+                "timezone": "Europe/Amsterdam",
+                "plan_step_minutes": step_minutes,
+                "horizon_hours": horizon_hours,
+                "grid": {
+                    "import_limit_kw": import_kw,
+                    "export_limit_kw": export_kw,
+                },
+            },
+            "chargers": chargers,
+            "vehicles": vehicles,
+            "tariff": {"import": {"static_price_per_kwh": 0.3}},
+            "optimizer": optimizer,
+        },
+        env={},
+    )
+
+
+def snapshot(
+    steps: int,
+    vehicles: list[dict[str, Any]],
+    *,
+    time: datetime = T0,
+    load_w: Any = 500.0,
+    pv_w: Any = 0.0,
+    import_price: Any = 0.3,
+    export_price: Any = 0.1,
+    **extra: Any,
+) -> Snapshot:
+    def series(value: Any) -> list[float]:
+        arr = np.broadcast_to(np.asarray(value, dtype=float), (steps,))
+        return [float(x) for x in arr]
+
+    return Snapshot.model_validate(
+        {
+            "time": time,
+            "vehicles": vehicles,
+            "load_w": series(load_w),
+            "pv_w": series(pv_w),
+            "import_price_per_kwh": series(import_price),
+            "export_price_per_kwh": series(export_price),
+            **extra,
+        }
+    )
+
+
+def soc_at(plan: Plan, vid: str, moment: datetime) -> float:
+    """SoC (%) at the step boundary at or before ``moment``."""
+    index = int((moment - plan.start) // plan.step)
+    return plan.vehicles[vid].soc_percent[index]
+
+
+# ------------------------------------------------------------------ inputs translation
+
+
+def test_partial_first_step_is_scaled_and_reported_as_real_power() -> None:
+    cfg = site([vehicle()])
+    now = T0 + timedelta(minutes=7)  # 8 of 15 minutes left in the first step
+    snap = snapshot(96, [{"id": "ev", "soc_percent": 30, "plugged_in": True, "mode": "charge_now"}], time=now)
+    planner = Planner(cfg)
+    inputs = build_inputs(snap, planner.shape)
+    assert inputs.start == T0
+    assert inputs.first_step_fraction == pytest.approx(8 / 15)
+    assert inputs.charge_ub_kw[0, 0] == pytest.approx(11.0 * 8 / 15)
+    plan = planner.plan(snap)
+    vp = plan.vehicles["ev"]
+    assert vp.power_w[0] == pytest.approx(11_000.0, rel=1e-6)
+    gained_kwh = (vp.soc_percent[1] - vp.soc_percent[0]) / 100 * 60
+    assert gained_kwh == pytest.approx(11.0 * 0.92 * 8 / 60, rel=1e-6)
+    assert plan.grid_import_w[0] == pytest.approx(11_500.0, rel=1e-6)
+
+
+def test_departure_without_return_makes_the_car_unavailable_after_it() -> None:
+    cfg = site([vehicle()])
+    dep = T0 + timedelta(hours=5, minutes=10)
+    snap = snapshot(
+        96,
+        [
+            {
+                "id": "ev",
+                "soc_percent": 50,
+                "plugged_in": True,
+                "departure": {"at": dep, "target_soc_percent": 80},
+            }
+        ],
+    )
+    inputs = build_inputs(snap, SiteShape.from_config(cfg))
+    k = 20  # 21:00-21:15 holds the departure
+    assert inputs.available[0, :k].all() and not inputs.available[0, k:].any()
+    (target,) = inputs.targets[0]
+    assert target.index == k and target.target_kwh == pytest.approx(48.0)
+    assert inputs.floor_kwh[0, k - 1] == pytest.approx(48.0)
+    assert inputs.target_gap_kwh[0, k - 1] == pytest.approx(48.0 - 12.0)
+
+
+def test_trip_energy_spread_over_the_away_steps_and_car_back_after_arrival() -> None:
+    cfg = site([vehicle()])
+    depart, arrive = T0 + timedelta(hours=2, minutes=5), T0 + timedelta(hours=3, minutes=5)
+    snap = snapshot(
+        96,
+        [
+            {
+                "id": "ev",
+                "soc_percent": 50,
+                "plugged_in": True,
+                "departure": {"at": depart, "target_soc_percent": 70},
+                "away": [{"depart": depart, "arrive": arrive, "energy_kwh": 12}],
+            }
+        ],
+    )
+    inputs = build_inputs(snap, SiteShape.from_config(cfg))
+    away = ~inputs.available[0]
+    assert np.flatnonzero(away).tolist() == list(range(8, 13))
+    assert inputs.trip_kwh[0].sum() == pytest.approx(12.0)
+    assert inputs.trip_kwh[0, 8] == pytest.approx(12.0 * 10 / 60)
+    assert inputs.trip_kwh[0, 12] == pytest.approx(12.0 * 5 / 60)
+    plan = Planner(cfg).plan(snap)
+    assert soc_at(plan, "ev", T0 + timedelta(hours=2)) >= 70 - 1e-6
+    assert inputs.available[0, 13:].all()  # back home after the trip
+    assert all(plan.vehicles["ev"].power_w[k] == 0 for k in range(8, 13))
+
+
+def test_unplugged_car_waits_for_the_end_of_the_trip_under_way() -> None:
+    cfg = site([vehicle()])
+    snap = snapshot(
+        96,
+        [
+            {
+                "id": "ev",
+                "soc_percent": 40,
+                "plugged_in": False,
+                "away": [
+                    {"depart": T0 - timedelta(hours=1), "arrive": T0 + timedelta(hours=1), "energy_kwh": 8}
+                ],
+            }
+        ],
+    )
+    inputs = build_inputs(snap, SiteShape.from_config(cfg))
+    assert not inputs.available[0, :4].any() and inputs.available[0, 4:].all()
+    assert inputs.trip_kwh[0].sum() == pytest.approx(4.0)  # half the trip is already behind
+
+
+def test_unplugged_car_without_known_return_is_away_all_horizon() -> None:
+    inputs = build_inputs(
+        snapshot(96, [{"id": "ev", "soc_percent": 40, "plugged_in": False}]),
+        SiteShape.from_config(site([vehicle()])),
+    )
+    assert not inputs.available.any()
+
+
+def test_departure_after_the_horizon_sets_what_must_be_in_the_car_at_its_end() -> None:
+    cfg = site([vehicle()], horizon_hours=4)
+    dep = T0 + timedelta(hours=6)  # 2 h after the horizon: 2 h x 11 kW x 0.92 can still be charged
+    inputs = build_inputs(
+        snapshot(
+            16,
+            [
+                {
+                    "id": "ev",
+                    "soc_percent": 20,
+                    "plugged_in": True,
+                    "departure": {"at": dep, "target_soc_percent": 90},
+                }
+            ],
+        ),
+        SiteShape.from_config(cfg),
+    )
+    (target,) = inputs.targets[0]
+    assert target.beyond_horizon and target.index == 16
+    assert target.target_kwh == pytest.approx(54.0 - 2 * 11 * 0.92)
+    assert inputs.available[0].all()
+
+
+def test_passed_departure_and_unknown_soc_and_unpermitted_v2l_are_noted() -> None:
+    cfg = site([vehicle(v2l=False)])
+    snap = snapshot(
+        96,
+        [
+            {
+                "id": "ev",
+                "soc_percent": None,
+                "plugged_in": True,
+                "departure": {"at": T0 - timedelta(minutes=30), "target_soc_percent": 80},
+                "v2l": {"start": T0, "end": None, "power_w": 1000},
+            }
+        ],
+        import_price=0.5,
+        export_price=0.6,
+    )
+    planner = Planner(cfg)
+    plan = planner.plan(snap)
+    notes = " | ".join(plan.notes)
+    assert "departure" in notes and "passed" in notes
+    assert "SoC unknown" in notes
+    assert "V2L is not permitted" in notes
+    assert "export price above import price" in notes
+    assert planner.last_inputs is not None
+    assert not planner.last_inputs.discharge_ub_kw.any() and not planner.last_inputs.v2l_kw.any()
+    assert np.all(planner.last_inputs.export_price_model <= planner.last_inputs.import_price)
+    assert min(plan.vehicles["ev"].power_w) >= 0
+
+
+def test_vehicle_missing_from_snapshot_is_left_out_of_the_plan() -> None:
+    cfg = site([vehicle("a"), vehicle("b")])
+    plan = Planner(cfg).plan(snapshot(96, [{"id": "a", "soc_percent": 50, "plugged_in": True}]))
+    assert set(plan.vehicles) == {"a"}
+    assert plan.solver_status == "optimal"
+
+
+def test_modes_charge_now_and_no_discharge() -> None:
+    cfg = site([vehicle("a"), vehicle("b")])
+    prices = np.where(np.arange(96) < 8, 0.9, 0.1)  # expensive now, cheap later
+    plan = Planner(cfg).plan(
+        snapshot(
+            96,
+            [
+                {"id": "a", "soc_percent": 40, "plugged_in": True, "mode": "charge_now"},
+                {"id": "b", "soc_percent": 80, "plugged_in": True, "mode": "no_discharge"},
+            ],
+            import_price=prices,
+            export_price=prices - 0.05,
+        )
+    )
+    assert plan.vehicles["a"].power_w[0] == pytest.approx(11_000.0)
+    assert plan.vehicles["a"].reason.startswith("charging 11.0 kW now")
+    assert min(plan.vehicles["b"].power_w) >= 0.0
+
+
+def test_site_without_vehicles_plans_the_grid_only() -> None:
+    cfg = parse_config(
+        {"site": {"grid": {"import_limit_kw": 10}}, "tariff": {"import": {"static_price_per_kwh": 0.3}}},
+        env={},
+    )
+    plan = Planner(cfg).plan(snapshot(96, [], load_w=800.0, pv_w=300.0))
+    assert plan.vehicles == {} and plan.solver_status == "no vehicles"
+    assert plan.grid_import_w[5] == pytest.approx(500.0)
+    assert plan.import_cost == pytest.approx(0.3 * 0.5 * 24)

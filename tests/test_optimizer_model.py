@@ -1,0 +1,322 @@
+"""The CVXPY model: DPP, the fast re-solve agrees with a plain solve, fallbacks, long horizons."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import cvxpy as cp
+import numpy as np
+import pytest
+
+from controller.domain import Plan
+from controller.optimizer import Planner, plan_foresight
+from controller.optimizer.compiled import CompiledLp, NotCompilableError
+from controller.snapshot import Snapshot
+from tests.test_optimizer_helpers import T0, site, snapshot, soc_at, vehicle
+
+cvx: Any = cp  # CVXPY's atom functions are untyped
+
+
+def mixed_site(**optimizer: Any) -> Any:
+    return site(
+        [
+            vehicle("v2g", capacity_kwh=77),
+            vehicle("v2h", v2g=False, capacity_kwh=50, reserve_percent=30),
+            vehicle("plain", v2g=False, v2h=False, capacity_kwh=40, max_charge_kw=7.4),
+        ],
+        import_kw=25,
+        **optimizer,
+    )
+
+
+def random_snapshot(rng: np.random.Generator, steps: int = 96) -> Snapshot:
+    hours = np.arange(steps) / 4
+    price = 0.25 + 0.12 * np.sin(2 * np.pi * (hours - 12) / 24) + 0.05 * rng.standard_normal(steps)
+    vehicles = []
+    for vid in ("v2g", "v2h", "plain"):
+        dep = T0 + timedelta(minutes=15 * int(rng.integers(4, steps + 20)))
+        vehicles.append(
+            {
+                "id": vid,
+                "soc_percent": float(rng.uniform(5, 95)),
+                "plugged_in": bool(rng.random() < 0.85),
+                "departure": {"at": dep, "target_soc_percent": float(rng.uniform(40, 90))},
+            }
+        )
+    vehicles[0]["v2l"] = {"start": T0 + timedelta(hours=2), "end": T0 + timedelta(hours=4), "power_w": 1200}
+    return snapshot(
+        steps,
+        vehicles,
+        time=T0 + timedelta(minutes=int(rng.integers(0, 15))),
+        load_w=rng.uniform(200, 4000, steps),
+        pv_w=np.maximum(0, 6000 * np.sin(2 * np.pi * (hours - 8) / 24)),
+        import_price=price,
+        export_price=price - rng.uniform(0, 0.15),
+        import_limit_w=np.where(rng.random(steps) < 0.2, 6000.0, 25000.0),
+    )
+
+
+def plain_solve(planner: Planner, solver: str = cp.HIGHS) -> float:
+    assert planner.model is not None and planner.last_inputs is not None
+    planner.model.set_inputs(planner.last_inputs)
+    problem: Any = planner.model.problem
+    value = problem.solve(solver=solver)
+    assert problem.status == cp.OPTIMAL
+    return float(value)
+
+
+def test_model_is_dpp_and_an_lp() -> None:
+    planner = Planner(mixed_site())
+    assert planner.model is not None
+    problem = planner.model.problem
+    assert problem.is_dpp()
+    assert problem.is_dcp() and not problem.is_mixed_integer()
+    assert all(v.attributes["integer"] is False for v in problem.variables())
+    assert {"import_cost", "export_revenue", "degradation", "terminal_value", "churn"} <= set(
+        planner.model.terms
+    )
+
+
+def test_fast_resolve_matches_plain_problem_solve() -> None:
+    rng = np.random.default_rng(7)
+    planner = Planner(mixed_site())
+    for _ in range(6):
+        plan = planner.plan(random_snapshot(rng))
+        assert plan.solver_status == "optimal" and plan.objective is not None
+        assert planner._lp is not None and planner.last_result is not None and planner.model is not None
+        x = planner.last_result.x
+        assert x is not None
+        # The fast solution is feasible for the CVXPY problem and has its objective value ...
+        for var in planner.model.problem.variables():
+            var.value = planner._lp.value_of(x, var)
+        planner.model.set_inputs(planner.last_inputs)  # type: ignore[arg-type]
+        constraints: list[Any] = planner.model.problem.constraints
+        worst = max(float(np.max(c.violation())) for c in constraints)
+        assert worst < 1e-6
+        assert planner.model.problem.objective.value == pytest.approx(plan.objective, rel=1e-9, abs=1e-9)
+        # ... which is the optimum a plain solve finds (HiGHS from scratch, and an interior-point solver).
+        assert plain_solve(planner) == pytest.approx(plan.objective, rel=1e-7, abs=1e-6)
+        assert plain_solve(planner, cp.CLARABEL) == pytest.approx(plan.objective, rel=1e-5, abs=1e-3)
+
+
+def test_reusing_a_planner_equals_a_fresh_planner() -> None:
+    rng = np.random.default_rng(11)
+    snaps = [random_snapshot(rng) for _ in range(4)]
+    warm = Planner(mixed_site())
+    warm_objectives = [warm.plan(s).objective for s in snaps]
+    fresh_objectives = [Planner(mixed_site()).plan(s).objective for s in snaps]
+    assert warm_objectives == pytest.approx(fresh_objectives, rel=1e-8, abs=1e-7)
+
+
+def test_plan_totals_and_units() -> None:
+    cfg = site([vehicle()])
+    snap = snapshot(96, [{"id": "ev", "soc_percent": 50, "plugged_in": True}], load_w=1000.0)
+    plan = Planner(cfg).plan(snap)
+    assert plan.steps == 96 and plan.step == timedelta(minutes=15) and plan.start == T0
+    vp = plan.vehicles["ev"]
+    assert len(vp.power_w) == 96 and len(vp.soc_percent) == 97 and len(vp.v2l_power_w) == 96
+    imported_kwh = sum(plan.grid_import_w) / 1000 * 0.25
+    assert plan.import_cost == pytest.approx(imported_kwh * 0.3)
+    through = (
+        sum(p / 1000 * 0.25 * (0.92 if p > 0 else 1 / 0.92) for p in vp.power_w if p != 0)
+        if any(vp.power_w)
+        else 0.0
+    )
+    assert vp.throughput_kwh == pytest.approx(abs(through))
+    assert plan.degradation_cost == pytest.approx(0.05 * vp.throughput_kwh)
+
+
+def test_time_limit_gives_a_safe_fallback_plan_and_recovers() -> None:
+    cfg = mixed_site()
+    rng = np.random.default_rng(3)
+    snap = random_snapshot(rng)
+    planner = Planner(cfg, time_limit_s=1e-9)
+    plan = planner.plan(snap)
+    assert plan.fallback and plan.objective is None
+    assert "Time limit" in plan.solver_status
+    assert all(p >= 0 for vp in plan.vehicles.values() for p in vp.power_w)  # no discharge at all
+    assert all(vp.reason.startswith("fallback plan: ") for vp in plan.vehicles.values())
+    assert planner._lp is not None
+    planner._lp.set_time_limit(10.0)
+    again = planner.plan(snap)
+    assert not again.fallback and again.solver_status == "optimal"
+
+
+def test_fallback_charges_toward_the_target_as_early_as_allowed() -> None:
+    cfg = site([vehicle()], import_kw=8.0)
+    dep = T0 + timedelta(hours=10)
+    snap = snapshot(
+        96,
+        [
+            {
+                "id": "ev",
+                "soc_percent": 30,
+                "plugged_in": True,
+                "departure": {"at": dep, "target_soc_percent": 60},
+            }
+        ],
+        load_w=2000.0,
+    )
+    plan = Planner(cfg, time_limit_s=1e-9).plan(snap)
+    assert plan.fallback
+    power = plan.vehicles["ev"].power_w
+    assert power[0] == pytest.approx(6000.0)  # all the import headroom, at once
+    assert max(plan.grid_import_w) <= 8000.0 + 1e-6
+    assert soc_at(plan, "ev", dep) == pytest.approx(60.0)
+    assert all(p == 0 for p in power[power.index(0.0) :])
+
+
+class _BrokenHighs:
+    """Delegates to a real HiGHS instance but fails in run()."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def run(self) -> None:
+        raise RuntimeError("solver crashed")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_solver_exception_gives_a_fallback_plan() -> None:
+    planner = Planner(mixed_site())
+    rng = np.random.default_rng(5)
+    planner.plan(random_snapshot(rng))
+    assert planner._lp is not None
+    broken: Any = _BrokenHighs(planner._lp._highs)
+    planner._lp._highs = broken
+    plan = planner.plan(random_snapshot(rng))
+    assert plan.fallback and "solver crashed" in plan.solver_status
+    assert plan.vehicles and all(min(vp.power_w) >= 0 for vp in plan.vehicles.values())
+
+
+def test_deep_negative_prices_never_plan_charge_and_discharge_at_once() -> None:
+    # No wear cost and -3/kWh: an LP would burn energy by charging and discharging together.
+    cfg = site([vehicle(degradation_cost_per_kwh=0.0)])
+    snap = snapshot(
+        96, [{"id": "ev", "soc_percent": 90, "plugged_in": True}], import_price=-3.0, export_price=-3.5
+    )
+    plan = Planner(cfg).plan(snap)
+    assert plan.solver_status == "optimal"
+    assert any("same step removed" in n for n in plan.notes)
+    assert_soc_follows_power(plan, snap, "ev", capacity_kwh=60.0, efficiency=0.92)
+
+
+def assert_soc_follows_power(
+    plan: Plan, snap: Snapshot, vid: str, capacity_kwh: float, efficiency: float
+) -> None:
+    vp = plan.vehicles[vid]
+    frac0 = (plan.start + plan.step - snap.time) / plan.step
+    dt = plan.step.total_seconds() / 3600
+    for k, power_w in enumerate(vp.power_w):
+        hours = dt * (frac0 if k == 0 else 1.0)
+        kw = power_w / 1000
+        stored = kw * efficiency if kw > 0 else kw / efficiency
+        expected = stored * hours - vp.v2l_power_w[k] / 1000 / efficiency * hours
+        got = (vp.soc_percent[k + 1] - vp.soc_percent[k]) / 100 * capacity_kwh
+        assert got == pytest.approx(expected, abs=1e-5), k
+
+
+def test_not_compilable_problems_are_refused() -> None:
+    x = cp.Variable(3)
+    p = cp.Parameter(3, value=np.ones(3))
+    with pytest.raises(NotCompilableError, match="not a linear program"):
+        CompiledLp(cp.Problem(cp.Minimize(cvx.sum_squares(x - p))), 1.0)
+    q = cp.Parameter(nonneg=True, value=2.0)
+    with pytest.raises(NotCompilableError, match="depends on parameters"):
+        CompiledLp(cp.Problem(cp.Minimize(cvx.sum(x)), [q * x >= 1]), 1.0)
+    with pytest.raises(NotCompilableError, match="needs a value"):
+        CompiledLp(cp.Problem(cp.Minimize(cvx.sum(x)), [x >= cp.Parameter(3)]), 1.0)
+    with pytest.raises(NotCompilableError, match="not DPP"):
+        CompiledLp(cp.Problem(cp.Minimize(cvx.sum(x)), [x >= q * q]), 1.0)
+
+
+def test_perfect_foresight_over_three_days_meets_every_trip() -> None:
+    cfg = site([vehicle(capacity_kwh=77)])
+    days = 3
+    steps = days * 96
+    trips: list[dict[str, Any]] = []
+    for d in range(days):
+        depart = T0 + timedelta(days=d, hours=15, minutes=30)  # 07:30 local next morning
+        trips.append(
+            {
+                "depart": depart,
+                "arrive": depart + timedelta(hours=10),
+                "energy_kwh": 18.0,
+                "target_soc_percent": 75.0,
+            }
+        )
+    hours = np.arange(steps) / 4
+    price = 0.28 + 0.12 * np.sin(2 * np.pi * (hours + 16 - 19) / 24)
+    snap = snapshot(
+        steps,
+        [{"id": "ev", "soc_percent": 40, "plugged_in": True, "away": trips}],
+        load_w=600.0,
+        import_price=price,
+        export_price=price - 0.12,
+    )
+    plan = plan_foresight(cfg, snap)
+    assert plan.solver_status == "optimal" and plan.steps == steps
+    vp = plan.vehicles["ev"]
+    for trip in trips:
+        assert soc_at(plan, "ev", trip["depart"]) >= 75.0 - 1e-4
+        k = int((trip["depart"] - plan.start) // plan.step)
+        away = range(k, min(k + 40, steps))
+        assert all(vp.power_w[i] == 0 for i in away)
+    assert min(vp.soc_percent) >= 20.0 - 1e-6
+    assert vp.departure_shortfall_kwh == pytest.approx(0.0, abs=1e-4)
+
+
+def test_churn_is_priced_over_the_configured_first_hours_only() -> None:
+    shape_default = Planner(site([vehicle()])).model
+    assert shape_default is not None and shape_default.ramp_up_kw is not None
+    assert shape_default.ramp_up_kw.shape == (1, 15)  # 4 h of 15-minute steps
+    short = Planner(site([vehicle()], churn_horizon_hours=1)).model
+    assert short is not None and short.ramp_up_kw is not None and short.ramp_up_kw.shape == (1, 3)
+    off = Planner(site([vehicle()], churn_cost_per_kw=0)).model
+    assert off is not None and off.ramp_up_kw is None and "churn" not in off.terms
+
+
+def test_flat_prices_charge_for_a_target_in_one_block() -> None:
+    cfg = site([vehicle()])
+    dep = T0 + timedelta(hours=3)
+    snap = snapshot(
+        96,
+        [
+            {
+                "id": "ev",
+                "soc_percent": 40,
+                "plugged_in": True,
+                "departure": {"at": dep, "target_soc_percent": 70},
+            }
+        ],
+        import_price=0.3,
+        export_price=0.3,
+    )
+    plan = Planner(cfg).plan(snap)
+    power = np.asarray(plan.vehicles["ev"].power_w[:12])
+    changes = int(np.sum(np.abs(np.diff(power)) > 1.0))
+    assert changes <= 3, power  # on, (one partial step), off: no needless switching
+    assert soc_at(plan, "ev", dep) == pytest.approx(70.0, abs=1e-4)
+
+
+def test_timings_are_reported_per_plan() -> None:
+    planner = Planner(mixed_site())
+    planner.plan(random_snapshot(np.random.default_rng(1)))
+    t = planner.last_timings
+    assert t is not None and t.solves >= 1
+    assert 0 < t.solver_ms <= t.resolve_ms <= t.total_ms
+    assert t.translate_ms + t.resolve_ms + t.build_ms <= t.total_ms + 1e-6
+
+
+def test_a_model_that_cannot_be_compiled_gives_a_fallback_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise NotCompilableError("the constraint matrix depends on parameters")
+
+    monkeypatch.setattr("controller.optimizer.planner.CompiledLp", refuse)
+    planner = Planner(mixed_site())
+    plan = planner.plan(random_snapshot(np.random.default_rng(2)))
+    assert plan.fallback and plan.solver_status.startswith("fallback: model error: the constraint matrix")
+    assert all(min(vp.power_w) >= 0 for vp in plan.vehicles.values())
