@@ -137,6 +137,8 @@ class Store:
         if self._bucket_s <= 0:
             raise ValueError("history bucket must be at least one second")
         self._lock = threading.Lock()
+        # Open buckets are filled on the event loop and flushed from a worker thread: own lock.
+        self._open_lock = threading.Lock()
         self._open: dict[str, _Bucket] = {}
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -178,22 +180,26 @@ class Store:
         if not math.isfinite(value):
             return
         start = _ts(at) // self._bucket_s * self._bucket_s
-        bucket = self._open.get(meter_id)
-        if bucket is None or bucket.start != start:
-            if bucket is not None and bucket.start > start:
-                return  # late reading for a bucket already closed: history is downsampled, drop it
-            if bucket is not None:
-                self._write_buckets([(meter_id, bucket)])
-            bucket = self._open[meter_id] = _Bucket(start)
-        bucket.add(value)
+        full = None
+        with self._open_lock:
+            bucket = self._open.get(meter_id)
+            if bucket is None or bucket.start != start:
+                if bucket is not None and bucket.start > start:
+                    return  # late reading for a bucket already closed: history is downsampled, drop it
+                full = bucket
+                bucket = self._open[meter_id] = _Bucket(start)
+            bucket.add(value)
+        if full is not None:
+            self._write_buckets([(meter_id, full)])
 
     def flush_history(self, now: datetime | None = None) -> int:
         """Write the buckets complete at ``now`` (all open buckets when None); returns how many."""
         cutoff = None if now is None else _ts(now) // self._bucket_s * self._bucket_s
-        done = [(m, b) for m, b in self._open.items() if cutoff is None or b.start < cutoff]
+        with self._open_lock:
+            done = [(m, b) for m, b in self._open.items() if cutoff is None or b.start < cutoff]
+            for meter_id, _ in done:
+                del self._open[meter_id]
         self._write_buckets(done)
-        for meter_id, _ in done:
-            del self._open[meter_id]
         return len(done)
 
     def _write_buckets(self, buckets: list[tuple[str, _Bucket]]) -> None:
@@ -223,6 +229,23 @@ class Store:
                 (meter_id, _ts(since), _ts(until)),
             ).fetchall()
         return [HistoryPoint(_dt(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+
+    def history_means(
+        self, meter_id: str, since: datetime, until: datetime, step: timedelta
+    ) -> list[tuple[datetime, float]]:
+        """Mean of the stored buckets per ``step`` (aligned to the epoch, so to the hour for steps
+        that divide it), as ``(step start, mean)``: what a forecast on the plan grid needs, without
+        reading every one-minute bucket of weeks of history into Python."""
+        step_s = int(step.total_seconds())
+        if step_s <= 0:
+            raise ValueError("step must be at least one second")
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT (bucket_start / ?) * ? AS slot, AVG(mean) FROM meter_history "
+                "WHERE meter_id = ? AND bucket_start >= ? AND bucket_start < ? GROUP BY slot ORDER BY slot",
+                (step_s, step_s, meter_id, _ts(since), _ts(until)),
+            ).fetchall()
+        return [(_dt(r[0]), float(r[1])) for r in rows]
 
     def purge(self, older_than: datetime) -> int:
         cutoff = _ts(older_than)
