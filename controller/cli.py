@@ -136,8 +136,11 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
     try:
         asyncio.run(run_daemon(cfg))
-    except (OSError, sqlite3.Error) as exc:
-        # Port in use, unreadable certificate, database path not writable or not a database …
+    except sqlite3.Error as exc:
+        print(f"error: storage.path {cfg.storage.path}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as exc:
+        # Port in use, unreadable certificate, database directory not writable …
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK

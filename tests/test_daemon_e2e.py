@@ -1,0 +1,477 @@
+"""`v2x run` end to end: the daemon as a real subprocess, an OCPP 2.1 charger, the real broker.
+
+Every test starts the daemon on its own config (free OCPP port, unique MQTT topics, SQLite in
+``tmp_path``), talks to it only through OCPP and MQTT (and its store once it has stopped), and kills
+it in the end whatever happens. Site meters are published non-retained and kept fresh by a
+:class:`MeterFeed`, as the daemon ignores retained grid/PV/home readings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.store import Store
+from tests.daemon_support import (
+    V2L_OFF,
+    Broker,
+    Charger,
+    DaemonSite,
+    Message,
+    MeterFeed,
+    broker,
+    charger,
+    discharges,
+    first_setpoint,
+    hourly_prices,
+    iso,
+    make_site,
+    periods,
+    running_daemon,
+    utc_now,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+# Import/export prices from the current hour on: an evening peak for three hours, a cheap night after.
+PEAK_IMPORT = [0.45] * 3 + [0.20] * 21
+PEAK_EXPORT = [0.80] * 3 + [0.05] * 21
+FLAT_IMPORT = [0.30] * 24
+FLAT_EXPORT = [0.05] * 24
+
+
+def evening_timezone() -> str:
+    """A fixed-offset zone in which it is 18:xx now, so the peak above is an evening peak there."""
+    offset = (18 - utc_now().hour + 12) % 24 - 12
+    return "Etc/GMT" if offset == 0 else f"Etc/GMT{-offset:+d}"
+
+
+def charge_only(payload: dict[str, Any]) -> bool:
+    """Nothing in the profile lets the car discharge: setpoints >= 0 and no discharge limit."""
+    return not discharges(payload)
+
+
+def setpoints_w(payload: dict[str, Any]) -> list[float]:
+    return [row["setpoint"] for row in periods(payload)]
+
+
+async def publish_prices(mqtt: Broker, site: DaemonSite, imports: list[float], exports: list[float]) -> None:
+    await mqtt.publish(site.topic("prices/import"), hourly_prices(imports))
+    await mqtt.publish(site.topic("prices/export"), hourly_prices(exports))
+
+
+async def command(mqtt: Broker, site: DaemonSite, name: str, payload: dict[str, Any]) -> Message:
+    """Send a driver command and return the daemon's reply (which must say ok)."""
+    request_id = f"{name}-{asyncio.get_running_loop().time():.3f}"
+    await mqtt.publish(site.command_topic(name), {**payload, "request_id": request_id})
+    reply = await mqtt.wait_message(
+        f"{site.base}/reply/car/{name}", lambda m: m.json().get("request_id") == request_id, timeout_s=10
+    )
+    assert reply.json()["ok"] is True, reply.json()
+    return reply
+
+
+async def latest_state(mqtt: Broker, site: DaemonSite, since: datetime, timeout_s: float = 15) -> Any:
+    """The vehicle state the daemon published after ``since`` (its own ``at``), as JSON."""
+
+    def fresh(m: Message) -> bool:
+        return datetime.fromisoformat(m.json()["at"]) > since
+
+    message = await mqtt.wait_message(f"{site.base}/state/vehicle/car", fresh, timeout_s=timeout_s)
+    return message.json()
+
+
+async def no_profile(cp: Charger, since: int, bad: Any, seconds: float) -> None:
+    """For ``seconds``, no TxProfile after ``since`` satisfies ``bad``."""
+    await asyncio.sleep(seconds)
+    offenders = [r.payload for r in cp.profiles(since=since) if bad(r.payload)]
+    assert not offenders, offenders
+
+
+# ------------------------------------------------------------------------------ price peak, SIGTERM
+
+
+async def test_evening_peak_discharges_and_sigterm_leaves_the_charger_safe(tmp_path: Path) -> None:
+    site = make_site(tmp_path, "peak", timezone=evening_timezone())
+    async with broker(f"{site.base}/#") as mqtt:
+        try:
+            async with running_daemon(site) as daemon, MeterFeed(mqtt) as meters:
+                meters.set(site.topic("meter/grid"), 400.0)
+                await meters.publish_now()
+                await publish_prices(mqtt, site, PEAK_IMPORT, PEAK_EXPORT)
+                async with charger(site.ocpp_port) as cp:
+                    await cp.plug_in("tx-peak", soc_percent=80)
+                    # The peak pays: the car (80 %, reserve 20 %, V2G allowed) exports now.
+                    got = await cp.wait_profile(lambda p: first_setpoint(p) < 0, timeout_s=15)
+                    now_row = periods(got.payload)[0]
+                    assert now_row["operationMode"] == "CentralSetpoint"
+                    assert -10_000 <= now_row["setpoint"] < 0
+                    assert now_row["dischargeLimit"] == -10_000 and now_row["limit"] == 11_000
+                    profile = got.payload["chargingProfile"]
+                    assert profile["transactionId"] == "tx-peak"
+                    valid_s = (
+                        datetime.fromisoformat(profile["validTo"])
+                        - datetime.fromisoformat(profile["validFrom"])
+                    ).total_seconds()
+                    assert 0 < valid_s <= 2 * 3600  # bounded in time (ocpp.profile_validity_hours)
+
+                    mark = cp.mark()
+                    stopped_at = asyncio.get_running_loop().time()
+                    daemon.send_signal(signal.SIGTERM)
+                    assert await daemon.wait_exit(20) == 0
+                    # Safe profiles reached the charger before the daemon went: the running transaction
+                    # gets a charge-only TxProfile (it outranks the default), then the default profile.
+                    tx = cp.profiles("TxProfile", since=mark)
+                    assert tx and all(charge_only(r.payload) for r in tx)
+                    assert periods(tx[-1].payload)[0]["dischargeLimit"] == 0
+                    default = cp.profiles("TxDefaultProfile", since=mark)
+                    assert default and periods(default[-1].payload) == [
+                        {"startPeriod": 0, "operationMode": "ChargingOnly", "limit": 11_000}
+                    ]
+                    assert daemon.events("daemon_stopped")
+                    assert "Traceback" not in daemon.log_text()
+            offline = await mqtt.wait_message(f"{site.base}/status", since=stopped_at, timeout_s=5)
+            assert offline.payload == b"offline"
+            stopping = await mqtt.wait_message(
+                f"{site.base}/state/controller", lambda m: m.json()["at"] is not None, since=stopped_at
+            )
+            assert stopping.json()["version"]
+        finally:
+            await mqtt.clear_retained(site.prefix)
+
+    # The store is intact after the clean stop: plans, the open session, events, the car's state.
+    store = Store(site.db_path)
+    try:
+        plan = store.latest_plan()
+        assert plan is not None and plan.vehicles["car"].power_w[plan.step_index(plan.created_at) or 0] < 0
+        (session,) = store.sessions()
+        assert (session.charger_id, session.vehicle_id, session.transaction_id) == ("wb1", "car", "tx-peak")
+        assert session.stopped_at is None  # the car is still plugged in: the session stays open
+        kinds = [kind for _, kind, _ in store.events(limit=1000)]
+        for kind in ("plug_in", "signal", "shutdown"):
+            assert kind in kinds
+        state = store.vehicle_states()["car"]
+        assert state["plugged_in"] is True and state["soc_percent"] == pytest.approx(80, abs=1)
+    finally:
+        store.close()
+
+
+# ------------------------------------------------------------------------------ departure, unplug
+
+
+async def test_departure_near_charges_to_target_and_unplug_sets_the_charger_idle(tmp_path: Path) -> None:
+    site = make_site(tmp_path, "depart")
+    async with broker(f"{site.base}/#") as mqtt:
+        try:
+            async with running_daemon(site) as daemon, MeterFeed(mqtt) as meters:
+                meters.set(site.topic("meter/grid"), 400.0)
+                await meters.publish_now()
+                await publish_prices(mqtt, site, FLAT_IMPORT, FLAT_EXPORT)
+                async with charger(site.ocpp_port) as cp:
+                    await cp.plug_in("tx-dep", soc_percent=50)
+                    first = await cp.wait_profile(timeout_s=15)
+                    assert min(setpoints_w(first.payload)) >= 0  # no departure, flat prices: no gain
+
+                    # The driver leaves in 90 min and wants 80 %: 18 kWh at 11 kW is more than 90 min.
+                    departure = (utc_now() + timedelta(minutes=90)).replace(microsecond=0)
+                    mark = cp.mark()
+                    reply = await command(
+                        mqtt, site, "departure", {"at": iso(departure), "target_soc_percent": 80}
+                    )
+                    got = await cp.wait_profile(lambda p: first_setpoint(p) > 0, since=mark, timeout_s=15)
+                    rows = periods(got.payload)
+                    assert rows[0]["setpoint"] == 11_000  # as fast as allowed
+                    assert min(setpoints_w(got.payload)) >= 0
+                    plan = await mqtt.wait_message(
+                        f"{site.base}/state/plan",
+                        lambda m: m.json()["vehicles"]["car"]["power_w"][0] > 0,
+                        timeout_s=10,
+                    )
+                    car = plan.json()["vehicles"]["car"]
+                    assert car["soc_percent"][0] == pytest.approx(50, abs=1)
+                    assert car["soc_percent"][4] > car["soc_percent"][0] + 10  # rising towards the target
+                    state = await latest_state(mqtt, site, datetime.fromisoformat(reply.json()["at"]))
+                    assert state["departure_at"] == iso(departure)
+                    assert state["target_soc_percent"] == 80
+
+                    # Cable out while the transaction still runs: the charger is set idle at once.
+                    cp.power_w = 0.0
+                    mark = cp.mark()
+                    unplugged_at = utc_now()
+                    await cp.status("Available")
+                    idle = await cp.wait_profile(lambda p: first_setpoint(p) == 0, since=mark, timeout_s=10)
+                    assert periods(idle.payload) == [
+                        {
+                            "startPeriod": 0,
+                            "operationMode": "CentralSetpoint",
+                            "setpoint": 0,
+                            "limit": 11_000,
+                            "dischargeLimit": 0,
+                        }
+                    ]
+                    await cp.transaction(
+                        "Ended", "tx-dep", trigger="EVDeparted", stopped_reason="EVDisconnected"
+                    )
+                    state = await latest_state(mqtt, site, unplugged_at)
+                    assert state["plugged_in"] is False and state["setpoint_w"] == 0
+                    await no_profile(cp, mark, lambda p: first_setpoint(p) != 0, seconds=1.5)
+                    await daemon.wait_log("unplug", vehicle="car", charger="wb1")
+                    daemon.send_signal(signal.SIGTERM)
+                    assert await daemon.wait_exit(20) == 0
+        finally:
+            await mqtt.clear_retained(site.prefix)
+
+    store = Store(site.db_path)
+    try:
+        (session,) = store.sessions()
+        assert session.transaction_id == "tx-dep" and session.stopped_at is not None
+        assert ("car", "departure") in store.overrides(utc_now())
+    finally:
+        store.close()
+
+
+# ------------------------------------------------------------------------------ meter silent
+
+
+async def test_silent_grid_meter_means_safe_mode_without_discharge(tmp_path: Path) -> None:
+    site = make_site(tmp_path, "silent")
+    grid = site.topic("meter/grid")
+    async with broker(f"{site.base}/#") as mqtt:
+        try:
+            async with running_daemon(site) as daemon, MeterFeed(mqtt) as meters:
+                meters.set(grid, 400.0)
+                await meters.publish_now()
+                await publish_prices(mqtt, site, PEAK_IMPORT, PEAK_EXPORT)
+                async with charger(site.ocpp_port) as cp:
+                    await cp.plug_in("tx-silent", soc_percent=80)
+                    await cp.wait_profile(lambda p: first_setpoint(p) < 0, timeout_s=15)
+
+                    # The grid meter goes quiet; past stale_after_s (3 s) the site is in safe mode.
+                    mark = cp.mark()
+                    meters.silence(grid)
+                    safe = await cp.wait_profile(charge_only, since=mark, timeout_s=10)
+                    assert first_setpoint(safe.payload) == 0
+                    mark = cp.mark()
+                    entered = await daemon.wait_log("safe_mode_entered", timeout_s=5)
+                    assert "meter grid (grid) is stale" in entered["reasons"]
+                    status = await mqtt.wait_message(
+                        f"{site.base}/state/controller", lambda m: m.json()["safe_mode"] is True
+                    )
+                    assert status.json()["stale_meters"] == ["grid"]
+                    # While it stays silent (a re-plan included), nothing sent may discharge.
+                    await no_profile(cp, mark, discharges, seconds=2.5)
+
+                    # Fresh readings again: safe mode ends and the peak is used again.
+                    mark = cp.mark()
+                    meters.set(grid, 400.0)
+                    await meters.publish_now()
+                    await cp.wait_profile(lambda p: first_setpoint(p) < 0, since=mark, timeout_s=10)
+                    await daemon.wait_log("safe_mode_left", timeout_s=5)
+        finally:
+            await mqtt.clear_retained(site.prefix)
+
+
+# ------------------------------------------------------------------------------ kill -9, restart
+
+
+async def test_kill_9_then_restart_restores_overrides_session_soc_and_plan(tmp_path: Path) -> None:
+    site = make_site(tmp_path, "restart")
+    async with broker(f"{site.base}/#") as mqtt:
+        try:
+            async with MeterFeed(mqtt) as meters:
+                meters.set(site.topic("meter/grid"), 400.0)
+                departure = (utc_now() + timedelta(hours=2)).replace(microsecond=0)
+                async with running_daemon(site) as first:
+                    await meters.publish_now()
+                    await publish_prices(mqtt, site, FLAT_IMPORT, FLAT_EXPORT)
+                    async with charger(site.ocpp_port) as cp:
+                        await cp.plug_in("tx-r", soc_percent=40)
+                        await cp.wait_profile(timeout_s=15)
+                        mark = cp.mark()
+                        await command(mqtt, site, "mode", {"mode": "no_discharge"})
+                        await command(
+                            mqtt, site, "departure", {"at": iso(departure), "target_soc_percent": 90}
+                        )
+                        await cp.wait_profile(lambda p: first_setpoint(p) > 0, since=mark, timeout_s=15)
+                        first.send_signal(signal.SIGKILL)
+                        assert await first.wait_exit(10) == -signal.SIGKILL
+                        assert not first.events("daemon_stopping")  # no clean shutdown ran
+
+                restarted_at = utc_now()
+                async with running_daemon(site) as second:
+                    restored = await second.wait_log("state_restored")
+                    assert (restored["vehicles"], restored["open_sessions"], restored["plan"]) == (1, 1, True)
+                    # Overrides and the plugged-in car are back before any charger reconnects.
+                    state = await latest_state(mqtt, site, restarted_at)
+                    assert state["mode"] == "no_discharge" and state["departure_at"] == iso(departure)
+                    assert state["plugged_in"] is True and state["charger_id"] == "wb1"
+                    # The SoC stored before the kill anchors the new plan (not the reserve floor).
+                    plan = await mqtt.wait_message(
+                        f"{site.base}/state/plan",
+                        lambda m: datetime.fromisoformat(m.json()["created_at"]) > restarted_at,
+                    )
+                    car = plan.json()["vehicles"]["car"]
+                    assert car["soc_percent"][0] == pytest.approx(40, abs=1.5)
+                    assert all(p >= 0 for p in car["power_w"])  # mode no_discharge
+
+                    # The charger reconnects without rebooting and reports its running transaction.
+                    async with charger(site.ocpp_port, boot=False) as cp:
+                        cp.soc_percent = 41
+                        await cp.transaction("Updated", "tx-r", charging_state="Charging")
+                        got = await cp.wait_profile(lambda p: first_setpoint(p) > 0, timeout_s=15)
+                        assert charge_only(got.payload)
+                        assert got.payload["chargingProfile"]["transactionId"] == "tx-r"
+                        second.send_signal(signal.SIGTERM)
+                        assert await second.wait_exit(20) == 0
+        finally:
+            await mqtt.clear_retained(site.prefix)
+
+    store = Store(site.db_path)
+    try:
+        (session,) = store.sessions()  # one session across the restart, still open
+        assert (session.transaction_id, session.stopped_at) == ("tx-r", None)
+        overrides = store.overrides(utc_now())
+        assert overrides[("car", "mode")] == {"mode": "no_discharge"}
+        assert overrides[("car", "departure")]["at"] == departure.isoformat()
+        assert store.vehicle_states()["car"]["soc_percent"] == pytest.approx(41, abs=1)
+    finally:
+        store.close()
+
+
+# ------------------------------------------------------------------------------ outage, V2L
+
+
+async def test_grid_outage_v2h_covers_the_home_down_to_the_reserve(tmp_path: Path) -> None:
+    site = make_site(tmp_path, "outage")
+    site.tree["meters"].append(
+        {"id": "home", "role": "home", "topic": site.topic("meter/home"), "stale_after_s": 3}
+    )
+    async with broker(f"{site.base}/#") as mqtt:
+        try:
+            async with running_daemon(site) as daemon, MeterFeed(mqtt) as meters:
+                meters.set(site.topic("meter/grid"), 5000.0)
+                meters.set(site.topic("meter/home"), 5000.0)
+                await meters.publish_now()
+                await publish_prices(mqtt, site, FLAT_IMPORT, FLAT_EXPORT)
+                async with charger(site.ocpp_port) as cp:
+                    await cp.plug_in("tx-out", soc_percent=60)
+                    assert first_setpoint((await cp.wait_profile(timeout_s=15)).payload) == 0
+
+                    # The grid goes down (the meter on the connection reads 0): the car carries the home
+                    # (5 kW: above the charger's smallest setpoint, 6 A on three phases).
+                    mark = cp.mark()
+                    meters.set(site.topic("meter/grid"), 0.0)
+                    await meters.publish_now()
+                    await mqtt.publish(site.topic("grid/outage"), "lost")
+                    covering = await cp.wait_profile(lambda p: first_setpoint(p) < 0, since=mark)
+                    rows = periods(covering.payload)
+                    assert rows[0]["setpoint"] == -5000  # exactly the measured home load
+                    assert len(rows) == 1  # no unattended discharge planned beyond the live setpoint
+                    cp.power_w = -5000.0
+                    await cp.meter_values()
+
+                    # The car reaches its reserve (20 %): discharge stops at once.
+                    mark = cp.mark()
+                    cp.soc_percent = 20.3
+                    await cp.transaction("Updated", "tx-out", charging_state="Charging")
+                    stop = await cp.wait_profile(lambda p: first_setpoint(p) == 0, since=mark, timeout_s=10)
+                    assert charge_only(stop.payload)
+                    cp.power_w = 0.0
+                    await cp.meter_values()
+                    mark = cp.mark()
+                    await no_profile(cp, mark, discharges, seconds=2.0)
+                    assert daemon.events("grid_state_changed", grid_lost=True)
+        finally:
+            await mqtt.clear_retained(site.prefix)
+
+
+async def test_v2l_session_is_cut_off_at_the_reserve(tmp_path: Path) -> None:
+    site = make_site(tmp_path, "v2l")
+    soc_topic = site.topic("car/soc")
+    site.tree["meters"].append(
+        {"id": "car-soc", "role": "vehicle_soc", "topic": soc_topic, "vehicle": "car", "stale_after_s": 600}
+    )
+    cutoff_topic = site.topic("car/v2l/set")
+    async with broker(f"{site.base}/#", cutoff_topic) as mqtt:
+        try:
+            async with running_daemon(site) as daemon:
+                await mqtt.publish(soc_topic, "35")
+                await command(mqtt, site, "v2l", {"action": "start", "power_w": 1500})
+                state = await latest_state(mqtt, site, utc_now() - timedelta(seconds=1))
+                assert state["v2l_active"] is True
+                await mqtt.publish(soc_topic, "27")
+                await asyncio.sleep(1.5)
+                assert not mqtt.on(cutoff_topic)  # well above the reserve: the session runs on
+
+                await mqtt.publish(soc_topic, "20.9")  # reserve 20 % (+1 % margin)
+                cut = await mqtt.wait_message(cutoff_topic, timeout_s=5)
+                assert cut.payload.decode() == V2L_OFF and not cut.retain
+                logged = await daemon.wait_log("v2l_cut_off", vehicle="car")
+                assert logged["soc_percent"] == pytest.approx(20.9) and logged["topic"] == cutoff_topic
+                await mqtt.publish(soc_topic, "20.5")
+                await asyncio.sleep(1.5)
+                assert len(mqtt.on(cutoff_topic)) == 1  # sent once, not on every tick
+                daemon.send_signal(signal.SIGTERM)
+                assert await daemon.wait_exit(20) == 0
+        finally:
+            await mqtt.clear_retained(site.prefix)
+
+    store = Store(site.db_path)
+    try:
+        ((_, _, body),) = store.events("v2l_cut_off")
+        assert body == {"vehicle": "car", "soc_percent": 20.9, "reason": "SoC at the reserve"}
+        assert store.overrides(utc_now())[("car", "v2l")]["cut_off"] is True
+    finally:
+        store.close()
+
+
+# ------------------------------------------------------------------------------ start-up errors
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "named"),
+    [
+        (("site", "grid", "import_limit_kw"), -5, "site.grid.import_limit_kw"),
+        (("vehicles", 0, "home_charger"), "nowhere", "vehicles[0].home_charger"),
+    ],
+)
+async def test_bad_config_exits_2_naming_the_field(
+    tmp_path: Path, path: tuple[Any, ...], value: Any, named: str
+) -> None:
+    site = make_site(tmp_path, "badcfg")
+    node: Any = site.tree
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    async with running_daemon(site, ready=False) as daemon:
+        assert await daemon.wait_exit(20) == 2
+        message = daemon.log_text()
+        assert named in message and "Traceback" not in message
+    assert not site.db_path.exists()  # nothing was started
+
+
+async def test_ocpp_port_in_use_is_a_clean_error(tmp_path: Path) -> None:
+    site = make_site(tmp_path, "port")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", site.ocpp_port))
+        taken.listen()
+        async with running_daemon(site, ready=False) as daemon:
+            assert await daemon.wait_exit(20) == 1
+            message = daemon.log_text()
+            assert "error:" in message and str(site.ocpp_port) in message
+            assert "Traceback" not in message
+
+
+async def test_unusable_store_is_a_clean_error(tmp_path: Path) -> None:
+    site = make_site(tmp_path, "store")
+    site.tree["storage"]["path"] = str(tmp_path)  # a directory, not a database file
+    async with running_daemon(site, ready=False) as daemon:
+        assert await daemon.wait_exit(20) == 1
+        message = daemon.log_text()
+        assert f"error: storage.path {tmp_path}" in message and "Traceback" not in message

@@ -1,0 +1,429 @@
+"""controller.site: the one site state the daemon keeps (pure; no I/O, explicit times)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+
+from controller.commands import SetDeparture, SetMode, SetWeeklyDeparture, V2LCommand
+from controller.config import SiteConfig, parse_config
+from controller.domain import Departure, MeterReading, MeterRole, Plan, VehicleMode
+from controller.site import PLUGGED_STATUSES, UNPLUGGED_STATUSES, V2L_SOC_MAX_AGE, Site
+from controller.site_inputs import SiteInputs
+
+T0 = datetime(2026, 11, 24, 17, 5, tzinfo=UTC)  # a Tuesday
+STEPS = 8
+
+
+def config(**vehicle: Any) -> SiteConfig:
+    return parse_config(
+        {
+            "site": {"timezone": "Europe/Amsterdam", "grid": {"import_limit_kw": 17, "export_limit_kw": 10}},
+            "chargers": [
+                {"id": "wb1", "bidirectional": True, "max_discharge_kw": 10},
+                {"id": "wb2"},
+                {"id": "spare"},
+            ],
+            "vehicles": [
+                {
+                    "id": "car",
+                    "usable_capacity_kwh": 60,
+                    "max_discharge_kw": 10,
+                    "reserve": {"percent": 20},
+                    "max_soc_percent": 90,
+                    "default_target_soc_percent": 80,
+                    "typical_trip_km": 50,
+                    "consumption_kwh_per_100km": 18,
+                    "permissions": {"v2g": True, "v2h": True, "v2l": True},
+                    "home_charger": "wb1",
+                    "departures": {"wednesday": {"time": "07:30", "target_soc_percent": 70}},
+                    **vehicle,
+                },
+                {"id": "van", "usable_capacity_kwh": 75, "home_charger": "wb2"},
+                {"id": "guest", "usable_capacity_kwh": 40, "home_charger": "wb2"},
+            ],
+            "meters": [
+                {"id": "grid", "role": "grid", "topic": "m/grid", "stale_after_s": 30},
+                {"id": "home", "role": "home", "topic": "m/home", "stale_after_s": 30},
+                {"id": "pv", "role": "pv", "topic": "m/pv", "stale_after_s": 30},
+                {
+                    "id": "car-soc",
+                    "role": "vehicle_soc",
+                    "topic": "m/soc",
+                    "vehicle": "car",
+                    "stale_after_s": 600,
+                },
+            ],
+            "tariff": {"import": {"static_price_per_kwh": 0.3}, "export": {"static_price_per_kwh": 0.05}},
+        },
+        env={},
+    )
+
+
+def fresh(inputs: SiteInputs, at: datetime, grid_w: float = 500.0, home_w: float = 400.0) -> None:
+    inputs.update_meter(MeterReading("grid", MeterRole.GRID, grid_w, at))
+    inputs.update_meter(MeterReading("home", MeterRole.HOME, home_w, at))
+    inputs.update_meter(MeterReading("pv", MeterRole.PV, 0.0, at))
+
+
+def make(**vehicle: Any) -> Site:
+    cfg = config(**vehicle)
+    return Site(cfg, SiteInputs(cfg))
+
+
+def zeros() -> Any:
+    return np.zeros(STEPS)
+
+
+def by_id(snapshot: Any, vehicle_id: str) -> Any:
+    found = snapshot.vehicle(vehicle_id)
+    assert found is not None
+    return found
+
+
+# ---------------------------------------------------------------- chargers and plugs
+
+
+def test_each_charger_has_the_first_car_that_names_it() -> None:
+    site = make()
+    assert site.charger_vehicle == {"wb1": "car", "wb2": "van"}
+    assert site.vehicle_at("wb1") is site.vehicles["car"]
+    assert site.vehicle_at("spare") is None and site.vehicle_at("nope") is None
+    assert site.vehicles["guest"].charger_id == "wb2"  # named, but the van is the one there
+
+
+def test_plug_in_and_unplug_report_only_changes() -> None:
+    site = make()
+    car = site.vehicles["car"]
+    assert site.set_plugged("wb1", True, T0) is car and car.plugged_in
+    assert site.set_plugged("wb1", True, T0) is None  # already plugged
+    car.measured_power_w = 3000.0
+    car.charger_departure = Departure(T0 + timedelta(hours=3), 80)
+    assert site.set_plugged("wb1", False, T0) is car
+    assert not car.plugged_in and car.measured_power_w is None and car.charger_departure is None
+    assert site.set_plugged("spare", True, T0) is None  # no car there
+
+
+@pytest.mark.parametrize("status", sorted(PLUGGED_STATUSES))
+def test_connector_statuses_that_mean_plugged(status: str) -> None:
+    site = make()
+    assert site.on_connector_status("wb1", status, T0) is site.vehicles["car"]
+    assert site.vehicles["car"].plugged_in
+
+
+@pytest.mark.parametrize("status", sorted(UNPLUGGED_STATUSES))
+def test_connector_statuses_that_mean_unplugged(status: str) -> None:
+    site = make()
+    site.set_plugged("wb1", True, T0)
+    assert site.on_connector_status("wb1", status, T0) is site.vehicles["car"]
+    assert not site.vehicles["car"].plugged_in
+
+
+def test_unknown_connector_status_changes_nothing() -> None:
+    site = make()
+    site.set_plugged("wb1", True, T0)
+    assert site.on_connector_status("wb1", "Reserved", T0) is None
+    assert site.vehicles["car"].plugged_in
+
+
+def test_arrival_without_a_reading_estimates_from_the_trip_and_never_counts_as_measured() -> None:
+    site = make()
+    car = site.vehicles["car"]
+    site.on_vehicle_soc("car", 60.0, T0)
+    assert site.measured_soc(car) == 60.0
+    site.set_plugged("wb1", True, T0 + timedelta(hours=2))
+    # 50 km x 18 kWh/100 km = 9 kWh of 60 kWh: 15 % used.
+    estimate = car.tracker.estimate()
+    assert estimate is not None and estimate.soc_percent == pytest.approx(45.0)
+    assert site.measured_soc(car) is None
+
+
+# ---------------------------------------------------------------- samples and needs
+
+
+def test_charger_samples_set_soc_and_power_and_count_energy() -> None:
+    site = make()
+    car = site.vehicles["car"]
+    site.set_plugged("wb1", True, T0)
+    assert site.on_charger_sample("wb1", T0, 6000.0, 40.0) is car
+    assert car.measured_power_w == 6000.0 and site.measured_soc(car) == 40.0
+    site.on_charger_sample("wb1", T0 + timedelta(minutes=10), 6000.0, None)
+    # 1 kWh in 10 min at 6 kW, x 0.92 into a 60 kWh battery: +1.53 %.
+    assert site.measured_soc(car) == pytest.approx(40.0 + 100 * 0.92 / 60, abs=0.01)
+    assert site.on_charger_sample("spare", T0, 1000.0, 50.0) is None
+
+
+def test_charging_needs_give_a_departure_with_a_bounded_target() -> None:
+    site = make()
+    car = site.vehicles["car"]
+    leave = T0 + timedelta(hours=5)
+    assert site.on_charging_needs("wb1", None, 80.0) is None  # no departure time: nothing to plan
+    assert site.on_charging_needs("spare", leave, 80.0) is None
+    assert site.on_charging_needs("wb1", leave, None) is car
+    assert car.charger_departure == Departure(leave, 80.0)  # the car's default target
+    site.on_charging_needs("wb1", leave, 100.0)
+    assert car.charger_departure == Departure(leave, 90.0)  # max_soc_percent
+    site.on_charging_needs("wb1", leave, 5.0)
+    assert car.charger_departure == Departure(leave, 20.0)  # never below the reserve
+
+
+def test_vehicle_soc_from_mqtt() -> None:
+    site = make()
+    assert site.on_vehicle_soc("car", 55.0, T0) is site.vehicles["car"]
+    assert site.measured_soc(site.vehicles["car"]) == 55.0
+    assert site.on_vehicle_soc("unknown", 55.0, T0) is None
+
+
+# ---------------------------------------------------------------- commands and departures
+
+
+def test_commands_set_overrides_and_the_next_departure_follows_them() -> None:
+    site = make()
+    car = site.vehicles["car"]
+    weekly = site.departure(car, T0)
+    assert weekly is not None  # Wednesday 07:30 Amsterdam = 06:30 UTC
+    assert weekly == Departure(datetime(2026, 11, 25, 6, 30, tzinfo=UTC), 70.0)
+
+    one_off = Departure(T0 + timedelta(hours=2), 85.0)
+    assert site.apply_command(SetDeparture("car", one_off), T0) is car
+    assert site.departure(car, T0) == one_off
+    site.apply_command(SetDeparture("car", None), T0)
+    assert site.departure(car, T0) == weekly
+
+    from_charger = Departure(T0 + timedelta(hours=1), 60.0)
+    car.charger_departure = from_charger
+    assert site.departure(car, T0) == from_charger  # the earliest wins
+    car.charger_departure = None
+
+    site.apply_command(SetWeeklyDeparture("car", "tuesday", time(19, 0), 75.0), T0)
+    assert site.departure(car, T0) == Departure(datetime(2026, 11, 24, 18, 0, tzinfo=UTC), 75.0)
+    site.apply_command(SetWeeklyDeparture("car", "wednesday", None, None), T0)
+    site.apply_command(SetWeeklyDeparture("car", "tuesday", None, None), T0)
+    assert site.departure(car, T0) is None  # every day removed
+    assert car.effective_config().departures == {}
+
+    site.apply_command(SetMode("car", VehicleMode.CHARGE_NOW), T0)
+    assert car.mode is VehicleMode.CHARGE_NOW
+
+
+def test_v2l_start_and_stop() -> None:
+    site = make()
+    car = site.vehicles["car"]
+    car.v2l_cut_off = True
+    site.apply_command(V2LCommand("car", "start", 1500.0, T0 + timedelta(hours=1)), T0)
+    assert car.v2l is not None and car.v2l.power_w == 1500.0 and car.v2l.end == T0 + timedelta(hours=1)
+    assert not car.v2l_cut_off  # a new session starts fresh
+    site.apply_command(V2LCommand("car", "stop"), T0)
+    assert car.v2l is None
+
+
+# ---------------------------------------------------------------- V2L cut-off
+
+
+def test_v2l_is_cut_off_once_at_the_reserve() -> None:
+    site = make()
+    car = site.vehicles["car"]
+    site.on_vehicle_soc("car", 35.0, T0)
+    site.apply_command(V2LCommand("car", "start", 2000.0), T0)
+    assert site.v2l_cutoffs(T0) == []
+    site.on_vehicle_soc("car", 21.5, T0 + timedelta(minutes=1))
+    assert site.v2l_cutoffs(T0 + timedelta(minutes=1)) == []  # above reserve + 1 % margin
+    site.on_vehicle_soc("car", 21.0, T0 + timedelta(minutes=2))
+    assert site.v2l_cutoffs(T0 + timedelta(minutes=2)) == [car]
+    assert car.v2l_cut_off and car.v2l is not None
+    assert site.v2l_cutoffs(T0 + timedelta(minutes=3)) == []  # once
+
+
+def test_v2l_without_a_recent_soc_is_cut_off() -> None:
+    site = make()
+    car = site.vehicles["car"]
+    site.apply_command(V2LCommand("car", "start", 2000.0), T0)
+    assert site.v2l_soc(car, T0) is None
+    assert site.v2l_cutoffs(T0) == [car]  # never any SoC: the reserve cannot be guarded
+
+    site.on_vehicle_soc("car", 60.0, T0)
+    site.apply_command(V2LCommand("car", "start", 2000.0), T0)
+    late = T0 + timedelta(seconds=601)  # the car-soc meter's stale_after_s is 600
+    assert site.v2l_soc(car, T0 + timedelta(seconds=600)) == 60.0
+    assert site.v2l_soc(car, late) is None
+    assert site.v2l_cutoffs(late) == [car]
+
+
+def test_v2l_soc_age_without_a_soc_meter_defaults() -> None:
+    cfg = config()
+    cfg = cfg.model_copy(update={"meters": [m for m in cfg.meters if m.vehicle is None]})
+    site = Site(cfg, SiteInputs(cfg))
+    car = site.vehicles["car"]
+    site.on_charger_sample("wb1", T0, None, 50.0)
+    assert site.v2l_soc(car, T0 + V2L_SOC_MAX_AGE) == 50.0
+    assert site.v2l_soc(car, T0 + V2L_SOC_MAX_AGE + timedelta(seconds=1)) is None
+
+
+def test_v2l_session_ends_at_its_time_without_a_cut_off() -> None:
+    site = make()
+    car = site.vehicles["car"]
+    site.on_vehicle_soc("car", 60.0, T0)
+    site.apply_command(V2LCommand("car", "start", 2000.0, T0 + timedelta(minutes=30)), T0)
+    assert site.v2l_cutoffs(T0 + timedelta(minutes=30)) == []
+    assert car.v2l is None and not car.v2l_cut_off
+
+
+# ---------------------------------------------------------------- planner snapshot
+
+
+def test_snapshot_carries_prices_limits_vehicles_and_forecasts() -> None:
+    site = make()
+    fresh(site.inputs, T0)
+    site.set_plugged("wb1", True, T0)
+    site.on_charger_sample("wb1", T0, 0.0, 55.0)
+    site.apply_command(V2LCommand("car", "start", 1200.0), T0)
+    load = np.full(STEPS, 400.0)
+    snap = site.snapshot(T0, load, zeros())
+    assert snap.time == T0 and snap.step_minutes == 15 and snap.steps == STEPS
+    assert snap.load_w == [400.0] * STEPS and snap.pv_w == [0.0] * STEPS
+    assert snap.import_price_per_kwh == [0.3] * STEPS and snap.export_price_per_kwh == [0.05] * STEPS
+    assert snap.import_limit_w == [17_000.0] * STEPS and snap.export_limit_w == [10_000.0] * STEPS
+    car = by_id(snap, "car")
+    assert car.plugged_in and car.soc_percent == 55.0 and car.mode is VehicleMode.AUTO
+    assert car.departure is not None and car.departure.target_soc_percent == 70.0
+    assert car.v2l is not None and car.v2l.power_w == 1200.0
+    van = by_id(snap, "van")
+    assert not van.plugged_in and van.soc_percent is None and van.departure is None
+
+
+def test_snapshot_in_safe_mode_plans_no_discharge() -> None:
+    site = make()
+    site.set_plugged("wb1", True, T0)
+    site.on_charger_sample("wb1", T0, 0.0, 55.0)
+    assert by_id(site.snapshot(T0, zeros(), zeros()), "car").mode is VehicleMode.NO_DISCHARGE  # no meters
+    fresh(site.inputs, T0)
+    assert by_id(site.snapshot(T0, zeros(), zeros()), "car").mode is VehicleMode.AUTO
+    site.inputs.update_grid_state(True, T0)
+    later = T0 + timedelta(minutes=5)  # meters stale, but the grid is down: V2H may keep the home up
+    assert by_id(site.snapshot(later, zeros(), zeros()), "car").mode is VehicleMode.AUTO
+    site.vehicles["car"].mode = VehicleMode.CHARGE_NOW
+    assert by_id(site.snapshot(T0, zeros(), zeros()), "car").mode is VehicleMode.CHARGE_NOW
+
+
+def test_snapshot_plans_on_a_guessed_soc_but_never_discharges_on_it() -> None:
+    site = make()
+    fresh(site.inputs, T0)
+    site.restore_vehicle(
+        "car", {"plugged_in": True, "charger_id": "wb1", "soc_percent": 42.0, "soc_at": T0.isoformat()}
+    )
+    car = by_id(site.snapshot(T0, zeros(), zeros()), "car")
+    assert car.soc_percent == 42.0 and car.mode is VehicleMode.NO_DISCHARGE
+    site.on_charger_sample("wb1", T0 + timedelta(seconds=5), None, 43.0)  # a real reading
+    car = by_id(site.snapshot(T0 + timedelta(seconds=5), zeros(), zeros()), "car")
+    assert car.soc_percent == 43.0 and car.mode is VehicleMode.AUTO
+
+
+def test_snapshot_leaves_out_a_v2l_session_that_was_cut_off() -> None:
+    site = make()
+    site.on_vehicle_soc("car", 20.5, T0)
+    site.apply_command(V2LCommand("car", "start", 1500.0), T0)
+    site.v2l_cutoffs(T0)
+    assert by_id(site.snapshot(T0, zeros(), zeros()), "car").v2l is None
+
+
+# ---------------------------------------------------------------- dispatcher inputs
+
+
+def test_dispatch_inputs_are_the_live_state() -> None:
+    site = make()
+    fresh(site.inputs, T0, grid_w=1200.0, home_w=900.0)
+    site.set_plugged("wb1", True, T0)
+    site.on_charger_sample("wb1", T0, -2000.0, 64.0)
+    site.vehicles["car"].mode = VehicleMode.NO_DISCHARGE
+    plan = Plan(T0, T0, timedelta(minutes=15), {}, (0.0,), (0.0,), (0.3,), (0.05,), "optimal", 1.0)
+    live = site.dispatch_inputs(T0, plan)
+    assert live.now == T0 and live.plan is plan
+    assert (live.grid_power_w, live.home_power_w, live.pv_power_w) == (1200.0, 900.0, 0.0)
+    assert (live.import_limit_w, live.export_limit_w) == (17_000.0, 10_000.0)
+    assert not live.safe_mode and not live.grid_lost
+    car = next(v for v in live.vehicles if v.vehicle_id == "car")
+    assert (car.plugged_in, car.charger_id, car.soc_percent, car.measured_power_w, car.mode) == (
+        True,
+        "wb1",
+        64.0,
+        -2000.0,
+        VehicleMode.NO_DISCHARGE,
+    )
+    stale = site.dispatch_inputs(T0 + timedelta(seconds=31), None)
+    assert stale.safe_mode and stale.grid_power_w is None and stale.home_power_w is None
+
+
+# ---------------------------------------------------------------- persistence
+
+
+def test_vehicle_record_round_trip() -> None:
+    site = make()
+    site.set_plugged("wb1", True, T0)
+    site.on_charger_sample("wb1", T0, None, 47.0)
+    record = site.vehicle_record(site.vehicles["car"])
+    assert record == {
+        "plugged_in": True,
+        "charger_id": "wb1",
+        "soc_percent": 47.0,
+        "soc_at": T0.isoformat(),
+        "soc_measured": True,
+    }
+    again = make()
+    again.restore_vehicle("car", record)
+    car = again.vehicles["car"]
+    assert car.plugged_in and car.charger_id == "wb1"
+    estimate = car.tracker.estimate()
+    assert estimate is not None and estimate.soc_percent == 47.0 and not estimate.measured
+    again.restore_vehicle("gone", record)  # a car no longer configured is skipped
+    assert make().vehicle_record(make().vehicles["van"])["soc_percent"] is None
+
+
+def test_overrides_round_trip_and_expired_ones_are_dropped() -> None:
+    site = make()
+    car = site.vehicles["car"]
+    site.apply_command(SetMode("car", VehicleMode.NO_DISCHARGE), T0)
+    site.apply_command(SetDeparture("car", Departure(T0 + timedelta(hours=3), 85.0)), T0)
+    site.apply_command(SetWeeklyDeparture("car", "friday", time(8, 15), 65.0), T0)
+    site.apply_command(SetWeeklyDeparture("car", "wednesday", None, None), T0)
+    site.apply_command(V2LCommand("car", "start", 1500.0, T0 + timedelta(hours=2)), T0)
+    car.v2l_cut_off = True
+    stored = site.overrides(car)
+    assert set(stored) == {"mode", "departure", "weekly", "v2l"}
+
+    again = make()
+    for kind, body in stored.items():
+        again.restore_overrides("car", kind, body, T0 + timedelta(minutes=1))
+    restored = again.vehicles["car"]
+    assert restored.mode is VehicleMode.NO_DISCHARGE
+    assert restored.one_off == Departure(T0 + timedelta(hours=3), 85.0)
+    assert restored.weekly == site.vehicles["car"].weekly
+    assert restored.v2l is not None and restored.v2l.power_w == 1500.0 and restored.v2l_cut_off
+    assert again.overrides(restored) == stored
+
+    late = make()
+    for kind, body in stored.items():
+        late.restore_overrides("car", kind, body, T0 + timedelta(hours=4))
+    assert late.vehicles["car"].one_off is None and late.vehicles["car"].v2l is None  # both over
+    late.restore_overrides("gone", "mode", {"mode": "auto"}, T0)  # unknown car: ignored
+
+
+def test_restoring_a_malformed_override_raises_for_the_caller_to_log() -> None:
+    site = make()
+    with pytest.raises(ValueError):
+        site.restore_overrides("car", "mode", {"mode": "turbo"}, T0)
+    with pytest.raises(KeyError):
+        site.restore_overrides("car", "departure", {"target": 80}, T0)
+
+
+def test_snapshot_plans_a_departure_the_plan_can_use() -> None:
+    site = make()
+    fresh(site.inputs, T0)
+    site.set_plugged("wb1", True, T0)
+    site.on_charger_sample("wb1", T0, 0.0, 30.0)
+    site.apply_command(SetDeparture("car", Departure(T0 + timedelta(hours=1), 60.0)), T0)
+    car = by_id(site.snapshot(T0, zeros(), zeros()), "car")
+    assert car.departure is not None
+    assert car.departure.at == T0 + timedelta(hours=1) and car.departure.target_soc_percent == 60.0
