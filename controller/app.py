@@ -15,12 +15,14 @@ import contextlib
 import dataclasses
 import datetime as dt
 import signal
+import time
 from collections.abc import Awaitable
 from typing import Any
 
 import structlog
 
 from controller import __version__
+from controller.api import HealthServer
 from controller.clock import Clock, SystemClock
 from controller.commands import Command
 from controller.config import SiteConfig
@@ -53,7 +55,6 @@ log = structlog.get_logger("controller.app")
 # History series the forecasts learn from (stored like meters, downsampled to one minute).
 HOME_LOAD_SERIES = "_home_load"
 PV_SERIES = "_pv"
-HISTORY_WINDOW = dt.timedelta(days=28)
 REPLAN_DEBOUNCE_S = 0.2
 PUBLISH_INTERVAL_S = 10.0
 # A measured SoC is written to the store when it moved this much, or this long after the last write,
@@ -97,7 +98,13 @@ class Daemon:
         self._was_safe: bool | None = None
         self._last_publish = 0.0
         self._soc_saved: dict[str, tuple[float, float]] = {}
+        self._last_tick = time.monotonic()
+        self._tasks: list[asyncio.Task[Any]] = []
         self.replans = 0
+        self.http: HealthServer | None = None
+        if cfg.api.enabled:
+            token = cfg.api.token.get_secret_value() if cfg.api.token else None
+            self.http = HealthServer(cfg.api.host, cfg.api.port, self.health, self.state, token)
 
     # --------------------------------------------------------------- lifecycle
 
@@ -111,8 +118,11 @@ class Daemon:
         try:
             self._restore()
             await self.ocpp.start()
+            if self.http is not None:
+                await self.http.start()
         except BaseException:
-            self.store.close()  # e.g. the OCPP port is taken: leave the store clean
+            await self.ocpp.stop()
+            self.store.close()  # e.g. a port is taken: leave the store clean
             raise
         log.info("daemon_started", version=__version__, ocpp_port=self.ocpp.port, site=self.cfg.site.name)
         try:
@@ -123,6 +133,7 @@ class Daemon:
                     group.create_task(self._dispatch_loop(), name="dispatcher"),
                     group.create_task(self._housekeeping_loop(), name="housekeeping"),
                 ]
+                self._tasks = [mqtt, *control]
                 self.request_replan("start")
                 self._ready.set()
                 await self._stopping.wait()
@@ -134,6 +145,8 @@ class Daemon:
                 await self._safe_shutdown()
                 mqtt.cancel()  # publishes ``offline`` on its way out
         finally:
+            if self.http is not None:
+                await self.http.stop()
             await self.ocpp.stop()
             self._persist_vehicles()
             self.store.close()
@@ -350,13 +363,28 @@ class Daemon:
                 log.exception("replan_failed")
 
     def forecasts(self, now: dt.datetime) -> tuple[Any, Any]:
+        """Home load and PV per plan step; a PV forecast from MQTT wins where it covers a step."""
+        settings = self.cfg.forecast
         step = self.site.step
         start = align_to_step(now, step)
-        since = now - HISTORY_WINDOW
-        load = self.store.history_means(HOME_LOAD_SERIES, since, now, step)
-        pv = self.store.history_means(PV_SERIES, since, now, step)
         steps = self.cfg.site.steps
-        return forecast_load_w(load, start, step, steps), forecast_pv_w(pv, start, step, steps)
+        load_since = now - dt.timedelta(weeks=settings.load_history_weeks)
+        pv_since = now - dt.timedelta(days=settings.pv_history_days)
+        load = self.store.history_means(HOME_LOAD_SERIES, load_since, now, step)
+        pv = self.store.history_means(PV_SERIES, pv_since, now, step)
+        pv_external, covered = self.inputs.pv_forecast_on_grid(start, step, steps)
+        external = {start + i * step: float(pv_external[i]) for i in range(steps) if covered[i]}
+        return (
+            forecast_load_w(
+                load,
+                start,
+                step,
+                steps,
+                weeks=settings.load_history_weeks,
+                default_w=settings.default_home_load_w,
+            ),
+            forecast_pv_w(pv, start, step, steps, days=settings.pv_history_days, external=external),
+        )
 
     async def replan(self) -> Plan:
         now = self.clock.now()
@@ -392,6 +420,7 @@ class Daemon:
 
     async def dispatch_once(self) -> list[ChargerCommand]:
         now = self.clock.now()
+        self._last_tick = time.monotonic()
         self._track_safe_mode(now)
         self._record_flows(now)
         for due in self.site.v2l_cutoffs(now):
@@ -507,6 +536,63 @@ class Daemon:
                 )
             )
         await self.mqtt.publish_status(self._status(now))
+
+    # ---------------------------------------------------------------- HTTP API
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Healthy while every loop runs and the dispatcher ticked recently (safe mode is still healthy)."""
+        now = self.clock.now()
+        loops_alive = bool(self._tasks) and not any(t.done() for t in self._tasks)
+        tick_age_s = time.monotonic() - self._last_tick
+        fresh = tick_age_s <= 3 * self.cfg.site.dispatch_interval_s + 10.0
+        return loops_alive and fresh, {
+            "safe_mode": self.inputs.safe_mode(now),
+            "mqtt_connected": self.mqtt.connected,
+            "chargers_connected": sum(1 for v in self.ocpp.chargers.values() if v.connected),
+            "last_dispatch_s_ago": round(tick_age_s, 1),
+            "last_plan_at": self.plan.created_at if self.plan else None,
+            "plan_status": self.plan.solver_status if self.plan else None,
+        }
+
+    def state(self) -> dict[str, Any]:
+        """The site now: flows, vehicles, the plan's first steps (for dashboards and scripts)."""
+        now = self.clock.now()
+        vehicles = {}
+        for v in self.site.vehicles.values():
+            departure = self.site.departure(v, now)
+            estimate = v.tracker.estimate()
+            vehicles[v.config.id] = {
+                "plugged_in": v.plugged_in,
+                "charger_id": v.charger_id,
+                "soc_percent": estimate.soc_percent if estimate else None,
+                "soc_measured": estimate.measured if estimate else False,
+                "reserve_percent": round(v.config.reserve_percent, 2),
+                "mode": v.mode.value,
+                "setpoint_w": v.setpoint_w,
+                "departure_at": departure.at if departure else None,
+                "target_soc_percent": departure.target_soc_percent if departure else None,
+                "reason": self.plan.vehicles[v.config.id].reason
+                if self.plan and v.config.id in self.plan.vehicles
+                else None,
+            }
+        return {
+            "at": now,
+            "grid_power_w": self.inputs.grid_power_w(now),
+            "pv_power_w": self.inputs.pv_power_w(now),
+            "safe_mode": self.inputs.safe_mode(now),
+            "safe_mode_reasons": self.inputs.safe_mode_reasons(now),
+            "grid_lost": self.inputs.grid_lost,
+            "vehicles": vehicles,
+            "plan": None
+            if self.plan is None
+            else {
+                "created_at": self.plan.created_at,
+                "status": self.plan.solver_status,
+                "fallback": self.plan.fallback,
+                "import_cost": self.plan.import_cost,
+                "export_revenue": self.plan.export_revenue,
+            },
+        }
 
     # ------------------------------------------------------------ housekeeping
 

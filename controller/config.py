@@ -35,6 +35,7 @@ __all__ = [
     "ChargerConfig",
     "ConfigError",
     "ConfigIssue",
+    "ForecastConfig",
     "GridConfig",
     "LoggingConfig",
     "MeterConfig",
@@ -398,6 +399,23 @@ class GridSignalsConfig(_Model):
     )
 
 
+class ForecastConfig(_Model):
+    """Home load and PV forecasts (see docs/daemon.md)."""
+
+    pv_forecast_topic: str | None = Field(
+        None,
+        description='MQTT topic with a PV forecast: [{"start", "end", "value"}] in W (or {"unit": "kW", '
+        '"forecast": [...]}); steps it covers replace the forecast from PV history.',
+    )
+    load_history_weeks: int = Field(
+        4, ge=1, le=12, description="Weeks of same-weekday history for home load."
+    )
+    pv_history_days: int = Field(7, ge=1, le=60, description="Days of history for the PV profile.")
+    default_home_load_w: float = Field(
+        400.0, ge=0, le=100_000, description="Home load assumed without history."
+    )
+
+
 # -------------------------------------------------------------------- connections
 
 
@@ -511,6 +529,7 @@ class SiteConfig(_Model):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    forecast: ForecastConfig = Field(default_factory=ForecastConfig)
 
     @model_validator(mode="after")
     def _cross_field(self) -> Self:

@@ -24,7 +24,7 @@ import itertools
 import json
 import math
 import zoneinfo
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,21 +41,26 @@ __all__ = [
     "LimitSignal",
     "LimitWindow",
     "LimitsOnGrid",
+    "PowerForecast",
     "PriceSignal",
     "PriceSlot",
     "PricesOnGrid",
     "SignalError",
     "Timeline",
     "limits_on_grid",
+    "mean_on_grid",
     "parse_grid_state",
     "parse_limit_signal",
     "parse_price_signal",
+    "parse_pv_forecast",
     "parse_time",
     "prices_on_grid",
     "tariff_configured_on_grid",
 ]
 
 FloatArray = npt.NDArray[np.float64]
+Segment = tuple[dt.datetime, dt.datetime, float]
+"""A value over ``[start, end)``."""
 BoolArray = npt.NDArray[np.bool_]
 
 MAX_SIGNAL_PAYLOAD_BYTES = 256 * 1024
@@ -163,16 +168,9 @@ def _unit_factor(unit: Any, currency: str) -> float:
     return factor
 
 
-def parse_price_signal(payload: bytes, currency: str = "EUR") -> PriceSignal:
-    """Parse a price forecast; raises SignalError for anything unusable (the whole message is refused)."""
-    items, envelope = _envelope(_load(payload), "prices")
-    if not items:
-        raise SignalError("no price slots")
-    if len(items) > MAX_PRICE_SLOTS:
-        raise SignalError(f"{len(items)} slots exceed {MAX_PRICE_SLOTS}")
-    factor = _unit_factor(envelope["unit"], currency) if "unit" in envelope else 1.0
-    issued_at = parse_time(envelope["issued_at"], "issued_at") if "issued_at" in envelope else None
-    slots: list[PriceSlot] = []
+def _parse_slots(items: list[Any], factor: float, check: Callable[[int, float], None]) -> list[Segment]:
+    """Slots ``{start, end, value}`` (value x ``factor``), sorted, each checked, none overlapping."""
+    slots: list[Segment] = []
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             raise SignalError(f"slot {i} is not an object")
@@ -183,16 +181,64 @@ def parse_price_signal(payload: bytes, currency: str = "EUR") -> PriceSignal:
         if not MIN_SLOT <= end - start <= MAX_SLOT:
             raise SignalError(f"slot {i} lasts {end - start}; it must end 1 min to 24 h after its start")
         value = _finite(item["value"], f"slot {i} value") * factor
-        if abs(value) > MAX_PRICE_PER_KWH:
-            raise SignalError(
-                f"slot {i} value {value:g} per kWh is implausible; send per kWh or set unit (e.g. EUR/MWh)"
-            )
-        slots.append(PriceSlot(start, end, value))
-    slots.sort(key=lambda s: s.start)
+        check(i, value)
+        slots.append((start, end, value))
+    slots.sort(key=lambda s: s[0])
     for a, b in itertools.pairwise(slots):
-        if b.start < a.end:
-            raise SignalError(f"slots starting {a.start.isoformat()} and {b.start.isoformat()} overlap")
-    return PriceSignal(tuple(slots), issued_at)
+        if b[0] < a[1]:
+            raise SignalError(f"slots starting {a[0].isoformat()} and {b[0].isoformat()} overlap")
+    return slots
+
+
+def _plausible_price(i: int, value: float) -> None:
+    if abs(value) > MAX_PRICE_PER_KWH:
+        raise SignalError(
+            f"slot {i} value {value:g} per kWh is implausible; send per kWh or set unit (e.g. EUR/MWh)"
+        )
+
+
+def parse_price_signal(payload: bytes, currency: str = "EUR") -> PriceSignal:
+    """Parse a price forecast; raises SignalError for anything unusable (the whole message is refused)."""
+    items, envelope = _envelope(_load(payload), "prices")
+    if not items:
+        raise SignalError("no price slots")
+    if len(items) > MAX_PRICE_SLOTS:
+        raise SignalError(f"{len(items)} slots exceed {MAX_PRICE_SLOTS}")
+    factor = _unit_factor(envelope["unit"], currency) if "unit" in envelope else 1.0
+    issued_at = parse_time(envelope["issued_at"], "issued_at") if "issued_at" in envelope else None
+    slots = _parse_slots(items, factor, _plausible_price)
+    return PriceSignal(tuple(PriceSlot(*slot) for slot in slots), issued_at)
+
+
+_POWER_UNITS = {"w": 1.0, "kw": 1000.0}
+
+
+def _plausible_pv(i: int, value: float) -> None:
+    if not 0 <= value <= MAX_LIMIT_W:
+        raise SignalError(f"slot {i} PV power {value:g} W is not between 0 and {MAX_LIMIT_W:g} W")
+
+
+@dataclass(frozen=True, slots=True)
+class PowerForecast:
+    """A forecast of power in W over time windows, e.g. PV production from a forecast service."""
+
+    segments: tuple[Segment, ...]
+    issued_at: dt.datetime | None = None
+
+
+def parse_pv_forecast(payload: bytes) -> PowerForecast:
+    """A PV production forecast in the price-slot format; ``value`` in W (or kW with ``"unit": "kW"``)."""
+    items, envelope = _envelope(_load(payload), "forecast")
+    if not items:
+        raise SignalError("no forecast slots")
+    if len(items) > MAX_PRICE_SLOTS:
+        raise SignalError(f"{len(items)} slots exceed {MAX_PRICE_SLOTS}")
+    unit = envelope.get("unit", "W")
+    factor = _POWER_UNITS.get(unit.lower()) if isinstance(unit, str) else None
+    if factor is None:
+        raise SignalError(f"unit {str(unit)[:20]!r} is not W or kW")
+    issued_at = parse_time(envelope["issued_at"], "issued_at") if "issued_at" in envelope else None
+    return PowerForecast(tuple(_parse_slots(items, factor, _plausible_pv)), issued_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,9 +307,6 @@ def parse_limit_signal(payload: bytes, received_at: dt.datetime) -> LimitSignal:
 
 
 # -------------------------------------------------------------------- resolution
-
-
-Segment = tuple[dt.datetime, dt.datetime, float]
 
 
 class Timeline:
@@ -357,7 +400,7 @@ def _check_grid(start: dt.datetime, step: dt.timedelta, n: int) -> dt.datetime:
     return ensure_utc(start)
 
 
-def _mean_on_grid(
+def mean_on_grid(
     segments: Sequence[Segment], start: dt.datetime, step: dt.timedelta, n: int
 ) -> tuple[FloatArray, BoolArray]:
     """Time-weighted mean over the covered part of each step; ``known`` where any part is covered."""
@@ -453,12 +496,12 @@ def _one_price_on_grid(
         assert configured is not None  # PriceConfig guarantees a source
         return configured, np.ones(n, dtype=np.bool_)
     segments = dynamic.segments()
-    values, known = _mean_on_grid(segments, start, step, n)
+    values, known = mean_on_grid(segments, start, step, n)
     values[known] = values[known] * cfg.dynamic_multiplier + cfg.dynamic_markup_per_kwh
     if configured is not None:  # configured prices fill the gaps of the forecast
         values = np.where(known, values, configured)
         return values, np.ones(n, dtype=np.bool_)
-    yesterday, yesterday_known = _mean_on_grid(segments, start - dt.timedelta(days=1), step, n)
+    yesterday, yesterday_known = mean_on_grid(segments, start - dt.timedelta(days=1), step, n)
     yesterday = yesterday * cfg.dynamic_multiplier + cfg.dynamic_markup_per_kwh
     _fill(values, known, yesterday, yesterday_known)
     return values, known

@@ -14,15 +14,20 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+import numpy.typing as npt
+
 from controller.config import MeterConfig, SiteConfig
 from controller.domain import GridLimits, MeterReading, MeterRole, ensure_utc
 from controller.signals import (
     LimitSignal,
     LimitsOnGrid,
+    PowerForecast,
     PriceSignal,
     PricesOnGrid,
     Timeline,
     limits_on_grid,
+    mean_on_grid,
     prices_on_grid,
 )
 
@@ -55,6 +60,7 @@ class SiteInputs:
         self._export_caps = Timeline()
         self.price_updates = 0
         self.limit_updates = 0
+        self._pv_forecast = Timeline()
         self.grid_lost = False
         self.grid_state_at: dt.datetime | None = None
 
@@ -165,6 +171,16 @@ class SiteInputs:
         self.grid_lost = lost
         self.grid_state_at = ensure_utc(received_at)
         return changed
+
+    def update_pv_forecast(self, forecast: PowerForecast, received_at: dt.datetime) -> None:
+        """Add a PV forecast (W per window); the newest message wins where windows overlap."""
+        self._pv_forecast.add(forecast.segments, received_at, forecast.issued_at)
+
+    def pv_forecast_on_grid(
+        self, start: dt.datetime, step: dt.timedelta, n: int
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+        """PV forecast in W per step (time-weighted mean) and where the forecast covers the step."""
+        return mean_on_grid(self._pv_forecast.segments(), start, step, n)
 
     def update_limits(self, signal: LimitSignal, received_at: dt.datetime) -> None:
         """Add grid-operator caps; each direction resolves on its own (newest message wins)."""

@@ -9,6 +9,7 @@ it in the end whatever happens. Site meters are published non-retained and kept 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import socket
 from datetime import datetime, timedelta
@@ -20,6 +21,7 @@ import pytest
 from controller.store import Store
 from tests.daemon_support import (
     V2L_OFF,
+    VEHICLE,
     Broker,
     Charger,
     DaemonSite,
@@ -29,6 +31,8 @@ from tests.daemon_support import (
     charger,
     discharges,
     first_setpoint,
+    free_port,
+    hour_start,
     hourly_prices,
     iso,
     make_site,
@@ -475,3 +479,55 @@ async def test_unusable_store_is_a_clean_error(tmp_path: Path) -> None:
         assert await daemon.wait_exit(20) == 1
         message = daemon.log_text()
         assert f"error: storage.path {tmp_path}" in message and "Traceback" not in message
+
+
+# ------------------------------------------------------------------------------ HTTP API, PV forecast
+
+
+async def http_get(port: int, path: str, token: str | None = None) -> tuple[int, Any]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: gateway\r\n{auth}\r\n".encode())
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), json.loads(body)
+
+
+async def test_http_health_and_state_and_pv_forecast_topic(tmp_path: Path) -> None:
+    site = make_site(tmp_path, "http")
+    api_port = free_port()
+    site.tree["api"] = {"enabled": True, "host": "127.0.0.1", "port": api_port, "token": "dash-token"}
+    site.tree["forecast"] = {"pv_forecast_topic": site.topic("forecast/pv")}
+    start = hour_start(utc_now())
+    forecast = {
+        "unit": "kW",
+        "forecast": [
+            {
+                "start": iso(start + timedelta(hours=h)),
+                "end": iso(start + timedelta(hours=h + 1)),
+                "value": 3.5,
+            }
+            for h in range(24)
+        ],
+    }
+    async with broker(f"{site.base}/#") as mqtt:
+        try:
+            async with running_daemon(site) as daemon, MeterFeed(mqtt) as meters:
+                meters.set(site.topic("meter/grid"), 400.0)
+                await meters.publish_now()
+                status, health = await http_get(api_port, "/health")
+                assert status == 200 and health["status"] == "ok"
+                assert (await http_get(api_port, "/state"))[0] == 401
+                status, state = await http_get(api_port, "/state", "dash-token")
+                assert status == 200 and set(state["vehicles"]) == {VEHICLE}
+                plans = len(daemon.events("plan_ready"))
+                await mqtt.publish(site.topic("forecast/pv"), forecast)
+                await daemon.wait_log("signal_accepted", kind="pv_forecast")
+                await daemon.wait_log("plan_ready", count=plans + 1)  # a new forecast re-plans at once
+                await mqtt.publish(site.topic("forecast/pv"), b"[{broken")
+                await daemon.wait_log("signal_rejected", kind="pv_forecast")
+                assert (await http_get(api_port, "/health"))[0] == 200
+        finally:
+            await mqtt.clear_retained(site.prefix)

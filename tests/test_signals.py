@@ -19,9 +19,11 @@ from controller.signals import (
     SignalError,
     Timeline,
     limits_on_grid,
+    mean_on_grid,
     parse_grid_state,
     parse_limit_signal,
     parse_price_signal,
+    parse_pv_forecast,
     prices_on_grid,
     tariff_configured_on_grid,
 )
@@ -423,3 +425,33 @@ def test_grid_state_payloads(payload: bytes, lost: bool) -> None:
 def test_grid_state_rejects_garbage(payload: bytes) -> None:
     with pytest.raises(SignalError):
         parse_grid_state(payload)
+
+
+def test_pv_forecast_in_kw_or_w_resampled_to_the_grid() -> None:
+    slots = [{"start": iso(T0), "end": iso(T0 + H), "value": 2.0}]
+    forecast = parse_pv_forecast(json.dumps({"unit": "kW", "forecast": slots}).encode())
+    assert forecast.segments == ((T0, T0 + H, 2000.0),)
+    in_watts = parse_pv_forecast(json.dumps([{**slots[0], "value": 1500}]).encode())
+    assert in_watts.segments[0][2] == 1500.0
+    values, known = mean_on_grid(forecast.segments, T0, Q, 6)
+    assert values.tolist() == [2000.0] * 4 + [0.0, 0.0] and known.tolist() == [True] * 4 + [False] * 2
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"[]",
+        json.dumps(
+            {
+                "unit": "MW",
+                "forecast": [{"start": "2025-01-15T00:00:00Z", "end": "2025-01-15T01:00:00Z", "value": 1}],
+            }
+        ).encode(),
+        json.dumps([{"start": "2025-01-15T00:00:00Z", "end": "2025-01-15T01:00:00Z", "value": -5}]).encode(),
+        json.dumps([{"start": "2025-01-15T00:00:00Z", "value": 5}]).encode(),
+        b'{"forecast": 3}',
+    ],
+)
+def test_pv_forecast_rejects_garbage(payload: bytes) -> None:
+    with pytest.raises(SignalError):
+        parse_pv_forecast(payload)

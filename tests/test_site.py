@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 from controller.commands import SetDeparture, SetMode, SetWeeklyDeparture, V2LCommand
 from controller.config import SiteConfig, parse_config
 from controller.domain import Departure, MeterReading, MeterRole, Plan, VehicleMode
 from controller.site import PLUGGED_STATUSES, UNPLUGGED_STATUSES, V2L_SOC_MAX_AGE, Site
 from controller.site_inputs import SiteInputs
+
+ROOT = Path(__file__).resolve().parent.parent
 
 T0 = datetime(2026, 11, 24, 17, 5, tzinfo=UTC)  # a Tuesday
 STEPS = 8
@@ -427,3 +432,29 @@ def test_snapshot_plans_a_departure_the_plan_can_use() -> None:
     car = by_id(site.snapshot(T0, zeros(), zeros()), "car")
     assert car.departure is not None
     assert car.departure.at == T0 + timedelta(hours=1) and car.departure.target_soc_percent == 60.0
+
+
+def test_daemon_forecasts_take_the_mqtt_pv_forecast_where_it_covers(tmp_path: Path) -> None:
+    from controller.app import Daemon
+    from controller.signals import parse_pv_forecast
+
+    data = yaml.safe_load((ROOT / "configs" / "home.example.yaml").read_text())
+    data["storage"] = {"path": str(tmp_path / "v2x.sqlite")}
+    data["api"] = {"enabled": False}
+    daemon = Daemon(parse_config(data, env={}))
+    now = datetime(2026, 6, 1, 10, 7, tzinfo=UTC)
+    start = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)
+    payload = json.dumps(
+        {
+            "unit": "kW",
+            "forecast": [
+                {"start": start.isoformat(), "end": (start + timedelta(hours=1)).isoformat(), "value": 3.5}
+            ],
+        }
+    ).encode()
+    daemon.inputs.update_pv_forecast(parse_pv_forecast(payload), now)
+    load_w, pv_w = daemon.forecasts(now)
+    assert len(load_w) == len(pv_w) == 96
+    assert list(pv_w[:4]) == [3500.0] * 4 and pv_w[4] == 0.0  # no PV history: 0 outside the forecast
+    assert load_w[0] == 400.0  # default home load without history
+    daemon.store.close()

@@ -48,14 +48,20 @@ from controller.mqtt.payloads import (
     vehicle_payload,
 )
 from controller.mqtt.topics import Topics
-from controller.signals import SignalError, parse_grid_state, parse_limit_signal, parse_price_signal
+from controller.signals import (
+    SignalError,
+    parse_grid_state,
+    parse_limit_signal,
+    parse_price_signal,
+    parse_pv_forecast,
+)
 from controller.site_inputs import SiteInputs
 
 __all__ = ["CommandHandler", "CommandRejected", "SignalKind", "SiteMqttClient", "build_tls_context"]
 
 log = structlog.get_logger("controller.mqtt")
 
-SignalKind = Literal["import_prices", "export_prices", "limits", "grid_state"]
+SignalKind = Literal["import_prices", "export_prices", "limits", "grid_state", "pv_forecast"]
 CommandHandler = Callable[[Command], Awaitable[None]]
 _SITE_ROLES = frozenset({MeterRole.GRID, MeterRole.PV, MeterRole.HOME})
 
@@ -79,7 +85,7 @@ def build_tls_context(tls: TlsConfig) -> ssl.SSLContext | None:
 
 @dataclass(slots=True)
 class _Route:
-    kind: Literal["meter", "import_prices", "export_prices", "limits", "grid_state"]
+    kind: Literal["meter", "import_prices", "export_prices", "limits", "grid_state", "pv_forecast"]
     parser: MeterParser | None = None
 
 
@@ -189,6 +195,8 @@ class SiteMqttClient:
             self._add_route(self.cfg.grid_signals.limit_topic, _Route("limits"), qos=1)
         if self.cfg.grid_signals.outage_topic:
             self._add_route(self.cfg.grid_signals.outage_topic, _Route("grid_state"), qos=1)
+        if self.cfg.forecast.pv_forecast_topic:
+            self._add_route(self.cfg.forecast.pv_forecast_topic, _Route("pv_forecast"), qos=1)
         self._subscriptions[self.topics.command_filter] = 1
 
     @property
@@ -375,6 +383,9 @@ class SiteMqttClient:
             if kind == "limits":
                 self.inputs.update_limits(parse_limit_signal(payload, received_at), received_at)
                 signal: SignalKind = "limits"
+            elif kind == "pv_forecast":
+                self.inputs.update_pv_forecast(parse_pv_forecast(payload), received_at)
+                signal = "pv_forecast"
             elif kind == "grid_state":
                 if not self.inputs.update_grid_state(parse_grid_state(payload), received_at):
                     return
