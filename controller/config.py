@@ -48,6 +48,7 @@ __all__ = [
     "VehicleConfig",
     "load_config",
     "parse_config",
+    "power_limits_kw",
 ]
 
 Kw = Annotated[float, Field(ge=0, le=1000)]
@@ -545,6 +546,20 @@ class SiteConfig(_Model):
 
     def vehicle(self, vehicle_id: str) -> VehicleConfig | None:
         return next((v for v in self.vehicles if v.id == vehicle_id), None)
+
+
+def power_limits_kw(vehicle: VehicleConfig, charger: ChargerConfig | None) -> tuple[float, float]:
+    """(max charge kW, max discharge kW) of a car at a charger: the lower of the two.
+
+    Discharge needs the V2H permission (V2H off means no discharge at all; V2G adds export on top)
+    and a bidirectional charger.
+    """
+    charge_kw = vehicle.max_charge_kw
+    discharge_kw = vehicle.max_discharge_kw if vehicle.permissions.v2h else 0.0
+    if charger is not None:
+        charge_kw = min(charge_kw, charger.max_charge_kw)
+        discharge_kw = min(discharge_kw, charger.max_discharge_kw) if charger.bidirectional else 0.0
+    return charge_kw, discharge_kw
 
 
 def _cross_field_issues(cfg: SiteConfig) -> list[ConfigIssue]:

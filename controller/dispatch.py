@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from controller.config import ChargerConfig, SiteConfig, VehicleConfig
+from controller.config import ChargerConfig, SiteConfig, VehicleConfig, power_limits_kw
 from controller.domain import ChargerSchedule, Plan, SchedulePeriod, VehicleMode, ensure_utc
 
 __all__ = [
@@ -155,13 +155,10 @@ class Dispatcher:
         charger = self.config.charger(charger_id) if charger_id else None
         if vehicle is None or charger is None or not live.plugged_in:
             return None
-        max_charge_w = 1000.0 * min(vehicle.max_charge_kw, charger.max_charge_kw)
-        max_discharge_w = (
-            1000.0 * min(vehicle.max_discharge_kw, charger.max_discharge_kw) if charger.bidirectional else 0.0
-        )
-        want = _Want(live, vehicle, charger, 0.0, max_charge_w, max_discharge_w)
+        max_charge_kw, max_discharge_kw = power_limits_kw(vehicle, charger)
+        want = _Want(live, vehicle, charger, 0.0, 1000.0 * max_charge_kw, 1000.0 * max_discharge_kw)
         if live.mode is VehicleMode.CHARGE_NOW:
-            planned = max_charge_w
+            planned = want.max_charge_w
             want.reasons.append("charge now")
         else:
             planned = self._planned_power(inputs.plan, now, live.vehicle_id, want.reasons)
@@ -185,15 +182,15 @@ class Dispatcher:
                 )
                 # Discharge without intended export follows the measured load: never export by accident.
                 want.follow_load = not (vehicle.permissions.v2g and exporting)
-        want.setpoint_w = max(-max_discharge_w, min(max_charge_w, planned))
+        want.setpoint_w = max(-want.max_discharge_w, min(want.max_charge_w, planned))
         return want
 
     @staticmethod
     def _discharge_allowed(
         inputs: DispatchInputs, live: VehicleLive, vehicle: VehicleConfig, want: _Want
     ) -> bool:
-        if want.max_discharge_w <= 0 or not (vehicle.permissions.v2g or vehicle.permissions.v2h):
-            return False
+        if want.max_discharge_w <= 0:
+            return False  # no V2H permission or a charge-only charger
         blocked = None
         if live.mode is not VehicleMode.AUTO:
             blocked = f"mode {live.mode.value}: no discharge"

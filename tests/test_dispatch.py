@@ -191,3 +191,10 @@ def test_no_plan_means_idle() -> None:
     d = Dispatcher(site())
     cmd = one(d, inputs(None, grid_w=0.0))
     assert cmd.setpoint_w == 0.0 and "no plan yet: idle" in cmd.reasons
+
+
+def test_v2h_off_means_no_discharge_at_all_even_with_v2g() -> None:
+    d = Dispatcher(site(permissions={"v2g": True, "v2h": False, "v2l": False}))
+    cmd = one(d, inputs(plan([-10000.0] * 8, export_w=[9000.0] * 8), grid_w=3000.0))
+    assert cmd.setpoint_w == 0.0
+    assert all(p.setpoint_w >= 0 and p.max_discharge_w == 0 for p in cmd.schedule.periods)

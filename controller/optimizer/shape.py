@@ -13,7 +13,7 @@ from datetime import timedelta
 import numpy as np
 import numpy.typing as npt
 
-from controller.config import SiteConfig, VehicleConfig
+from controller.config import SiteConfig, VehicleConfig, power_limits_kw
 
 __all__ = ["PENALTIES", "Penalties", "SiteShape", "VehicleSpec"]
 
@@ -62,11 +62,7 @@ class VehicleSpec:
     @classmethod
     def from_config(cls, vehicle: VehicleConfig, config: SiteConfig) -> VehicleSpec:
         charger = config.charger(vehicle.home_charger) if vehicle.home_charger else None
-        charge_kw = vehicle.max_charge_kw
-        discharge_kw = vehicle.max_discharge_kw if vehicle.permissions.v2h else 0.0
-        if charger is not None:
-            charge_kw = min(charge_kw, charger.max_charge_kw)
-            discharge_kw = min(discharge_kw, charger.max_discharge_kw) if charger.bidirectional else 0.0
+        charge_kw, discharge_kw = power_limits_kw(vehicle, charger)
         capacity = vehicle.usable_capacity_kwh
         return cls(
             vehicle_id=vehicle.id,
