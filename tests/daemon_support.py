@@ -318,7 +318,7 @@ class Broker:
     async def publish(self, topic: str, payload: Any, *, retain: bool = False, qos: int = 1) -> None:
         if not isinstance(payload, bytes | str):
             payload = json.dumps(payload)
-        await self.client.publish(topic, payload, qos=qos, retain=retain)
+        await self.client.publish(topic, payload, qos=qos, retain=retain, timeout=5)
 
     async def _read(self) -> None:
         async for message in self.client.messages:
@@ -347,7 +347,7 @@ class Broker:
         """Remove what the daemon left retained under ``prefix`` (the shared broker stays tidy)."""
         for topic in sorted({m.topic for m in self.messages if m.topic.startswith(prefix)}):
             with contextlib.suppress(aiomqtt.MqttError):
-                await self.client.publish(topic, b"", qos=1, retain=True)
+                await self.client.publish(topic, b"", qos=1, retain=True, timeout=5)
 
 
 @contextlib.asynccontextmanager
@@ -362,8 +362,8 @@ async def broker(*watch: str) -> AsyncIterator[Broker]:
             yield mqtt
         finally:
             reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(reader, 5)
 
 
 class MeterFeed:
@@ -374,6 +374,7 @@ class MeterFeed:
         self.period_s = period_s
         self.values: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
 
     def set(self, topic: str, value_w: float) -> None:
         self.values[topic] = value_w
@@ -386,20 +387,25 @@ class MeterFeed:
             await self.mqtt.publish(topic, f"{value:.1f}", qos=0)
 
     async def _run(self) -> None:
-        while True:
+        # A stop flag as well as cancel: on Python 3.11 aiomqtt's internal wait_for can swallow a
+        # cancel that lands mid-publish, and the loop must still end.
+        while not self._stop.is_set():
             with contextlib.suppress(aiomqtt.MqttError):
                 await self.publish_now()
-            await asyncio.sleep(self.period_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.period_s)
 
     async def __aenter__(self) -> MeterFeed:
+        self._stop = asyncio.Event()
         self._task = asyncio.create_task(self._run())
         return self
 
     async def __aexit__(self, *_: object) -> None:
         if self._task is not None:
+            self._stop.set()
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._task, 5)
 
 
 # ------------------------------------------------------------------------- OCPP 2.1 charger
