@@ -18,8 +18,9 @@ $(INTEROP_STAMP): tests/interop/package.json tests/interop/package-lock.json
 	npm ci --prefix tests/interop --no-audit --no-fund
 	touch $(INTEROP_STAMP)
 
+# Three weeks of a real home (public data) under four strategies, with the project's real planner.
 demo: $(STAMP)
-	$(BIN)/v2x check-config configs/home.example.yaml
+	$(BIN)/v2x sim compare --config sim/examples/home.yaml --series sim/examples/series.csv --trips sim/examples/trips.csv
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

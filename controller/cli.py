@@ -15,6 +15,7 @@ from controller.config import ConfigError, SiteConfig, load_config
 from controller.logs import configure_logging
 from controller.passwords import hash_password
 from controller.snapshot import Snapshot, load_snapshot
+from sim.cli import register as register_sim
 
 __all__ = ["build_parser", "main"]
 
@@ -174,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="console on a terminal, else JSON",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    register_sim(sub)
 
     p = sub.add_parser("check-config", help="validate a site config and print a summary")
     p.add_argument("file", help="site config YAML")

@@ -1,0 +1,166 @@
+"""The closed loop: at every step the strategy observes, decides, and the plant applies.
+
+for k in steps:
+    info.advance_to(k)                 # the controller's view moves to now
+    decision = strategy.decide(info)   # requested power per vehicle (vehicle sign)
+    outcome = plant.step(k, ...)       # physics: clamps, efficiencies, trips, grid meter
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from sim.information import InformationModel
+from sim.plant import DepartureOutcome, Plant, VehicleSpec
+from sim.scenario import FloatArray, Scenario
+
+__all__ = ["Decision", "ProgressCallback", "SimResult", "Strategy", "simulate"]
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Requested power per vehicle (config order, + charge / - discharge) for the current step."""
+
+    power_w: tuple[float, ...]
+    solve_ms: float | None = None
+    """Wall time of the planning call made for this step (inputs, solve, plan), if one was made."""
+    solver_ms: float | None = None
+    """The solver's own share of it."""
+    fallback: bool = False
+    notes: tuple[str, ...] = ()
+
+
+class Strategy(Protocol):
+    name: str
+
+    def decide(self, info: InformationModel) -> Decision: ...
+
+
+@dataclass(eq=False)
+class SimResult:
+    """Everything recorded in one run; arrays are per step (and per vehicle on the first axis)."""
+
+    scenario: Scenario
+    strategy: str
+    specs: tuple[VehicleSpec, ...]
+    grid_w: FloatArray
+    power_w: FloatArray
+    requested_w: FloatArray
+    energy_kwh: FloatArray
+    """Energy at the end of each step."""
+    plugged_in: npt.NDArray[np.bool_]
+    solve_ms: FloatArray
+    """Planning time per step, NaN where no plan was made."""
+    solver_ms: FloatArray
+    """The solver's own time per step, NaN where no plan was made."""
+    fallback: npt.NDArray[np.bool_]
+    departures: list[DepartureOutcome]
+    initial_energy_kwh: tuple[float, ...]
+    losses_kwh: float
+    drive_kwh: float
+    unmet_drive_kwh: float
+    wall_time_s: float
+    strategy_time_s: float
+    plant_time_s: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def vehicle_ids(self) -> tuple[str, ...]:
+        return tuple(s.vehicle_id for s in self.specs)
+
+    @property
+    def soc_percent(self) -> FloatArray:
+        capacity = np.array([s.capacity_kwh for s in self.specs])[:, None]
+        out: FloatArray = 100.0 * self.energy_kwh / capacity
+        return out
+
+
+def simulate(
+    scenario: Scenario,
+    strategy: Strategy,
+    info: InformationModel | None = None,
+    plant: Plant | None = None,
+    progress: ProgressCallback | None = None,
+) -> SimResult:
+    """Run ``strategy`` in closed loop over the whole scenario."""
+    plant = plant or Plant(scenario)
+    info = info or InformationModel(scenario, plant)
+    series = scenario.series
+    n = series.steps
+    count = len(plant.specs)
+    initial = tuple(plant.energy_kwh)
+    load = series.load_w.tolist()
+    pv = series.pv_w.tolist()
+    grid = np.empty(n)
+    power = np.empty((count, n))
+    requested = np.empty((count, n))
+    energy = np.empty((count, n))
+    plugged = np.empty((count, n), dtype=np.bool_)
+    solve_ms = np.full(n, math.nan)
+    solver_ms = np.full(n, math.nan)
+    fallback = np.zeros(n, dtype=np.bool_)
+    departures: list[DepartureOutcome] = []
+    notes: list[str] = []
+    losses = drive = unmet = 0.0
+    strategy_s = plant_s = 0.0
+    every = max(1, n // 200)
+    started = time.perf_counter()
+    for k in range(n):
+        t0 = time.perf_counter()
+        info.advance_to(k)
+        decision = strategy.decide(info)
+        t1 = time.perf_counter()
+        outcome = plant.step(k, list(decision.power_w), load[k], pv[k])
+        t2 = time.perf_counter()
+        strategy_s += t1 - t0
+        plant_s += t2 - t1
+        grid[k] = outcome.grid_w
+        power[:, k] = outcome.power_w
+        requested[:, k] = decision.power_w
+        energy[:, k] = outcome.energy_kwh
+        plugged[:, k] = outcome.plugged_in
+        if decision.solve_ms is not None:
+            solve_ms[k] = decision.solve_ms
+        if decision.solver_ms is not None:
+            solver_ms[k] = decision.solver_ms
+        fallback[k] = decision.fallback
+        if decision.notes:
+            notes.extend(decision.notes)
+        departures.extend(outcome.departures)
+        losses += outcome.losses_kwh
+        drive += outcome.drive_kwh
+        unmet += outcome.unmet_drive_kwh
+        if progress is not None and (k % every == 0 or k == n - 1):
+            progress(k + 1, n)
+    wall = time.perf_counter() - started
+    return SimResult(
+        scenario=scenario,
+        strategy=strategy.name,
+        specs=plant.specs,
+        grid_w=grid,
+        power_w=power,
+        requested_w=requested,
+        energy_kwh=energy,
+        plugged_in=plugged,
+        solve_ms=solve_ms,
+        solver_ms=solver_ms,
+        fallback=fallback,
+        departures=departures,
+        initial_energy_kwh=initial,
+        losses_kwh=losses,
+        drive_kwh=drive,
+        unmet_drive_kwh=unmet,
+        wall_time_s=wall,
+        strategy_time_s=strategy_s,
+        plant_time_s=plant_s,
+        notes=notes,
+    )

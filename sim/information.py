@@ -1,0 +1,443 @@
+"""What the controller may know, and when: the simulator's information model.
+
+A strategy never reads the scenario. It asks an :class:`InformationModel` for an
+:class:`Observation` at the current step, and gets only what a real controller would have then:
+
+* **prices** as published: day-ahead prices for a delivery day (midnight to midnight at a fixed UTC
+  offset, UTC+1 by default) are published at ``publication_hour_local`` (12:00) the day before. Past
+  that point prices are forecast by repeating the last published day (persistence);
+* **load and PV** as forecasts from a :class:`ForecastModel`. History models see only measured steps
+  before now; the ``noisy`` error model perturbs the actuals with seeded, lead-time-growing errors
+  (a synthetic forecast of known quality, for sensitivity studies);
+* ``nowcast`` (off by default, for diagnosis): the current step's load and PV are known exactly, an
+  idealisation of a controller that re-plans every few minutes on live meter readings;
+* **vehicles**: SoC and plug state measured now (while away, the SoC last measured at home), the next
+  departure and target the driver announced, and the trip calendar inside the horizon with each
+  trip's energy estimated from the car's past trips (its true energy is learned at arrival).
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from sim.plant import Plant
+from sim.scenario import FloatArray, Scenario, ScheduledTrip, Series
+
+__all__ = [
+    "FORECAST_MODELS",
+    "ForecastModel",
+    "InformationModel",
+    "KnownDeparture",
+    "KnownTrip",
+    "NoisyForecast",
+    "Observation",
+    "OracleForecast",
+    "PriceKnowledge",
+    "ProfileForecast",
+    "VehicleObservation",
+    "make_forecast",
+]
+
+IntArray = npt.NDArray[np.int64]
+
+
+# ------------------------------------------------------------------------ prices
+
+
+@dataclass(frozen=True, slots=True)
+class PriceKnowledge:
+    """When prices become known. ``all_known`` models a static or time-of-use tariff."""
+
+    publication_hour_local: float = 12.0
+    utc_offset_hours: float = 1.0
+    all_known: bool = False
+
+    def known_until(self, series: Series) -> IntArray:
+        """Per step ``k``: the first step index whose price is not yet published at ``k``'s start."""
+        n = series.steps
+        if self.all_known:
+            return np.full(n, n, dtype=np.int64)
+        offset = timedelta(hours=self.utc_offset_hours)
+        step_s = series.step.total_seconds()
+        out = np.empty(n, dtype=np.int64)
+        start_local = series.start + offset
+        day0 = datetime(start_local.year, start_local.month, start_local.day, tzinfo=UTC)
+        for k in range(n):
+            local = start_local + series.step * k
+            days = (local - day0).days
+            since_midnight_h = (local - (day0 + timedelta(days=days))).total_seconds() / 3600.0
+            ahead = 2 if since_midnight_h >= self.publication_hour_local else 1
+            boundary = day0 + timedelta(days=days + ahead)  # local midnight, as a naive-UTC offset time
+            out[k] = math.ceil((boundary - start_local).total_seconds() / step_s)
+        return np.maximum(out, np.arange(1, n + 1))
+
+
+def _persist_prices(prices: FloatArray, index: IntArray, known_until: int, steps_per_day: int) -> FloatArray:
+    """Published prices, then the last published day repeated for the steps not yet published."""
+    source = index.copy()
+    late = source >= known_until
+    if late.any():
+        days_back = (source[late] - known_until) // steps_per_day + 1
+        source[late] = source[late] - days_back * steps_per_day
+    # Before the first day there is no earlier day to repeat: hold the last published price.
+    source[source < 0] = known_until - 1
+    np.clip(source, 0, len(prices) - 1, out=source)
+    return prices[source]
+
+
+# --------------------------------------------------------------------- forecasts
+
+
+class ForecastModel(Protocol):
+    """Forecast of one series for steps ``[k, k + steps)``."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def uses_actuals(self) -> bool:
+        """True only for synthetic error models that perturb the actuals; False for causal models."""
+        ...
+
+    def forecast(
+        self, history: FloatArray, actual_ahead: FloatArray | None, k: int, steps: int, steps_per_day: int
+    ) -> FloatArray:
+        """``history`` holds the measured steps ``[0, k)``; ``actual_ahead`` is given only if uses_actuals."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileForecast:
+    """Mean of the same time of day over the last ``days`` measured days, blended near now with the
+    last measured step (weight ``recent_weight``, decaying by ``decay`` per step of lead time)."""
+
+    days: int = 7
+    recent_weight: float = 0.5
+    decay: float = 0.7
+    name: str = "profile"
+    uses_actuals: bool = False
+
+    def forecast(
+        self, history: FloatArray, actual_ahead: FloatArray | None, k: int, steps: int, steps_per_day: int
+    ) -> FloatArray:
+        if k == 0:
+            return np.zeros(steps, dtype=np.float64)
+        offsets, weight = _profile_offsets(steps, steps_per_day, self.days, self.recent_weight, self.decay)
+        index = k + offsets
+        last = history[k - 1]
+        if index.min() >= 0:  # a full history: the common case, kept cheap
+            profile = history[index].mean(axis=1)
+        else:
+            valid = index >= 0
+            values = np.where(valid, history[np.clip(index, 0, k - 1)], 0.0)
+            counts = valid.sum(axis=1)
+            profile = np.where(counts > 0, values.sum(axis=1) / np.maximum(counts, 1), last)
+        out: FloatArray = weight * last + (1.0 - weight) * profile
+        return out
+
+
+@functools.lru_cache(maxsize=32)
+def _profile_offsets(
+    steps: int, steps_per_day: int, days: int, recent_weight: float, decay: float
+) -> tuple[IntArray, FloatArray]:
+    """Per lead step, the offsets of the same time on the ``days`` measured days before now, and the
+    weight of the last measured step."""
+    lead = np.arange(steps)
+    first_back = lead // steps_per_day + 1  # whole days back to land before now
+    back = first_back[:, None] + np.arange(days)[None, :]
+    offsets: IntArray = (lead[:, None] - back * steps_per_day).astype(np.int64)
+    weight: FloatArray = (recent_weight * decay**lead).astype(np.float64)
+    return offsets, weight
+
+
+@dataclass(frozen=True, slots=True)
+class NoisyForecast:
+    """Actuals times ``1 + e``: ``e`` is AR(1) over lead time with standard deviation growing from
+    ``sigma_now`` to ``sigma_day`` at 24 h; seeded per step, so runs are reproducible."""
+
+    sigma_now: float = 0.05
+    sigma_day: float = 0.3
+    correlation: float = 0.9
+    seed: int = 0
+    name: str = "noisy"
+    uses_actuals: bool = True
+
+    def forecast(
+        self, history: FloatArray, actual_ahead: FloatArray | None, k: int, steps: int, steps_per_day: int
+    ) -> FloatArray:
+        assert actual_ahead is not None
+        rng = np.random.default_rng((self.seed, k))
+        shocks = rng.standard_normal(steps)
+        innovation = math.sqrt(1.0 - self.correlation**2)
+        errors = np.empty(steps)
+        state = shocks[0]
+        for i in range(steps):
+            if i:
+                state = self.correlation * state + innovation * shocks[i]
+            errors[i] = state
+        lead_days = np.minimum(np.arange(steps) / steps_per_day, 1.0)
+        sigma = self.sigma_now + (self.sigma_day - self.sigma_now) * np.sqrt(lead_days)
+        out: FloatArray = np.maximum(0.0, actual_ahead * (1.0 + sigma * errors))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class OracleForecast:
+    """The actuals themselves: for diagnosis only (how much do forecast errors cost?)."""
+
+    name: str = "oracle"
+    uses_actuals: bool = True
+
+    def forecast(
+        self, history: FloatArray, actual_ahead: FloatArray | None, k: int, steps: int, steps_per_day: int
+    ) -> FloatArray:
+        assert actual_ahead is not None
+        return actual_ahead.copy()
+
+
+FORECAST_MODELS = ("profile", "noisy", "oracle")
+
+
+def make_forecast(name: str, seed: int = 0) -> ForecastModel:
+    if name == "profile":
+        return ProfileForecast()
+    if name == "noisy":
+        return NoisyForecast(seed=seed)
+    if name == "oracle":
+        return OracleForecast()
+    raise ValueError(f"unknown forecast model {name!r}; use one of {', '.join(FORECAST_MODELS)}")
+
+
+# ------------------------------------------------------------------ observations
+
+
+@dataclass(frozen=True, slots=True)
+class KnownDeparture:
+    at: datetime
+    index: int
+    target_soc_percent: float
+
+
+@dataclass(frozen=True, slots=True)
+class KnownTrip:
+    """A trip in the driver's calendar; ``energy_kwh`` is the controller's estimate."""
+
+    depart: datetime
+    arrive: datetime
+    depart_index: int
+    arrive_index: int
+    energy_kwh: float
+    target_soc_percent: float
+
+
+@dataclass(frozen=True, slots=True)
+class VehicleObservation:
+    vehicle_id: str
+    plugged_in: bool
+    soc_percent: float
+    """Measured now when plugged in; while away, the SoC measured at departure."""
+    soc_measured_at: datetime
+    next_departure: KnownDeparture | None
+    trips: tuple[KnownTrip, ...]
+    """Calendar trips that overlap the horizon, the one under way included."""
+
+
+@dataclass(frozen=True, eq=False)
+class Observation:
+    """What the controller knows at the start of step ``k``; arrays cover ``[k, k + steps)``."""
+
+    k: int
+    time: datetime
+    step: timedelta
+    vehicles: tuple[VehicleObservation, ...]
+    import_price_per_kwh: FloatArray
+    export_price_per_kwh: FloatArray
+    price_known_steps: int
+    load_w: FloatArray
+    pv_w: FloatArray
+    import_limit_w: float
+    export_limit_w: float
+
+    @property
+    def steps(self) -> int:
+        return len(self.load_w)
+
+
+class InformationModel:
+    """The only door from a strategy to the world; it answers for the current step only."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        plant: Plant,
+        load_forecast: ForecastModel | None = None,
+        pv_forecast: ForecastModel | None = None,
+        prices: PriceKnowledge | None = None,
+        trip_energy: Literal["estimate", "actual"] = "estimate",
+        initial_trip_energy_fraction: float = 0.2,
+        nowcast: bool = False,
+    ) -> None:
+        self._scenario = scenario
+        self._series = scenario.series
+        self._plant = plant
+        self.load_forecast: ForecastModel = load_forecast or ProfileForecast()
+        self.pv_forecast: ForecastModel = pv_forecast or ProfileForecast(days=3)
+        self.prices = prices or PriceKnowledge()
+        self._known_until = self.prices.known_until(self._series)
+        self._steps_per_day = round(timedelta(days=1) / self._series.step)
+        self._trip_energy = trip_energy
+        self._nowcast = nowcast
+        grid = scenario.config.site.grid
+        self.import_limit_w = 1000.0 * grid.import_limit_kw
+        self.export_limit_w = 1000.0 * grid.export_limit_kw
+        self._trips: list[list[ScheduledTrip]] = []
+        self._departs: list[list[int]] = []
+        self._initial_trip_kwh: list[float] = []
+        for spec in plant.specs:
+            trips = list(scenario.trips_of(spec.vehicle_id))
+            self._trips.append(trips)
+            self._departs.append([t.depart_index for t in trips])
+            self._initial_trip_kwh.append(initial_trip_energy_fraction * spec.capacity_kwh)
+        self._soc_seen = [plant.soc_percent(i) for i in range(len(plant.specs))]
+        self._soc_seen_at = [scenario.series.start for _ in plant.specs]
+        self._k = 0
+
+    # The engine moves time; strategies cannot choose the step they observe.
+    @property
+    def k(self) -> int:
+        return self._k
+
+    def advance_to(self, k: int) -> None:
+        if k < self._k:
+            raise ValueError("time does not run backwards")
+        self._k = k
+        now = self._series.time_at(k)
+        plugged = self._plant.plugged_in(k) if k < self._series.steps else ()
+        for i, is_plugged in enumerate(plugged):
+            if is_plugged:
+                self._soc_seen[i] = self._plant.soc_percent(i)
+                self._soc_seen_at[i] = now
+
+    @property
+    def steps_per_day(self) -> int:
+        return self._steps_per_day
+
+    @property
+    def step(self) -> timedelta:
+        return self._series.step
+
+    @property
+    def now(self) -> datetime:
+        return self._series.time_at(self._k)
+
+    def live_site_w(self) -> float:
+        """The home's net load without the cars as the grid meter shows it during this step (live)."""
+        k = self._k
+        return float(self._series.load_w[k] - self._series.pv_w[k])
+
+    def vehicles(self, horizon_steps: int) -> tuple[VehicleObservation, ...]:
+        return tuple(self._vehicle(i, horizon_steps) for i in range(len(self._plant.specs)))
+
+    def _trip_energy_estimate(self, i: int, trip: ScheduledTrip) -> float:
+        if self._trip_energy == "actual":
+            return trip.energy_kwh
+        done = [t.energy_kwh for t in self._trips[i] if t.arrive_index <= self._k]
+        return sum(done) / len(done) if done else self._initial_trip_kwh[i]
+
+    def _vehicle(self, i: int, horizon_steps: int) -> VehicleObservation:
+        k = self._k
+        spec = self._plant.specs[i]
+        trips = self._trips[i]
+        plugged = k < self._series.steps and self._plant.plugged_in(k)[i]
+        # Trips overlapping [k, k + horizon): first trip whose arrival is after k.
+        first = bisect.bisect_right(self._departs[i], k) - 1
+        first = max(first, 0)
+        while first < len(trips) and trips[first].arrive_index <= k:
+            first += 1
+        known: list[KnownTrip] = []
+        next_departure: KnownDeparture | None = None
+        estimate: float | None = None
+        for trip in trips[first:]:
+            if trip.depart_index >= k + horizon_steps:
+                break
+            if estimate is None:
+                estimate = self._trip_energy_estimate(i, trip)
+            energy = trip.energy_kwh if self._trip_energy == "actual" else estimate
+            known.append(
+                KnownTrip(
+                    self._series.time_at(trip.depart_index),
+                    self._series.time_at(trip.arrive_index),
+                    trip.depart_index,
+                    trip.arrive_index,
+                    energy,
+                    trip.target_soc_percent,
+                )
+            )
+        for trip in trips[first:]:
+            if trip.depart_index >= k:
+                next_departure = KnownDeparture(
+                    self._series.time_at(trip.depart_index), trip.depart_index, trip.target_soc_percent
+                )
+                break
+        return VehicleObservation(
+            vehicle_id=spec.vehicle_id,
+            plugged_in=bool(plugged),
+            soc_percent=self._soc_seen[i],
+            soc_measured_at=self._soc_seen_at[i],
+            next_departure=next_departure,
+            trips=tuple(known),
+        )
+
+    def observe(
+        self, horizon_steps: int, vehicles: tuple[VehicleObservation, ...] | None = None
+    ) -> Observation:
+        """Prices, forecasts and vehicles for ``[now, now + horizon_steps)`` as known now.
+
+        ``vehicles`` may pass this step's :meth:`vehicles` answer for the same horizon (saves work).
+        """
+        k = self._k
+        series = self._series
+        n = series.steps
+        index = np.arange(k, k + horizon_steps, dtype=np.int64)
+        known_until = int(self._known_until[min(k, n - 1)])
+        spd = self._steps_per_day
+        import_price = _persist_prices(series.import_price_per_kwh, index, known_until, spd)
+        export_price = _persist_prices(series.export_price_per_kwh, index, known_until, spd)
+        load = self._forecast(self.load_forecast, series.load_w, horizon_steps)
+        pv = self._forecast(self.pv_forecast, series.pv_w, horizon_steps)
+        return Observation(
+            k=k,
+            time=series.time_at(k),
+            step=series.step,
+            vehicles=self.vehicles(horizon_steps) if vehicles is None else vehicles,
+            import_price_per_kwh=import_price,
+            export_price_per_kwh=export_price,
+            price_known_steps=max(0, min(horizon_steps, known_until - k)),
+            load_w=load,
+            pv_w=pv,
+            import_limit_w=self.import_limit_w,
+            export_limit_w=self.export_limit_w,
+        )
+
+    def _forecast(self, model: ForecastModel, actual: FloatArray, steps: int) -> FloatArray:
+        k = self._k
+        history = actual[:k]
+        ahead: FloatArray | None = None
+        if model.uses_actuals:
+            ahead = actual[k : k + steps]
+            if len(ahead) < steps:  # past the end of the scenario: repeat the last day
+                pad = np.resize(actual[-self._steps_per_day :], steps - len(ahead))
+                ahead = np.concatenate([ahead, pad])
+        out = model.forecast(history, ahead, k, steps, self._steps_per_day)
+        if self._nowcast and k < len(actual):
+            out = out.copy()
+            out[0] = actual[k]
+        return out

@@ -1,0 +1,248 @@
+"""Metrics of one run: cost, energy flows, V2H/V2G split, battery wear, safety, solver times.
+
+Conventions: energy over a step = power x step length; costs in the site currency.
+
+* ``energy_cost`` = import cost - export revenue.
+* ``stored_energy_value``: the change of energy stored in the cars from start to end, valued at the
+  optimiser's terminal value (``optimizer.terminal_value_per_kwh``, default the mean import price of
+  the scenario). Strategies that end with fuller or emptier cars are compared fairly with it.
+* ``total_cost`` = energy cost + degradation cost - stored energy value: what strategies are ranked by.
+* ``throughput_kwh``: energy through the batteries on the battery side (charged in + discharged out);
+  ``degradation_cost`` = throughput x each car's ``degradation_cost_per_kwh``.
+* V2H is discharge that covers the home's net load (load - PV) in the same step, V2G is discharge
+  that leaves through the grid meter; discharge into another car's charging is neither.
+* A reserve breach is a step where a car discharged and ended below its reserve floor (a car that
+  arrives from a trip below the floor is no breach; it must then not be discharged).
+* A departure shortfall is a departure below the target; it is avoidable when charging at full power
+  since plug-in would have reached the target (or more of it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from sim.engine import SimResult
+from sim.scenario import FloatArray
+
+__all__ = ["Metrics", "compute_metrics", "monthly_cost", "saving_share", "step_cost"]
+
+# Tolerances against float noise, not slack for the controller.
+RESERVE_TOLERANCE_KWH = 0.01
+SHORTFALL_TOLERANCE_KWH = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    strategy: str
+    scenario: str
+    currency: str
+    days: float
+    steps: int
+    total_cost: float
+    """Energy cost + degradation cost - stored energy value."""
+    energy_cost: float
+    import_cost: float
+    export_revenue: float
+    degradation_cost: float
+    stored_energy_value: float
+    terminal_price_per_kwh: float
+    import_kwh: float
+    export_kwh: float
+    charge_kwh: float
+    discharge_kwh: float
+    v2h_kwh: float
+    v2g_kwh: float
+    throughput_kwh: float
+    losses_kwh: float
+    drive_kwh: float
+    unmet_drive_kwh: float
+    initial_energy_kwh: float
+    final_energy_kwh: float
+    reserve_breaches: int
+    lowest_soc_percent: float | None
+    """Lowest end-of-step SoC of any car while plugged in."""
+    lowest_breach_soc_percent: float | None
+    departures: int
+    departure_shortfalls: int
+    shortfall_kwh: float
+    avoidable_shortfalls: int
+    avoidable_shortfall_kwh: float
+    peak_import_kw: float
+    peak_export_kw: float
+    import_limit_exceeded_steps: int
+    export_limit_exceeded_steps: int
+    solves: int
+    solve_ms_median: float | None
+    solve_ms_p95: float | None
+    solve_ms_max: float | None
+    solve_ms_mean: float | None
+    solver_ms_median: float | None
+    """The solver's own time (the rest of solve_ms is building inputs and the plan)."""
+    fallbacks: int
+    wall_time_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def terminal_price_per_kwh(result: SimResult) -> float:
+    """The value of a kWh left in the cars, as the optimiser's perfect-foresight solve sees it."""
+    configured = result.scenario.config.optimizer.terminal_value_per_kwh
+    if configured is not None:
+        return configured
+    prices = result.scenario.series.import_price_per_kwh
+    return max(0.0, float(prices.mean())) if len(prices) else 0.0
+
+
+def step_cost(result: SimResult) -> FloatArray:
+    """Energy cost per step (import cost - export revenue)."""
+    series = result.scenario.series
+    hours = series.step_hours
+    import_kwh = np.maximum(result.grid_w, 0.0) * hours / 1000.0
+    export_kwh = np.maximum(-result.grid_w, 0.0) * hours / 1000.0
+    out: FloatArray = import_kwh * series.import_price_per_kwh - export_kwh * series.export_price_per_kwh
+    return out
+
+
+def _battery_side_kwh(result: SimResult) -> FloatArray:
+    """Per vehicle and step, energy through the battery (charged in + discharged out), kWh."""
+    hours = result.scenario.series.step_hours
+    eta_c = np.array([s.charge_efficiency for s in result.specs])[:, None]
+    eta_d = np.array([s.discharge_efficiency for s in result.specs])[:, None]
+    charge = np.maximum(result.power_w, 0.0) * hours / 1000.0 * eta_c
+    discharge = np.maximum(-result.power_w, 0.0) * hours / 1000.0 / eta_d
+    out: FloatArray = charge + discharge
+    return out
+
+
+def degradation_per_step(result: SimResult) -> FloatArray:
+    rates = np.array(
+        [
+            v.degradation_cost_per_kwh
+            for spec in result.specs
+            for v in result.scenario.config.vehicles
+            if v.id == spec.vehicle_id
+        ]
+    )[:, None]
+    out: FloatArray = (_battery_side_kwh(result) * rates).sum(axis=0)
+    return out
+
+
+def monthly_cost(result: SimResult) -> dict[str, float]:
+    """Energy + degradation cost per calendar month (UTC), keyed ``YYYY-MM`` (no stored-energy value)."""
+    series = result.scenario.series
+    cost = step_cost(result) + degradation_per_step(result)
+    out: dict[str, float] = {}
+    month_of_step = [series.time_at(k).strftime("%Y-%m") for k in range(series.steps)]
+    for key in dict.fromkeys(month_of_step):
+        out[key] = 0.0
+    for k, key in enumerate(month_of_step):
+        out[key] += float(cost[k])
+    return out
+
+
+def _stats(values: FloatArray) -> tuple[float | None, float | None, float | None, float | None]:
+    if len(values) == 0:
+        return None, None, None, None
+    return (
+        float(np.median(values)),
+        float(np.percentile(values, 95)),
+        float(values.max()),
+        float(values.mean()),
+    )
+
+
+def compute_metrics(result: SimResult) -> Metrics:
+    scenario = result.scenario
+    series = scenario.series
+    hours = series.step_hours
+    to_kwh = hours / 1000.0
+    grid = result.grid_w
+    import_kwh = np.maximum(grid, 0.0) * to_kwh
+    export_kwh = np.maximum(-grid, 0.0) * to_kwh
+    import_cost = float((import_kwh * series.import_price_per_kwh).sum())
+    export_revenue = float((export_kwh * series.export_price_per_kwh).sum())
+    degradation = float(degradation_per_step(result).sum())
+
+    charge_w = np.maximum(result.power_w, 0.0).sum(axis=0)
+    discharge_w = np.maximum(-result.power_w, 0.0).sum(axis=0)
+    net_home_w = series.load_w - series.pv_w
+    v2h_w = np.minimum(discharge_w, np.maximum(net_home_w, 0.0))
+    v2g_w = np.minimum(discharge_w - v2h_w, np.maximum(-grid, 0.0))
+
+    reserve = np.array([s.reserve_kwh for s in result.specs])[:, None]
+    below = result.energy_kwh < reserve - RESERVE_TOLERANCE_KWH
+    breaches = below & (result.power_w < 0)
+    soc = result.soc_percent
+    plugged_soc = soc[result.plugged_in]
+    lowest = float(plugged_soc.min()) if plugged_soc.size else None
+    breach_soc = soc[breaches]
+
+    shortfalls = [d for d in result.departures if d.shortfall_kwh > SHORTFALL_TOLERANCE_KWH]
+    avoidable = [d for d in result.departures if d.avoidable_shortfall_kwh > SHORTFALL_TOLERANCE_KWH]
+
+    grid_cfg = scenario.config.site.grid
+    solves = result.solve_ms[~np.isnan(result.solve_ms)]
+    median, p95, worst, mean = _stats(solves)
+    final = float(result.energy_kwh[:, -1].sum()) if series.steps else float(sum(result.initial_energy_kwh))
+    initial = float(sum(result.initial_energy_kwh))
+    terminal_price = terminal_price_per_kwh(result)
+    stored_value = (final - initial) * terminal_price
+    return Metrics(
+        strategy=result.strategy,
+        scenario=scenario.name,
+        currency=scenario.config.site.currency,
+        days=series.steps * hours / 24.0,
+        steps=series.steps,
+        total_cost=import_cost - export_revenue + degradation - stored_value,
+        energy_cost=import_cost - export_revenue,
+        import_cost=import_cost,
+        export_revenue=export_revenue,
+        degradation_cost=degradation,
+        stored_energy_value=stored_value,
+        terminal_price_per_kwh=terminal_price,
+        import_kwh=float(import_kwh.sum()),
+        export_kwh=float(export_kwh.sum()),
+        charge_kwh=float(charge_w.sum() * to_kwh),
+        discharge_kwh=float(discharge_w.sum() * to_kwh),
+        v2h_kwh=float(v2h_w.sum() * to_kwh),
+        v2g_kwh=float(v2g_w.sum() * to_kwh),
+        throughput_kwh=float(_battery_side_kwh(result).sum()),
+        losses_kwh=result.losses_kwh,
+        drive_kwh=result.drive_kwh,
+        unmet_drive_kwh=result.unmet_drive_kwh,
+        initial_energy_kwh=initial,
+        final_energy_kwh=final,
+        reserve_breaches=int(breaches.sum()),
+        lowest_soc_percent=lowest,
+        lowest_breach_soc_percent=float(breach_soc.min()) if breach_soc.size else None,
+        departures=len(result.departures),
+        departure_shortfalls=len(shortfalls),
+        shortfall_kwh=float(sum(d.shortfall_kwh for d in shortfalls)),
+        avoidable_shortfalls=len(avoidable),
+        avoidable_shortfall_kwh=float(sum(d.avoidable_shortfall_kwh for d in avoidable)),
+        peak_import_kw=float(max(grid.max(initial=0.0), 0.0) / 1000.0),
+        peak_export_kw=float(max(-grid.min(initial=0.0), 0.0) / 1000.0),
+        import_limit_exceeded_steps=int((grid > 1000.0 * grid_cfg.import_limit_kw + 1e-6).sum()),
+        export_limit_exceeded_steps=int((-grid > 1000.0 * grid_cfg.export_limit_kw + 1e-6).sum()),
+        solves=len(solves),
+        solve_ms_median=median,
+        solve_ms_p95=p95,
+        solve_ms_max=worst,
+        solve_ms_mean=mean,
+        solver_ms_median=_stats(result.solver_ms[~np.isnan(result.solver_ms)])[0],
+        fallbacks=int(result.fallback.sum()),
+        wall_time_s=result.wall_time_s,
+    )
+
+
+def saving_share(cost: float, uncontrolled_cost: float, perfect_cost: float) -> float | None:
+    """Share of the perfect-foresight saving over uncontrolled that ``cost`` achieves."""
+    bound = uncontrolled_cost - perfect_cost
+    if not math.isfinite(bound) or abs(bound) < 1e-9:
+        return None
+    return (uncontrolled_cost - cost) / bound

@@ -1,0 +1,326 @@
+"""``v2x sim`` run / compare / sweep / generate through a real argparse parser and real files."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from sim.cli import register
+from sim.scenario import write_series_csv, write_trips_csv
+from tests.test_sim_support import tiny_series, tiny_trips
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "sim" / "examples"
+TINY_YAML = """
+site:
+  name: tiny
+  timezone: UTC
+  horizon_hours: 8
+  replan_interval_minutes: 30
+  grid: {import_limit_kw: 17, export_limit_kw: 10}
+chargers:
+  - {id: wb, max_charge_kw: 7, max_discharge_kw: 5, bidirectional: true, min_current_a: 0}
+vehicles:
+  - id: car
+    usable_capacity_kwh: 40
+    max_charge_kw: 7
+    max_discharge_kw: 5
+    reserve: {percent: 20}
+    default_target_soc_percent: 70
+    departures:
+      monday: {time: "07:00", target_soc_percent: 70}
+    permissions: {v2g: true, v2h: true}
+    home_charger: wb
+tariff:
+  import: {static_price_per_kwh: 0.3}
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="v2x")
+    register(p.add_subparsers(dest="command", required=True))
+    return p
+
+
+def run(argv: list[str]) -> tuple[int, str]:
+    args = parser().parse_args(argv)
+    out = io.StringIO()
+    code = args.handler(args, out)
+    return code, out.getvalue()
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    config = tmp_path / "site.yaml"
+    config.write_text(TINY_YAML, encoding="utf-8")
+    series = tmp_path / "series.csv"
+    write_series_csv(series, tiny_series(1.0))
+    trips = tmp_path / "trips.csv"
+    write_trips_csv(trips, tiny_trips(1))
+    return {"config": config, "series": series, "trips": trips}
+
+
+def scenario_args(files: dict[str, Path]) -> list[str]:
+    return [
+        "--config",
+        str(files["config"]),
+        "--series",
+        str(files["series"]),
+        "--trips",
+        str(files["trips"]),
+    ]
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["compare"], ["sweep"], ["generate"]])
+def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        parser().parse_args(["sim", *command, "--help"])
+    assert caught.value.code == 0
+    assert "usage: v2x sim" in capsys.readouterr().out
+
+
+def test_run_writes_metrics_timeseries_and_plots(files: dict[str, Path], tmp_path: Path) -> None:
+    out_dir = tmp_path / "out"
+    code, text = run(
+        ["sim", "run", *scenario_args(files), "--strategy", "mpc", "--out", str(out_dir), "--no-progress"]
+    )
+    assert code == 0
+    assert "total cost" in text and "reserve breaches" in text and "solves" in text
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert metrics["strategy"] == "mpc" and metrics["steps"] == 96 and metrics["solves"] == 48
+    assert metrics["reserve_breaches"] == 0 and len(metrics["monthly_cost"]) == 1
+    with (out_dir / "timeseries.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 96 and {"car_power_kw", "car_soc_percent", "grid_kw", "solve_ms"} <= set(rows[0])
+    for png in ("week.png", "monthly_cost.png"):
+        assert (out_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_prints_one_table_with_shares(files: dict[str, Path], tmp_path: Path) -> None:
+    out_dir = tmp_path / "cmp"
+    code, text = run(
+        [
+            "sim",
+            "compare",
+            *scenario_args(files),
+            "--with-no-discharge",
+            "--out",
+            str(out_dir),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    lines = text.splitlines()
+    for name in ("uncontrolled", "smart", "mpc", "perfect", "mpc-no-discharge", "perfect-no-discharge"):
+        assert any(line.startswith(name + " ") for line in lines), name
+    assert "share of perfect saving" in text and "100.0 %" in text
+    assert "value of discharging" in text
+    rows = json.loads((out_dir / "comparison.json").read_text())["strategies"]
+    assert [r["strategy"] for r in rows][:4] == ["uncontrolled", "smart", "mpc", "perfect"]
+    assert (out_dir / "monthly_cost.png").exists() and (out_dir / "comparison.csv").exists()
+
+
+def test_sweep_on_a_local_process_pool(files: dict[str, Path], tmp_path: Path) -> None:
+    out_dir = tmp_path / "sweep"
+    code, text = run(
+        [
+            "sim",
+            "sweep",
+            *scenario_args(files),
+            "--strategy",
+            "smart",
+            "--param",
+            "reserve_percent=20,30",
+            "--param",
+            "forecast=profile",
+            "--workers",
+            "2",
+            "--out",
+            str(out_dir),
+            "--no-progress",
+        ]
+    )
+    assert code == 0, text
+    assert "2 point(s)" in text
+    points = json.loads((out_dir / "sweep.json").read_text())["points"]
+    assert [p["overrides"]["reserve_percent"] for p in points] == [20, 30]
+    assert all(p["metrics"]["strategy"] == "smart" for p in points)
+
+
+def test_sweep_on_a_dask_cluster(files: dict[str, Path]) -> None:
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=False,
+        dashboard_address=None,
+        host="127.0.0.1",
+        protocol="tcp",
+    ) as cluster:
+        code, text = run(
+            [
+                "sim",
+                "sweep",
+                *scenario_args(files),
+                "--strategy",
+                "uncontrolled",
+                "--param",
+                "degradation_cost_per_kwh=0.01,0.1",
+                "--dask",
+                cluster.scheduler_address,
+                "--no-progress",
+            ]
+        )
+    assert code == 0, text
+    lines = [line for line in text.splitlines() if line.startswith(("0.01", "0.1"))]
+    assert len(lines) == 2
+    assert float(lines[0].split()[3]) < float(lines[1].split()[3])  # degradation cost grows
+
+
+def test_generate_writes_a_scenario_that_runs(tmp_path: Path, files: dict[str, Path]) -> None:
+    out_dir = tmp_path / "gen"
+    code, text = run(
+        [
+            "sim",
+            "generate",
+            "--config",
+            str(files["config"]),
+            "--days",
+            "2",
+            "--seed",
+            "4",
+            "--out",
+            str(out_dir),
+        ]
+    )
+    assert code == 0 and "192 steps" in text
+    code, text = run(
+        [
+            "sim",
+            "run",
+            "--config",
+            str(files["config"]),
+            "--series",
+            str(out_dir / "series.csv"),
+            "--trips",
+            str(out_dir / "trips.csv"),
+            "--strategy",
+            "smart",
+            "--pv-forecast",
+            "noisy",
+            "--nowcast",
+            "--out",
+            str(tmp_path / "r"),
+            "--no-plots",
+            "--no-progress",
+        ]
+    )
+    assert code == 0, text
+
+
+def bad(files: dict[str, Path], tmp_path: Path, kind: str) -> list[str]:
+    base = ["sim", "run", *scenario_args(files), "--out", str(tmp_path / "o"), "--no-progress", "--no-plots"]
+    if kind == "config":
+        files["config"].write_text(TINY_YAML.replace("usable_capacity_kwh: 40", "usable_capacity_kwh: -4"))
+    elif kind == "series":
+        lines = files["series"].read_text().splitlines()
+        lines[5] = lines[5].replace(lines[5].split(",")[3], "lots")
+        files["series"].write_text("\n".join(lines) + "\n")
+    elif kind == "trips":
+        files["trips"].write_text(
+            "vehicle,depart,arrive,energy_kwh\nvan,2024-03-04T07:00:00Z,2024-03-04T08:00:00Z,2\n"
+        )
+    elif kind == "no charger":
+        files["config"].write_text(TINY_YAML.replace("    home_charger: wb\n", ""))
+    elif kind == "no vehicles":
+        files["config"].write_text(
+            TINY_YAML.split("vehicles:")[0] + "tariff:\n  import: {static_price_per_kwh: 0.3}\n"
+        )
+    elif kind == "soc":
+        base += ["--initial-soc", "car=150"]
+    elif kind == "out":
+        blocker = tmp_path / "file"
+        blocker.write_text("x")
+        base[base.index("--out") + 1] = str(blocker / "sub")
+    return base
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("config", ["site.yaml", "vehicles[0].usable_capacity_kwh"]),
+        ("series", ["series.csv", "row 5", "column load_kw", "'lots' is not a number"]),
+        ("trips", ["trips.csv", "row 1", "column vehicle", "unknown vehicle 'van'"]),
+        ("soc", ["--initial-soc car=150", "outside 0-100"]),
+        ("no charger", ["site.yaml", "vehicles[0].home_charger is not set"]),
+        ("no vehicles", ["site.yaml", "no vehicles"]),
+        ("out", ["cannot create output directory"]),
+    ],
+)
+def test_bad_inputs_exit_2_naming_the_problem(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str, expected: list[str]
+) -> None:
+    code, _ = run(bad(files, tmp_path, kind))
+    assert code == 2
+    err = capsys.readouterr().err
+    for text in expected:
+        assert text in err
+
+
+def test_bad_sweep_and_compare_arguments_exit_2(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _ = run(["sim", "sweep", *scenario_args(files), "--param", "reserve_percent", "--no-progress"])
+    assert code == 2 and "NAME=V1,V2" in capsys.readouterr().err
+    code, _ = run(["sim", "sweep", *scenario_args(files), "--param", "reserve_percent=150", "--no-progress"])
+    assert code == 2 and "reserve" in capsys.readouterr().err
+    code, _ = run(["sim", "sweep", *scenario_args(files), "--param", "vehicles.3.x=1", "--no-progress"])
+    assert code == 2 and "out of range" in capsys.readouterr().err
+    code, _ = run(["sim", "sweep", *scenario_args(files), "--param", "forecast=crystal", "--no-progress"])
+    assert code == 2 and "crystal" in capsys.readouterr().err
+    code, _ = run(["sim", "compare", *scenario_args(files), "--strategies", "mpc,magic", "--no-progress"])
+    assert code == 2 and "magic" in capsys.readouterr().err
+    code, _ = run(
+        [
+            "sim",
+            "sweep",
+            *scenario_args(files),
+            "--param",
+            "horizon_hours=8",
+            "--dask",
+            "tcp://127.0.0.1:1",
+            "--dask-timeout",
+            "1",
+        ]
+    )
+    assert code == 2 and "--dask tcp://127.0.0.1:1" in capsys.readouterr().err
+    dask_args = ["--param", "horizon_hours=8", "--dask", "nonsense://x", "--dask-timeout", "1"]
+    code, _ = run(["sim", "sweep", *scenario_args(files), *dask_args])
+    assert code == 2 and "--dask nonsense://x" in capsys.readouterr().err
+
+
+def test_the_shipped_example_runs_from_a_clean_clone(tmp_path: Path) -> None:
+    code, text = run(
+        [
+            "sim",
+            "run",
+            "--config",
+            str(EXAMPLE / "home.yaml"),
+            "--series",
+            str(EXAMPLE / "series.csv"),
+            "--trips",
+            str(EXAMPLE / "trips.csv"),
+            "--strategy",
+            "smart",
+            "--out",
+            str(tmp_path / "ex"),
+            "--no-progress",
+            "--no-plots",
+        ]
+    )
+    assert code == 0 and "21 days" in text

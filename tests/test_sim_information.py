@@ -1,0 +1,229 @@
+"""The controller never sees the future: only published prices, causal forecasts, past trips."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from controller.domain import Plan
+from controller.snapshot import Snapshot
+from sim.controlled import ModelPredictiveControl
+from sim.engine import simulate
+from sim.information import (
+    InformationModel,
+    NoisyForecast,
+    OracleForecast,
+    PriceKnowledge,
+    ProfileForecast,
+)
+from sim.plant import Plant
+from sim.runner import RunOptions
+from sim.scenario import FloatArray, Scenario, Series, Trip
+from tests.test_sim_support import tiny_config, tiny_scenario, tiny_series
+
+
+def changed_after(scenario: Scenario, k: int, price_from: int, trip_energy: float | None = None) -> Scenario:
+    """The same world up to step ``k`` (prices up to ``price_from``), a different one after."""
+    s = scenario.series
+    rng = np.random.default_rng(99)
+    load, pv = s.load_w.copy(), s.pv_w.copy()
+    load[k:] = rng.uniform(0, 5000, len(load) - k)
+    pv[k:] = rng.uniform(0, 4000, len(pv) - k)
+    imp, exp = s.import_price_per_kwh.copy(), s.export_price_per_kwh.copy()
+    imp[price_from:] = rng.uniform(-0.2, 0.9, len(imp) - price_from)
+    exp[price_from:] = imp[price_from:] * 0.5
+    trips = scenario.trips
+    if trip_energy is not None:
+        trips = tuple(
+            Trip(t.vehicle_id, t.depart, t.arrive, trip_energy) if t.depart >= s.time_at(k) else t
+            for t in trips
+        )
+    series = Series(s.start, s.step, imp, exp, load, pv)
+    return Scenario(scenario.config, series, trips, dict(scenario.initial_soc_percent), scenario.name)
+
+
+def observe_at(scenario: Scenario, k: int, horizon: int = 96) -> tuple[object, ...]:
+    plant = Plant(scenario)
+    info = RunOptions().information(scenario, plant)
+    info.advance_to(k)
+    obs = info.observe(horizon)
+    return (
+        obs.import_price_per_kwh.tolist(),
+        obs.export_price_per_kwh.tolist(),
+        obs.load_w.tolist(),
+        obs.pv_w.tolist(),
+        obs.price_known_steps,
+        obs.vehicles,
+    )
+
+
+@pytest.mark.parametrize("k", [0, 1, 30, 44, 45, 95, 130])
+def test_an_observation_is_blind_to_what_is_not_yet_measured_or_published(k: int) -> None:
+    scenario = tiny_scenario(days=3)
+    known_until = int(PriceKnowledge().known_until(scenario.series)[k])
+    other = changed_after(scenario, k, known_until, trip_energy=25.0)
+    assert observe_at(scenario, k) == observe_at(other, k)
+    # ...and it does change when something it may know changes.
+    published = changed_after(scenario, k, k)
+    assert observe_at(scenario, k)[0] != observe_at(published, k)[0]
+
+
+def test_day_ahead_prices_are_published_at_noon_utc_plus_one_for_the_next_day() -> None:
+    series = tiny_series(3.0)  # starts Monday 00:00 UTC = 01:00 local (UTC+1)
+    known = PriceKnowledge().known_until(series)
+    before_noon = 10 * 4 + 3  # 10:45 UTC = 11:45 local
+    at_noon = 11 * 4  # 11:00 UTC = 12:00 local
+    end_of_today = 23 * 4  # local midnight = 23:00 UTC
+    assert known[0] == end_of_today
+    assert known[before_noon] == end_of_today
+    assert known[at_noon] == end_of_today + 96
+    assert known[end_of_today] == end_of_today + 96  # the new day is known since yesterday noon
+    assert PriceKnowledge(all_known=True).known_until(series)[0] == series.steps
+
+
+def test_unpublished_prices_are_taken_from_a_day_earlier() -> None:
+    scenario = tiny_scenario(days=3)
+    plant = Plant(scenario)
+    info = InformationModel(scenario, plant)
+    info.advance_to(4)
+    obs = info.observe(96)
+    prices = scenario.series.import_price_per_kwh
+    assert obs.price_known_steps == 92 - 4
+    assert obs.import_price_per_kwh[:88].tolist() == prices[4:92].tolist()
+    # A day earlier where there is one; before the first day, the last published price is held.
+    assert obs.import_price_per_kwh[88:].tolist() == [prices[91]] * 4 + prices[0:4].tolist()
+    info.advance_to(50)  # 12:30 UTC: tomorrow is published, the day after is not
+    obs = info.observe(150)
+    assert obs.price_known_steps == 188 - 50
+    for lead in range(138, 150):
+        assert obs.import_price_per_kwh[lead] == prices[50 + lead - 96]
+
+
+@dataclass
+class SpyForecast:
+    """Records what a causal model is handed."""
+
+    name: str = "spy"
+    uses_actuals: bool = False
+    calls: int = 0
+
+    def forecast(
+        self, history: FloatArray, actual_ahead: FloatArray | None, k: int, steps: int, steps_per_day: int
+    ) -> FloatArray:
+        assert actual_ahead is None
+        assert len(history) == k
+        self.calls += 1
+        return np.zeros(steps)
+
+
+def test_causal_models_get_only_the_measured_past() -> None:
+    scenario = tiny_scenario()
+    spy = SpyForecast()
+    plant = Plant(scenario)
+    info = InformationModel(scenario, plant, spy, spy)
+    for k in (0, 5, 100):
+        info.advance_to(k)
+        info.observe(24)
+    assert spy.calls == 6
+    with pytest.raises(ValueError, match="backwards"):
+        info.advance_to(50)
+
+
+def test_error_models_declare_that_they_perturb_actuals() -> None:
+    assert not ProfileForecast().uses_actuals
+    assert NoisyForecast().uses_actuals and OracleForecast().uses_actuals
+    actual = np.full(96, 1000.0)
+    noisy = NoisyForecast(seed=3).forecast(np.zeros(10), actual, 10, 96, 96)
+    again = NoisyForecast(seed=3).forecast(np.zeros(10), actual, 10, 96, 96)
+    assert noisy.tolist() == again.tolist()
+    assert abs(noisy[0] - 1000.0) < abs(noisy - 1000.0).max()  # errors grow with lead time
+    assert (noisy >= 0).all()
+
+
+def test_profile_forecast_uses_the_same_time_on_past_days() -> None:
+    history = np.tile(np.arange(96, dtype=float), 3)  # three identical days
+    forecast = ProfileForecast(recent_weight=0.0).forecast(history, None, len(history), 96, 96)
+    assert forecast.tolist() == list(np.arange(96, dtype=float))
+    assert ProfileForecast().forecast(np.zeros(0), None, 0, 4, 96).tolist() == [0.0] * 4
+
+
+def test_vehicles_are_seen_as_measured_and_trips_with_estimated_energy() -> None:
+    scenario = tiny_scenario(days=2, soc=50.0)
+    plant = Plant(scenario)
+    info = InformationModel(scenario, plant)
+    first, second = scenario.scheduled_trips
+    info.advance_to(0)
+    car = info.vehicles(96)[0]
+    assert car.plugged_in and car.soc_percent == 50.0
+    assert car.next_departure is not None and car.next_departure.index == first.depart_index
+    assert [t.energy_kwh for t in car.trips] == [pytest.approx(0.2 * 40.0)]  # nothing driven yet: a guess
+    for k in range(first.depart_index + 4):
+        info.advance_to(k)
+        plant.step(k, [0.0], 0.0, 0.0)
+    info.advance_to(first.depart_index + 4)
+    away = info.vehicles(96)[0]
+    assert not away.plugged_in
+    assert away.soc_percent == 50.0  # last measured at home; the car is driving
+    for k in range(first.depart_index + 4, first.arrive_index):
+        plant.step(k, [0.0], 0.0, 0.0)
+    info.advance_to(first.arrive_index)
+    back = info.vehicles(200)[0]
+    assert back.plugged_in and back.soc_percent == pytest.approx(50.0 - 100 * first.energy_kwh / 40.0)
+    assert [t.energy_kwh for t in back.trips] == [
+        pytest.approx(first.energy_kwh)
+    ]  # learned from the past trip
+    assert back.next_departure is not None and back.next_departure.index == second.depart_index
+
+
+def test_mpc_snapshots_are_the_same_until_the_worlds_differ() -> None:
+    """Closed loop with the real planner: two worlds that differ only after step K give the planner
+    identical snapshots before K (and different ones after)."""
+    scenario = tiny_scenario(days=2)
+    k_split = 80
+    known = int(PriceKnowledge().known_until(scenario.series)[k_split - 1])
+    other = changed_after(scenario, k_split, known, trip_energy=20.0)
+
+    def snapshots(world: Scenario) -> list[Snapshot]:
+        plant = Plant(world)
+        info = RunOptions().information(world, plant)
+        strategy = ModelPredictiveControl(world.config)
+        seen: list[Snapshot] = []
+        real_plan = strategy.planner.plan
+
+        def recording(snapshot: Snapshot) -> Plan:
+            seen.append(snapshot)
+            return real_plan(snapshot)
+
+        strategy.planner.plan = recording  # type: ignore[method-assign]
+        simulate(world, strategy, info=info, plant=plant)
+        return seen
+
+    ours, theirs = snapshots(scenario), snapshots(other)
+    assert len(ours) == len(theirs) == scenario.steps
+    assert ours[:k_split] == theirs[:k_split]
+    assert ours[k_split:] != theirs[k_split:]
+
+
+def test_publication_follows_a_configurable_hour_and_offset() -> None:
+    start = datetime(2024, 6, 3, tzinfo=UTC)
+    series = Series(start, timedelta(hours=1), *(np.zeros(48) for _ in range(4)))
+    known = PriceKnowledge(publication_hour_local=13.0, utc_offset_hours=2.0).known_until(series)
+    assert known[10] == 22  # 12:00 local: until local midnight (22:00 UTC)
+    assert known[11] == 46  # 13:00 local: the next day too
+    assert tiny_config().site.plan_step_minutes == 15
+
+
+def test_nowcast_hands_over_the_current_step_only() -> None:
+    scenario = tiny_scenario(days=2)
+    k = 100
+    plain = RunOptions().information(scenario, Plant(scenario))
+    now = RunOptions(nowcast=True).information(scenario, Plant(scenario))
+    plain.advance_to(k)
+    now.advance_to(k)
+    a, b = plain.observe(24), now.observe(24)
+    assert b.load_w[0] == scenario.series.load_w[k] and b.pv_w[0] == scenario.series.pv_w[k]
+    assert a.load_w[0] != b.load_w[0]
+    assert a.load_w[1:].tolist() == b.load_w[1:].tolist() and a.pv_w[1:].tolist() == b.pv_w[1:].tolist()
