@@ -48,6 +48,7 @@ __all__ = [
     "VehicleConfig",
     "load_config",
     "parse_config",
+    "physical_power_limits_kw",
     "power_limits_kw",
 ]
 
@@ -548,18 +549,22 @@ class SiteConfig(_Model):
         return next((v for v in self.vehicles if v.id == vehicle_id), None)
 
 
-def power_limits_kw(vehicle: VehicleConfig, charger: ChargerConfig | None) -> tuple[float, float]:
-    """(max charge kW, max discharge kW) of a car at a charger: the lower of the two.
-
-    Discharge needs the V2H permission (V2H off means no discharge at all; V2G adds export on top)
-    and a bidirectional charger.
-    """
+def physical_power_limits_kw(vehicle: VehicleConfig, charger: ChargerConfig | None) -> tuple[float, float]:
+    """(max charge kW, max discharge kW) the car and charger can do together: the lower of the two;
+    no discharge through a charger that is not bidirectional."""
     charge_kw = vehicle.max_charge_kw
-    discharge_kw = vehicle.max_discharge_kw if vehicle.permissions.v2h else 0.0
+    discharge_kw = vehicle.max_discharge_kw
     if charger is not None:
         charge_kw = min(charge_kw, charger.max_charge_kw)
         discharge_kw = min(discharge_kw, charger.max_discharge_kw) if charger.bidirectional else 0.0
     return charge_kw, discharge_kw
+
+
+def power_limits_kw(vehicle: VehicleConfig, charger: ChargerConfig | None) -> tuple[float, float]:
+    """The physical limits with the permissions applied: discharge needs V2H permission (V2H off
+    means no discharge at all; V2G adds export on top)."""
+    charge_kw, discharge_kw = physical_power_limits_kw(vehicle, charger)
+    return charge_kw, discharge_kw if vehicle.permissions.v2h else 0.0
 
 
 def _cross_field_issues(cfg: SiteConfig) -> list[ConfigIssue]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from controller.config import SiteConfig, VehicleConfig
+from controller.config import SiteConfig, VehicleConfig, physical_power_limits_kw
 from sim.scenario import Scenario, ScheduledTrip
 
 __all__ = ["DepartureOutcome", "Plant", "StepOutcome", "VehicleSpec"]
@@ -40,11 +40,7 @@ class VehicleSpec:
     @classmethod
     def from_config(cls, vehicle: VehicleConfig, config: SiteConfig) -> VehicleSpec:
         charger = config.charger(vehicle.home_charger) if vehicle.home_charger else None
-        charge_kw = vehicle.max_charge_kw
-        discharge_kw = vehicle.max_discharge_kw
-        if charger is not None:
-            charge_kw = min(charge_kw, charger.max_charge_kw)
-            discharge_kw = min(discharge_kw, charger.max_discharge_kw) if charger.bidirectional else 0.0
+        charge_kw, discharge_kw = physical_power_limits_kw(vehicle, charger)
         capacity = vehicle.usable_capacity_kwh
         return cls(
             vehicle_id=vehicle.id,
