@@ -23,6 +23,8 @@ __all__ = [
     "VehicleMode",
 ]
 
+# A plan step importing less than this is "no import": its charging comes from PV.
+_SURPLUS_IMPORT_TOLERANCE_W = 50.0
 # Discharge stops this close above the reserve, so SoC noise cannot push the car below it.
 _RESERVE_MARGIN_PERCENT = 0.5
 
@@ -88,6 +90,7 @@ class _Want:
     max_discharge_w: float
     may_discharge: bool = False
     follow_load: bool = False
+    follow_surplus: bool = False
     urgent: bool = False
     reasons: list[str] = field(default_factory=list)
 
@@ -116,6 +119,7 @@ class Dispatcher:
             if want is not None:
                 wants[want.charger.id] = want
         self._follow_home_load(inputs, wants)
+        self._follow_pv_surplus(inputs, wants)
         self._clamp_to_grid_limits(inputs, wants)
 
         commands: list[ChargerCommand] = []
@@ -183,7 +187,22 @@ class Dispatcher:
                 # Discharge without intended export follows the measured load: never export by accident.
                 want.follow_load = not (vehicle.permissions.v2g and exporting)
         want.setpoint_w = max(-want.max_discharge_w, min(want.max_charge_w, planned))
+        want.follow_surplus = (
+            planned >= 0
+            and not inputs.grid_lost
+            and live.mode is VehicleMode.AUTO
+            and not at_max
+            and self._plan_charges_from_surplus(inputs.plan, now, planned)
+        )
         return want
+
+    @staticmethod
+    def _plan_charges_from_surplus(plan: Plan | None, now: datetime, planned_w: float) -> bool:
+        """The plan imports nothing now and charges (or exports) from PV: the surplus is what counts."""
+        index = plan.step_index(now) if plan is not None else None
+        if plan is None or index is None or plan.grid_import_w[index] > _SURPLUS_IMPORT_TOLERANCE_W:
+            return False
+        return planned_w > 0 or plan.grid_export_w[index] > 0
 
     @staticmethod
     def _discharge_allowed(
@@ -254,6 +273,27 @@ class Dispatcher:
             share = want.max_discharge_w / capacity_w if capacity_w > 0 else 0.0
             want.setpoint_w = -min(want.max_discharge_w, net_home_w * share)
             want.reasons.append(f"following home load {net_home_w:.0f} W")
+
+    def _follow_pv_surplus(self, inputs: DispatchInputs, wants: dict[str, _Want]) -> None:
+        """Cars the plan charges from PV take the measured surplus, not the forecast one.
+
+        The plan's export at this step stays as planned; a smaller surplus than forecast lowers the
+        charging instead of importing for it, a larger one goes into the cars instead of the grid.
+        """
+        followers = [w for w in wants.values() if w.follow_surplus]
+        base_w = self._base_w(inputs, wants)
+        plan = inputs.plan
+        index = plan.step_index(inputs.now) if plan is not None else None
+        if not followers or base_w is None or plan is None or index is None:
+            return
+        fixed_w = sum(w.setpoint_w for w in wants.values() if not w.follow_surplus)
+        surplus_w = -(base_w + fixed_w) - plan.grid_export_w[index]
+        capacity_w = sum(w.max_charge_w for w in followers)
+        total_w = min(max(0.0, surplus_w), capacity_w)
+        for want in followers:
+            share = want.max_charge_w / capacity_w if capacity_w > 0 else 0.0
+            want.setpoint_w = total_w * share
+            want.reasons.append(f"following PV surplus {max(0.0, surplus_w):.0f} W")
 
     def _clamp_to_grid_limits(self, inputs: DispatchInputs, wants: dict[str, _Want]) -> None:
         """Fuse and caps: applied at once, not at the next plan.

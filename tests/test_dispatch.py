@@ -27,15 +27,22 @@ def site(**vehicle_overrides: Any) -> SiteConfig:
     return parse_config(data, env={})
 
 
-def plan(power_w: list[float], export_w: list[float] | None = None, created: datetime = T0) -> Plan:
+def plan(
+    power_w: list[float],
+    export_w: list[float] | None = None,
+    created: datetime = T0,
+    import_w: list[float] | None = None,
+) -> Plan:
+    """A plan whose charging comes from the grid unless ``import_w`` says otherwise."""
     n = len(power_w)
     export = export_w or [0.0] * n
+    imports = import_w if import_w is not None else [max(0.0, p) for p in power_w]
     return Plan(
         created_at=created,
         start=T0,
         step=STEP,
         vehicles={"family-ev": VehiclePlan("family-ev", tuple(power_w), tuple([50.0] * (n + 1)), "planned")},
-        grid_import_w=tuple([0.0] * n),
+        grid_import_w=tuple(imports),
         grid_export_w=tuple(export),
         import_price_per_kwh=tuple([0.3] * n),
         export_price_per_kwh=tuple([0.1] * n),
@@ -198,3 +205,27 @@ def test_v2h_off_means_no_discharge_at_all_even_with_v2g() -> None:
     cmd = one(d, inputs(plan([-10000.0] * 8, export_w=[9000.0] * 8), grid_w=3000.0))
     assert cmd.setpoint_w == 0.0
     assert all(p.setpoint_w >= 0 and p.max_discharge_w == 0 for p in cmd.schedule.periods)
+
+
+def test_charging_from_pv_follows_the_measured_surplus() -> None:
+    d = Dispatcher(site())
+    solar = plan([4000.0] * 8, import_w=[0.0] * 8)  # the plan expects 4 kW of surplus for the car
+    # Less sun than forecast: 2.5 kW surplus (grid -2500 W with the car idle) -> charge 2.5 kW, no import.
+    cmd = one(d, inputs(solar, grid_w=-2500.0, car_w=0.0))
+    assert cmd.setpoint_w == pytest.approx(2500.0)
+    assert any("PV surplus" in r for r in cmd.reasons)
+    # More sun: 6 kW surplus while the car draws 4 kW (grid -2000 W) -> the car takes all 6 kW.
+    cmd = one(d, inputs(solar, grid_w=-2000.0, car_w=4000.0, now=T0 + timedelta(minutes=2)))
+    assert cmd.setpoint_w == pytest.approx(6000.0)
+    # The planned export stays: plan exports 1 kW, surplus 5 kW -> the car takes 4 kW.
+    exporting = plan(
+        [4000.0] * 8, export_w=[1000.0] * 8, import_w=[0.0] * 8, created=T0 + timedelta(minutes=1)
+    )
+    cmd = one(d, inputs(exporting, grid_w=-5000.0, car_w=0.0, now=T0 + timedelta(minutes=3)))
+    assert cmd.setpoint_w == pytest.approx(4000.0)
+
+
+def test_grid_charging_is_not_cut_by_a_small_surplus() -> None:
+    d = Dispatcher(site())
+    cmd = one(d, inputs(plan([7000.0] * 8), grid_w=-1000.0, car_w=0.0))
+    assert cmd.setpoint_w == 7000.0 and not any("PV surplus" in r for r in cmd.reasons)
