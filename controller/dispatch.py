@@ -288,12 +288,26 @@ class Dispatcher:
             return
         fixed_w = sum(w.setpoint_w for w in wants.values() if not w.follow_surplus)
         surplus_w = -(base_w + fixed_w) - plan.grid_export_w[index]
-        capacity_w = sum(w.max_charge_w for w in followers)
+        # More than the planned charging only where storing a kWh beats exporting it.
+        caps = [
+            w.max_charge_w
+            if self._storing_beats_export(
+                w.vehicle, plan.import_price_per_kwh[index], plan.export_price_per_kwh[index]
+            )
+            else w.setpoint_w
+            for w in followers
+        ]
+        capacity_w = sum(caps)
         total_w = min(max(0.0, surplus_w), capacity_w)
-        for want in followers:
-            share = want.max_charge_w / capacity_w if capacity_w > 0 else 0.0
-            want.setpoint_w = total_w * share
+        for want, cap in zip(followers, caps, strict=True):
+            want.setpoint_w = total_w * cap / capacity_w if capacity_w > 0 else 0.0
             want.reasons.append(f"following PV surplus {max(0.0, surplus_w):.0f} W")
+
+    @staticmethod
+    def _storing_beats_export(vehicle: VehicleConfig, import_price: float, export_price: float) -> bool:
+        """A kWh stored now saves roughly a kWh imported later, less round-trip losses and wear."""
+        stored_value = import_price * vehicle.charge_efficiency * vehicle.discharge_efficiency
+        return stored_value - vehicle.degradation_cost_per_kwh > export_price
 
     def _clamp_to_grid_limits(self, inputs: DispatchInputs, wants: dict[str, _Want]) -> None:
         """Fuse and caps: applied at once, not at the next plan.

@@ -229,3 +229,22 @@ def test_grid_charging_is_not_cut_by_a_small_surplus() -> None:
     d = Dispatcher(site())
     cmd = one(d, inputs(plan([7000.0] * 8), grid_w=-1000.0, car_w=0.0))
     assert cmd.setpoint_w == 7000.0 and not any("PV surplus" in r for r in cmd.reasons)
+
+
+def test_extra_surplus_is_exported_when_storing_it_does_not_pay() -> None:
+    d = Dispatcher(site())
+    net_metering = Plan(
+        created_at=T0,
+        start=T0,
+        step=STEP,
+        vehicles={"family-ev": VehiclePlan("family-ev", (4000.0,) * 8, (50.0,) * 9, "solar")},
+        grid_import_w=(0.0,) * 8,
+        grid_export_w=(0.0,) * 8,
+        import_price_per_kwh=(0.30,) * 8,
+        export_price_per_kwh=(0.30,) * 8,  # export pays the import price: storing only adds losses
+        solver_status="optimal",
+        solve_time_ms=1.0,
+    )
+    assert one(d, inputs(net_metering, grid_w=-6000.0, car_w=0.0)).setpoint_w == pytest.approx(4000.0)
+    less_sun = one(d, inputs(net_metering, grid_w=-2500.0, car_w=0.0, now=T0 + timedelta(minutes=2)))
+    assert less_sun.setpoint_w == pytest.approx(2500.0)  # still never imports to charge from "PV"
