@@ -36,6 +36,8 @@ import yaml
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
+from tests.ocpp_support import wait_until as eventually
+
 ROOT = Path(__file__).resolve().parent.parent
 V2X = ROOT / ".venv" / "bin" / "v2x"
 BROKER_HOST = "127.0.0.1"
@@ -72,19 +74,6 @@ def hourly_prices(values: list[float], start: datetime | None = None) -> list[Js
         {"start": iso(first + timedelta(hours=i)), "end": iso(first + timedelta(hours=i + 1)), "value": v}
         for i, v in enumerate(values)
     ]
-
-
-async def eventually(
-    predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.05
-) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(interval_s)
 
 
 # ------------------------------------------------------------------------- site config

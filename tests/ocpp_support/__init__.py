@@ -48,15 +48,18 @@ def site(chargers: list[dict[str, Any]], **ocpp_settings: Any) -> SiteConfig:
     return parse_config(tree, env={})
 
 
-async def wait_until(predicate: Callable[[], Any], timeout_s: float = 5.0, what: str = "condition") -> Any:
+async def wait_until(
+    predicate: Callable[[], Any], timeout_s: float = 5.0, what: str = "condition", interval_s: float = 0.01
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy (returned), or fail after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(interval_s)
 
 
 class Events:
