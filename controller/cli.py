@@ -12,6 +12,7 @@ from typing import TextIO
 
 from controller import __version__
 from controller.config import ConfigError, SiteConfig, load_config
+from controller.domain import plan_to_dict
 from controller.logs import configure_logging
 from controller.passwords import hash_password
 from controller.snapshot import Snapshot, load_snapshot
@@ -103,7 +104,7 @@ def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_BAD_INPUT
     # The solver stack is heavy to import; only this command needs it.
     from controller.optimizer import Planner, SnapshotError
-    from controller.optimizer.report import plan_as_dict, plan_table
+    from controller.optimizer.report import plan_table
 
     try:
         planner = Planner(cfg)
@@ -112,7 +113,7 @@ def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
         print_config_error(ConfigError(args.snapshot, exc.issues), sys.stderr)
         return EXIT_BAD_INPUT
     if args.json:
-        json.dump(plan_as_dict(plan), out, indent=2)
+        json.dump(plan_to_dict(plan), out, indent=2)
         print(file=out)
     else:
         for line in plan_table(plan, snapshot.load_w, snapshot.pv_w, cfg.site.timezone, cfg.site.currency):

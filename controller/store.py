@@ -18,9 +18,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from controller.domain import Plan, VehiclePlan, ensure_utc
+from controller.domain import Plan, ensure_utc, plan_from_dict, plan_to_dict
 
-__all__ = ["ChargingSession", "HistoryPoint", "Store", "plan_from_json", "plan_to_json"]
+__all__ = ["ChargingSession", "HistoryPoint", "Store"]
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -266,14 +266,14 @@ class Store:
                     _ts(plan.start),
                     int(plan.fallback),
                     plan.solver_status,
-                    plan_to_json(plan),
+                    json.dumps(plan_to_dict(plan), separators=(",", ":")),
                 ),
             )
 
     def latest_plan(self) -> Plan | None:
         with self._lock:
             row = self._db.execute("SELECT body FROM plans ORDER BY id DESC LIMIT 1").fetchone()
-        return plan_from_json(row[0]) if row else None
+        return plan_from_dict(json.loads(row[0])) if row else None
 
     # ------------------------------------------------------------ sessions
 
@@ -393,70 +393,3 @@ class Store:
         with self._lock:
             rows = self._db.execute(query + " ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
         return [(_dt(r[0]), r[1], json.loads(r[2])) for r in rows]
-
-
-# ---------------------------------------------------------------- plan JSON
-
-
-def plan_to_json(plan: Plan) -> str:
-    """Compact JSON of a plan (W rounded to 1 W, SoC to 0.01 %)."""
-    return json.dumps(
-        {
-            "created_at": plan.created_at.isoformat(),
-            "start": plan.start.isoformat(),
-            "step_s": int(plan.step.total_seconds()),
-            "vehicles": {
-                vid: {
-                    "power_w": [round(p) for p in vp.power_w],
-                    "soc_percent": [round(s, 2) for s in vp.soc_percent],
-                    "reason": vp.reason,
-                    "departure_shortfall_kwh": vp.departure_shortfall_kwh,
-                    "throughput_kwh": vp.throughput_kwh,
-                }
-                for vid, vp in plan.vehicles.items()
-            },
-            "grid_import_w": [round(p) for p in plan.grid_import_w],
-            "grid_export_w": [round(p) for p in plan.grid_export_w],
-            "import_price_per_kwh": list(plan.import_price_per_kwh),
-            "export_price_per_kwh": list(plan.export_price_per_kwh),
-            "solver_status": plan.solver_status,
-            "solve_time_ms": plan.solve_time_ms,
-            "fallback": plan.fallback,
-            "import_cost": plan.import_cost,
-            "export_revenue": plan.export_revenue,
-            "degradation_cost": plan.degradation_cost,
-            "notes": list(plan.notes),
-        },
-        separators=(",", ":"),
-    )
-
-
-def plan_from_json(text: str) -> Plan:
-    d = json.loads(text)
-    return Plan(
-        created_at=datetime.fromisoformat(d["created_at"]),
-        start=datetime.fromisoformat(d["start"]),
-        step=timedelta(seconds=d["step_s"]),
-        vehicles={
-            vid: VehiclePlan(
-                vid,
-                tuple(float(p) for p in v["power_w"]),
-                tuple(float(s) for s in v["soc_percent"]),
-                v["reason"],
-                v["departure_shortfall_kwh"],
-                v["throughput_kwh"],
-            )
-            for vid, v in d["vehicles"].items()
-        },
-        grid_import_w=tuple(float(p) for p in d["grid_import_w"]),
-        grid_export_w=tuple(float(p) for p in d["grid_export_w"]),
-        import_price_per_kwh=tuple(d["import_price_per_kwh"]),
-        export_price_per_kwh=tuple(d["export_price_per_kwh"]),
-        solver_status=d["solver_status"],
-        solve_time_ms=d["solve_time_ms"],
-        fallback=d["fallback"],
-        import_cost=d["import_cost"],
-        export_revenue=d["export_revenue"],
-        degradation_cost=d["degradation_cost"],
-        notes=tuple(d["notes"]),
-    )

@@ -19,7 +19,11 @@ def sample_plan(created: datetime = T0) -> Plan:
         created_at=created,
         start=T0,
         step=timedelta(minutes=15),
-        vehicles={"ev": VehiclePlan("ev", (-3200.4, 0.0), (60.0, 58.96, 58.96), "discharging", 0.0, 0.8)},
+        vehicles={
+            "ev": VehiclePlan(
+                "ev", (-3200.44, 0.0), (60.0, 58.96, 58.96), "discharging", 0.0, 0.8, (500.0, 0.0)
+            )
+        },
         grid_import_w=(0.0, 400.0),
         grid_export_w=(0.0, 0.0),
         import_price_per_kwh=(0.41, 0.30),
@@ -27,6 +31,7 @@ def sample_plan(created: datetime = T0) -> Plan:
         solver_status="optimal",
         solve_time_ms=2.5,
         import_cost=0.03,
+        objective=1.25,
     )
 
 
@@ -74,7 +79,8 @@ def test_everything_survives_a_reopen(tmp_path: Path) -> None:
     assert again.history("pv", T0, T0 + timedelta(minutes=1))[0].mean == -1500.0
     restored = again.latest_plan()
     assert restored is not None
-    assert restored.vehicles["ev"].power_w == (-3200.0, 0.0)
+    assert restored.vehicles["ev"].power_w == (-3200.4, 0.0)  # stored to 0.1 W
+    assert restored.vehicles["ev"].v2l_power_w == (500.0, 0.0) and restored.objective == 1.25
     assert restored.start == T0 and restored.step == timedelta(minutes=15) and restored.import_cost == 0.03
     [open_session] = again.open_sessions()
     assert open_session.id == session and open_session.transaction_id == "tx1"

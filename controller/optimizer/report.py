@@ -3,45 +3,10 @@
 from __future__ import annotations
 
 import zoneinfo
-from typing import Any
 
 from controller.domain import Plan
 
-__all__ = ["plan_as_dict", "plan_table"]
-
-
-def plan_as_dict(plan: Plan) -> dict[str, Any]:
-    """Every field of the plan; W rounded to 0.1 W, SoC to 0.001 %."""
-    return {
-        "created_at": plan.created_at.isoformat(),
-        "start": plan.start.isoformat(),
-        "step_minutes": plan.step.total_seconds() / 60.0,
-        "steps": plan.steps,
-        "solver_status": plan.solver_status,
-        "solve_time_ms": round(plan.solve_time_ms, 3),
-        "fallback": plan.fallback,
-        "objective": plan.objective,
-        "import_cost": plan.import_cost,
-        "export_revenue": plan.export_revenue,
-        "degradation_cost": plan.degradation_cost,
-        "notes": list(plan.notes),
-        "vehicles": {
-            vid: {
-                "reason": vp.reason,
-                "current_power_w": round(vp.current_power_w, 1),
-                "departure_shortfall_kwh": round(vp.departure_shortfall_kwh, 4),
-                "throughput_kwh": round(vp.throughput_kwh, 4),
-                "power_w": [round(p, 1) for p in vp.power_w],
-                "soc_percent": [round(s, 3) for s in vp.soc_percent],
-                "v2l_power_w": [round(p, 1) for p in vp.v2l_power_w],
-            }
-            for vid, vp in plan.vehicles.items()
-        },
-        "grid_import_w": [round(p, 1) for p in plan.grid_import_w],
-        "grid_export_w": [round(p, 1) for p in plan.grid_export_w],
-        "import_price_per_kwh": list(plan.import_price_per_kwh),
-        "export_price_per_kwh": list(plan.export_price_per_kwh),
-    }
+__all__ = ["plan_table"]
 
 
 def plan_table(
