@@ -26,6 +26,7 @@ from typing import Any
 
 from controller.config import MeterConfig, MeterFormat
 from controller.domain import MeterRole
+from controller.values import finite_number
 
 __all__ = [
     "MAX_METER_PAYLOAD_BYTES",
@@ -83,28 +84,9 @@ def _walk(data: Any, path: tuple[str | int, ...]) -> Any:
     return node
 
 
-def _finite(value: float, what: str) -> float:
-    if not math.isfinite(value):
-        raise PayloadError(f"{what} is not a finite number")
-    return value
-
-
 def _number(value: Any, what: str) -> float:
     """A JSON number (or a numeric string, which some devices send) as a finite float."""
-    if isinstance(value, bool) or value is None:
-        raise PayloadError(f"{what} is {json.dumps(value)}, not a number")
-    if isinstance(value, int | float):
-        try:
-            return _finite(float(value), what)
-        except OverflowError:
-            raise PayloadError(f"{what} is too large") from None
-    if isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            raise PayloadError(f"{what} {value[:40]!r} is not a number") from None
-        return _finite(number, what)
-    raise PayloadError(f"{what} is a {type(value).__name__}, not a number")
+    return finite_number(value, what, PayloadError, strings=True)
 
 
 def _decode(payload: bytes) -> str:

@@ -33,6 +33,7 @@ import numpy.typing as npt
 
 from controller.config import GridConfig, GridSignalsConfig, PriceConfig
 from controller.domain import ensure_utc
+from controller.values import finite_number, utc_from_iso
 
 __all__ = [
     "MAX_LIMIT_W",
@@ -90,28 +91,11 @@ def parse_time(value: Any, what: str) -> dt.datetime:
         if not (math.isfinite(value) and _EPOCH_MIN <= value <= _EPOCH_MAX):
             raise SignalError(f"{what} {value!r} is not a plausible Unix time")
         return dt.datetime.fromtimestamp(value, dt.UTC)
-    if not isinstance(value, str):
-        raise SignalError(f"{what} is not a time string")
-    try:
-        moment = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise SignalError(f"{what} {value[:40]!r} is not an ISO 8601 time") from None
-    try:
-        return ensure_utc(moment)
-    except ValueError:
-        raise SignalError(f"{what} {value[:40]!r} has no timezone offset") from None
+    return utc_from_iso(value, what, SignalError)
 
 
 def _finite(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise SignalError(f"{what} is {json.dumps(value)[:40]}, not a number")
-    try:
-        number = float(value)
-    except OverflowError:
-        raise SignalError(f"{what} is too large") from None
-    if not math.isfinite(number):
-        raise SignalError(f"{what} is not a finite number")
-    return number
+    return finite_number(value, what, SignalError)
 
 
 def _load(payload: bytes) -> Any:

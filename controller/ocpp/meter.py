@@ -6,13 +6,12 @@ Vehicle power follows the domain sign: + charging the car, - discharging it, so
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from controller.domain import ensure_utc
+from controller.values import finite_number, utc_from_iso
 
 __all__ = ["MeterSample", "MeterValueError", "parse_meter_values", "parse_timestamp"]
 
@@ -52,34 +51,12 @@ _DEFAULT_UNITS = {
 
 def parse_timestamp(value: Any) -> datetime:
     """ISO 8601 with a zone (``Z`` or offset) -> UTC; the ``ocpp`` schemas do not check date-time."""
-    if not isinstance(value, str):
-        raise MeterValueError(f"timestamp {value!r} is not a string")
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise MeterValueError(f"timestamp {value!r} is not ISO 8601") from None
-    try:
-        return ensure_utc(moment)
-    except ValueError:
-        raise MeterValueError(f"timestamp {value!r} has no timezone") from None
+    return utc_from_iso(value, "timestamp", MeterValueError)
 
 
 def _number(raw: Any) -> float:
-    # 1.6 sends strings ("7400.5"), 2.x numbers; bool is an int subclass and never a reading.
-    if isinstance(raw, bool):
-        raise MeterValueError(f"meter value {raw!r} is not a number")
-    if isinstance(raw, int | float):
-        value = float(raw)
-    elif isinstance(raw, str):
-        try:
-            value = float(raw.strip())
-        except ValueError:
-            raise MeterValueError(f"meter value {raw!r} is not a number") from None
-    else:
-        raise MeterValueError(f"meter value {raw!r} is not a number")
-    if not math.isfinite(value):
-        raise MeterValueError(f"meter value {raw!r} is not finite")
-    return value
+    # 1.6 sends strings ("7400.5"), 2.x numbers.
+    return finite_number(raw, "meter value", MeterValueError, strings=True)
 
 
 def _unit_and_multiplier(sampled: Mapping[str, Any], measurand: str) -> tuple[str, float]:

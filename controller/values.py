@@ -1,0 +1,55 @@
+"""Untrusted values from the wire (MQTT payloads, OCPP meter values, signals) to checked numbers and times.
+
+Each caller passes its own error type (a ``ValueError`` subclass), so the message lands in its log
+or reply with the context it knows.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+from controller.domain import ensure_utc
+
+__all__ = ["finite_number", "utc_from_iso"]
+
+
+def finite_number(
+    value: Any, what: str, error: type[ValueError] = ValueError, *, strings: bool = False
+) -> float:
+    """A JSON number as a finite float; with ``strings`` also a numeric string (OCPP 1.6, some meters).
+
+    ``bool`` is an ``int`` to Python but never a reading, so it is refused like ``None``.
+    """
+    if isinstance(value, bool) or value is None:
+        raise error(f"{what} is {str(value).lower() if value is not None else 'null'}, not a number")
+    if isinstance(value, int | float):
+        try:
+            number = float(value)
+        except OverflowError:
+            raise error(f"{what} is too large") from None
+    elif strings and isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise error(f"{what} {value[:40]!r} is not a number") from None
+    else:
+        raise error(f"{what} is a {type(value).__name__}, not a number")
+    if not math.isfinite(number):
+        raise error(f"{what} is not a finite number")
+    return number
+
+
+def utc_from_iso(value: Any, what: str, error: type[ValueError] = ValueError) -> datetime:
+    """ISO 8601 with an offset (``Z`` allowed) as UTC; a time without an offset is refused, not guessed."""
+    if not isinstance(value, str):
+        raise error(f"{what} is not a time string")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise error(f"{what} {value[:40]!r} is not an ISO 8601 time") from None
+    try:
+        return ensure_utc(moment)
+    except ValueError:
+        raise error(f"{what} {value[:40]!r} has no timezone offset") from None
