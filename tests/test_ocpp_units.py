@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ocpp.charge_point import snake_to_camel_case
 
+from controller.backoff import Backoff
 from controller.config import ChargerConfig, OcppVersion
 from controller.domain import ChargerSchedule, SchedulePeriod
-from controller.ocpp.control import Backoff
 from controller.ocpp.meter import MeterValueError, parse_meter_values, parse_timestamp
 from controller.ocpp.profiles import (
     ChargerLimits,
@@ -421,3 +421,7 @@ def test_float_noise_is_not_a_change() -> None:
     noisy = schedule((0, 7000.0000001, 10999.9999999, 0))
     assert same_schedule(old, noisy, T0 + H2)
     assert not same_schedule(old, schedule((0, 7002, 11000, 0)), T0 + H2)
+
+
+def test_backoff_never_overflows_on_a_long_retry_loop() -> None:
+    assert Backoff(initial_s=1, factor=2, max_s=60).delay_s(5000) == 60

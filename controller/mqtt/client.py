@@ -25,6 +25,7 @@ from typing import Literal
 import aiomqtt
 import structlog
 
+from controller.backoff import Backoff
 from controller.clock import Clock
 from controller.commands import (
     MAX_COMMAND_PAYLOAD_BYTES,
@@ -159,8 +160,7 @@ class SiteMqttClient:
         self._on_command = on_command
         self._on_reading = on_reading
         self._on_signal = on_signal
-        self._reconnect_min_s = reconnect_min_s
-        self._reconnect_max_s = reconnect_max_s
+        self._backoff = Backoff(initial_s=reconnect_min_s, factor=2.0, max_s=reconnect_max_s)
         self._max_queued = max_queued_messages
         self._rng = rng if rng is not None else random.Random()
         self._warn = _RateLimitedLog(log_interval_s)
@@ -250,8 +250,7 @@ class SiteMqttClient:
 
     def backoff_s(self, attempt: int) -> float:
         """Delay before reconnect ``attempt`` (0-based): doubling from the minimum, capped, jittered."""
-        ceiling = min(self._reconnect_max_s, self._reconnect_min_s * 2.0 ** min(attempt, 30))
-        return ceiling * self._rng.uniform(0.5, 1.0)
+        return self._backoff.jittered_s(attempt + 1, self._rng)
 
     async def run(self) -> None:
         """Connect and serve until cancelled; reconnects forever."""

@@ -5,7 +5,7 @@ Public surface: ``OcppServer`` (start/stop, ``apply_schedule``, ``install_defaul
 ``on_event`` callback. See docs/ocpp.md.
 """
 
-from controller.ocpp.control import Backoff
+from controller.backoff import Backoff
 from controller.ocpp.events import (
     BootNotified,
     ChargerConnected,

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Coroutine
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 
+from controller.backoff import Backoff
 from controller.clock import Clock
 from controller.config import OcppConfig
 from controller.domain import ChargerSchedule
@@ -34,18 +34,6 @@ from controller.ocpp.rpc import CallErrorReceived, CallTimeout, NotConnected, Re
 __all__ = ["Backoff", "ChargerControl"]
 
 _CALL_FAILURES = (CallTimeout, CallErrorReceived, ResponseInvalid)
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Retry delays for a profile that timed out or failed: initial, doubled, capped."""
-
-    initial_s: float = 1.0
-    factor: float = 2.0
-    max_s: float = 60.0
-
-    def delay_s(self, attempt: int) -> float:
-        return float(min(self.max_s, self.initial_s * self.factor ** max(0, attempt - 1)))
 
 
 class ChargerControl:

@@ -28,11 +28,12 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from controller.backoff import Backoff
 from controller.clock import Clock, SystemClock
 from controller.config import ChargerConfig, OcppConfig, OcppVersion, SiteConfig
 from controller.domain import ChargerSchedule
 from controller.ocpp.base import Adapter
-from controller.ocpp.control import Backoff, ChargerControl
+from controller.ocpp.control import ChargerControl
 from controller.ocpp.events import ChargerConnected, ChargerDisconnected, EventSink, OcppEvent
 from controller.ocpp.model import ChargerModel, ChargerView, ProfileRecord
 from controller.ocpp.profiles import ChargerLimits
