@@ -1,9 +1,12 @@
-# v2x-controller daemon image. Mount the site config at /config/config.yaml and a volume at /data.
+# v2x-controller daemon image. Mount the site config at /config/config.yaml and a volume at /data
+# (the working directory: a relative storage.path such as the default v2x.sqlite lands there).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
 
 RUN useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin v2x \
     && mkdir -p /data /config \
@@ -18,12 +21,14 @@ RUN pip install . && rm -rf /app/build
 USER v2x
 WORKDIR /data
 
-# 9000: OCPP websocket server (chargers connect here); 8080: HTTP API and health endpoint.
+# 9000: OCPP websocket server (chargers connect here); 8080: HTTP API and health endpoint
+# (reachable from outside the container only with api.host: 0.0.0.0 in the config).
 EXPOSE 9000 8080
 
-# The daemon answers GET /health on its HTTP API port when it is up and its loops are alive.
-HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=4).status == 200 else 1)"
+# The daemon answers GET /health on its HTTP API when it is up and its loops are alive; `v2x health`
+# asks it at the api.host/api.port of the same config (exit 0 healthy, 1 not).
+HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
+    CMD ["v2x", "health", "--config", "/config/config.yaml", "--timeout", "5"]
 
 ENTRYPOINT ["v2x"]
 CMD ["run", "--config", "/config/config.yaml"]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import http.client
 import json
 import os
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
@@ -70,7 +73,19 @@ def site_summary(cfg: SiteConfig) -> list[str]:
     lines.append(
         f"ocpp {cfg.ocpp.host}:{cfg.ocpp.port}{' (TLS)' if cfg.ocpp.tls else ''}; mqtt {cfg.mqtt.host}:{cfg.mqtt.port}"
     )
+    lines.append(api_summary(cfg))
     return lines
+
+
+def api_summary(cfg: SiteConfig) -> str:
+    api = cfg.api
+    if not api.enabled:
+        return "api off"
+    if api.token is not None:
+        return f"api {api.host}:{api.port}, /state needs the token"
+    if api.host in ("127.0.0.1", "::1", "localhost"):
+        return f"api {api.host}:{api.port}, no token (this machine only)"
+    return f"api {api.host}:{api.port}, no token: anyone on the network can read /state; set api.token"
 
 
 def cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
@@ -148,6 +163,47 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def health_url(host: str, port: int) -> str:
+    """Where a probe on this machine reaches the API bound to ``host``."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/health"
+
+
+def cmd_health(args: argparse.Namespace, out: TextIO) -> int:
+    # A container probe knows two answers: 0 healthy, 1 not; a bad config is "not".
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print_config_error(exc, sys.stderr)
+        return EXIT_FAILURE
+    if not cfg.api.enabled:
+        print("unhealthy: api.enabled is false, so there is no health endpoint to ask", file=sys.stderr)
+        return EXIT_FAILURE
+    url = health_url(cfg.api.host, cfg.api.port)
+    # No proxy: an HTTP(S)_PROXY in the environment must not route a local probe elsewhere.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=args.timeout) as response:
+            status, body = response.status, response.read(2048)
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read(2048)
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", exc)
+        print(f"unhealthy: {url}: {reason}", file=sys.stderr)
+        return EXIT_FAILURE
+    detail = body.decode("utf-8", "replace").strip()
+    if status == 200:
+        print(f"healthy: {url}: {detail}", file=out)
+        return EXIT_OK
+    print(f"unhealthy: {url}: HTTP {status} {detail}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
 def cmd_hash_password(args: argparse.Namespace, out: TextIO) -> int:
     password = sys.stdin.readline().rstrip("\n") if args.stdin else getpass.getpass("charger password: ")
     if not password:
@@ -178,11 +234,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     register_sim(sub)
 
-    p = sub.add_parser("check-config", help="validate a site config and print a summary")
-    p.add_argument("file", help="site config YAML")
+    p = sub.add_parser(
+        "check-config",
+        help="validate a site config and print a summary",
+        description="Validate a site config. Prints a short summary of the site and exits 0; on a bad "
+        "config prints every problem with its path and a fix to stderr and exits 2.",
+    )
+    p.add_argument("file", help="site config YAML (${VAR} is read from the environment)")
     p.set_defaults(handler=cmd_check_config)
 
-    p = sub.add_parser("schema", help="print the JSON Schema of the site config or of a planner snapshot")
+    p = sub.add_parser(
+        "schema",
+        help="print the JSON Schema of the site config or of a planner snapshot",
+        description="Print the JSON Schema of the site config (default) or of a planner snapshot, "
+        "for editors and validators.",
+    )
     p.add_argument(
         "kind",
         nargs="?",
@@ -192,17 +258,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=cmd_schema)
 
-    p = sub.add_parser("plan", help="run one optimisation on a snapshot and print the plan")
+    p = sub.add_parser(
+        "plan",
+        help="run one optimisation on a snapshot and print the plan",
+        description="Run one optimisation on a snapshot of the world and print the plan per step with "
+        "the reason for each car. Exit 0 with a plan, 1 when only the safe fallback plan was possible, "
+        "2 on a bad config or snapshot.",
+    )
     p.add_argument("--config", required=True, help="site config YAML")
     p.add_argument("--snapshot", required=True, help="snapshot JSON (see `v2x schema snapshot`)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON instead of a table")
     p.set_defaults(handler=cmd_plan)
 
-    p = sub.add_parser("run", help="run the daemon: OCPP server, MQTT, planner, dispatcher, store")
+    p = sub.add_parser(
+        "run",
+        help="run the daemon: OCPP server, MQTT, planner, dispatcher, store",
+        description="Run the daemon until SIGTERM/SIGINT, then leave every charger on its safe default "
+        "profile and exit 0. Exit 2 on a bad config, 1 when it cannot start (port in use, storage).",
+    )
     p.add_argument("--config", required=True, help="site config YAML")
     p.set_defaults(handler=cmd_run)
 
-    p = sub.add_parser("hash-password", help="hash a charger password for chargers[].auth.password_hash")
+    p = sub.add_parser(
+        "health",
+        help="ask the running daemon's GET /health (for container health checks)",
+        description="Ask the running daemon's HTTP API (address and port from the config) whether it is "
+        "healthy. Exit 0 when it answers 200, 1 otherwise (not running, unhealthy, API disabled).",
+    )
+    p.add_argument("--config", required=True, help="site config YAML (for api.host and api.port)")
+    p.add_argument("--timeout", type=float, default=4.0, help="seconds to wait for the answer (default: 4)")
+    p.set_defaults(handler=cmd_health)
+
+    p = sub.add_parser(
+        "hash-password",
+        help="hash a charger password for chargers[].auth.password_hash",
+        description="Hash a charger's OCPP Basic-auth password (PBKDF2-SHA256) and print the line to "
+        "paste as chargers[].auth.password_hash. The password is asked for without echo.",
+    )
     p.add_argument("--stdin", action="store_true", help="read the password from the first line of stdin")
     p.set_defaults(handler=cmd_hash_password)
     return parser

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args
 
 import yaml
 from pydantic import (
@@ -26,8 +26,10 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+from pydantic_core.core_schema import ErrorType
 
 from controller.domain import MeterRole
+from controller.logs import is_secret_key
 from controller.passwords import is_password_hash
 
 __all__ = [
@@ -57,10 +59,45 @@ Percent = Annotated[float, Field(ge=0, le=100)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
 Ident = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_PYDANTIC_ERROR_TYPES = frozenset(get_args(ErrorType))
+_CLOCK_TIME = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    # NaN and infinity pass every bound check silently (nan > 500 is False): refuse them outright.
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, allow_inf_nan=False)
+
+
+def _clock_time(value: Any, *, allow_24: bool = False) -> dt.time:
+    """A local time of day from YAML: ``"07:30"``, ``"7:30"``, ``"07:30:15"`` or an unquoted 07:30, which
+    YAML 1.1 reads as the sexagesimal integer 450. Offsets are refused: user schedules are local time.
+    With ``allow_24``, ``"24:00"`` (the end of a day) is read as 00:00."""
+    if isinstance(value, dt.time):
+        if value.tzinfo is not None:
+            raise PydanticCustomError("clock_time", "a time of day without an offset")
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 24 * 60:
+        hour, minute, second = value // 60, value % 60, 0
+    elif isinstance(value, str) and (match := _CLOCK_TIME.match(value.strip())):
+        hour, minute, second = int(match[1]), int(match[2]), int(match[3] or 0)
+    else:
+        raise PydanticCustomError("clock_time", "a time of day")
+    if allow_24 and (hour, minute, second) == (24, 0, 0):
+        return dt.time(0, 0)
+    if hour > 23 or minute > 59 or second > 59:
+        raise PydanticCustomError("clock_time", "a time of day")
+    return dt.time(hour, minute, second)
+
+
+def _weekday(name: Any) -> str:
+    """A weekday name, case-insensitive (``Monday``, ``monday``), as its lower-case form."""
+    if isinstance(name, str) and name.strip().lower() in WEEKDAYS:
+        return name.strip().lower()
+    raise PydanticCustomError(
+        "unknown_weekday",
+        "'{day}' is not a weekday; use one of {days}",
+        {"day": str(name), "days": ", ".join(WEEKDAYS)},
+    )
 
 
 # --------------------------------------------------------------------------- site
@@ -214,7 +251,11 @@ class Reserve(_Model):
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:
         if (self.percent is None) == (self.km is None):
-            raise PydanticCustomError("reserve_one_of", "set exactly one of percent or km")
+            raise PydanticCustomError(
+                "reserve_one_of",
+                "{what}; set exactly one of them",
+                {"what": "has neither percent nor km" if self.percent is None else "has both percent and km"},
+            )
         return self
 
 
@@ -224,10 +265,8 @@ class DepartureRule(_Model):
 
     @field_validator("time", mode="before")
     @classmethod
-    def _hhmm(cls, value: Any) -> Any:
-        if isinstance(value, int):  # YAML 1.1 reads 07:30 as sexagesimal 450
-            return dt.time(value // 60 % 24, value % 60)
-        return value
+    def _hhmm(cls, value: Any) -> dt.time:
+        return _clock_time(value)
 
 
 class Permissions(_Model):
@@ -269,14 +308,15 @@ class VehicleConfig(_Model):
     @field_validator("departures")
     @classmethod
     def _weekday_names(cls, value: dict[str, DepartureRule]) -> dict[str, DepartureRule]:
-        for day in value:
-            if day.lower() not in WEEKDAYS:
+        by_day: dict[str, DepartureRule] = {}
+        for day, rule in value.items():
+            name = _weekday(day)
+            if name in by_day:  # "Monday" and "monday": one would silently replace the other
                 raise PydanticCustomError(
-                    "unknown_weekday",
-                    "'{day}' is not a weekday; use one of {days}",
-                    {"day": day, "days": WEEKDAYS},
+                    "duplicate_weekday", "{day} is listed twice; keep one entry per day", {"day": name}
                 )
-        return {day.lower(): rule for day, rule in value.items()}
+            by_day[name] = rule
+        return by_day
 
     @property
     def reserve_percent(self) -> float:
@@ -324,16 +364,22 @@ class MeterConfig(_Model):
     @classmethod
     def _no_wildcards(cls, value: str) -> str:
         if "#" in value or "+" in value:
-            raise PydanticCustomError("topic_wildcard", "a meter topic must not contain + or # wildcards")
+            raise PydanticCustomError(
+                "topic_wildcard", "has a + or # wildcard; write the one topic this meter publishes on"
+            )
         return value
 
     @model_validator(mode="after")
     def _format_fields(self) -> Self:
         if self.format is MeterFormat.JSON and not self.json_path:
-            raise PydanticCustomError("json_path_missing", "format json needs json_path, e.g. ENERGY.Power")
+            raise PydanticCustomError(
+                "json_path_missing", "format json needs json_path; add json_path, e.g. ENERGY.Power"
+            )
         if self.role in (MeterRole.VEHICLE_SOC, MeterRole.V2L) and not self.vehicle:
             raise PydanticCustomError(
-                "meter_vehicle_missing", "role {role} needs vehicle: <vehicle id>", {"role": self.role.value}
+                "meter_vehicle_missing",
+                "role {role} needs the vehicle it reports on; add vehicle: <vehicle id>",
+                {"role": self.role.value},
             )
         return self
 
@@ -342,17 +388,25 @@ class MeterConfig(_Model):
 
 
 class TimeOfUseWindow(_Model):
-    start: dt.time
-    end: dt.time
+    start: dt.time = Field(description="Local time the window opens, HH:MM.")
+    end: dt.time = Field(
+        description="Local time it closes, HH:MM (24:00 = midnight); before start: it runs past midnight; "
+        "equal to start: the whole day."
+    )
     price_per_kwh: float = Field(ge=-10, le=10)
-    days: list[str] = Field(default_factory=lambda: list(WEEKDAYS))
+    days: list[str] = Field(
+        default_factory=lambda: list(WEEKDAYS), min_length=1, description="Weekdays the window opens on."
+    )
 
     @field_validator("start", "end", mode="before")
     @classmethod
-    def _hhmm(cls, value: Any) -> Any:
-        if isinstance(value, int):
-            return dt.time(value // 60 % 24, value % 60)
-        return value
+    def _hhmm(cls, value: Any) -> dt.time:
+        return _clock_time(value, allow_24=True)
+
+    @field_validator("days")
+    @classmethod
+    def _weekday_names(cls, value: list[str]) -> list[str]:
+        return [_weekday(day) for day in value]
 
 
 class PriceConfig(_Model):
@@ -374,11 +428,13 @@ class PriceConfig(_Model):
     def _has_a_source(self) -> Self:
         if self.static_price_per_kwh is None and not self.time_of_use and not self.dynamic_topic:
             raise PydanticCustomError(
-                "price_without_source", "set static_price_per_kwh, time_of_use windows or dynamic_topic"
+                "price_without_source",
+                "has no price; set static_price_per_kwh, time_of_use windows or dynamic_topic",
             )
         if self.time_of_use and self.static_price_per_kwh is None:
             raise PydanticCustomError(
-                "tou_without_base", "time_of_use needs static_price_per_kwh as the price outside the windows"
+                "tou_without_base",
+                "time_of_use has no price outside its windows; set static_price_per_kwh as that price",
             )
         return self
 
@@ -466,13 +522,20 @@ class OcppConfig(_Model):
     meter_sample_interval_s: int = Field(10, ge=1, le=3600)
     profile_validity_hours: float = Field(2.0, gt=0, le=48, description="How long a sent TxProfile holds.")
     call_timeout_s: float = Field(10.0, gt=0, le=120)
+    accepted_id_tokens: list[Annotated[str, Field(min_length=1, max_length=255)]] | None = Field(
+        None,
+        min_length=1,
+        description="RFID cards / idTokens that may charge (case-insensitive); absent: every token is accepted.",
+    )
 
 
 class ApiConfig(_Model):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
-    token: SecretStr | None = Field(None, description="Bearer token for write endpoints.")
+    token: SecretStr | None = Field(
+        None, description="Bearer token every endpoint except /health requires; empty: no token."
+    )
 
     @field_validator("token", mode="before")
     @classmethod
@@ -481,8 +544,15 @@ class ApiConfig(_Model):
 
 
 class StorageConfig(_Model):
-    path: Path = Path("v2x.sqlite")
+    path: Path = Field(Path("v2x.sqlite"), description="SQLite file; relative to the working directory.")
     history_retention_days: int = Field(400, ge=1, le=3650)
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _a_file_name(cls, value: Any) -> Any:
+        if isinstance(value, str) and (value.strip() in ("", ".", "..") or value.strip().endswith("/")):
+            raise PydanticCustomError("storage_path", "is not a file name")
+        return value
 
 
 class LoggingConfig(_Model):
@@ -670,6 +740,14 @@ def _cross_field_issues(cfg: SiteConfig) -> list[ConfigIssue]:
                 f"meters[{grid_meters[1]}].role", "more than one grid meter", "keep one meter with role grid"
             )
         )
+    if cfg.api.enabled and cfg.api.port == cfg.ocpp.port and _hosts_overlap(cfg.api.host, cfg.ocpp.host):
+        issues.append(
+            ConfigIssue(
+                "api.port",
+                f"{cfg.api.port} is also ocpp.port; the daemon could not listen on both",
+                "give the HTTP API its own port, e.g. 8080",
+            )
+        )
     if cfg.grid_signals.guaranteed_import_kw > cfg.site.grid.import_limit_kw:
         issues.append(
             ConfigIssue(
@@ -679,6 +757,11 @@ def _cross_field_issues(cfg: SiteConfig) -> list[ConfigIssue]:
             )
         )
     return issues
+
+
+def _hosts_overlap(first: str, second: str) -> bool:
+    wildcard = ("0.0.0.0", "::", "")
+    return first == second or first in wildcard or second in wildcard
 
 
 # -------------------------------------------------------------------- loading
@@ -706,27 +789,50 @@ class ConfigError(Exception):
 
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+"""A site with thousands of chargers stays far below this."""
+MAX_CONFIG_NODES = 200_000
+"""Values after YAML aliases are expanded: a few lines of nested aliases ("billion laughs") expand
+to 10**9 values and would hang the loader."""
+MAX_CONFIG_DEPTH = 32
 
 
-def _substitute_env(node: Any, path: str, env: Mapping[str, str], issues: list[ConfigIssue]) -> Any:
-    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string, collecting missing variables."""
-    if isinstance(node, dict):
-        return {k: _substitute_env(v, _join(path, str(k)), env, issues) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_substitute_env(v, f"{path}[{i}]", env, issues) for i, v in enumerate(node)]
-    if isinstance(node, str):
+class _TooLarge(Exception):
+    """The config tree exceeds MAX_CONFIG_NODES or MAX_CONFIG_DEPTH."""
 
-        def replace(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
-            if name in env:
-                return env[name]
-            if default is not None:
-                return default
-            issues.append(ConfigIssue(path, f"environment variable {name} is not set", f"export {name}=..."))
-            return ""
 
-        return _ENV_PATTERN.sub(replace, node)
-    return node
+def _substitute_env(node: Any, env: Mapping[str, str], issues: list[ConfigIssue]) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string, collecting missing variables.
+
+    Also bounds the tree (values after aliases are expanded, and nesting): raises ``_TooLarge``."""
+    budget = MAX_CONFIG_NODES
+
+    def walk(node: Any, path: str, depth: int) -> Any:
+        nonlocal budget
+        budget -= 1
+        if budget < 0 or depth > MAX_CONFIG_DEPTH:
+            raise _TooLarge(path)
+        if isinstance(node, dict):
+            return {k: walk(v, _join(path, str(k)), depth + 1) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(node)]
+        if isinstance(node, str):
+
+            def replace(match: re.Match[str]) -> str:
+                name, default = match.group(1), match.group(2)
+                if name in env:
+                    return env[name]
+                if default is not None:
+                    return default
+                issues.append(
+                    ConfigIssue(path, f"environment variable {name} is not set", f"export {name}=...")
+                )
+                return ""
+
+            return _ENV_PATTERN.sub(replace, node)
+        return node
+
+    return walk(node, "", 0)
 
 
 def _join(path: str, key: str) -> str:
@@ -736,16 +842,27 @@ def _join(path: str, key: str) -> str:
 def _loc_to_path(loc: tuple[int | str, ...]) -> str:
     path = ""
     for part in loc:
-        path = f"{path}[{part}]" if isinstance(part, int) else _join(path, part)
+        if part == "[key]":  # pydantic's marker for a problem with a mapping key, not its value
+            path += " (key)"
+        else:
+            path = f"{path}[{part}]" if isinstance(part, int) else _join(path, part)
     return path or "(top level)"
+
+
+def _shown(value: Any, path_parts: tuple[int | str, ...]) -> str:
+    """The offending value for a message: never a secret, never a screenful."""
+    if any(isinstance(part, str) and is_secret_key(part) for part in path_parts):
+        return "the value"
+    shown = repr(value) if isinstance(value, str) else str(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
 def _describe(error: Mapping[str, Any]) -> ConfigIssue:
     kind = error["type"]
     ctx = error.get("ctx") or {}
-    value = error.get("input")
-    shown = repr(value) if isinstance(value, str) else str(value)
-    path = _loc_to_path(tuple(p for p in error["loc"] if not str(p).startswith("function-after")))
+    loc = tuple(p for p in error["loc"] if not str(p).startswith("function-"))
+    shown = _shown(error.get("input"), loc)
+    path = _loc_to_path(loc)
     bounds = {
         "less_than_equal": ("is above", "le", "use a value of at most {b}"),
         "less_than": ("is not below", "lt", "use a value below {b}"),
@@ -759,8 +876,28 @@ def _describe(error: Mapping[str, Any]) -> ConfigIssue:
         return ConfigIssue(path, "is required", "add this field")
     if kind == "extra_forbidden":
         return ConfigIssue(path, "is not a known field", "remove it or check its spelling")
-    if kind in ("float_parsing", "float_type", "int_parsing", "int_type", "int_from_float"):
+    if kind in ("float_parsing", "float_type", "int_parsing", "int_type", "int_parsing_size"):
         return ConfigIssue(path, f"{shown} is not a number", "write a plain number")
+    if kind == "int_from_float":
+        return ConfigIssue(path, f"{shown} is not a whole number", "write a whole number")
+    if kind == "finite_number":
+        return ConfigIssue(path, f"{shown} is not a finite number", "write a plain number")
+    if kind == "string_type":
+        return ConfigIssue(path, f"{shown} is not text", "write text, in quotes if it looks like a number")
+    if kind == "string_too_short":
+        return ConfigIssue(path, "is empty", "write a value or remove the field")
+    if kind == "string_too_long":
+        return ConfigIssue(path, "is too long", f"use at most {ctx.get('max_length')} characters")
+    if kind == "too_short":
+        return ConfigIssue(path, "is empty", f"list at least {ctx.get('min_length')} item(s)")
+    if kind == "too_long":
+        return ConfigIssue(path, "has too many items", f"list at most {ctx.get('max_length')}")
+    if kind in ("path_type", "storage_path"):
+        return ConfigIssue(path, f"{shown} is not a file name", "write a path such as /data/v2x.sqlite")
+    if kind == "invalid_key":
+        return ConfigIssue(path, f"{shown} is not a name", "keys are names such as site or chargers")
+    if kind == "clock_time":
+        return ConfigIssue(path, f"{shown} is not {error['msg']}", "write HH:MM in quotes, e.g. '07:30'")
     if kind in ("bool_parsing", "bool_type"):
         return ConfigIssue(path, f"{shown} is not true/false", "write true or false")
     if kind in ("literal_error", "enum"):
@@ -775,9 +912,11 @@ def _describe(error: Mapping[str, Any]) -> ConfigIssue:
         )
     if kind in ("time_parsing", "time_type"):
         return ConfigIssue(path, f"{shown} is not a time", "write HH:MM in quotes, e.g. '07:30'")
-    message = str(error["msg"])
-    message = message.removeprefix("Value error, ")
-    return ConfigIssue(path, message)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if kind not in _PYDANTIC_ERROR_TYPES:  # our own checks: "what is wrong; how to fix it"
+        what, _, fix = message.partition("; ")
+        return ConfigIssue(path, what, fix)
+    return ConfigIssue(path, message, "see `v2x schema` for what this field takes")
 
 
 def issues_from_validation_error(exc: ValidationError) -> list[ConfigIssue]:
@@ -795,7 +934,14 @@ def parse_config(data: Any, source: str = "<config>", env: Mapping[str, str] | N
     if not isinstance(data, dict):
         raise ConfigError(source, [ConfigIssue("(top level)", "is not a mapping", "start with `site:`")])
     issues: list[ConfigIssue] = []
-    data = _substitute_env(data, "", os.environ if env is None else env, issues)
+    try:
+        data = _substitute_env(data, os.environ if env is None else env, issues)
+    except _TooLarge as exc:
+        where = str(exc) or "(top level)"
+        problem = f"more than {MAX_CONFIG_NODES} values or nested deeper than {MAX_CONFIG_DEPTH} levels"
+        raise ConfigError(
+            source, [ConfigIssue(where, problem, "check YAML aliases (*name) and nesting")]
+        ) from None
     if issues:
         raise ConfigError(source, issues)
     try:
@@ -808,13 +954,34 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> SiteC
     """Read a YAML site config; every problem is reported as a ConfigError with paths and fixes."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(
             source, [ConfigIssue("(file)", f"cannot read: {exc.strerror}", "check the path")]
         ) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            source,
+            [
+                ConfigIssue(
+                    "(file)", f"is larger than {MAX_CONFIG_BYTES // 2**20} MiB", "is this the site config?"
+                )
+            ],
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            source,
+            [ConfigIssue("(file)", f"is not UTF-8 text (byte {exc.start})", "save the file as UTF-8")],
+        ) from None
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(
+            source, [ConfigIssue("(file)", "is nested too deeply", "check the brackets and indentation")]
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "(file)"

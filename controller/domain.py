@@ -128,7 +128,8 @@ class GridLimits:
     valid_until: datetime | None = None
 
     def __post_init__(self) -> None:
-        if self.import_limit_w < 0 or self.export_limit_w < 0:
+        # Written as "not >= 0" so NaN, which fails every comparison, is refused too.
+        if not (self.import_limit_w >= 0 and self.export_limit_w >= 0):
             raise ValueError("grid limits are magnitudes and must be >= 0 W")
         if self.valid_from is not None:
             object.__setattr__(self, "valid_from", ensure_utc(self.valid_from))
@@ -169,8 +170,8 @@ class V2LSession:
         object.__setattr__(self, "start", ensure_utc(self.start))
         if self.end is not None:
             object.__setattr__(self, "end", ensure_utc(self.end))
-        if self.power_w < 0:
-            raise ValueError("V2L power is a draw and must be >= 0 W")
+        if not (math.isfinite(self.power_w) and self.power_w >= 0):
+            raise ValueError("V2L power is a draw and must be a finite number >= 0 W")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,33 +1,53 @@
 """structlog set up once: readable console output on a terminal, JSON lines otherwise.
 
-Secrets never reach the output: any event key that looks like a secret is redacted.
+Secrets never reach the output: any event key that looks like a secret is redacted, and credentials
+inside text (an ``Authorization`` header a library logs at debug level, ``user:password@`` in a URL)
+are blanked out.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any, Literal, TextIO
 
 import structlog
 
-__all__ = ["configure_logging", "redact_secrets"]
+__all__ = ["configure_logging", "is_secret_key", "redact_secrets", "scrub_credentials"]
 
 _SECRET_MARKERS = ("password", "passwd", "secret", "token", "authorization", "credential", "api_key")
 REDACTED = "***"
 
+# websockets logs every request header at debug level, so "Authorization: Basic <id:password>"
+# would reach the log; URLs may carry user:password@.
+_CREDENTIAL_PATTERNS = (
+    re.compile(r"(?i)((?:proxy-)?authorization\s*[:=]\s*)[^\r\n,;]+"),
+    re.compile(r"\b((?:Basic|Bearer) +)[A-Za-z0-9._~+/=-]{8,}"),
+    re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+(?=@)"),
+)
 
-def _is_secret_key(key: str) -> bool:
+
+def is_secret_key(key: str) -> bool:
+    """Does a field or log key name a secret (``password``, ``api_token`` …)? Topics are not secrets."""
     lowered = key.lower()
     return any(marker in lowered for marker in _SECRET_MARKERS) and not lowered.endswith("_topic")
 
 
+def scrub_credentials(text: str) -> str:
+    """Blank out credentials written inside free text (headers, URLs)."""
+    for pattern in _CREDENTIAL_PATTERNS:
+        text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
+    return text
+
+
 def _redact(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub_credentials(value)
     if isinstance(value, dict):
         return {
-            k: (REDACTED if isinstance(k, str) and _is_secret_key(k) else _redact(v))
-            for k, v in value.items()
+            k: (REDACTED if isinstance(k, str) and is_secret_key(k) else _redact(v)) for k, v in value.items()
         }
     if isinstance(value, list | tuple):
         return type(value)(_redact(v) for v in value)
@@ -37,9 +57,10 @@ def _redact(value: Any) -> Any:
 def redact_secrets(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """structlog processor: blank out values whose key names a secret, at any depth."""
+    """structlog processor: blank out values whose key names a secret, at any depth, and
+    credentials inside any text (the event message included)."""
     for key in list(event_dict):
-        if _is_secret_key(key):
+        if is_secret_key(key):
             event_dict[key] = REDACTED
         else:
             event_dict[key] = _redact(event_dict[key])
@@ -84,6 +105,7 @@ def configure_logging(
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            redact_secrets,  # again: a formatted traceback is new text
             renderer,
         ],
     )

@@ -14,6 +14,8 @@ __all__ = ["hash_password", "is_password_hash", "verify_password"]
 
 _SCHEME = "pbkdf2_sha256"
 _DEFAULT_ITERATIONS = 200_000
+_MAX_ITERATIONS = 2_000_000
+"""A stored hash is config input: an absurd iteration count would stall every charger login."""
 
 
 def _b64(data: bytes) -> str:
@@ -23,6 +25,8 @@ def _b64(data: bytes) -> str:
 def hash_password(password: str, *, iterations: int = _DEFAULT_ITERATIONS, salt: bytes | None = None) -> str:
     if not password:
         raise ValueError("an empty password cannot be hashed")
+    if not 1000 <= iterations <= _MAX_ITERATIONS:
+        raise ValueError(f"iterations must be between 1000 and {_MAX_ITERATIONS}")
     salt = secrets.token_bytes(16) if salt is None else salt
     digest = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
     return f"{_SCHEME}${iterations}${_b64(salt)}${_b64(digest)}"
@@ -38,7 +42,7 @@ def _parse(stored: str) -> tuple[int, bytes, bytes] | None:
         digest = base64.b64decode(parts[3], validate=True)
     except ValueError:
         return None
-    if iterations < 1000 or not salt or len(digest) != 32:
+    if not 1000 <= iterations <= _MAX_ITERATIONS or not salt or len(digest) != 32:
         return None
     return iterations, salt, digest
 

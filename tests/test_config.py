@@ -5,6 +5,9 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +176,62 @@ BROKEN_CASES = [
         "site.grid",
         "fallback_import_limit_kw 40",
     ),
+    ("nan_passes_no_bound", _set(["meters", 0, "scale"], float("nan")), "meters[0].scale", "not a finite"),
+    (
+        "infinite_limit",
+        _set(["site", "grid", "import_limit_kw"], float("inf")),
+        "site.grid.import_limit_kw",
+        "inf is not a finite number",
+    ),
+    (
+        "departure_time_out_of_range",
+        _set(["vehicles", 0, "departures", "monday", "time"], 25 * 60 + 30),  # unquoted 25:30
+        "vehicles[0].departures.monday.time",
+        "1530 is not a time of day",
+    ),
+    (
+        "departure_time_with_offset",
+        _set(["vehicles", 0, "departures", "monday", "time"], "07:30+02:00"),
+        "vehicles[0].departures.monday.time",
+        "is not a time of day",
+    ),
+    (
+        "same_weekday_twice",
+        _set(["vehicles", 0, "departures", "Monday"], {"time": "09:00", "target_soc_percent": 70}),
+        "vehicles[0].departures",
+        "monday is listed twice (keep one entry per day)",
+    ),
+    (
+        "tou_unknown_day",
+        _set(
+            ["tariff", "import"],
+            {
+                "static_price_per_kwh": 0.3,
+                "time_of_use": [{"start": "17:00", "end": "21:00", "price_per_kwh": 0.5, "days": ["funday"]}],
+            },
+        ),
+        "tariff.import.time_of_use[0].days",
+        "'funday' is not a weekday (use one of monday,",
+    ),
+    ("api_port_is_ocpp_port", _set(["api", "port"], 9000), "api.port", "9000 is also ocpp.port"),
+    ("storage_path_empty", _set(["storage", "path"], ""), "storage.path", "is not a file name"),
+    ("currency_not_text", _set(["site", "currency"], 978), "site.currency", "978 is not text"),
+    ("empty_topic", _set(["meters", 0, "topic"], ""), "meters[0].topic", "is empty"),
+    (
+        "reserve_both_ways",
+        _set(["vehicles", 0, "reserve"], {"percent": 20, "km": 80}),
+        "vehicles[0].reserve",
+        "has both percent and km (set exactly one of them)",
+    ),
+    (
+        "hash_with_absurd_iterations",
+        _set(
+            ["chargers", 0, "auth", "password_hash"],
+            "pbkdf2_sha256$999999999999$c2FsdHNhbHRzYWx0c2FsdA==$vlhkvOyxKPwkRHKfmilz4YbEdNOcxS7cCWmAgWWILh4=",
+        ),
+        "chargers[0].auth.password_hash",
+        "is not a password hash",
+    ),
 ]
 
 
@@ -182,6 +241,45 @@ def test_broken_config_names_field(name: str, mutate: Any, path: str, text: str)
         parse_config(broken(mutate), env={})
     rendered = [str(issue) for issue in info.value.issues]
     assert any(r.startswith(path + ":") and text in r for r in rendered), rendered
+    assert all(issue.fix for issue in info.value.issues), rendered  # every problem says how to fix it
+
+
+@pytest.mark.parametrize(("name", "mutate", "path", "text"), BROKEN_CASES, ids=[c[0] for c in BROKEN_CASES])
+def test_broken_config_exits_2_through_the_cli(
+    name: str, mutate: Any, path: str, text: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = tmp_path / f"{name}.yaml"
+    file.write_text(yaml.safe_dump(broken(mutate), allow_unicode=True))
+    assert main(["check-config", str(file)]) == 2
+    captured = capsys.readouterr()
+    assert f"  {path}:" in captured.err and text in captured.err, captured.err
+    assert "OK" not in captured.out
+
+
+def test_broken_configs_through_the_installed_command(tmp_path: Path) -> None:
+    """The console script itself: exit codes and messages as a user sees them."""
+    v2x = Path(sys.executable).with_name("v2x")
+    cases = {
+        "capacity.yaml": ("vehicles:\n  - id: car\n    usable_capacity_kwh: -1\n", "usable_capacity_kwh"),
+        "yaml.yaml": ("site: {grid: [\n", "malformed YAML"),
+        "env.yaml": ("site:\n  name: ${V2X_TEST_UNSET_NAME}\n", "environment variable V2X_TEST_UNSET_NAME"),
+    }
+    env = {k: v for k, v in os.environ.items() if k != "V2X_TEST_UNSET_NAME"}
+    for name, (text, expected) in cases.items():
+        (tmp_path / name).write_text(text)
+        done = subprocess.run(
+            [str(v2x), "check-config", str(tmp_path / name)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert done.returncode == 2 and expected in done.stderr, (name, done.stderr)
+        assert "Traceback" not in done.stderr
+    done = subprocess.run(
+        [str(v2x), "check-config", str(EXAMPLES[0])], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0 and "OK" in done.stdout, done.stderr
 
 
 def test_missing_env_var_names_field() -> None:
@@ -226,6 +324,70 @@ def test_malformed_yaml_and_wrong_shapes(tmp_path: Path, text: str, where: str) 
     with pytest.raises(ConfigError) as info:
         load_config(path, env={})
     assert info.value.issues[0].path.startswith(where)
+
+
+def test_secret_values_never_in_error_messages() -> None:
+    def mutate(data: dict[str, Any]) -> None:
+        data["mqtt"]["password"] = {"oops": "hunter2"}
+        data["api"]["token"] = ["s3cr3t-token"]
+
+    with pytest.raises(ConfigError) as info:
+        parse_config(broken(mutate), env={})
+    rendered = str(info.value)
+    assert "mqtt.password: the value is not text" in rendered and "api.token:" in rendered
+    assert "hunter2" not in rendered and "s3cr3t-token" not in rendered
+
+
+def test_departure_times_as_people_write_them() -> None:
+    def mutate(data: dict[str, Any]) -> None:
+        data["vehicles"][0]["departures"] = {
+            "Monday": {"time": "7:30", "target_soc_percent": 80},  # day names in any case
+            "tuesday": {"time": 7 * 60 + 45, "target_soc_percent": 80},  # unquoted 07:45 in YAML 1.1
+            "friday": {"time": "06:15:30", "target_soc_percent": 80},
+        }
+
+    departures = parse_config(broken(mutate), env={}).vehicles[0].departures
+    assert [(day, rule.time.isoformat()) for day, rule in departures.items()] == [
+        ("monday", "07:30:00"),
+        ("tuesday", "07:45:00"),
+        ("friday", "06:15:30"),
+    ]
+
+
+def test_time_of_use_days_any_case_and_midnight_end() -> None:
+    window = {"start": "22:00", "end": "24:00", "price_per_kwh": 0.1, "days": ["Saturday", "SUNDAY"]}
+    data = broken(_set(["tariff", "import"], {"static_price_per_kwh": 0.3, "time_of_use": [window]}))
+    parsed = parse_config(data, env={}).tariff.import_.time_of_use[0]
+    assert parsed.days == ["saturday", "sunday"]  # what the tariff compares against
+    assert parsed.end.isoformat() == "00:00:00"
+
+
+def test_billion_laughs_is_refused_quickly(tmp_path: Path) -> None:
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    path = tmp_path / "laughs.yaml"
+    path.write_text("\n".join([*lines, "site: *a8", ""]))  # 10**9 strings once expanded
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert "more than 200000 values" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"\xff\xfesite: 1\n", "(file): is not UTF-8 text (byte 0)"),
+        (b"site: " + b"[" * 5000 + b"]" * 5000 + b"\n", "(file): is nested too deeply"),
+        (b"site: " + b"[" * 40 + b"]" * 40 + b"\n", "nested deeper than 32 levels"),
+        (b"# " + b"x" * (5 * 1024 * 1024) + b"\n", "(file): is larger than 4 MiB"),
+    ],
+    ids=["not_utf8", "deeper_than_the_parser", "deeper_than_allowed", "huge"],
+)
+def test_unreadable_files_are_problems_not_crashes(tmp_path: Path, content: bytes, expected: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert expected in str(info.value)
 
 
 def test_cli_check_config_ok(capsys: pytest.CaptureFixture[str]) -> None:

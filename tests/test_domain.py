@@ -15,6 +15,7 @@ from controller.domain import (
     MeterRole,
     PriceSeries,
     SchedulePeriod,
+    V2LSession,
     align_to_step,
     ensure_utc,
 )
@@ -49,8 +50,18 @@ def test_price_series_lookup() -> None:
 def test_grid_limits_validity_window() -> None:
     limits = GridLimits(4200.0, 0.0, valid_from=T0, valid_until=T0 + timedelta(hours=1))
     assert limits.is_valid_at(T0) and not limits.is_valid_at(T0 + timedelta(hours=1))
-    with pytest.raises(ValueError):
-        GridLimits(-1.0, 0.0)
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="magnitudes"):
+            GridLimits(bad, 0.0)
+        with pytest.raises(ValueError, match="magnitudes"):
+            GridLimits(0.0, bad)
+
+
+def test_v2l_power_is_a_finite_draw() -> None:
+    assert V2LSession("car", T0, None, 1500.0).power_w == 1500.0
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="draw"):
+            V2LSession("car", T0, None, bad)
 
 
 def test_departure_target_range() -> None:

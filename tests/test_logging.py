@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import io
 import json
 import logging
@@ -54,3 +56,50 @@ def test_console_format_is_readable() -> None:
 def test_unknown_level_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown log level"):
         configure_logging("loud", "json", stream=io.StringIO())
+
+
+async def test_debug_logs_of_a_real_handshake_carry_no_credentials() -> None:
+    """websockets logs each request header at debug level: Basic auth must not reach the output."""
+    from websockets.asyncio.client import connect
+    from websockets.asyncio.server import ServerConnection, serve
+
+    stream = io.StringIO()
+    configure_logging("debug", "json", stream=stream)
+    credentials = base64.b64encode(b"wallbox:hunter2-secret").decode()
+
+    async def echo(connection: ServerConnection) -> None:
+        await connection.send(await connection.recv())
+
+    async with serve(echo, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with (
+            asyncio.timeout(10),
+            connect(
+                f"ws://127.0.0.1:{port}/ocpp/wallbox",
+                additional_headers={"Authorization": f"Basic {credentials}"},
+            ) as client,
+        ):
+            await client.send("ping")
+            assert await client.recv() == "ping"
+    output = stream.getvalue()
+    assert "< Authorization: ***" in output  # the header line was logged, its value was not
+    assert credentials not in output and "hunter2" not in output
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("connecting to mqtts://v2x:pa55word@broker:8883", "connecting to mqtts://v2x:***@broker:8883"),
+        ("header Authorization=Bearer abcdefgh1234", "header Authorization=***"),
+        ("sent Bearer abcdefgh1234 upstream", "sent Bearer *** upstream"),
+        ("basic auth failed for ws://gw:9000/ocpp/wb", "basic auth failed for ws://gw:9000/ocpp/wb"),
+    ],
+)
+def test_credentials_inside_text_are_blanked(text: str, expected: str) -> None:
+    stream = io.StringIO()
+    configure_logging("info", "json", stream=stream)
+    structlog.get_logger("x").info(text, detail=[text])
+    logging.getLogger("some.library").info("%s", text)
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [e["event"] for e in events] == [expected, expected]
+    assert events[0]["detail"] == [expected]
