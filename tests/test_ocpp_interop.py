@@ -93,13 +93,19 @@ async def test_node_charger_full_session(version: str) -> None:
                     "chargingNeeds": {
                         "requestedEnergyTransfer": "AC_BPT",
                         "departureTime": "2030-06-02T06:00:00Z",
-                        "v2xChargingParameters": {"maxDischargePower": 10000, "targetSoC": 85},
+                        "v2xChargingParameters": {
+                            "maxDischargePower": 10000,
+                            "targetSoC": 85,
+                            "evMinV2XEnergyRequest": -20000,
+                            "evMaxV2XEnergyRequest": 15000,
+                        },
                     },
                 },
             )
             needs = (await events.wait(ChargingNeedsReported))[0].needs
             assert needs.departure_time == datetime(2030, 6, 2, 6, tzinfo=UTC)
             assert (needs.target_soc_percent, needs.max_discharge_power_w) == (85, 10000)
+            assert (needs.min_v2x_energy_request_wh, needs.max_v2x_energy_request_wh) == (-20000, 15000)
 
         schedule = ChargerSchedule(
             "node-cp",
@@ -176,3 +182,9 @@ async def test_node_charger_rejecting_profiles_is_recorded() -> None:
         assert record.status is ProfileStatus.REJECTED
         view = server.charger("node-cp")
         assert view is not None and view.last_profile is record
+        # It talked without booting, so it was re-synced; its strict schemas accept our triggers.
+        await wait_until(lambda: len(charger.calls("TriggerMessage")) == 2, what="re-sync triggers")
+        assert [c["requestedMessage"] for c in charger.calls("TriggerMessage")] == [
+            "StatusNotification",
+            "TransactionEvent",
+        ]

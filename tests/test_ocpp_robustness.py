@@ -7,6 +7,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
+import ocpp.v16
 import ocpp.v21
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -21,6 +22,7 @@ from controller.ocpp import (
     ChargerDisconnected,
     ProfileAnswered,
     ProfileStatus,
+    TransactionStarted,
 )
 from tests.ocpp_support import (
     PASSWORD,
@@ -63,6 +65,29 @@ class Raw:
         await self.send([2, unique_id, action, payload])
         return await self.recv()
 
+    async def answer_setup(self) -> list[Any]:
+        """Answer the server's setup CALLs (Accepted) until its two re-sync triggers; returns them."""
+        calls: list[Any] = []
+        while sum(1 for c in calls if c[2] == "TriggerMessage") < 2:
+            frame = await self.recv()
+            assert frame[0] == 2, frame
+            calls.append(frame)
+            if frame[2] == "SetVariables":
+                result: dict[str, Any] = {
+                    "setVariableResult": [
+                        {
+                            "attributeStatus": "Accepted",
+                            "component": d["component"],
+                            "variable": d["variable"],
+                        }
+                        for d in frame[3]["setVariableData"]
+                    ]
+                }
+            else:
+                result = {"status": "Accepted"}
+            await self.send([3, frame[1], result])
+        return calls
+
     async def silent(self, wait_s: float = 0.3) -> bool:
         try:
             await asyncio.wait_for(self.connection.recv(), wait_s)
@@ -90,7 +115,8 @@ TX_STARTED = {
 @pytest.mark.parametrize(
     ("version", "frame", "expected_id", "expected_code"),
     [
-        ("2.0.1", "{not json", "-1", "FormatViolation"),
+        ("2.0.1", "{not json", "-1", "RpcFrameworkError"),
+        ("2.1", '[2, "x", ', "-1", "RpcFrameworkError"),
         ("1.6", "[2, 'x'", "-1", "FormationViolation"),
         ("2.0.1", '{"a": 1}', "-1", "RpcFrameworkError"),
         ("1.6", "[]", "-1", "ProtocolError"),
@@ -99,8 +125,8 @@ TX_STARTED = {
         ("2.0.1", '[6, "m2", "Heartbeat", {}]', "m2", "MessageTypeNotSupported"),
         ("2.0.1", '[2, "m3", "Heartbeat"]', "m3", "RpcFrameworkError"),
         ("2.0.1", '[2, "m4", "Heartbeat", []]', "m4", "FormatViolation"),
-        ("2.0.1", '[2, "m5", "MakeCoffee", {}]', "m5", "NotSupported"),
-        ("1.6", '[2, "m6", "TransactionEvent", {}]', "m6", "NotSupported"),
+        ("2.0.1", '[2, "m5", "MakeCoffee", {}]', "m5", "NotImplemented"),
+        ("1.6", '[2, "m6", "TransactionEvent", {}]', "m6", "NotImplemented"),
         (
             "2.0.1",
             '[2, "m7", "BootNotification", {"reason": "PowerUp"}]',
@@ -144,18 +170,18 @@ TX_STARTED = {
             "m15",
             "RpcFrameworkError",
         ),
-        ("2.1", '[2, "m16", "MakeCoffee", {}]', "m16", "NotSupported"),
+        ("2.1", '[2, "m16", "MakeCoffee", {}]', "m16", "NotImplemented"),
         (
             "2.1",
             '[2, "m17", "Get15118EVCertificate", {"iso15118SchemaVersion": "x", "action": "Install", "exiRequest": "y"}]',
             "m17",
-            "NotImplemented",
+            "NotSupported",
         ),
         (
             "2.0.1",
             '[2, "m14", "Get15118EVCertificate", {"iso15118SchemaVersion": "x", "action": "Install", "exiRequest": "y"}]',
             "m14",
-            "NotImplemented",
+            "NotSupported",
         ),
     ],
 )
@@ -214,14 +240,21 @@ async def test_rejected_profile_is_recorded_and_not_retried() -> None:
         running_server(site([{"id": "cp"}]), clock=ManualClock(T0), backoff=FAST) as (server, events),
         library_charger(server, "cp", "2.1", answers={"SetChargingProfile": "Rejected"}) as charger,
     ):
-        await charger.call(ocpp.v21.call.TransactionEvent(**_started_kwargs()))
+        await start_and_settle(charger)
         record = await server.apply_schedule(one_hour("cp"))
         assert record.status is ProfileStatus.REJECTED and record.reason == "Rejected"
         view = server.charger("cp")
         assert view is not None and view.last_profile == record and not view.last_profile.accepted
         assert events.of(ProfileAnswered)[-1].record.status is ProfileStatus.REJECTED
         await asyncio.sleep(0.4)
-        assert len(charger.tap.calls("SetChargingProfile")) == 1
+        assert len(charger.tap.profiles()) == 1
+
+
+async def start_and_settle(charger: Any) -> None:
+    """Start a transaction without booting, then wait until the re-sync that triggers is over."""
+    await charger.call(ocpp.v21.call.TransactionEvent(**_started_kwargs()))
+    await wait_until(lambda: len(charger.tap.calls("TriggerMessage")) == 2, what="re-sync")
+    await asyncio.sleep(0.05)  # the triggers' answers are on their way back
 
 
 def _started_kwargs() -> dict[str, Any]:
@@ -241,11 +274,11 @@ async def test_unanswered_profile_times_out_and_is_retried_with_backoff() -> Non
         running_server(cfg, clock=ManualClock(T0), backoff=FAST) as (server, events),
         library_charger(server, "cp", "2.1") as charger,
     ):
-        await charger.call(ocpp.v21.call.TransactionEvent(**_started_kwargs()))
+        await start_and_settle(charger)
         charger.tap.ignore_actions.add("SetChargingProfile")
         record = await server.apply_schedule(one_hour("cp"))
         assert record.status is ProfileStatus.TIMEOUT
-        await wait_until(lambda: len(charger.tap.calls("SetChargingProfile")) >= 3, what="retries")
+        await wait_until(lambda: len(charger.tap.profiles()) >= 3, what="retries")
         charger.tap.ignore_actions.clear()
         view = server.charger("cp")
         assert view is not None
@@ -253,7 +286,7 @@ async def test_unanswered_profile_times_out_and_is_retried_with_backoff() -> Non
             lambda: view.last_profile is not None and view.last_profile.accepted, what="accepted"
         )
         assert view.last_profile is not None and view.last_profile.attempt >= 3
-        statuses = [e.record.status for e in events.of(ProfileAnswered)]
+        statuses = [e.record.status for e in events.of(ProfileAnswered) if e.record.purpose == "TxProfile"]
         assert statuses[:2] == [ProfileStatus.TIMEOUT, ProfileStatus.TIMEOUT]
         assert statuses[-1] is ProfileStatus.ACCEPTED
         # The charger stayed usable meanwhile: one outstanding call never blocked its own calls.
@@ -267,6 +300,7 @@ async def test_callerror_answer_fails_then_retry_succeeds() -> None:
     ):
         raw = Raw(connection)
         assert (await raw.call("t", "TransactionEvent", TX_STARTED))[0] == 3
+        await raw.answer_setup()
         pending = asyncio.create_task(server.apply_schedule(one_hour("cp")))
         first = await raw.recv()
         assert first[2] == "SetChargingProfile"
@@ -308,6 +342,135 @@ async def test_reconnect_replaces_connection_resyncs_and_resends_profile() -> No
         await events.wait(ChargerDisconnected)
 
 
+async def test_16_charger_running_before_a_controller_restart_is_resynced() -> None:
+    """No BootNotification (the charger kept running while the controller restarted): re-sync anyway."""
+    async with (
+        running_server(site([{"id": "cp", "ocpp_versions": ["1.6"]}]), clock=ManualClock(T0)) as (
+            server,
+            events,
+        ),
+        library_charger(server, "cp", "1.6") as charger,
+    ):
+        await charger.call(ocpp.v16.call.Heartbeat())
+        await wait_until(lambda: len(charger.tap.calls("TriggerMessage")) == 2, what="re-sync triggers")
+        assert [c["key"] for c in charger.tap.calls("ChangeConfiguration")] == [
+            "MeterValuesSampledData",
+            "MeterValueSampleInterval",
+        ]
+        assert len(charger.tap.profiles("TxDefaultProfile")) == 1
+        assert charger.tap.calls("TriggerMessage") == [
+            {"requestedMessage": "StatusNotification"},
+            {"requestedMessage": "MeterValues", "connectorId": 1},
+        ]
+        # The triggered MeterValues name the running transaction: adopted, so profiles can target it.
+        await charger.call(
+            ocpp.v16.call.MeterValues(
+                connector_id=1,
+                transaction_id=4242,
+                meter_value=[
+                    {
+                        "timestamp": iso(T0),
+                        "sampled_value": [{"value": "3680", "measurand": "Power.Active.Import", "unit": "W"}],
+                    }
+                ],
+            )
+        )
+        view = server.charger("cp")
+        assert view is not None and view.transaction_id == "4242" and view.meter.power_w == 3680
+        assert events.of(TransactionStarted)[-1].transaction_id == "4242"
+        assert (await server.apply_schedule(one_hour("cp"))).accepted
+        assert charger.tap.profiles()[-1]["csChargingProfiles"]["transactionId"] == 4242
+        # Only the first message re-syncs.
+        await charger.call(ocpp.v16.call.Heartbeat())
+        await asyncio.sleep(0.1)
+        assert len(charger.tap.calls("TriggerMessage")) == 2
+
+
+async def test_21_charger_running_before_a_controller_restart_is_resynced() -> None:
+    async with (
+        running_server(site([{"id": "cp"}]), clock=ManualClock(T0)) as (server, _),
+        library_charger(server, "cp", "2.1") as charger,
+    ):
+        assert (await server.apply_schedule(one_hour("cp"))).status is ProfileStatus.DEFERRED
+        await charger.call(
+            ocpp.v21.call.StatusNotification(
+                timestamp=iso(T0), connector_status="Occupied", evse_id=1, connector_id=1
+            )
+        )
+        await wait_until(lambda: len(charger.tap.calls("TriggerMessage")) == 2, what="re-sync triggers")
+        assert charger.tap.calls("TriggerMessage") == [
+            {"requestedMessage": "StatusNotification", "evse": {"id": 1, "connectorId": 1}},
+            {"requestedMessage": "TransactionEvent", "evse": {"id": 1}},
+        ]
+        assert len(charger.tap.profiles("TxDefaultProfile")) == 1
+        await charger.call(
+            ocpp.v21.call.TransactionEvent(
+                **{**_started_kwargs(), "event_type": "Updated", "trigger_reason": "Trigger"}
+            )
+        )
+        await wait_until(lambda: charger.tap.profiles(), what="the wanted profile, sent once re-synced")
+        assert charger.tap.profiles()[0]["chargingProfile"]["transactionId"] == "t1"
+
+
+async def test_default_profile_is_retried_until_the_charger_answers() -> None:
+    cfg = site([{"id": "cp", "ocpp_versions": ["2.0.1"]}], call_timeout_s=0.2)
+    async with (
+        running_server(cfg, backoff=FAST) as (server, events),
+        library_charger(server, "cp", "2.0.1") as charger,
+    ):
+        charger.tap.ignore_actions.add("SetChargingProfile")
+        await charger.boot()
+        view = server.charger("cp")
+        assert view is not None
+        await wait_until(lambda: len(charger.tap.profiles("TxDefaultProfile")) >= 2, what="a retry")
+        assert view.default_profile is not None and view.default_profile.status is ProfileStatus.TIMEOUT
+        charger.tap.ignore_actions.clear()
+        await wait_until(
+            lambda: view.default_profile is not None and view.default_profile.accepted, what="accepted"
+        )
+        assert view.default_profile is not None and view.default_profile.attempt >= 2
+        count = len(charger.tap.profiles("TxDefaultProfile"))
+        await asyncio.sleep(0.4)
+        assert len(charger.tap.profiles("TxDefaultProfile")) == count  # accepted: no more retries
+        answered = [e.record for e in events.of(ProfileAnswered) if e.record.purpose == "TxDefaultProfile"]
+        assert answered[0].status is ProfileStatus.TIMEOUT and answered[-1].accepted
+
+
+async def test_never_more_than_one_outstanding_call_per_charger() -> None:
+    async with (
+        running_server(site([{"id": "cp", "ocpp_versions": ["2.0.1"]}])) as (server, _),
+        raw_connect(server.port, "cp", "2.0.1") as connection,
+    ):
+        raw = Raw(connection)
+        boot = {"reason": "PowerUp", "chargingStation": {"vendorName": "Raw", "model": "R"}}
+        assert (await raw.call("b", "BootNotification", boot))[0] == 3
+        first = await raw.recv()
+        assert first[:3] == [2, first[1], "SetVariables"]
+        # Setup continues and someone wants the default profile now: both wait for our answer.
+        install = asyncio.create_task(server.install_default_profile("cp"))
+        assert await raw.silent(0.5)
+        await raw.send(
+            [
+                3,
+                first[1],
+                {
+                    "setVariableResult": [
+                        {
+                            "attributeStatus": "Accepted",
+                            "component": d["component"],
+                            "variable": d["variable"],
+                        }
+                        for d in first[3]["setVariableData"]
+                    ]
+                },
+            ]
+        )
+        second = await raw.recv()
+        assert second[0] == 2 and second[1] != first[1]
+        assert await raw.silent(0.3)  # again nothing else until this one is answered
+        install.cancel()
+
+
 async def test_schedule_before_connect_is_sent_once_the_transaction_starts() -> None:
     async with running_server(site([{"id": "cp"}]), clock=ManualClock(T0)) as (server, _):
         assert (await server.apply_schedule(one_hour("cp"))).status is ProfileStatus.NOT_CONNECTED
@@ -315,8 +478,8 @@ async def test_schedule_before_connect_is_sent_once_the_transaction_starts() -> 
             await server.apply_schedule(one_hour("nobody"))
         async with library_charger(server, "cp", "2.1") as charger:
             await charger.call(ocpp.v21.call.TransactionEvent(**_started_kwargs()))
-            await wait_until(lambda: charger.tap.calls("SetChargingProfile"), what="deferred profile")
-            assert charger.tap.calls("SetChargingProfile")[0]["chargingProfile"]["transactionId"] == "t1"
+            await wait_until(lambda: charger.tap.profiles(), what="deferred profile")
+            assert charger.tap.profiles()[0]["chargingProfile"]["transactionId"] == "t1"
 
 
 async def test_newer_schedule_supersedes_one_waiting_to_be_sent() -> None:
@@ -328,7 +491,7 @@ async def test_newer_schedule_supersedes_one_waiting_to_be_sent() -> None:
         await charger.call(ocpp.v21.call.TransactionEvent(**_started_kwargs()))
         charger.tap.ignore_actions.add("SetChargingProfile")
         first = asyncio.create_task(server.apply_schedule(one_hour("cp", 1000)))
-        await wait_until(lambda: charger.tap.calls("SetChargingProfile"))
+        await wait_until(lambda: charger.tap.profiles())
         second = asyncio.create_task(server.apply_schedule(one_hour("cp", 2000)))
         third = asyncio.create_task(server.apply_schedule(one_hour("cp", 3000)))
         await asyncio.sleep(0.05)
@@ -338,7 +501,7 @@ async def test_newer_schedule_supersedes_one_waiting_to_be_sent() -> None:
         assert (await third).status is ProfileStatus.ACCEPTED
         setpoints = [
             p["chargingProfile"]["chargingSchedule"][0]["chargingSchedulePeriod"][0]["setpoint"]
-            for p in charger.tap.calls("SetChargingProfile")
+            for p in charger.tap.profiles()
         ]
         assert 2000 not in setpoints and setpoints[-1] == 3000
 

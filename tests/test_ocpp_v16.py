@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import ocpp.v16
 import pytest
-from ocpp.exceptions import NotImplementedError as OcppNotImplemented
+from ocpp.exceptions import NotSupportedError as OcppNotSupported
 
 from controller.clock import ManualClock
 from controller.domain import ChargerSchedule, SchedulePeriod
@@ -181,8 +181,29 @@ async def test_16_data_transfer_and_unhandled_actions_are_answered() -> None:
         assert answer.status == "UnknownVendorId"
         ack = await charger.call(call.FirmwareStatusNotification(status="Idle"))
         assert ack is not None
-        # A charger-to-CSMS call whose answer needs content we do not have: NotImplemented.
-        with pytest.raises(OcppNotImplemented):
+        # A known charger-to-CSMS call whose answer needs content we do not have: NotSupported.
+        with pytest.raises(OcppNotSupported):
             await charger.call(call.SignCertificate(csr="x"))
         view = server.charger("cp")
         assert view is not None and view.connected
+
+
+async def test_16_only_configured_id_tags_may_charge() -> None:
+    cfg = site([{"id": "cp", "ocpp_versions": ["1.6"]}], accepted_id_tokens=["04A1B2C3", "family-card"])
+    async with (
+        running_server(cfg, clock=ManualClock(T0)) as (server, _),
+        library_charger(server, "cp", "1.6") as charger,
+    ):
+        assert (await charger.call(call.Authorize(id_tag="04a1b2c3"))).id_tag_info == {"status": "Accepted"}
+        assert (await charger.call(call.Authorize(id_tag="stranger"))).id_tag_info == {"status": "Invalid"}
+        start = await charger.call(
+            call.StartTransaction(connector_id=1, id_tag="stranger", meter_start=0, timestamp=iso(T0))
+        )
+        # The charger gets a transaction id and the verdict; it stops the transaction itself.
+        assert isinstance(start.transaction_id, int) and start.id_tag_info == {"status": "Invalid"}
+        stop = await charger.call(
+            call.StopTransaction(
+                meter_stop=0, timestamp=iso(T0), transaction_id=start.transaction_id, id_tag="FAMILY-CARD"
+            )
+        )
+        assert stop.id_tag_info == {"status": "Accepted"}

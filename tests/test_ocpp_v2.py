@@ -342,4 +342,23 @@ async def test_notify_report_and_unhandled_notification_are_answered() -> None:
             ocpp.v21.call.SecurityEventNotification(type="SettingSystemTime", timestamp=iso(T0))
         )
         assert answer is not None
-        assert charger.tap.sent[-1][0] == 2 and charger.tap.received[-1][0] == 3
+        call_id = next(f[1] for f in charger.tap.sent if f[0] == 2 and f[2] == "SecurityEventNotification")
+        assert [f[0] for f in charger.tap.received if f[1] == call_id] == [3]
+
+
+async def test_21_only_configured_id_tokens_may_charge() -> None:
+    cfg = site([BIDI], accepted_id_tokens=["04A1B2C3"])
+    async with (
+        running_server(cfg, clock=ManualClock(T0)) as (server, _),
+        library_charger(server, "cp21", "2.1") as charger,
+    ):
+
+        async def authorize(token: str, kind: str) -> Any:
+            answer = await charger.call(ocpp.v21.call.Authorize(id_token={"id_token": token, "type": kind}))
+            return answer.id_token_info["status"]
+
+        assert await authorize("04a1b2c3", "ISO14443") == "Accepted"
+        assert await authorize("DEADBEEF", "ISO14443") == "Unknown"
+        assert await authorize("", "NoAuthorization") == "Accepted"  # free charging set on the charger
+        result = await charger.call(started(ocpp.v21))  # RFID-1 is not on the list
+        assert result.id_token_info == {"status": "Unknown"}

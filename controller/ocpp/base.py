@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Protocol
@@ -38,6 +39,10 @@ class SessionHooks(Protocol):
         """Configure the charger once the BootNotification answer is on the wire."""
         ...
 
+    def resync(self) -> Awaitable[None]:
+        """Re-sync a charger that talks without booting first (it ran before this process started)."""
+        ...
+
     def transaction_started(self, evse_id: int) -> None:
         """A transaction started: the current schedule can now be sent as a TxProfile."""
         ...
@@ -48,6 +53,8 @@ class Adapter:
 
     version: OcppVersion
     heartbeat_interval_s = 300  # the session sets the configured value
+    # Case-folded idTags/idTokens that may charge; None accepts every token (the session sets it).
+    accepted_tokens: frozenset[str] | None = None
 
     def __init__(self, model: ChargerModel, clock: Clock, emit: EventSink, hooks: SessionHooks) -> None:
         self.model = model
@@ -58,20 +65,43 @@ class Adapter:
             charger_id=model.charger_id, ocpp_version=self.version.value
         )
         self._routes: dict[str, Callable[[dict[str, Any]], Reply]] = {}
+        self._answered_once = False
 
     async def handle(self, action: str, payload: dict[str, Any]) -> Reply | None:
         self.model.last_seen = self.clock.now()
         route = self._routes.get(action)
-        return None if route is None else route(payload)
+        reply = None if route is None else route(payload)
+        if reply is not None and not self._answered_once:
+            self._answered_once = True
+            if action != "BootNotification" and not self.model.synced_once:
+                # Talking without booting: it ran before this process did (e.g. the controller
+                # restarted mid-session). Ask for its state instead of waiting for the next plug-in.
+                self.log.info("ocpp_running_charger_resync", first_action=action)
+                reply = dataclasses.replace(reply, then=self.hooks.resync)
+        return reply
 
     # ----------------------------------------------------------- outgoing
 
     async def configure_sampling(self, peer: RpcPeer, interval_s: int) -> None:
         raise NotImplementedError
 
-    async def request_status(self, peer: RpcPeer) -> None:
-        """Ask the charger to resend its connector status (after a reconnect)."""
-        await peer.call("TriggerMessage", {"requestedMessage": "StatusNotification"})
+    def resync_triggers(self, evse_id: int) -> list[dict[str, Any]]:
+        """TriggerMessage payloads that make a reconnected charger resend its status and transaction."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------- authorisation
+
+    def token_accepted(self, token: str | None, token_type: str | None = None) -> bool:
+        """True unless an accepted-token list is configured and ``token`` is not on it.
+
+        2.x ``NoAuthorization`` tokens (a charger set to free charging) are not cards: accepted.
+        """
+        if self.accepted_tokens is None or token is None or token_type == "NoAuthorization":
+            return True
+        if token.casefold() in self.accepted_tokens:
+            return True
+        self.log.warning("ocpp_id_token_refused", id_token=token, token_type=token_type)
+        return False
 
     # ----------------------------------------------------------- helpers
 

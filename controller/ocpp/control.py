@@ -84,15 +84,20 @@ class ChargerControl:
 
     def after_boot(self) -> Coroutine[Any, Any, None]:
         # From now on a reconnect of this charger is a re-sync, even if this setup is cut short.
-        self.model.booted_once = True
+        self.model.synced_once = True
         return self.setup(resync=False)
+
+    def resync(self) -> Coroutine[Any, Any, None]:
+        self.model.synced_once = True
+        return self.setup(resync=True)
 
     def transaction_started(self, evse_id: int) -> None:
         if self._desired is not None and self._desired.evse_id == evse_id:
             self.wake(force=True)
 
     async def setup(self, *, resync: bool) -> None:
-        """Sampling config, the safe default profile, (after a reconnect) fresh status, the current profile.
+        """Sampling config, the safe default profile, (after a reconnect) fresh status and transaction,
+        the current profile; then the default profile again with backoff until the charger answers it.
 
         Bound to the connection it started on: if a new connection replaces it midway, that one runs
         its own setup and this one stops.
@@ -106,14 +111,34 @@ class ChargerControl:
             self.log.warning("ocpp_sampling_config_failed", error=str(error))
         if self.peer is not peer:
             return
-        await self.install_default(peer)
-        if resync and self.peer is peer:
-            try:
-                await adapter.request_status(peer)
-            except _CALL_FAILURES as error:
-                self.log.info("ocpp_status_trigger_failed", error=str(error))
-        if self.peer is peer:
-            self.wake(force=True)
+        default = await self.install_default(peer)
+        if resync:
+            for trigger in adapter.resync_triggers(self.model.config.evse_id):
+                if self.peer is not peer:
+                    return
+                try:
+                    await peer.call("TriggerMessage", trigger)
+                except _CALL_FAILURES as error:
+                    self.log.info(
+                        "ocpp_trigger_failed", requested=trigger["requestedMessage"], error=str(error)
+                    )
+        if self.peer is not peer:
+            return
+        self.wake(force=True)
+        await self._retry_default(peer, default)
+
+    async def _retry_default(self, peer: RpcPeer, record: ProfileRecord) -> None:
+        # The default profile is what keeps a charger safe without us: unanswered or refused with
+        # a CALLERROR, it is sent again (a Rejected answer is final, like for TxProfiles).
+        attempt = record.attempt
+        while record.status in (ProfileStatus.TIMEOUT, ProfileStatus.FAILED):
+            delay = self._backoff.delay_s(attempt)
+            self.log.info("ocpp_default_profile_retry", attempt=attempt, delay_s=delay)
+            await asyncio.sleep(delay)
+            if self.peer is not peer:
+                return
+            attempt += 1
+            record = await self.install_default(peer, attempt=attempt)
 
     # --------------------------------------------------------------- profiles
 
@@ -129,13 +154,13 @@ class ChargerControl:
         self.wake()
         return await future
 
-    async def install_default(self, peer: RpcPeer | None = None) -> ProfileRecord:
+    async def install_default(self, peer: RpcPeer | None = None, *, attempt: int = 1) -> ProfileRecord:
         peer = self.peer if peer is None else peer
         now = self.clock.now()
         if peer is None:
             return ProfileRecord("TxDefaultProfile", ProfileStatus.NOT_CONNECTED, {}, now)
         payload = default_profile_payload(peer.version, self.limits)
-        record = await self._send(peer, "TxDefaultProfile", payload, attempt=1)
+        record = await self._send(peer, "TxDefaultProfile", payload, attempt=attempt)
         self.model.default_profile = record
         return record
 

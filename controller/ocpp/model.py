@@ -109,6 +109,10 @@ class ChargingNeeds:
     energy_request_wh: float | None = None
     min_energy_request_wh: float | None = None
     max_energy_request_wh: float | None = None
+    # 2.1 V2X energy window, signed as the EV sends it: Wh to the minimum / maximum SoC it allows
+    # for V2X (negative = the battery is above that SoC, so that much may be discharged).
+    min_v2x_energy_request_wh: float | None = None
+    max_v2x_energy_request_wh: float | None = None
     max_charge_power_w: float | None = None
     min_charge_power_w: float | None = None
     max_discharge_power_w: float | None = None
@@ -184,7 +188,7 @@ class ChargerModel:
     connected: bool = False
     ocpp_version: OcppVersion | None = None
     boot: BootInfo | None = None
-    booted_once: bool = False
+    synced_once: bool = False  # booted or re-synced in this process: a reconnect now re-syncs
     evses: dict[int, EvseState] = field(default_factory=dict)
     last_profile: ProfileRecord | None = None
     default_profile: ProfileRecord | None = None

@@ -2,10 +2,11 @@
 
 Payloads are validated against the JSON schemas shipped with the ``ocpp`` package, in both
 directions. Its ``ChargePoint`` class is deliberately not used, which sidesteps its known defects:
-every CALL gets an answer (unknown actions NotSupported, unhandled ones acknowledged or
-NotImplemented), message types 5 and 6 are understood on 2.1, outgoing payloads are written in
-camelCase by us (no snake->camel conversion), a received CALLERROR always raises, and handlers
-never await an outgoing call (follow-up work runs after the reply is on the wire).
+every CALL gets an answer (actions the version does not define NotImplemented, defined ones we do
+not handle acknowledged or NotSupported), message types 5 and 6 are understood on 2.1, outgoing
+payloads are written in camelCase by us (no snake->camel conversion), a received CALLERROR always
+raises, and handlers never await an outgoing call (follow-up work runs after the reply is on the
+wire).
 """
 
 from __future__ import annotations
@@ -282,9 +283,11 @@ class RpcPeer:
             frame = json.loads(raw)
         except ValueError:
             self.log.warning("ocpp_frame_not_json", frame=raw[:200])
-            # The message id is unknown: OCPP-J answers such frames with id "-1".
+            # The message id cannot be read: id "-1"; 2.x names that RpcFrameworkError, 1.6 (which has
+            # no such code) FormationViolation.
+            code = "FormatViolation" if self.version is OcppVersion.V16 else "RpcFrameworkError"
             await self._send_error(
-                "-1", OcppCallError(error_code(self.version, "FormatViolation"), "frame is not valid JSON")
+                "-1", OcppCallError(error_code(self.version, code), "frame is not valid JSON")
             )
             return
         if not isinstance(frame, list) or not frame or not isinstance(frame[0], int):
@@ -347,8 +350,9 @@ class RpcPeer:
 
     async def _dispatch(self, log: Any, action: Any, payload: Any, confirmed: bool) -> Reply | OcppCallError:
         if not isinstance(action, str) or action not in known_actions(self.version):
-            log.warning("ocpp_action_not_supported")
-            return OcppCallError("NotSupported", f"{action!r} is not an OCPP {self.version.value} action")
+            # OCPP-J: NotImplemented = the action is not known; NotSupported = known, not supported.
+            log.warning("ocpp_action_unknown")
+            return OcppCallError("NotImplemented", f"{action!r} is not an OCPP {self.version.value} action")
         if confirmed and not has_response(self.version, action):
             log.warning("ocpp_send_only_action_called")
             return OcppCallError(
@@ -377,8 +381,8 @@ class RpcPeer:
             if schema_error(self.version, action, {}, response=True) is None:
                 log.info("ocpp_action_acknowledged")
                 return Reply({})
-            log.info("ocpp_action_not_implemented")
-            return OcppCallError("NotImplemented", f"{action} is not implemented by this CSMS")
+            log.info("ocpp_action_not_supported")
+            return OcppCallError("NotSupported", f"{action} is not supported by this CSMS")
         problem = schema_error(self.version, action, reply.payload, response=True) if confirmed else None
         if problem is not None:  # our bug: say so instead of sending an invalid answer
             log.error("ocpp_reply_invalid", description=problem.description)

@@ -125,6 +125,8 @@ class OcppServer:
         # Verified passwords, keyed by a keyed digest: PBKDF2 costs ~0.1 s, reconnects should not.
         self._auth_key = secrets.token_bytes(32)
         self._verified: dict[str, bytes] = {}
+        tokens = self._config.accepted_id_tokens
+        self._accepted_tokens = None if tokens is None else frozenset(t.casefold() for t in tokens)
         self.log = structlog.get_logger("controller.ocpp")
         for charger in config.chargers:
             self._add_charger(charger)
@@ -350,6 +352,7 @@ class OcppServer:
         else:
             adapter = V2Adapter(version, control.model, self._clock, self._emit, control)
         adapter.heartbeat_interval_s = self._config.heartbeat_interval_s
+        adapter.accepted_tokens = self._accepted_tokens
         peer = RpcPeer(
             connection, version, charger_id, adapter.handle, call_timeout_s=self._config.call_timeout_s
         )
@@ -359,8 +362,9 @@ class OcppServer:
             peer.spawn(previous.close(1000, "replaced by a new connection"), "close-previous")
         log.info("ocpp_connected", ocpp_version=version.value, remote=connection.remote_address)
         self._emit(ChargerConnected(charger_id, version, self._clock.now(), previous is not None))
-        if control.model.booted_once:
+        if control.model.synced_once:
             # A known charger came back (possibly without booting): re-sync and re-send the profile.
+            # One that this process never saw is re-synced by its adapter if it talks without booting.
             peer.spawn(control.setup(resync=True), "resync")
         try:
             await peer.serve()

@@ -18,7 +18,6 @@ __all__ = ["V16Adapter"]
 # 1.6 transaction ids are integers chosen by the CSMS; start from the wall clock so a restarted
 # controller does not hand out ids a charger still remembers.
 _TRANSACTION_IDS = itertools.count(int(time.time()) % 1_000_000_000)
-_ACCEPTED = {"idTagInfo": {"status": "Accepted"}}
 
 
 class V16Adapter(Adapter):
@@ -30,12 +29,15 @@ class V16Adapter(Adapter):
             "BootNotification": self._boot,
             "Heartbeat": lambda _: Reply({"currentTime": self.now_text()}),
             "StatusNotification": self._status,
-            "Authorize": lambda _: Reply(_ACCEPTED),
+            "Authorize": lambda payload: Reply(self._id_tag_info(payload["idTag"])),
             "StartTransaction": self._start,
             "StopTransaction": self._stop,
             "MeterValues": self._meter_values,
             "DataTransfer": lambda _: Reply({"status": "UnknownVendorId"}),
         }
+
+    def _id_tag_info(self, id_tag: str) -> dict[str, Any]:
+        return {"idTagInfo": {"status": "Accepted" if self.token_accepted(id_tag) else "Invalid"}}
 
     def _boot(self, payload: dict[str, Any]) -> Reply:
         boot = BootInfo(
@@ -66,7 +68,8 @@ class V16Adapter(Adapter):
         self.start_transaction(
             connector_id, transaction_id, at, payload["idTag"], float(payload["meterStart"])
         )
-        return Reply({"transactionId": int(transaction_id), **_ACCEPTED})
+        # An Invalid idTag still gets its transaction id; the charger then stops the transaction.
+        return Reply({"transactionId": int(transaction_id), **self._id_tag_info(payload["idTag"])})
 
     def _stop(self, payload: dict[str, Any]) -> Reply:
         transaction_id = str(payload["transactionId"])
@@ -78,14 +81,32 @@ class V16Adapter(Adapter):
             self.log.warning("ocpp_stop_unknown_transaction", transaction_id=transaction_id)
         self.record_meter(evse_id, transaction_id, sample)
         self.end_transaction(evse_id, transaction_id, at, payload.get("reason"), float(payload["meterStop"]))
-        return Reply(_ACCEPTED if payload.get("idTag") else {})
+        id_tag = payload.get("idTag")
+        return Reply(self._id_tag_info(id_tag) if id_tag else {})
 
     def _meter_values(self, payload: dict[str, Any]) -> Reply:
         connector_id = payload["connectorId"]
         sample = self.meter_sample(payload["meterValue"])
         transaction = payload.get("transactionId")
-        self.record_meter(connector_id, None if transaction is None else str(transaction), sample)
+        transaction_id = None if transaction is None else str(transaction)
+        if (
+            transaction_id is not None
+            and connector_id > 0
+            and self.model.evse(connector_id).transaction_id is None
+        ):
+            # A transaction this process did not see start (the controller restarted, or a re-sync
+            # trigger): adopt it, so that profiles can target it.
+            at = sample.at if sample else self.clock.now()
+            self.start_transaction(connector_id, transaction_id, at, None, None)
+        self.record_meter(connector_id, transaction_id, sample)
         return Reply({})
+
+    def resync_triggers(self, evse_id: int) -> list[dict[str, Any]]:
+        # MeterValues on the connector carry the running transaction's id, if there is one.
+        return [
+            {"requestedMessage": "StatusNotification"},
+            {"requestedMessage": "MeterValues", "connectorId": evse_id},
+        ]
 
     async def configure_sampling(self, peer: RpcPeer, interval_s: int) -> None:
         for measurands in SAMPLED_MEASURANDS:

@@ -14,8 +14,6 @@ from controller.ocpp.rpc import OcppCallError, Reply, RpcPeer
 
 __all__ = ["V2Adapter"]
 
-_ACCEPTED_TOKEN = {"idTokenInfo": {"status": "Accepted"}}
-
 
 def _float(container: dict[str, Any] | None, key: str) -> float | None:
     if not container or key not in container:
@@ -46,13 +44,17 @@ class V2Adapter(Adapter):
             "BootNotification": self._boot,
             "Heartbeat": lambda _: Reply({"currentTime": self.now_text()}),
             "StatusNotification": self._status,
-            "Authorize": lambda _: Reply(_ACCEPTED_TOKEN),
+            "Authorize": lambda payload: Reply(self._id_token_info(payload["idToken"])),
             "TransactionEvent": self._transaction_event,
             "MeterValues": self._meter_values,
             "NotifyEVChargingNeeds": self._charging_needs,
             "NotifyReport": self._report,
             "DataTransfer": lambda _: Reply({"status": "UnknownVendorId"}),
         }
+
+    def _id_token_info(self, token: dict[str, Any]) -> dict[str, Any]:
+        accepted = self.token_accepted(token.get("idToken"), token.get("type"))
+        return {"idTokenInfo": {"status": "Accepted" if accepted else "Unknown"}}
 
     def _boot(self, payload: dict[str, Any]) -> Reply:
         station = payload["chargingStation"]
@@ -100,7 +102,7 @@ class V2Adapter(Adapter):
         if event_type == "Ended":
             meter_stop = sample.energy_import_wh if sample else None
             self.end_transaction(evse_id, transaction_id, at, info.get("stoppedReason"), meter_stop)
-        return Reply(_ACCEPTED_TOKEN if token else {})
+        return Reply(self._id_token_info(token) if token else {})
 
     def _meter_values(self, payload: dict[str, Any]) -> Reply:
         evse_id = payload["evseId"]  # 0 is the station's main meter
@@ -136,6 +138,8 @@ class V2Adapter(Adapter):
             energy_request_wh=energy,
             min_energy_request_wh=_float(v2x, "evMinEnergyRequest"),
             max_energy_request_wh=_float(v2x, "evMaxEnergyRequest"),
+            min_v2x_energy_request_wh=_float(v2x, "evMinV2XEnergyRequest"),
+            max_v2x_energy_request_wh=_float(v2x, "evMaxV2XEnergyRequest"),
             max_charge_power_w=_float(v2x, "maxChargePower") or _float(dc, "evMaxPower"),
             min_charge_power_w=_float(v2x, "minChargePower"),
             max_discharge_power_w=_magnitude(v2x, "maxDischargePower"),
@@ -163,6 +167,13 @@ class V2Adapter(Adapter):
                 if attribute.get("type", "Actual") == "Actual" and "value" in attribute:
                     self.model.reported_variables[name] = attribute["value"]
         return Reply({})
+
+    def resync_triggers(self, evse_id: int) -> list[dict[str, Any]]:
+        # A triggered TransactionEvent (Updated, triggerReason Trigger) names the running transaction.
+        return [
+            {"requestedMessage": "StatusNotification", "evse": {"id": evse_id, "connectorId": 1}},
+            {"requestedMessage": "TransactionEvent", "evse": {"id": evse_id}},
+        ]
 
     async def _set_variable(self, peer: RpcPeer, component: str, variable: str, value: str) -> str:
         result = await peer.call(

@@ -114,6 +114,15 @@ class WireTap:
         """Payloads of CALLs the server sent us for ``action``, in order."""
         return [f[3] for f in self.received if f[0] == 2 and f[2] == action]
 
+    def profiles(self, purpose: str = "TxProfile") -> list[dict[str, Any]]:
+        """SetChargingProfile payloads (any version) for ``purpose``, in order."""
+        found = []
+        for payload in self.calls("SetChargingProfile"):
+            profile = payload.get("chargingProfile") or payload.get("csChargingProfiles") or {}
+            if profile.get("chargingProfilePurpose") == purpose:
+                found.append(payload)
+        return found
+
 
 def basic_auth(charger_id: str, password: str) -> dict[str, str]:
     token = base64.b64encode(f"{charger_id}:{password}".encode()).decode()
