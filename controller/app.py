@@ -24,7 +24,7 @@ import structlog
 from controller import __version__
 from controller.api import HealthServer
 from controller.clock import Clock, SystemClock
-from controller.commands import Command
+from controller.commands import Command, SetDeparture, SetMode, SetWeeklyDeparture, V2LCommand
 from controller.config import SiteConfig
 from controller.dispatch import ChargerCommand, Dispatcher
 from controller.domain import MeterReading, MeterRole, Plan, align_to_step
@@ -52,15 +52,27 @@ __all__ = ["Daemon", "run_daemon"]
 
 log = structlog.get_logger("controller.app")
 
+# What a stored row that does not parse raises (json, dict access, fromisoformat, enum, float()).
+_RESTORE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+
 # History series the forecasts learn from (stored like meters, downsampled to one minute).
 HOME_LOAD_SERIES = "_home_load"
 PV_SERIES = "_pv"
 REPLAN_DEBOUNCE_S = 0.2
+# The stop reason (1.6 StopTransaction.reason, 2.x stoppedReason) that means the cable was pulled.
+EV_DISCONNECTED = "EVDisconnected"
 PUBLISH_INTERVAL_S = 10.0
 # A measured SoC is written to the store when it moved this much, or this long after the last write,
 # so a crash (kill -9) loses little of it without a write per meter sample.
 SOC_PERSIST_DELTA_PERCENT = 1.0
 SOC_PERSIST_INTERVAL_S = 60.0
+# What a driver command is called where the daemon logs why it re-planned.
+COMMAND_TRIGGERS: dict[type[Command], str] = {
+    SetDeparture: "departure",
+    SetWeeklyDeparture: "weekly_departure",
+    SetMode: "mode",
+    V2LCommand: "v2l",
+}
 
 
 class Daemon:
@@ -91,6 +103,7 @@ class Daemon:
             on_signal=self._on_signal,
         )
         self._replan = asyncio.Event()
+        self._replan_triggers: list[str] = []
         self._dispatch_now = asyncio.Event()
         self._stopping = asyncio.Event()
         self._ready = asyncio.Event()
@@ -139,9 +152,7 @@ class Daemon:
                 await self._stopping.wait()
                 log.info("daemon_stopping")
                 # Planner and dispatcher stop first: nothing may overtake the safe profiles.
-                for task in control:
-                    task.cancel()
-                await asyncio.gather(*control, return_exceptions=True)
+                await _cancel_all(control)
                 await self._safe_shutdown()
                 mqtt.cancel()  # publishes ``offline`` on its way out
         finally:
@@ -159,10 +170,7 @@ class Daemon:
         mode), since a TxProfile outranks the default profile and could otherwise keep discharging
         for the rest of its validity; then every connected charger gets its safe default profile.
         """
-        pending = list(self._pending)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await _cancel_all(list(self._pending))
         now = self.clock.now()
         connected = [cid for cid, view in self.ocpp.chargers.items() if view.connected]
         for charger_id in connected:
@@ -197,20 +205,30 @@ class Daemon:
     # ----------------------------------------------------------------- restore
 
     def _restore(self) -> None:
+        """Vehicles, overrides and the latest plan from the store. A row that does not parse (a
+        damaged file, an older format) is logged and skipped: the daemon starts without it."""
         now = self.clock.now()
+        restored = 0
         for vehicle_id, record in self.store.vehicle_states().items():
-            self.site.restore_vehicle(vehicle_id, record)
+            try:
+                restored += self.site.restore_vehicle(vehicle_id, record)
+            except _RESTORE_ERRORS as exc:
+                log.warning("vehicle_state_not_restored", vehicle=vehicle_id, error=str(exc))
         for (vehicle_id, kind), body in self.store.overrides(now).items():
             try:
                 self.site.restore_overrides(vehicle_id, kind, body, now)
-            except (KeyError, TypeError, ValueError) as exc:
+            except _RESTORE_ERRORS as exc:
                 log.warning("override_not_restored", vehicle=vehicle_id, kind=kind, error=str(exc))
-        plan = self.store.latest_plan()
+        try:
+            plan = self.store.latest_plan()
+        except _RESTORE_ERRORS as exc:
+            log.warning("plan_not_restored", error=str(exc))
+            plan = None
         if plan is not None and plan.step_index(now) is not None:
             self.plan = plan
         log.info(
             "state_restored",
-            vehicles=len(self.store.vehicle_states()),
+            vehicles=restored,
             open_sessions=len(self.store.open_sessions()),
             plan=self.plan is not None,
         )
@@ -248,6 +266,8 @@ class Daemon:
 
     def request_replan(self, why: str) -> None:
         log.debug("replan_requested", why=why)
+        if why not in self._replan_triggers:
+            self._replan_triggers.append(why)
         self._replan.set()
 
     def _on_ocpp_event(self, event: OcppEvent) -> None:
@@ -276,6 +296,11 @@ class Daemon:
             self._dispatch_now.set()
         elif isinstance(event, TransactionEnded):
             self.store.stop_session(event.charger_id, event.at, event.meter_stop_wh)
+            if event.reason == EV_DISCONNECTED:
+                # The cable is out even if the charger sends no StatusNotification for it.
+                vehicle = self.site.set_plugged(event.charger_id, False, event.at)
+                if vehicle is not None:
+                    self._plug_changed(vehicle, event.charger_id, now)
         elif isinstance(event, MeterValuesReceived):
             sample = event.sample
             vehicle = self.site.on_charger_sample(
@@ -336,8 +361,8 @@ class Daemon:
     def _on_signal(self, kind: SignalKind) -> None:
         self.store.log_event("signal", self.clock.now(), signal=kind)
         self.request_replan(kind)
-        if kind == "grid_state":
-            self._dispatch_now.set()
+        if kind in ("grid_state", "limits"):
+            self._dispatch_now.set()  # a new cap or an outage applies now, not after the solve
 
     async def _on_command(self, command: Command) -> None:
         vehicle = self.site.apply_command(command, self.clock.now())
@@ -345,25 +370,38 @@ class Daemon:
         self.store.log_event(
             "command", self.clock.now(), vehicle=vehicle.config.id, command=type(command).__name__
         )
-        self.request_replan("command")
+        self.request_replan(COMMAND_TRIGGERS[type(command)])
         self._dispatch_now.set()
 
     # ----------------------------------------------------------------- planner
 
     async def _planner_loop(self) -> None:
         interval_s = self.cfg.site.replan_interval_minutes * 60.0
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._replan.wait(), timeout=interval_s)
+        while not self._stopping.is_set():
+            await _wait_for_event(self._replan, interval_s)
             await asyncio.sleep(REPLAN_DEBOUNCE_S)  # one plan for a burst of events
             self._replan.clear()
+            triggers, self._replan_triggers = self._replan_triggers or ["interval"], []
             try:
-                await self.replan()
+                await self.replan(triggers)
             except Exception:
                 log.exception("replan_failed")
 
-    def forecasts(self, now: dt.datetime) -> tuple[Any, Any]:
-        """Home load and PV per plan step; a PV forecast from MQTT wins where it covers a step."""
+    def _pv_forecast_external(self, now: dt.datetime) -> dict[dt.datetime, float]:
+        """The MQTT PV forecast on the plan grid, step start -> W, where it covers the step."""
+        step = self.site.step
+        start = align_to_step(now, step)
+        steps = self.cfg.site.steps
+        pv_w, covered = self.inputs.pv_forecast_on_grid(start, step, steps)
+        return {start + i * step: float(pv_w[i]) for i in range(steps) if covered[i]}
+
+    def forecasts(
+        self, now: dt.datetime, pv_external: dict[dt.datetime, float] | None = None
+    ) -> tuple[Any, Any]:
+        """Home load and PV per plan step; a PV forecast from MQTT wins where it covers a step.
+
+        Called in a worker thread by ``replan``, which passes ``pv_external`` read on the loop.
+        """
         settings = self.cfg.forecast
         step = self.site.step
         start = align_to_step(now, step)
@@ -372,8 +410,7 @@ class Daemon:
         pv_since = now - dt.timedelta(days=settings.pv_history_days)
         load = self.store.history_means(HOME_LOAD_SERIES, load_since, now, step)
         pv = self.store.history_means(PV_SERIES, pv_since, now, step)
-        pv_external, covered = self.inputs.pv_forecast_on_grid(start, step, steps)
-        external = {start + i * step: float(pv_external[i]) for i in range(steps) if covered[i]}
+        external = self._pv_forecast_external(now) if pv_external is None else pv_external
         return (
             forecast_load_w(
                 load,
@@ -386,15 +423,19 @@ class Daemon:
             forecast_pv_w(pv, start, step, steps, days=settings.pv_history_days, external=external),
         )
 
-    async def replan(self) -> Plan:
+    async def replan(self, triggers: list[str] | None = None) -> Plan:
+        """Forecasts, snapshot and solve; ``triggers`` are the events that asked for it (logged)."""
         now = self.clock.now()
-        load_w, pv_w = await asyncio.to_thread(self.forecasts, now)
+        # The MQTT PV forecast changes on the loop: read it here, the history in a worker thread.
+        pv_external = self._pv_forecast_external(now)
+        load_w, pv_w = await asyncio.to_thread(self.forecasts, now, pv_external)
         snapshot = self.site.snapshot(now, load_w, pv_w)
         plan = await asyncio.to_thread(self.planner.plan, snapshot)
         self.plan = plan
         self.replans += 1
         log.info(
             "plan_ready",
+            triggers=triggers or [],
             status=plan.solver_status,
             fallback=plan.fallback,
             solve_ms=round(plan.solve_time_ms, 1),
@@ -409,9 +450,8 @@ class Daemon:
 
     async def _dispatch_loop(self) -> None:
         interval_s = self.cfg.site.dispatch_interval_s
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dispatch_now.wait(), timeout=interval_s)
+        while not self._stopping.is_set():
+            await _wait_for_event(self._dispatch_now, interval_s)
             self._dispatch_now.clear()
             try:
                 await self.dispatch_once()
@@ -620,6 +660,26 @@ class Daemon:
         task = asyncio.get_running_loop().create_task(guarded(), name=name)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+
+async def _wait_for_event(event: asyncio.Event, timeout_s: float) -> None:
+    """Until ``event`` is set or ``timeout_s`` passed.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it swallows a cancel that lands just as the event is
+    set, and a loop built on it would then never stop (SIGTERM would hang the exit).
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+
+
+async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait until all have ended, cancelling again any that swallowed it."""
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1.0)
 
 
 async def run_daemon(cfg: SiteConfig, *, install_signal_handlers: bool = True) -> None:

@@ -308,17 +308,28 @@ class Site:
             "soc_measured": estimate.measured if estimate else False,
         }
 
-    def restore_vehicle(self, vehicle_id: str, record: dict[str, Any]) -> None:
+    def restore_vehicle(self, vehicle_id: str, record: dict[str, Any]) -> bool:
+        """True when restored, False for a car no longer configured. A record that does not parse
+        raises (TypeError, ValueError) and changes nothing."""
         vehicle = self.vehicles.get(vehicle_id)
         if vehicle is None:
-            return
-        vehicle.plugged_in = bool(record.get("plugged_in", False))
-        vehicle.charger_id = record.get("charger_id") or vehicle.charger_id
+            return False
+        plugged_in = record.get("plugged_in", False)
+        charger_id = record.get("charger_id")
+        if not isinstance(plugged_in, bool) or not (charger_id is None or isinstance(charger_id, str)):
+            raise TypeError(f"plugged_in {plugged_in!r} / charger_id {charger_id!r} malformed")
+        soc: tuple[float, dt.datetime] | None = None
         if record.get("soc_percent") is not None and record.get("soc_at"):
+            soc = (float(record["soc_percent"]), ensure_utc(dt.datetime.fromisoformat(record["soc_at"])))
+            if not 0.0 <= soc[0] <= 100.0:
+                raise ValueError(f"soc_percent {soc[0]} is not 0..100")
+        vehicle.plugged_in = plugged_in
+        if charger_id is not None and self.cfg.charger(charger_id) is not None:
+            vehicle.charger_id = charger_id  # a charger no longer configured keeps the home one
+        if soc is not None:
             # A restored SoC is an anchor for counting, but only a fresh reading allows discharge again.
-            vehicle.tracker.restore(
-                float(record["soc_percent"]), dt.datetime.fromisoformat(record["soc_at"]), False
-            )
+            vehicle.tracker.restore(soc[0], soc[1], False)
+        return True
 
     def overrides(self, vehicle: VehicleRuntime) -> dict[str, dict[str, Any]]:
         """The vehicle's overrides as stored: kind -> JSON body."""
@@ -348,7 +359,7 @@ class Site:
         if kind == "mode":
             vehicle.mode = VehicleMode(body["mode"])
         elif kind == "departure":
-            at = dt.datetime.fromisoformat(body["at"])
+            at = ensure_utc(dt.datetime.fromisoformat(body["at"]))
             if at > now:
                 vehicle.one_off = Departure(at, float(body["target"]))
         elif kind == "weekly":
@@ -361,9 +372,8 @@ class Site:
                 for day, rule in body.items()
             }
         elif kind == "v2l":
-            end = dt.datetime.fromisoformat(body["end"]) if body.get("end") else None
+            end = ensure_utc(dt.datetime.fromisoformat(body["end"])) if body.get("end") else None
             if end is None or end > now:
-                vehicle.v2l = V2LSession(
-                    vehicle_id, dt.datetime.fromisoformat(body["start"]), end, body["power_w"]
-                )
+                start = ensure_utc(dt.datetime.fromisoformat(body["start"]))
+                vehicle.v2l = V2LSession(vehicle_id, start, end, float(body["power_w"]))
                 vehicle.v2l_cut_off = bool(body.get("cut_off", False))

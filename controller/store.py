@@ -18,9 +18,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from controller.domain import Plan, ensure_utc, plan_from_dict, plan_to_dict
 
 __all__ = ["ChargingSession", "HistoryPoint", "Store"]
+
+log = structlog.get_logger("controller.store")
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -74,6 +78,19 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_at ON events(at);
 """
+
+
+def _json_object(text: str, table: str) -> dict[str, Any] | None:
+    """A stored JSON object; a damaged row is logged and read as missing, never a crash at start."""
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
+        log.warning("store_row_unreadable", table=table, error=str(exc))
+        return None
+    if not isinstance(body, dict):
+        log.warning("store_row_unreadable", table=table, error="not a JSON object")
+        return None
+    return body
 
 
 def _ts(moment: datetime) -> int:
@@ -358,7 +375,7 @@ class Store:
                 "SELECT vehicle_id, kind, body FROM overrides WHERE expires_at IS NULL OR expires_at > ?",
                 (_ts(now),),
             ).fetchall()
-        return {(r[0], r[1]): json.loads(r[2]) for r in rows}
+        return {(r[0], r[1]): body for r in rows if (body := _json_object(r[2], "overrides")) is not None}
 
     # -------------------------------------------------------- vehicle state
 
@@ -373,7 +390,7 @@ class Store:
     def vehicle_states(self) -> dict[str, dict[str, Any]]:
         with self._lock:
             rows = self._db.execute("SELECT vehicle_id, body FROM vehicle_state").fetchall()
-        return {r[0]: json.loads(r[1]) for r in rows}
+        return {r[0]: body for r in rows if (body := _json_object(r[1], "vehicle_state")) is not None}
 
     # ---------------------------------------------------------------- events
 

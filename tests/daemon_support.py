@@ -242,6 +242,21 @@ class DaemonProcess:
             raise AssertionError(f"{exc}\n--- daemon log ---\n{self.tail()}") from None
         return result
 
+    async def wait_plan(self, trigger: str, after: int, timeout_s: float = 5.0) -> Json:
+        """The first ``plan_ready`` after the first ``after`` ones that names ``trigger`` among its triggers."""
+
+        def found() -> Json | None:
+            if self.returncode() is not None:
+                raise AssertionError(f"daemon exited ({self.returncode()}):\n{self.tail()}")
+            plans = self.events("plan_ready")[after:]
+            return next((p for p in plans if trigger in p.get("triggers", [])), None)
+
+        try:
+            result: Json = await eventually(found, timeout_s, f"a plan triggered by {trigger}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- daemon log ---\n{self.tail()}") from None
+        return result
+
     async def wait_ready(self, timeout_s: float = 20.0) -> None:
         await self.wait_log("daemon_started", timeout_s)
         await self.wait_log("mqtt_connected", timeout_s)

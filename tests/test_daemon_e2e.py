@@ -3,7 +3,8 @@
 Every test starts the daemon on its own config (free OCPP port, unique MQTT topics, SQLite in
 ``tmp_path``), talks to it only through OCPP and MQTT (and its store once it has stopped), and kills
 it in the end whatever happens. Site meters are published non-retained and kept fresh by a
-:class:`MeterFeed`, as the daemon ignores retained grid/PV/home readings.
+:class:`MeterFeed`, as the daemon ignores retained grid/PV/home readings. One test runs the daemon
+in this process instead, to slow its solver down on purpose.
 """
 
 from __future__ import annotations
@@ -12,12 +13,19 @@ import asyncio
 import json
 import signal
 import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from controller.app import Daemon
+from controller.config import parse_config
+from controller.domain import Plan
+from controller.snapshot import Snapshot
 from controller.store import Store
 from tests.daemon_support import (
     V2L_OFF,
@@ -40,6 +48,7 @@ from tests.daemon_support import (
     running_daemon,
     utc_now,
 )
+from tests.ocpp_support import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -162,6 +171,12 @@ async def test_evening_peak_discharges_and_sigterm_leaves_the_charger_safe(tmp_p
             assert kind in kinds
         state = store.vehicle_states()["car"]
         assert state["plugged_in"] is True and state["soc_percent"] == pytest.approx(80, abs=1)
+        # Meter history, the open minute included (flushed on the way out), and the home-load series
+        # the forecasts learn from.
+        since = utc_now() - timedelta(minutes=10)
+        grid = store.history("grid", since, utc_now() + timedelta(minutes=1))
+        assert grid and grid[-1].mean == pytest.approx(400.0)
+        assert store.history("_home_load", since, utc_now() + timedelta(minutes=1))
     finally:
         store.close()
 
@@ -331,8 +346,11 @@ async def test_kill_9_then_restart_restores_overrides_session_soc_and_plan(tmp_p
                         got = await cp.wait_profile(lambda p: first_setpoint(p) > 0, timeout_s=15)
                         assert charge_only(got.payload)
                         assert got.payload["chargingProfile"]["transactionId"] == "tx-r"
-                        second.send_signal(signal.SIGTERM)
+                        mark = cp.mark()
+                        second.send_signal(signal.SIGINT)  # Ctrl-C stops it as cleanly as SIGTERM
                         assert await second.wait_exit(20) == 0
+                        assert cp.profiles("TxDefaultProfile", since=mark)
+                        assert second.events("daemon_stopped") and "Traceback" not in second.log_text()
         finally:
             await mqtt.clear_retained(site.prefix)
 
@@ -433,6 +451,127 @@ async def test_v2l_session_is_cut_off_at_the_reserve(tmp_path: Path) -> None:
         assert store.overrides(utc_now())[("car", "v2l")]["cut_off"] is True
     finally:
         store.close()
+
+
+# ------------------------------------------------------------------------------ re-plan on events, fuse
+
+
+async def test_each_event_replans_at_once_and_a_burst_makes_one_plan(tmp_path: Path) -> None:
+    """Plug-in, prices, limits, departure/target/mode, the car's needs and unplug each re-plan within
+    seconds (the interval is 5 min); import and export prices sent together make one plan."""
+    site = make_site(tmp_path, "events")
+    site.tree["grid_signals"]["limit_topic"] = site.topic("grid/limits")
+    async with broker(f"{site.base}/#") as mqtt:
+        try:
+            async with running_daemon(site) as daemon, MeterFeed(mqtt) as meters:
+                meters.set(site.topic("meter/grid"), 400.0)
+                await meters.publish_now()
+                await daemon.wait_plan("start", after=0)
+
+                seen = len(daemon.events("plan_ready"))
+                await mqtt.publish(site.topic("prices/import"), hourly_prices(FLAT_IMPORT))
+                await asyncio.sleep(0.05)  # well inside the 0.2 s debounce
+                await mqtt.publish(site.topic("prices/export"), hourly_prices(FLAT_EXPORT))
+                plan = await daemon.wait_plan("import_prices", after=seen)
+                assert "export_prices" in plan["triggers"]  # debounced: one plan for both
+                await asyncio.sleep(0.5)
+                priced = [p for p in daemon.events("plan_ready")[seen:] if "export_prices" in p["triggers"]]
+                assert len(priced) == 1
+
+                async with charger(site.ocpp_port) as cp:
+                    seen = len(daemon.events("plan_ready"))
+                    await cp.plug_in("tx-ev", soc_percent=50)
+                    await daemon.wait_plan("plug_in", after=seen)
+
+                    leave = (utc_now() + timedelta(hours=3)).replace(microsecond=0)
+                    limits = [{"duration_s": 900, "import_kw": 8}]
+                    weekly = {"weekday": "monday", "time": "07:00", "target_soc_percent": 70}
+                    departure = {"at": iso(leave), "target_soc_percent": 75}
+                    events: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+                        ("limits", lambda: mqtt.publish(site.topic("grid/limits"), limits)),
+                        ("mode", lambda: command(mqtt, site, "mode", {"mode": "no_discharge"})),
+                        ("departure", lambda: command(mqtt, site, "departure", departure)),
+                        ("weekly_departure", lambda: command(mqtt, site, "weekly_departure", weekly)),
+                        ("charging needs", lambda: cp.charging_needs(leave + timedelta(hours=1), 85)),
+                        ("unplug", lambda: cp.status("Available")),
+                    ]
+                    for trigger, send in events:
+                        seen = len(daemon.events("plan_ready"))
+                        await send()
+                        await daemon.wait_plan(trigger, after=seen)
+        finally:
+            await mqtt.clear_retained(site.prefix)
+
+
+async def test_a_grid_reading_over_the_import_cap_cuts_charging_at_once(tmp_path: Path) -> None:
+    """Fuse protection does not wait for the next dispatch tick (here a minute) or a new plan."""
+    site = make_site(tmp_path, "fuse", dispatch_interval_s=60)
+    grid = site.topic("meter/grid")
+    async with broker(f"{site.base}/#") as mqtt:
+        try:
+            async with running_daemon(site), MeterFeed(mqtt) as meters:
+                meters.set(grid, 400.0)
+                await meters.publish_now()
+                await publish_prices(mqtt, site, FLAT_IMPORT, FLAT_EXPORT)
+                async with charger(site.ocpp_port) as cp:
+                    await cp.plug_in("tx-fuse", soc_percent=40)
+                    await command(mqtt, site, "mode", {"mode": "charge_now"})
+                    await cp.wait_profile(lambda p: first_setpoint(p) == 11_000, timeout_s=15)
+                    cp.power_w = 11_000.0
+                    await cp.meter_values()
+                    meters.set(grid, 11_400.0)
+                    await meters.publish_now()
+                    await asyncio.sleep(1.0)  # the readings settle; nothing is over the cap yet
+
+                    # The house adds 7.1 kW: 18.5 kW at the grid connection, 1.5 kW over the 17 kW cap.
+                    mark = cp.mark()
+                    meters.set(grid, 18_500.0)
+                    sent_at = time.monotonic()
+                    await meters.publish_now()
+                    cut = await cp.wait_profile(lambda p: first_setpoint(p) < 11_000, since=mark, timeout_s=5)
+                    assert first_setpoint(cut.payload) == 9_500  # exactly back under the cap
+                    assert cut.at - sent_at < 2.0
+        finally:
+            await mqtt.clear_retained(site.prefix)
+
+
+# ------------------------------------------------------------------------------ solve off the loop
+
+
+async def test_a_slow_solve_does_not_hold_up_ocpp_or_mqtt(tmp_path: Path) -> None:
+    """While a plan is being solved (held for up to 10 s here), a charger boots and is answered and
+    a driver command gets its reply: the solve runs in a worker thread, not on the event loop."""
+    site = make_site(tmp_path, "slow")
+    daemon = Daemon(parse_config(site.tree, env={}))
+    solving, release = threading.Event(), threading.Event()
+    planner = daemon.planner
+    plan_now = planner.plan
+
+    def slow_plan(snapshot: Snapshot) -> Plan:
+        solving.set()
+        release.wait(10.0)
+        return plan_now(snapshot)
+
+    planner.plan = slow_plan  # type: ignore[method-assign]
+    async with broker(f"{site.base}/#") as mqtt:
+        run = asyncio.create_task(daemon.run())
+        try:
+            await asyncio.wait_for(daemon.wait_ready(), 20)
+            await daemon.mqtt.wait_connected(10)
+            await wait_until(solving.is_set, 10, "the start-up solve")
+            async with charger(site.ocpp_port) as cp:  # boot, default profile installed
+                asked_at = time.monotonic()
+                assert "currentTime" in await cp.call("Heartbeat", {})
+                assert time.monotonic() - asked_at < 1.0
+            await command(mqtt, site, "mode", {"mode": "no_discharge"})
+            assert not release.is_set() and daemon.replans == 0  # all while the solve was running
+            release.set()
+            await wait_until(lambda: daemon.replans >= 1, 10, "the plan")
+        finally:
+            release.set()
+            daemon.stop()
+            await asyncio.wait_for(run, 20)
+            await mqtt.clear_retained(site.prefix)
 
 
 # ------------------------------------------------------------------------------ start-up errors

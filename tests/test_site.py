@@ -458,3 +458,112 @@ def test_daemon_forecasts_take_the_mqtt_pv_forecast_where_it_covers(tmp_path: Pa
     assert list(pv_w[:4]) == [3500.0] * 4 and pv_w[4] == 0.0  # no PV history: 0 outside the forecast
     assert load_w[0] == 400.0  # default home load without history
     daemon.store.close()
+
+
+# ---------------------------------------------------------------- the daemon's own handling
+
+
+def example_daemon(tmp_path: Path) -> Any:
+    """The daemon on the example config (store in ``tmp_path``), not started: no sockets opened."""
+    from controller.app import Daemon
+
+    data = yaml.safe_load((ROOT / "configs" / "home.example.yaml").read_text())
+    data["storage"] = {"path": str(tmp_path / "v2x.sqlite")}
+    data["api"] = {"enabled": False}
+    return Daemon(parse_config(data, env={}))
+
+
+def test_damaged_store_rows_are_skipped_and_the_rest_is_restored(tmp_path: Path) -> None:
+    import sqlite3
+
+    from structlog.testing import capture_logs
+
+    from controller.store import Store
+
+    now = datetime.now(UTC)
+    leave = (now + timedelta(hours=5)).replace(microsecond=0)
+    store = Store(tmp_path / "v2x.sqlite")
+    store.save_vehicle_state("family-ev", {"plugged_in": "yes", "soc_percent": "lots", "soc_at": "x"}, now)
+    store.set_override("family-ev", "mode", {"mode": "warp"}, now)
+    store.set_override("family-ev", "weekly", {"friday": "8:15"}, now)
+    store.set_override("family-ev", "v2l", {"start": now.isoformat(), "power_w": "much"}, now)
+    store.set_override("family-ev", "departure", {"at": leave.isoformat(), "target": 85}, now)
+    store.start_session("wallbox-garage", now, transaction_id="tx-1")
+    store.close()
+    with sqlite3.connect(tmp_path / "v2x.sqlite") as db:  # a plan in a format this version cannot read
+        db.execute(
+            "INSERT INTO plans (created_at, start, fallback, solver_status, body) VALUES (0, 0, 0, 'x', '{}')"
+        )
+
+    daemon = example_daemon(tmp_path)
+    with capture_logs() as logs:
+        daemon._restore()  # must not raise: the daemon starts without what it cannot read
+    daemon.store.close()
+    car = daemon.site.vehicles["family-ev"]
+    assert not car.plugged_in and car.tracker.estimate() is None and car.mode is VehicleMode.AUTO
+    assert car.weekly == {} and car.v2l is None
+    assert car.one_off == Departure(leave, 85.0)  # the good override next to the bad ones is back
+    assert daemon.plan is None
+    skipped = {(e["event"], e.get("kind")) for e in logs if e["log_level"] == "warning"}
+    assert skipped == {
+        ("vehicle_state_not_restored", None),
+        ("override_not_restored", "mode"),
+        ("override_not_restored", "weekly"),
+        ("override_not_restored", "v2l"),
+        ("plan_not_restored", None),
+    }
+    (restored,) = [e for e in logs if e["event"] == "state_restored"]
+    assert (restored["vehicles"], restored["open_sessions"], restored["plan"]) == (0, 1, False)
+
+
+@pytest.mark.parametrize(("reason", "unplugged"), [("EVDisconnected", True), ("Local", False), (None, False)])
+def test_a_transaction_ended_by_the_cable_unplugs_the_car(
+    tmp_path: Path, reason: str | None, unplugged: bool
+) -> None:
+    """Some chargers send no StatusNotification when the cable is pulled; the stop reason says it."""
+    from controller.ocpp import StatusChanged, TransactionEnded
+
+    daemon = example_daemon(tmp_path)
+    now = datetime.now(UTC)
+    daemon._on_ocpp_event(StatusChanged("wallbox-garage", 1, 1, "Occupied", "Available", now))
+    assert daemon.site.vehicles["family-ev"].plugged_in
+    daemon._replan_triggers.clear()
+    daemon._on_ocpp_event(TransactionEnded("wallbox-garage", 1, "tx-1", now, reason, 1200.0))
+    assert daemon.site.vehicles["family-ev"].plugged_in is not unplugged
+    assert ("unplug" in daemon._replan_triggers) is unplugged
+    assert bool(daemon.store.events("unplug")) is unplugged
+    assert daemon.store.vehicle_states()["family-ev"]["plugged_in"] is not unplugged
+    daemon.store.close()
+
+
+async def test_the_daemon_loops_honour_a_cancel_that_lands_as_their_event_is_set() -> None:
+    """The planner and dispatcher wait on an event; a stop landing just as it is set still stops them
+    (``asyncio.wait_for`` on Python 3.11 swallowed it, and SIGTERM then hung the exit)."""
+    import asyncio
+
+    from controller.app import _wait_for_event
+
+    event = asyncio.Event()
+    waiting = asyncio.create_task(_wait_for_event(event, 60.0))
+    await asyncio.sleep(0)
+    event.set()
+    waiting.cancel()
+    await asyncio.wait({waiting}, timeout=2.0)
+    assert waiting.cancelled()
+
+
+async def test_stopping_cancels_again_a_task_that_swallowed_the_first_cancel() -> None:
+    import asyncio
+    import contextlib
+
+    from controller.app import _cancel_all
+
+    async def stubborn() -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # as a library call may do
+            await asyncio.sleep(30)
+        await asyncio.sleep(30)
+
+    task = asyncio.create_task(stubborn())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(_cancel_all([task]), 5.0)
+    assert task.cancelled()

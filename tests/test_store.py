@@ -111,3 +111,35 @@ def test_purge_drops_old_rows(tmp_path: Path) -> None:
     store.save_plan(sample_plan(created=T0 - timedelta(days=500)))
     assert store.purge(T0 - timedelta(days=400)) == 2
     assert [p.mean for p in store.history("grid", T0 - timedelta(days=600), T0 + timedelta(days=1))] == [2.0]
+
+
+def test_what_was_written_survives_a_crash_without_close(tmp_path: Path) -> None:
+    """kill -9: no close, no flush. Everything but the open history bucket is already on disk."""
+    path = tmp_path / "s.sqlite"
+    crashed = Store(path)
+    crashed.record_reading("grid", T0, 100.0)
+    crashed.record_reading("grid", T0 + timedelta(minutes=1), 300.0)  # closes and writes the first minute
+    crashed.start_session("wb", T0, transaction_id="tx1")
+    crashed.set_override("ev", "mode", {"mode": "no_discharge"}, T0)
+    crashed.save_vehicle_state("ev", {"soc_percent": 44.0}, T0)
+    # A second connection while the first is never closed: what a restarted daemon sees.
+    again = Store(path)
+    assert [p.mean for p in again.history("grid", T0, T0 + timedelta(hours=1))] == [100.0]  # minute 2 lost
+    assert [s.transaction_id for s in again.open_sessions()] == ["tx1"]
+    assert again.overrides(T0) == {("ev", "mode"): {"mode": "no_discharge"}}
+    assert again.vehicle_states() == {"ev": {"soc_percent": 44.0}}
+    again.close()
+
+
+def test_damaged_rows_read_as_missing_not_as_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    store = Store(path)
+    store.set_override("ev", "mode", {"mode": "auto"}, T0)
+    store.save_vehicle_state("ev", {"soc_percent": 50.0}, T0)
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO overrides VALUES ('ev', 'weekly', '{broken', 0, NULL)")
+        db.execute("INSERT INTO overrides VALUES ('ev', 'v2l', '[1, 2]', 0, NULL)")
+        db.execute("INSERT INTO vehicle_state VALUES ('van', 'null', 0)")
+    assert store.overrides(T0) == {("ev", "mode"): {"mode": "auto"}}
+    assert store.vehicle_states() == {"ev": {"soc_percent": 50.0}}
+    store.close()
