@@ -3,15 +3,19 @@
 A publisher process sends Shelly Pro 3EM ``status/em:0`` payloads to the broker; this process runs
 ``SiteMqttClient`` (one asyncio thread) and records when each reading has reached ``SiteInputs``.
 
-Two phases share ``--duration`` seconds:
+Two phases:
 
-1. saturation: the publisher stays at most ``--window`` messages ahead of the consumer (so no queue
-   grows without bound, on the broker or here) and sends as fast as that allows -> max msg/s;
-2. paced: the publisher sends at ``--rate`` msg/s (default 5000, the target) -> latency at that load.
+1. saturation, ``--duration`` seconds (default 30): the publisher stays at most ``--window``
+   messages ahead of the consumer (so no queue grows without bound, on the broker or here) and sends
+   as fast as that allows -> the msg/s the client ingests from what the broker delivers, and latency;
+2. paced, ``--paced`` seconds (default 10; 0 skips it): the publisher sends at ``--rate`` msg/s
+   (default 5000, the target) -> latency at that load.
 
-Latency is publish call -> reading stored, both stamped with the system-wide monotonic clock.
+Latency is publish call -> reading stored, both stamped with the system-wide monotonic clock. The
+consumer is one asyncio thread: its CPU time is reported as a share of one core. The run is bounded:
+at most ``--duration`` + ``--paced`` seconds of publishing plus a drain of a few seconds.
 
-    .venv/bin/python benchmarks/bench_mqtt.py [--duration 30] [--rate 5000] [--host 127.0.0.1 --port 1883]
+    .venv/bin/python benchmarks/bench_mqtt.py [--duration 30] [--paced 10] [--rate 5000] [--host 127.0.0.1 --port 1883]
 """
 
 from __future__ import annotations
@@ -165,8 +169,9 @@ async def consume(args: argparse.Namespace) -> int:
     task = asyncio.create_task(client.run())
     await client.wait_connected(10)
 
-    half = args.duration / 2
-    phases = [(half, 0.0), (args.duration - half, float(args.rate))]
+    phases = [(args.duration, 0.0)]
+    if args.paced > 0:
+        phases.append((args.paced, float(args.rate)))
     drained = ctx.Event()
     receiver, sender = ctx.Pipe(duplex=False)
     proc = ctx.Process(
@@ -177,13 +182,13 @@ async def consume(args: argparse.Namespace) -> int:
     cpu0, wall0 = time.process_time(), time.monotonic()
     proc.start()
     # Drain detection between the phases: no new reading for 0.3 s after the first phase.
-    await asyncio.sleep(half + 0.5)
+    await asyncio.sleep(args.duration + 0.5)
     last = -1
     while len(recv_ns) != last:
         last = len(recv_ns)
         await asyncio.sleep(0.3)
     drained.set()
-    result = await asyncio.to_thread(_recv, receiver, args.duration + 60)
+    result = await asyncio.to_thread(_recv, receiver, args.paced + 60)
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
     await asyncio.to_thread(proc.join, 10)
     task.cancel()
@@ -193,13 +198,16 @@ async def consume(args: argparse.Namespace) -> int:
     raw, boundaries = result
     sent = array("q")
     sent.frombytes(raw)
-    print(f"bench_mqtt: broker {args.host}:{args.port}, {args.duration:g} s, pid {os.getpid()}")
+    print(
+        f"bench_mqtt: broker {args.host}:{args.port}, saturation {args.duration:g} s, "
+        f"paced {args.paced:g} s at {args.rate} msg/s, pid {os.getpid()}"
+    )
     per_msg_us = 1e6 * cpu / max(1, len(recv_ns))
     print(
         f"  consumer CPU {cpu:.1f} s over {wall:.1f} s wall ({100 * cpu / wall:.0f} % of one core), "
         f"{per_msg_us:.0f} us CPU per message (~{1e6 / per_msg_us:,.0f} msg/s per core)"
     )
-    names = ["saturation (window-limited)", f"paced at {args.rate} msg/s"]
+    names = ["saturation (window-limited)", f"paced at {args.rate} msg/s"][: len(phases)]
     ok = True
     for phase, name in enumerate(names):
         lo, hi = boundaries[phase], boundaries[phase + 1]
@@ -246,7 +254,10 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--duration", type=float, default=30.0, help="seconds of publishing in total (default 30)"
+        "--duration", type=float, default=30.0, help="seconds of saturation publishing (default 30)"
+    )
+    parser.add_argument(
+        "--paced", type=float, default=10.0, help="seconds of publishing at --rate (default 10; 0 skips)"
     )
     parser.add_argument("--rate", type=int, default=5000, help="msg/s of the paced phase (default 5000)")
     parser.add_argument("--window", type=int, default=2000, help="max messages in flight when saturating")
@@ -255,6 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.duration <= 600:
         parser.error("--duration must be within 1-600 s")
+    if not 0 <= args.paced <= 600:
+        parser.error("--paced must be within 0-600 s")
+    if args.rate < 1:
+        parser.error("--rate must be at least 1 msg/s")
     logging.getLogger("mqtt").setLevel(logging.ERROR)  # aiomqtt's per-message queue warnings
     logging.basicConfig(level=logging.WARNING)
     return asyncio.run(consume(args))

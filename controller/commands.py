@@ -131,10 +131,18 @@ def _object(data: Any, allowed: set[str]) -> dict[str, Any]:
     return data
 
 
-def _soc(value: Any, vehicle: VehicleConfig) -> float:
+def _number(value: Any, what: str) -> float:
+    """A JSON number as a float; an integer too large for a float is infinite (refused by the range checks)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise CommandError("target_soc_percent must be a number")
-    soc = float(value)
+        raise CommandError(f"{what} must be a number")
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
+def _soc(value: Any, vehicle: VehicleConfig) -> float:
+    soc = _number(value, "target_soc_percent")
     if not math.isfinite(soc) or not 0 <= soc <= 100:
         raise CommandError("target_soc_percent must be within 0-100")
     if soc <= vehicle.reserve_percent:
@@ -201,6 +209,8 @@ def _weekly(vehicle: VehicleConfig, data: Any) -> SetWeeklyDeparture:
     if not isinstance(day, str) or day.lower() not in WEEKDAYS:
         raise CommandError(f"weekday must be one of {', '.join(WEEKDAYS)}")
     if body.get("clear") is True:
+        if set(body) - {"weekday", "clear", "request_id"}:
+            raise CommandError("clear takes no other fields than weekday")
         return SetWeeklyDeparture(vehicle.id, day.lower(), None, None, rid)
     for key in ("time", "target_soc_percent"):
         if key not in body:
@@ -234,10 +244,8 @@ def _v2l(vehicle: VehicleConfig, data: Any, now: dt.datetime) -> V2LCommand:
         raise CommandError("action must be start or stop")
     if not vehicle.permissions.v2l:
         raise CommandError(f"vehicle {vehicle.id} does not allow V2L (permissions.v2l)")
-    power = body.get("power_w", 0.0)
-    if isinstance(power, bool) or not isinstance(power, int | float) or not math.isfinite(power):
-        raise CommandError("power_w must be a number")
-    if not 0 <= power <= MAX_V2L_POWER_W:
+    power = _number(body.get("power_w", 0.0), "power_w")
+    if not (math.isfinite(power) and 0 <= power <= MAX_V2L_POWER_W):
         raise CommandError(f"power_w must be within 0-{MAX_V2L_POWER_W:g} W")
     until = None
     if body.get("until") is not None:
@@ -249,7 +257,7 @@ def _v2l(vehicle: VehicleConfig, data: Any, now: dt.datetime) -> V2LCommand:
             raise CommandError("until must be an ISO 8601 time with an offset") from None
         if until <= now:
             raise CommandError("until is in the past")
-    return V2LCommand(vehicle.id, "start", float(power), until, rid)
+    return V2LCommand(vehicle.id, "start", power, until, rid)
 
 
 def parse_command(cfg: SiteConfig, vehicle_id: str, name: str, payload: bytes, now: dt.datetime) -> Command:

@@ -9,7 +9,9 @@ Presets:
 
 * ``tasmota``: ``tele/<t>/SENSOR`` JSON, ``ENERGY.Power`` (a list of channels is summed) or an SML
   script's signed ``Power_curr`` under any top-level key (``json_path`` overrides both).
-* ``shelly_pro3em``: ``<prefix>/status/em:0``, ``total_act_power`` plus ``a/b/c_act_power``.
+* ``shelly_pro3em``: ``<prefix>/status/em:0``, ``total_act_power`` plus ``a/b/c_act_power``; also the
+  RPC notifications on ``<prefix>/events/rpc`` (``NotifyStatus`` deltas are merged, other
+  components and events are skipped) and ``EM.GetStatus``/``Shelly.GetStatus`` replies.
 * ``dsmr_reader``: the topic is the dsmr-reader prefix; ``<prefix>/reading/electricity_currently_delivered``
   and ``..._returned`` (kW, both >= 0) are combined into one signed W value, as is ``<prefix>/json``.
 * ``plain``: a bare number (``scale`` applies), or a number with a unit ``W``/``kW`` (``%`` for SoC).
@@ -45,6 +47,11 @@ MAX_POWER_W = 10_000_000.0
 DSMR_DELIVERED = "reading/electricity_currently_delivered"
 DSMR_RETURNED = "reading/electricity_currently_returned"
 DSMR_JSON = "json"
+
+_SHELLY_PHASES = ("a_act_power", "b_act_power", "c_act_power")
+_SHELLY_COMPONENT = re.compile(r"(?:^|/)(em:\d+)$")
+_SHELLY_NOTIFY_PARTIAL = "NotifyStatus"
+_SHELLY_NOTIFY_FULL = "NotifyFullStatus"
 
 _NUMBER_WITH_UNIT = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([A-Za-z%]*)\s*$")
 _POWER_UNITS = {"w": 1.0, "kw": 1000.0}
@@ -107,6 +114,49 @@ def _load_json(payload: bytes) -> Any:
         raise PayloadError(f"invalid JSON: {str(exc)[:80]}") from None
 
 
+def _has_path(data: Any, path: tuple[str | int, ...]) -> bool:
+    try:
+        _walk(data, path)
+    except PayloadError:
+        return False
+    return True
+
+
+def _shelly_em_status(data: dict[str, Any], component: str) -> tuple[dict[str, Any], bool] | None:
+    """The ``em`` status object in any of the shapes a Shelly Gen2 device publishes, and whether it
+    is partial; None when the message is about other components only.
+
+    * ``<prefix>/status/em:0`` (``status_ntf``): the status object itself;
+    * ``<prefix>/events/rpc`` (``rpc_ntf``): ``{"method": "NotifyStatus", "params": {"ts": ..,
+      "em:0": {..changed fields only..}}}`` or ``NotifyFullStatus`` with every component;
+    * an RPC reply ``{"id": .., "result": {..}}`` to ``EM.GetStatus`` (the status) or
+      ``Shelly.GetStatus`` (every component), and a bare ``Shelly.GetStatus`` object.
+    """
+    if "method" in data or "params" in data:
+        method, params = data.get("method"), data.get("params")
+        if not isinstance(method, str) or not isinstance(params, dict):
+            raise PayloadError("Shelly RPC notification without a method name and params object")
+        if method not in (_SHELLY_NOTIFY_PARTIAL, _SHELLY_NOTIFY_FULL):
+            return None  # NotifyEvent and other notifications carry no meter status
+        status = params.get(component)
+        if status is None:
+            return None
+        if not isinstance(status, dict):
+            raise PayloadError(f"params.{component} is not an object")
+        return status, method == _SHELLY_NOTIFY_PARTIAL
+    if "result" in data:
+        result = data["result"]
+        if not isinstance(result, dict):
+            raise PayloadError("Shelly RPC result is not an object")
+        data = result
+    if component in data:
+        status = data[component]
+        if not isinstance(status, dict):
+            raise PayloadError(f"{component} is not an object")
+        return status, False
+    return data, False
+
+
 class MeterParser:
     """Turns one meter's payloads into normalised values; see the module docstring for presets."""
 
@@ -116,6 +166,9 @@ class MeterParser:
         self._path = parse_json_path(meter.json_path) if meter.json_path else None
         self._dsmr_delivered_kw: float | None = None
         self._dsmr_returned_kw: float | None = None
+        component = _SHELLY_COMPONENT.search(meter.topic)
+        self._shelly_component = component.group(1) if component else "em:0"
+        self._shelly_held_w: dict[str, float] = {}  # merges NotifyStatus deltas
         if meter.format is MeterFormat.DSMR_READER:
             prefix = meter.topic.rstrip("/")
             self.topics: tuple[str, ...] = (
@@ -127,7 +180,8 @@ class MeterParser:
             self.topics = (meter.topic,)
 
     def parse(self, topic: str, payload: bytes) -> ParsedValue | None:
-        """The normalised value, None while a split reading (dsmr) is still incomplete.
+        """The normalised value; None while a split reading (dsmr) is still incomplete, or for a
+        Shelly notification that carries no power of this meter.
 
         Raises PayloadError for anything unusable (malformed, wrong type, NaN, implausible size).
         """
@@ -143,7 +197,13 @@ class MeterParser:
             return self._finish(ParsedValue(_number(_walk(data, self._path), "value") * self.meter.scale))
         if fmt is MeterFormat.TASMOTA:
             return self._finish(ParsedValue(self._tasmota(data) * self.meter.scale))
-        return self._finish(self._shelly(data))
+        found = self._shelly(data)
+        if found is None:
+            return None
+        parsed, held_w = found
+        finished = self._finish(parsed)
+        self._shelly_held_w = held_w  # only a reading that passed the checks is merged into later ones
+        return finished
 
     # ------------------------------------------------------------------ presets
 
@@ -183,20 +243,30 @@ class MeterParser:
                 return _number(section["Power_curr"], f"{key}.Power_curr")
         raise PayloadError("neither ENERGY.Power nor an SML Power_curr in the payload")
 
-    def _shelly(self, data: Any) -> ParsedValue:
+    def _shelly(self, data: Any) -> tuple[ParsedValue, dict[str, float]] | None:
         if not isinstance(data, dict):
             raise PayloadError("Shelly payload is not a JSON object")
+        found = _shelly_em_status(data, self._shelly_component)
+        if found is None:
+            return None  # a notification about another component (sys, wifi, emdata ...)
+        status, partial = found
         if self._path is not None:
-            return ParsedValue(_number(_walk(data, self._path), "value") * self.meter.scale)
-        phase_keys = [k for k in ("a_act_power", "b_act_power", "c_act_power") if data.get(k) is not None]
-        phases = tuple(_number(data[k], k) * self.meter.scale for k in phase_keys)
-        if "total_act_power" in data:
-            total = _number(data["total_act_power"], "total_act_power") * self.meter.scale
-        elif len(phases) == 3:
-            total = math.fsum(phases)
-        else:
-            raise PayloadError("no total_act_power in the payload")
-        return ParsedValue(total, phases)
+            if partial and not _has_path(status, self._path):
+                return None
+            return ParsedValue(_number(_walk(status, self._path), "value") * self.meter.scale), {}
+        held = dict(self._shelly_held_w) if partial else {}
+        for key in (*_SHELLY_PHASES, "total_act_power"):
+            if status.get(key) is not None:
+                held[key] = _number(status[key], key) * self.meter.scale
+        phases = tuple(held[k] for k in _SHELLY_PHASES if k in held)
+        if status.get("total_act_power") is not None:
+            return ParsedValue(held["total_act_power"], phases), held
+        if len(phases) == 3 and any(status.get(k) is not None for k in _SHELLY_PHASES):
+            return ParsedValue(math.fsum(phases), phases), held
+        if partial:
+            # NotifyStatus lists only what changed; without a power field it carries no reading.
+            return None
+        raise PayloadError("no total_act_power in the payload")
 
     def _dsmr(self, topic: str, payload: bytes) -> float | None:
         delivered_topic, returned_topic, json_topic = self.topics

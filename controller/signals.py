@@ -2,7 +2,8 @@
 
 Parsing turns a payload into typed windows; a :class:`Timeline` keeps every accepted message and
 resolves overlaps deterministically (the newest message wins where windows overlap: newest by its
-``issued_at`` when it has one, else by arrival; ties by arrival order); the ``*_on_grid`` functions
+``issued_at`` when it has one (never later than its arrival), else by arrival; ties by arrival
+order); the ``*_on_grid`` functions
 resample the resolved windows to the plan grid.
 
 Price payload (value per kWh, ``start`` inclusive, ``end`` exclusive)::
@@ -296,8 +297,9 @@ def parse_limit_signal(payload: bytes, received_at: dt.datetime) -> LimitSignal:
 class Timeline:
     """Piecewise-constant values from many messages; where windows overlap the newest message wins.
 
-    A message's version is ``(issued_at or received_at, arrival number)``, so the outcome depends
-    only on the messages and their arrival order, never on timing inside the process.
+    A message's version is ``(issued_at or received_at, arrival number)``, ``issued_at`` capped at
+    the arrival time, so the outcome depends only on the messages and their arrival order, never on
+    timing inside the process.
     """
 
     def __init__(self, max_messages: int = 64, keep_history: dt.timedelta = dt.timedelta(days=2)) -> None:
@@ -313,7 +315,10 @@ class Timeline:
         received_at = ensure_utc(received_at)
         kept = tuple(s for s in segments if s[1] > s[0])
         self._arrivals += 1
-        version = (issued_at if issued_at is not None else received_at, self._arrivals)
+        # A message cannot be issued after it arrived: a sender clock ahead (or a bogus issued_at in
+        # the far future) would otherwise outrank every later message for its windows.
+        issued = received_at if issued_at is None else min(ensure_utc(issued_at), received_at)
+        version = (issued, self._arrivals)
         self._messages.append((version, kept))
         self._messages.sort(key=lambda m: m[0])
         self.prune(received_at)

@@ -85,6 +85,98 @@ def test_shelly_without_total_sums_phases() -> None:
     assert parse(meter(format="shelly_pro3em"), payload) == pytest.approx(250.5)
 
 
+# The same device with RPC notifications over MQTT (``rpc_ntf``), on ``<prefix>/events/rpc``.
+SHELLY_FULL_STATUS = (
+    b'{"src":"shellypro3em-c8f09e8871a4","dst":"shellypro3em-c8f09e8871a4/events","method":"NotifyFullStatus",'
+    b'"params":{"ts":1718793605.21,"ble":{},"cloud":{"connected":true},"em:0":' + SHELLY_EM0 + b","
+    b'"emdata:0":{"id":0,"a_total_act_energy":5210.66,"a_total_act_ret_energy":301.2,'
+    b'"total_act":14110.93,"total_act_ret":1501.11},"mqtt":{"connected":true},'
+    b'"sys":{"mac":"C8F09E8871A4","restart_required":false,"uptime":8123},'
+    b'"temperature:0":{"id":0,"tC":44.1,"tF":111.4}}}'
+)
+SHELLY_NOTIFY_TOTAL = (
+    b'{"src":"shellypro3em-c8f09e8871a4","dst":"shellypro3em-c8f09e8871a4/events","method":"NotifyStatus",'
+    b'"params":{"ts":1718793606.05,"em:0":{"id":0,"a_act_power":-1210.4,"a_aprt_power":1234.0,'
+    b'"a_current":5.3,"total_act_power":-1446.4,"total_aprt_power":2540.1,"total_current":11.2}}}'
+)
+SHELLY_NOTIFY_ONE_PHASE = (
+    b'{"src":"shellypro3em-c8f09e8871a4","dst":"shellypro3em-c8f09e8871a4/events","method":"NotifyStatus",'
+    b'"params":{"ts":1718793607.11,"em:0":{"id":0,"b_act_power":400.0,"b_current":1.8}}}'
+)
+SHELLY_NOTIFY_VOLTAGE_ONLY = (
+    b'{"src":"shellypro3em-c8f09e8871a4","dst":"shellypro3em-c8f09e8871a4/events","method":"NotifyStatus",'
+    b'"params":{"ts":1718793608.01,"em:0":{"id":0,"a_voltage":236.4}}}'
+)
+SHELLY_NOTIFY_SYS = (
+    b'{"src":"shellypro3em-c8f09e8871a4","dst":"shellypro3em-c8f09e8871a4/events","method":"NotifyStatus",'
+    b'"params":{"ts":1718793609.0,"sys":{"available_updates":{"stable":{"version":"1.4.4"}}}}}'
+)
+SHELLY_NOTIFY_EVENT = (
+    b'{"src":"shellypro3em-c8f09e8871a4","dst":"shellypro3em-c8f09e8871a4/events","method":"NotifyEvent",'
+    b'"params":{"ts":1718793610.0,"events":[{"component":"sys","event":"scheduled_restart","time_ms":900,'
+    b'"ts":1718793610.0}]}}'
+)
+SHELLY_GET_STATUS_REPLY = (
+    b'{"id":7,"src":"shellypro3em-c8f09e8871a4","dst":"v2x","result":' + SHELLY_EM0 + b"}"
+)
+
+
+def test_shelly_rpc_notifications_full_then_deltas() -> None:
+    p = make_parser(meter(format="shelly_pro3em", topic="shellypro3em-c8f09e8871a4/events/rpc"))
+    full = p.parse(p.meter.topic, SHELLY_FULL_STATUS)
+    assert full is not None and full.value == pytest.approx(715.175)
+    assert full.phases_w == pytest.approx((951.2, -951.1, 715.1))
+    total = p.parse(p.meter.topic, SHELLY_NOTIFY_TOTAL)  # the delta's own total wins
+    assert total is not None and total.value == pytest.approx(-1446.4)
+    assert total.phases_w == pytest.approx((-1210.4, -951.1, 715.1))
+    # Only phase b changed: the total is the merged phases.
+    one = p.parse(p.meter.topic, SHELLY_NOTIFY_ONE_PHASE)
+    assert one is not None and one.value == pytest.approx(-1210.4 + 400.0 + 715.1)
+    # No power in the delta, another component, an event: no reading, and no error either.
+    for payload in (SHELLY_NOTIFY_VOLTAGE_ONLY, SHELLY_NOTIFY_SYS, SHELLY_NOTIFY_EVENT):
+        assert p.parse(p.meter.topic, payload) is None
+
+
+def test_shelly_delta_before_any_full_status_needs_its_own_total() -> None:
+    p = make_parser(meter(format="shelly_pro3em", topic="s/events/rpc"))
+    assert p.parse("s/events/rpc", SHELLY_NOTIFY_ONE_PHASE) is None  # phases a and c unknown yet
+    parsed = p.parse("s/events/rpc", SHELLY_NOTIFY_TOTAL)
+    assert parsed is not None and parsed.value == pytest.approx(-1446.4)
+
+
+def test_shelly_refused_delta_is_not_merged() -> None:
+    p = make_parser(meter(format="shelly_pro3em", topic="s/events/rpc"))
+    assert p.parse("s/events/rpc", SHELLY_FULL_STATUS) is not None
+    huge = b'{"method":"NotifyStatus","params":{"em:0":{"a_act_power":5e9}}}'
+    with pytest.raises(PayloadError, match="implausible"):
+        p.parse("s/events/rpc", huge)
+    parsed = p.parse("s/events/rpc", SHELLY_NOTIFY_ONE_PHASE)
+    assert parsed is not None and parsed.value == pytest.approx(951.2 + 400.0 + 715.1)
+
+
+def test_shelly_rpc_reply_and_component_from_topic() -> None:
+    assert parse(meter(format="shelly_pro3em"), SHELLY_GET_STATUS_REPLY) == pytest.approx(715.175)
+    full_status = b'{"em:0":{"total_act_power":1},"em:1":{"total_act_power":2}}'  # Shelly.GetStatus
+    assert parse(meter(format="shelly_pro3em", topic="x/status/em:1"), full_status) == 2.0
+    assert parse(meter(format="shelly_pro3em", topic="x/status"), full_status) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b'{"method":"NotifyStatus","params":[1]}', "method name and params"),
+        (b'{"method":5,"params":{}}', "method name and params"),
+        (b'{"method":"NotifyStatus","params":{"em:0":5}}', "not an object"),
+        (b'{"method":"NotifyStatus","params":{"em:0":{"total_act_power":"x"}}}', "not a number"),
+        (b'{"id":1,"result":"ok"}', "result is not an object"),
+        (b'{"em:0":[1]}', "not an object"),
+    ],
+)
+def test_shelly_bad_rpc_shapes(payload: bytes, reason: str) -> None:
+    with pytest.raises(PayloadError, match=reason):
+        make_parser(meter(format="shelly_pro3em")).parse("t", payload)
+
+
 def test_dsmr_reader_split_topics_combine_into_signed_watts() -> None:
     p = make_parser(meter(format="dsmr_reader", topic="dsmr"))
     assert p.topics == (
@@ -217,12 +309,20 @@ PARSERS = [
     for f in ("tasmota", "shelly_pro3em", "dsmr_reader", "plain", "json")
 ]
 JSONISH = st.recursive(
-    st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | st.text(max_size=10),
+    st.none()
+    | st.booleans()
+    | st.floats(allow_nan=True)
+    | st.integers()
+    | st.text(max_size=10)
+    | st.sampled_from(["NotifyStatus", "NotifyFullStatus"]),
     lambda inner: (
         st.lists(inner, max_size=4)
         | st.dictionaries(
             st.sampled_from(
-                ["ENERGY", "Power", "a", "b", "total_act_power", "a_act_power", "Power_curr", "SML"]
+                [
+                    *("ENERGY", "Power", "a", "b", "total_act_power", "a_act_power", "Power_curr", "SML"),
+                    *("method", "params", "result", "em:0", "b_act_power", "c_act_power"),
+                ]
             ),
             inner,
             max_size=4,

@@ -7,10 +7,12 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -54,7 +56,9 @@ def uid() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def site_config(prefix: str, port: int = BROKER_PORT, **mqtt: Any) -> SiteConfig:
+def site_config(
+    prefix: str, port: int = BROKER_PORT, extra_meters: list[dict[str, Any]] | None = None, **mqtt: Any
+) -> SiteConfig:
     return parse_config(
         {
             "site": {
@@ -98,6 +102,7 @@ def site_config(prefix: str, port: int = BROKER_PORT, **mqtt: Any) -> SiteConfig
                     "stale_after_s": 900,
                 },
                 {"id": "ev-v2l", "role": "v2l", "topic": f"{prefix}/car/v2l", "vehicle": "ev"},
+                *(extra_meters or []),
             ],
             "tariff": {
                 "import": {
@@ -198,6 +203,32 @@ async def test_every_preset_over_the_broker(prefix: str) -> None:
         assert inputs.v2l_power_w("ev", now) == 1800.0
         assert not inputs.safe_mode(now)
         assert client.accepted == 7 and client.rejected == 0
+
+
+async def test_shelly_rpc_notifications_over_the_broker(prefix: str) -> None:
+    from tests.test_meters import (
+        SHELLY_FULL_STATUS,
+        SHELLY_NOTIFY_EVENT,
+        SHELLY_NOTIFY_ONE_PHASE,
+        SHELLY_NOTIFY_SYS,
+        SHELLY_NOTIFY_TOTAL,
+    )
+
+    topic = f"{prefix}/shellypro3em-c8f09e8871a4/events/rpc"
+    meter = {"id": "pv3em", "role": "pv", "topic": topic, "format": "shelly_pro3em", "sign": -1}
+    clock = SystemClock()
+    client = SiteMqttClient(site_config(prefix, extra_meters=[meter]), clock)
+    with structlog.testing.capture_logs() as logs:
+        async with running(client), peer() as p:
+            for payload in (SHELLY_FULL_STATUS, SHELLY_NOTIFY_SYS, SHELLY_NOTIFY_EVENT, SHELLY_NOTIFY_TOTAL):
+                await p.publish(topic, payload, qos=1)
+            await eventually(lambda: client.accepted == 2)
+            reading = client.inputs.reading("pv3em")
+            assert reading is not None and reading.value == pytest.approx(1446.4)  # sign -1: PV output
+            await p.publish(topic, SHELLY_NOTIFY_ONE_PHASE, qos=1)
+            await eventually(lambda: client.accepted == 3)
+            assert client.inputs.phases_w("pv3em") == pytest.approx((1210.4, -400.0, -715.1))
+    assert client.rejected == 0 and not [e for e in logs if e["log_level"] == "warning"]
 
 
 async def test_retained_site_meter_value_is_not_taken_as_fresh(prefix: str) -> None:
@@ -414,8 +445,15 @@ async def test_unexpected_errors_are_logged_and_survived(prefix: str) -> None:
 
 
 async def test_commands_are_validated_queued_and_acknowledged(prefix: str) -> None:
-    client = SiteMqttClient(site_config(prefix), ManualClock(T0))
+    client = SiteMqttClient(site_config(prefix), ManualClock(T0), log_interval_s=0)
     base = f"{prefix}/v2x"
+    with structlog.testing.capture_logs() as logs:
+        await _exchange_commands(client, base)
+    rejected = {e["topic"] for e in logs if e["event"] == "command_rejected" and e["log_level"] == "warning"}
+    assert rejected == {f"{base}/cmd/{t}" for t in ("ev/v2l", "ghost/mode", "ev/weekly_departure")}
+
+
+async def _exchange_commands(client: SiteMqttClient, base: str) -> None:
     async with running(client), peer() as p:
         await p.subscribe(f"{base}/reply/#", qos=1)
         await p.publish(f"{base}/cmd/ev/mode", b'{"mode":"charge_now","request_id":"r1"}', qos=1)
@@ -424,13 +462,21 @@ async def test_commands_are_validated_queued_and_acknowledged(prefix: str) -> No
         await p.publish(
             f"{base}/cmd/ev/departure", b'{"at":"2025-01-16T07:30:00+01:00","target_soc_percent":80}', qos=1
         )
+        huge = b'{"action":"start","power_w":' + b"9" * 400 + b',"request_id":"r5"}'
+        await p.publish(f"{base}/cmd/ev/weekly_departure", b'{"weekday":"someday","request_id":"r6"}', qos=1)
         replies = []
         async with asyncio.timeout(5):
             async for m in p.messages:
                 assert isinstance(m.payload, bytes)
                 replies.append((m.topic.value, json.loads(m.payload)))
-                if len(replies) == 4:
+                if len(replies) == 5:
                     break
+        await p.publish(f"{base}/cmd/ev/v2l", huge, qos=1)
+        async with asyncio.timeout(5):
+            async for m in p.messages:
+                assert isinstance(m.payload, bytes)
+                huge_reply = json.loads(m.payload)
+                break
     by_topic = {t: r for t, r in replies}
     ok = by_topic[f"{base}/reply/ev/mode"]
     assert ok["ok"] is True and ok["request_id"] == "r1" and ok["error"] is None and ok["command"] == "mode"
@@ -438,6 +484,9 @@ async def test_commands_are_validated_queued_and_acknowledged(prefix: str) -> No
     assert bad["ok"] is False and bad["request_id"] == "r2" and "power_w" in bad["error"]
     assert by_topic[f"{base}/reply/ghost/mode"]["error"] == "unknown vehicle 'ghost'"
     assert by_topic[f"{base}/reply/ev/departure"]["ok"] is True
+    weekly = by_topic[f"{base}/reply/ev/weekly_departure"]
+    assert weekly["ok"] is False and weekly["request_id"] == "r6" and "weekday" in weekly["error"]
+    assert huge_reply["ok"] is False and huge_reply["request_id"] == "r5" and "power_w" in huge_reply["error"]
     queued = [client.commands.get_nowait() for _ in range(client.commands.qsize())]
     assert queued[0] == SetMode("ev", VehicleMode.CHARGE_NOW, "r1")
     assert len(queued) == 2 and queued[1].vehicle_id == "ev"
@@ -623,12 +672,17 @@ def free_port() -> int:
 
 
 class Broker:
-    """A private Mosquitto on 127.0.0.1 that a test can kill and start again on the same port."""
+    """A private Mosquitto on 127.0.0.1 that a test can kill and start again on the same port.
 
-    def __init__(self, tmp: Path) -> None:
+    ``listener_options`` go under the listener (TLS files, ``password_file``, ``allow_anonymous``).
+    """
+
+    def __init__(self, tmp: Path, listener_options: str = "allow_anonymous true\n") -> None:
         self.port = free_port()
         self.conf = tmp / "mosquitto.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        self.conf.write_text(
+            f"per_listener_settings true\npersistence false\nlistener {self.port} 127.0.0.1\n{listener_options}"
+        )
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -663,32 +717,185 @@ async def test_broker_killed_and_restarted_mid_stream(prefix: str, broker: Broke
     client = SiteMqttClient(
         site_config(prefix, port=broker.port), SystemClock(), reconnect_min_s=0.05, reconnect_max_s=0.3
     )
-    grid_topic = f"{prefix}/heatpump/power"
+    meter_topic = f"{prefix}/heatpump/power"
+    stop = asyncio.Event()
+    sent = 0
+
+    async def stream() -> None:
+        """A meter that keeps publishing (QoS 0, MQTT 3.1.1 on a bare socket) through the outage and
+        reconnects like a real device."""
+        nonlocal sent
+        while not stop.is_set():
+            try:
+                reader, writer = await asyncio.open_connection(BROKER_HOST, broker.port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            try:
+                client_id = f"meter-{uid()}".encode()
+                connect = b"\x00\x04MQTT\x04\x02\x00\x00" + len(client_id).to_bytes(2, "big") + client_id
+                writer.write(bytes([0x10, len(connect)]) + connect)
+                async with asyncio.timeout(2):
+                    assert (await reader.readexactly(4))[3] == 0  # CONNACK: accepted
+                while not stop.is_set():
+                    sent += 1
+                    body = (
+                        len(meter_topic).to_bytes(2, "big") + meter_topic.encode() + str(sent % 1000).encode()
+                    )
+                    writer.write(bytes([0x30, len(body)]) + body)
+                    await writer.drain()
+                    await asyncio.sleep(0.002)
+            except (OSError, TimeoutError, asyncio.IncompleteReadError):
+                await asyncio.sleep(0.05)
+            finally:
+                writer.close()
+
     async with running(client) as task:
+        streamer = asyncio.create_task(stream())
+        try:
+            await eventually(lambda: client.accepted >= 100)
+            assert client.connections == 1
+            broker.kill()  # mid-stream: the meter is still sending
+            await eventually(lambda: not client.connected)
+            # While the broker is down: publishing does not raise; retained state is kept for later.
+            assert not await client.publish_status(ControllerStatus(T0, False, version="during-outage"))
+            await asyncio.sleep(0.5)  # several failed reconnect attempts
+            assert not task.done()
+            accepted_before, sent_before = client.accepted, sent
+            broker.start()
+            await client.wait_connected(10)
+            assert client.connections == 2
+            # Resubscribed (the restarted broker has no session): the stream resumes.
+            await eventually(lambda: client.accepted >= accepted_before + 100, timeout_s=10)
+            assert sent > sent_before
+        finally:
+            stop.set()
+            async with asyncio.timeout(10):
+                await streamer
         async with peer(broker.port) as p:
-            for i in range(50):
-                await p.publish(grid_topic, str(i).encode())
-            await eventually(lambda: client.accepted == 50)
-        assert client.connections == 1
-        broker.kill()
-        await eventually(lambda: not client.connected)
-        # While the broker is down: publishing does not raise; retained state is kept for later.
-        assert not await client.publish_status(ControllerStatus(T0, False, version="during-outage"))
-        await asyncio.sleep(0.5)  # several failed reconnect attempts
-        assert not task.done()
-        broker.start()
-        await client.wait_connected(10)
-        assert client.connections == 2
-        async with peer(broker.port) as p:
-            state = await collect(p, f"{prefix}/v2x/state/controller", 1)
+            state = await collect(p, f"{prefix}/v2x/#", 2)
+            assert state[f"{prefix}/v2x/status"] == b"online"  # birth message published again
             assert json.loads(state[f"{prefix}/v2x/state/controller"])["version"] == "during-outage"
-            await p.publish(grid_topic, b"7")  # resubscribed: the stream resumes
-            await eventually(lambda: client.accepted == 51)
             await p.publish(f"{prefix}/v2x/cmd/ev/mode", b"auto", qos=1)
             await eventually(lambda: client.commands.qsize() == 1)
         reading = client.inputs.reading("heatpump")
-        assert reading is not None and reading.value == 7000.0
-        assert not task.done()
+        assert reading is not None and 0 <= reading.value < 1_000_000
+        assert not task.done() and client.rejected == 0
+
+
+def write_tls_files(tmp: Path) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a server certificate for 127.0.0.1: (ca, cert, key) PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "v2x test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    import ipaddress
+
+    server = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = tmp / "ca.pem", tmp / "server.pem", tmp / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+@pytest.fixture
+def readable_tmp() -> Iterator[Path]:
+    """A temporary folder Mosquitto can read after it drops root for its own user (pytest's is 0700)."""
+    folder = Path(tempfile.mkdtemp(prefix="v2x-mqtt-"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def test_tls_and_password_from_the_config(prefix: str, readable_tmp: Path) -> None:
+    ca, cert, key = write_tls_files(readable_tmp)
+    passwords = readable_tmp / "passwd"
+    make_passwords = await asyncio.create_subprocess_exec(
+        "mosquitto_passwd", "-b", "-c", str(passwords), "v2x", "s3cret"
+    )
+    assert await asyncio.wait_for(make_passwords.wait(), 10) == 0
+    for path in (ca, cert, key, passwords):
+        path.chmod(0o644)
+    broker = Broker(
+        readable_tmp,
+        f"allow_anonymous false\npassword_file {passwords}\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n",
+    )
+    broker.start()
+    tls = {"enabled": True, "ca_file": str(ca)}
+    try:
+        client = SiteMqttClient(
+            site_config(prefix, port=broker.port, username="v2x", password="s3cret", tls=tls), SystemClock()
+        )
+        async with running(client):
+            context = build_tls_context(TlsConfig(enabled=True, ca_file=ca))
+            async with aiomqtt.Client(
+                BROKER_HOST, broker.port, username="v2x", password="s3cret", tls_context=context
+            ) as p:
+                await p.publish(f"{prefix}/heatpump/power", b"1.5", qos=1)
+                await eventually(lambda: client.accepted == 1)
+        refused = {
+            "wrong password": site_config(prefix, port=broker.port, username="v2x", password="nope", tls=tls),
+            "unknown CA": site_config(
+                prefix, port=broker.port, username="v2x", password="s3cret", tls={"enabled": True}
+            ),
+        }
+        for why, cfg in refused.items():
+            failing = SiteMqttClient(cfg, SystemClock(), reconnect_min_s=0.05, reconnect_max_s=0.1)
+            with structlog.testing.capture_logs() as logs:
+                task = asyncio.create_task(failing.run())
+                await eventually(lambda: any(e["event"] == "mqtt_disconnected" for e in logs))
+                assert not failing.connected and not task.done(), why
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            errors = " ".join(e["error"] for e in logs if e["event"] == "mqtt_disconnected").lower()
+            expected = "not authorized" if why == "wrong password" else "certificate verify failed"
+            assert expected in errors, errors
+    finally:
+        broker.kill()
 
 
 async def test_unreachable_broker_keeps_retrying_without_crashing(prefix: str) -> None:

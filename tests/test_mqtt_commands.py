@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from controller.commands import (
+    COMMAND_NAMES,
     MAX_COMMAND_PAYLOAD_BYTES,
     CommandError,
     SetDeparture,
@@ -146,6 +150,7 @@ def test_v2l_start_stop() -> None:
             "local time",
         ),
         ("weekly_departure", {"weekday": "monday", "target_soc_percent": 80}, "ev", "missing time"),
+        ("weekly_departure", {"weekday": "monday", "clear": True, "time": "07:00"}, "ev", "no other fields"),
         ("v2l", {"action": "start"}, "van", "does not allow V2L"),
         ("v2l", {"action": "pause"}, "ev", "start or stop"),
         ("v2l", {"action": "start", "power_w": -5}, "ev", "within 0-"),
@@ -170,3 +175,67 @@ def test_request_id_survives_a_refusal() -> None:
     assert request_id_of(b'{"request_id": "abc", "mode": 5}') == "abc"
     assert request_id_of(b"not json") is None
     assert request_id_of(b'{"request_id": ["x"]}') is None
+
+
+HUGE = "9" * 400  # an integer JSON allows but a float cannot hold
+
+
+@pytest.mark.parametrize(
+    ("name", "payload", "reason"),
+    [
+        ("departure", f'{{"at": "2025-01-16T07:30:00Z", "target_soc_percent": {HUGE}}}', "within 0-100"),
+        (
+            "weekly_departure",
+            f'{{"weekday": "monday", "time": "07:00", "target_soc_percent": -{HUGE}}}',
+            "0-100",
+        ),
+        ("v2l", f'{{"action": "start", "power_w": {HUGE}}}', "within 0-"),
+        ("v2l", '{"action": "start", "power_w": NaN}', "within 0-"),
+    ],
+)
+def test_huge_and_non_finite_numbers_are_refused_not_raised(name: str, payload: str, reason: str) -> None:
+    with pytest.raises(CommandError, match=reason):
+        cmd(name, payload.encode())
+
+
+COMMAND_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.floats(allow_nan=True)
+    | st.integers(min_value=-(10**400), max_value=10**400)
+    | st.text(max_size=12)
+    | st.sampled_from(["start", "stop", "monday", "07:30", "2025-01-16T07:30:00Z", "auto"]),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    *("at", "target_soc_percent", "clear", "weekday", "time", "mode", "action"),
+                    *("power_w", "until", "request_id"),
+                ]
+            ),
+            inner,
+            max_size=5,
+        )
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(COMMAND_NAMES), COMMAND_JSON)
+def test_fuzz_commands_only_raise_command_error(name: str, data: Any) -> None:
+    try:
+        raw = json.dumps(data).encode()
+    except ValueError:  # an integer too long for json.dumps
+        return
+    with contextlib.suppress(CommandError):
+        cmd(name, raw)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(COMMAND_NAMES), st.binary(max_size=100))
+def test_fuzz_command_bytes_only_raise_command_error(name: str, raw: bytes) -> None:
+    with contextlib.suppress(CommandError):
+        cmd(name, raw)
+    request_id_of(raw)

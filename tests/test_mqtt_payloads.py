@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from typing import Any
 
+import jinja2
 import pytest
 
 from controller.config import MqttConfig, parse_config
 from controller.domain import Plan, VehicleMode, VehiclePlan
 from controller.mqtt.discovery import discovery_messages
 from controller.mqtt.payloads import (
+    ControllerStatus,
     SiteFlows,
     VehicleStatus,
+    controller_payload,
     dumps,
     plan_payload,
     reply_payload,
@@ -120,3 +124,68 @@ def test_discovery_covers_site_and_each_vehicle_with_safe_ids() -> None:
         assert config["availability_topic"] == "v2x/status"
         assert config["unique_id"].startswith("v2x_") and "." not in topic
         assert config["device"]["identifiers"] == ["v2x"]
+
+
+# What Home Assistant's MQTT discovery accepts (homeassistant.components.mqtt and sensor constants).
+HA_TOPIC = re.compile(r"^ha/(sensor|binary_sensor)/[A-Za-z0-9_-]+/[A-Za-z0-9_-]+/config$")
+HA_ENTITY_ID = re.compile(r"^(sensor|binary_sensor)\.(?!_)(?!.*__)[a-z0-9_]+(?<!_)$")
+HA_UNITS = {"power": {"W", "kW"}, "battery": {"%"}}
+
+
+def test_discovery_configs_are_valid_for_home_assistant_and_render_the_published_state() -> None:
+    cfg = parse_config(
+        {
+            "site": {"grid": {"import_limit_kw": 11}},
+            "vehicles": [
+                {"id": "Car.1", "usable_capacity_kwh": 60},
+                {"id": "van", "usable_capacity_kwh": 80},
+            ],
+            "tariff": {"import": {"static_price_per_kwh": 0.3}},
+            "mqtt": {"base_topic": "home/V2X-1", "discovery_prefix": "ha"},
+        }
+    )
+    topics = Topics.from_config(cfg.mqtt)
+    published = {
+        topics.site: site_payload(SiteFlows(T0, -1200.0, None, 800.0, 0.0)),
+        topics.controller: controller_payload(ControllerStatus(T0, True, ("meter grid (grid) is stale",))),
+        topics.vehicle("Car.1"): vehicle_payload(
+            VehicleStatus("Car.1", T0, 55.5, 20.0, None, VehicleMode.CHARGE_NOW, -3700.0, True)
+        ),
+        topics.vehicle("van"): vehicle_payload(
+            VehicleStatus("van", T0, None, 20.0, 80.0, VehicleMode.AUTO, 0.0, False)
+        ),
+    }
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    unique_ids: set[str] = set()
+    rendered: dict[str, str] = {}
+    for topic, payload in discovery_messages(cfg, topics):
+        config = load(payload)
+        component = HA_TOPIC.match(topic)
+        assert component is not None, topic
+        assert config["unique_id"] not in unique_ids
+        unique_ids.add(config["unique_id"])
+        assert HA_ENTITY_ID.match(config["default_entity_id"]), config["default_entity_id"]
+        assert config["default_entity_id"].split(".")[0] == component.group(1)
+        assert config["availability_topic"] == "home/V2X-1/status" and config["device"]["identifiers"]
+        assert config["origin"]["name"] == "v2x-controller"
+        device_class = config.get("device_class")
+        if "unit_of_measurement" in config:
+            assert config["state_class"] == "measurement"
+            assert config["unit_of_measurement"] in HA_UNITS.get(
+                device_class, {config["unit_of_measurement"]}
+            )
+        # The template must render against what the controller publishes on that state topic.
+        state = json.loads(published[config["state_topic"]])
+        value = env.from_string(config["value_template"]).render(value_json=state).strip()
+        rendered[config["unique_id"]] = value
+        if component.group(1) == "binary_sensor":
+            assert value in ("ON", "OFF")
+        elif device_class == "enum":
+            assert value in config["options"] and "unit_of_measurement" not in config
+        else:
+            assert value == "None" or float(value) == float(value)  # "None" is unknown to HA
+    node = "home_V2X-1"
+    assert rendered[f"{node}_grid_power"] == "-1200.0" and rendered[f"{node}_pv_power"] == "None"
+    assert rendered[f"{node}_safe_mode"] == "ON"
+    assert rendered[f"{node}_Car_1_soc"] == "55.5" and rendered[f"{node}_Car_1_mode"] == "charge_now"
+    assert rendered[f"{node}_van_target"] == "80.0"

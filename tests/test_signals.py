@@ -133,6 +133,15 @@ def test_equal_versions_resolve_by_arrival() -> None:
     assert tl.segments() == [(T0, T0 + H, 2.0)]
 
 
+def test_issued_at_in_the_future_cannot_outrank_later_messages() -> None:
+    tl = Timeline()
+    tl.add([(T0, T0 + H, 9.0)], T0, issued_at=T0 + dt.timedelta(days=3650))  # sender clock far ahead
+    tl.add([(T0, T0 + H, 1.0)], T0 + dt.timedelta(seconds=5), issued_at=T0 + dt.timedelta(seconds=4))
+    assert tl.segments() == [(T0, T0 + H, 1.0)]
+    tl.add([(T0, T0 + H, 2.0)], T0 + dt.timedelta(seconds=6), issued_at=None)
+    assert tl.segments() == [(T0, T0 + H, 2.0)]
+
+
 def test_old_windows_are_pruned_and_message_count_bounded() -> None:
     tl = Timeline(max_messages=3)
     for i in range(10):
@@ -157,7 +166,7 @@ SEGMENTS = st.lists(
 def test_resolution_matches_brute_force_newest_wins(messages: list[tuple[list[Any], int]]) -> None:
     tl = Timeline()
     for segments, issued_minutes in messages:
-        tl.add(segments, T0, T0 + dt.timedelta(minutes=issued_minutes))
+        tl.add(segments, T0 + H, T0 + dt.timedelta(minutes=issued_minutes))  # issued before arrival
     resolved = tl.segments()
     for a, b in itertools.pairwise(resolved):
         assert a[1] <= b[0]
