@@ -320,3 +320,35 @@ def test_a_model_that_cannot_be_compiled_gives_a_fallback_plan(monkeypatch: pyte
     plan = planner.plan(random_snapshot(np.random.default_rng(2)))
     assert plan.fallback and plan.solver_status.startswith("fallback: model error: the constraint matrix")
     assert all(min(vp.power_w) >= 0 for vp in plan.vehicles.values())
+
+
+@pytest.mark.parametrize("shared_bounds", [False, True])
+def test_compiled_lp_follows_every_parameter_change(shared_bounds: bool) -> None:
+    # Parametric costs, right-hand sides and bounds that move one side at a time, both sides, and
+    # back; with shared_bounds two bound rows act on one column (the general, non-incremental path).
+    x = cp.Variable(4, nonneg=True)
+    cost = cp.Parameter(4, value=np.ones(4))
+    upper = cp.Parameter(4, nonneg=True, value=np.full(4, 5.0))
+    lower = cp.Parameter(4, value=np.zeros(4))
+    demand = cp.Parameter(value=3.0)
+    constraints = [x <= upper, x >= lower, cvx.sum(x) >= demand]
+    if shared_bounds:
+        constraints.append(x <= upper + 1.0)
+    problem: Any = cp.Problem(cp.Minimize(cost @ x), constraints)
+    lp = CompiledLp(problem, time_limit_s=5.0)
+    assert lp._incremental is not shared_bounds
+    rng = np.random.default_rng(4)
+    for _ in range(25):
+        cost.value = rng.uniform(-1.0, 2.0, 4)
+        upper.value = rng.choice([0.0, 1.0, 2.5, 5.0], 4)
+        lower.value = np.minimum(upper.value, rng.choice([0.0, 0.5, 1.0], 4))
+        demand.value = float(rng.uniform(0.0, float(upper.value.sum())))
+        lp.load_parameter_list([np.asarray(p.value, dtype=float) for p in lp.parameters])
+        fast = lp.solve()
+        value: Any = problem.solve(solver=cp.HIGHS)
+        assert fast.optimal and fast.x is not None
+        assert fast.objective == pytest.approx(float(value), abs=1e-7)
+        got = lp.value_of(fast.x, x)
+        assert np.all(got <= upper.value + 1e-9) and np.all(got >= lower.value - 1e-9)
+    with pytest.raises(ValueError, match="values for"):
+        lp.load_parameter_list([np.ones(4)])

@@ -80,13 +80,20 @@ class CompiledLp:
         n_params = prog.total_param_size
         self.n_cols = n
         self._n_eq = dims.zero
-        self._param_slots = [
-            (param, prog.param_id_to_col[param.id], param.size)
-            for param in prog.parameters
-            if param.id in prog.param_id_to_col
-        ]
+        self._param_slots = sorted(
+            (
+                (param, prog.param_id_to_col[param.id], param.size)
+                for param in prog.parameters
+                if param.id in prog.param_id_to_col
+            ),
+            key=lambda slot: slot[1],
+        )
         self._param_vec = np.zeros(n_params + 1)
         self._param_vec[n_params] = 1.0  # the constant column
+        ends = [col + size for _, col, size in self._param_slots]
+        starts = [col for _, col, _ in self._param_slots]
+        # Slots that tile the vector in order can be filled with one concatenate (load_parameter_list).
+        self._params_tile = starts == [0, *ends[:-1]] and (not ends or ends[-1] == n_params)
 
         # Split CVXPY's tensor into the constant matrix [A] and the parametric offset b(params):
         # its rows are the column-major entries of the m x (n + 1) matrix [A | b].
@@ -137,6 +144,17 @@ class CompiledLp:
         blocks = [cost, -offset[kept], bound_map[as_lower], bound_map[as_upper], *extra]
         self._sizes = np.cumsum([b.shape[0] for b in blocks])
         self._map = sp.csr_array(sp.vstack(blocks, format="csr"))
+        # Only rows of the map that read a parameter can change between solves; a re-solve
+        # evaluates those alone and sends HiGHS only the entries whose value moved.
+        reads_param = np.diff(sp.csr_array(self._map[:, :n_params]).indptr) > 0
+        self._var_rows = np.flatnonzero(reads_param)
+        self._var_map = sp.csr_array(self._map[self._var_rows])
+        # Where each block of the map starts among its rows: cost, constant, rhs, lower, upper.
+        self._block_edges = np.array([n, self._sizes[0], self._sizes[1], self._sizes[2], self._sizes[3]])
+        # With at most one bound row per column, a changed bound entry fixes its column alone.
+        self._incremental = (
+            self._lower_unique and self._upper_unique and not self._lower_tensor and not self._upper_tensor
+        )
 
         kept_matrix = sp.csc_array(matrix[kept])
         self.n_rows = len(kept)
@@ -165,6 +183,11 @@ class CompiledLp:
         lp.a_matrix_.num_row_ = self.n_rows
         self._highs.passModel(lp)
         self._loaded = numbers
+        self._out = self._map @ self._param_vec  # the map's output as loaded into HiGHS
+        self._var_out = self._out[self._var_rows]
+        self._lower = numbers.lower.copy()
+        self._raw_upper = numbers.raw_upper.copy()
+        self._status_names: dict[Any, str] = {}
 
     # ---------------------------------------------------------------------- solving
 
@@ -172,10 +195,13 @@ class CompiledLp:
         """Column where ``variable`` starts (CVXPY's canonical order, column-major within it)."""
         return int(self._prog.var_id_to_col[variable.id])
 
-    def value_of(self, x: FloatArray, variable: cp.Variable) -> FloatArray:
+    def columns_of(self, variable: cp.Variable) -> slice:
+        """The columns of ``variable`` in a solution vector."""
         start = self.offset_of(variable)
-        flat = x[start : start + variable.size]
-        shaped: FloatArray = flat.reshape(variable.shape, order="F")
+        return slice(start, start + variable.size)
+
+    def value_of(self, x: FloatArray, variable: cp.Variable) -> FloatArray:
+        shaped: FloatArray = x[self.columns_of(variable)].reshape(variable.shape, order="F")
         return shaped
 
     def load_parameter_values(self, values: Mapping[int, npt.ArrayLike]) -> None:
@@ -184,6 +210,17 @@ class CompiledLp:
         for param, col, size in self._param_slots:
             if param.id in values:
                 vec[col : col + size] = np.ravel(values[param.id], order="F")
+
+    def load_parameter_list(self, values: Sequence[FloatArray]) -> None:
+        """Set every parameter's value, in the order of :attr:`parameters` (the fast path)."""
+        if len(values) != len(self._param_slots):
+            raise ValueError(f"{len(values)} values for {len(self._param_slots)} parameters")
+        vec = self._param_vec
+        if self._params_tile:
+            np.concatenate([v.ravel(order="F") for v in values], out=vec[:-1])
+            return
+        for (_, col, size), value in zip(self._param_slots, values, strict=True):
+            vec[col : col + size] = np.ravel(value, order="F")
 
     def load_from_problem(self) -> None:
         """Use the values currently set on the CVXPY parameters."""
@@ -197,10 +234,13 @@ class CompiledLp:
         constant: float
         lower: FloatArray
         upper: FloatArray
+        raw_upper: FloatArray
+        """``upper`` before the ulp fix-up of crossed bounds."""
         row_lower: FloatArray
         row_upper: FloatArray
 
     def _numbers(self) -> CompiledLp._Numbers:
+        """Every cost and bound for the loaded parameter values (the whole map)."""
         out = self._map @ self._param_vec
         n = self.n_cols
         s = self._sizes
@@ -225,12 +265,9 @@ class CompiledLp:
             upper[self._upper_cols] = np.minimum(upper[self._upper_cols], upper_vals)
         else:
             np.minimum.at(upper, self._upper_cols, upper_vals)
-        # Rounding can cross a pair of equal bounds by an ulp; never let it read as infeasible.
-        crossed = lower > upper
-        if crossed.any():
-            upper = np.where(crossed & (lower <= upper + 1e-9), lower, upper)
+        _, fixed_upper = _uncross(lower, upper)
         row_upper = np.where(self._kept_eq, rhs, self._row_upper_ineq)
-        return CompiledLp._Numbers(cost[:n], constant, lower, upper, rhs, row_upper)
+        return CompiledLp._Numbers(cost[:n], constant, lower, fixed_upper, upper, rhs, row_upper)
 
     def solve(self) -> LpResult:
         """Solve with the loaded parameter values, warm-starting from the previous basis."""
@@ -240,11 +277,60 @@ class CompiledLp:
             self._highs.clearSolver()
             return LpResult(f"error: {exc}", False, None, float("nan"), 0.0, 0)
 
-    def _solve(self) -> LpResult:
+    def _send_changes(self) -> None:
+        """Give HiGHS the costs and bounds that differ from what it holds (nothing else).
+
+        Fewer copies, and the basis stays as valid as possible. What HiGHS holds is recorded only
+        after every call went through, so a failed update is sent again next time.
+        """
+        if not self._incremental:
+            self._send_changes_whole()
+            return
+        h = self._highs
+        new = self._var_map @ self._param_vec
+        moved = np.flatnonzero(new != self._var_out)
+        if not len(moved):
+            return
+        entries = self._var_rows[moved]
+        values = new[moved]
+        s = self._sizes
+        cost_end, rhs_start, rhs_end, lower_end, upper_end = np.searchsorted(entries, self._block_edges)
+        if cost_end:
+            cols = entries[:cost_end].astype(np.int32)
+            h.changeColsCost(len(cols), cols, values[:cost_end])
+        if rhs_end > rhs_start:
+            rows = (entries[rhs_start:rhs_end] - s[0]).astype(np.int32)
+            rhs = values[rhs_start:rhs_end]
+            h.changeRowsBounds(len(rows), rows, rhs, np.where(self._kept_eq[rows], rhs, _INF))
+        lower_cols = self._lower_cols[entries[rhs_end:lower_end] - s[1]]
+        upper_cols = self._upper_cols[entries[lower_end:upper_end] - s[2]]
+        lower_vals = np.maximum(self._base_lower[lower_cols], values[rhs_end:lower_end])
+        upper_vals = np.minimum(self._base_upper[upper_cols], values[lower_end:upper_end])
+        # Each side is computed from the raw other side (before the ulp fix-up in _uncross).
+        if len(lower_cols) and len(upper_cols):
+            lower, upper = self._lower.copy(), self._raw_upper.copy()
+            lower[lower_cols] = lower_vals
+            upper[upper_cols] = upper_vals
+            cols = np.union1d(lower_cols, upper_cols)
+            self._send_bounds(cols, lower[cols], upper[cols])
+        elif len(upper_cols):
+            self._send_bounds(upper_cols, self._lower[upper_cols], upper_vals)
+        elif len(lower_cols):
+            self._send_bounds(lower_cols, lower_vals, self._raw_upper[lower_cols])
+        self._lower[lower_cols] = lower_vals
+        self._raw_upper[upper_cols] = upper_vals
+        self._var_out = new
+        self._out[entries] = values
+
+    def _send_bounds(self, cols: npt.NDArray[np.integer[Any]], lower: FloatArray, upper: FloatArray) -> None:
+        lower, upper = _uncross(lower, upper)
+        self._highs.changeColsBounds(len(cols), cols.astype(np.int32), lower, upper)
+
+    def _send_changes_whole(self) -> None:
+        """The general path (several bound rows per column): recompute everything, send the diff."""
         numbers = self._numbers()
         h = self._highs
         last = self._loaded
-        # Only what changed goes to HiGHS: fewer copies, and the basis stays as valid as possible.
         cols = np.flatnonzero(numbers.cost != last.cost).astype(np.int32)
         if len(cols):
             h.changeColsCost(len(cols), cols, numbers.cost[cols])
@@ -255,19 +341,28 @@ class CompiledLp:
         if len(rows):
             h.changeRowsBounds(len(rows), rows, numbers.row_lower[rows], numbers.row_upper[rows])
         self._loaded = numbers
+        self._out[: self.n_cols] = numbers.cost
+        self._out[self.n_cols] = numbers.constant
+
+    def _solve(self) -> LpResult:
+        self._send_changes()
+        h = self._highs
         # HiGHS's time limit counts the instance's whole life, so move it on before each run.
         h.setOptionValue("time_limit", h.getRunTime() + self._time_limit_s)
         started = time.perf_counter()
         h.run()
         elapsed = time.perf_counter() - started
         status = h.getModelStatus()
+        name = self._status_names.get(status)
+        if name is None:
+            name = self._status_names[status] = h.modelStatusToString(status)
         iterations = int(h.getInfoValue("simplex_iteration_count")[1])
-        name = h.modelStatusToString(status)
         if status != highspy.HighsModelStatus.kOptimal:
             h.clearSolver()  # do not warm-start the next solve from a failed one
             return LpResult(name, False, None, float("nan"), elapsed, iterations)
-        x = np.asarray(h.getSolution().col_value)
-        objective = float(numbers.cost @ x) + numbers.constant
+        x = np.array(h.getSolution().col_value, dtype=np.float64)
+        # HiGHS's objective is cost . x (no offset is loaded); CVXPY's constant term comes on top.
+        objective = float(h.getInfoValue("objective_function_value")[1]) + float(self._out[self.n_cols])
         return LpResult(name, True, x, objective, elapsed, iterations)
 
     def set_time_limit(self, seconds: float) -> None:
@@ -275,4 +370,13 @@ class CompiledLp:
 
     @property
     def parameters(self) -> Sequence[cp.Parameter]:
+        """The problem's parameters in the order :meth:`load_parameter_list` takes their values."""
         return [p for p, _, _ in self._param_slots]
+
+
+def _uncross(lower: FloatArray, upper: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Rounding can cross a pair of equal bounds by an ulp; never let it read as infeasible."""
+    crossed = lower > upper
+    if crossed.any():
+        upper = np.where(crossed & (lower <= upper + 1e-9), lower, upper)
+    return lower, upper

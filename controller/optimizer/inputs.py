@@ -190,7 +190,7 @@ def build_inputs(snapshot: Snapshot, shape: SiteShape) -> PlanInputs:
     if shape.terminal_value_per_kwh is not None:
         terminal = shape.terminal_value_per_kwh
     else:
-        terminal = max(0.0, float(imp_price.mean()))
+        terminal = max(0.0, float(imp_price.sum()) / t)
 
     e0 = np.zeros(n)
     may_discharge = np.zeros(n)

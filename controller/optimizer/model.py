@@ -31,6 +31,9 @@ __all__ = ["ScheduleModel"]
 # CVXPY's atom functions are untyped; build expressions through an explicitly dynamic alias.
 cvx: Any = cp
 
+# Parameters whose PlanInputs field has another name (every other parameter: the same name).
+_INPUT_FIELD = {"export_price": "export_price_model"}
+
 
 @dataclass(frozen=True, slots=True)
 class _Params:
@@ -109,7 +112,6 @@ class ScheduleModel:
             "churn": self._churn(),
         }
         self.terms: dict[str, cp.Expression] = self._objective_terms()
-        self._ids = {name: param.id for name, param in self.parameters().items()}
         self.problem = cp.Problem(
             cp.Minimize(cvx.sum(list(self.terms.values()))),
             [c for group in self.constraints.values() for c in group],
@@ -222,30 +224,12 @@ class ScheduleModel:
 
     def parameter_values(self, inputs: PlanInputs) -> dict[str, np.ndarray]:
         """Parameter name -> value for one snapshot."""
-        return {
-            "e0_kwh": inputs.e0_kwh,
-            "charge_ub_kw": inputs.charge_ub_kw,
-            "discharge_ub_kw": inputs.discharge_ub_kw,
-            "v2l_kw": inputs.v2l_kw,
-            "trip_kwh": inputs.trip_kwh,
-            "floor_kwh": inputs.floor_kwh,
-            "target_gap_kwh": inputs.target_gap_kwh,
-            "e_max_kwh": inputs.e_max_kwh,
-            "net_load_kw": inputs.net_load_kw,
-            "import_ub_kw": inputs.import_ub_kw,
-            "export_ub_kw": inputs.export_ub_kw,
-            "overload_import_kw": inputs.overload_import_kw,
-            "overload_export_kw": inputs.overload_export_kw,
-            "own_use_cap_kw": inputs.own_use_cap_kw,
-            "import_price": inputs.import_price,
-            "export_price": inputs.export_price_model,
-            "terminal_value": inputs.terminal_value,
-        }
+        return {name: getattr(inputs, self.input_field(name)) for name in self.params.__dataclass_fields__}
 
-    def values_by_id(self, inputs: PlanInputs) -> dict[int, np.ndarray]:
-        """Parameter id -> value, for ``CompiledLp`` (skips CVXPY's per-value validation)."""
-        ids = self._ids
-        return {ids[name]: value for name, value in self.parameter_values(inputs).items()}
+    @staticmethod
+    def input_field(name: str) -> str:
+        """The ``PlanInputs`` field that holds parameter ``name``'s value."""
+        return _INPUT_FIELD.get(name, name)
 
     def parameters(self) -> dict[str, cp.Parameter]:
         return {name: getattr(self.params, name) for name in self.params.__dataclass_fields__}

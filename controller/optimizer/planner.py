@@ -7,8 +7,11 @@ later calls only update parameter values and re-solve warm. Pure: no I/O, no asy
 
 from __future__ import annotations
 
+import operator
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -57,6 +60,8 @@ class Planner:
         self.shape = SiteShape.from_config(config, steps, time_limit_s)
         self.model: ScheduleModel | None = ScheduleModel(self.shape) if self.shape.vehicles else None
         self._lp: CompiledLp | None = None
+        self._param_values: Callable[[PlanInputs], Sequence[FloatArray]] | None = None
+        self._columns: tuple[slice, slice, slice, slice] | None = None
         self._config_ids = tuple(v.vehicle_id for v in self.shape.vehicles)
         self.last_inputs: PlanInputs | None = None
         self.last_result: LpResult | None = None
@@ -91,12 +96,13 @@ class Planner:
         if self._lp is None:
             try:
                 self.model.set_inputs(inputs)  # canonicalisation needs values; later solves skip CVXPY
-                self._lp = CompiledLp(self.model.problem, self.shape.solver_time_limit_s)
+                self._compile(self.model)
             except Exception as exc:  # no plan at all would leave the site without a safe schedule
                 status, passes = f"fallback: model error: {exc}", _DIRECTION_PASSES
         while passes < _DIRECTION_PASSES and self._lp is not None:
             passes += 1
-            self._lp.load_parameter_values(self.model.values_by_id(inputs))
+            assert self._param_values is not None
+            self._lp.load_parameter_list(self._param_values(inputs))
             result = self._lp.solve()
             solver_s += result.solver_time_s
             self.last_result = result
@@ -125,14 +131,30 @@ class Planner:
             solves=passes,
         )
 
+    def _compile(self, model: ScheduleModel) -> None:
+        lp = CompiledLp(model.problem, self.shape.solver_time_limit_s)
+        names = {param.id: name for name, param in model.parameters().items()}
+        fields = [model.input_field(names[param.id]) for param in lp.parameters]
+        # One C call collects every value in the compiled order (a tuple, also for a single field).
+        getter: Any = operator.attrgetter(*fields)
+        self._param_values = getter if len(fields) > 1 else (lambda inputs: (getter(inputs),))
+        self._columns = (
+            lp.columns_of(model.charge_kw),
+            lp.columns_of(model.discharge_kw),
+            lp.columns_of(model.v2l_served_kw),
+            lp.columns_of(model.energy_kwh),
+        )
+        self._lp = lp
+
     def _schedule(self, x: FloatArray) -> Schedule:
-        lp, m = self._lp, self.model
-        assert lp is not None and m is not None
+        assert self._columns is not None
+        shape = (len(self.shape.vehicles), self.shape.steps)
+        charge, discharge, v2l, energy = self._columns
         return Schedule(
-            charge_kw=lp.value_of(x, m.charge_kw),
-            discharge_kw=lp.value_of(x, m.discharge_kw),
-            v2l_kw=lp.value_of(x, m.v2l_served_kw),
-            energy_kwh=lp.value_of(x, m.energy_kwh),
+            charge_kw=x[charge].reshape(shape, order="F"),
+            discharge_kw=x[discharge].reshape(shape, order="F"),
+            v2l_kw=x[v2l].reshape(shape, order="F"),
+            energy_kwh=x[energy].reshape(shape, order="F"),
         )
 
     # ------------------------------------------------------------------ the plan
@@ -167,8 +189,7 @@ class Planner:
         import_kwh = np.maximum(grid_model_kw, 0.0) * dt
         export_kwh = np.maximum(-grid_model_kw, 0.0) * dt
         through = dt * (
-            charge @ np.ones(t) * c.charge_efficiency
-            + (discharge + v2l) @ np.ones(t) / c.discharge_efficiency
+            charge.sum(axis=1) * c.charge_efficiency + (discharge + v2l).sum(axis=1) / c.discharge_efficiency
         )
         # Step 0 was modelled as an average over the whole step: report the real power.
         grid_kw = grid_model_kw.copy()
@@ -258,7 +279,10 @@ def _fix_direction(inputs: PlanInputs, schedule: Schedule) -> bool:
     An LP may do that to burn energy when energy is worth less than nothing (deep negative prices
     with a full battery); a charger cannot. Returns True when the inputs changed (solve again).
     """
-    both = np.minimum(schedule.charge_kw, schedule.discharge_kw) > _ZERO_KW
+    discharging = schedule.discharge_kw > _ZERO_KW
+    if not discharging.any():
+        return False  # the usual case, and cheap to see
+    both = discharging & (schedule.charge_kw > _ZERO_KW)
     if not both.any():
         return False
     charging = both & (schedule.charge_kw >= schedule.discharge_kw)
@@ -272,7 +296,8 @@ def _fix_direction(inputs: PlanInputs, schedule: Schedule) -> bool:
 
 def _clean(values: FloatArray) -> FloatArray:
     """Solver noise (1e-12 kW) is not a setpoint."""
-    out: FloatArray = np.where(np.abs(values) < _ZERO_KW, 0.0, values)
+    out: FloatArray = values.copy()
+    out[np.abs(out) < _ZERO_KW] = 0.0
     return out
 
 
