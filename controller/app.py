@@ -29,6 +29,7 @@ from controller.config import SiteConfig
 from controller.dispatch import ChargerCommand, Dispatcher
 from controller.domain import MeterReading, MeterRole, Plan, align_to_step
 from controller.forecast import forecast_load_w, forecast_pv_w
+from controller.forecast.profile import DEFAULT_BLEND_HOURS
 from controller.mqtt import ControllerStatus, SiteFlows, SiteMqttClient, VehicleStatus
 from controller.mqtt.client import SignalKind
 from controller.ocpp import (
@@ -406,7 +407,8 @@ class Daemon:
         step = self.site.step
         start = align_to_step(now, step)
         steps = self.cfg.site.steps
-        load_since = now - dt.timedelta(weeks=settings.load_history_weeks)
+        # The profiles of the last hours (the recent-bias window) reach that much further back.
+        load_since = now - dt.timedelta(weeks=settings.load_history_weeks, hours=DEFAULT_BLEND_HOURS)
         pv_since = now - dt.timedelta(days=settings.pv_history_days)
         load = self.store.history_means(HOME_LOAD_SERIES, load_since, now, step)
         pv = self.store.history_means(PV_SERIES, pv_since, now, step)

@@ -53,9 +53,8 @@ class RunOptions:
         if name == "daemon":
             from sim.daemon_forecast import DaemonLoadForecast, DaemonPvForecast
 
-            return (
-                DaemonLoadForecast(scenario.series) if which == "load" else DaemonPvForecast(scenario.series)
-            )
+            settings = scenario.config.forecast
+            return DaemonLoadForecast(settings) if which == "load" else DaemonPvForecast(settings)
         model = make_forecast(name, self.seed + (0 if which == "load" else 1))
         if isinstance(model, ProfileForecast) and which == "pv":
             model = replace(model, days=3)  # PV follows the weather of the last days, not of last week

@@ -7,7 +7,15 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from controller.forecast import forecast_load_w, forecast_pv_w, resample_to_grid
+from controller.forecast import (
+    forecast_load_w,
+    forecast_pv_w,
+    history_grid,
+    load_from_grid,
+    load_history_steps,
+    pv_from_grid,
+    resample_to_grid,
+)
 
 STEP = timedelta(minutes=15)
 START = datetime(2026, 11, 23, 0, 0, tzinfo=UTC)  # a Monday
@@ -65,3 +73,38 @@ def test_forecasts_never_go_negative() -> None:
     history = [(START - timedelta(hours=1) + i * STEP, -500.0) for i in range(4)]
     assert np.all(forecast_load_w(history, START, STEP, 8) >= 0)
     assert np.all(forecast_pv_w(history, START, STEP, 8) >= 0)
+
+
+def test_history_grid_places_readings_before_start_and_ignores_later_ones() -> None:
+    history = [
+        (START - timedelta(minutes=10), 100.0),  # the step just before start
+        (START - timedelta(minutes=40), 300.0),  # three steps back
+        (START - timedelta(days=30), 999.0),  # older than the grid
+        (START + timedelta(minutes=1), 5000.0),  # now or later: not history yet
+    ]
+    grid = history_grid(history, START + timedelta(minutes=7), STEP, 4)
+    assert grid[3] == 100.0 and grid[1] == 300.0
+    assert np.isnan(grid[0]) and np.isnan(grid[2])
+
+
+def test_readings_and_grid_paths_give_the_same_forecast() -> None:
+    # The daemon forecasts from timestamped readings, the simulator from its grid: one code path.
+    rng = np.random.default_rng(3)
+    per_day = 96
+    length = load_history_steps(per_day, 4, 7, 12)
+    grid = rng.uniform(0.0, 3000.0, length)
+    grid[rng.random(length) < 0.2] = np.nan  # gaps
+    readings = [
+        (START - (length - i) * STEP + timedelta(minutes=3), float(v))
+        for i, v in enumerate(grid)
+        if not np.isnan(v)
+    ]
+    assert forecast_load_w(readings, START, STEP, 192).tolist() == pytest.approx(
+        load_from_grid(grid, 192, per_day, blend_steps=12).tolist()
+    )
+    assert forecast_pv_w(readings, START, STEP, 192).tolist() == pytest.approx(
+        pv_from_grid(grid[-7 * per_day :], 192, per_day).tolist()
+    )
+    # A week-old gap falls back to the days before; no history at all gives the default.
+    assert load_from_grid(np.array([]), 4, per_day, default_w=321.0).tolist() == [321.0] * 4
+    assert pv_from_grid(np.full(per_day, np.nan), 4, per_day).tolist() == [0.0] * 4

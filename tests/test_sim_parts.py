@@ -152,8 +152,8 @@ def test_summary_and_tables() -> None:
 def test_daemon_forecasts_run_in_the_loop_and_see_only_the_past() -> None:
     scenario = tiny_scenario(days=2)
     series = scenario.series
-    load = DaemonLoadForecast(series)
-    pv = DaemonPvForecast(series)
+    load = DaemonLoadForecast(scenario.config.forecast)
+    pv = DaemonPvForecast(scenario.config.forecast)
     k = 120
     out = load.forecast(series.load_w[:k], None, k, 8, 96)
     changed = series.load_w.copy()

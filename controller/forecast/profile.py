@@ -6,10 +6,15 @@ below that profile, with the correction fading over the horizon.
 
 PV: the mean of the same time slot over recent days, unless an external forecast (e.g. from an
 MQTT topic) covers the step. Both return W per step on the plan grid, >= 0.
+
+The work is done on a regular grid (``load_from_grid``/``pv_from_grid``: one value per plan step
+up to the step before the forecast starts, NaN where nothing was measured), so the daemon (from
+its stored readings) and the simulator (from its measured history) run the same code.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
@@ -19,11 +24,22 @@ import numpy.typing as npt
 
 from controller.domain import align_to_step, ensure_utc
 
-__all__ = ["forecast_load_w", "forecast_pv_w", "resample_to_grid"]
+__all__ = [
+    "forecast_load_w",
+    "forecast_pv_w",
+    "history_grid",
+    "load_from_grid",
+    "load_history_steps",
+    "pv_from_grid",
+    "resample_to_grid",
+]
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 WEEK = timedelta(days=7)
 DAY = timedelta(days=1)
+DEFAULT_BLEND_HOURS = 3.0
+DEFAULT_HOME_LOAD_W = 400.0
 
 
 def resample_to_grid(history: Iterable[tuple[datetime, float]], step: timedelta) -> dict[datetime, float]:
@@ -39,14 +55,94 @@ def resample_to_grid(history: Iterable[tuple[datetime, float]], step: timedelta)
     return {slot: total / count for slot, (total, count) in sums.items()}
 
 
-def _profile_value(
-    slots: Mapping[datetime, float], moment: datetime, start: datetime, period: timedelta, count: int
-) -> float | None:
-    """Mean of the ``count`` most recent values at whole ``period``s before ``moment`` and before ``start``."""
-    first = 1 if moment < start else (moment - start) // period + 1
-    anchors = (moment - (first + j) * period for j in range(count))
-    values = [slots[a] for a in anchors if a in slots]
-    return sum(values) / len(values) if values else None
+def history_grid(
+    history: Iterable[tuple[datetime, float]], start: datetime, step: timedelta, length: int
+) -> FloatArray:
+    """The ``length`` plan steps before ``start`` (aligned) as an array, oldest first, NaN where empty."""
+    start = align_to_step(ensure_utc(start), step)
+    grid = np.full(length, np.nan, dtype=np.float64)
+    for slot, value in resample_to_grid(history, step).items():
+        back = (start - slot) // step  # 1 for the step just before start
+        if 1 <= back <= length:
+            grid[length - back] = value
+    return grid
+
+
+@functools.lru_cache(maxsize=64)
+def _anchor_offsets(leads: tuple[int, int], period: int, count: int) -> IntArray:
+    """Per lead step in ``range(*leads)`` (0 = the first forecast step, < 0 = the past), the offsets
+    from the grid's end of the same slot ``count`` whole periods back, on data measured before the
+    forecast starts (a future step skips the periods that are not yet measured)."""
+    lead = np.arange(*leads, dtype=np.int64)
+    first = np.where(lead >= 0, lead // period + 1, 1)
+    back = first[:, None] + np.arange(count, dtype=np.int64)[None, :]
+    offsets: IntArray = lead[:, None] - back * period
+    return offsets
+
+
+def _period_mean(grid: FloatArray, leads: tuple[int, int], period: int, count: int) -> FloatArray:
+    """Per lead step: the mean of the measured values at the anchors, NaN where none was measured."""
+    index = len(grid) + _anchor_offsets(leads, period, count)
+    inside = index >= 0
+    values = grid[np.where(inside, index, 0)] if len(grid) else np.full(index.shape, np.nan)
+    valid = inside & ~np.isnan(values)
+    counts = valid.sum(axis=1)
+    sums = np.where(valid, values, 0.0).sum(axis=1)
+    out: FloatArray = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return out
+
+
+def _load_profile(
+    grid: FloatArray, leads: tuple[int, int], steps_per_day: int, weeks: int, days: int, default_w: float
+) -> FloatArray:
+    weekly = _period_mean(grid, leads, 7 * steps_per_day, weeks)
+    daily = _period_mean(grid, leads, steps_per_day, days)
+    out: FloatArray = np.where(np.isnan(weekly), np.where(np.isnan(daily), default_w, daily), weekly)
+    return out
+
+
+def load_history_steps(steps_per_day: int, weeks: int, days: int, blend_steps: int) -> int:
+    """How many steps of history ``load_from_grid`` can use: the profiles of the blend window too."""
+    return max(7 * weeks, days) * steps_per_day + blend_steps
+
+
+def load_from_grid(
+    grid_w: FloatArray,
+    steps: int,
+    steps_per_day: int,
+    *,
+    weeks: int = 4,
+    days: int = 7,
+    blend_steps: int = 12,
+    default_w: float = DEFAULT_HOME_LOAD_W,
+) -> FloatArray:
+    """Home load in W for the ``steps`` steps after the grid's last step (see the module doc)."""
+    grid = np.asarray(grid_w, dtype=np.float64)
+    forecast = _load_profile(grid, (0, steps), steps_per_day, weeks, days, default_w)
+    recent = min(blend_steps, len(grid))
+    if recent > 0:
+        # Recent bias: measured minus profile over the last steps, fading with a time constant of
+        # ``blend_steps``.
+        past_profile = _load_profile(grid, (-recent, 0), steps_per_day, weeks, days, default_w)
+        errors = grid[len(grid) - recent :] - past_profile
+        measured = ~np.isnan(errors)
+        if measured.any():
+            bias = float(errors[measured].mean())
+            forecast = forecast + bias * np.exp(-np.arange(steps, dtype=np.float64) / blend_steps)
+    out: FloatArray = np.maximum(forecast, 0.0)
+    return out
+
+
+def pv_from_grid(grid_w: FloatArray, steps: int, steps_per_day: int, *, days: int = 7) -> FloatArray:
+    """PV production in W (>= 0) for the ``steps`` steps after the grid's last step: the mean of the
+    same time slot over the last ``days`` measured days, 0 where none was measured."""
+    daily = _period_mean(np.asarray(grid_w, dtype=np.float64), (0, steps), steps_per_day, days)
+    out: FloatArray = np.maximum(np.nan_to_num(daily, nan=0.0), 0.0)
+    return out
+
+
+def _steps_per_day(step: timedelta) -> int:
+    return max(1, round(DAY / step))
 
 
 def forecast_load_w(
@@ -57,30 +153,16 @@ def forecast_load_w(
     *,
     weeks: int = 4,
     days: int = 7,
-    blend_hours: float = 3.0,
-    default_w: float = 400.0,
+    blend_hours: float = DEFAULT_BLEND_HOURS,
+    default_w: float = DEFAULT_HOME_LOAD_W,
 ) -> FloatArray:
-    """Home load in W for ``steps`` steps from ``start`` (aligned to the grid)."""
-    start = align_to_step(ensure_utc(start), step)
-    slots = resample_to_grid(history, step)
-
-    def profile(moment: datetime) -> float:
-        weekly = _profile_value(slots, moment, start, WEEK, weeks)
-        if weekly is not None:
-            return weekly
-        daily = _profile_value(slots, moment, start, DAY, days)
-        return daily if daily is not None else default_w
-
-    forecast = np.array([profile(start + i * step) for i in range(steps)], dtype=np.float64)
-
-    # Recent bias: actual minus profile over the last hours, fading with a time constant of blend_hours.
-    recent = [start - k * step for k in range(1, max(1, int(blend_hours * 3600 // step.total_seconds())) + 1)]
-    errors = [slots[m] - profile(m) for m in recent if m in slots]
-    if errors and blend_hours > 0:
-        bias = sum(errors) / len(errors)
-        hours_ahead = np.arange(steps, dtype=np.float64) * step.total_seconds() / 3600.0
-        forecast += bias * np.exp(-hours_ahead / blend_hours)
-    return np.maximum(forecast, 0.0)
+    """Home load in W for ``steps`` steps from ``start`` (aligned to the grid), from timestamped readings."""
+    per_day = _steps_per_day(step)
+    blend_steps = round(blend_hours * 3600 / step.total_seconds())
+    grid = history_grid(history, start, step, load_history_steps(per_day, weeks, days, blend_steps))
+    return load_from_grid(
+        grid, steps, per_day, weeks=weeks, days=days, blend_steps=blend_steps, default_w=default_w
+    )
 
 
 def forecast_pv_w(
@@ -94,13 +176,11 @@ def forecast_pv_w(
 ) -> FloatArray:
     """PV production in W (>= 0) for ``steps`` steps; ``external`` (step start -> W) wins where it has a value."""
     start = align_to_step(ensure_utc(start), step)
-    slots = resample_to_grid(history, step)
-    out = np.zeros(steps, dtype=np.float64)
-    for i in range(steps):
-        moment = start + i * step
-        if external is not None and moment in external:
-            out[i] = external[moment]
-            continue
-        value = _profile_value(slots, moment, start, DAY, days)
-        out[i] = value if value is not None else 0.0
-    return np.maximum(out, 0.0)
+    per_day = _steps_per_day(step)
+    out = pv_from_grid(history_grid(history, start, step, days * per_day), steps, per_day, days=days)
+    if external:
+        for i in range(steps):
+            value = external.get(start + i * step)
+            if value is not None:
+                out[i] = max(0.0, value)
+    return out
