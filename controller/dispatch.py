@@ -27,6 +27,9 @@ __all__ = [
 _SURPLUS_IMPORT_TOLERANCE_W = 50.0
 # Discharge stops this close above the reserve, so SoC noise cannot push the car below it.
 _RESERVE_MARGIN_PERCENT = 0.5
+# This close to a departure, a PV surplus smaller than forecast no longer lowers the charging the
+# plan needs: no later plan has the time to make it up.
+DEPARTURE_GUARD = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,8 @@ class VehicleLive:
     soc_percent: float | None
     measured_power_w: float | None = None
     mode: VehicleMode = VehicleMode.AUTO
+    departure_at: datetime | None = None
+    """The next departure the driver expects (for the last-hour guard on PV-surplus following)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +96,7 @@ class _Want:
     may_discharge: bool = False
     follow_load: bool = False
     follow_surplus: bool = False
+    keep_planned_charge: bool = False
     urgent: bool = False
     reasons: list[str] = field(default_factory=list)
 
@@ -193,6 +199,9 @@ class Dispatcher:
             and live.mode is VehicleMode.AUTO
             and not at_max
             and self._plan_charges_from_surplus(inputs.plan, now, planned)
+        )
+        want.keep_planned_charge = (
+            live.departure_at is not None and now <= live.departure_at <= now + DEPARTURE_GUARD
         )
         return want
 
@@ -300,8 +309,12 @@ class Dispatcher:
         capacity_w = sum(caps)
         total_w = min(max(0.0, surplus_w), capacity_w)
         for want, cap in zip(followers, caps, strict=True):
+            planned_w = want.setpoint_w
             want.setpoint_w = total_w * cap / capacity_w if capacity_w > 0 else 0.0
             want.reasons.append(f"following PV surplus {max(0.0, surplus_w):.0f} W")
+            if want.keep_planned_charge and want.setpoint_w < planned_w:
+                want.setpoint_w = planned_w
+                want.reasons.append("departure within the hour: keeping the planned charge")
 
     @staticmethod
     def _storing_beats_export(vehicle: VehicleConfig, import_price: float, export_price: float) -> bool:

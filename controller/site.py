@@ -280,6 +280,7 @@ class Site:
                 soc_percent=self.measured_soc(v),
                 measured_power_w=v.measured_power_w,
                 mode=v.mode,
+                departure_at=departure.at if (departure := self.departure(v, now)) is not None else None,
             )
             for v in self.vehicles.values()
         )

@@ -167,6 +167,7 @@ class ModelPredictiveControl:
                 charger_id=charger,
                 soc_percent=v.soc_percent if v.plugged_in else None,
                 measured_power_w=held if v.plugged_in else 0.0,
+                departure_at=v.next_departure.at if v.next_departure is not None else None,
             )
             for v, charger, held in zip(vehicles, self.chargers, self._held_w, strict=True)
         )

@@ -59,7 +59,15 @@ def inputs(
     now: datetime = T0 + timedelta(minutes=1),
     **kw: Any,
 ) -> DispatchInputs:
-    live = VehicleLive("family-ev", True, "wallbox-garage", soc, car_w, kw.pop("mode", VehicleMode.AUTO))
+    live = VehicleLive(
+        "family-ev",
+        True,
+        "wallbox-garage",
+        soc,
+        car_w,
+        kw.pop("mode", VehicleMode.AUTO),
+        departure_at=kw.pop("departure_at", None),
+    )
     return DispatchInputs(
         now, p, (live,), grid_w, kw.pop("import_w", 17300.0), kw.pop("export_w", 10000.0), **kw
     )
@@ -223,6 +231,24 @@ def test_charging_from_pv_follows_the_measured_surplus() -> None:
     )
     cmd = one(d, inputs(exporting, grid_w=-5000.0, car_w=0.0, now=T0 + timedelta(minutes=3)))
     assert cmd.setpoint_w == pytest.approx(4000.0)
+
+
+def test_less_sun_than_forecast_does_not_cut_the_charge_a_departure_within_the_hour_needs() -> None:
+    solar = plan([4000.0] * 8, import_w=[0.0] * 8)
+    now = T0 + timedelta(minutes=1)
+    leaving_soon = one(
+        Dispatcher(site()), inputs(solar, grid_w=-2500.0, departure_at=now + timedelta(minutes=40))
+    )
+    assert leaving_soon.setpoint_w == pytest.approx(4000.0)
+    assert any("departure within the hour" in r for r in leaving_soon.reasons)
+    # More sun than forecast still goes into the car.
+    more_sun = one(
+        Dispatcher(site()), inputs(solar, grid_w=-6000.0, departure_at=now + timedelta(minutes=40))
+    )
+    assert more_sun.setpoint_w == pytest.approx(6000.0)
+    # With the departure hours away, a later plan makes up the difference: follow the surplus.
+    later = one(Dispatcher(site()), inputs(solar, grid_w=-2500.0, departure_at=now + timedelta(hours=3)))
+    assert later.setpoint_w == pytest.approx(2500.0)
 
 
 def test_grid_charging_is_not_cut_by_a_small_surplus() -> None:
