@@ -33,6 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from controller.config import load_config  # noqa: E402
+from sim.information import FORECAST_MODELS  # noqa: E402
 from sim.metrics import Metrics, compute_metrics, saving_share  # noqa: E402
 from sim.public_data import DEFAULT_DATA_DIR, build_public_scenario  # noqa: E402
 from sim.report import format_comparison, write_metrics_json  # noqa: E402
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-day", type=int, default=0)
     parser.add_argument("--days", type=int, help="shorter study (default: the whole year)")
     parser.add_argument("--tariffs", default=",".join(TARIFFS))
-    parser.add_argument("--forecast", default="profile", choices=("profile", "noisy", "oracle", "daemon"))
+    parser.add_argument("--forecast", default="daemon", choices=FORECAST_MODELS)
     parser.add_argument("--workers", type=int, default=1, help="strategies in parallel processes")
     parser.add_argument(
         "--no-sensitivity", action="store_true", help="skip mpc under other information models"

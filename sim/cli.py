@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from controller.config import ConfigError
+from sim.information import FORECAST_MODELS
 
 __all__ = ["register"]
 
@@ -24,7 +25,7 @@ EXIT_BAD_INPUT = 2
 
 Handler = Callable[[argparse.Namespace, TextIO], int]
 STRATEGY_CHOICES = ("mpc", "uncontrolled", "smart", "perfect", "mpc-no-discharge", "perfect-no-discharge")
-FORECAST_CHOICES = ("profile", "noisy", "oracle", "daemon")
+FORECAST_CHOICES = FORECAST_MODELS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -108,7 +109,7 @@ def _scenario_args(p: argparse.ArgumentParser) -> None:
         metavar="[VEHICLE=]PERCENT",
         help="SoC at the start (default: each car's default target)",
     )
-    p.add_argument("--forecast", choices=FORECAST_CHOICES, default="profile", help="load/PV forecast model")
+    p.add_argument("--forecast", choices=FORECAST_CHOICES, default="daemon", help="load/PV forecast model")
     p.add_argument(
         "--load-forecast", choices=FORECAST_CHOICES, help="load forecast model (default: --forecast)"
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controller.config import ForecastConfig
-from controller.forecast import load_from_grid, load_history_steps, pv_from_grid
+from controller.forecast import load_from_grid, load_history_steps, pv_from_grid, pv_history_steps
 from controller.forecast.profile import DEFAULT_BLEND_HOURS
 from sim.scenario import FloatArray
 
@@ -48,4 +48,5 @@ class DaemonPvForecast:
         self, history: FloatArray, actual_ahead: FloatArray | None, k: int, steps: int, steps_per_day: int
     ) -> FloatArray:
         days = self.settings.pv_history_days
-        return pv_from_grid(history[max(0, k - days * steps_per_day) : k], steps, steps_per_day, days=days)
+        first = max(0, k - pv_history_steps(steps_per_day, days))
+        return pv_from_grid(history[first:k], steps, steps_per_day, days=days)

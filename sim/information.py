@@ -19,7 +19,6 @@ A strategy never reads the scenario. It asks an :class:`InformationModel` for an
 from __future__ import annotations
 
 import bisect
-import functools
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,6 +27,8 @@ from typing import Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from controller.config import ForecastConfig
+from sim.daemon_forecast import DaemonLoadForecast, DaemonPvForecast
 from sim.plant import Plant
 from sim.scenario import FloatArray, Scenario, ScheduledTrip, Series
 
@@ -41,7 +42,6 @@ __all__ = [
     "Observation",
     "OracleForecast",
     "PriceKnowledge",
-    "ProfileForecast",
     "VehicleObservation",
     "make_forecast",
 ]
@@ -115,50 +115,6 @@ class ForecastModel(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class ProfileForecast:
-    """Mean of the same time of day over the last ``days`` measured days, blended near now with the
-    last measured step (weight ``recent_weight``, decaying by ``decay`` per step of lead time)."""
-
-    days: int = 7
-    recent_weight: float = 0.5
-    decay: float = 0.7
-    name: str = "profile"
-    uses_actuals: bool = False
-
-    def forecast(
-        self, history: FloatArray, actual_ahead: FloatArray | None, k: int, steps: int, steps_per_day: int
-    ) -> FloatArray:
-        if k == 0:
-            return np.zeros(steps, dtype=np.float64)
-        offsets, weight = _profile_offsets(steps, steps_per_day, self.days, self.recent_weight, self.decay)
-        index = k + offsets
-        last = history[k - 1]
-        if index.min() >= 0:  # a full history: the common case, kept cheap
-            profile = history[index].mean(axis=1)
-        else:
-            valid = index >= 0
-            values = np.where(valid, history[np.clip(index, 0, k - 1)], 0.0)
-            counts = valid.sum(axis=1)
-            profile = np.where(counts > 0, values.sum(axis=1) / np.maximum(counts, 1), last)
-        out: FloatArray = weight * last + (1.0 - weight) * profile
-        return out
-
-
-@functools.lru_cache(maxsize=32)
-def _profile_offsets(
-    steps: int, steps_per_day: int, days: int, recent_weight: float, decay: float
-) -> tuple[IntArray, FloatArray]:
-    """Per lead step, the offsets of the same time on the ``days`` measured days before now, and the
-    weight of the last measured step."""
-    lead = np.arange(steps)
-    first_back = lead // steps_per_day + 1  # whole days back to land before now
-    back = first_back[:, None] + np.arange(days)[None, :]
-    offsets: IntArray = (lead[:, None] - back * steps_per_day).astype(np.int64)
-    weight: FloatArray = (recent_weight * decay**lead).astype(np.float64)
-    return offsets, weight
-
-
-@dataclass(frozen=True, slots=True)
 class NoisyForecast:
     """Actuals times ``1 + e``: ``e`` is AR(1) over lead time with standard deviation growing from
     ``sigma_now`` to ``sigma_day`` at 24 h; seeded per step, so runs are reproducible."""
@@ -203,12 +159,16 @@ class OracleForecast:
         return actual_ahead.copy()
 
 
-FORECAST_MODELS = ("profile", "noisy", "oracle")
+FORECAST_MODELS = ("daemon", "noisy", "oracle")
 
 
-def make_forecast(name: str, seed: int = 0) -> ForecastModel:
-    if name == "profile":
-        return ProfileForecast()
+def make_forecast(
+    name: str, which: Literal["load", "pv"], settings: ForecastConfig | None = None, seed: int = 0
+) -> ForecastModel:
+    """A forecast model by name: ``daemon`` runs the daemon's own forecasts with ``settings``."""
+    if name == "daemon":
+        settings = settings or ForecastConfig()
+        return DaemonLoadForecast(settings) if which == "load" else DaemonPvForecast(settings)
     if name == "noisy":
         return NoisyForecast(seed=seed)
     if name == "oracle":
@@ -288,8 +248,9 @@ class InformationModel:
         self._scenario = scenario
         self._series = scenario.series
         self._plant = plant
-        self.load_forecast: ForecastModel = load_forecast or ProfileForecast()
-        self.pv_forecast: ForecastModel = pv_forecast or ProfileForecast(days=3)
+        settings = scenario.config.forecast
+        self.load_forecast: ForecastModel = load_forecast or make_forecast("daemon", "load", settings)
+        self.pv_forecast: ForecastModel = pv_forecast or make_forecast("daemon", "pv", settings)
         self.prices = prices or PriceKnowledge()
         self._known_until = self.prices.known_until(self._series)
         self._steps_per_day = round(timedelta(days=1) / self._series.step)

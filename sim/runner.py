@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from sim.baselines import SmartCharging, Uncontrolled
 from sim.engine import ProgressCallback, SimResult, Strategy, simulate
-from sim.information import ForecastModel, InformationModel, PriceKnowledge, ProfileForecast, make_forecast
+from sim.information import ForecastModel, InformationModel, PriceKnowledge, make_forecast
 from sim.metrics import Metrics, compute_metrics
 from sim.overrides import apply_overrides, no_discharge
 from sim.plant import Plant
@@ -35,8 +35,9 @@ def strategy_names(with_no_discharge: bool = False) -> tuple[str, ...]:
 class RunOptions:
     """How the controller's world is modelled (see ``sim.information``)."""
 
-    forecast: str = "profile"
-    """Load and PV forecast model: profile (causal), noisy (error model around actuals), oracle, daemon."""
+    forecast: str = "daemon"
+    """Load and PV forecast model: daemon (the daemon's own forecasts from the measured history),
+    noisy (an error model around the actuals), oracle (the actuals, for diagnosis)."""
     load_forecast: str | None = None
     """Overrides ``forecast`` for the home load."""
     pv_forecast: str | None = None
@@ -50,15 +51,8 @@ class RunOptions:
     """Diagnosis: the current step's load and PV known exactly (see ``sim.information``)."""
 
     def _model(self, name: str, which: Literal["load", "pv"], scenario: Scenario) -> ForecastModel:
-        if name == "daemon":
-            from sim.daemon_forecast import DaemonLoadForecast, DaemonPvForecast
-
-            settings = scenario.config.forecast
-            return DaemonLoadForecast(settings) if which == "load" else DaemonPvForecast(settings)
-        model = make_forecast(name, self.seed + (0 if which == "load" else 1))
-        if isinstance(model, ProfileForecast) and which == "pv":
-            model = replace(model, days=3)  # PV follows the weather of the last days, not of last week
-        return model
+        seed = self.seed + (0 if which == "load" else 1)
+        return make_forecast(name, which, scenario.config.forecast, seed)
 
     def information(self, scenario: Scenario, plant: Plant) -> InformationModel:
         load_model = self._model(self.load_forecast or self.forecast, "load", scenario)

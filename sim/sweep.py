@@ -12,13 +12,14 @@ from dataclasses import replace
 from typing import Any
 
 from controller.config import ConfigError, ConfigIssue
+from sim.information import FORECAST_MODELS
 from sim.overrides import apply_overrides, parse_value
 from sim.runner import RunOptions, run_point
 from sim.scenario import Scenario
 
 __all__ = ["expand_grid", "parse_grid", "run_sweep", "validate_points"]
 
-FORECASTS = ("profile", "noisy", "oracle", "daemon")
+FORECASTS = FORECAST_MODELS
 PointDone = Callable[[int, int, dict[str, Any]], None]
 
 

@@ -14,6 +14,7 @@ from controller.forecast import (
     load_from_grid,
     load_history_steps,
     pv_from_grid,
+    pv_history_steps,
     resample_to_grid,
 )
 
@@ -39,9 +40,13 @@ def test_weekly_profile_repeats_the_same_weekday_and_time() -> None:
             moment = day + i * STEP
             busy = moment.weekday() == 0 and moment.hour == 8 and moment.minute == 0
             history.append((moment, 3000.0 if busy else 300.0))
-    forecast = forecast_load_w(history, START, STEP, 96, blend_hours=0)
-    assert forecast[32] == pytest.approx(3000.0)
-    assert forecast[31] == pytest.approx(300.0) and forecast[33] == pytest.approx(300.0)
+    weekly = forecast_load_w(history, START, STEP, 96, weekly_weight=1.0, blend_hours=0)
+    assert weekly[32] == pytest.approx(3000.0)
+    assert weekly[31] == pytest.approx(300.0) and weekly[33] == pytest.approx(300.0)
+    # By default the same weekday is blended with the last seven days (one Monday among them).
+    blended = forecast_load_w(history, START, STEP, 96, blend_hours=0)
+    assert blended[32] == pytest.approx(0.3 * 3000.0 + 0.7 * (3000.0 + 6 * 300.0) / 7)
+    assert blended[31] == pytest.approx(300.0)
 
 
 def test_daily_fallback_then_default() -> None:
@@ -69,6 +74,21 @@ def test_pv_from_recent_days_and_external_wins() -> None:
     assert forecast_pv_w(history, START, STEP, 96, external=external)[48] == 1234.0
 
 
+def test_pv_follows_the_weather_of_the_last_hour_then_fades_to_the_profile() -> None:
+    per_day = 96
+    sunny_day = np.array([max(0.0, 4000.0 * np.sin(np.pi * (i - 24) / 48)) for i in range(per_day)])
+    grid = np.tile(sunny_day, 7)
+    profile = pv_from_grid(grid[: 6 * per_day + 40], 40, per_day, days=6)  # 10:00, a clear morning
+    cloudy = grid[: 6 * per_day + 40].copy()
+    cloudy[-4:] *= 0.5  # the last hour gave half the usual
+    forecast = pv_from_grid(cloudy, 40, per_day, days=6)
+    assert forecast[0] == pytest.approx(0.5 * profile[0], rel=0.05)
+    assert forecast[0] / profile[0] < forecast[16] / profile[16] < forecast[32] / profile[32] < 1.0
+    # At night there is no weather to read: the profile stands.
+    night = pv_from_grid(grid[: 6 * per_day + 4], 8, per_day, days=6)
+    assert night.tolist() == pytest.approx(sunny_day[4:12].tolist())
+
+
 def test_forecasts_never_go_negative() -> None:
     history = [(START - timedelta(hours=1) + i * STEP, -500.0) for i in range(4)]
     assert np.all(forecast_load_w(history, START, STEP, 8) >= 0)
@@ -91,7 +111,7 @@ def test_readings_and_grid_paths_give_the_same_forecast() -> None:
     # The daemon forecasts from timestamped readings, the simulator from its grid: one code path.
     rng = np.random.default_rng(3)
     per_day = 96
-    length = load_history_steps(per_day, 4, 7, 12)
+    length = load_history_steps(per_day, 4, 7, 4)
     grid = rng.uniform(0.0, 3000.0, length)
     grid[rng.random(length) < 0.2] = np.nan  # gaps
     readings = [
@@ -100,10 +120,10 @@ def test_readings_and_grid_paths_give_the_same_forecast() -> None:
         if not np.isnan(v)
     ]
     assert forecast_load_w(readings, START, STEP, 192).tolist() == pytest.approx(
-        load_from_grid(grid, 192, per_day, blend_steps=12).tolist()
+        load_from_grid(grid, 192, per_day).tolist()
     )
     assert forecast_pv_w(readings, START, STEP, 192).tolist() == pytest.approx(
-        pv_from_grid(grid[-7 * per_day :], 192, per_day).tolist()
+        pv_from_grid(grid[-pv_history_steps(per_day, 7) :], 192, per_day).tolist()
     )
     # A week-old gap falls back to the days before; no history at all gives the default.
     assert load_from_grid(np.array([]), 4, per_day, default_w=321.0).tolist() == [321.0] * 4

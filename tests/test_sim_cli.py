@@ -137,7 +137,7 @@ def test_sweep_on_a_local_process_pool(files: dict[str, Path], tmp_path: Path) -
             "--param",
             "reserve_percent=20,30",
             "--param",
-            "forecast=profile",
+            "forecast=daemon",
             "--workers",
             "2",
             "--out",

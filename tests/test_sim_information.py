@@ -17,7 +17,7 @@ from sim.information import (
     NoisyForecast,
     OracleForecast,
     PriceKnowledge,
-    ProfileForecast,
+    make_forecast,
 )
 from sim.plant import Plant
 from sim.runner import RunOptions
@@ -133,7 +133,7 @@ def test_causal_models_get_only_the_measured_past() -> None:
 
 
 def test_error_models_declare_that_they_perturb_actuals() -> None:
-    assert not ProfileForecast().uses_actuals
+    assert not make_forecast("daemon", "load").uses_actuals
     assert NoisyForecast().uses_actuals and OracleForecast().uses_actuals
     actual = np.full(96, 1000.0)
     noisy = NoisyForecast(seed=3).forecast(np.zeros(10), actual, 10, 96, 96)
@@ -143,11 +143,18 @@ def test_error_models_declare_that_they_perturb_actuals() -> None:
     assert (noisy >= 0).all()
 
 
-def test_profile_forecast_uses_the_same_time_on_past_days() -> None:
+def test_the_default_forecasts_are_the_daemons_on_the_measured_history() -> None:
     history = np.tile(np.arange(96, dtype=float), 3)  # three identical days
-    forecast = ProfileForecast(recent_weight=0.0).forecast(history, None, len(history), 96, 96)
-    assert forecast.tolist() == list(np.arange(96, dtype=float))
-    assert ProfileForecast().forecast(np.zeros(0), None, 0, 4, 96).tolist() == [0.0] * 4
+    load = make_forecast("daemon", "load")
+    pv = make_forecast("daemon", "pv")
+    # Identical days and a last hour on profile: the forecast is the same time of day.
+    assert load.forecast(history, None, len(history), 96, 96).tolist() == pytest.approx(list(range(96)))
+    assert pv.forecast(history, None, len(history), 96, 96).tolist() == pytest.approx(list(range(96)))
+    assert pv.forecast(np.zeros(0), None, 0, 4, 96).tolist() == [0.0] * 4
+    info = InformationModel(tiny_scenario(days=1), Plant(tiny_scenario(days=1)))
+    assert info.load_forecast.name == info.pv_forecast.name == "daemon"
+    with pytest.raises(ValueError, match="unknown forecast model"):
+        make_forecast("crystal-ball", "load")
 
 
 def test_vehicles_are_seen_as_measured_and_trips_with_estimated_energy() -> None:

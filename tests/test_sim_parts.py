@@ -109,8 +109,8 @@ def test_bad_overrides_are_config_errors(overrides: dict[str, object], message: 
 
 
 def test_sweep_grid_parsing() -> None:
-    grid = parse_grid(["horizon_hours=24,36", "forecast=profile,noisy", "nowcast=true"])
-    assert grid == {"horizon_hours": [24, 36], "forecast": ["profile", "noisy"], "nowcast": [True]}
+    grid = parse_grid(["horizon_hours=24,36", "forecast=daemon,noisy", "nowcast=true"])
+    assert grid == {"horizon_hours": [24, 36], "forecast": ["daemon", "noisy"], "nowcast": [True]}
     assert len(expand_grid(grid)) == 4
     assert parse_value("0.05") == 0.05 and parse_value("x") == "x"
     for bad in (["horizon_hours"], ["=1"], ["a=1", "a=2"], ["a="]):

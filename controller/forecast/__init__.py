@@ -7,6 +7,7 @@ from controller.forecast.profile import (
     load_from_grid,
     load_history_steps,
     pv_from_grid,
+    pv_history_steps,
     resample_to_grid,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "load_from_grid",
     "load_history_steps",
     "pv_from_grid",
+    "pv_history_steps",
     "resample_to_grid",
 ]
