@@ -29,8 +29,16 @@ from controller.config import SiteConfig
 from controller.dispatch import ChargerCommand, Dispatcher
 from controller.domain import MeterReading, MeterRole, Plan, align_to_step
 from controller.forecast import forecast_load_w, forecast_pv_w
-from controller.forecast.profile import DEFAULT_BLEND_HOURS
-from controller.mqtt import ControllerStatus, SiteFlows, SiteMqttClient, VehicleStatus
+from controller.forecast.profile import DEFAULT_BLEND_HOURS, PV_RATIO_HOURS
+from controller.mqtt import (
+    ChargerStatus,
+    ControllerStatus,
+    ProfileOutcome,
+    SiteFlows,
+    SiteMqttClient,
+    VehicleStatus,
+    charger_state,
+)
 from controller.mqtt.client import SignalKind
 from controller.ocpp import (
     ChargerDisconnected,
@@ -44,8 +52,9 @@ from controller.ocpp import (
     TransactionStarted,
 )
 from controller.ocpp.events import ChargerConnected
+from controller.ocpp.model import ChargerView, ProfileRecord
 from controller.optimizer import Planner
-from controller.site import Site, VehicleRuntime
+from controller.site import EvReportedLimits, Site, VehicleRuntime
 from controller.site_inputs import SiteInputs
 from controller.store import Store
 
@@ -310,16 +319,7 @@ class Daemon:
             if vehicle is not None and sample.soc_percent is not None:
                 self._soc_read(vehicle)
         elif isinstance(event, ChargingNeedsReported):
-            needs = event.needs
-            vehicle = self.site.on_charging_needs(
-                event.charger_id, needs.departure_time, needs.target_soc_percent
-            )
-            if needs.soc_percent is not None:
-                sampled = self.site.on_charger_sample(event.charger_id, needs.at, None, needs.soc_percent)
-                if sampled is not None:
-                    self._soc_read(sampled)
-            if vehicle is not None:
-                self.request_replan("charging needs")
+            self._charging_needs(event)
         elif isinstance(event, ChargerConnected):
             self.dispatcher.forget(event.charger_id)
             self._dispatch_now.set()
@@ -329,12 +329,53 @@ class Daemon:
             log.warning(
                 "profile_not_accepted",
                 charger=event.charger_id,
+                purpose=event.record.purpose,
                 status=event.record.status.value,
                 reason=event.record.reason,
             )
             self.store.log_event(
-                "profile_not_accepted", now, charger=event.charger_id, status=event.record.status.value
+                "profile_not_accepted",
+                now,
+                charger=event.charger_id,
+                purpose=event.record.purpose,
+                status=event.record.status.value,
+                reason=event.record.reason,
             )
+            # Surfaced on the charger's state topic at the next dispatch, now (``/state`` reads it live).
+            self._last_publish = 0.0
+            self._dispatch_now.set()
+
+    def _charging_needs(self, event: ChargingNeedsReported) -> None:
+        """Departure, target and the EV's own limits for this session; they apply at once."""
+        needs = event.needs
+        if needs.soc_percent is not None:
+            # First, so the V2X energy window is placed on the SoC of this very message.
+            sampled = self.site.on_charger_sample(event.charger_id, needs.at, None, needs.soc_percent)
+            if sampled is not None:
+                self._soc_read(sampled)
+        reported = EvReportedLimits(
+            max_charge_power_w=needs.max_charge_power_w,
+            max_discharge_power_w=needs.max_discharge_power_w,
+            min_v2x_energy_wh=needs.min_v2x_energy_request_wh,
+            max_v2x_energy_wh=needs.max_v2x_energy_request_wh,
+        )
+        vehicle = self.site.on_charging_needs(
+            event.charger_id, needs.departure_time, needs.target_soc_percent, reported
+        )
+        if vehicle is None:
+            return
+        limits = vehicle.session_limits
+        log.info(
+            "ev_charging_needs",
+            vehicle=vehicle.config.id,
+            charger=event.charger_id,
+            session_limits=limits.model_dump(exclude_none=True) if limits else None,
+        )
+        self._persist_vehicles(vehicle)
+        self.request_replan("charging needs")
+        # New caps bound the setpoints now, and the profile's limits change even at the same setpoint.
+        self.dispatcher.forget(event.charger_id)
+        self._dispatch_now.set()
 
     def _plug_changed(self, vehicle: VehicleRuntime, charger_id: str, now: dt.datetime) -> None:
         kind = "plug_in" if vehicle.plugged_in else "unplug"
@@ -409,7 +450,7 @@ class Daemon:
         steps = self.cfg.site.steps
         # The profiles of the last hours (the recent-bias window) reach that much further back.
         load_since = now - dt.timedelta(weeks=settings.load_history_weeks, hours=DEFAULT_BLEND_HOURS)
-        pv_since = now - dt.timedelta(days=settings.pv_history_days)
+        pv_since = now - dt.timedelta(days=settings.pv_history_days, hours=PV_RATIO_HOURS)
         load = self.store.history_means(HOME_LOAD_SERIES, load_since, now, step)
         pv = self.store.history_means(PV_SERIES, pv_since, now, step)
         external = self._pv_forecast_external(now) if pv_external is None else pv_external
@@ -560,6 +601,7 @@ class Daemon:
                 safe_mode=self.inputs.safe_mode(now),
             )
         )
+        await self._publish_chargers(now)
         for vehicle in self.site.vehicles.values():
             departure = self.site.departure(vehicle, now)
             await self.mqtt.publish_vehicle(
@@ -575,9 +617,21 @@ class Daemon:
                     charger_id=vehicle.charger_id,
                     departure_at=departure.at if departure else None,
                     v2l_active=vehicle.v2l is not None and not vehicle.v2l_cut_off,
+                    ev_limits=_ev_limits(vehicle),
                 )
             )
         await self.mqtt.publish_status(self._status(now))
+
+    def charger_statuses(self, now: dt.datetime) -> list[ChargerStatus]:
+        """Every configured charger as the CSMS sees it, with the outcome of its last profiles."""
+        views = self.ocpp.chargers
+        ids = [c.id for c in self.cfg.chargers]
+        ids += [cid for cid in views if cid not in ids]  # accepted without config (accept_unknown)
+        return [_charger_status(views.get(cid), cid, now) for cid in ids]
+
+    async def _publish_chargers(self, now: dt.datetime) -> None:
+        for status in self.charger_statuses(now):
+            await self.mqtt.publish_charger(status)
 
     # ---------------------------------------------------------------- HTTP API
 
@@ -616,6 +670,7 @@ class Daemon:
                 "reason": self.plan.vehicles[v.config.id].reason
                 if self.plan and v.config.id in self.plan.vehicles
                 else None,
+                "ev_limits": _ev_limits(v),
             }
         return {
             "at": now,
@@ -625,6 +680,7 @@ class Daemon:
             "safe_mode_reasons": self.inputs.safe_mode_reasons(now),
             "grid_lost": self.inputs.grid_lost,
             "vehicles": vehicles,
+            "chargers": {status.charger_id: charger_state(status) for status in self.charger_statuses(now)},
             "plan": None
             if self.plan is None
             else {
@@ -662,6 +718,41 @@ class Daemon:
         task = asyncio.get_running_loop().create_task(guarded(), name=name)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+
+def _ev_limits(vehicle: VehicleRuntime) -> dict[str, float] | None:
+    """The EV's own limits for its session, only those it reported (None: none)."""
+    limits = vehicle.session_limits
+    return None if limits is None else limits.model_dump(exclude_none=True)
+
+
+def _outcome(record: ProfileRecord | None) -> ProfileOutcome | None:
+    if record is None:
+        return None
+    return ProfileOutcome(
+        purpose=record.purpose,
+        status=record.status.value,
+        at=record.at,
+        reason=record.reason,
+        attempt=record.attempt,
+        valid_to=record.valid_to,
+    )
+
+
+def _charger_status(view: ChargerView | None, charger_id: str, now: dt.datetime) -> ChargerStatus:
+    if view is None:  # configured, never seen
+        return ChargerStatus(charger_id=charger_id, at=now, connected=False)
+    return ChargerStatus(
+        charger_id=charger_id,
+        at=now,
+        connected=view.connected,
+        ocpp_version=view.ocpp_version.value if view.ocpp_version else None,
+        status=view.status,
+        transaction_id=view.transaction_id,
+        last_seen=view.last_seen,
+        last_profile=_outcome(view.last_profile),
+        default_profile=_outcome(view.default_profile),
+    )
 
 
 async def _wait_for_event(event: asyncio.Event, timeout_s: float) -> None:

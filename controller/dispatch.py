@@ -27,9 +27,12 @@ __all__ = [
 _SURPLUS_IMPORT_TOLERANCE_W = 50.0
 # Discharge stops this close above the reserve, so SoC noise cannot push the car below it.
 _RESERVE_MARGIN_PERCENT = 0.5
-# This close to a departure, a PV surplus smaller than forecast no longer lowers the charging the
-# plan needs: no later plan has the time to make it up.
+# This close to a departure, measured PV surplus or home load that differ from the forecast no longer
+# move the car's power away from the target: less charging or more discharging than planned would
+# leave no later plan the time to make it up.
 DEPARTURE_GUARD = timedelta(hours=1)
+# A planned power this small is solver noise, not an intent to charge or discharge.
+_PLANNED_NOISE_W = 50.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,12 @@ class VehicleLive:
     mode: VehicleMode = VehicleMode.AUTO
     departure_at: datetime | None = None
     """The next departure the driver expects (for the last-hour guard on PV-surplus following)."""
+    ev_max_charge_w: float | None = None
+    """The EV's own charge power cap for this session (NotifyEVChargingNeeds), None = none reported."""
+    ev_max_discharge_w: float | None = None
+    """The EV's own discharge power cap (a magnitude), None = none reported."""
+    ev_min_soc_percent: float | None = None
+    """The EV's own V2X floor: no discharge at or below it (nor below the configured reserve)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +105,10 @@ class _Want:
     may_discharge: bool = False
     follow_load: bool = False
     follow_surplus: bool = False
-    keep_planned_charge: bool = False
+    departure_soon: bool = False
     urgent: bool = False
+    ev_capped: bool = False
+    """The EV's own power limit is below the config's."""
     reasons: list[str] = field(default_factory=list)
 
 
@@ -167,6 +178,7 @@ class Dispatcher:
             return None
         max_charge_kw, max_discharge_kw = power_limits_kw(vehicle, charger)
         want = _Want(live, vehicle, charger, 0.0, 1000.0 * max_charge_kw, 1000.0 * max_discharge_kw)
+        self._apply_ev_caps(live, want)
         if live.mode is VehicleMode.CHARGE_NOW:
             planned = want.max_charge_w
             want.reasons.append("charge now")
@@ -193,6 +205,8 @@ class Dispatcher:
                 # Discharge without intended export follows the measured load: never export by accident.
                 want.follow_load = not (vehicle.permissions.v2g and exporting)
         want.setpoint_w = max(-want.max_discharge_w, min(want.max_charge_w, planned))
+        if want.ev_capped and want.setpoint_w != planned:
+            want.urgent = True  # the EV's own limit: a lower setpoint goes out at once
         want.follow_surplus = (
             planned >= 0
             and not inputs.grid_lost
@@ -200,10 +214,22 @@ class Dispatcher:
             and not at_max
             and self._plan_charges_from_surplus(inputs.plan, now, planned)
         )
-        want.keep_planned_charge = (
+        want.departure_soon = (
             live.departure_at is not None and now <= live.departure_at <= now + DEPARTURE_GUARD
         )
         return want
+
+    @staticmethod
+    def _apply_ev_caps(live: VehicleLive, want: _Want) -> None:
+        """The EV's own power caps lower the config's (never raise them); every later clamp uses them."""
+        if live.ev_max_charge_w is not None and live.ev_max_charge_w < want.max_charge_w:
+            want.max_charge_w = max(0.0, live.ev_max_charge_w)
+            want.ev_capped = True
+            want.reasons.append(f"EV charge limit {want.max_charge_w:.0f} W")
+        if live.ev_max_discharge_w is not None and live.ev_max_discharge_w < want.max_discharge_w:
+            want.max_discharge_w = max(0.0, live.ev_max_discharge_w)
+            want.ev_capped = True
+            want.reasons.append(f"EV discharge limit {want.max_discharge_w:.0f} W")
 
     @staticmethod
     def _plan_charges_from_surplus(plan: Plan | None, now: datetime, planned_w: float) -> bool:
@@ -228,6 +254,8 @@ class Dispatcher:
             blocked = "SoC unknown: no discharge"
         elif live.soc_percent <= vehicle.reserve_percent + _RESERVE_MARGIN_PERCENT:
             blocked = "at reserve: no discharge"
+        elif live.ev_min_soc_percent is not None and live.soc_percent <= live.ev_min_soc_percent:
+            blocked = "at the EV's V2X floor: no discharge"
         if blocked is not None:
             want.reasons.append(blocked)
             want.urgent = True
@@ -246,7 +274,8 @@ class Dispatcher:
             return 0.0
         if vehicle_plan.reason:
             reasons.append(vehicle_plan.reason)
-        return vehicle_plan.power_w[index]
+        planned_w = vehicle_plan.power_w[index]
+        return 0.0 if abs(planned_w) < _PLANNED_NOISE_W else planned_w
 
     # -------------------------------------------------- site-level following
 
@@ -280,8 +309,12 @@ class Dispatcher:
         capacity_w = sum(w.max_discharge_w for w in followers)
         for want in followers:
             share = want.max_discharge_w / capacity_w if capacity_w > 0 else 0.0
+            planned_w = want.setpoint_w
             want.setpoint_w = -min(want.max_discharge_w, net_home_w * share)
             want.reasons.append(f"following home load {net_home_w:.0f} W")
+            if want.departure_soon and want.setpoint_w < planned_w and not inputs.grid_lost:
+                want.setpoint_w = planned_w
+                want.reasons.append("departure within the hour: no more discharge than planned")
 
     def _follow_pv_surplus(self, inputs: DispatchInputs, wants: dict[str, _Want]) -> None:
         """Cars the plan charges from PV take the measured surplus, not the forecast one.
@@ -312,7 +345,7 @@ class Dispatcher:
             planned_w = want.setpoint_w
             want.setpoint_w = total_w * cap / capacity_w if capacity_w > 0 else 0.0
             want.reasons.append(f"following PV surplus {max(0.0, surplus_w):.0f} W")
-            if want.keep_planned_charge and want.setpoint_w < planned_w:
+            if want.departure_soon and want.setpoint_w < planned_w:
                 want.setpoint_w = planned_w
                 want.reasons.append("departure within the hour: keeping the planned charge")
 

@@ -8,6 +8,7 @@ charger comes from ``vehicles[].home_charger`` (the first car naming a charger i
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,10 +28,10 @@ from controller.domain import (
     ensure_utc,
 )
 from controller.site_inputs import SiteInputs
-from controller.snapshot import DepartureGoal, Snapshot, V2LRequest, VehicleSnapshot
+from controller.snapshot import DepartureGoal, SessionLimits, Snapshot, V2LRequest, VehicleSnapshot
 from controller.vehicles import SocTracker, next_departure
 
-__all__ = ["PLUGGED_STATUSES", "UNPLUGGED_STATUSES", "Site", "VehicleRuntime"]
+__all__ = ["PLUGGED_STATUSES", "UNPLUGGED_STATUSES", "EvReportedLimits", "Site", "VehicleRuntime"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -44,6 +45,22 @@ V2L_CUTOFF_MARGIN_PERCENT = 1.0
 # Without a vehicle_soc meter (SoC from the charger only), a SoC reading older than this is too old to
 # protect the reserve during a V2L session (the car may be drawing kilowatts meanwhile).
 V2L_SOC_MAX_AGE = dt.timedelta(minutes=15)
+
+
+# Power an EV may report that is still a number, not a data error (as the snapshot bounds it).
+_MAX_REPORTED_POWER_W = 10_000_000.0
+
+
+@dataclass(frozen=True, slots=True)
+class EvReportedLimits:
+    """The EV's limits as NotifyEVChargingNeeds brings them: W, and the V2X energy window in Wh
+    from now (ISO 15118-20: a negative minimum means that much may be discharged before the EV's
+    own floor; the maximum is the energy up to its own ceiling). None where the EV said nothing."""
+
+    max_charge_power_w: float | None = None
+    max_discharge_power_w: float | None = None
+    min_v2x_energy_wh: float | None = None
+    max_v2x_energy_wh: float | None = None
 
 
 @dataclass(slots=True)
@@ -60,6 +77,8 @@ class VehicleRuntime:
     v2l_cut_off: bool = False
     measured_power_w: float | None = None
     setpoint_w: float = 0.0
+    session_limits: SessionLimits | None = None
+    """The EV's own limits for this session (until unplug or its next NotifyEVChargingNeeds)."""
 
     def effective_config(self) -> VehicleConfig:
         """The config with weekly-departure overrides applied (None removes a day)."""
@@ -106,6 +125,7 @@ class Site:
         else:
             vehicle.tracker.on_departure()
             vehicle.charger_departure = None
+            vehicle.session_limits = None
         return vehicle
 
     def on_connector_status(self, charger_id: str, status: str, at: dt.datetime) -> VehicleRuntime | None:
@@ -129,19 +149,64 @@ class Site:
         return vehicle
 
     def on_charging_needs(
-        self, charger_id: str, departure_at: dt.datetime | None, target_soc_percent: float | None
+        self,
+        charger_id: str,
+        departure_at: dt.datetime | None,
+        target_soc_percent: float | None,
+        reported: EvReportedLimits | None = None,
     ) -> VehicleRuntime | None:
+        """The EV's needs: a departure (kept when a later message has none) and its limits, which
+        replace the previous ones. Returns the vehicle when the plan must change."""
         vehicle = self.vehicle_at(charger_id)
-        if vehicle is None or departure_at is None:
+        if vehicle is None:
             return None
-        target = (
-            target_soc_percent
-            if target_soc_percent is not None
-            else vehicle.config.default_target_soc_percent
+        changed = False
+        if departure_at is not None:
+            target = (
+                target_soc_percent
+                if target_soc_percent is not None
+                else vehicle.config.default_target_soc_percent
+            )
+            target = min(max(target, vehicle.config.reserve_percent), vehicle.config.max_soc_percent)
+            vehicle.charger_departure = Departure(departure_at, target)
+            changed = True
+        limits = self._session_limits(vehicle, reported)
+        if limits != vehicle.session_limits:
+            vehicle.session_limits = limits
+            changed = True
+        return vehicle if changed else None
+
+    @staticmethod
+    def _session_limits(vehicle: VehicleRuntime, reported: EvReportedLimits | None) -> SessionLimits | None:
+        """The reported limits in this vehicle's terms: W caps, and the V2X energy window turned into
+        SoC bounds on the SoC known now (without a SoC the window cannot be placed and is left out).
+        Numbers that make no sense (negative power, not finite) count as not reported."""
+        if reported is None:
+            return None
+
+        def power(value: float | None) -> float | None:
+            if value is None or not math.isfinite(value) or value < 0:
+                return None
+            return min(value, _MAX_REPORTED_POWER_W)
+
+        estimate = vehicle.tracker.estimate()
+        capacity_wh = 1000.0 * vehicle.config.usable_capacity_kwh
+
+        def soc(energy_wh: float | None) -> float | None:
+            if energy_wh is None or estimate is None or not math.isfinite(energy_wh) or capacity_wh <= 0:
+                return None
+            return min(100.0, max(0.0, estimate.soc_percent + 100.0 * energy_wh / capacity_wh))
+
+        floor, ceiling = soc(reported.min_v2x_energy_wh), soc(reported.max_v2x_energy_wh)
+        if floor is not None and ceiling is not None and ceiling < floor:
+            ceiling = None  # contradictory window: keep the floor (the safe half)
+        limits = SessionLimits(
+            max_charge_power_w=power(reported.max_charge_power_w),
+            max_discharge_power_w=power(reported.max_discharge_power_w),
+            min_soc_percent=None if floor is None else round(floor, 3),
+            max_soc_percent=None if ceiling is None else round(ceiling, 3),
         )
-        target = min(max(target, vehicle.config.reserve_percent), vehicle.config.max_soc_percent)
-        vehicle.charger_departure = Departure(departure_at, target)
-        return vehicle
+        return None if limits == SessionLimits() else limits
 
     def on_vehicle_soc(self, vehicle_id: str, soc_percent: float, at: dt.datetime) -> VehicleRuntime | None:
         vehicle = self.vehicles.get(vehicle_id)
@@ -254,6 +319,7 @@ class Site:
                     if session is not None
                     else None,
                     mode=mode,
+                    session_limits=vehicle.session_limits,
                 )
             )
         return Snapshot(
@@ -272,18 +338,7 @@ class Site:
 
     def dispatch_inputs(self, now: dt.datetime, plan: Plan | None) -> DispatchInputs:
         limits = self.inputs.limits_at(now)
-        lives = tuple(
-            VehicleLive(
-                vehicle_id=v.config.id,
-                plugged_in=v.plugged_in,
-                charger_id=v.charger_id,
-                soc_percent=self.measured_soc(v),
-                measured_power_w=v.measured_power_w,
-                mode=v.mode,
-                departure_at=departure.at if (departure := self.departure(v, now)) is not None else None,
-            )
-            for v in self.vehicles.values()
-        )
+        lives = tuple(self._live(v, now) for v in self.vehicles.values())
         return DispatchInputs(
             now=now,
             plan=plan,
@@ -297,6 +352,22 @@ class Site:
             pv_power_w=self.inputs.pv_power_w(now),
         )
 
+    def _live(self, vehicle: VehicleRuntime, now: dt.datetime) -> VehicleLive:
+        departure = self.departure(vehicle, now)
+        ev = vehicle.session_limits
+        return VehicleLive(
+            vehicle_id=vehicle.config.id,
+            plugged_in=vehicle.plugged_in,
+            charger_id=vehicle.charger_id,
+            soc_percent=self.measured_soc(vehicle),
+            measured_power_w=vehicle.measured_power_w,
+            mode=vehicle.mode,
+            departure_at=departure.at if departure is not None else None,
+            ev_max_charge_w=ev.max_charge_power_w if ev else None,
+            ev_max_discharge_w=ev.max_discharge_power_w if ev else None,
+            ev_min_soc_percent=ev.min_soc_percent if ev else None,
+        )
+
     # ------------------------------------------------------- persistence
 
     def vehicle_record(self, vehicle: VehicleRuntime) -> dict[str, Any]:
@@ -307,6 +378,7 @@ class Site:
             "soc_percent": estimate.soc_percent if estimate else None,
             "soc_at": estimate.at.isoformat() if estimate else None,
             "soc_measured": estimate.measured if estimate else False,
+            "session_limits": vehicle.session_limits.model_dump() if vehicle.session_limits else None,
         }
 
     def restore_vehicle(self, vehicle_id: str, record: dict[str, Any]) -> bool:
@@ -324,7 +396,11 @@ class Site:
             soc = (float(record["soc_percent"]), ensure_utc(dt.datetime.fromisoformat(record["soc_at"])))
             if not 0.0 <= soc[0] <= 100.0:
                 raise ValueError(f"soc_percent {soc[0]} is not 0..100")
+        stored_limits = record.get("session_limits")
+        # The EV's limits belong to the session still plugged in; a ValidationError is a ValueError.
+        limits = SessionLimits.model_validate(stored_limits) if stored_limits and plugged_in else None
         vehicle.plugged_in = plugged_in
+        vehicle.session_limits = limits
         if charger_id is not None and self.cfg.charger(charger_id) is not None:
             vehicle.charger_id = charger_id  # a charger no longer configured keeps the home one
         if soc is not None:

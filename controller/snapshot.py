@@ -32,6 +32,7 @@ from controller.domain import VehicleMode
 __all__ = [
     "MAX_SERIES_LENGTH",
     "DepartureGoal",
+    "SessionLimits",
     "Snapshot",
     "Trip",
     "V2LRequest",
@@ -102,6 +103,37 @@ class V2LRequest(_Model):
         return self
 
 
+class SessionLimits(_Model):
+    """Limits the EV itself reported for this charging session (OCPP 2.1 NotifyEVChargingNeeds).
+
+    They only tighten the site config: power caps below the car/charger ratings, a V2X floor above
+    the configured reserve, a V2X ceiling below the configured max SoC. Never loosen either.
+    """
+
+    max_charge_power_w: PowerW | None = Field(None, description="The EV's maximum charge power now, W.")
+    max_discharge_power_w: PowerW | None = Field(
+        None, description="The EV's maximum discharge power now, W (a magnitude)."
+    )
+    min_soc_percent: Percent | None = Field(
+        None, description="The EV's own floor for V2X: never discharged below it, %."
+    )
+    max_soc_percent: Percent | None = Field(
+        None,
+        description="The EV's own ceiling for V2X: not charged above it except for a departure target, %.",
+    )
+
+    @model_validator(mode="after")
+    def _floor_below_ceiling(self) -> Self:
+        low, high = self.min_soc_percent, self.max_soc_percent
+        if low is not None and high is not None and low > high:
+            raise PydanticCustomError(
+                "soc_window",
+                "min_soc_percent {low} is above max_soc_percent {high}",
+                {"low": low, "high": high},
+            )
+        return self
+
+
 class VehicleSnapshot(_Model):
     """One vehicle: its state now and what is known about its next hours."""
 
@@ -118,6 +150,9 @@ class VehicleSnapshot(_Model):
     mode: VehicleMode = Field(
         VehicleMode.AUTO,
         description="auto: plan freely; charge_now: fill to max SoC at once; no_discharge: never discharge.",
+    )
+    session_limits: SessionLimits | None = Field(
+        None, description="Limits the EV reported for this session; they only tighten the config."
     )
 
     @field_validator("away")

@@ -435,6 +435,8 @@ class Charger:
     soc_percent: float | None = None
     follow_setpoint: bool = False
     """Act on TxProfiles: power follows the first period's setpoint (the benchmark's chargers)."""
+    tx_profile_status: str = "Accepted"
+    """How TxProfiles are answered ("Rejected" adds statusInfo reasonCode "TxNotFound")."""
     _pending: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=itertools.count)
     _seq: itertools.count[int] = field(default_factory=itertools.count)
@@ -448,7 +450,7 @@ class Charger:
                     profile = frame[3]["chargingProfile"]
                     if profile["chargingProfilePurpose"] == "TxProfile":
                         self.power_w = float(periods(frame[3])[0].get("setpoint", 0))
-                await self.ws.send(json.dumps([3, frame[1], self._answer(frame[2], frame[3])]))
+                await self.ws.send(json.dumps([3, frame[1], self.answer(frame[2], frame[3])]))
             elif frame[0] in (3, 4):
                 future = self._pending.pop(frame[1], None)
                 if future is not None and not future.done():
@@ -457,8 +459,10 @@ class Charger:
                     else:
                         future.set_exception(AssertionError(f"CALLERROR {frame[2]}: {frame[3]}"))
 
-    @staticmethod
-    def _answer(action: str, payload: Json) -> Json:
+    def answer(self, action: str, payload: Json) -> Json:
+        purpose = payload.get("chargingProfile", {}).get("chargingProfilePurpose")
+        if action == "SetChargingProfile" and purpose == "TxProfile" and self.tx_profile_status != "Accepted":
+            return {"status": self.tx_profile_status, "statusInfo": {"reasonCode": "TxNotFound"}}
         if action == "SetVariables":
             return {
                 "setVariableResult": [
@@ -574,18 +578,20 @@ class Charger:
     async def meter_values(self) -> None:
         await self.call("MeterValues", {"evseId": 1, "meterValue": self._meter_value()})
 
-    async def charging_needs(self, departure: datetime, target_soc_percent: float) -> Json:
+    async def charging_needs(
+        self, departure: datetime | None, target_soc_percent: float | None = None, **v2x: float
+    ) -> Json:
+        """NotifyEVChargingNeeds; ``v2x`` adds V2XChargingParameters (``maxDischargePower=2500`` …)."""
+        parameters: Json = dict(v2x)
+        if target_soc_percent is not None:
+            parameters["targetSoC"] = target_soc_percent
+        needs: Json = {"requestedEnergyTransfer": "AC_BPT" if v2x else "AC_three_phase"}
+        if departure is not None:
+            needs["departureTime"] = iso(departure)
+        if parameters:
+            needs["v2xChargingParameters"] = parameters
         return await self.call(
-            "NotifyEVChargingNeeds",
-            {
-                "evseId": 1,
-                "timestamp": iso(utc_now()),
-                "chargingNeeds": {
-                    "requestedEnergyTransfer": "AC_three_phase",
-                    "departureTime": iso(departure),
-                    "v2xChargingParameters": {"targetSoC": target_soc_percent},
-                },
-            },
+            "NotifyEVChargingNeeds", {"evseId": 1, "timestamp": iso(utc_now()), "chargingNeeds": needs}
         )
 
 

@@ -47,6 +47,17 @@ def test_home_example_content() -> None:
     assert cfg.mqtt.username is None and cfg.mqtt.password is None  # ${MQTT_USER:-} -> empty -> unset
 
 
+def test_home_example_commented_settings_are_valid_when_uncommented(tmp_path: Path) -> None:
+    """The optional settings the example shows commented out load as written once uncommented."""
+    text = EXAMPLES[0].read_text()
+    commented = "  # accepted_id_tokens: "
+    assert commented in text
+    assert load_config(EXAMPLES[0], env={}).ocpp.accepted_id_tokens is None  # absent: any token
+    enabled = tmp_path / "home.yaml"
+    enabled.write_text(text.replace(commented, "  accepted_id_tokens: "))
+    assert load_config(enabled, env={}).ocpp.accepted_id_tokens == ["04A1B2C3D4E5F6"]
+
+
 def test_env_substitution_reads_secrets() -> None:
     cfg = load_config(EXAMPLES[0], env={"MQTT_PASSWORD": "s3cret", "MQTT_HOST": "broker.lan"})
     assert cfg.mqtt.host == "broker.lan"

@@ -181,6 +181,73 @@ async def test_evening_peak_discharges_and_sigterm_leaves_the_charger_safe(tmp_p
         store.close()
 
 
+# ------------------------------------------------------------------------------ the EV's own limits
+
+
+async def test_the_evs_reported_v2x_limits_bound_the_discharging_profile_and_the_plan(tmp_path: Path) -> None:
+    """NotifyEVChargingNeeds with a low discharge power and a V2X energy window: the profile the
+    charger gets and the plan stay inside them; unplug ends them."""
+    site = make_site(tmp_path, "evlimits", timezone=evening_timezone())
+    async with broker(f"{site.base}/#") as mqtt:
+        try:
+            async with running_daemon(site) as daemon, MeterFeed(mqtt) as meters:
+                meters.set(site.topic("meter/grid"), 400.0)
+                await meters.publish_now()
+                await publish_prices(mqtt, site, PEAK_IMPORT, PEAK_EXPORT)
+                async with charger(site.ocpp_port) as cp:
+                    await cp.plug_in("tx-ev", soc_percent=80)
+                    # Without the EV's limits the peak discharges at the config's 10 kW.
+                    free = await cp.wait_profile(lambda p: first_setpoint(p) < -5000, timeout_s=15)
+                    assert periods(free.payload)[0]["dischargeLimit"] == -10_000
+                    mark, seen, sent_at = cp.mark(), len(daemon.events("plan_ready")), utc_now()
+                    # The EV: 5 kW discharge, 7 kW charge, 6 kWh above its own V2X floor (80 % - 10 %).
+                    answer = await cp.charging_needs(
+                        None,
+                        maxDischargePower=5000,
+                        maxChargePower=7000,
+                        evMinV2XEnergyRequest=-6000,
+                        evMaxV2XEnergyRequest=6000,
+                    )
+                    assert answer == {"status": "Accepted"}
+                    capped = await cp.wait_profile(
+                        lambda p: periods(p)[0]["dischargeLimit"] == -5000, since=mark, timeout_s=10
+                    )
+                    rows = periods(capped.payload)
+                    assert rows[0]["setpoint"] == -5000 and rows[0]["limit"] == 7000
+                    assert all(-5000 <= r["setpoint"] <= 7000 and r["limit"] == 7000 for r in rows), rows
+                    assert all(r["dischargeLimit"] in (-5000, 0) for r in rows), rows
+                    limits = await daemon.wait_log("ev_charging_needs")
+                    assert limits["session_limits"] == {
+                        "max_charge_power_w": 7000.0,
+                        "max_discharge_power_w": 5000.0,
+                        "min_soc_percent": 70.0,
+                        "max_soc_percent": 90.0,
+                    }
+                    await daemon.wait_plan("charging needs", after=seen)
+                    plan = await mqtt.wait_message(
+                        f"{site.base}/state/plan",
+                        lambda m: datetime.fromisoformat(m.json()["created_at"]) > sent_at,
+                    )
+                    car_plan = plan.json()["vehicles"]["car"]
+                    assert min(car_plan["power_w"]) >= -5000 and max(car_plan["power_w"]) <= 7000
+                    assert (
+                        min(car_plan["soc_percent"]) >= 70.0 - 0.1
+                    )  # the EV's floor, above the 20 % reserve
+                    state = await latest_state(mqtt, site, utc_now())
+                    assert state["ev_limits"]["max_discharge_power_w"] == 5000.0
+                    await no_profile(
+                        cp, mark, lambda p: any(r.get("dischargeLimit", 0) < -5000 for r in periods(p)), 2.0
+                    )
+
+                    mark = cp.mark()
+                    await cp.transaction("Ended", "tx-ev", stopped_reason="EVDisconnected")
+                    await cp.status("Available")
+                    unplugged = await latest_state(mqtt, site, utc_now())
+                    assert unplugged["plugged_in"] is False and unplugged["ev_limits"] is None
+        finally:
+            await mqtt.clear_retained(site.prefix)
+
+
 # ------------------------------------------------------------------------------ departure, unplug
 
 
@@ -668,5 +735,31 @@ async def test_http_health_and_state_and_pv_forecast_topic(tmp_path: Path) -> No
                 await mqtt.publish(site.topic("forecast/pv"), b"[{broken")
                 await daemon.wait_log("signal_rejected", kind="pv_forecast")
                 assert (await http_get(api_port, "/health"))[0] == 200
+
+                # A charger that rejects its TxProfile: /state and the charger's topic say so.
+                async with charger(site.ocpp_port) as cp:
+                    cp.tx_profile_status = "Rejected"
+                    await cp.plug_in("tx-http", soc_percent=50)
+
+                    async def rejected_in_state() -> Any:
+                        chargers = (await http_get(api_port, "/state", "dash-token"))[1]["chargers"]
+                        last = chargers["wb1"]["last_profile"]
+                        return chargers["wb1"] if last and last["status"] == "rejected" else None
+
+                    deadline = time.monotonic() + 10
+                    while (shown := await rejected_in_state()) is None:
+                        assert time.monotonic() < deadline, "/state never showed the rejected profile"
+                        await asyncio.sleep(0.2)
+                    assert shown["connected"] is True and shown["transaction_id"] == "tx-http"
+                    assert shown["last_profile"]["purpose"] == "TxProfile"
+                    assert shown["last_profile"]["reason"] == "Rejected (TxNotFound)"
+                    assert shown["default_profile"]["status"] == "accepted"
+                    published = await mqtt.wait_message(
+                        f"{site.base}/state/charger/wb1",
+                        lambda m: (m.json()["last_profile"] or {}).get("status") == "rejected",
+                        timeout_s=5,
+                    )
+                    assert published.json()["last_profile"]["accepted"] is False
+                    await daemon.wait_log("profile_not_accepted", status="rejected")
         finally:
             await mqtt.clear_retained(site.prefix)

@@ -67,6 +67,9 @@ def inputs(
         car_w,
         kw.pop("mode", VehicleMode.AUTO),
         departure_at=kw.pop("departure_at", None),
+        ev_max_charge_w=kw.pop("ev_max_charge_w", None),
+        ev_max_discharge_w=kw.pop("ev_max_discharge_w", None),
+        ev_min_soc_percent=kw.pop("ev_min_soc_percent", None),
     )
     return DispatchInputs(
         now, p, (live,), grid_w, kw.pop("import_w", 17300.0), kw.pop("export_w", 10000.0), **kw
@@ -146,6 +149,47 @@ def test_no_discharge_when_unsafe(kwargs: dict[str, Any], reason: str) -> None:
     assert cmd.setpoint_w == 0.0
     assert any(reason in r for r in cmd.reasons)
     assert all(p.setpoint_w >= 0 for p in cmd.schedule.periods)
+
+
+def test_the_evs_own_power_caps_bound_setpoints_and_every_period_of_the_schedule() -> None:
+    p = plan([-10000.0] * 4 + [11000.0] * 4, export_w=[9000.0] * 4 + [0.0] * 4)
+    capped = one(Dispatcher(site()), inputs(p, grid_w=0.0, ev_max_charge_w=7400.0, ev_max_discharge_w=3000.0))
+    assert capped.setpoint_w == pytest.approx(-3000.0)
+    assert any("EV discharge limit 3000 W" in r for r in capped.reasons)
+    periods = capped.schedule.periods
+    assert {(q.max_charge_w, q.max_discharge_w) for q in periods} == {(7400.0, 3000.0)}
+    assert [q.setpoint_w for q in periods] == [-3000.0, 7400.0]  # the later charging is capped too
+    # Load following shares the home's load within the EV's cap.
+    v2h = one(Dispatcher(site()), inputs(plan([-3000.0] * 8), grid_w=4500.0, ev_max_discharge_w=2000.0))
+    assert v2h.setpoint_w == pytest.approx(-2000.0)
+    # A cap above the config's never raises it.
+    loose = one(
+        Dispatcher(site()), inputs(p, grid_w=0.0, ev_max_charge_w=50_000.0, ev_max_discharge_w=50_000.0)
+    )
+    assert loose.setpoint_w == pytest.approx(-10000.0)
+    assert loose.schedule.periods[0].max_discharge_w == 10000.0
+    assert loose.schedule.periods[0].max_charge_w == 11000.0
+    # An EV that allows no discharge now gets a charge-only schedule.
+    none = one(Dispatcher(site()), inputs(p, grid_w=0.0, ev_max_discharge_w=0.0))
+    assert none.setpoint_w == 0.0 and all(q.max_discharge_w == 0.0 for q in none.schedule.periods)
+
+
+def test_a_lower_ev_cap_goes_out_at_once() -> None:
+    d = Dispatcher(site())
+    p = plan([-8000.0] * 8, export_w=[8000.0] * 8)
+    assert one(d, inputs(p, grid_w=0.0)).setpoint_w == pytest.approx(-8000.0)
+    later = T0 + timedelta(minutes=1, seconds=1)  # within the rate limit
+    cmd = one(d, inputs(p, grid_w=0.0, car_w=-8000.0, now=later, ev_max_discharge_w=4000.0))
+    assert cmd.setpoint_w == pytest.approx(-4000.0) and cmd.send
+
+
+def test_no_discharge_at_the_evs_own_v2x_floor() -> None:
+    p = plan([-5000.0] * 8, export_w=[5000.0] * 8)
+    blocked = one(Dispatcher(site()), inputs(p, grid_w=0.0, soc=40.0, ev_min_soc_percent=40.0))
+    assert blocked.setpoint_w == 0.0 and any("V2X floor" in r for r in blocked.reasons)
+    assert all(q.max_discharge_w == 0.0 for q in blocked.schedule.periods)
+    above = one(Dispatcher(site()), inputs(p, grid_w=0.0, soc=41.0, ev_min_soc_percent=40.0))
+    assert above.setpoint_w == pytest.approx(-5000.0)
 
 
 def test_silent_grid_meter_stops_load_following() -> None:
@@ -274,3 +318,24 @@ def test_extra_surplus_is_exported_when_storing_it_does_not_pay() -> None:
     assert one(d, inputs(net_metering, grid_w=-6000.0, car_w=0.0)).setpoint_w == pytest.approx(4000.0)
     less_sun = one(d, inputs(net_metering, grid_w=-2500.0, car_w=0.0, now=T0 + timedelta(minutes=2)))
     assert less_sun.setpoint_w == pytest.approx(2500.0)  # still never imports to charge from "PV"
+
+
+def test_solver_noise_in_the_plan_is_no_discharge() -> None:
+    # A plan power of -0.4 W is rounding, not V2H: the car must not start covering the home.
+    cmd = one(Dispatcher(site()), inputs(plan([-0.4] * 8), grid_w=600.0))
+    assert cmd.setpoint_w == 0.0 and not any("home load" in r for r in cmd.reasons)
+
+
+def test_no_more_discharge_than_planned_within_the_hour_before_a_departure() -> None:
+    now = T0 + timedelta(minutes=1)
+    v2h = plan([-1000.0] * 8)  # the plan covers 1 kW of the home; the home draws 3 kW
+    later = one(
+        Dispatcher(site()), inputs(v2h, grid_w=2000.0, car_w=-1000.0, departure_at=now + timedelta(hours=3))
+    )
+    assert later.setpoint_w == pytest.approx(-3000.0)
+    soon = one(
+        Dispatcher(site()),
+        inputs(v2h, grid_w=2000.0, car_w=-1000.0, departure_at=now + timedelta(minutes=30)),
+    )
+    assert soon.setpoint_w == pytest.approx(-1000.0)
+    assert any("no more discharge than planned" in r for r in soon.reasons)

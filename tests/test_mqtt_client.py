@@ -28,8 +28,10 @@ from controller.commands import Command, SetMode, V2LCommand
 from controller.config import SiteConfig, TlsConfig, parse_config
 from controller.domain import MeterReading, Plan, VehicleMode, VehiclePlan
 from controller.mqtt import (
+    ChargerStatus,
     CommandRejected,
     ControllerStatus,
+    ProfileOutcome,
     SiteFlows,
     SiteMqttClient,
     VehicleStatus,
@@ -562,8 +564,13 @@ async def test_state_plan_status_and_discovery_are_published_retained(prefix: st
         assert await client.publish_status(
             ControllerStatus(clock.now(), True, ("meter grid (grid) is stale",), ("grid",))
         )
+        rejected = ProfileOutcome("TxProfile", "rejected", clock.now(), "Rejected (TxNotFound)", 1, None)
+        installed = ProfileOutcome("TxDefaultProfile", "accepted", T0, "", 2, T0 + dt.timedelta(days=1))
+        assert await client.publish_charger(
+            ChargerStatus("wb", clock.now(), True, "2.1", "Occupied", "tx-1", T0, rejected, installed)
+        )
         async with peer() as p:
-            state = await collect(p, f"{base}/#", 5)
+            state = await collect(p, f"{base}/#", 6)
         async with peer() as p:
             discovery = await collect(p, f"{prefix}/ha/#", 9)
     assert state[f"{base}/status"] == b"online"
@@ -582,6 +589,33 @@ async def test_state_plan_status_and_discovery_are_published_retained(prefix: st
     assert plan["start"] == "2025-01-15T12:15:00Z" and plan["steps"] == 96 and plan["step_s"] == 900
     assert plan["vehicles"]["ev"]["power_w"][0] == 3700 and len(plan["vehicles"]["ev"]["soc_percent"]) == 97
     assert plan["import_price"][0] == 0.2512
+    charger = json.loads(state[f"{base}/state/charger/wb"])
+    assert charger == {
+        "at": "2025-01-15T12:20:00Z",
+        "connected": True,
+        "ocpp_version": "2.1",
+        "status": "Occupied",
+        "transaction_id": "tx-1",
+        "last_seen": "2025-01-15T12:00:00Z",
+        "last_profile": {
+            "purpose": "TxProfile",
+            "status": "rejected",
+            "accepted": False,
+            "reason": "Rejected (TxNotFound)",
+            "at": "2025-01-15T12:20:00Z",
+            "attempt": 1,
+            "valid_to": None,
+        },
+        "default_profile": {
+            "purpose": "TxDefaultProfile",
+            "status": "accepted",
+            "accepted": True,
+            "reason": None,
+            "at": "2025-01-15T12:00:00Z",
+            "attempt": 2,
+            "valid_to": "2025-01-16T12:00:00Z",
+        },
+    }
     controller = json.loads(state[f"{base}/state/controller"])
     assert controller["state"] == "safe_mode" and controller["stale_meters"] == ["grid"]
     node = f"v2x-test_{prefix.split('/')[1]}_v2x"

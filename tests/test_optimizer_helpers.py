@@ -270,6 +270,78 @@ def test_passed_departure_and_unknown_soc_and_unpermitted_v2l_are_noted() -> Non
     assert min(plan.vehicles["ev"].power_w) >= 0
 
 
+# An evening peak that pays for discharging, a cheap night that pays for filling up, a dear day.
+PEAK_IMPORT = np.select([np.arange(96) < 12, np.arange(96) < 40], [0.45, 0.02], 0.40)
+PEAK_EXPORT = np.where(np.arange(96) < 12, 0.80, 0.01)
+
+
+def ev_limits(**limits: Any) -> list[dict[str, Any]]:
+    return [{"id": "ev", "soc_percent": 70, "plugged_in": True, "session_limits": limits or None}]
+
+
+def test_the_evs_session_limits_tighten_power_floor_and_ceiling_of_the_plan() -> None:
+    planner = Planner(site([vehicle()]))  # 60 kWh, reserve 20 %, max SoC 90 %, 11 kW / 10 kW
+    free = planner.plan(snapshot(96, ev_limits(), import_price=PEAK_IMPORT, export_price=PEAK_EXPORT))
+    assert min(free.vehicles["ev"].power_w) < -3000.0 and min(free.vehicles["ev"].soc_percent) < 50.0
+    assert max(free.vehicles["ev"].power_w) > 5000.0 and max(free.vehicles["ev"].soc_percent) > 80.0
+
+    limits = {
+        "max_charge_power_w": 5000,
+        "max_discharge_power_w": 3000,
+        "min_soc_percent": 50,
+        "max_soc_percent": 80,
+    }
+    snap = snapshot(96, ev_limits(**limits), import_price=PEAK_IMPORT, export_price=PEAK_EXPORT)
+    plan = planner.plan(snap)
+    power, soc = plan.vehicles["ev"].power_w, plan.vehicles["ev"].soc_percent
+    assert plan.solver_status == "optimal"
+    assert min(power) >= -3000.0 - 1e-3 and min(power) < -2900.0  # still discharges, within the cap
+    assert max(power) <= 5000.0 + 1e-3
+    assert min(soc) >= 50.0 - 1e-3 and max(soc) <= 80.0 + 1e-3
+    inputs = build_inputs(snap, planner.shape)
+    assert inputs.charge_ub_kw.max() == pytest.approx(5.0) and inputs.discharge_ub_kw.max() == pytest.approx(
+        3.0
+    )
+    assert inputs.floor_kwh.min() == pytest.approx(30.0) and inputs.e_max_kwh.max() == pytest.approx(48.0)
+    assert inputs.target_gap_kwh.max() == 0.0  # the EV's floor is priced as a reserve, not as a target
+
+
+def test_the_evs_session_limits_never_loosen_the_config() -> None:
+    shape = Planner(site([vehicle()])).shape
+    loose = {
+        "max_charge_power_w": 50_000,
+        "max_discharge_power_w": 50_000,
+        "min_soc_percent": 5,
+        "max_soc_percent": 100,
+    }
+    inputs = build_inputs(snapshot(96, ev_limits(**loose)), shape)
+    assert inputs.charge_ub_kw.max() == pytest.approx(11.0) and inputs.discharge_ub_kw.max() == pytest.approx(
+        10.0
+    )
+    assert inputs.floor_kwh.min() == pytest.approx(12.0) and inputs.e_max_kwh.max() == pytest.approx(54.0)
+    # The EV's floor above the SoC now stops discharge without forcing a charge at any price.
+    below = [{"id": "ev", "soc_percent": 40, "plugged_in": True, "session_limits": {"min_soc_percent": 50}}]
+    assert build_inputs(snapshot(96, below), shape).floor_kwh.min() == pytest.approx(24.0)
+    # A departure target above the EV's ceiling still wins; a later departure needs more by the
+    # horizon's end when the EV charges slower than the config allows.
+    leave = {"at": T0 + timedelta(hours=6), "target_soc_percent": 85}
+    capped = [{**below[0], "departure": leave, "session_limits": {"max_soc_percent": 60}}]
+    assert build_inputs(snapshot(96, capped), shape).e_max_kwh.max() == pytest.approx(51.0)
+    short = Planner(site([vehicle()], horizon_hours=4)).shape
+    late = {"at": T0 + timedelta(hours=6), "target_soc_percent": 90}
+    slow = [{"id": "ev", "soc_percent": 20, "plugged_in": True, "departure": late}]
+    slow[0]["session_limits"] = {"max_charge_power_w": 5000}
+    (target,) = build_inputs(snapshot(16, slow), short).targets[0]
+    assert target.target_kwh == pytest.approx(54.0 - 2 * 5 * 0.92)
+
+
+def test_session_limits_with_the_floor_above_the_ceiling_are_refused() -> None:
+    with pytest.raises(ValueError, match="min_soc_percent 60"):
+        snapshot(4, ev_limits(min_soc_percent=60, max_soc_percent=40))
+    with pytest.raises(ValueError):
+        snapshot(4, ev_limits(max_discharge_power_w=-1))
+
+
 def test_vehicle_missing_from_snapshot_is_left_out_of_the_plan() -> None:
     cfg = site([vehicle("a"), vehicle("b")])
     plan = Planner(cfg).plan(snapshot(96, [{"id": "a", "soc_percent": 50, "plugged_in": True}]))

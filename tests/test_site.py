@@ -14,8 +14,9 @@ import yaml
 from controller.commands import SetDeparture, SetMode, SetWeeklyDeparture, V2LCommand
 from controller.config import SiteConfig, parse_config
 from controller.domain import Departure, MeterReading, MeterRole, Plan, VehicleMode
-from controller.site import PLUGGED_STATUSES, UNPLUGGED_STATUSES, V2L_SOC_MAX_AGE, Site
+from controller.site import PLUGGED_STATUSES, UNPLUGGED_STATUSES, V2L_SOC_MAX_AGE, EvReportedLimits, Site
 from controller.site_inputs import SiteInputs
+from controller.snapshot import SessionLimits
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -173,6 +174,70 @@ def test_charging_needs_give_a_departure_with_a_bounded_target() -> None:
     assert car.charger_departure == Departure(leave, 90.0)  # max_soc_percent
     site.on_charging_needs("wb1", leave, 5.0)
     assert car.charger_departure == Departure(leave, 20.0)  # never below the reserve
+
+
+def test_ev_limits_count_for_the_session_in_the_snapshot_and_the_dispatch_inputs() -> None:
+    site = make()
+    fresh(site.inputs, T0)
+    car = site.vehicles["car"]
+    site.set_plugged("wb1", True, T0)
+    site.on_charger_sample("wb1", T0, 0.0, 60.0)
+    reported = EvReportedLimits(
+        max_charge_power_w=7000.0,
+        max_discharge_power_w=3000.0,
+        min_v2x_energy_wh=-12_000.0,  # 12 kWh may be discharged: floor 60 % - 20 % of 60 kWh
+        max_v2x_energy_wh=9_000.0,  # 9 kWh up to its ceiling: 75 %
+    )
+    assert site.on_charging_needs("wb1", None, None, reported) is car  # limits alone re-plan
+    expected = SessionLimits(
+        max_charge_power_w=7000.0, max_discharge_power_w=3000.0, min_soc_percent=40.0, max_soc_percent=75.0
+    )
+    assert car.session_limits == expected
+    assert car.charger_departure is None
+    assert by_id(site.snapshot(T0, zeros(), zeros()), "car").session_limits == expected
+    live = next(v for v in site.dispatch_inputs(T0, None).vehicles if v.vehicle_id == "car")
+    assert (live.ev_max_charge_w, live.ev_max_discharge_w, live.ev_min_soc_percent) == (7000.0, 3000.0, 40.0)
+    # The window stays where it was placed as the SoC moves; the same message again changes nothing.
+    site.on_charger_sample("wb1", T0 + timedelta(minutes=5), None, 58.0)
+    assert site.on_charging_needs("wb1", None, None, reported) is not None  # re-placed on 58 %
+    assert car.session_limits is not None and car.session_limits.min_soc_percent == 38.0
+    assert site.on_charging_needs("wb1", None, None, reported) is None
+    # A new NotifyEVChargingNeeds replaces the limits; one without any clears them.
+    assert site.on_charging_needs("wb1", None, None, EvReportedLimits()) is car
+    assert car.session_limits is None
+    assert by_id(site.snapshot(T0, zeros(), zeros()), "car").session_limits is None
+    site.on_charging_needs("wb1", None, None, reported)
+    site.set_plugged("wb1", False, T0 + timedelta(hours=1))  # unplug ends the session's limits
+    assert car.session_limits is None
+    live = next(v for v in site.dispatch_inputs(T0, None).vehicles if v.vehicle_id == "car")
+    assert (live.ev_max_charge_w, live.ev_max_discharge_w, live.ev_min_soc_percent) == (None, None, None)
+
+
+def test_ev_limits_without_a_soc_or_with_nonsense_keep_only_what_makes_sense() -> None:
+    site = make()
+    car = site.vehicles["car"]
+    car.plugged_in = True  # plugged in before any SoC is known
+    window = EvReportedLimits(
+        max_discharge_power_w=2500.0, min_v2x_energy_wh=-5000.0, max_v2x_energy_wh=5000.0
+    )
+    site.on_charging_needs("wb1", None, None, window)
+    # No SoC: the window cannot be placed; the power cap still counts.
+    assert car.session_limits == SessionLimits(max_discharge_power_w=2500.0)
+    site.on_charger_sample("wb1", T0, None, 50.0)
+    nonsense = EvReportedLimits(
+        max_charge_power_w=float("nan"),
+        max_discharge_power_w=-10.0,
+        min_v2x_energy_wh=-6000.0,  # floor 40 %
+        max_v2x_energy_wh=-9000.0,  # ceiling 35 %, below the floor: dropped, the floor stays
+    )
+    site.on_charging_needs("wb1", None, None, nonsense)
+    assert car.session_limits == SessionLimits(min_soc_percent=40.0)
+    huge = EvReportedLimits(
+        max_charge_power_w=1e300, min_v2x_energy_wh=-1e300, max_v2x_energy_wh=float("inf")
+    )
+    site.on_charging_needs("wb1", None, None, huge)
+    assert car.session_limits == SessionLimits(max_charge_power_w=10_000_000.0, min_soc_percent=0.0)
+    assert site.on_charging_needs("spare", None, None, window) is None  # no car at that charger
 
 
 def test_vehicle_soc_from_mqtt() -> None:
@@ -375,6 +440,7 @@ def test_vehicle_record_round_trip() -> None:
         "soc_percent": 47.0,
         "soc_at": T0.isoformat(),
         "soc_measured": True,
+        "session_limits": None,
     }
     again = make()
     again.restore_vehicle("car", record)
@@ -384,6 +450,28 @@ def test_vehicle_record_round_trip() -> None:
     assert estimate is not None and estimate.soc_percent == 47.0 and not estimate.measured
     again.restore_vehicle("gone", record)  # a car no longer configured is skipped
     assert make().vehicle_record(make().vehicles["van"])["soc_percent"] is None
+
+
+def test_ev_limits_survive_a_restart_while_plugged_in_only() -> None:
+    site = make()
+    site.set_plugged("wb1", True, T0)
+    site.on_charger_sample("wb1", T0, None, 60.0)
+    site.on_charging_needs(
+        "wb1", None, None, EvReportedLimits(max_discharge_power_w=3000.0, min_v2x_energy_wh=-6000)
+    )
+    record = json.loads(json.dumps(site.vehicle_record(site.vehicles["car"])))  # as the store keeps it
+    again = make()
+    again.restore_vehicle("car", record)
+    assert again.vehicles["car"].session_limits == SessionLimits(
+        max_discharge_power_w=3000.0, min_soc_percent=50.0
+    )
+    unplugged = make()
+    unplugged.restore_vehicle("car", {**record, "plugged_in": False})
+    assert unplugged.vehicles["car"].session_limits is None
+    damaged = make()
+    with pytest.raises(ValueError):  # logged and skipped by the daemon
+        damaged.restore_vehicle("car", {**record, "session_limits": {"max_discharge_power_w": -1}})
+    assert not damaged.vehicles["car"].plugged_in  # nothing half-restored
 
 
 def test_overrides_round_trip_and_expired_ones_are_dropped() -> None:
@@ -567,3 +655,72 @@ async def test_stopping_cancels_again_a_task_that_swallowed_the_first_cancel() -
     await asyncio.sleep(0)
     await asyncio.wait_for(_cancel_all([task]), 5.0)
     assert task.cancelled()
+
+
+def test_the_daemon_gives_the_ev_limits_of_notify_ev_charging_needs_to_the_vehicle(tmp_path: Path) -> None:
+    """Limits and the V2X window placed on the SoC of the same message; re-plan and re-send at once."""
+    from controller.ocpp import ChargingNeeds, ChargingNeedsReported, StatusChanged
+
+    daemon = example_daemon(tmp_path)
+    now = datetime.now(UTC)
+    daemon._on_ocpp_event(StatusChanged("wallbox-garage", 1, 1, "Occupied", "Available", now))
+    daemon.dispatcher._sent["wallbox-garage"] = object()  # something was sent before
+    daemon._replan_triggers.clear()
+    daemon._dispatch_now.clear()
+    needs = ChargingNeeds(
+        evse_id=1,
+        at=now,
+        requested_energy_transfer="AC_BPT",
+        soc_percent=50.0,
+        min_v2x_energy_request_wh=-15_400.0,  # 20 % of the example car's 77 kWh
+        max_v2x_energy_request_wh=23_100.0,  # 30 %
+        max_charge_power_w=7400.0,
+        max_discharge_power_w=3700.0,
+    )
+    daemon._on_ocpp_event(ChargingNeedsReported("wallbox-garage", needs))
+    car = daemon.site.vehicles["family-ev"]
+    assert car.session_limits == SessionLimits(
+        max_charge_power_w=7400.0, max_discharge_power_w=3700.0, min_soc_percent=30.0, max_soc_percent=80.0
+    )
+    assert "charging needs" in daemon._replan_triggers
+    assert daemon._dispatch_now.is_set() and "wallbox-garage" not in daemon.dispatcher._sent
+    stored = daemon.store.vehicle_states()["family-ev"]["session_limits"]
+    assert stored["max_discharge_power_w"] == 3700.0
+    daemon.store.close()
+
+
+def test_state_shows_each_chargers_last_profile_outcomes_and_a_rejection_publishes_soon(
+    tmp_path: Path,
+) -> None:
+    from controller.config import OcppVersion
+    from controller.ocpp import ProfileAnswered, ProfileRecord, ProfileStatus
+
+    daemon = example_daemon(tmp_path)
+    now = datetime.now(UTC)
+    never_seen = dict(daemon.state()["chargers"]["wallbox-garage"])
+    assert never_seen.pop("at")
+    assert never_seen == {
+        "connected": False,
+        "ocpp_version": None,
+        "status": None,
+        "transaction_id": None,
+        "last_seen": None,
+        "last_profile": None,
+        "default_profile": None,
+    }
+    model = daemon.ocpp._controls["wallbox-garage"].model
+    model.connected, model.ocpp_version = True, OcppVersion.V21
+    model.default_profile = ProfileRecord("TxDefaultProfile", ProfileStatus.ACCEPTED, {}, now)
+    rejected = ProfileRecord("TxProfile", ProfileStatus.REJECTED, {}, now, reason="Rejected (TxNotFound)")
+    model.last_profile = rejected
+    daemon._last_publish = now.timestamp()
+    daemon._on_ocpp_event(ProfileAnswered("wallbox-garage", rejected))
+    assert daemon._dispatch_now.is_set() and daemon._last_publish == 0.0  # the next tick publishes it
+    charger = json.loads(json.dumps(daemon.state(), default=str))["chargers"]["wallbox-garage"]
+    assert charger["connected"] is True and charger["ocpp_version"] == "2.1"
+    assert charger["last_profile"]["status"] == "rejected" and charger["last_profile"]["accepted"] is False
+    assert charger["last_profile"]["reason"] == "Rejected (TxNotFound)"
+    assert charger["default_profile"]["status"] == "accepted" and charger["default_profile"]["reason"] is None
+    ((_, _, body),) = daemon.store.events("profile_not_accepted")
+    assert body["status"] == "rejected" and body["purpose"] == "TxProfile"
+    daemon.store.close()

@@ -7,17 +7,27 @@ from controller.mqtt.client import (
     SiteMqttClient,
     build_tls_context,
 )
-from controller.mqtt.payloads import ControllerStatus, SiteFlows, VehicleStatus
+from controller.mqtt.payloads import (
+    ChargerStatus,
+    ControllerStatus,
+    ProfileOutcome,
+    SiteFlows,
+    VehicleStatus,
+    charger_state,
+)
 from controller.mqtt.topics import Topics
 
 __all__ = [
+    "ChargerStatus",
     "CommandHandler",
     "CommandRejected",
     "ControllerStatus",
+    "ProfileOutcome",
     "SignalKind",
     "SiteFlows",
     "SiteMqttClient",
     "Topics",
     "VehicleStatus",
     "build_tls_context",
+    "charger_state",
 ]

@@ -39,9 +39,11 @@ from controller.domain import MeterReading, MeterRole, Plan
 from controller.meters import MeterParser, PayloadError, make_parser
 from controller.mqtt.discovery import discovery_messages
 from controller.mqtt.payloads import (
+    ChargerStatus,
     ControllerStatus,
     SiteFlows,
     VehicleStatus,
+    charger_payload,
     controller_payload,
     plan_payload,
     reply_payload,
@@ -488,6 +490,12 @@ class SiteMqttClient:
     async def publish_vehicle(self, status: VehicleStatus) -> bool:
         return await self._publish(
             self.topics.vehicle(status.vehicle_id), vehicle_payload(status), retain=True
+        )
+
+    async def publish_charger(self, status: ChargerStatus) -> bool:
+        """Retained on ``<base>/state/charger/<id>``: connection and the last profiles' outcome."""
+        return await self._publish(
+            self.topics.charger(status.charger_id), charger_payload(status), retain=True
         )
 
     async def publish_plan(self, plan: Plan) -> bool:

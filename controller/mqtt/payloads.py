@@ -12,9 +12,13 @@ from typing import Any
 from controller.domain import Plan, VehicleMode, ensure_utc
 
 __all__ = [
+    "ChargerStatus",
     "ControllerStatus",
+    "ProfileOutcome",
     "SiteFlows",
     "VehicleStatus",
+    "charger_payload",
+    "charger_state",
     "controller_payload",
     "dumps",
     "plan_payload",
@@ -67,6 +71,41 @@ class VehicleStatus:
     charger_id: str | None = None
     departure_at: dt.datetime | None = None
     v2l_active: bool = False
+    ev_limits: dict[str, float] | None = None
+    """The EV's own limits for this session (NotifyEVChargingNeeds), only those it reported."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileOutcome:
+    """What became of the last charging profile of one purpose sent to a charger.
+
+    ``status``: accepted, rejected (the charger said no; not retried), timeout or failed (retried
+    with backoff), not_connected, deferred or superseded; ``reason`` as the charger gave it.
+    """
+
+    purpose: str
+    status: str
+    at: dt.datetime
+    reason: str = ""
+    attempt: int = 1
+    valid_to: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChargerStatus:
+    """One charger as the CSMS sees it, and what became of the profiles sent to it."""
+
+    charger_id: str
+    at: dt.datetime
+    connected: bool
+    ocpp_version: str | None = None
+    status: str | None = None
+    transaction_id: str | None = None
+    last_seen: dt.datetime | None = None
+    last_profile: ProfileOutcome | None = None
+    """The last TxProfile (the live schedule)."""
+    default_profile: ProfileOutcome | None = None
+    """The safe TxDefaultProfile installed after boot."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +146,41 @@ def vehicle_payload(status: VehicleStatus) -> bytes:
             "charger_id": status.charger_id,
             "departure_at": _iso(status.departure_at),
             "v2l_active": status.v2l_active,
+            "ev_limits": status.ev_limits,
         }
     )
+
+
+def _outcome(outcome: ProfileOutcome | None) -> dict[str, Any] | None:
+    if outcome is None:
+        return None
+    return {
+        "purpose": outcome.purpose,
+        "status": outcome.status,
+        "accepted": outcome.status == "accepted",
+        "reason": outcome.reason or None,
+        "at": _iso(outcome.at),
+        "attempt": outcome.attempt,
+        "valid_to": _iso(outcome.valid_to),
+    }
+
+
+def charger_state(status: ChargerStatus) -> dict[str, Any]:
+    """The charger as JSON-ready data: the MQTT payload and the HTTP ``/state`` entry are this."""
+    return {
+        "at": _iso(status.at),
+        "connected": status.connected,
+        "ocpp_version": status.ocpp_version,
+        "status": status.status,
+        "transaction_id": status.transaction_id,
+        "last_seen": _iso(status.last_seen),
+        "last_profile": _outcome(status.last_profile),
+        "default_profile": _outcome(status.default_profile),
+    }
+
+
+def charger_payload(status: ChargerStatus) -> bytes:
+    return dumps(charger_state(status))
 
 
 def controller_payload(status: ControllerStatus) -> bytes:

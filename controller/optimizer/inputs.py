@@ -194,6 +194,11 @@ def build_inputs(snapshot: Snapshot, shape: SiteShape) -> PlanInputs:
 
     e0 = np.zeros(n)
     may_discharge = np.zeros(n)
+    # The EV's own limits for this session (SessionLimits); they only tighten the config's.
+    charge_kw = shape.constants.max_charge_kw.copy()
+    discharge_kw = shape.constants.max_discharge_kw.copy()
+    ev_floor_kwh = np.zeros(n)
+    ev_ceiling_kwh = np.full(n, np.inf)
     available = np.zeros((n, t))
     v2l = np.zeros((n, t))
     trip = np.zeros((n, t))
@@ -209,17 +214,26 @@ def build_inputs(snapshot: Snapshot, shape: SiteShape) -> PlanInputs:
         _fill_vehicle(spec, state, grid, row, notes)
         e0[i] = row.e0
         may_discharge[i] = row.may_discharge
+        charge_kw[i] = min(charge_kw[i], row.charge_cap_kw)
+        discharge_kw[i] = min(discharge_kw[i], row.discharge_cap_kw)
+        ev_floor_kwh[i] = row.ev_floor_kwh
+        ev_ceiling_kwh[i] = row.ev_ceiling_kwh
         soc_known.append(row.soc_known)
         modes.append(row.mode)
         all_targets.append(row.targets)
 
     c = shape.constants
-    c_ub = available * c.max_charge_kw[:, None]
-    d_ub = available * (c.max_discharge_kw * may_discharge)[:, None]
+    c_ub = available * charge_kw[:, None]
+    d_ub = available * (discharge_kw * may_discharge)[:, None]
     c_ub[:, 0] *= frac0
     d_ub[:, 0] *= frac0
-    floor = np.maximum(target, c.reserve_kwh[:, None])
-    e_max = np.maximum(np.maximum(c.max_soc_kwh, e0), target.max(axis=1))
+    # The EV's V2X floor raises the reserve for this session, but only up to the energy in the car
+    # now: it stops discharge below it without forcing a charge at any price (the dispatcher also
+    # refuses discharge below it).
+    reserve = np.maximum(c.reserve_kwh, np.minimum(ev_floor_kwh, e0))
+    floor = np.maximum(target, reserve[:, None])
+    ceiling = np.maximum(np.minimum(c.max_soc_kwh, ev_ceiling_kwh), c.reserve_kwh)
+    e_max = np.maximum(np.maximum(ceiling, e0), target.max(axis=1))
     return PlanInputs(
         start=start,
         first_step_fraction=frac0,
@@ -229,7 +243,7 @@ def build_inputs(snapshot: Snapshot, shape: SiteShape) -> PlanInputs:
         v2l_kw=v2l,
         trip_kwh=trip,
         floor_kwh=floor,
-        target_gap_kwh=floor - c.reserve_kwh[:, None],
+        target_gap_kwh=floor - reserve[:, None],
         e_max_kwh=np.repeat(e_max[:, None], t, axis=1),
         available=available > 0,
         net_load_kw=net,
@@ -264,6 +278,25 @@ class _VehicleRow:
     soc_known: bool = False
     mode: VehicleMode = VehicleMode.AUTO
     targets: tuple[DepartureInfo, ...] = ()
+    charge_cap_kw: float = math.inf
+    discharge_cap_kw: float = math.inf
+    ev_floor_kwh: float = 0.0
+    ev_ceiling_kwh: float = math.inf
+
+
+def _session_limits(spec: VehicleSpec, state: VehicleSnapshot, row: _VehicleRow) -> None:
+    """The EV's own power caps and V2X window, in kW and kWh of this vehicle."""
+    limits = state.session_limits
+    if limits is None:
+        return
+    if limits.max_charge_power_w is not None:
+        row.charge_cap_kw = limits.max_charge_power_w / 1000.0
+    if limits.max_discharge_power_w is not None:
+        row.discharge_cap_kw = limits.max_discharge_power_w / 1000.0
+    if limits.min_soc_percent is not None:
+        row.ev_floor_kwh = spec.capacity_kwh * limits.min_soc_percent / 100.0
+    if limits.max_soc_percent is not None:
+        row.ev_ceiling_kwh = spec.capacity_kwh * limits.max_soc_percent / 100.0
 
 
 def _fill_vehicle(
@@ -275,6 +308,7 @@ def _fill_vehicle(
         # Not in the snapshot: not at home as far as we know; it only keeps its reserve.
         row.e0 = spec.reserve_kwh
         return
+    _session_limits(spec, state, row)
     row.soc_known = state.soc_percent is not None
     if state.soc_percent is None:
         notes.append(f"{vid}: SoC unknown, planned at its reserve and never discharged")
@@ -299,7 +333,7 @@ def _fill_vehicle(
         row.trip_kwh += tr.energy_kwh * overlap / (arrive_s - depart_s)
         trip_steps.add(grid.step_index(depart_s))
         if tr.target_soc_percent is not None and depart_s > now_s:
-            info = _target(spec, tr.depart, depart_s, tr.target_soc_percent, grid)
+            info = _target(spec, tr.depart, depart_s, tr.target_soc_percent, grid, row.charge_cap_kw)
             if info is not None:
                 targets.append(info)
     if state.departure is not None:
@@ -312,7 +346,7 @@ def _fill_vehicle(
             if k < t and k not in trip_steps:
                 # Leaves without a known return: gone from that step to the end of the horizon.
                 available[k:] = 0.0
-            info = _target(spec, dep.at, dep_s, dep.target_soc_percent, grid)
+            info = _target(spec, dep.at, dep_s, dep.target_soc_percent, grid, row.charge_cap_kw)
             if info is not None:
                 targets.append(info)
             elif k == 0:
@@ -338,7 +372,12 @@ def _fill_vehicle(
 
 
 def _target(
-    spec: VehicleSpec, at: datetime, at_s: float, soc_percent: float, grid: _Grid
+    spec: VehicleSpec,
+    at: datetime,
+    at_s: float,
+    soc_percent: float,
+    grid: _Grid,
+    charge_cap_kw: float = math.inf,
 ) -> DepartureInfo | None:
     """The energy needed at the boundary before the departure step (or at the horizon end)."""
     want = spec.capacity_kwh * soc_percent / 100.0
@@ -349,7 +388,7 @@ def _target(
         return DepartureInfo(at=at, index=k, target_kwh=want)
     # After the horizon: what must be in the car at its end so full power can still reach the target.
     hours_after = (at_s - grid.end_s) / 3600.0
-    need = want - hours_after * spec.max_charge_kw * spec.charge_efficiency
+    need = want - hours_after * min(spec.max_charge_kw, charge_cap_kw) * spec.charge_efficiency
     if need <= spec.reserve_kwh:
         return None
     return DepartureInfo(at=at, index=grid.steps, target_kwh=need, beyond_horizon=True)
