@@ -141,6 +141,23 @@ async def test_21_boot_config_transaction_needs_and_v2x_profile() -> None:
         assert (reported.max_discharge_power_w, reported.max_charge_power_w) == (10000, 11000)
         assert reported.energy_request_wh == 30000 and reported.min_energy_request_wh == 5000
         assert view.charging_needs == reported and view.meter.soc_percent == 56
+        # A V2X charge limit of 0 W is a limit (no charging), not "not reported".
+        await charger.call(
+            ocpp.v21.call.NotifyEVChargingNeeds(
+                evse_id=1,
+                timestamp=iso(T0),
+                charging_needs={
+                    "requested_energy_transfer": "DC_BPT",
+                    "dc_charging_parameters": {
+                        "ev_max_current": 200,
+                        "ev_max_voltage": 450,
+                        "ev_max_power": 50000,
+                    },
+                    "v2x_charging_parameters": {"max_charge_power": 0, "max_discharge_power": 10000},
+                },
+            )
+        )
+        assert view.charging_needs is not None and view.charging_needs.max_charge_power_w == 0
 
         # A V2X plan: discharge 6 kW now, charge 3 kW from 13:00.
         record = await server.apply_schedule(

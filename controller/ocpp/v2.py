@@ -128,6 +128,10 @@ class V2Adapter(Adapter):
         for name, value in (("stateOfCharge", soc_percent), ("targetSoC", target_soc)):
             if value is not None and not 0 <= value <= 100:
                 raise OcppCallError("PropertyConstraintViolation", f"{name} {value} is outside 0-100 %")
+        # A reported 0 W is a limit, not "not reported": only a missing V2X value falls back to DC.
+        max_charge_w = _float(v2x, "maxChargePower")
+        if max_charge_w is None:
+            max_charge_w = _float(dc, "evMaxPower")
         parsed = ChargingNeeds(
             evse_id=evse_id,
             at=at,
@@ -140,7 +144,7 @@ class V2Adapter(Adapter):
             max_energy_request_wh=_float(v2x, "evMaxEnergyRequest"),
             min_v2x_energy_request_wh=_float(v2x, "evMinV2XEnergyRequest"),
             max_v2x_energy_request_wh=_float(v2x, "evMaxV2XEnergyRequest"),
-            max_charge_power_w=_float(v2x, "maxChargePower") or _float(dc, "evMaxPower"),
+            max_charge_power_w=max_charge_w,
             min_charge_power_w=_float(v2x, "minChargePower"),
             max_discharge_power_w=_magnitude(v2x, "maxDischargePower"),
             min_discharge_power_w=_magnitude(v2x, "minDischargePower"),
