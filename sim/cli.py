@@ -37,14 +37,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     sub = parser.add_subparsers(dest="sim_command", metavar="SIM_COMMAND", required=True)
 
-    p = sub.add_parser("run", help="run one strategy; write metrics.json, timeseries.csv and plots")
+    p = sub.add_parser(
+        "run",
+        help="run one strategy; write metrics.json, timeseries.csv and plots",
+        description="Run one strategy in closed loop on a scenario; print a summary and, with --out, write "
+        "metrics.json, timeseries.csv and PNG plots. Exit 0 on success, 2 on bad input.",
+    )
     _scenario_args(p)
     p.add_argument("--strategy", choices=STRATEGY_CHOICES, default="mpc", help="strategy (default mpc)")
     p.add_argument("--out", required=True, type=Path, help="output directory (created)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.set_defaults(handler=cmd_run)
 
-    p = sub.add_parser("compare", help="run all strategies on one scenario and print one table")
+    p = sub.add_parser(
+        "compare",
+        help="run all strategies on one scenario and print one table",
+        description="Run uncontrolled, smart, mpc and perfect on one scenario and print one table with each "
+        "strategy's cost and its share of the perfect-foresight saving. Exit 0 on success, 2 on bad input.",
+    )
     _scenario_args(p)
     p.add_argument(
         "--strategies",
@@ -60,7 +70,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plot")
     p.set_defaults(handler=cmd_compare)
 
-    p = sub.add_parser("sweep", help="run a grid of parameters on a process pool or a Dask cluster")
+    p = sub.add_parser(
+        "sweep",
+        help="run a grid of parameters on a process pool or a Dask cluster",
+        description="Run a strategy over every combination of --param values, on a local process pool or "
+        "on an existing Dask cluster (--dask ADDRESS). Exit 0 on success, 2 on bad input.",
+    )
     _scenario_args(p)
     p.add_argument("--strategy", choices=STRATEGY_CHOICES, default="mpc", help="strategy (default mpc)")
     p.add_argument(
@@ -81,7 +96,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--out", type=Path, help="directory for sweep.csv and sweep.json")
     p.set_defaults(handler=cmd_sweep)
 
-    p = sub.add_parser("generate", help="write a seeded synthetic scenario (series.csv, trips.csv)")
+    p = sub.add_parser(
+        "generate",
+        help="write a seeded synthetic scenario (series.csv, trips.csv)",
+        description="Write a seeded synthetic scenario (household load, PV, prices, commutes) as "
+        "series.csv and trips.csv. Exit 0 on success, 2 on bad input.",
+    )
     p.add_argument("--config", required=True, type=Path, help="site config YAML")
     p.add_argument("--start", default="2024-03-04", help="first day, ISO date (UTC midnight)")
     p.add_argument("--days", type=float, default=14.0, help="length in days (default 14)")

@@ -56,10 +56,23 @@ def test_help_on_every_command(command: tuple[str, ...], capsys: pytest.CaptureF
     assert "-h, --help" in text
 
 
-@pytest.mark.parametrize("command", ["check-config", "plan", "run", "health", "hash-password"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "check-config",
+        "plan",
+        "run",
+        "health",
+        "hash-password",
+        "sim run",
+        "sim compare",
+        "sim sweep",
+        "sim generate",
+    ],
+)
 def test_help_says_what_the_command_does(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        main([command, "--help"])
+        main([*command.split(), "--help"])
     _, _, rest = capsys.readouterr().out.partition("\n\n")
     description = rest.split("\n\n")[0]
     assert not description.startswith(("positional arguments", "options")), description
