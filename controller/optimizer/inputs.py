@@ -360,7 +360,9 @@ def _fill_vehicle(
         row.target_kwh[info.index - 1] = max(row.target_kwh[info.index - 1], info.target_kwh)
     targets.sort(key=lambda d: d.index)
     row.targets = tuple(targets)
-    row.may_discharge = row.soc_known and state.mode is VehicleMode.AUTO
+    # A car below its reserve is not discharged in this plan, not even to move energy into another
+    # car that is shorter still; once charged above the reserve, the next plan may discharge it.
+    row.may_discharge = row.soc_known and state.mode is VehicleMode.AUTO and row.e0 >= spec.reserve_kwh
 
     if state.v2l is not None and state.v2l.power_w > 0:
         if spec.v2l:
