@@ -352,3 +352,37 @@ def test_compiled_lp_follows_every_parameter_change(shared_bounds: bool) -> None
         assert np.all(got <= upper.value + 1e-9) and np.all(got >= lower.value - 1e-9)
     with pytest.raises(ValueError, match="values for"):
         lp.load_parameter_list([np.ones(4)])
+
+
+def test_a_car_below_its_reserve_never_feeds_another_car_short_of_its_own() -> None:
+    # Car a is empty at home; car b comes home empty and leaves again, and the grid gives nothing
+    # until late: moving a's little energy into b would lower b's shortfall, but a is below its floor.
+    cfg = site([vehicle("a"), vehicle("b")], import_kw=11, horizon_hours=8)
+    steps = 32
+    import_limit = np.zeros(steps)
+    import_limit[0] = 10000.0
+    import_limit[24:] = 11000.0
+    pv = np.zeros(steps)
+    pv[23], pv[25], pv[28], pv[29] = 2670.0, 7310.0, 7234.0, 10000.0
+    snap = snapshot(
+        steps,
+        [
+            {"id": "a", "soc_percent": 0.0, "plugged_in": True},
+            {
+                "id": "b",
+                "soc_percent": 0.0,
+                "plugged_in": False,
+                "departure": {"at": T0 + timedelta(hours=3, minutes=30), "target_soc_percent": 0.0},
+                "away": [{"depart": T0, "arrive": T0 + timedelta(minutes=15), "energy_kwh": 0.0}],
+            },
+        ],
+        load_w=0.0,
+        pv_w=pv,
+        import_price=0.0,
+        export_price=0.0,
+        import_limit_w=import_limit,
+        export_limit_w=np.zeros(steps),
+    )
+    plan = Planner(cfg).plan(snap)
+    assert not plan.fallback
+    assert min(plan.vehicles["a"].power_w) >= -1e-6
