@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 from controller.config import ForecastConfig
 from controller.forecast import load_from_grid, load_history_steps, pv_from_grid, pv_history_steps
-from controller.forecast.profile import DEFAULT_BLEND_HOURS
 from sim.scenario import FloatArray
 
 __all__ = ["DaemonLoadForecast", "DaemonPvForecast"]
@@ -26,14 +25,12 @@ class DaemonLoadForecast:
         self, history: FloatArray, actual_ahead: FloatArray | None, k: int, steps: int, steps_per_day: int
     ) -> FloatArray:
         weeks = self.settings.load_history_weeks
-        blend_steps = round(DEFAULT_BLEND_HOURS * steps_per_day / 24)
-        first = max(0, k - load_history_steps(steps_per_day, weeks, 7, blend_steps))
+        first = max(0, k - load_history_steps(steps_per_day, weeks, 7))
         return load_from_grid(
             history[first:k],
             steps,
             steps_per_day,
             weeks=weeks,
-            blend_steps=blend_steps,
             default_w=self.settings.default_home_load_w,
         )
 

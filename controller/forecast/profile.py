@@ -121,9 +121,14 @@ def _load_profile(
     return out
 
 
-def load_history_steps(steps_per_day: int, weeks: int, days: int, blend_steps: int) -> int:
+def _blend_steps(steps_per_day: int, blend_steps: int | None) -> int:
+    """The recent-bias window in steps; by default ``DEFAULT_BLEND_HOURS`` on this grid."""
+    return round(DEFAULT_BLEND_HOURS * steps_per_day / 24.0) if blend_steps is None else blend_steps
+
+
+def load_history_steps(steps_per_day: int, weeks: int, days: int, blend_steps: int | None = None) -> int:
     """How many steps of history ``load_from_grid`` can use: the profiles of the blend window too."""
-    return max(7 * weeks, days) * steps_per_day + blend_steps
+    return max(7 * weeks, days) * steps_per_day + _blend_steps(steps_per_day, blend_steps)
 
 
 def pv_history_steps(steps_per_day: int, days: int) -> int:
@@ -139,12 +144,13 @@ def load_from_grid(
     weeks: int = 4,
     days: int = 7,
     weekly_weight: float = DEFAULT_WEEKLY_WEIGHT,
-    blend_steps: int = 4,
+    blend_steps: int | None = None,
     default_w: float = DEFAULT_HOME_LOAD_W,
 ) -> FloatArray:
     """Home load in W for the ``steps`` steps after the grid's last step (see the module doc)."""
     grid = np.asarray(grid_w, dtype=np.float64)
     forecast = _load_profile(grid, (0, steps), steps_per_day, weeks, days, weekly_weight, default_w)
+    blend_steps = _blend_steps(steps_per_day, blend_steps)
     recent = min(blend_steps, len(grid))
     if recent > 0:
         # Recent bias: measured minus profile over the last steps, fading with a time constant of
