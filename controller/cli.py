@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import getpass
 import http.client
 import json
 import os
+import re
+import socket
+import ssl
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TextIO
 
 from controller import __version__
-from controller.config import ConfigError, SiteConfig, load_config
-from controller.domain import plan_to_dict
+from controller.config import ConfigError, ConfigIssue, SiteConfig, load_config
 from controller.logs import configure_logging
 from controller.passwords import hash_password
 from controller.snapshot import Snapshot, load_snapshot
@@ -71,10 +75,23 @@ def site_summary(cfg: SiteConfig) -> list[str]:
     )
     lines.append(f"tariff: import {source}; grid limits from {cfg.grid_signals.limit_topic or '-'}")
     lines.append(
-        f"ocpp {cfg.ocpp.host}:{cfg.ocpp.port}{' (TLS)' if cfg.ocpp.tls else ''}; mqtt {cfg.mqtt.host}:{cfg.mqtt.port}"
+        f"ocpp {cfg.ocpp.host}:{cfg.ocpp.port}{' (TLS)' if cfg.ocpp.tls else ''}; {mqtt_summary(cfg)}"
     )
     lines.append(api_summary(cfg))
     return lines
+
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def mqtt_summary(cfg: SiteConfig) -> str:
+    mqtt = cfg.mqtt
+    text = f"mqtt {mqtt.host}:{mqtt.port}"
+    if mqtt.tls.enabled:
+        return text + " (TLS)"
+    if mqtt.password is not None and mqtt.host not in _LOOPBACK:
+        return text + ", no TLS: the password crosses the network in plain text; set mqtt.tls.enabled"
+    return text
 
 
 def api_summary(cfg: SiteConfig) -> str:
@@ -88,9 +105,175 @@ def api_summary(cfg: SiteConfig) -> str:
     return f"api {api.host}:{api.port}, no token: anyone on the network can read /state; set api.token"
 
 
+# ------------------------------------------------------------------ files and start-up
+
+_FILE_FIX = "check the path and the file's permissions; a relative path starts at the working directory"
+
+
+def _unreadable(where: str, path: Path) -> ConfigIssue | None:
+    try:
+        with path.open("rb") as file:
+            file.read(1)
+    except OSError as exc:
+        return ConfigIssue(where, f"{str(path)!r} cannot be read: {exc.strerror or exc}", _FILE_FIX)
+    return None
+
+
+def _certificates(where: str, path: Path) -> ConfigIssue | None:
+    """None when ``path`` is a readable PEM file with at least one certificate."""
+    problem = _unreadable(where, path)
+    if problem is not None:
+        return problem
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(path))
+    except (ssl.SSLError, ValueError):
+        return ConfigIssue(
+            where,
+            f"{str(path)!r} holds no PEM certificate",
+            "give a certificate in PEM format: text starting with -----BEGIN CERTIFICATE-----",
+        )
+    return None
+
+
+def _no_passphrase() -> bytes:
+    return b""  # an encrypted key fails to load instead of prompting on the terminal
+
+
+def _key_pair(where: str, cert: Path, key: Path | None) -> list[ConfigIssue]:
+    """Problems of a certificate and its private key (``key`` None: the key is in the cert file)."""
+    problem = _certificates(f"{where}.cert_file", cert)
+    if problem is not None:
+        return [problem]
+    key_field = f"{where}.key_file" if key is not None else f"{where}.cert_file"
+    if key is not None and (problem := _unreadable(key_field, key)) is not None:
+        return [problem]
+    try:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(cert), None if key is None else str(key), password=_no_passphrase)
+    except ssl.SSLError as exc:
+        shown = str(key if key is not None else cert)
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            return [
+                ConfigIssue(
+                    key_field,
+                    f"{shown!r} is not the key of the certificate in {str(cert)!r}",
+                    "give the private key the certificate was issued for",
+                )
+            ]
+        return [
+            ConfigIssue(
+                key_field,
+                f"{shown!r} holds no private key that loads",
+                "give the certificate's private key in PEM format, -----BEGIN PRIVATE KEY-----, "
+                "without a passphrase",
+            )
+        ]
+    except OSError as exc:
+        return [ConfigIssue(key_field, f"cannot be loaded: {exc.strerror or exc}", _FILE_FIX)]
+    return []
+
+
+def tls_file_issues(cfg: SiteConfig) -> list[ConfigIssue]:
+    """The TLS files the config names (ocpp.tls, and mqtt.tls when enabled) that are missing,
+    unreadable or not PEM certificates and keys that load. The HTTP API has no TLS settings."""
+    issues: list[ConfigIssue] = []
+    ocpp = cfg.ocpp.tls
+    if ocpp is not None:
+        issues += _key_pair("ocpp.tls", ocpp.cert_file, ocpp.key_file)
+        if ocpp.client_ca_file is not None and (
+            problem := _certificates("ocpp.tls.client_ca_file", ocpp.client_ca_file)
+        ):
+            issues.append(problem)
+    mqtt = cfg.mqtt.tls
+    if mqtt.enabled:
+        if mqtt.ca_file is not None and (problem := _certificates("mqtt.tls.ca_file", mqtt.ca_file)):
+            issues.append(problem)
+        if mqtt.cert_file is not None:
+            issues += _key_pair("mqtt.tls", mqtt.cert_file, mqtt.key_file)
+    return issues
+
+
+def _listeners(cfg: SiteConfig) -> list[tuple[str, str, int]]:
+    """(config section, host, port) of every server the daemon starts."""
+    found = [("ocpp", cfg.ocpp.host, cfg.ocpp.port)]
+    if cfg.api.enabled:
+        found.append(("api", cfg.api.host, cfg.api.port))
+    return found
+
+
+_BIND_ADDRESS = re.compile(r"\('([^']*)', (\d+)")
+"""asyncio names the address it failed on: "error while attempting to bind on address ('::1', 9000, 0, 0): ..."."""
+
+
+def startup_issues(cfg: SiteConfig, exc: OSError) -> list[ConfigIssue]:
+    """What a start-up error of the daemon says about the config: the field and a fix. Empty when
+    the error is not about a configured address, port or TLS file."""
+    listeners = _listeners(cfg)
+    if isinstance(exc, socket.gaierror):
+        return _unresolved_hosts(listeners)
+    bound = _BIND_ADDRESS.search(str(exc))
+    if bound is not None and exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+        matching = [item for item in listeners if item[2] == int(bound[2])]
+        if len(matching) > 1:
+            matching = [item for item in matching if item[1] == bound[1]] or matching
+        return [_bind_issue(exc.errno, *item) for item in matching]
+    if isinstance(exc, ssl.SSLError | FileNotFoundError | IsADirectoryError | PermissionError):
+        issues = tls_file_issues(cfg)
+        if issues or not isinstance(exc, ssl.SSLError):
+            return issues
+        section = "ocpp.tls" if cfg.ocpp.tls is not None else "mqtt.tls"
+        return [
+            ConfigIssue(
+                section, f"the TLS files do not load: {exc.reason or exc}", "check cert_file and key_file"
+            )
+        ]
+    return []
+
+
+def _unresolved_hosts(listeners: list[tuple[str, str, int]]) -> list[ConfigIssue]:
+    issues = []
+    for section, host, _ in listeners:
+        try:
+            socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except (socket.gaierror, UnicodeError) as exc:
+            reason = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
+            issues.append(
+                ConfigIssue(
+                    f"{section}.host",
+                    f"{host!r} does not resolve to an address: {reason}",
+                    "write an address of this machine: 0.0.0.0 for every interface, 127.0.0.1 for this "
+                    "machine only",
+                )
+            )
+    return issues
+
+
+def _bind_issue(code: int, section: str, host: str, port: int) -> ConfigIssue:
+    if code == errno.EADDRINUSE:
+        return ConfigIssue(
+            f"{section}.port",
+            f"{port} is already in use on {host}",
+            "stop the program that listens there or choose another port",
+        )
+    if code == errno.EADDRNOTAVAIL:
+        return ConfigIssue(
+            f"{section}.host",
+            f"{host!r} is not an address of this machine",
+            "use one of its addresses, or 0.0.0.0 for every interface",
+        )
+    return ConfigIssue(
+        f"{section}.port",
+        f"{port} may not be used by this process (permission denied)",
+        "use a port above 1023, or allow the process to bind it with CAP_NET_BIND_SERVICE",
+    )
+
+
 def cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
     try:
         cfg = load_config(args.file)
+        issues = tls_file_issues(cfg)
+        if issues:
+            raise ConfigError(args.file, issues)
     except ConfigError as exc:
         print_config_error(exc, sys.stderr)
         return EXIT_BAD_INPUT
@@ -118,6 +301,7 @@ def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
         print_config_error(exc, sys.stderr)
         return EXIT_BAD_INPUT
     # The solver stack is heavy to import; only this command needs it.
+    from controller.domain import plan_to_dict
     from controller.optimizer import Planner, SnapshotError
     from controller.optimizer.report import plan_table
 
@@ -139,6 +323,11 @@ def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     try:
         cfg = load_config(args.config)
+        issues = tls_file_issues(
+            cfg
+        )  # before anything starts; also keeps OpenSSL from asking for a passphrase
+        if issues:
+            raise ConfigError(args.config, issues)
     except ConfigError as exc:
         print_config_error(exc, sys.stderr)
         return EXIT_BAD_INPUT
@@ -157,7 +346,13 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         print(f"error: storage.path {cfg.storage.path}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except OSError as exc:
-        # Port in use, unreadable certificate, database directory not writable …
+        # A taken port, an address that is not this machine's, a certificate that does not load:
+        # a config problem, said with the field and a fix. Anything else: as it is.
+        issues = startup_issues(cfg, exc)
+        for issue in issues:
+            print(f"error: {issue}", file=sys.stderr)
+        if issues:
+            return EXIT_BAD_INPUT
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
@@ -237,8 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "check-config",
         help="validate a site config and print a summary",
-        description="Validate a site config. Prints a short summary of the site and exits 0; on a bad "
-        "config prints every problem with its path and a fix to stderr and exits 2.",
+        description="Validate a site config, and that the TLS certificate and key files it names load. "
+        "Prints a short summary of the site and exits 0; on a bad config prints every problem with its "
+        "path and a fix to stderr and exits 2.",
     )
     p.add_argument("file", help="site config YAML (${VAR} is read from the environment)")
     p.set_defaults(handler=cmd_check_config)
@@ -274,7 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run the daemon: OCPP server, MQTT, planner, dispatcher, store",
         description="Run the daemon until SIGTERM/SIGINT, then leave every charger on its safe default "
-        "profile and exit 0. Exit 2 on a bad config, 1 when it cannot start (port in use, storage).",
+        "profile and exit 0. Exit 2 on a bad config, also when a configured port is taken, an address "
+        "is not this machine's or a TLS file does not load (the field is named); 1 when it cannot "
+        "start otherwise (storage).",
     )
     p.add_argument("--config", required=True, help="site config YAML")
     p.set_defaults(handler=cmd_run)

@@ -5,12 +5,14 @@ User-facing power is in kW (``*_kw``) as documented; everything inside uses W (s
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
+import ipaddress
 import os
 import re
 import zoneinfo
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, get_args
@@ -22,6 +24,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -61,6 +64,10 @@ Ident = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9]
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _PYDANTIC_ERROR_TYPES = frozenset(get_args(ErrorType))
 _CLOCK_TIME = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$")
+# Host names as resolvers take them; underscores too (Docker service names).
+_HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*\.?$"
+)
 
 
 class _Model(BaseModel):
@@ -87,6 +94,32 @@ def _clock_time(value: Any, *, allow_24: bool = False) -> dt.time:
     if hour > 23 or minute > 59 or second > 59:
         raise PydanticCustomError("clock_time", "a time of day")
     return dt.time(hour, minute, second)
+
+
+def _num(value: float) -> str:
+    """A number as people write it: 100, not 100.0; 0.1 stays 0.1."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return str(value)
+
+
+def _host(value: str, fix: str) -> str:
+    """A host name or IP address; ``fix`` says what to write instead."""
+    if not value:
+        raise PydanticCustomError("empty_host", "is empty; {fix}", {"fix": fix})
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not _HOST_NAME.match(value):
+            raise PydanticCustomError(
+                "not_a_host",
+                "{host} is not a host name or IP address; {fix}",
+                {"host": repr(value), "fix": fix},
+            ) from None
+    return value
+
+
+_LISTEN_FIX = "write an address of this machine: 0.0.0.0 for every interface, 127.0.0.1 for this machine only"
 
 
 def _weekday(name: Any) -> str:
@@ -123,13 +156,13 @@ class GridConfig(_Model):
             raise PydanticCustomError(
                 "fallback_above_limit",
                 "fallback_import_limit_kw {fallback} is above import_limit_kw {limit}; lower it",
-                {"fallback": self.fallback_import_limit_kw, "limit": self.import_limit_kw},
+                {"fallback": _num(self.fallback_import_limit_kw), "limit": _num(self.import_limit_kw)},
             )
         if self.fallback_export_limit_kw is not None and self.fallback_export_limit_kw > self.export_limit_kw:
             raise PydanticCustomError(
                 "fallback_above_limit",
                 "fallback_export_limit_kw {fallback} is above export_limit_kw {limit}; lower it",
-                {"fallback": self.fallback_export_limit_kw, "limit": self.export_limit_kw},
+                {"fallback": _num(self.fallback_export_limit_kw), "limit": _num(self.export_limit_kw)},
             )
         return self
 
@@ -229,7 +262,7 @@ class ChargerConfig(_Model):
             raise PydanticCustomError(
                 "discharge_not_bidirectional",
                 "max_discharge_kw is {kw} but bidirectional is false; set bidirectional: true or max_discharge_kw: 0",
-                {"kw": self.max_discharge_kw},
+                {"kw": _num(self.max_discharge_kw)},
             )
         if self.bidirectional and self.max_discharge_kw <= 0:
             raise PydanticCustomError(
@@ -360,6 +393,16 @@ class MeterConfig(_Model):
     stale_after_s: float = Field(60.0, gt=0, le=86400)
     vehicle: str | None = Field(None, description="Vehicle id, for roles vehicle_soc and v2l.")
 
+    @field_validator("scale")
+    @classmethod
+    def _scale_not_zero(cls, value: float) -> float:
+        if value == 0:
+            raise PydanticCustomError(
+                "scale_zero",
+                "is 0, which turns every reading into 0; use the multiplier to W, e.g. 1 for W or 1000 for kW",
+            )
+        return value
+
     @field_validator("topic")
     @classmethod
     def _no_wildcards(cls, value: str) -> str:
@@ -452,6 +495,14 @@ class GridSignalsConfig(_Model):
         description="MQTT topic reporting grid loss: true/1/lost/off = grid down, false/0/ok/on = grid back "
         '(or JSON {"grid_lost": true}). While down, V2H cars keep the home up to their reserve.',
     )
+    outage_max_age_s: float | None = Field(
+        900.0,
+        gt=0,
+        le=604_800,
+        description="An outage state not repeated on outage_topic for this long (s) counts as over: the "
+        "grid is taken as back (logged as grid_state_expired), so a lost 'ok' cannot stop charging for "
+        "good. The source must repeat 'lost' more often than this during a long outage. null: never expires.",
+    )
     guaranteed_import_kw: Kw = Field(
         0.0, description="A cap never goes below this (e.g. 4.2 kW under Germany's §14a)."
     )
@@ -499,6 +550,11 @@ class MqttConfig(_Model):
     homeassistant_discovery: bool = True
     discovery_prefix: str = "homeassistant"
 
+    @field_validator("host")
+    @classmethod
+    def _a_host(cls, value: str) -> str:
+        return _host(value, "write the broker's name or address, e.g. 127.0.0.1 or broker.lan")
+
     @field_validator("username", "password", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
@@ -528,6 +584,11 @@ class OcppConfig(_Model):
         description="RFID cards / idTokens that may charge (case-insensitive); absent: every token is accepted.",
     )
 
+    @field_validator("host")
+    @classmethod
+    def _a_host(cls, value: str) -> str:
+        return _host(value, _LISTEN_FIX)
+
 
 class ApiConfig(_Model):
     enabled: bool = True
@@ -536,6 +597,11 @@ class ApiConfig(_Model):
     token: SecretStr | None = Field(
         None, description="Bearer token every endpoint except /health requires; empty: no token."
     )
+
+    @field_validator("host")
+    @classmethod
+    def _a_host(cls, value: str) -> str:
+        return _host(value, _LISTEN_FIX)
 
     @field_validator("token", mode="before")
     @classmethod
@@ -567,8 +633,9 @@ class OptimizerConfig(_Model):
         None,
         ge=0,
         le=10,
-        description="Value of a kWh left in a battery at the horizon end; default: the mean import price "
-        "over the horizon (at least 0). Without it a receding-horizon plan empties the car at the edge.",
+        description="Value of a kWh left in a battery at the horizon end; default: the larger of the mean "
+        "import price and the upper-quartile export price over the horizon (at least 0). Without it a "
+        "receding-horizon plan empties the car at the edge.",
     )
     churn_cost_per_kw: float = Field(
         0.0005, ge=0, le=1, description="Small cost per kW of setpoint change between steps (less churn)."
@@ -581,7 +648,11 @@ class OptimizerConfig(_Model):
         "receive before later re-plans. Longer is slower to solve.",
     )
     solver_time_limit_s: float = Field(
-        2.0, gt=0, le=3600, description="Solver time limit; on timeout the safe fallback plan is used."
+        2.0,
+        gt=0,
+        le=3600,
+        description="Time budget of one plan (s): snapshot translation, the first model build and every "
+        "solver pass together; when it is used up the safe fallback plan is used.",
     )
 
 
@@ -604,7 +675,9 @@ class SiteConfig(_Model):
     forecast: ForecastConfig = Field(default_factory=ForecastConfig)
 
     @model_validator(mode="after")
-    def _cross_field(self) -> Self:
+    def _cross_field(self, info: ValidationInfo) -> Self:
+        if isinstance(info.context, dict) and info.context.get(_PARTIAL):
+            return self  # parse_config runs the checks itself, on the parts that parsed
         issues = _cross_field_issues(self)
         if issues:
             raise PydanticCustomError(
@@ -637,126 +710,251 @@ def power_limits_kw(vehicle: VehicleConfig, charger: ChargerConfig | None) -> tu
     return charge_kw, discharge_kw if vehicle.permissions.v2h else 0.0
 
 
-def _cross_field_issues(cfg: SiteConfig) -> list[ConfigIssue]:
-    issues: list[ConfigIssue] = []
+Loc = tuple[int | str, ...]
+"""Where a value sits in the config tree: ("vehicles", 0, "reserve"). ``"*"`` stands for any index."""
+
+
+def _overlaps(first: Loc, second: Loc) -> bool:
+    """Does one location contain the other (``"*"`` matching any index)?"""
+    return all(a == b or "*" in (a, b) for a, b in zip(first, second, strict=False))
+
+
+@dataclass
+class _Checks:
+    """Collects cross-field problems. On a config with field errors the checks run on a repaired copy
+    (bad values dropped for their defaults, bad list items dropped): ``where`` maps a location in the
+    copy to the one the user wrote, and a problem that reads a ``repaired`` value is not reported,
+    since it would be about a value the user did not write."""
+
+    where: Callable[[Loc], Loc] = lambda loc: loc
+    repaired: tuple[Loc, ...] = ()
+    issues: list[ConfigIssue] = field(default_factory=list)
+
+    def add(self, loc: Loc, message: str, fix: str, *, uses: Iterable[Loc] = ()) -> None:
+        read = [self.where(loc), *(self.where(u) for u in uses)]
+        if any(_overlaps(r, bad) for r in read for bad in self.repaired):
+            return
+        self.issues.append(ConfigIssue(_loc_to_path(read[0]), message, fix))
+
+
+def _cross_field_issues(cfg: SiteConfig, checks: _Checks | None = None) -> list[ConfigIssue]:
+    checks = checks if checks is not None else _Checks()
+    _check_ids(cfg, checks)
+    _check_vehicles(cfg, checks)
+    _check_chargers(cfg, checks)
+    _check_meters(cfg, checks)
+    _check_tariff(cfg, checks)
+    _check_connections(cfg, checks)
+    return checks.issues
+
+
+def _check_ids(cfg: SiteConfig, checks: _Checks) -> None:
     id_lists = {
         "chargers": [c.id for c in cfg.chargers],
         "vehicles": [v.id for v in cfg.vehicles],
         "meters": [m.id for m in cfg.meters],
     }
     for kind, ids in id_lists.items():
-        seen: set[str] = set()
+        seen: dict[str, int] = {}
         for i, item_id in enumerate(ids):
             if item_id in seen:
-                issues.append(
-                    ConfigIssue(f"{kind}[{i}].id", f"duplicate id {item_id!r}", "give each one its own id")
+                checks.add(
+                    (kind, i, "id"),
+                    f"duplicate id {item_id!r}",
+                    "give each one its own id",
+                    uses=[(kind, seen[item_id], "id")],
                 )
-            seen.add(item_id)
+            seen.setdefault(item_id, i)
+
+
+def _check_vehicles(cfg: SiteConfig, checks: _Checks) -> None:
     charger_ids = {c.id for c in cfg.chargers}
-    vehicle_ids = {v.id for v in cfg.vehicles}
-    any_v2g = False
+    v2g_vehicles: list[Loc] = []
     for i, v in enumerate(cfg.vehicles):
-        path = f"vehicles[{i}]"
+        at: Loc = ("vehicles", i)
         if v.home_charger is not None and v.home_charger not in charger_ids:
-            issues.append(
-                ConfigIssue(
-                    f"{path}.home_charger",
-                    f"unknown charger {v.home_charger!r}",
-                    f"use one of {sorted(charger_ids)} or add the charger under chargers",
-                )
+            checks.add(
+                (*at, "home_charger"),
+                f"unknown charger {v.home_charger!r}",
+                f"use one of {sorted(charger_ids)} or add the charger under chargers",
+                uses=[("chargers", "*", "id")],
             )
         reserve = v.reserve_percent
+        reserve_uses = [(*at, "reserve"), (*at, "consumption_kwh_per_100km"), (*at, "usable_capacity_kwh")]
         if reserve >= 100:
-            issues.append(
-                ConfigIssue(
-                    f"{path}.reserve", f"reserve is {reserve:.0f} % of the battery", "lower the reserve"
-                )
+            checks.add(
+                (*at, "reserve"),
+                f"reserve is {reserve:.0f} % of the battery",
+                "lower the reserve",
+                uses=reserve_uses,
             )
         for day, rule in v.departures.items():
+            target_at = (*at, "departures", day, "target_soc_percent")
             if rule.target_soc_percent <= reserve:
-                issues.append(
-                    ConfigIssue(
-                        f"{path}.departures.{day}.target_soc_percent",
-                        f"target {rule.target_soc_percent:g} % is not above the reserve {reserve:.0f} %",
-                        "raise the target or lower the reserve",
-                    )
+                checks.add(
+                    target_at,
+                    f"target {rule.target_soc_percent:g} % is not above the reserve {reserve:.0f} %",
+                    "raise the target or lower the reserve",
+                    uses=reserve_uses,
                 )
             if rule.target_soc_percent > v.max_soc_percent:
-                issues.append(
-                    ConfigIssue(
-                        f"{path}.departures.{day}.target_soc_percent",
-                        f"target {rule.target_soc_percent:g} % is above max_soc_percent {v.max_soc_percent:g}",
-                        "lower the target or raise max_soc_percent",
-                    )
+                checks.add(
+                    target_at,
+                    f"target {rule.target_soc_percent:g} % is above max_soc_percent {v.max_soc_percent:g}",
+                    "lower the target or raise max_soc_percent",
+                    uses=[(*at, "max_soc_percent")],
                 )
         if v.default_target_soc_percent <= reserve:
-            issues.append(
-                ConfigIssue(
-                    f"{path}.default_target_soc_percent",
-                    f"{v.default_target_soc_percent:g} % is not above the reserve {reserve:.0f} %",
-                    "raise the target or lower the reserve",
-                )
+            checks.add(
+                (*at, "default_target_soc_percent"),
+                f"{v.default_target_soc_percent:g} % is not above the reserve {reserve:.0f} %",
+                "raise the target or lower the reserve",
+                uses=reserve_uses,
             )
         if v.max_soc_percent <= reserve:
-            issues.append(
-                ConfigIssue(
-                    f"{path}.max_soc_percent",
-                    f"{v.max_soc_percent:g} % is not above the reserve {reserve:.0f} %",
-                    "raise max_soc_percent",
-                )
+            checks.add(
+                (*at, "max_soc_percent"),
+                f"{v.max_soc_percent:g} % is not above the reserve {reserve:.0f} %",
+                "raise max_soc_percent",
+                uses=reserve_uses,
             )
         if v.permissions.v2g:
-            any_v2g = True
-        charger = cfg.charger(v.home_charger) if v.home_charger else None
-        if charger is not None and (v.permissions.v2g or v.permissions.v2h) and not charger.bidirectional:
-            issues.append(
-                ConfigIssue(
-                    f"{path}.permissions",
+            v2g_vehicles.append((*at, "permissions"))
+        index = next((j for j, c in enumerate(cfg.chargers) if c.id == v.home_charger), None)
+        if index is not None and (v.permissions.v2g or v.permissions.v2h):
+            charger = cfg.chargers[index]
+            if not charger.bidirectional:
+                checks.add(
+                    (*at, "permissions"),
                     f"V2G/V2H allowed but charger {charger.id!r} is not bidirectional",
                     "turn off v2g/v2h or use a bidirectional charger",
+                    uses=[(*at, "home_charger"), ("chargers", index, "bidirectional")],
                 )
-            )
-    if any_v2g and cfg.site.grid.export_limit_kw <= 0:
-        issues.append(
-            ConfigIssue(
-                "site.grid.export_limit_kw",
-                "a vehicle allows V2G but the export limit is 0",
-                "set export_limit_kw to the export your connection allows",
-            )
+    if v2g_vehicles and cfg.site.grid.export_limit_kw <= 0:
+        checks.add(
+            ("site", "grid", "export_limit_kw"),
+            "a vehicle allows V2G but the export limit is 0",
+            "set export_limit_kw to the export your connection allows",
+            uses=v2g_vehicles,
         )
+
+
+def _check_chargers(cfg: SiteConfig, checks: _Checks) -> None:
+    for i, c in enumerate(cfg.chargers):
+        if c.negative_limit_means_discharge and not c.bidirectional:
+            checks.add(
+                ("chargers", i, "negative_limit_means_discharge"),
+                "is true but the charger is not bidirectional, so it would never be used",
+                "set bidirectional: true and max_discharge_kw, or remove negative_limit_means_discharge",
+                uses=[("chargers", i, "bidirectional")],
+            )
+
+
+def _check_meters(cfg: SiteConfig, checks: _Checks) -> None:
+    vehicle_ids = {v.id for v in cfg.vehicles}
     for i, m in enumerate(cfg.meters):
         if m.vehicle is not None and m.vehicle not in vehicle_ids:
-            issues.append(
-                ConfigIssue(
-                    f"meters[{i}].vehicle",
-                    f"unknown vehicle {m.vehicle!r}",
-                    f"use one of {sorted(vehicle_ids)}",
-                )
+            checks.add(
+                ("meters", i, "vehicle"),
+                f"unknown vehicle {m.vehicle!r}",
+                f"use one of {sorted(vehicle_ids)}",
+                uses=[("vehicles", "*", "id")],
             )
     grid_meters = [i for i, m in enumerate(cfg.meters) if m.role is MeterRole.GRID]
     if len(grid_meters) > 1:
-        issues.append(
-            ConfigIssue(
-                f"meters[{grid_meters[1]}].role", "more than one grid meter", "keep one meter with role grid"
-            )
+        checks.add(
+            ("meters", grid_meters[1], "role"),
+            "more than one grid meter",
+            "keep one meter with role grid",
+            uses=[("meters", grid_meters[0], "role")],
+        )
+
+
+_DAY_S = 86_400
+
+
+def _weekly_spans(window: TimeOfUseWindow) -> list[tuple[int, int]]:
+    """The seconds of the week ``window`` covers, as [start, end) spans (as ``signals._tou_price``
+    reads it: the part after midnight belongs to the day the window opened)."""
+    start = window.start.hour * 3600 + window.start.minute * 60 + window.start.second
+    end = window.end.hour * 3600 + window.end.minute * 60 + window.end.second
+    spans: list[tuple[int, int]] = []
+    for day in window.days:
+        base = WEEKDAYS.index(day) * _DAY_S
+        if start < end:
+            spans.append((base + start, base + end))
+        elif start == end:
+            spans.append((base, base + _DAY_S))
+        else:
+            spans.append((base + start, base + _DAY_S))
+            next_day = (base + _DAY_S) % (7 * _DAY_S)
+            if end > 0:
+                spans.append((next_day, next_day + end))
+    return spans
+
+
+def _first_overlap(first: TimeOfUseWindow, second: TimeOfUseWindow) -> int | None:
+    shared = [
+        max(a0, b0)
+        for a0, a1 in _weekly_spans(first)
+        for b0, b1 in _weekly_spans(second)
+        if a0 < b1 and b0 < a1
+    ]
+    return min(shared) if shared else None
+
+
+def _check_tariff(cfg: SiteConfig, checks: _Checks) -> None:
+    for name, price in (("import", cfg.tariff.import_), ("export", cfg.tariff.export)):
+        windows = price.time_of_use
+        for j in range(1, len(windows)):
+            for i in range(j):
+                second = _first_overlap(windows[i], windows[j])
+                if second is None:
+                    continue
+                day, rest = divmod(second, _DAY_S)
+                when = f"{WEEKDAYS[day]} {rest // 3600:02d}:{rest % 3600 // 60:02d}"
+                checks.add(
+                    ("tariff", name, "time_of_use", j),
+                    f"overlaps time_of_use[{i}] from {when}, where time_of_use[{i}] sets the price",
+                    "change start, end or days so that no two windows cover the same time",
+                    uses=[("tariff", name, "time_of_use", i)],
+                )
+                break
+
+
+def _check_connections(cfg: SiteConfig, checks: _Checks) -> None:
+    tls = cfg.mqtt.tls
+    files = [name for name in ("ca_file", "cert_file", "key_file") if getattr(tls, name) is not None]
+    if not tls.enabled and (files or tls.insecure_skip_verify):
+        settings = " and ".join(files or ["insecure_skip_verify"])
+        password = " and the password" if cfg.mqtt.password is not None else ""
+        checks.add(
+            ("mqtt", "tls", "enabled"),
+            f"is false but mqtt.tls sets {settings}: the connection{password} would go unencrypted",
+            f"set mqtt.tls.enabled: true, or remove {settings} to connect without TLS",
+            uses=[("mqtt", "tls"), ("mqtt", "password")],
+        )
+    if tls.enabled and tls.key_file is not None and tls.cert_file is None:
+        checks.add(
+            ("mqtt", "tls", "key_file"),
+            "is set without cert_file",
+            "add cert_file, the client certificate, or remove key_file",
+            uses=[("mqtt", "tls")],
         )
     if cfg.api.enabled and cfg.api.port == cfg.ocpp.port and _hosts_overlap(cfg.api.host, cfg.ocpp.host):
-        issues.append(
-            ConfigIssue(
-                "api.port",
-                f"{cfg.api.port} is also ocpp.port; the daemon could not listen on both",
-                "give the HTTP API its own port, e.g. 8080",
-            )
+        checks.add(
+            ("api", "port"),
+            f"{cfg.api.port} is also ocpp.port; the daemon could not listen on both",
+            "give the HTTP API its own port, e.g. 8080",
+            uses=[("api",), ("ocpp", "port"), ("ocpp", "host")],
         )
     if cfg.grid_signals.guaranteed_import_kw > cfg.site.grid.import_limit_kw:
-        issues.append(
-            ConfigIssue(
-                "grid_signals.guaranteed_import_kw",
-                f"{cfg.grid_signals.guaranteed_import_kw:g} kW is above site.grid.import_limit_kw",
-                "lower it to at most the import limit",
-            )
+        checks.add(
+            ("grid_signals", "guaranteed_import_kw"),
+            f"{cfg.grid_signals.guaranteed_import_kw:g} kW is above site.grid.import_limit_kw",
+            "lower it to at most the import limit",
+            uses=[("site", "grid", "import_limit_kw")],
         )
-    return issues
 
 
 def _hosts_overlap(first: str, second: str) -> bool:
@@ -871,7 +1069,8 @@ def _describe(error: Mapping[str, Any]) -> ConfigIssue:
     }
     if kind in bounds:
         phrase, key, fix = bounds[kind]
-        return ConfigIssue(path, f"{shown} {phrase} {ctx[key]}", fix.format(b=ctx[key]))
+        bound = _num(ctx[key])
+        return ConfigIssue(path, f"{shown} {phrase} {bound}", fix.format(b=bound))
     if kind == "missing":
         return ConfigIssue(path, "is required", "add this field")
     if kind == "extra_forbidden":
@@ -929,6 +1128,102 @@ def issues_from_validation_error(exc: ValidationError) -> list[ConfigIssue]:
     return issues
 
 
+_PARTIAL = "partial"
+"""Validation context key: skip SiteConfig's cross-field validator (parse_config runs it itself)."""
+_PLACEHOLDERS: dict[str, Any] = {
+    "site": {"grid": {"import_limit_kw": 0}},
+    "tariff": {"import": {"static_price_per_kwh": 0}},
+}
+"""Stand-ins for the required top-level sections when they cannot be read, so that the cross-field
+checks still run on the rest (any check reading them is not reported)."""
+_MAX_REPAIRS = 12
+
+
+class _Repair:
+    """A copy of a config tree with the values that fail validation taken out, round by round: a bad
+    field goes (its default applies), a bad list item or mapping entry goes, a missing required field
+    takes its container with it. Locations of what was taken are kept as the user wrote them."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.tree = copy.deepcopy(data)
+        self.repaired: list[Loc] = []
+        self._origin: dict[int, list[int]] = {}  # id(list in tree) -> original index of each item
+
+    def original(self, loc: Loc) -> Loc:
+        """``loc`` in the repaired tree -> the same place in the tree the user wrote."""
+        node: Any = self.tree
+        out: list[int | str] = []
+        for part in loc:
+            if isinstance(node, list) and isinstance(part, int):
+                origin = self._origin.get(id(node))
+                out.append(origin[part] if origin is not None and 0 <= part < len(origin) else part)
+                node = node[part] if 0 <= part < len(node) else None
+            else:
+                out.append(part)
+                node = node.get(part) if isinstance(node, dict) else None
+        return tuple(out)
+
+    def remove(self, errors: list[Any]) -> bool:
+        """Take out what ``errors`` (pydantic's ``errors()``) point at; False when nothing could be."""
+        targets: list[tuple[Any, int | str]] = []
+        placed = False
+        for error in errors:
+            loc: Loc = tuple(p for p in error["loc"] if not str(p).startswith("function-"))
+            if "[key]" in loc:  # a bad mapping key: the whole entry goes
+                loc = loc[: loc.index("[key]")]
+            if error["type"] == "missing":
+                if len(loc) == 1 and isinstance(loc[0], str) and loc[0] in _PLACEHOLDERS:
+                    self.tree[loc[0]] = copy.deepcopy(_PLACEHOLDERS[loc[0]])
+                    self.repaired.append(loc)
+                    placed = True
+                    continue
+                loc = loc[:-1]
+            if not loc:
+                return False
+            parent: Any = self.tree
+            for part in loc[:-1]:
+                try:
+                    parent = parent[part]
+                except (KeyError, IndexError, TypeError):
+                    parent = None
+                    break
+            key = loc[-1]
+            present = (isinstance(parent, dict) and key in parent) or (
+                isinstance(parent, list) and isinstance(key, int) and 0 <= key < len(parent)
+            )
+            if present and not any(p is parent and k == key for p, k in targets):
+                self.repaired.append(self.original(loc))
+                targets.append((parent, key))
+        if not targets:
+            return placed
+        # Later list items first, so that earlier indices stay valid.
+        for parent, key in sorted(targets, key=lambda t: t[1] if isinstance(t[1], int) else -1, reverse=True):
+            if isinstance(parent, dict):
+                parent.pop(key, None)
+            elif isinstance(key, int) and key < len(parent):
+                origin = self._origin.setdefault(id(parent), list(range(len(parent))))
+                del parent[key], origin[key]
+        return True
+
+
+def _cross_field_issues_of_the_rest(data: dict[str, Any], first: ValidationError) -> list[ConfigIssue]:
+    """The cross-field problems among the parts of ``data`` that are valid on their own, when
+    ``first`` says that some are not (pydantic runs the cross-field checks only on a valid whole)."""
+    repair = _Repair(data)
+    errors = first.errors(include_url=False)
+    for _ in range(_MAX_REPAIRS):
+        if not repair.remove(errors):
+            return []
+        try:
+            cfg = SiteConfig.model_validate(repair.tree, context={_PARTIAL: True})
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+            continue
+        checks = _Checks(where=repair.original, repaired=tuple(repair.repaired))
+        return _cross_field_issues(cfg, checks)
+    return []
+
+
 def parse_config(data: Any, source: str = "<config>", env: Mapping[str, str] | None = None) -> SiteConfig:
     """Validate an already-parsed YAML/JSON tree into a SiteConfig, or raise ConfigError."""
     if not isinstance(data, dict):
@@ -947,7 +1242,10 @@ def parse_config(data: Any, source: str = "<config>", env: Mapping[str, str] | N
     try:
         return SiteConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, issues_from_validation_error(exc)) from None
+        issues = issues_from_validation_error(exc)
+        if not any(error["type"] == "cross_field" for error in exc.errors(include_url=False)):
+            issues += _cross_field_issues_of_the_rest(data, exc)
+        raise ConfigError(source, issues) from None
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> SiteConfig:

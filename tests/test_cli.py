@@ -1,4 +1,5 @@
-"""The `v2x` command line: help everywhere, the health probe against the real HTTP API, hash-password."""
+"""The `v2x` command line: help everywhere, the health probe against the real HTTP API, hash-password,
+TLS files checked by check-config, start-up errors of `run` that name the field."""
 
 from __future__ import annotations
 
@@ -7,14 +8,19 @@ import asyncio
 import io
 import socket
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from controller.api import HealthServer
 from controller.cli import build_parser, health_url, main
+from tests.ocpp_support.certs import Authority, Issued
 
 ROOT = Path(__file__).resolve().parent.parent
 MINIMAL = ROOT / "configs" / "minimal.yaml"
@@ -177,3 +183,209 @@ def test_health_probe_garbage_answer(tmp_path: Path, capsys: pytest.CaptureFixtu
         code = main(["health", "--config", str(_config(tmp_path, port=port)), "--timeout", "5"])
         thread.join(10)
     assert code == 1 and "unhealthy" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ TLS files and start-up errors
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def _site(tmp_path: Path, **sections: Any) -> Path:
+    data = yaml.safe_load(MINIMAL.read_text())
+    data["storage"] = {"path": str(tmp_path / "v2x.sqlite")}
+    data["ocpp"] = {"host": "127.0.0.1", "port": _free_port()}
+    data["api"] = {"host": "127.0.0.1", "port": _free_port()}
+    for name, values in sections.items():
+        data[name] = {**data.get(name, {}), **values}
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: Path
+    server: Issued
+    client: Issued
+    garbage: Path
+    encrypted_key: Path
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    ca = Authority(tmp_path, "site-ca")
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("this is not PEM\n")
+    encrypted = tmp_path / "encrypted.key"
+    encrypted.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"passphrase"),
+        )
+    )
+    return Pki(ca.path, ca.issue("server", server=True), ca.issue("client", server=False), garbage, encrypted)
+
+
+TLS_CASES: list[tuple[str, Callable[[Pki, Path], dict[str, Any]], str]] = [
+    (
+        "cert_missing",
+        lambda p, d: {"ocpp": {"tls": {"cert_file": str(d / "absent.crt"), "key_file": str(p.server.key)}}},
+        "ocpp.tls.cert_file: '{d}/absent.crt' cannot be read: No such file or directory (check the path",
+    ),
+    (
+        "key_is_a_directory",
+        lambda p, d: {"ocpp": {"tls": {"cert_file": str(p.server.cert), "key_file": str(d)}}},
+        "ocpp.tls.key_file: '{d}' cannot be read: Is a directory",
+    ),
+    (
+        "cert_not_pem",
+        lambda p, d: {"ocpp": {"tls": {"cert_file": str(p.garbage), "key_file": str(p.server.key)}}},
+        "ocpp.tls.cert_file: '{d}/garbage.pem' holds no PEM certificate (give a certificate in PEM format",
+    ),
+    (
+        "key_of_another_certificate",
+        lambda p, d: {"ocpp": {"tls": {"cert_file": str(p.server.cert), "key_file": str(p.client.key)}}},
+        "ocpp.tls.key_file: '{d}/client.key' is not the key of the certificate in '{d}/server.crt'",
+    ),
+    (
+        "key_with_a_passphrase",
+        lambda p, d: {"ocpp": {"tls": {"cert_file": str(p.server.cert), "key_file": str(p.encrypted_key)}}},
+        "ocpp.tls.key_file: '{d}/encrypted.key' holds no private key that loads (give the certificate's "
+        "private key in PEM format, -----BEGIN PRIVATE KEY-----, without a passphrase)",
+    ),
+    (
+        "client_ca_not_pem",
+        lambda p, d: {
+            "ocpp": {
+                "tls": {
+                    "cert_file": str(p.server.cert),
+                    "key_file": str(p.server.key),
+                    "client_ca_file": str(p.garbage),
+                }
+            }
+        },
+        "ocpp.tls.client_ca_file: '{d}/garbage.pem' holds no PEM certificate",
+    ),
+    (
+        "mqtt_ca_missing",
+        lambda p, d: {"mqtt": {"tls": {"enabled": True, "ca_file": str(d / "absent-ca.pem")}}},
+        "mqtt.tls.ca_file: '{d}/absent-ca.pem' cannot be read",
+    ),
+    (
+        "mqtt_client_key_mismatch",
+        lambda p, d: {
+            "mqtt": {
+                "tls": {
+                    "enabled": True,
+                    "ca_file": str(p.ca),
+                    "cert_file": str(p.client.cert),
+                    "key_file": str(p.server.key),
+                }
+            }
+        },
+        "mqtt.tls.key_file: '{d}/server.key' is not the key of the certificate",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "sections", "expected"), TLS_CASES, ids=[c[0] for c in TLS_CASES])
+def test_check_config_checks_the_tls_files(
+    name: str,
+    sections: Callable[[Pki, Path], dict[str, Any]],
+    expected: str,
+    pki: Pki,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = _site(tmp_path, **sections(pki, tmp_path))
+    assert main(["check-config", str(config)]) == 2
+    captured = capsys.readouterr()
+    assert f"{config}: 1 problem(s)\n  " + expected.format(d=tmp_path) in captured.err, captured.err
+    assert "OK" not in captured.out
+
+
+def test_check_config_accepts_tls_files_that_load(pki: Pki, tmp_path: Path) -> None:
+    config = _site(
+        tmp_path,
+        ocpp={
+            "tls": {
+                "cert_file": str(pki.server.cert),
+                "key_file": str(pki.server.key),
+                "client_ca_file": str(pki.ca),
+            }
+        },
+        mqtt={
+            "host": "broker.lan",
+            "password": "s3cret",
+            "tls": {
+                "enabled": True,
+                "ca_file": str(pki.ca),
+                "cert_file": str(pki.client.cert),
+                "key_file": str(pki.client.key),
+            },
+        },
+    )
+    out = io.StringIO()
+    assert main(["check-config", str(config)], out=out) == 0
+    assert "(TLS); mqtt broker.lan:1883 (TLS)" in out.getvalue()
+
+
+def test_check_config_warns_about_a_password_sent_in_plain_text(tmp_path: Path) -> None:
+    out = io.StringIO()
+    assert (
+        main(["check-config", str(_site(tmp_path, mqtt={"host": "broker.lan", "password": "pw"}))], out=out)
+        == 0
+    )
+    assert "mqtt broker.lan:1883, no TLS: the password crosses the network in plain text" in out.getvalue()
+    out = io.StringIO()
+    assert main(["check-config", str(_site(tmp_path, mqtt={"password": "pw"}))], out=out) == 0
+    assert "mqtt 127.0.0.1:1883\n" in out.getvalue()  # this machine: nothing crosses the network
+
+
+def test_run_refuses_tls_files_that_do_not_load_before_starting(
+    pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _site(tmp_path, ocpp={"tls": {"cert_file": str(pki.garbage), "key_file": str(pki.server.key)}})
+    assert main(["run", "--config", str(config)]) == 2
+    assert f"ocpp.tls.cert_file: '{pki.garbage}' holds no PEM certificate" in capsys.readouterr().err
+    assert not (tmp_path / "v2x.sqlite").exists()  # nothing was started
+
+
+@pytest.mark.parametrize("section", ["ocpp", "api"])
+def test_run_with_a_taken_port_names_the_field(
+    section: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = _site(tmp_path, **{section: {"port": port}})
+        assert main(["run", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"error: {section}.port: {port} is already in use on 127.0.0.1 "
+        "(stop the program that listens there or choose another port)" in err
+    ), err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("no-such-host.invalid", "error: ocpp.host: 'no-such-host.invalid' does not resolve to an address: "),
+        ("192.0.2.1", "error: ocpp.host: '192.0.2.1' is not an address of this machine (use one of its"),
+    ],
+    ids=["unknown_name", "not_this_machine"],
+)
+def test_run_with_an_unusable_host_names_the_field(
+    host: str, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", "--config", str(_site(tmp_path, ocpp={"host": host}))]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err, err

@@ -6,11 +6,13 @@ import copy
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
@@ -185,9 +187,89 @@ BROKEN_CASES = [
         "fallback_above_limit",
         _set(["site", "grid", "fallback_import_limit_kw"], 40),
         "site.grid",
-        "fallback_import_limit_kw 40",
+        "fallback_import_limit_kw 40 is above import_limit_kw 17.3 (lower it)",
     ),
     ("nan_passes_no_bound", _set(["meters", 0, "scale"], float("nan")), "meters[0].scale", "not a finite"),
+    (
+        "scale_infinite",
+        _set(["meters", 0, "scale"], float("-inf")),
+        "meters[0].scale",
+        "-inf is not a finite",
+    ),
+    (
+        "scale_zero",
+        _set(["meters", 0, "scale"], 0),
+        "meters[0].scale",
+        "is 0, which turns every reading into 0 (use the multiplier to W",
+    ),
+    (
+        "negative_limit_on_a_charge_only_charger",
+        lambda d: d["chargers"].append({"id": "carport", "negative_limit_means_discharge": True}),
+        "chargers[1].negative_limit_means_discharge",
+        "not bidirectional, so it would never be used (set bidirectional: true",
+    ),
+    (
+        "time_of_use_windows_overlap",
+        _set(
+            ["tariff", "export"],
+            {
+                "static_price_per_kwh": 0.05,
+                "time_of_use": [
+                    {"start": "22:00", "end": "06:00", "price_per_kwh": 0.02, "days": ["sunday"]},
+                    {"start": "21:00", "end": "23:00", "price_per_kwh": 0.0},
+                ],
+            },
+        ),
+        "tariff.export.time_of_use[1]",
+        "overlaps time_of_use[0] from sunday 22:00, where time_of_use[0] sets the price",
+    ),
+    (
+        "time_of_use_overlap_after_midnight",
+        _set(
+            ["tariff", "import"],
+            {
+                "static_price_per_kwh": 0.3,
+                "time_of_use": [
+                    {"start": "22:00", "end": "06:00", "price_per_kwh": 0.1, "days": ["sunday"]},
+                    {"start": "05:30", "end": "07:00", "price_per_kwh": 0.2, "days": ["monday"]},
+                ],
+            },
+        ),
+        "tariff.import.time_of_use[1]",
+        "from monday 05:30",
+    ),
+    (
+        "mqtt_tls_files_but_tls_off_with_password",
+        lambda d: d["mqtt"].update(password="s3cret", tls={"enabled": False, "ca_file": "/etc/v2x/ca.pem"}),
+        "mqtt.tls.enabled",
+        "sets ca_file: the connection and the password would go unencrypted (set mqtt.tls.enabled: true",
+    ),
+    (
+        "mqtt_tls_skip_verify_but_tls_off",
+        _set(["mqtt", "tls"], {"insecure_skip_verify": True}),
+        "mqtt.tls.enabled",
+        "sets insecure_skip_verify: the connection would go unencrypted",
+    ),
+    (
+        "mqtt_tls_key_without_certificate",
+        _set(["mqtt", "tls"], {"enabled": True, "key_file": "/etc/v2x/client.key"}),
+        "mqtt.tls.key_file",
+        "is set without cert_file",
+    ),
+    ("mqtt_host_empty", _set(["mqtt", "host"], ""), "mqtt.host", "is empty (write the broker's name"),
+    (
+        "ocpp_host_empty",
+        _set(["ocpp", "host"], "  "),
+        "ocpp.host",
+        "is empty (write an address of this machine",
+    ),
+    (
+        "ocpp_host_not_a_host",
+        _set(["ocpp", "host"], "not a host!!"),
+        "ocpp.host",
+        "'not a host!!' is not a host name or IP address",
+    ),
+    ("api_host_not_a_host", _set(["api", "host"], "http://gateway"), "api.host", "is not a host name"),
     (
         "infinite_limit",
         _set(["site", "grid", "import_limit_kw"], float("inf")),
@@ -311,6 +393,108 @@ def test_several_problems_reported_together() -> None:
         parse_config(broken(mutate), env={})
     paths = {issue.path for issue in info.value.issues}
     assert {"vehicles[0].usable_capacity_kwh", "chargers[0].max_charge_kw"} <= paths
+
+
+def test_field_and_cross_field_problems_reported_together() -> None:
+    """A bad value does not hide a contradiction elsewhere: both come in one run."""
+
+    def mutate(data: dict[str, Any]) -> None:
+        data["vehicles"][0]["reserve"] = {"percent": 150}
+        data["vehicles"][0]["home_charger"] = "garage"
+        data["api"]["port"] = 9000  # also ocpp.port
+        data["site"]["grid"]["import_limit_kw"] = "lots"
+
+    with pytest.raises(ConfigError) as info:
+        parse_config(broken(mutate), env={})
+    assert [str(issue) for issue in info.value.issues] == [
+        "site.grid.import_limit_kw: 'lots' is not a number (write a plain number)",
+        "vehicles[0].reserve.percent: 150 is above 100 (use a value of at most 100)",
+        "vehicles[0].home_charger: unknown charger 'garage' "
+        "(use one of ['wallbox-garage'] or add the charger under chargers)",
+        "api.port: 9000 is also ocpp.port; the daemon could not listen on both "
+        "(give the HTTP API its own port, e.g. 8080)",
+    ]
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        # Taken on its own, the default export limit (0) would contradict the car's V2G permission.
+        _set(["site", "grid", "export_limit_kw"], "lots"),
+        # The default reserve (20 %) would be compared with targets the user set against another one.
+        _set(["vehicles", 0, "reserve"], {"percent": "high"}),
+        # Without its import limit the site would compare grid_signals against a stand-in.
+        _delete(["site", "grid", "import_limit_kw"]),
+        _set(["tariff", "import"], {"time_of_use": []}),
+    ],
+    ids=["default_export_limit", "default_reserve", "missing_site_value", "broken_tariff"],
+)
+def test_no_cross_field_problem_about_a_value_the_user_did_not_write(mutate: Any) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(broken(mutate), env={})
+    assert len(info.value.issues) == 1, [str(i) for i in info.value.issues]
+
+
+def test_cross_field_problems_keep_the_index_the_user_wrote() -> None:
+    """A list item that does not parse is left out of the cross-field checks; the others keep their index."""
+
+    def mutate(data: dict[str, Any]) -> None:
+        second = copy.deepcopy(data["vehicles"][0])
+        second.update(id="second-car", home_charger="nowhere")
+        data["vehicles"] = [{"id": "half-written"}, second]
+        data["meters"] = [
+            {"id": "no-topic"},
+            *data["meters"],
+            {"id": "grid2", "role": "grid", "topic": "m/2"},
+        ]
+        data["chargers"].append({"id": "wallbox-garage", "max_charge_kw": "fast"})
+
+    with pytest.raises(ConfigError) as info:
+        parse_config(broken(mutate), env={})
+    rendered = [str(issue) for issue in info.value.issues]
+    assert set(rendered) == {
+        "vehicles[0].usable_capacity_kwh: is required (add this field)",
+        "meters[0].role: is required (add this field)",
+        "meters[0].topic: is required (add this field)",
+        "chargers[1].max_charge_kw: 'fast' is not a number (write a plain number)",
+        "chargers[1].id: duplicate id 'wallbox-garage' (give each one its own id)",
+        "vehicles[1].home_charger: unknown charger 'nowhere' "
+        "(use one of ['wallbox-garage'] or add the charger under chargers)",
+        "meters[3].role: more than one grid meter (keep one meter with role grid)",
+    }, rendered
+
+
+def test_readme_check_config_example_is_what_the_command_prints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readme = (ROOT / "README.md").read_text()
+    found = re.search(
+        r"```yaml\n(?P<config>.*?)```\s*\n\w*\s*\n```\n\$ v2x check-config broken\.yaml\n(?P<output>.*?)```",
+        readme,
+        re.DOTALL,
+    )
+    assert found, "README: a ```yaml block with broken.yaml, then the check-config output block"
+    (tmp_path / "broken.yaml").write_text(found["config"])
+    monkeypatch.chdir(tmp_path)
+    assert main(["check-config", "broken.yaml"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == found["output"] and captured.out == ""
+
+
+@pytest.mark.parametrize("path", [*EXAMPLES, ROOT / "sim" / "examples" / "home.yaml"], ids=lambda p: p.name)
+def test_examples_validate_against_the_printed_json_schema(path: Path) -> None:
+    out = io.StringIO()
+    assert main(["schema"], out=out) == 0
+    validator = jsonschema.Draft202012Validator(json.loads(out.getvalue()))
+    errors = [
+        f"{list(e.absolute_path)}: {e.message}"
+        for e in validator.iter_errors(yaml.safe_load(path.read_text()))
+    ]
+    assert errors == []
+    bad = broken(_set(["vehicles", 0, "reserve"], {"percent": 150}))  # the schema is not just "an object"
+    assert [list(e.absolute_path) for e in validator.iter_errors(bad)] == [
+        ["vehicles", 0, "reserve", "percent"]
+    ]
 
 
 def test_reserve_in_km_converted_with_consumption() -> None:
@@ -439,3 +623,14 @@ def test_cli_hash_password_roundtrip(monkeypatch: pytest.MonkeyPatch) -> None:
     stored = out.getvalue().strip()
     assert verify_password("wallbox-secret", stored)
     assert not verify_password("wrong", stored)
+
+
+def test_outage_max_age_defaults_to_15_minutes_and_null_never_expires() -> None:
+    tree = example_tree()
+    assert parse_config(tree, env={}).grid_signals.outage_max_age_s == 900
+    tree["grid_signals"]["outage_max_age_s"] = None
+    assert parse_config(tree, env={}).grid_signals.outage_max_age_s is None
+    tree["grid_signals"]["outage_max_age_s"] = 0
+    with pytest.raises(ConfigError) as raised:
+        parse_config(tree, env={})
+    assert "grid_signals.outage_max_age_s" in str(raised.value)
