@@ -84,6 +84,8 @@ class MeterReading:
     role: MeterRole
     value: float
     at: datetime
+    retained: bool = False
+    """A retained MQTT message: its age is unknown (``at`` is when it arrived)."""
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.value):
@@ -238,6 +240,15 @@ class Plan:
         return len(self.grid_import_w)
 
     @property
+    def total_cost(self) -> float:
+        """What the plan costs in money: import cost - export revenue + battery wear (currency).
+
+        Not included: the optimiser's penalties (reserve, targets, V2L, grid overload), the value it
+        gives energy left in the cars at the horizon end, and the churn term; ``objective`` has those.
+        """
+        return self.import_cost - self.export_revenue + self.degradation_cost
+
+    @property
     def end(self) -> datetime:
         return self.start + self.step * self.steps
 
@@ -301,6 +312,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "import_cost": plan.import_cost,
         "export_revenue": plan.export_revenue,
         "degradation_cost": plan.degradation_cost,
+        "total_cost": plan.total_cost,
         "notes": list(plan.notes),
         "vehicles": {
             vid: {

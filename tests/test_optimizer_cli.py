@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -106,12 +107,32 @@ def test_example_unreachable_target_charges_flat_out_and_reports_shortfall(
 def test_example_v2l_session_is_cut_so_the_drive_home_keeps_the_reserve(
     plans: dict[str, tuple[Plan, Snapshot]],
 ) -> None:
-    plan, _ = plans["v2l-session"]
+    plan, snap = plans["v2l-session"]
     vp = plan.vehicles["family-ev"]
-    reserve = 100 * 80 * 17 / 100 / 77
+    car = load_config(HOME, env={}).vehicles[0]
+    capacity, eta_d = car.usable_capacity_kwh, car.discharge_efficiency
+    reserve_kwh = 80 * 17 / 100  # 80 km at 17 kWh/100 km
+    state = snap.vehicles[0]
+    assert state.v2l is not None and state.v2l.end is not None and state.soc_percent is not None
+    trip = state.away[0]
+    session_end = plan.step_index(state.v2l.end)
+    assert session_end is not None and plan.start >= state.v2l.start  # the session runs from step 0
     v2l = np.asarray(vp.v2l_power_w)
-    assert v2l[0] == pytest.approx(1500.0) and v2l[-1] == 0.0  # served now, cut later
-    assert min(vp.soc_percent) >= reserve - 1e-4
+    # Served in full while the budget allows, then cut for good, well before the session ends.
+    cut = int(np.argmax(v2l < 1500.0 - 1e-6))
+    assert cut >= 4 and np.all(v2l[:cut] == pytest.approx(1500.0))
+    assert cut + 1 < session_end and np.all(v2l[cut + 1 :] == 0.0)
+    assert state.v2l.power_w == 1500.0  # still asked for where it is cut
+    # The budget: everything above the reserve that the drive home does not need.
+    hours = plan.step.total_seconds() / 3600
+    served_kwh = float(v2l.sum()) / 1000 * hours
+    budget_kwh = capacity * state.soc_percent / 100 - trip.energy_kwh - reserve_kwh
+    assert served_kwh / eta_d == pytest.approx(budget_kwh, abs=1e-3)
+    # ... so the drive home ends exactly at the reserve, never below it.
+    arrive = plan.step_index(trip.arrive)
+    assert arrive is not None
+    assert vp.soc_percent[arrive] == pytest.approx(100 * reserve_kwh / capacity, abs=1e-3)
+    assert min(vp.soc_percent) >= 100 * reserve_kwh / capacity - 1e-4
     assert "V2L 1.5 kW" in vp.reason
 
 
@@ -139,23 +160,155 @@ def test_cli_plan_prints_a_table(name: str) -> None:
     assert code == 0
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("plan from ") and "solver optimal" in lines[0]
+    assert "battery wear" in lines[1] and ", total cost " in lines[1]
     assert any(line.startswith("family-ev: ") for line in lines)
     header = next(i for i, line in enumerate(lines) if line.lstrip().startswith("time"))
     assert len(lines) - header - 1 == 96
 
 
-def test_cli_plan_json_has_every_step() -> None:
+PLAN_FIELDS = {
+    "created_at",
+    "start",
+    "step_minutes",
+    "steps",
+    "solver_status",
+    "solve_time_ms",
+    "fallback",
+    "objective",
+    "import_cost",
+    "export_revenue",
+    "degradation_cost",
+    "total_cost",
+    "notes",
+    "vehicles",
+    "grid_import_w",
+    "grid_export_w",
+    "import_price_per_kwh",
+    "export_price_per_kwh",
+}
+VEHICLE_FIELDS = {
+    "reason",
+    "current_power_w",
+    "departure_shortfall_kwh",
+    "throughput_kwh",
+    "power_w",
+    "soc_percent",
+    "v2l_power_w",
+}
+
+
+def documented_json_fields() -> tuple[set[str], set[str]]:
+    """The fields docs/optimizer.md lists for `v2x plan --json` (plan level, per vehicle)."""
+    text = (ROOT / "docs" / "optimizer.md").read_text()
+    section = text.split("### Plan JSON", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|") for line in section.splitlines() if line.startswith("| `")]
+    plan_fields = {r[1].strip().strip("`") for r in rows if not r[1].strip().startswith("`vehicles.")}
+    vehicle_fields = {
+        r[1].strip().strip("`").split(".", 2)[2] for r in rows if r[1].strip().startswith("`vehicles.")
+    }
+    return plan_fields, vehicle_fields
+
+
+def test_cli_plan_json_carries_every_documented_field() -> None:
     out = io.StringIO()
-    code = main(
-        ["plan", "--config", str(HOME), "--snapshot", str(EXAMPLES / "evening-peak.json"), "--json"], out=out
-    )
+    snap_path = EXAMPLES / "evening-peak.json"
+    code = main(["plan", "--config", str(HOME), "--snapshot", str(snap_path), "--json"], out=out)
     assert code == 0
     data = json.loads(out.getvalue())
+    assert documented_json_fields() == (PLAN_FIELDS, VEHICLE_FIELDS)
+    assert set(data) == PLAN_FIELDS
+    snap = load_snapshot(snap_path)
+    cfg = load_config(HOME, env={})
+    car = cfg.vehicles[0]
+    n = 96
+    dt = 0.25
+
+    # The step grid and the solver.
+    assert datetime.fromisoformat(data["created_at"]) == snap.time
+    start = datetime.fromisoformat(data["start"])
+    assert start == snap.time.replace(minute=snap.time.minute // 15 * 15, second=0, microsecond=0)
+    assert data["step_minutes"] == 15 and data["steps"] == n
     assert data["solver_status"] == "optimal" and data["fallback"] is False
-    assert len(data["grid_import_w"]) == 96 == len(data["import_price_per_kwh"])
+    assert isinstance(data["solve_time_ms"], float) and 0 < data["solve_time_ms"] < 2000
+    assert isinstance(data["objective"], float)
+    assert isinstance(data["notes"], list) and all(isinstance(x, str) for x in data["notes"])
+
+    # Per step: grid and prices, and the balance with the home and the car.
+    imp, exp = np.asarray(data["grid_import_w"]), np.asarray(data["grid_export_w"])
+    assert imp.shape == exp.shape == (n,)
+    assert np.all(imp >= 0) and np.all(exp >= 0) and np.all(np.minimum(imp, exp) == 0)
+    assert data["import_price_per_kwh"] == snap.import_price_per_kwh[:n]
+    assert data["export_price_per_kwh"] == snap.export_price_per_kwh[:n]
+    assert set(data["vehicles"]) == {"family-ev"}
     vp = data["vehicles"]["family-ev"]
-    assert len(vp["power_w"]) == 96 and len(vp["soc_percent"]) == 97
-    assert vp["current_power_w"] == vp["power_w"][0] and vp["reason"]
+    assert set(vp) == VEHICLE_FIELDS
+    power = np.asarray(vp["power_w"])
+    soc = np.asarray(vp["soc_percent"])
+    v2l = np.asarray(vp["v2l_power_w"])
+    assert power.shape == v2l.shape == (n,) and soc.shape == (n + 1,)
+    home = np.asarray(snap.load_w[:n]) - np.asarray(snap.pv_w[:n])
+    assert np.allclose(imp - exp, home + power, atol=0.2)  # rounded to 0.1 W
+    assert vp["current_power_w"] == power[0]
+    assert np.all(v2l == 0)
+
+    # Per vehicle: SoC trajectory from the snapshot's SoC, following the setpoints.
+    assert snap.vehicles[0].soc_percent is not None
+    assert soc[0] == pytest.approx(snap.vehicles[0].soc_percent)
+    stored = np.where(power > 0, power * car.charge_efficiency, power / car.discharge_efficiency)
+    gained = stored / 1000 * dt / car.usable_capacity_kwh * 100
+    assert np.allclose(np.diff(soc), gained, atol=2e-3)  # no trip in this snapshot
+    assert "charging" in vp["reason"] or "exporting" in vp["reason"] or "holding" in vp["reason"]
+
+    # Totals: money, energy through the battery, shortfall.
+    import_cost = float(np.dot(data["import_price_per_kwh"], imp / 1000 * dt))
+    export_revenue = float(np.dot(data["export_price_per_kwh"], exp / 1000 * dt))
+    assert data["import_cost"] == pytest.approx(import_cost, abs=1e-4)
+    assert data["export_revenue"] == pytest.approx(export_revenue, abs=1e-4)
+    through = float(
+        np.sum(np.where(power > 0, power * car.charge_efficiency, -power / car.discharge_efficiency))
+        / 1000
+        * dt
+    )
+    assert vp["throughput_kwh"] == pytest.approx(through, abs=1e-3) and through > 10
+    assert data["degradation_cost"] == pytest.approx(car.degradation_cost_per_kwh * through, abs=1e-4)
+    assert data["total_cost"] == pytest.approx(
+        data["import_cost"] - data["export_revenue"] + data["degradation_cost"], abs=1e-9
+    )
+    # total_cost leaves out the penalties and the value of energy left at the end (objective has them).
+    assert data["total_cost"] != pytest.approx(data["objective"], abs=1e-3)
+    departure = snap.vehicles[0].departure
+    assert departure is not None
+    k = int((departure.at - start) / timedelta(minutes=15))
+    assert soc[k] >= departure.target_soc_percent - 1e-3 and vp["departure_shortfall_kwh"] == 0.0
+
+
+def test_cli_plan_json_of_a_fallback_plan_and_a_shortfall(tmp_path: Path) -> None:
+    cfg = tmp_path / "site.yaml"
+    cfg.write_text(HOME.read_text() + "\noptimizer:\n  solver_time_limit_s: 0.000000001\n")
+    out = io.StringIO()
+    snap_path = EXAMPLES / "unreachable-target.json"
+    assert main(["plan", "--config", str(cfg), "--snapshot", str(snap_path), "--json"], out=out) == 1
+    data = json.loads(out.getvalue())
+    assert set(data) == PLAN_FIELDS
+    assert data["fallback"] is True and data["objective"] is None
+    assert data["solver_status"].startswith("fallback: time limit")
+    assert data["solve_time_ms"] == 0.0
+    vp = data["vehicles"]["family-ev"]
+    assert vp["reason"].startswith("fallback plan: ")
+    assert vp["departure_shortfall_kwh"] > 30  # 20 % -> 90 % in 1.5 h: reported in the fallback too
+    assert data["total_cost"] == pytest.approx(
+        data["import_cost"] - data["export_revenue"] + data["degradation_cost"], abs=1e-9
+    )
+
+
+def test_readme_and_docs_give_each_example_its_config() -> None:
+    readme = (ROOT / "README.md").read_text()
+    docs = (ROOT / "docs" / "optimizer.md").read_text()
+    for name, cfg_path in EXAMPLE_CONFIG.items():
+        cfg = cfg_path.relative_to(ROOT).as_posix()
+        assert f"v2x plan --config {cfg} --snapshot configs/snapshots/{name}.json" in readme, name
+        assert f"| `{name}.json` | `{cfg}` |" in docs, name
+        assert f"Config: {cfg}." in (load_snapshot(EXAMPLES / f"{name}.json").description or ""), name
 
 
 def test_cli_plan_fallback_exits_1(tmp_path: Path) -> None:

@@ -377,3 +377,26 @@ def test_site_without_vehicles_plans_the_grid_only() -> None:
     assert plan.vehicles == {} and plan.solver_status == "no vehicles"
     assert plan.grid_import_w[5] == pytest.approx(500.0)
     assert plan.import_cost == pytest.approx(0.3 * 0.5 * 24)
+
+
+def test_terminal_value_is_the_mean_import_or_the_upper_quartile_export_price() -> None:
+    shape = SiteShape.from_config(site([vehicle()]))
+    steps = shape.steps
+    ramp = np.linspace(0.0, 0.4, steps)  # mean 0.2, upper quartile 0.3
+
+    def value(import_price: Any, export_price: Any) -> float:
+        inputs = build_inputs(
+            snapshot(steps, [], import_price=import_price, export_price=export_price), shape
+        )
+        return float(inputs.terminal_value[0])
+
+    # Export paid little: a kWh left is worth what it saves on import.
+    assert value(ramp, 0.05) == pytest.approx(0.2)
+    # Export paid the import price (net metering): worth what it fetches at a good hour.
+    assert value(ramp, ramp) == pytest.approx(0.3, abs=0.4 / steps)
+    # Never negative, and a configured value wins.
+    assert value(-0.1, -0.2) == 0.0
+    configured = SiteShape.from_config(site([vehicle()], terminal_value_per_kwh=0.12))
+    assert build_inputs(snapshot(steps, [], import_price=ramp, export_price=ramp), configured).terminal_value[
+        0
+    ] == pytest.approx(0.12)

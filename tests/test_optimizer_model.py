@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import cvxpy as cp
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 
 from controller.domain import Plan
 from controller.optimizer import Planner, plan_foresight
-from controller.optimizer.compiled import CompiledLp, NotCompilableError
+from controller.optimizer.compiled import CompiledLp, LpResult, NotCompilableError
 from controller.snapshot import Snapshot
 from tests.test_optimizer_helpers import T0, site, snapshot, soc_at, vehicle
 
@@ -134,13 +136,101 @@ def test_time_limit_gives_a_safe_fallback_plan_and_recovers() -> None:
     planner = Planner(cfg, time_limit_s=1e-9)
     plan = planner.plan(snap)
     assert plan.fallback and plan.objective is None
-    assert "Time limit" in plan.solver_status
+    assert plan.solver_status == "fallback: time limit of 1e-09 s used up by building the model"
     assert all(p >= 0 for vp in plan.vehicles.values() for p in vp.power_w)  # no discharge at all
     assert all(vp.reason.startswith("fallback plan: ") for vp in plan.vehicles.values())
-    assert planner._lp is not None
-    planner._lp.set_time_limit(10.0)
+    # The model build is counted (it cannot be interrupted) and no solver pass is started.
+    assert planner.last_timings is not None and planner.last_timings.solves == 0
+    assert plan.solve_time_ms == 0.0
+    assert planner._lp is not None  # built all the same: the next plan only solves
+    planner.time_limit_s = 10.0
     again = planner.plan(snap)
     assert not again.fallback and again.solver_status == "optimal"
+
+
+def test_time_limit_cuts_a_long_solve_within_the_budget() -> None:
+    # 20 cars: a cold solve takes about 0.12 s on the reference machine, 6x the budget below.
+    cfg = site([vehicle(f"v{i}") for i in range(20)], import_kw=60, horizon_hours=24)
+    rng = np.random.default_rng(11)
+
+    def snap() -> Snapshot:
+        return snapshot(
+            96,
+            [
+                {"id": f"v{i}", "soc_percent": float(rng.uniform(20, 90)), "plugged_in": True}
+                for i in range(20)
+            ],
+            import_price=rng.uniform(-0.2, 0.8, 96),
+            export_price=0.05,
+            load_w=rng.uniform(0, 5000, 96),
+            pv_w=rng.uniform(0, 6000, 96),
+        )
+
+    planner = Planner(cfg, time_limit_s=60.0)
+    assert planner.plan(snap()).solver_status == "optimal"  # builds the model
+    assert planner._lp is not None
+    planner._lp._highs.clearSolver()  # no warm start: the next solve is a long one
+    budget_s = 0.02
+    planner.time_limit_s = budget_s
+    plan = planner.plan(snap())
+    assert plan.fallback and plan.solver_status == "fallback: solver Time limit reached", plan.solver_status
+    timings = planner.last_timings
+    assert timings is not None and timings.solves == 1
+    margin_ms = 50.0  # HiGHS checks its clock between iterations; a loaded machine adds a little
+    assert plan.solve_time_ms <= 1000 * budget_s + margin_ms
+    assert timings.translate_ms + timings.resolve_ms <= 1000 * budget_s + margin_ms
+
+
+class _SlowPasses:
+    """A compiled LP whose every solve takes ``pause_s`` longer, cut at the time limit it is given
+    like HiGHS would (a slow machine, simulated)."""
+
+    def __init__(self, inner: CompiledLp, pause_s: float) -> None:
+        self._inner = inner
+        self._pause_s = pause_s
+        self._limit_s = float("inf")
+        self.limits: list[float] = []
+
+    def set_time_limit(self, seconds: float) -> None:
+        self._limit_s = seconds
+        self.limits.append(seconds)
+        self._inner.set_time_limit(seconds)
+
+    def solve(self) -> LpResult:
+        result = self._inner.solve()
+        wait = min(self._pause_s, max(0.0, self._limit_s - result.solver_time_s))
+        time.sleep(wait)
+        if result.solver_time_s + wait >= self._limit_s:
+            return LpResult("Time limit reached", False, None, float("nan"), result.solver_time_s + wait, 0)
+        return dataclasses.replace(result, solver_time_s=result.solver_time_s + wait)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_time_limit_is_one_budget_for_all_solver_passes() -> None:
+    # Deep negative prices without wear cost need a second pass (charge and discharge in one step).
+    cfg = site([vehicle(degradation_cost_per_kwh=0.0)])
+    snap = snapshot(
+        96, [{"id": "ev", "soc_percent": 90, "plugged_in": True}], import_price=-3.0, export_price=-3.5
+    )
+    planner = Planner(cfg)
+    assert planner.plan(snap).solver_status == "optimal"
+    assert planner.last_timings is not None and planner.last_timings.solves == 2
+    assert planner._lp is not None
+    slow = _SlowPasses(planner._lp, pause_s=0.04)
+    planner._lp = cast(CompiledLp, slow)
+    budget_s = 0.06
+    planner.time_limit_s = budget_s
+    plan = planner.plan(snap)
+    # The first pass used 0.04 s of 0.06: the second gets only what is left, and is cut there.
+    assert len(slow.limits) == 2
+    assert slow.limits[0] <= budget_s and slow.limits[1] <= budget_s - 0.04 + 1e-3
+    assert plan.fallback and plan.solver_status == "fallback: solver Time limit reached"
+    assert plan.solve_time_ms <= 1000 * budget_s + 10.0
+    # With time to spare, the same passes end optimal.
+    planner.time_limit_s = 5.0
+    assert planner.plan(snap).solver_status == "optimal"
 
 
 def test_fallback_charges_toward_the_target_as_early_as_allowed() -> None:

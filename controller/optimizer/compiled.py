@@ -55,7 +55,9 @@ class LpResult:
 class CompiledLp:
     """The canonical LP of a DPP ``problem``; :meth:`solve` takes parameter values, not the problem.
 
-    ``time_limit_s`` bounds each solve; HiGHS then reports ``kTimeLimit`` and no solution is used.
+    ``time_limit_s`` bounds each solve (:meth:`set_time_limit` changes it; the planner gives each
+    pass what is left of its per-plan budget); HiGHS then reports ``kTimeLimit`` and no solution is
+    used.
     """
 
     def __init__(self, problem: cp.Problem, time_limit_s: float) -> None:

@@ -187,10 +187,7 @@ def build_inputs(snapshot: Snapshot, shape: SiteShape) -> PlanInputs:
     for series in (net, imp_lim, exp_lim, overload_imp, overload_exp, own_use):
         series[0] *= frac0  # step 0 holds only what is left of it (module docstring)
 
-    if shape.terminal_value_per_kwh is not None:
-        terminal = shape.terminal_value_per_kwh
-    else:
-        terminal = max(0.0, float(imp_price.sum()) / t)
+    terminal = terminal_value_per_kwh(shape, imp_price, exp_price)
 
     e0 = np.zeros(n)
     may_discharge = np.zeros(n)
@@ -263,6 +260,21 @@ def build_inputs(snapshot: Snapshot, shape: SiteShape) -> PlanInputs:
         in_snapshot=tuple(in_snapshot),
         notes=notes,
     )
+
+
+def terminal_value_per_kwh(shape: SiteShape, import_price: FloatArray, export_price: FloatArray) -> float:
+    """What a kWh left in a car at the horizon end is worth: the configured value, else the larger
+    of the horizon's mean import price (what the kWh saves when it covers the home later) and its
+    upper-quartile export price (what it earns when it is sold at a good hour later), at least 0.
+
+    Valued lower, a receding-horizon plan sells at ordinary prices what it would sell dearer a day
+    later (net metering); the year study in docs/simulator.md measured both.
+    """
+    if shape.terminal_value_per_kwh is not None:
+        return shape.terminal_value_per_kwh
+    upper = (3 * (len(export_price) - 1) + 3) // 4  # index of the upper quartile, rounded up
+    upper_quartile_export = float(np.partition(export_price, upper)[upper])
+    return max(0.0, float(import_price.mean()), upper_quartile_export)
 
 
 @dataclass(slots=True)

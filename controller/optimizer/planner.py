@@ -52,12 +52,19 @@ class PlanTimings:
 class Planner:
     """Plans for the site in ``config`` over ``steps`` steps (default: the configured horizon).
 
-    ``time_limit_s`` overrides ``optimizer.solver_time_limit_s`` (useful for long horizons).
+    ``time_limit_s`` overrides ``optimizer.solver_time_limit_s`` (useful for long horizons). It is
+    the budget of one :meth:`plan` call from the snapshot to the solution: the model build of the
+    first call and every solver pass share it (see :attr:`time_limit_s`).
     """
 
     def __init__(self, config: SiteConfig, steps: int | None = None, *, time_limit_s: float | None = None):
         self.config = config
         self.shape = SiteShape.from_config(config, steps, time_limit_s)
+        self.time_limit_s = self.shape.solver_time_limit_s
+        """Seconds one :meth:`plan` may spend before its solution: snapshot translation, the model
+        build (first call only: CVXPY's canonicalisation cannot be interrupted, so it is counted and
+        a build that uses the budget up gives a fallback plan) and all solver passes together; each
+        pass gets what is left as HiGHS's time limit. May be changed between calls."""
         self.model: ScheduleModel | None = ScheduleModel(self.shape) if self.shape.vehicles else None
         self._lp: CompiledLp | None = None
         self._param_values: Callable[[PlanInputs], Sequence[FloatArray]] | None = None
@@ -79,8 +86,13 @@ class Planner:
         return build_inputs(snapshot, self.shape)
 
     def plan(self, snapshot: Snapshot) -> Plan:
-        """Optimise from ``snapshot``. Never raises for solver trouble: that yields a fallback plan."""
+        """Optimise from ``snapshot``. Never raises for solver trouble: that yields a fallback plan.
+
+        Everything up to the solution shares one budget, :attr:`time_limit_s`; when it is used up
+        the plan is the fallback plan.
+        """
         started = time.perf_counter()
+        deadline = started + self.time_limit_s
         inputs = self.inputs(snapshot)
         self.last_inputs = inputs
         translated = time.perf_counter()
@@ -93,6 +105,7 @@ class Planner:
         objective: float | None = None
         schedule: Schedule | None = None
         passes = 0
+        built_now = self._lp is None
         if self._lp is None:
             try:
                 self.model.set_inputs(inputs)  # canonicalisation needs values; later solves skip CVXPY
@@ -100,8 +113,13 @@ class Planner:
             except Exception as exc:  # no plan at all would leave the site without a safe schedule
                 status, passes = f"fallback: model error: {exc}", _DIRECTION_PASSES
         while passes < _DIRECTION_PASSES and self._lp is not None:
+            left_s = deadline - time.perf_counter()
+            if left_s <= 0:
+                status = _out_of_time(self.time_limit_s, passes, built_now)
+                break
             passes += 1
             assert self._param_values is not None
+            self._lp.set_time_limit(left_s)
             self._lp.load_parameter_list(self._param_values(inputs))
             result = self._lp.solve()
             solver_s += result.solver_time_s
@@ -132,7 +150,7 @@ class Planner:
         )
 
     def _compile(self, model: ScheduleModel) -> None:
-        lp = CompiledLp(model.problem, self.shape.solver_time_limit_s)
+        lp = CompiledLp(model.problem, self.time_limit_s)  # each pass sets what is left of the budget
         names = {param.id: name for name, param in model.parameters().items()}
         fields = [model.input_field(names[param.id]) for param in lp.parameters]
         # One C call collects every value in the compiled order (a tuple, also for a single field).
@@ -271,6 +289,16 @@ class Planner:
             notes=tuple(inputs.notes),
             objective=objective,
         )
+
+
+def _out_of_time(limit_s: float, passes: int, built_now: bool) -> str:
+    if passes:
+        spent = f"{passes} solver pass(es)"
+    elif built_now:
+        spent = "building the model"
+    else:
+        spent = "reading the snapshot"
+    return f"fallback: time limit of {limit_s:g} s used up by {spent}"
 
 
 def _fix_direction(inputs: PlanInputs, schedule: Schedule) -> bool:

@@ -25,8 +25,7 @@ def plan_table(
         f"solver {plan.solver_status} in {plan.solve_time_ms:.1f} ms"
         + (" (FALLBACK)" if plan.fallback else ""),
         f"import cost {plan.import_cost:.2f} {currency}, export revenue {plan.export_revenue:.2f} {currency}, "
-        f"battery wear {plan.degradation_cost:.2f} {currency}, "
-        f"net {plan.import_cost - plan.export_revenue + plan.degradation_cost:.2f} {currency}",
+        f"battery wear {plan.degradation_cost:.2f} {currency}, total cost {plan.total_cost:.2f} {currency}",
     ]
     for note in plan.notes:
         lines.append(f"note: {note}")
