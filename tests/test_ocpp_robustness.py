@@ -10,6 +10,7 @@ from typing import Any
 import ocpp.v16
 import ocpp.v21
 import pytest
+import structlog
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
@@ -20,8 +21,11 @@ from controller.ocpp import (
     Backoff,
     ChargerConnected,
     ChargerDisconnected,
+    ChargingNeedsReported,
+    MeterValuesReceived,
     ProfileAnswered,
     ProfileStatus,
+    StatusChanged,
     TransactionStarted,
 )
 from tests.ocpp_support import (
@@ -59,11 +63,25 @@ class Raw:
         await self.connection.send(frame if isinstance(frame, str | bytes) else json.dumps(frame))
 
     async def recv(self, timeout_s: float = 3.0) -> Any:
-        return json.loads(await asyncio.wait_for(self.connection.recv(), timeout_s))
+        return json.loads(await self.recv_text(timeout_s))
+
+    async def recv_text(self, timeout_s: float = 3.0) -> str:
+        """The next frame exactly as it was on the wire."""
+        raw = await asyncio.wait_for(self.connection.recv(), timeout_s)
+        assert isinstance(raw, str)
+        return raw
 
     async def call(self, unique_id: str, action: str, payload: dict[str, Any]) -> Any:
         await self.send([2, unique_id, action, payload])
         return await self.recv()
+
+    async def answer_to(self, unique_id: str, action: str, payload: dict[str, Any]) -> Any:
+        """Send a CALL and return its answer, passing over (not answering) the server's own CALLs."""
+        await self.send([2, unique_id, action, payload])
+        while True:
+            frame = await self.recv()
+            if frame[0] != 2:
+                return frame
 
     async def answer_setup(self) -> list[Any]:
         """Answer the server's setup CALLs (Accepted) until its two re-sync triggers; returns them."""
@@ -183,6 +201,28 @@ TX_STARTED = {
             "m14",
             "NotSupported",
         ),
+        # Nested too deeply for the JSON parser (RecursionError), or for the rest of the stack.
+        ("2.0.1", "[" * 200_000, "-1", "RpcFrameworkError"),
+        (
+            "2.1",
+            '[2, "d1", "DataTransfer", {"vendorId": "x", "data": ' + "[" * 5000,
+            "-1",
+            "RpcFrameworkError",
+        ),
+        ("1.6", "[" * 200_000, "-1", "FormationViolation"),
+        ("1.6", '{"a": ' * 3000 + "1" + "}" * 3000, "-1", "FormationViolation"),
+        (
+            "2.0.1",
+            '[2, "d2", "DataTransfer", {"vendorId": "x", "data": ' + "[" * 900 + "]" * 900 + "}]",
+            "-1",
+            "RpcFrameworkError",
+        ),
+        (
+            "1.6",
+            '[2, "d3", "DataTransfer", {"vendorId": "x", "data": ' + "[" * 900 + "]" * 900 + "}]",
+            "-1",
+            "FormationViolation",
+        ),
     ],
 )
 async def test_bad_frames_get_the_right_callerror(
@@ -199,6 +239,75 @@ async def test_bad_frames_get_the_right_callerror(
         assert isinstance(answer[3], str) and isinstance(answer[4], dict)
         # The connection survives and still answers.
         assert (await raw.call("ok", "Heartbeat", {}))[:2] == [3, "ok"]
+
+
+@pytest.mark.parametrize(
+    ("version", "frame", "expected"),
+    [
+        # OCPP-J 2.0.1 4.4: an unknown message type SHALL be answered with MessageTypeNotSupported;
+        # 2.0.1 defines types 2-4 only, so 2.1's CALLRESULTERROR (5) and SEND (6) are unknown there.
+        (
+            "2.0.1",
+            '[5, "r1", "InternalError", "could not process your answer", {}]',
+            '[4,"r1","MessageTypeNotSupported","message type 5 is not defined in OCPP 2.0.1",{}]',
+        ),
+        (
+            "2.0.1",
+            '[6, "s1", "Heartbeat", {}]',
+            '[4,"s1","MessageTypeNotSupported","message type 6 is not defined in OCPP 2.0.1",{}]',
+        ),
+        (
+            "2.1",
+            '[7, "x1", "Heartbeat", {}]',
+            '[4,"x1","MessageTypeNotSupported","message type 7 is not defined in OCPP 2.1",{}]',
+        ),
+        # 1.6 has no MessageTypeNotSupported: an RPC-level fault is a ProtocolError there (NotSupported
+        # means "a known action we do not support", which says nothing about a message type).
+        (
+            "1.6",
+            '[5, "r2", "InternalError", "", {}]',
+            '[4,"r2","ProtocolError","message type 5 is not defined in OCPP 1.6",{}]',
+        ),
+        (
+            "1.6",
+            '[6, "s2", "Heartbeat", {}]',
+            '[4,"s2","ProtocolError","message type 6 is not defined in OCPP 1.6",{}]',
+        ),
+        ("1.6", '[9, "x2"]', '[4,"x2","ProtocolError","message type 9 is not defined in OCPP 1.6",{}]'),
+    ],
+)
+async def test_unknown_message_types_get_the_spec_error_on_the_wire(
+    version: str, frame: str, expected: str
+) -> None:
+    async with (
+        running_server(site([{"id": "cp"}])) as (server, _),
+        raw_connect(server.port, "cp", version) as connection,
+    ):
+        raw = Raw(connection)
+        await raw.send(frame)
+        assert await raw.recv_text() == expected
+        assert (await raw.call("ok", "Heartbeat", {}))[:2] == [3, "ok"]
+
+
+async def test_a_fault_while_reading_a_frame_is_logged_and_the_connection_stays(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from controller.ocpp.rpc import RpcPeer
+
+    def broken(self: RpcPeer, unique_id: str, payload: Any) -> None:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(RpcPeer, "_on_result", broken)
+    with structlog.testing.capture_logs() as logs:
+        async with (
+            running_server(site([{"id": "cp"}])) as (server, _),
+            raw_connect(server.port, "cp", "2.0.1") as connection,
+        ):
+            raw = Raw(connection)
+            await raw.send([3, "answer", {}])
+            assert await raw.silent()
+            assert (await raw.call("hb", "Heartbeat", {}))[:2] == [3, "hb"]
+    assert [e["frame"] for e in logs if e["event"] == "ocpp_frame_failed"] == ['[3, "answer", {}]']
 
 
 async def test_binary_frames_and_stray_answers_are_ignored() -> None:
@@ -233,6 +342,65 @@ async def test_21_send_and_callresulterror_frames_get_no_answer() -> None:
         await raw.send([6, "s2", "NotifyPeriodicEventStream", {"broken": True}])  # invalid SEND: logged only
         assert await raw.silent()
         assert (await raw.call("hb", "Heartbeat", {}))[:2] == [3, "hb"]
+
+
+# ------------------------------------------------------------------ implausible meter values
+
+
+@pytest.mark.parametrize("version", ["2.0.1", "1.6"])
+async def test_implausible_meter_values_are_dropped_logged_and_the_rest_is_used(version: str) -> None:
+    def reading(value: float | str, measurand: str, unit: str, phase: str | None = None) -> dict[str, Any]:
+        if version == "1.6":
+            item: dict[str, Any] = {"value": str(value), "measurand": measurand, "unit": unit}
+        else:
+            item = {"value": value, "measurand": measurand, "unitOfMeasure": {"unit": unit}}
+        if phase is not None:
+            item["phase"] = phase
+        return item
+
+    first = [
+        reading(1e306, "Power.Active.Import", "kW"),  # finite as sent, infinite in W
+        reading(-5000, "Energy.Active.Import.Register", "Wh"),
+        reading(1200, "Energy.Active.Export.Register", "Wh"),
+        reading(55, "SoC", "Percent"),
+    ]
+    second = [
+        reading(7400, "Power.Active.Import", "kW"),  # W sent as kW: 7.4 MW on an 11 kW charger
+        reading(0, "Power.Active.Export", "W"),  # alone it would read as "not charging"
+        reading(400, "Power.Active.Import", "kW", "L1"),  # 400 kW: only the charger's bound catches it
+        reading(5000, "Energy.Active.Import.Register", "Wh"),
+    ]
+    key = "connectorId" if version == "1.6" else "evseId"
+    payloads = [
+        (f"mv{n}", {key: 1, "meterValue": [{"timestamp": iso(T0), "sampledValue": values}]})
+        for n, values in enumerate((first, second))
+    ]
+    with structlog.testing.capture_logs() as logs:
+        async with (
+            running_server(site([{"id": "cp"}])) as (server, events),
+            raw_connect(server.port, "cp", version) as connection,
+        ):
+            raw = Raw(connection)
+            for unique_id, payload in payloads:
+                # Answered as received: a CALLERROR would make the charger resend the same values.
+                assert await raw.answer_to(unique_id, "MeterValues", payload) == [3, unique_id, {}]
+            samples = [e.sample for e in await events.wait(MeterValuesReceived, 2)]
+            view = server.charger("cp")
+            assert view is not None
+            meter = view.meter
+    assert samples[0].power_w is None and samples[0].energy_import_wh is None
+    assert samples[0].energy_export_wh == 1200 and samples[0].soc_percent == 55
+    assert samples[1].power_w is None and samples[1].energy_import_wh == 5000
+    assert meter.power_w is None and meter.energy_import_wh == 5000 and meter.soc_percent == 55
+    dropped = [entry for entry in logs if entry["event"] == "ocpp_meter_value_dropped"]
+    assert [(d["charger_id"], d["measurand"], d["phase"]) for d in dropped] == [
+        ("cp", "Power.Active.Import", None),
+        ("cp", "Energy.Active.Import.Register", None),
+        ("cp", "Power.Active.Import", None),
+        ("cp", "Power.Active.Import", "L1"),
+    ]
+    assert dropped[0]["value"] == float("inf") and dropped[1]["value"] == -5000
+    assert all(d["log_level"] == "warning" for d in dropped)
 
 
 async def test_rejected_profile_is_recorded_and_not_retried() -> None:
@@ -590,6 +758,108 @@ async def test_unknown_charger_refused_unless_config_accepts() -> None:
         assert (await events.wait(ChargerConnected))[0].charger_id == "stranger"
 
 
+async def test_unknown_charger_is_forgotten_when_it_disconnects() -> None:
+    cfg = site([{"id": "cp"}], accept_unknown_chargers=True)
+    async with running_server(cfg) as (server, events):
+        for round_ in (1, 2):
+            async with raw_connect(server.port, "stranger", "2.1") as connection:
+                assert (await Raw(connection).call("hb", "Heartbeat", {}))[0] == 3
+                assert server.charger("stranger") is not None and "stranger" in server._tasks
+                sender = server._tasks["stranger"]
+            await events.wait(ChargerDisconnected, round_)
+            await wait_until(lambda: server.charger("stranger") is None, what="the stranger forgotten")
+            assert "stranger" not in server._tasks and sender.done()
+            with pytest.raises(KeyError):
+                await server.apply_schedule(one_hour("stranger"))
+        # A configured charger stays known while away.
+        async with raw_connect(server.port, "cp", "2.1") as connection:
+            assert (await Raw(connection).call("hb", "Heartbeat", {}))[0] == 3
+        await events.wait(ChargerDisconnected, 3)
+        view = server.charger("cp")
+        assert view is not None and not view.connected and "cp" in server._tasks
+
+
+async def test_connected_unknown_chargers_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    import controller.ocpp.server as server_module
+
+    monkeypatch.setattr(server_module, "MAX_UNKNOWN_CHARGERS", 2)
+    cfg = site([{"id": "cp"}], accept_unknown_chargers=True)
+    async with (
+        running_server(cfg) as (server, _),
+        raw_connect(server.port, "s1", "2.1") as first,
+        raw_connect(server.port, "s2", "2.1"),
+    ):
+        with pytest.raises(InvalidStatus) as refused:
+            async with raw_connect(server.port, "s3", "2.1"):
+                pass
+        assert refused.value.response.status_code == 503
+        # The configured charger is never counted, and a freed place can be taken.
+        async with raw_connect(server.port, "cp", "2.1") as connection:
+            assert (await Raw(connection).call("hb", "Heartbeat", {}))[0] == 3
+        await first.close()
+        await wait_until(lambda: server.charger("s1") is None, what="s1 forgotten")
+        async with raw_connect(server.port, "s3", "2.1") as connection:
+            assert (await Raw(connection).call("hb", "Heartbeat", {}))[0] == 3
+        assert sorted(server.chargers) == ["cp", "s2", "s3"]
+
+
+async def test_evse_ids_beyond_bounds_are_answered_but_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    import controller.ocpp.model as model_module
+
+    monkeypatch.setattr(model_module, "MAX_EVSES", 2)
+
+    def status(evse_id: int) -> dict[str, Any]:
+        return {"timestamp": iso(T0), "connectorStatus": "Occupied", "evseId": evse_id, "connectorId": 1}
+
+    huge = 99_999_999
+    meter = [{"timestamp": iso(T0), "sampledValue": [{"value": 5, "measurand": "SoC"}]}]
+    tx = {**TX_STARTED, "evse": {"id": huge, "connectorId": 1}}
+    needs = {"evseId": huge, "chargingNeeds": {"requestedEnergyTransfer": "AC_three_phase"}}
+    with structlog.testing.capture_logs() as logs:
+        async with (
+            running_server(site([{"id": "cp"}])) as (server, events),
+            raw_connect(server.port, "cp", "2.1") as connection,
+        ):
+            raw = Raw(connection)
+            assert await raw.answer_to("s", "StatusNotification", status(huge)) == [3, "s", {}]
+            assert await raw.answer_to("m", "MeterValues", {"evseId": huge, "meterValue": meter}) == [
+                3,
+                "m",
+                {},
+            ]
+            assert await raw.answer_to("t", "TransactionEvent", tx) == [3, "t", {}]
+            answer = await raw.answer_to("n", "NotifyEVChargingNeeds", needs)
+            assert answer == [3, "n", {"status": "Rejected"}]
+            # At most MAX_EVSES distinct EVSEs, plus the configured one (evse 1) whenever it comes.
+            for n, evse_id in enumerate((2, 3, 4, 1)):
+                assert (await raw.answer_to(f"s{n}", "StatusNotification", status(evse_id)))[0] == 3
+            view = server.charger("cp")
+            assert view is not None and sorted(view.evses) == [1, 2, 3]
+            assert [e.evse_id for e in events.of(StatusChanged)] == [2, 3, 1]
+            assert not events.of(MeterValuesReceived) and not events.of(TransactionStarted)
+            assert not events.of(ChargingNeedsReported)
+    ignored = [e for e in logs if e["event"] == "ocpp_evse_ignored"]
+    assert {e["evse_id"] for e in ignored} == {huge, 4}
+    assert all(e["charger_id"] == "cp" and e["log_level"] == "warning" for e in ignored)
+
+
+async def test_16_connector_ids_beyond_bounds_are_ignored() -> None:
+    async with (
+        running_server(site([{"id": "cp"}])) as (server, events),
+        raw_connect(server.port, "cp", "1.6") as connection,
+    ):
+        raw = Raw(connection)
+        for n, connector in enumerate((-5, 99_999_999, 0, 1)):
+            payload = {"connectorId": connector, "errorCode": "NoError", "status": "Available"}
+            assert await raw.answer_to(f"s{n}", "StatusNotification", payload) == [3, f"s{n}", {}]
+        meter = [{"timestamp": iso(T0), "sampledValue": [{"value": "5", "measurand": "SoC"}]}]
+        payload = {"connectorId": 99_999_999, "transactionId": 7, "meterValue": meter}
+        assert await raw.answer_to("m", "MeterValues", payload) == [3, "m", {}]
+        view = server.charger("cp")
+        assert view is not None and sorted(view.evses) == [0, 1]
+        assert not events.of(MeterValuesReceived) and not events.of(TransactionStarted)
+
+
 @pytest.mark.parametrize(
     ("headers", "expected"),
     [
@@ -617,7 +887,7 @@ async def test_basic_auth_accepts_the_right_password_and_remembers_it() -> None:
         for _ in range(2):
             async with library_charger(server, "cp", "2.0.1", password=PASSWORD) as charger:
                 assert (await charger.boot()).status == "Accepted"
-        assert "cp" in server._verified
+        assert "cp" in server._passwords.verified
 
 
 @pytest.mark.parametrize("fault", ["raises", "invalid_reply"])

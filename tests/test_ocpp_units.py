@@ -13,7 +13,13 @@ from ocpp.charge_point import snake_to_camel_case
 from controller.backoff import Backoff
 from controller.config import ChargerConfig, OcppVersion
 from controller.domain import ChargerSchedule, SchedulePeriod
-from controller.ocpp.meter import MeterValueError, parse_meter_values, parse_timestamp
+from controller.ocpp.meter import (
+    MAX_PLAUSIBLE_POWER_W,
+    DroppedReading,
+    MeterValueError,
+    parse_meter_values,
+    parse_timestamp,
+)
 from controller.ocpp.profiles import (
     ChargerLimits,
     default_profile_payload,
@@ -134,6 +140,54 @@ def test_meter_values_unreadable_raise(sampled: dict[str, Any]) -> None:
 def test_timestamps_need_iso_and_a_zone(raw: Any) -> None:
     with pytest.raises(MeterValueError):
         parse_timestamp(raw)
+
+
+def test_meter_values_implausible_readings_are_dropped_and_reported() -> None:
+    def entry(stamp: str, *sampled: dict[str, Any]) -> dict[str, Any]:
+        return {"timestamp": f"2030-06-01T12:00:{stamp}Z", "sampledValue": list(sampled)}
+
+    kw = {"unit": "kW"}
+    dropped: list[DroppedReading] = []
+    sample = parse_meter_values(
+        [
+            entry(
+                "00",
+                {"value": 4, "measurand": "Power.Active.Import", "unitOfMeasure": kw},
+                {"value": 900, "measurand": "Energy.Active.Export.Register"},
+            ),
+            entry(
+                "10",
+                *(
+                    {"value": 20, "measurand": "Power.Active.Import", "phase": p, "unitOfMeasure": kw}
+                    for p in ("L1", "L2", "L3")
+                ),  # each phase plausible, together 60 kW
+                {"value": 1e300, "measurand": "SoC", "unitOfMeasure": {"unit": "Percent", "multiplier": 9}},
+                {"value": -1, "measurand": "Energy.Active.Export.Register"},
+                {"value": 100, "measurand": "Energy.Active.Import.Register"},
+                {"value": -1e9, "measurand": "Voltage", "phase": "L1-N"},  # not read at all
+                {"value": 9e9, "measurand": "Power.Active.Import", "phase": "N"},  # ignored phase
+            ),
+        ],
+        max_power_w=50_000,
+        on_dropped=dropped.append,
+    )
+    assert sample is not None
+    # The older entry's readings stand where the newer ones were dropped.
+    assert sample.power_w == 4000 and sample.energy_export_wh == 900
+    assert sample.energy_import_wh == 100 and sample.soc_percent is None
+    assert [(d.measurand, d.phase, d.reason) for d in dropped] == [
+        ("SoC", None, "not finite after unit scaling"),
+        ("Energy.Active.Export.Register", None, "an energy register is never negative"),
+        ("Power.Active.Import", None, "phase sum above the plausible 50000 W"),
+    ]
+    assert dropped[2].value == 60_000
+
+
+def test_meter_values_fixed_power_bound_without_a_better_one() -> None:
+    over = {"value": MAX_PLAUSIBLE_POWER_W + 1, "measurand": "Power.Active.Export"}
+    sample = parse_meter_values([{"timestamp": "2030-06-01T12:00:00Z", "sampledValue": [over]}])
+    assert sample is not None and sample.power_w is None  # no callback: dropped silently
+    assert MAX_PLAUSIBLE_POWER_W == 1_000_000
 
 
 def test_empty_meter_values() -> None:

@@ -207,3 +207,47 @@ async def test_16_only_configured_id_tags_may_charge() -> None:
             )
         )
         assert stop.id_tag_info == {"status": "Accepted"}
+
+
+async def test_16_stop_of_an_unknown_transaction_is_answered_and_ends_nothing_known() -> None:
+    """A StopTransaction for a transaction id this process never handed out is answered as usual and
+    logged; it is reported on EVSE 0 (connector unknown), so the running transaction on connector 1
+    stays, and its transaction data are no meter values of any EVSE."""
+    from structlog.testing import capture_logs
+
+    cfg = site([{"id": "cp", "ocpp_versions": ["1.6"]}])
+    async with (
+        running_server(cfg, clock=ManualClock(T0)) as (server, events),
+        library_charger(server, "cp", "1.6") as charger,
+    ):
+        start = await charger.call(
+            call.StartTransaction(connector_id=1, id_tag="TAG", meter_start=0, timestamp=iso(T0))
+        )
+        view = server.charger("cp")
+        assert view is not None and view.transaction_id == str(start.transaction_id)
+        with capture_logs() as logs:
+            stop = await charger.call(
+                call.StopTransaction(
+                    meter_stop=800,
+                    timestamp=iso(T0 + timedelta(minutes=5)),
+                    transaction_id=start.transaction_id + 1_000_000,
+                    reason="EVDisconnected",
+                    id_tag="TAG",
+                    transaction_data=[
+                        {
+                            "timestamp": iso(T0 + timedelta(minutes=5)),
+                            "sampled_value": [{"value": "9000", "measurand": "Power.Active.Import"}],
+                        }
+                    ],
+                )
+            )
+        assert stop.id_tag_info == {"status": "Accepted"}
+        (ended,) = events.of(TransactionEnded)
+        assert (ended.evse_id, ended.transaction_id) == (0, str(start.transaction_id + 1_000_000))
+        assert view.transaction_id == str(start.transaction_id)  # connector 1's transaction runs on
+        assert not events.of(MeterValuesReceived) and 0 not in view.evses
+        assert [e["log_level"] for e in logs if e["event"] == "ocpp_stop_unknown_transaction"] == ["warning"]
+        # Connector 0 is the whole charge point: its status is reported as EVSE 0, not the car's.
+        await charger.call(call.StatusNotification(connector_id=0, error_code="NoError", status="Available"))
+        status = (await events.wait(StatusChanged))[-1]
+        assert (status.evse_id, status.status) == (0, "Available") and view.status is None

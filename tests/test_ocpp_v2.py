@@ -379,3 +379,46 @@ async def test_21_only_configured_id_tokens_may_charge() -> None:
         assert await authorize("", "NoAuthorization") == "Accepted"  # free charging set on the charger
         result = await charger.call(started(ocpp.v21))  # RFID-1 is not on the list
         assert result.id_token_info == {"status": "Unknown"}
+
+
+async def test_21_events_of_other_evses_are_reported_with_their_evse_and_leave_the_configured_one() -> None:
+    """A station with two EVSEs and a main meter: each status and sample names its EVSE, and the
+    charger's view (its configured EVSE 1) changes only with EVSE 1's own."""
+    cfg = site([BIDI])
+    library = ocpp.v21
+    async with (
+        running_server(cfg, clock=ManualClock(T0)) as (server, events),
+        library_charger(server, "cp21", "2.1") as charger,
+    ):
+        await charger.boot()
+        view = server.charger("cp21")
+        assert view is not None
+
+        def status(evse_id: int, connector_status: str) -> Any:
+            return library.call.StatusNotification(
+                timestamp=iso(T0), connector_status=connector_status, evse_id=evse_id, connector_id=1
+            )
+
+        def power(evse_id: int, watts: float) -> Any:
+            sampled = [{"value": watts, "measurand": "Power.Active.Import", "unit_of_measure": {"unit": "W"}}]
+            return library.call.MeterValues(
+                evse_id=evse_id,
+                meter_value=[{"timestamp": iso(T0 + timedelta(seconds=10)), "sampled_value": sampled}],
+            )
+
+        await charger.call(status(1, "Occupied"))
+        await charger.call(started(library))
+        await charger.call(status(2, "Available"))
+        await charger.call(power(0, 9000))  # the station's main meter
+        await charger.call(power(2, 4000))
+        assert [(e.evse_id, e.status) for e in events.of(StatusChanged)] == [
+            (1, "Occupied"),
+            (2, "Available"),
+        ]
+        assert [(e.evse_id, e.sample.power_w) for e in events.of(MeterValuesReceived)] == [
+            (1, 7400),
+            (0, 9000),
+            (2, 4000),
+        ]
+        assert view.status == "Occupied" and view.transaction_id == "tx-1" and view.meter.power_w == 7400
+        assert view.evses[0].meter.power_w == 9000 and view.evses[2].transaction_id is None

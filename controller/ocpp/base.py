@@ -19,12 +19,22 @@ from controller.ocpp.events import (
     TransactionEnded,
     TransactionStarted,
 )
-from controller.ocpp.meter import MeterSample, MeterValueError, parse_meter_values, parse_timestamp
-from controller.ocpp.model import ChargerModel
+from controller.ocpp.meter import (
+    DroppedReading,
+    MeterSample,
+    MeterValueError,
+    parse_meter_values,
+    parse_timestamp,
+)
+from controller.ocpp.model import MAX_EVSE_ID, MAX_EVSES, ChargerModel, EvseState
 from controller.ocpp.profiles import format_time
 from controller.ocpp.rpc import OcppCallError, Reply, RpcPeer
 
 __all__ = ["Adapter", "SessionHooks"]
+
+POWER_PLAUSIBILITY_FACTOR = 10.0
+"""A reported power above this many times the charger's configured maximum (charge or discharge) is
+a unit or meter error (W sent as kW …): the reading is dropped, not believed."""
 
 SAMPLED_MEASURANDS = (
     # Tried in order: chargers reject the whole list when one measurand is unknown to them.
@@ -120,21 +130,56 @@ class Adapter:
         except MeterValueError as error:
             raise OcppCallError("FormatViolation", str(error)) from None
 
+    @property
+    def max_plausible_power_w(self) -> float:
+        config = self.model.config
+        return POWER_PLAUSIBILITY_FACTOR * 1000.0 * max(config.max_charge_kw, config.max_discharge_kw)
+
     def meter_sample(self, meter_values: Any) -> MeterSample | None:
+        """Unreadable values are refused (CALLERROR); implausible ones are logged and left out."""
         try:
-            return parse_meter_values(meter_values or [])
+            return parse_meter_values(
+                meter_values or [], max_power_w=self.max_plausible_power_w, on_dropped=self._meter_dropped
+            )
         except MeterValueError as error:
             raise OcppCallError("PropertyConstraintViolation", f"meterValue: {error}") from None
+
+    def _meter_dropped(self, reading: DroppedReading) -> None:
+        self.log.warning(
+            "ocpp_meter_value_dropped",
+            measurand=reading.measurand,
+            phase=reading.phase,
+            value=reading.value,
+            reason=reading.reason,
+        )
+
+    def evse(self, evse_id: int, action: str) -> EvseState | None:
+        """The model's EVSE, or None (logged) if the id is out of bounds: the message is answered
+        as usual, but changes nothing and emits no event."""
+        evse = self.model.evse(evse_id)
+        if evse is None:
+            self.log.warning(
+                "ocpp_evse_ignored",
+                evse_id=evse_id,
+                action=action,
+                max_evse_id=MAX_EVSE_ID,
+                max_evses=MAX_EVSES,
+            )
+        return evse
 
     def record_meter(self, evse_id: int, transaction_id: str | None, sample: MeterSample | None) -> None:
         if sample is None:
             return
-        evse = self.model.evse(evse_id)
+        evse = self.evse(evse_id, "meter values")
+        if evse is None:
+            return
         evse.meter = evse.meter.updated(sample)
         self.emit(MeterValuesReceived(self.model.charger_id, evse_id, transaction_id, sample))
 
     def record_status(self, evse_id: int, connector_id: int, status: str, at: datetime) -> None:
-        evse = self.model.evse(evse_id)
+        evse = self.evse(evse_id, "status")
+        if evse is None:
+            return
         previous = evse.status
         evse.status = status
         if previous != status:
@@ -149,8 +194,8 @@ class Adapter:
         id_token: str | None,
         meter_start_wh: float | None,
     ) -> None:
-        evse = self.model.evse(evse_id)
-        if evse.transaction_id == transaction_id:
+        evse = self.evse(evse_id, "transaction start")
+        if evse is None or evse.transaction_id == transaction_id:
             return
         evse.transaction_id = transaction_id
         self.log.info("ocpp_transaction_started", evse_id=evse_id, transaction_id=transaction_id)
@@ -167,7 +212,9 @@ class Adapter:
         reason: str | None,
         meter_stop_wh: float | None,
     ) -> None:
-        evse = self.model.evse(evse_id)
+        evse = self.evse(evse_id, "transaction end")
+        if evse is None:
+            return
         if evse.transaction_id == transaction_id:
             evse.transaction_id = None
         self.log.info("ocpp_transaction_ended", evse_id=evse_id, transaction_id=transaction_id, reason=reason)

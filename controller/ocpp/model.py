@@ -13,6 +13,8 @@ from controller.domain import ChargerSchedule
 from controller.ocpp.meter import MeterSample
 
 __all__ = [
+    "MAX_EVSES",
+    "MAX_EVSE_ID",
     "BootInfo",
     "ChargerModel",
     "ChargerView",
@@ -23,6 +25,13 @@ __all__ = [
     "ProfileRecord",
     "ProfileStatus",
 ]
+
+
+MAX_EVSE_ID = 64
+"""Highest EVSE (1.6: connector) id a charger may report; 0 is the whole station. Ids above it (or
+negative 1.6 connector ids) are ignored: one id per message must not grow the model without end."""
+MAX_EVSES = 32
+"""Most EVSE entries kept per charger (the configured EVSE is always kept on top of these)."""
 
 
 class ProfileStatus(enum.StrEnum):
@@ -199,9 +208,15 @@ class ChargerModel:
     def charger_id(self) -> str:
         return self.config.id
 
-    def evse(self, evse_id: int) -> EvseState:
+    def evse(self, evse_id: int) -> EvseState | None:
+        """The EVSE's state, created on first use; None (nothing stored) for an id out of bounds
+        (see ``MAX_EVSE_ID``, ``MAX_EVSES``)."""
         state = self.evses.get(evse_id)
         if state is None:
+            if evse_id != self.config.evse_id and (
+                not 0 <= evse_id <= MAX_EVSE_ID or len(self.evses) >= MAX_EVSES
+            ):
+                return None
             state = self.evses[evse_id] = EvseState(evse_id)
         return state
 

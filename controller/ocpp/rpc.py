@@ -95,13 +95,25 @@ Handler = Callable[[str, dict[str, Any]], Awaitable[Reply | None]]
 """``(action, payload) -> Reply``; None means: this action is not handled here."""
 
 
-# 1.6 spells two error codes differently and has no RpcFrameworkError / MessageTypeNotSupported.
+# 1.6 spells two error codes differently and has no RpcFrameworkError / MessageTypeNotSupported:
+# an RPC-level fault (unreadable frame structure, a message type 1.6 does not define) is its
+# ProtocolError. (1.6's NotSupported means "a known action we do not support".)
 _V16_CODES = {
     "FormatViolation": "FormationViolation",
     "OccurrenceConstraintViolation": "OccurenceConstraintViolation",
     "RpcFrameworkError": "ProtocolError",
-    "MessageTypeNotSupported": "NotSupported",
+    "MessageTypeNotSupported": "ProtocolError",
 }
+# Message types each version defines: 2.0.1 and 1.6 know CALL, CALLRESULT and CALLERROR only.
+_MESSAGE_TYPES = {
+    OcppVersion.V16: (2, 3, 4),
+    OcppVersion.V201: (2, 3, 4),
+    OcppVersion.V21: (2, 3, 4, 5, 6),
+}
+MAX_FRAME_DEPTH = 64
+"""Deepest nesting of arrays/objects read in a frame. OCPP payloads nest about ten levels; a deeper
+frame is refused like unparseable JSON, before the parser, the schema check or a handler can run out
+of stack on it."""
 
 
 def error_code(version: OcppVersion, code: str) -> str:
@@ -183,6 +195,20 @@ def _dumps(frame: list[Any]) -> str:
     return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
 
 
+def _too_deep(value: Any, limit: int) -> bool:
+    """True if ``value`` nests arrays/objects more than ``limit`` levels (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
 class RpcPeer:
     """One charger's OCPP-J conversation; ``serve`` reads frames until the socket closes."""
 
@@ -249,7 +275,12 @@ class RpcPeer:
                 if isinstance(message, bytes):
                     self.log.warning("ocpp_binary_frame_ignored", size=len(message))
                     continue
-                await self._on_frame(message)
+                try:
+                    await self._on_frame(message)
+                except ConnectionClosed:
+                    raise
+                except Exception:  # one frame must never take the connection down (1011)
+                    self.log.exception("ocpp_frame_failed", frame=message[:200])
         except ConnectionClosed:
             pass
         finally:
@@ -281,14 +312,13 @@ class RpcPeer:
     async def _on_frame(self, raw: str) -> None:
         try:
             frame = json.loads(raw)
-        except ValueError:
-            self.log.warning("ocpp_frame_not_json", frame=raw[:200])
-            # The message id cannot be read: id "-1"; 2.x names that RpcFrameworkError, 1.6 (which has
-            # no such code) FormationViolation.
-            code = "FormatViolation" if self.version is OcppVersion.V16 else "RpcFrameworkError"
-            await self._send_error(
-                "-1", OcppCallError(error_code(self.version, code), "frame is not valid JSON")
-            )
+        except Exception as error:  # JSONDecodeError, RecursionError (deep nesting), MemoryError …
+            self.log.warning("ocpp_frame_not_json", error=type(error).__name__, frame=raw[:200])
+            await self._send_unreadable("frame is not valid JSON")
+            return
+        if _too_deep(frame, MAX_FRAME_DEPTH):
+            self.log.warning("ocpp_frame_too_deep", max_depth=MAX_FRAME_DEPTH, frame=raw[:200])
+            await self._send_unreadable(f"frame nests deeper than {MAX_FRAME_DEPTH} levels")
             return
         if not isinstance(frame, list) or not frame or not isinstance(frame[0], int):
             self.log.warning("ocpp_frame_malformed", frame=raw[:200])
@@ -321,15 +351,33 @@ class RpcPeer:
             )
         elif kind == 6 and len(frame) == 4 and self.version is OcppVersion.V21:
             await self._on_call(unique_id, frame[2], frame[3], confirmed=False)
+        elif kind not in _MESSAGE_TYPES[self.version]:
+            # OCPP-J 2.0.1/2.1 section 4.4: an unknown message type is answered MessageTypeNotSupported
+            # (1.6: ProtocolError), so the sender can fall back to the types this version defines.
+            self.log.warning("ocpp_message_type_unknown", message_type=kind, frame=raw[:200])
+            await self._send_error(
+                unique_id,
+                OcppCallError(
+                    error_code(self.version, "MessageTypeNotSupported"),
+                    f"message type {kind} is not defined in OCPP {self.version.value}",
+                ),
+            )
         else:
-            self.log.warning("ocpp_frame_unsupported", message_type=kind, frame=raw[:200])
+            self.log.warning("ocpp_frame_malformed", message_type=kind, frame=raw[:200])
             if kind in (3, 4, 5):
                 return  # a broken answer is never answered (that would start an error ping-pong)
-            known = (2, 3, 4, 5, 6) if self.version is OcppVersion.V21 else (2, 3, 4)
-            code = "RpcFrameworkError" if kind in known else "MessageTypeNotSupported"
             await self._send_error(
-                unique_id, OcppCallError(error_code(self.version, code), f"cannot handle message type {kind}")
+                unique_id,
+                OcppCallError(
+                    error_code(self.version, "RpcFrameworkError"), f"message type {kind} frame is malformed"
+                ),
             )
+
+    async def _send_unreadable(self, description: str) -> None:
+        # The message id cannot be read: id "-1"; 2.x names that RpcFrameworkError, 1.6 (which has
+        # no such code) FormationViolation.
+        code = "FormatViolation" if self.version is OcppVersion.V16 else "RpcFrameworkError"
+        await self._send_error("-1", OcppCallError(error_code(self.version, code), description))
 
     async def _on_call(self, unique_id: str, action: Any, payload: Any, *, confirmed: bool) -> None:
         log = self.log.bind(action=action, message_id=unique_id)

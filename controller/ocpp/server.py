@@ -2,7 +2,8 @@
 
 Security profiles: 1 = HTTP Basic over ``ws://`` (per-charger password hash), 2 = Basic over TLS
 (``ocpp.tls``), 3 = TLS with client certificates (``ocpp.tls.client_ca_file``; the certificate's
-common name must equal the charger id). A charger with ``auth`` needs its password in every profile.
+common name must equal the charger id). A charger with ``auth`` needs its password in every profile;
+repeated wrong passwords are throttled (``controller.ocpp.auth``: HTTP 429 with Retry-After).
 """
 
 from __future__ import annotations
@@ -11,10 +12,8 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import hashlib
-import hmac
+import math
 import re
-import secrets
 import ssl
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
@@ -32,6 +31,7 @@ from controller.backoff import Backoff
 from controller.clock import Clock, SystemClock
 from controller.config import ChargerConfig, OcppConfig, OcppVersion, SiteConfig
 from controller.domain import ChargerSchedule
+from controller.ocpp.auth import Blocked, PasswordChecker
 from controller.ocpp.base import Adapter
 from controller.ocpp.control import ChargerControl
 from controller.ocpp.events import ChargerConnected, ChargerDisconnected, EventSink, OcppEvent
@@ -40,13 +40,15 @@ from controller.ocpp.profiles import ChargerLimits
 from controller.ocpp.rpc import RpcPeer
 from controller.ocpp.v2 import V2Adapter
 from controller.ocpp.v16 import V16Adapter
-from controller.passwords import verify_password
 
 __all__ = ["OcppServer", "charger_id_from_path", "choose_version"]
 
 _PREFERENCE = (OcppVersion.V21, OcppVersion.V201, OcppVersion.V16)
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 _CLOSE_PROTOCOL_ERROR = 1002
+MAX_UNKNOWN_CHARGERS = 32
+"""With ``accept_unknown_chargers``: most unknown chargers connected at once (HTTP 503 beyond). An
+unknown charger is forgotten when it disconnects, so these never pile up."""
 
 
 def charger_id_from_path(path: str) -> str | None:
@@ -122,9 +124,7 @@ class OcppServer:
         self._controls: dict[str, ChargerControl] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._server: Server | None = None
-        # Verified passwords, keyed by a keyed digest: PBKDF2 costs ~0.1 s, reconnects should not.
-        self._auth_key = secrets.token_bytes(32)
-        self._verified: dict[str, bytes] = {}
+        self._passwords = PasswordChecker(lambda: self._clock.now().timestamp())
         tokens = self._config.accepted_id_tokens
         self._accepted_tokens = None if tokens is None else frozenset(t.casefold() for t in tokens)
         self.log = structlog.get_logger("controller.ocpp")
@@ -139,6 +139,11 @@ class OcppServer:
         if self._server is None:
             return self._port
         return int(next(iter(self._server.sockets)).getsockname()[1])
+
+    @property
+    def listening(self) -> bool:
+        """Whether the server was started and still has a listening socket."""
+        return self._server is not None and bool(self._server.sockets)
 
     @property
     def tls(self) -> bool:
@@ -246,6 +251,24 @@ class OcppServer:
             self._start_sender(control)
         return control
 
+    def _is_configured(self, charger_id: str) -> bool:
+        return self._site.charger(charger_id) is not None
+
+    def _unknown_count(self) -> int:
+        return sum(1 for charger_id in self._controls if not self._is_configured(charger_id))
+
+    async def _forget(self, charger_id: str) -> None:
+        """Drop an unknown charger that went away: its model, its sender task, anyone waiting on it."""
+        control = self._controls.pop(charger_id, None)
+        task = self._tasks.pop(charger_id, None)
+        if control is not None:
+            control.fail_waiters()
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.log.info("ocpp_unknown_charger_forgotten", charger_id=charger_id)
+
     def _start_sender(self, control: ChargerControl) -> None:
         charger_id = control.model.charger_id
         self._tasks[charger_id] = asyncio.create_task(control.run(), name=f"ocpp-sender:{charger_id}")
@@ -266,11 +289,21 @@ class OcppServer:
             context.load_verify_locations(cafile=tls.client_ca_file)
         return context
 
-    def _refuse(self, connection: ServerConnection, status: HTTPStatus, why: str, **context: Any) -> Response:
+    def _refuse(
+        self,
+        connection: ServerConnection,
+        status: HTTPStatus,
+        why: str,
+        *,
+        retry_after_s: float | None = None,
+        **context: Any,
+    ) -> Response:
         self.log.warning("ocpp_connection_refused", status=int(status), reason=why, **context)
         response = connection.respond(status, f"{why}\n")
         if status is HTTPStatus.UNAUTHORIZED:
             response.headers["WWW-Authenticate"] = 'Basic realm="ocpp", charset="UTF-8"'
+        if retry_after_s is not None:
+            response.headers["Retry-After"] = str(max(1, math.ceil(retry_after_s)))
         return response
 
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -283,6 +316,14 @@ class OcppServer:
         charger = self._charger_config(charger_id)
         if charger is None and not self._config.accept_unknown_chargers:
             return self._refuse(connection, HTTPStatus.NOT_FOUND, "unknown charger", charger_id=charger_id)
+        if charger is None and self._unknown_count() >= MAX_UNKNOWN_CHARGERS:
+            return self._refuse(
+                connection,
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                "too many unknown chargers connected",
+                charger_id=charger_id,
+                limit=MAX_UNKNOWN_CHARGERS,
+            )
         tls = self._config.tls
         if tls is not None and tls.client_ca_file is not None:
             cert = connection.transport.get_extra_info("peercert")
@@ -304,22 +345,24 @@ class OcppServer:
                     charger_id=charger_id,
                     remote=peer,
                 )
-            if not await self._password_ok(charger_id, credentials[1], charger.auth.password_hash):
+            address = str(peer[0]) if isinstance(peer, tuple) and peer else None
+            outcome = await self._passwords.check(
+                charger_id, address, credentials[1], charger.auth.password_hash
+            )
+            if isinstance(outcome, Blocked):
+                return self._refuse(
+                    connection,
+                    HTTPStatus.TOO_MANY_REQUESTS,
+                    "too many failed logins, try again later",
+                    retry_after_s=outcome.retry_after_s,
+                    charger_id=charger_id,
+                    remote=peer,
+                )
+            if not outcome:
                 return self._refuse(
                     connection, HTTPStatus.UNAUTHORIZED, "wrong password", charger_id=charger_id, remote=peer
                 )
         return None
-
-    async def _password_ok(self, charger_id: str, password: str, stored_hash: str) -> bool:
-        digest = hmac.new(self._auth_key, f"{stored_hash}\0{password}".encode(), hashlib.sha256).digest()
-        known = self._verified.get(charger_id)
-        if known is not None and hmac.compare_digest(known, digest):
-            return True
-        # PBKDF2 is deliberately slow: keep it off the event loop.
-        ok = await asyncio.to_thread(verify_password, password, stored_hash)
-        if ok:
-            self._verified[charger_id] = digest
-        return ok
 
     def _select_subprotocol(
         self, connection: ServerConnection, offered: Sequence[Subprotocol]
@@ -372,3 +415,5 @@ class OcppServer:
             if control.detach(peer):
                 log.info("ocpp_disconnected", code=connection.close_code)
                 self._emit(ChargerDisconnected(charger_id, self._clock.now()))
+                if not self._is_configured(charger_id) and self._controls.get(charger_id) is control:
+                    await self._forget(charger_id)

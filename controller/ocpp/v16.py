@@ -9,7 +9,7 @@ from typing import Any
 from controller.clock import Clock
 from controller.config import OcppVersion
 from controller.ocpp.base import SAMPLED_MEASURANDS, Adapter, SessionHooks
-from controller.ocpp.events import BootNotified, EventSink
+from controller.ocpp.events import BootNotified, EventSink, TransactionEnded
 from controller.ocpp.model import BootInfo, ChargerModel
 from controller.ocpp.rpc import Reply, RpcPeer
 
@@ -75,12 +75,19 @@ class V16Adapter(Adapter):
         transaction_id = str(payload["transactionId"])
         at = self.timestamp(payload["timestamp"])
         sample = self.meter_sample(payload.get("transactionData"))
+        reason = payload.get("reason")
+        meter_stop_wh = float(payload["meterStop"])
         evse = self.model.find_transaction(transaction_id)
-        evse_id = evse.evse_id if evse else 0
         if evse is None:
-            self.log.warning("ocpp_stop_unknown_transaction", transaction_id=transaction_id)
-        self.record_meter(evse_id, transaction_id, sample)
-        self.end_transaction(evse_id, transaction_id, at, payload.get("reason"), float(payload["meterStop"]))
+            # Not a transaction of this process (a stale retry, another CSMS's, or one started before
+            # a restart and not re-synced): its connector is unknown, so its meter values and its
+            # end belong to no EVSE. Reported with EVSE 0; the app only ends the car's session if
+            # the store has this very transaction open.
+            self.log.warning("ocpp_stop_unknown_transaction", transaction_id=transaction_id, reason=reason)
+            self.emit(TransactionEnded(self.model.charger_id, 0, transaction_id, at, reason, meter_stop_wh))
+        else:
+            self.record_meter(evse.evse_id, transaction_id, sample)
+            self.end_transaction(evse.evse_id, transaction_id, at, reason, meter_stop_wh)
         id_tag = payload.get("idTag")
         return Reply(self._id_tag_info(id_tag) if id_tag else {})
 
@@ -89,11 +96,8 @@ class V16Adapter(Adapter):
         sample = self.meter_sample(payload["meterValue"])
         transaction = payload.get("transactionId")
         transaction_id = None if transaction is None else str(transaction)
-        if (
-            transaction_id is not None
-            and connector_id > 0
-            and self.model.evse(connector_id).transaction_id is None
-        ):
+        evse = self.model.evses.get(connector_id)
+        if transaction_id is not None and connector_id > 0 and (evse is None or evse.transaction_id is None):
             # A transaction this process did not see start (the controller restarted, or a re-sync
             # trigger): adopt it, so that profiles can target it.
             at = sample.at if sample else self.clock.now()

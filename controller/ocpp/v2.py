@@ -107,7 +107,8 @@ class V2Adapter(Adapter):
     def _meter_values(self, payload: dict[str, Any]) -> Reply:
         evse_id = payload["evseId"]  # 0 is the station's main meter
         sample = self.meter_sample(payload["meterValue"])
-        self.record_meter(evse_id, self.model.evse(evse_id).transaction_id, sample)
+        evse = self.model.evses.get(evse_id)
+        self.record_meter(evse_id, evse.transaction_id if evse else None, sample)
         return Reply({})
 
     def _charging_needs(self, payload: dict[str, Any]) -> Reply:
@@ -150,7 +151,9 @@ class V2Adapter(Adapter):
             min_discharge_power_w=_magnitude(v2x, "minDischargePower"),
             ev_capacity_wh=_float(dc, "evEnergyCapacity"),
         )
-        evse = self.model.evse(evse_id)
+        evse = self.evse(evse_id, "charging needs")
+        if evse is None:
+            return Reply({"status": "Rejected"})
         evse.charging_needs = parsed
         if soc_percent is not None:
             self.record_meter(evse_id, evse.transaction_id, MeterSample(at=at, soc_percent=soc_percent))
