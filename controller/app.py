@@ -1,5 +1,5 @@
-"""The daemon: one asyncio TaskGroup running the OCPP server, the MQTT client, the planner, the
-dispatcher and the store, with a clean shutdown.
+"""The daemon: one asyncio TaskGroup running the OCPP server, the HTTP API, the MQTT client, the
+planner, the dispatcher and the store, with a clean shutdown.
 
 Events update the one :class:`~controller.site.Site`; the planner makes a Plan every
 ``replan_interval_minutes`` and at once (debounced) on plug-in, unplug, new prices, new limits and
@@ -72,6 +72,12 @@ REPLAN_DEBOUNCE_S = 0.2
 # The stop reason (1.6 StopTransaction.reason, 2.x stoppedReason) that means the cable was pulled.
 EV_DISCONNECTED = "EVDisconnected"
 PUBLISH_INTERVAL_S = 10.0
+# Meter history is written (off the event loop) this often, so a crash loses at most this much of it.
+HISTORY_FLUSH_INTERVAL_S = 10.0
+# Housekeeping beyond the history (vehicle state, purge) runs this often.
+HOUSEKEEPING_INTERVAL_S = 60.0
+# How often the TaskGroup checks that the OCPP server and the HTTP API still listen.
+SERVER_CHECK_INTERVAL_S = 5.0
 # A measured SoC is written to the store when it moved this much, or this long after the last write,
 # so a crash (kill -9) loses little of it without a write per meter sample.
 SOC_PERSIST_DELTA_PERCENT = 1.0
@@ -156,7 +162,12 @@ class Daemon:
                     group.create_task(self._dispatch_loop(), name="dispatcher"),
                     group.create_task(self._housekeeping_loop(), name="housekeeping"),
                 ]
-                self._tasks = [mqtt, *control]
+                # The servers were started above (a taken port is a clean start error); these tasks
+                # watch them, so /health turns unhealthy when one stops listening.
+                servers = [group.create_task(self._watch_server("ocpp", self.ocpp), name="ocpp")]
+                if self.http is not None:
+                    servers.append(group.create_task(self._watch_server("http", self.http), name="http"))
+                self._tasks = [mqtt, *control, *servers]
                 self.request_replan("start")
                 self._ready.set()
                 await self._stopping.wait()
@@ -165,6 +176,8 @@ class Daemon:
                 await _cancel_all(control)
                 await self._safe_shutdown()
                 mqtt.cancel()  # publishes ``offline`` on its way out
+                for watcher in servers:
+                    watcher.cancel()
         finally:
             if self.http is not None:
                 await self.http.stop()
@@ -283,38 +296,25 @@ class Daemon:
     def _on_ocpp_event(self, event: OcppEvent) -> None:
         now = self.clock.now()
         if isinstance(event, StatusChanged):
-            vehicle = self.site.on_connector_status(event.charger_id, event.status, event.at)
+            vehicle = self.site.on_connector_status(
+                event.charger_id, event.status, event.at, evse_id=event.evse_id
+            )
             if vehicle is not None:
                 self._plug_changed(vehicle, event.charger_id, now)
         elif isinstance(event, TransactionStarted):
-            vehicle = self.site.set_plugged(event.charger_id, True, event.at)
-            resumed = any(
-                s.charger_id == event.charger_id and s.transaction_id == event.transaction_id
-                for s in self.store.open_sessions()
-            )
-            if not resumed:  # after a restart the charger reports its running transaction again
-                self.store.start_session(
-                    event.charger_id,
-                    event.at,
-                    vehicle_id=self.site.charger_vehicle.get(event.charger_id),
-                    transaction_id=event.transaction_id,
-                    start_energy_wh=event.meter_start_wh,
-                )
-            if vehicle is not None:
-                self._plug_changed(vehicle, event.charger_id, now)
-            self.dispatcher.forget(event.charger_id)
-            self._dispatch_now.set()
+            self._transaction_started(event, now)
         elif isinstance(event, TransactionEnded):
-            self.store.stop_session(event.charger_id, event.at, event.meter_stop_wh)
-            if event.reason == EV_DISCONNECTED:
-                # The cable is out even if the charger sends no StatusNotification for it.
-                vehicle = self.site.set_plugged(event.charger_id, False, event.at)
-                if vehicle is not None:
-                    self._plug_changed(vehicle, event.charger_id, now)
+            self._transaction_ended(event, now)
         elif isinstance(event, MeterValuesReceived):
             sample = event.sample
             vehicle = self.site.on_charger_sample(
-                event.charger_id, sample.at, sample.power_w, sample.soc_percent
+                event.charger_id,
+                sample.at,
+                sample.power_w,
+                sample.soc_percent,
+                sample.energy_import_wh,
+                sample.energy_export_wh,
+                evse_id=event.evse_id,
             )
             if vehicle is not None and sample.soc_percent is not None:
                 self._soc_read(vehicle)
@@ -345,12 +345,68 @@ class Daemon:
             self._last_publish = 0.0
             self._dispatch_now.set()
 
+    def _transaction_started(self, event: TransactionStarted, now: dt.datetime) -> None:
+        """A transaction on the car's EVSE plugs the car in and opens the charger's session; one on
+        another EVSE (another car, not managed here) changes nothing."""
+        if not self.site.is_vehicle_evse(event.charger_id, event.evse_id):
+            log.info(
+                "transaction_on_other_evse",
+                charger=event.charger_id,
+                evse_id=event.evse_id,
+                transaction_id=event.transaction_id,
+                car_evse_id=self.site.charger_evse.get(event.charger_id),
+                hint="left alone; set chargers[].evse_id if the car uses this EVSE",
+            )
+            return
+        vehicle = self.site.set_plugged(event.charger_id, True, event.at, evse_id=event.evse_id)
+        resumed = any(
+            s.charger_id == event.charger_id and s.transaction_id == event.transaction_id
+            for s in self.store.open_sessions()
+        )
+        if not resumed:  # after a restart the charger reports its running transaction again
+            self.store.start_session(
+                event.charger_id,
+                event.at,
+                vehicle_id=self.site.charger_vehicle.get(event.charger_id),
+                transaction_id=event.transaction_id,
+                start_energy_wh=event.meter_start_wh,
+            )
+        if vehicle is not None:
+            self._plug_changed(vehicle, event.charger_id, now)
+        self.dispatcher.forget(event.charger_id)
+        self._dispatch_now.set()
+
+    def _transaction_ended(self, event: TransactionEnded, now: dt.datetime) -> None:
+        """The end of the car's transaction: on its EVSE, or (EVSE unknown to the adapter, e.g. a 1.6
+        StopTransaction after a restart) the one the charger's open session runs. Any other
+        transaction's end leaves the car's session and plug state alone."""
+        ours = self.site.is_vehicle_evse(event.charger_id, event.evse_id) or any(
+            s.charger_id == event.charger_id and s.transaction_id == event.transaction_id
+            for s in self.store.open_sessions()
+        )
+        if not ours:
+            log.info(
+                "transaction_end_not_the_cars",
+                charger=event.charger_id,
+                evse_id=event.evse_id,
+                transaction_id=event.transaction_id,
+            )
+            return
+        self.store.stop_session(event.charger_id, event.at, event.meter_stop_wh)
+        if event.reason == EV_DISCONNECTED:
+            # The cable is out even if the charger sends no StatusNotification for it.
+            vehicle = self.site.set_plugged(event.charger_id, False, event.at)
+            if vehicle is not None:
+                self._plug_changed(vehicle, event.charger_id, now)
+
     def _charging_needs(self, event: ChargingNeedsReported) -> None:
         """Departure, target and the EV's own limits for this session; they apply at once."""
         needs = event.needs
         if needs.soc_percent is not None:
             # First, so the V2X energy window is placed on the SoC of this very message.
-            sampled = self.site.on_charger_sample(event.charger_id, needs.at, None, needs.soc_percent)
+            sampled = self.site.on_charger_sample(
+                event.charger_id, needs.at, None, needs.soc_percent, evse_id=needs.evse_id
+            )
             if sampled is not None:
                 self._soc_read(sampled)
         reported = EvReportedLimits(
@@ -360,7 +416,7 @@ class Daemon:
             max_v2x_energy_wh=needs.max_v2x_energy_request_wh,
         )
         vehicle = self.site.on_charging_needs(
-            event.charger_id, needs.departure_time, needs.target_soc_percent, reported
+            event.charger_id, needs.departure_time, needs.target_soc_percent, reported, evse_id=needs.evse_id
         )
         if vehicle is None:
             return
@@ -386,13 +442,21 @@ class Daemon:
         self._dispatch_now.set()
 
     def _on_reading(self, reading: MeterReading) -> None:
-        self.store.record_reading(reading.meter_id, reading.at, reading.value)
-        if reading.role is MeterRole.VEHICLE_SOC:
+        if not reading.retained:  # a retained value of unknown age is no history
+            self.store.record_reading(reading.meter_id, reading.at, reading.value)
+        if reading.role in (MeterRole.VEHICLE_SOC, MeterRole.V2L):
             meter = next((m for m in self.cfg.meters if m.id == reading.meter_id), None)
-            if meter is not None and meter.vehicle is not None:
-                vehicle = self.site.on_vehicle_soc(meter.vehicle, reading.value, reading.at)
-                if vehicle is not None:
-                    self._soc_read(vehicle)
+            if meter is None or meter.vehicle is None:
+                return
+            if reading.role is MeterRole.V2L:
+                self.site.on_v2l_reading(meter.vehicle, reading.at)
+                return
+            # A retained SoC (age unknown) is a starting estimate: no discharge or V2L on it.
+            vehicle = self.site.on_vehicle_soc(
+                meter.vehicle, reading.value, reading.at, measured=not reading.retained
+            )
+            if vehicle is not None:
+                self._soc_read(vehicle)
         elif reading.role is MeterRole.GRID:
             limits = self.inputs.limits_at(reading.at)
             if reading.value > limits.import_limit_w or reading.value < -limits.export_limit_w:
@@ -504,6 +568,7 @@ class Daemon:
     async def dispatch_once(self) -> list[ChargerCommand]:
         now = self.clock.now()
         self._last_tick = time.monotonic()
+        self._expire_grid_state(now)
         self._track_safe_mode(now)
         self._record_flows(now)
         for due in self.site.v2l_cutoffs(now):
@@ -546,6 +611,16 @@ class Daemon:
                 self.request_replan("safe mode changed")
             self._was_safe = safe
 
+    def _expire_grid_state(self, now: dt.datetime) -> None:
+        """An outage state not refreshed within ``grid_signals.outage_max_age_s`` ends here."""
+        at = self.inputs.grid_state_at
+        since = at.isoformat() if at is not None else None
+        if self.inputs.expire_grid_state(now):
+            max_age_s = self.cfg.grid_signals.outage_max_age_s
+            log.warning("grid_state_expired", since=since, max_age_s=max_age_s)
+            self.store.log_event("grid_state_expired", now, since=since, max_age_s=max_age_s)
+            self.request_replan("grid_state")
+
     def _record_flows(self, now: dt.datetime) -> None:
         """Home load and PV for the forecasts: home = grid + PV - cars, when all are known."""
         grid = self.inputs.grid_power_w(now)
@@ -584,7 +659,10 @@ class Daemon:
             if self.plan
             else None,
             version=__version__,
-            extra={"grid_lost": str(self.inputs.grid_lost).lower(), "stopping": str(stopping).lower()},
+            extra={
+                "grid_lost": str(self.inputs.is_grid_lost(now)).lower(),
+                "stopping": str(stopping).lower(),
+            },
         )
 
     async def _publish_state(self, now: dt.datetime) -> None:
@@ -636,12 +714,15 @@ class Daemon:
     # ---------------------------------------------------------------- HTTP API
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """Healthy while every loop runs and the dispatcher ticked recently (safe mode is still healthy)."""
+        """Healthy while every task runs (the loops, MQTT, the OCPP server and the HTTP API) and the
+        dispatcher ticked recently (safe mode is still healthy)."""
         now = self.clock.now()
-        loops_alive = bool(self._tasks) and not any(t.done() for t in self._tasks)
+        stopped = [t.get_name() for t in self._tasks if t.done()]
+        loops_alive = bool(self._tasks) and not stopped
         tick_age_s = time.monotonic() - self._last_tick
         fresh = tick_age_s <= 3 * self.cfg.site.dispatch_interval_s + 10.0
         return loops_alive and fresh, {
+            "stopped_tasks": stopped,
             "safe_mode": self.inputs.safe_mode(now),
             "mqtt_connected": self.mqtt.connected,
             "chargers_connected": sum(1 for v in self.ocpp.chargers.values() if v.connected),
@@ -678,7 +759,7 @@ class Daemon:
             "pv_power_w": self.inputs.pv_power_w(now),
             "safe_mode": self.inputs.safe_mode(now),
             "safe_mode_reasons": self.inputs.safe_mode_reasons(now),
-            "grid_lost": self.inputs.grid_lost,
+            "grid_lost": self.inputs.is_grid_lost(now),
             "vehicles": vehicles,
             "chargers": {status.charger_id: charger_state(status) for status in self.charger_statuses(now)},
             "plan": None
@@ -695,16 +776,28 @@ class Daemon:
     # ------------------------------------------------------------ housekeeping
 
     async def _housekeeping_loop(self) -> None:
+        """Meter history written every ``HISTORY_FLUSH_INTERVAL_S`` (the open minute in part, merged
+        later), vehicle state saved and old data purged every ``HOUSEKEEPING_INTERVAL_S``; the
+        database writes of history and purge run in a worker thread, off the event loop."""
+        last_housekeeping = time.monotonic()
         while True:
-            await asyncio.sleep(60.0)
+            await asyncio.sleep(HISTORY_FLUSH_INTERVAL_S)
             now = self.clock.now()
             try:
-                await asyncio.to_thread(self.store.flush_history, now)
-                self._persist_vehicles()
-                retention = dt.timedelta(days=self.cfg.storage.history_retention_days)
-                await asyncio.to_thread(self.store.purge, now - retention)
+                await asyncio.to_thread(self.store.flush_history, now, partial=True)
+                if time.monotonic() - last_housekeeping >= HOUSEKEEPING_INTERVAL_S - 1.0:
+                    last_housekeeping = time.monotonic()
+                    self._persist_vehicles()
+                    retention = dt.timedelta(days=self.cfg.storage.history_retention_days)
+                    await asyncio.to_thread(self.store.purge, now - retention)
             except Exception:
                 log.exception("housekeeping_failed")
+
+    async def _watch_server(self, name: str, server: OcppServer | HealthServer) -> None:
+        """Runs while ``server`` listens; ends (so ``health()`` says unhealthy) when it stopped."""
+        while server.listening:  # noqa: ASYNC110 - polled: the servers offer nothing to await
+            await asyncio.sleep(SERVER_CHECK_INTERVAL_S)
+        log.error("server_stopped", server=name)
 
     def _spawn(self, coro: Awaitable[Any], name: str) -> None:
         async def guarded() -> None:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from controller.config import WEEKDAYS, SiteConfig, VehicleConfig
 from controller.domain import Departure, VehicleMode, ensure_utc
+from controller.values import utc_from_iso
 
 __all__ = [
     "COMMAND_NAMES",
@@ -181,7 +182,10 @@ def _departure_at(value: Any, tz: zoneinfo.ZoneInfo, now: dt.datetime) -> dt.dat
         raise CommandError(f"at {value[:40]!r} is not an ISO 8601 time") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=tz)
-    return ensure_utc(moment)
+    try:
+        return ensure_utc(moment)
+    except OverflowError:  # in UTC before year 1 or after year 9999
+        raise CommandError(f"at {value[:40]!r} is out of range") from None
 
 
 def _departure(vehicle: VehicleConfig, data: Any, tz: zoneinfo.ZoneInfo, now: dt.datetime) -> SetDeparture:
@@ -249,12 +253,7 @@ def _v2l(vehicle: VehicleConfig, data: Any, now: dt.datetime) -> V2LCommand:
         raise CommandError(f"power_w must be within 0-{MAX_V2L_POWER_W:g} W")
     until = None
     if body.get("until") is not None:
-        if not isinstance(body["until"], str):
-            raise CommandError("until must be an ISO 8601 time")
-        try:
-            until = ensure_utc(dt.datetime.fromisoformat(body["until"]))
-        except ValueError:
-            raise CommandError("until must be an ISO 8601 time with an offset") from None
+        until = utc_from_iso(body["until"], "until", CommandError)
         if until <= now:
             raise CommandError("until is in the past")
     return V2LCommand(vehicle.id, "start", power, until, rid)

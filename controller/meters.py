@@ -258,6 +258,8 @@ class MeterParser:
         for key in (*_SHELLY_PHASES, "total_act_power"):
             if status.get(key) is not None:
                 held[key] = _number(status[key], key) * self.meter.scale
+                if key != "total_act_power" and abs(held[key]) > MAX_POWER_W:  # the total: in _finish
+                    raise PayloadError(f"{key} {held[key]:g} W is implausible (check the unit or scale)")
         phases = tuple(held[k] for k in _SHELLY_PHASES if k in held)
         if status.get("total_act_power") is not None:
             return ParsedValue(held["total_act_power"], phases), held

@@ -281,7 +281,10 @@ def parse_limit_signal(payload: bytes, received_at: dt.datetime) -> LimitSignal:
             seconds = _finite(item["duration_s"], f"window {i} duration_s")
             if not 0 < seconds <= MAX_LIMIT_DURATION.total_seconds():
                 raise SignalError(f"window {i} duration_s must be above 0 and at most 7 days")
-            end = start + dt.timedelta(seconds=seconds)
+            try:
+                end = start + dt.timedelta(seconds=seconds)
+            except OverflowError:  # a start near the end of year 9999
+                raise SignalError(f"window {i} end is out of range (after year 9999)") from None
         if not dt.timedelta(0) < end - start <= MAX_LIMIT_DURATION:
             raise SignalError(f"window {i} must end after its start and last at most 7 days")
         import_w, export_w = _cap_w(item, "import", i), _cap_w(item, "export", i)

@@ -2,7 +2,9 @@
 
 Events (OCPP, MQTT readings, commands) update it; the planner reads a :class:`Snapshot` from it
 and the dispatcher reads :class:`DispatchInputs`. Pure: no I/O, no asyncio. Which car is on which
-charger comes from ``vehicles[].home_charger`` (the first car naming a charger is the one there).
+charger comes from ``vehicles[].home_charger`` (the first car naming a charger is the one there), and
+the car uses the charger's ``chargers[].evse_id``: events of another EVSE, or of EVSE 0 (the whole
+station: 1.6 connector 0, the main meter), leave the car alone.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ V2L_CUTOFF_MARGIN_PERCENT = 1.0
 # protect the reserve during a V2L session (the car may be drawing kilowatts meanwhile).
 V2L_SOC_MAX_AGE = dt.timedelta(minutes=15)
 
+
+# ``chargers[].evse_id`` when the charger is not configured (accepted as unknown: no car is there).
+_DEFAULT_EVSE_ID = 1
 
 # Power an EV may report that is still a number, not a data error (as the snapshot bounds it).
 _MAX_REPORTED_POWER_W = 10_000_000.0
@@ -101,6 +106,7 @@ class Site:
             v.id: VehicleRuntime(v, SocTracker(v), charger_id=v.home_charger) for v in cfg.vehicles
         }
         self.charger_vehicle: dict[str, str] = {}
+        self.charger_evse: dict[str, int] = {c.id: c.evse_id for c in cfg.chargers}
         for v in cfg.vehicles:
             if v.home_charger is not None:
                 self.charger_vehicle.setdefault(v.home_charger, v.id)
@@ -112,9 +118,21 @@ class Site:
         vid = self.charger_vehicle.get(charger_id)
         return self.vehicles.get(vid) if vid else None
 
-    def set_plugged(self, charger_id: str, plugged: bool, at: dt.datetime) -> VehicleRuntime | None:
-        """Plug-in or unplug at a charger; returns the vehicle when its state changed."""
-        vehicle = self.vehicle_at(charger_id)
+    def is_vehicle_evse(self, charger_id: str, evse_id: int | None) -> bool:
+        """True when ``evse_id`` is the EVSE the car at this charger uses (``chargers[].evse_id``, the
+        one its profiles go to); None (an event that names no EVSE) counts as that EVSE. EVSE 0 is the
+        whole station (1.6 connector 0, the main meter), never the car's."""
+        return evse_id is None or evse_id == self.charger_evse.get(charger_id, _DEFAULT_EVSE_ID)
+
+    def _vehicle_on(self, charger_id: str, evse_id: int | None) -> VehicleRuntime | None:
+        return self.vehicle_at(charger_id) if self.is_vehicle_evse(charger_id, evse_id) else None
+
+    def set_plugged(
+        self, charger_id: str, plugged: bool, at: dt.datetime, *, evse_id: int | None = None
+    ) -> VehicleRuntime | None:
+        """Plug-in or unplug at a charger (on ``evse_id``: only the car's EVSE counts); returns the
+        vehicle when its state changed."""
+        vehicle = self._vehicle_on(charger_id, evse_id)
         if vehicle is None or vehicle.plugged_in == plugged:
             return None
         vehicle.plugged_in = plugged
@@ -128,24 +146,40 @@ class Site:
             vehicle.session_limits = None
         return vehicle
 
-    def on_connector_status(self, charger_id: str, status: str, at: dt.datetime) -> VehicleRuntime | None:
+    def on_connector_status(
+        self, charger_id: str, status: str, at: dt.datetime, *, evse_id: int | None = None
+    ) -> VehicleRuntime | None:
+        """A connector status; only one of the car's EVSE plugs it in or out (a station-wide
+        "Available" on 1.6 connector 0, or another EVSE's status, does not)."""
         if status in PLUGGED_STATUSES:
-            return self.set_plugged(charger_id, True, at)
+            return self.set_plugged(charger_id, True, at, evse_id=evse_id)
         if status in UNPLUGGED_STATUSES:
-            return self.set_plugged(charger_id, False, at)
+            return self.set_plugged(charger_id, False, at, evse_id=evse_id)
         return None
 
     def on_charger_sample(
-        self, charger_id: str, at: dt.datetime, power_w: float | None, soc_percent: float | None
+        self,
+        charger_id: str,
+        at: dt.datetime,
+        power_w: float | None,
+        soc_percent: float | None,
+        energy_import_wh: float | None = None,
+        energy_export_wh: float | None = None,
+        *,
+        evse_id: int | None = None,
     ) -> VehicleRuntime | None:
-        vehicle = self.vehicle_at(charger_id)
+        """A charger's meter sample: SoC first (the anchor), then power and energy registers, from
+        which the SoC is counted forward and the car's power is known (from the registers alone for
+        a charger that reports no power). Samples of another EVSE, or of the station's main meter
+        (EVSE 0), are not the car's and change nothing."""
+        vehicle = self._vehicle_on(charger_id, evse_id)
         if vehicle is None:
             return None
         if soc_percent is not None:
             vehicle.tracker.on_soc(soc_percent, at, "ocpp")
-        if power_w is not None:
-            vehicle.measured_power_w = power_w
-            vehicle.tracker.on_power(power_w, at)
+        if power_w is not None or energy_import_wh is not None or energy_export_wh is not None:
+            vehicle.tracker.on_meter(at, power_w, energy_import_wh, energy_export_wh)
+            vehicle.measured_power_w = vehicle.tracker.power_w
         return vehicle
 
     def on_charging_needs(
@@ -154,10 +188,13 @@ class Site:
         departure_at: dt.datetime | None,
         target_soc_percent: float | None,
         reported: EvReportedLimits | None = None,
+        *,
+        evse_id: int | None = None,
     ) -> VehicleRuntime | None:
         """The EV's needs: a departure (kept when a later message has none) and its limits, which
-        replace the previous ones. Returns the vehicle when the plan must change."""
-        vehicle = self.vehicle_at(charger_id)
+        replace the previous ones. Returns the vehicle when the plan must change; the needs of an EV
+        on another EVSE are not the car's (None)."""
+        vehicle = self._vehicle_on(charger_id, evse_id)
         if vehicle is None:
             return None
         changed = False
@@ -208,10 +245,25 @@ class Site:
         )
         return None if limits == SessionLimits() else limits
 
-    def on_vehicle_soc(self, vehicle_id: str, soc_percent: float, at: dt.datetime) -> VehicleRuntime | None:
+    def on_vehicle_soc(
+        self, vehicle_id: str, soc_percent: float, at: dt.datetime, *, measured: bool = True
+    ) -> VehicleRuntime | None:
+        """A SoC over MQTT; ``measured=False`` for one of unknown age (a retained message): a
+        starting estimate that never replaces a real reading and allows no discharge or V2L."""
         vehicle = self.vehicles.get(vehicle_id)
         if vehicle is not None:
-            vehicle.tracker.on_soc(soc_percent, at, "mqtt")
+            source = "mqtt" if measured else "mqtt (retained)"
+            vehicle.tracker.on_soc(soc_percent, at, source, measured=measured)
+        return vehicle
+
+    def on_v2l_reading(self, vehicle_id: str, at: dt.datetime) -> VehicleRuntime | None:
+        """A V2L meter of the vehicle was read: what the car supplies to its loads (all its V2L
+        meters, when all are fresh) comes off its SoC between SoC readings."""
+        vehicle = self.vehicles.get(vehicle_id)
+        power_w = self.inputs.v2l_power_w(vehicle_id, at)
+        if vehicle is None or power_w is None:
+            return None
+        vehicle.tracker.on_v2l(power_w, at)
         return vehicle
 
     # ------------------------------------------------------------ commands
@@ -252,10 +304,12 @@ class Site:
         return estimate.soc_percent if estimate is not None and estimate.measured else None
 
     def v2l_soc(self, vehicle: VehicleRuntime, now: dt.datetime) -> float | None:
-        """The measured SoC if it is recent enough to guard a V2L session, else None.
+        """The measured SoC (drained by the V2L meter since) if it is recent enough to guard a V2L
+        session, else None.
 
-        Recent: within the ``stale_after_s`` of the vehicle's ``vehicle_soc`` meter, or
-        ``V2L_SOC_MAX_AGE`` when its SoC comes from the charger only.
+        Recent: read within the ``stale_after_s`` of the vehicle's ``vehicle_soc`` meter, or
+        ``V2L_SOC_MAX_AGE`` when its SoC comes from the charger only. Counting since the reading does
+        not make it more recent.
         """
         estimate = vehicle.tracker.estimate()
         if estimate is None or not estimate.measured:
@@ -266,7 +320,7 @@ class Site:
             if m.role is MeterRole.VEHICLE_SOC and m.vehicle == vehicle.config.id
         ]
         max_age = dt.timedelta(seconds=max(meters)) if meters else V2L_SOC_MAX_AGE
-        return estimate.soc_percent if ensure_utc(now) - estimate.at <= max_age else None
+        return estimate.soc_percent if ensure_utc(now) - estimate.read_at <= max_age else None
 
     def v2l_cutoffs(self, now: dt.datetime) -> list[VehicleRuntime]:
         """Vehicles whose running V2L session must stop now: SoC at the reserve, or unknown/stale
@@ -296,7 +350,7 @@ class Site:
         prices = self.inputs.prices_on_grid(start, self.step, steps)
         limits = self.inputs.limits_on_grid(start, self.step, steps)
         vehicles = []
-        safe_mode = self.inputs.safe_mode(now) and not self.inputs.grid_lost
+        safe_mode = self.inputs.safe_mode(now) and not self.inputs.is_grid_lost(now)
         for vehicle in self.vehicles.values():
             departure = self.departure(vehicle, now)
             session = vehicle.v2l if vehicle.v2l is not None and not vehicle.v2l_cut_off else None
@@ -347,7 +401,7 @@ class Site:
             import_limit_w=limits.import_limit_w,
             export_limit_w=limits.export_limit_w,
             safe_mode=self.inputs.safe_mode(now),
-            grid_lost=self.inputs.grid_lost,
+            grid_lost=self.inputs.is_grid_lost(now),
             home_power_w=self.inputs.home_power_w(now),
             pv_power_w=self.inputs.pv_power_w(now),
         )

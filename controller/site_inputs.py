@@ -6,6 +6,7 @@ explicit ``now``, so the same object works under a simulated clock.
 Staleness: a meter with no reading newer than its ``stale_after_s`` is stale (a meter never heard
 from is stale too). A stale grid, PV or home meter puts the whole site into safe mode (no discharge)
 until fresh data arrives; a stale vehicle SoC or V2L reading only makes that vehicle's value unknown.
+An outage state (``grid_lost``) not refreshed within ``grid_signals.outage_max_age_s`` no longer counts.
 """
 
 from __future__ import annotations
@@ -165,12 +166,41 @@ class SiteInputs:
         )
         self.price_updates += 1
 
-    def update_grid_state(self, lost: bool, received_at: dt.datetime) -> bool:
-        """Grid outage on/off; returns True when the state changed."""
-        changed = lost != self.grid_lost
+    def update_grid_state(self, lost: bool, received_at: dt.datetime, *, retained: bool = False) -> bool:
+        """Grid outage on/off (any live message refreshes it); returns True when the state changed.
+
+        A retained message has an unknown age (the broker hands it out again on every reconnect):
+        it sets the state only while none is known yet, stamped ``received_at`` so that a retained
+        "lost" still ends after ``grid_signals.outage_max_age_s``; it never refreshes or overrides
+        a known state."""
+        received_at = ensure_utc(received_at)
+        if retained and self.grid_state_at is not None:
+            return False
+        changed = lost != self.is_grid_lost(received_at)
         self.grid_lost = lost
-        self.grid_state_at = ensure_utc(received_at)
+        self.grid_state_at = received_at
         return changed
+
+    def _grid_state_expired(self, now: dt.datetime) -> bool:
+        max_age_s = self.cfg.grid_signals.outage_max_age_s
+        return (
+            max_age_s is not None
+            and self.grid_state_at is not None
+            and (ensure_utc(now) - self.grid_state_at).total_seconds() > max_age_s
+        )
+
+    def is_grid_lost(self, now: dt.datetime) -> bool:
+        """The outage state at ``now``: ``grid_lost`` as last received, unless that was longer than
+        ``grid_signals.outage_max_age_s`` ago (a lost "ok" must not stop charging for good)."""
+        return self.grid_lost and not self._grid_state_expired(now)
+
+    def expire_grid_state(self, now: dt.datetime) -> bool:
+        """Fall back to "grid not lost" when the outage state was not refreshed within
+        ``grid_signals.outage_max_age_s``; True when it did so now (for the caller to log)."""
+        if self.grid_lost and self._grid_state_expired(now):
+            self.grid_lost = False
+            return True
+        return False
 
     def update_pv_forecast(self, forecast: PowerForecast, received_at: dt.datetime) -> None:
         """Add a PV forecast (W per window); the newest message wins where windows overlap."""

@@ -1,8 +1,10 @@
 """SQLite persistence: meter history (downsampled), plans, charging sessions, overrides, events.
 
-One file in WAL mode, so a reader (the API, a backup) never blocks the daemon and a crash loses
-at most the last unflushed history bucket. The schema is versioned with ``PRAGMA user_version``.
-Calls are synchronous and short; the daemon batches history writes and runs them off the loop.
+One file in WAL mode, so a reader (the API, a backup) never blocks the daemon; a crash loses only
+the history recorded since the last ``flush_history``. The schema is versioned with ``PRAGMA
+user_version``. Calls are synchronous and short. History is batched: ``record_reading`` only adds to
+buckets in memory (it never writes), and the daemon writes them with ``flush_history`` from a worker
+thread, off the event loop.
 """
 
 from __future__ import annotations
@@ -154,9 +156,10 @@ class Store:
         if self._bucket_s <= 0:
             raise ValueError("history bucket must be at least one second")
         self._lock = threading.Lock()
-        # Open buckets are filled on the event loop and flushed from a worker thread: own lock.
+        # Buckets are filled on the event loop and written from a worker thread: own lock.
         self._open_lock = threading.Lock()
         self._open: dict[str, _Bucket] = {}
+        self._complete: list[tuple[str, _Bucket]] = []
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -193,29 +196,37 @@ class Store:
     # ------------------------------------------------------------- history
 
     def record_reading(self, meter_id: str, at: datetime, value: float) -> None:
-        """Add one reading to its bucket; complete buckets are written by ``flush_history``."""
+        """Add one reading to its bucket, in memory only: ``flush_history`` writes the buckets."""
         if not math.isfinite(value):
             return
         start = _ts(at) // self._bucket_s * self._bucket_s
-        full = None
         with self._open_lock:
             bucket = self._open.get(meter_id)
             if bucket is None or bucket.start != start:
                 if bucket is not None and bucket.start > start:
                     return  # late reading for a bucket already closed: history is downsampled, drop it
-                full = bucket
+                if bucket is not None and bucket.samples:
+                    self._complete.append((meter_id, bucket))
                 bucket = self._open[meter_id] = _Bucket(start)
             bucket.add(value)
-        if full is not None:
-            self._write_buckets([(meter_id, full)])
 
-    def flush_history(self, now: datetime | None = None) -> int:
-        """Write the buckets complete at ``now`` (all open buckets when None); returns how many."""
+    def flush_history(self, now: datetime | None = None, *, partial: bool = False) -> int:
+        """Write the buckets complete at ``now`` (all open buckets when None); returns how many.
+
+        ``partial`` also writes what the buckets still open hold so far; they stay open and the rest
+        of each merges into the stored row when it is written (so a crash loses only what came since).
+        """
         cutoff = None if now is None else _ts(now) // self._bucket_s * self._bucket_s
         with self._open_lock:
-            done = [(m, b) for m, b in self._open.items() if cutoff is None or b.start < cutoff]
-            for meter_id, _ in done:
-                del self._open[meter_id]
+            done, self._complete = self._complete, []
+            for meter_id, bucket in list(self._open.items()):
+                if cutoff is None or bucket.start < cutoff:
+                    if bucket.samples:
+                        done.append((meter_id, bucket))
+                    del self._open[meter_id]
+                elif partial and bucket.samples:
+                    done.append((meter_id, bucket))
+                    self._open[meter_id] = _Bucket(bucket.start)
         self._write_buckets(done)
         return len(done)
 
@@ -228,7 +239,7 @@ class Store:
             if b.samples
         ]
         with self._tx() as db:
-            # Merge with a bucket already stored (a restart inside the same minute).
+            # Merge with a bucket already stored (written in part before, or a restart inside it).
             db.executemany(
                 """INSERT INTO meter_history VALUES (?, ?, ?, ?, ?, ?)
                    ON CONFLICT(meter_id, bucket_start) DO UPDATE SET

@@ -42,7 +42,11 @@ def finite_number(
 
 
 def utc_from_iso(value: Any, what: str, error: type[ValueError] = ValueError) -> datetime:
-    """ISO 8601 with an offset (``Z`` allowed) as UTC; a time without an offset is refused, not guessed."""
+    """ISO 8601 with an offset (``Z`` allowed) as UTC; a time without an offset is refused, not guessed.
+
+    A time whose UTC equivalent falls outside years 1-9999 (``0001-01-01T00:30:00+01:00``) is
+    refused as out of range.
+    """
     if not isinstance(value, str):
         raise error(f"{what} is not a time string")
     try:
@@ -51,5 +55,7 @@ def utc_from_iso(value: Any, what: str, error: type[ValueError] = ValueError) ->
         raise error(f"{what} {value[:40]!r} is not an ISO 8601 time") from None
     try:
         return ensure_utc(moment)
+    except OverflowError:
+        raise error(f"{what} {value[:40]!r} is out of range") from None
     except ValueError:
         raise error(f"{what} {value[:40]!r} has no timezone offset") from None

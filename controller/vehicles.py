@@ -1,10 +1,20 @@
 """Vehicle state between readings: SoC tracking by energy counting, and the next departure.
 
 SoC comes from the charger (OCPP measurand SoC) or from MQTT (a vehicle integration). Between
-readings it is integrated from the metered power through the battery's efficiency and corrected on
-each reading. A car that arrives without any SoC gets an estimate from its last known SoC and its
-typical trip; an estimate plans charging but never allows discharge (unknown SoC = no discharge).
-Pure: no I/O.
+readings it is counted forward from what is metered and corrected on each reading:
+
+* the charger's energy registers (``Energy.Active.Import/Export.Register``) where two samples in a
+  row carry them: a register that goes backwards (a reset) or jumps further than the car's power
+  allows in the time between counts nothing, and the interval falls back to power;
+* else the charger's power samples: the previous power over the time to the next sample, up to
+  10 min (a longer gap is not bridged);
+* minus what a V2L meter measures the car supplying to its own loads.
+
+Energy goes into the battery through the charge efficiency and out through the discharge
+efficiency. When an interval could not be counted the SoC becomes an estimate. A car that arrives
+without any SoC gets an estimate from its last known SoC and its typical trip, and a SoC of unknown
+age (a retained MQTT message) is an estimate too; an estimate plans charging but never allows
+discharge (unknown SoC = no discharge). Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -18,8 +28,15 @@ from controller.domain import Departure, ensure_utc
 
 __all__ = ["SocEstimate", "SocTracker", "next_departure"]
 
-# A measured SoC older than this with no power readings in between is no longer trusted.
+# Metered power is not bridged over a longer gap between samples: the SoC becomes an estimate.
 _MAX_INTEGRATION_GAP = timedelta(minutes=10)
+# A register may grow by up to this factor times what the car's maximum power gives over the time
+# between two samples, plus this slack (register and timestamp resolution); more is a jump, not energy.
+_REGISTER_POWER_FACTOR = 1.25
+_REGISTER_SLACK_WH = 100.0
+# Power derived from registers is the mean over at least this long (1 Wh more within one second
+# would read as 3.6 kW).
+_REGISTER_POWER_WINDOW = timedelta(seconds=10)
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
@@ -27,9 +44,21 @@ WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", 
 class SocEstimate:
     soc_percent: float
     at: datetime
+    """The moment the SoC stands for: the last reading, moved on by the energy counted since."""
     measured: bool
-    """True when anchored on a real SoC reading (possibly integrated since); False for a guess."""
+    """True when anchored on a real SoC reading (possibly counted since); False for a guess."""
     source: str
+    read_at: datetime
+    """When the SoC was last read (or restored, or estimated on arrival); counting does not move it."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Registers:
+    """One sample's energy registers in Wh (None: not reported)."""
+
+    at: datetime
+    import_wh: float | None
+    export_wh: float | None
 
 
 class SocTracker:
@@ -39,37 +68,153 @@ class SocTracker:
         self.vehicle = vehicle
         self._soc: float | None = None
         self._at: datetime | None = None
+        self._read_at: datetime | None = None
         self._measured = False
         self._source = ""
+        # The charger: energy up to ``_counted_at`` is in the SoC; the last power and register sample.
+        self._counted_at: datetime | None = None
         self._power_w: float | None = None
         self._power_at: datetime | None = None
+        self._registers: _Registers | None = None
+        self._window: _Registers | None = None
+        self._register_power_w: float | None = None
+        self.power_w: float | None = None
+        """The charger's power as metered (+ charging): its last power sample, else the mean over
+        its registers of the last ``_REGISTER_POWER_WINDOW`` or more; None when unknown."""
+        # The V2L meter: its last draw (W >= 0), and V2L energy up to ``_v2l_counted_at`` is in the SoC.
+        self._v2l_w: float | None = None
+        self._v2l_at: datetime | None = None
+        self._v2l_counted_at: datetime | None = None
+
+    def _anchor(self, soc_percent: float, at: datetime, measured: bool, source: str) -> None:
+        self._soc, self._at, self._read_at = soc_percent, at, at
+        self._measured, self._source = measured, source
+        self._counted_at = self._v2l_counted_at = at
 
     def restore(self, soc_percent: float, at: datetime, measured: bool, source: str = "store") -> None:
-        self._soc, self._at, self._measured, self._source = soc_percent, ensure_utc(at), measured, source
+        self._anchor(soc_percent, ensure_utc(at), measured, source)
 
-    def on_soc(self, soc_percent: float, at: datetime, source: str) -> None:
-        """A real SoC reading: the anchor for everything after it. Older than the anchor: ignored."""
+    def on_soc(self, soc_percent: float, at: datetime, source: str, *, measured: bool = True) -> None:
+        """A SoC reading: the anchor for everything after it. Older than the last real reading:
+        ignored. ``measured=False`` (a value of unknown age) only starts an estimate where no real
+        reading is held; it never replaces one."""
         at = ensure_utc(at)
-        if not 0 <= soc_percent <= 100 or (self._at is not None and self._measured and at < self._at):
+        if not 0 <= soc_percent <= 100:
             return
-        self._soc, self._at, self._measured, self._source = soc_percent, at, True, source
-        self._power_at = at if self._power_w is not None else None
+        if self._measured and self._read_at is not None and (not measured or at < self._read_at):
+            return
+        self._anchor(soc_percent, at, measured, source)
 
     def on_power(self, power_w: float, at: datetime) -> None:
-        """Metered power at the charger (+ charging). Integrates the previous value over the gap."""
-        at = ensure_utc(at)
-        if self._power_w is not None and self._power_at is not None and self._soc is not None:
-            gap = at - self._power_at
-            if timedelta(0) < gap <= _MAX_INTEGRATION_GAP:
-                self._soc = self._integrate(self._soc, self._power_w, gap)
-                self._at = at
-            elif gap > _MAX_INTEGRATION_GAP:
-                self._measured = False  # energy went unmetered: keep planning on it, never discharge on it
-        if self._power_at is None or at >= self._power_at:
-            self._power_w, self._power_at = power_w, at
+        """Metered power at the charger (+ charging), without registers."""
+        self.on_meter(at, power_w=power_w)
 
-    def _integrate(self, soc: float, power_w: float, gap: timedelta) -> float:
-        energy_kwh = power_w * gap.total_seconds() / 3_600_000.0
+    def on_meter(
+        self,
+        at: datetime,
+        power_w: float | None = None,
+        energy_import_wh: float | None = None,
+        energy_export_wh: float | None = None,
+    ) -> None:
+        """A charger sample: power (+ charging) and/or its energy registers (Wh). Counts the energy
+        since the previous sample into the SoC; a sample older than the last one is ignored."""
+        at = ensure_utc(at)
+        registers: _Registers | None = None
+        if energy_import_wh is not None or energy_export_wh is not None:
+            registers = _Registers(at, energy_import_wh, energy_export_wh)
+            if self._registers is not None and at < self._registers.at:
+                registers = None
+        if power_w is not None and self._power_at is not None and at < self._power_at:
+            power_w = None
+        if registers is None and power_w is None:
+            return
+        self._count(at, registers)
+        if registers is not None:
+            self._registers = registers
+            self._derive_power(registers)
+        if power_w is not None:
+            self._power_w, self._power_at = power_w, at
+            self.power_w = power_w
+        elif registers is not None and not self._power_recent(at):
+            self.power_w = self._register_power_w
+
+    def _power_recent(self, at: datetime) -> bool:
+        return self._power_at is not None and at - self._power_at <= _MAX_INTEGRATION_GAP
+
+    def _count(self, at: datetime, registers: _Registers | None) -> None:
+        """Count the charger's energy from ``_counted_at`` to ``at``: registers, else power."""
+        start = self._counted_at
+        if self._soc is None or start is None or at <= start:
+            return
+        previous = self._registers
+        unusable = False
+        if registers is not None and previous is not None:
+            energy_wh = self._register_energy(previous, registers)
+            if energy_wh is not None:
+                # Only the part of the interval after the last count (a reading may lie inside it).
+                span_s = (at - previous.at).total_seconds()
+                uncounted_s = (at - max(previous.at, start)).total_seconds()
+                self._add(energy_wh * (1.0 if span_s <= 0 else min(1.0, uncounted_s / span_s)), at)
+                return
+            unusable = True  # a reset or a jump: the registers say nothing about this interval
+        if self._power_w is not None and self._power_at is not None and self._power_recent(at):
+            begin = max(self._power_at, start)
+            self._add(self._power_w * max(0.0, (at - begin).total_seconds()) / 3600.0, at)
+            return
+        if unusable or self._power_at is not None:
+            # Energy went unmetered: keep planning on the SoC, never discharge on it.
+            self._measured = False
+            self._counted_at = at
+
+    def _register_energy(self, previous: _Registers, current: _Registers) -> float | None:
+        """Net energy into the car (Wh) between two register samples; None when they cannot tell."""
+        hours = max(0.0, (current.at - previous.at).total_seconds()) / 3600.0
+        deltas: list[float | None] = []
+        for before, after, max_kw in (
+            (previous.import_wh, current.import_wh, self.vehicle.max_charge_kw),
+            (previous.export_wh, current.export_wh, self.vehicle.max_discharge_kw),
+        ):
+            if before is None or after is None:
+                deltas.append(None)
+                continue
+            delta = after - before
+            if not 0.0 <= delta <= max_kw * 1000.0 * hours * _REGISTER_POWER_FACTOR + _REGISTER_SLACK_WH:
+                return None  # backwards (a reset) or further than the car can take or give
+            deltas.append(delta)
+        imported, exported = deltas
+        if imported is None and exported is None:
+            return None
+        # One register alone is the net energy unless the power says the other direction flowed.
+        if exported is None:
+            return None if self._power_w is not None and self._power_w < 0 else imported
+        if imported is None:
+            return None if self._power_w is not None and self._power_w > 0 else -exported
+        return imported - exported
+
+    def _derive_power(self, registers: _Registers) -> None:
+        """The mean power over the registers of the last window (at least ``_REGISTER_POWER_WINDOW``)."""
+        window = self._window
+        if window is None or registers.at < window.at or registers.at - window.at > _MAX_INTEGRATION_GAP:
+            if window is not None:
+                self._register_power_w = None  # a gap: the last mean is no longer the power now
+            self._window = registers
+            return
+        span = registers.at - window.at
+        if span < _REGISTER_POWER_WINDOW:
+            return
+        energy_wh = self._register_energy(window, registers)
+        self._register_power_w = None if energy_wh is None else energy_wh * 3600.0 / span.total_seconds()
+        self._window = registers
+
+    def _add(self, energy_wh: float, at: datetime) -> None:
+        """Energy into the car at the charger (Wh, + charging) counted up to ``at``."""
+        if self._soc is not None:
+            self._soc = self._battery(self._soc, energy_wh)
+            self._at = at if self._at is None else max(self._at, at)
+        self._counted_at = at
+
+    def _battery(self, soc: float, energy_wh: float) -> float:
+        energy_kwh = energy_wh / 1000.0
         battery_kwh = (
             energy_kwh * self.vehicle.charge_efficiency
             if energy_kwh >= 0
@@ -77,10 +222,33 @@ class SocTracker:
         )
         return min(100.0, max(0.0, soc + 100.0 * battery_kwh / self.vehicle.usable_capacity_kwh))
 
+    def on_v2l(self, power_w: float, at: datetime) -> None:
+        """What the car supplies to its own loads (V2L, W >= 0) as a V2L meter measures it: the
+        previous draw over the time to this reading comes off the SoC, so a V2L session drains the
+        SoC between SoC readings (a gap over 10 min with a draw makes the SoC an estimate)."""
+        at = ensure_utc(at)
+        if self._v2l_at is not None and at < self._v2l_at:
+            return
+        previous_w, previous_at = self._v2l_w, self._v2l_at
+        self._v2l_w, self._v2l_at = max(0.0, power_w), at
+        start = self._v2l_counted_at
+        if self._soc is None or previous_w is None or previous_at is None or start is None:
+            return
+        if at - previous_at > _MAX_INTEGRATION_GAP:
+            if previous_w > 0:
+                self._measured = False
+            self._v2l_counted_at = at
+            return
+        begin = max(previous_at, start)
+        if at > begin:
+            self._soc = self._battery(self._soc, -previous_w * (at - begin).total_seconds() / 3600.0)
+            self._at = at if self._at is None else max(self._at, at)
+            self._v2l_counted_at = at
+
     def on_arrival(self, at: datetime, trip_km: float | None = None) -> None:
         """Plugged in. Without a fresh reading, guess from the last SoC minus the trip's energy."""
         at = ensure_utc(at)
-        self._power_w, self._power_at = None, None
+        self._forget_charger()
         if self._soc is None:
             return
         if trip_km is None:
@@ -92,16 +260,19 @@ class SocTracker:
             / 100.0
             / self.vehicle.usable_capacity_kwh
         )
-        self._soc = max(0.0, self._soc - used_percent)
-        self._at, self._measured, self._source = at, False, "estimated from trip"
+        self._anchor(max(0.0, self._soc - used_percent), at, False, "estimated from trip")
 
     def on_departure(self) -> None:
-        self._power_w, self._power_at = None, None
+        self._forget_charger()
+
+    def _forget_charger(self) -> None:
+        self._power_w, self._power_at, self.power_w = None, None, None
+        self._registers, self._window, self._register_power_w = None, None, None
 
     def estimate(self) -> SocEstimate | None:
-        if self._soc is None or self._at is None:
+        if self._soc is None or self._at is None or self._read_at is None:
             return None
-        return SocEstimate(self._soc, self._at, self._measured, self._source)
+        return SocEstimate(self._soc, self._at, self._measured, self._source, self._read_at)
 
 
 def next_departure(

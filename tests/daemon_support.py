@@ -433,6 +433,10 @@ class Charger:
     received: list[Received] = field(default_factory=list)
     power_w: float = 0.0
     soc_percent: float | None = None
+    report_power: bool = True
+    """False: a basic charger that reports no ``Power.Active.*`` measurands."""
+    energy_import_wh: float | None = None
+    """``Energy.Active.Import.Register`` sent with every sample (None: not reported)."""
     follow_setpoint: bool = False
     """Act on TxProfiles: power follows the first period's setpoint (the benchmark's chargers)."""
     tx_profile_status: str = "Accepted"
@@ -523,17 +527,32 @@ class Charger:
             },
         )
 
-    async def status(self, connector_status: str) -> None:
+    async def status(self, connector_status: str, evse_id: int = 1) -> None:
         await self.call(
             "StatusNotification",
-            {"timestamp": iso(utc_now()), "connectorStatus": connector_status, "evseId": 1, "connectorId": 1},
+            {
+                "timestamp": iso(utc_now()),
+                "connectorStatus": connector_status,
+                "evseId": evse_id,
+                "connectorId": 1,
+            },
         )
 
-    def _meter_value(self) -> list[Json]:
-        sampled: list[Json] = [
-            {"value": max(self.power_w, 0.0), "measurand": "Power.Active.Import"},
-            {"value": max(-self.power_w, 0.0), "measurand": "Power.Active.Export"},
-        ]
+    def _meter_value(self, at: datetime | None = None) -> list[Json]:
+        sampled: list[Json] = []
+        if self.report_power:
+            sampled += [
+                {"value": max(self.power_w, 0.0), "measurand": "Power.Active.Import"},
+                {"value": max(-self.power_w, 0.0), "measurand": "Power.Active.Export"},
+            ]
+        if self.energy_import_wh is not None:
+            sampled.append(
+                {
+                    "value": round(self.energy_import_wh, 3),
+                    "measurand": "Energy.Active.Import.Register",
+                    "unitOfMeasure": {"unit": "Wh"},
+                }
+            )
         if self.soc_percent is not None:
             sampled.append(
                 {
@@ -543,7 +562,7 @@ class Charger:
                     "unitOfMeasure": {"unit": "Percent"},
                 }
             )
-        return [{"timestamp": iso(utc_now()), "sampledValue": sampled}]
+        return [{"timestamp": iso(at or utc_now()), "sampledValue": sampled}]
 
     async def transaction(
         self,
@@ -553,20 +572,24 @@ class Charger:
         trigger: str = "MeterValuePeriodic",
         charging_state: str = "EVConnected",
         stopped_reason: str | None = None,
+        at: datetime | None = None,
+        evse_id: int = 1,
     ) -> Json:
+        """A TransactionEvent with the current meter values, stamped ``at`` (default now); a
+        ``Started`` one names ``evse_id``."""
         info: Json = {"transactionId": transaction_id, "chargingState": charging_state}
         if stopped_reason is not None:
             info["stoppedReason"] = stopped_reason
         payload: Json = {
             "eventType": event_type,
-            "timestamp": iso(utc_now()),
+            "timestamp": iso(at or utc_now()),
             "triggerReason": trigger,
             "seqNo": next(self._seq),
             "transactionInfo": info,
-            "meterValue": self._meter_value(),
+            "meterValue": self._meter_value(at),
         }
         if event_type == "Started":
-            payload["evse"] = {"id": 1, "connectorId": 1}
+            payload["evse"] = {"id": evse_id, "connectorId": 1}
         return await self.call("TransactionEvent", payload)
 
     async def plug_in(self, transaction_id: str, soc_percent: float) -> None:
@@ -575,8 +598,9 @@ class Charger:
         await self.status("Occupied")
         await self.transaction("Started", transaction_id, trigger="CablePluggedIn")
 
-    async def meter_values(self) -> None:
-        await self.call("MeterValues", {"evseId": 1, "meterValue": self._meter_value()})
+    async def meter_values(self, at: datetime | None = None, evse_id: int = 1) -> None:
+        """MeterValues of ``evse_id`` (0: the station's main meter)."""
+        await self.call("MeterValues", {"evseId": evse_id, "meterValue": self._meter_value(at)})
 
     async def charging_needs(
         self, departure: datetime | None, target_soc_percent: float | None = None, **v2x: float
@@ -611,11 +635,17 @@ def discharges(set_profile: Json) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def charger(port: int, charger_id: str = CHARGER, *, boot: bool = True) -> AsyncIterator[Charger]:
-    """An OCPP 2.1 charger connected to the daemon (booted, default profile installed)."""
+async def charger(
+    port: int, charger_id: str = CHARGER, *, boot: bool = True, subprotocol: str = "ocpp2.1"
+) -> AsyncIterator[Charger]:
+    """An OCPP 2.1 charger connected to the daemon (booted, default profile installed). Another
+    ``subprotocol`` (``ocpp1.6``) gives the same raw client for frames the test writes itself, with
+    ``boot=False`` (the helpers above speak 2.1)."""
+    if subprotocol != "ocpp2.1" and boot:
+        raise ValueError("only an OCPP 2.1 charger boots itself; pass boot=False")
     url = f"ws://127.0.0.1:{port}/ocpp/{charger_id}"
-    async with connect(url, subprotocols=[Subprotocol("ocpp2.1")], open_timeout=5) as ws:
-        assert ws.subprotocol == "ocpp2.1"
+    async with connect(url, subprotocols=[Subprotocol(subprotocol)], open_timeout=5) as ws:
+        assert ws.subprotocol == subprotocol
         cp = Charger(ws, charger_id)
         reader = asyncio.create_task(cp.reader())
         try:

@@ -10,24 +10,30 @@ in this process instead, to slow its solver down on purpose.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import socket
+import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import pytest
 
+from controller import app as app_module
 from controller.app import Daemon
 from controller.config import parse_config
 from controller.domain import Plan
 from controller.snapshot import Snapshot
 from controller.store import Store
 from tests.daemon_support import (
+    BROKER_HOST,
+    BROKER_PORT,
     V2L_OFF,
     VEHICLE,
     Broker,
@@ -98,6 +104,15 @@ async def latest_state(mqtt: Broker, site: DaemonSite, since: datetime, timeout_
 
     message = await mqtt.wait_message(f"{site.base}/state/vehicle/car", fresh, timeout_s=timeout_s)
     return message.json()
+
+
+def history_samples(db_path: Path, meter_id: str) -> int:
+    """Meter readings in the store's history, read while the daemon runs (WAL: never blocks it)."""
+    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=1)) as db:
+        row = db.execute(
+            "SELECT COALESCE(SUM(samples), 0) FROM meter_history WHERE meter_id = ?", (meter_id,)
+        ).fetchone()
+    return int(row[0])
 
 
 async def no_profile(cp: Charger, since: int, bad: Any, seconds: float) -> None:
@@ -385,6 +400,11 @@ async def test_kill_9_then_restart_restores_overrides_session_soc_and_plan(tmp_p
                             mqtt, site, "departure", {"at": iso(departure), "target_soc_percent": 90}
                         )
                         await cp.wait_profile(lambda p: first_setpoint(p) > 0, since=mark, timeout_s=15)
+                        # Meter history reaches the disk while the daemon runs (every 10 s, off the loop).
+                        on_disk = await wait_until(
+                            lambda: history_samples(site.db_path, "grid"), 15, "meter history on disk"
+                        )
+                        killed_at = utc_now()
                         first.send_signal(signal.SIGKILL)
                         assert await first.wait_exit(10) == -signal.SIGKILL
                         assert not first.events("daemon_stopping")  # no clean shutdown ran
@@ -429,8 +449,69 @@ async def test_kill_9_then_restart_restores_overrides_session_soc_and_plan(tmp_p
         assert overrides[("car", "mode")] == {"mode": "no_discharge"}
         assert overrides[("car", "departure")]["at"] == departure.isoformat()
         assert store.vehicle_states()["car"]["soc_percent"] == pytest.approx(41, abs=1)
+        # The meter history written before the kill is intact (the second run adds to it).
+        before_kill = store.history(
+            "grid", killed_at - timedelta(minutes=10), killed_at + timedelta(seconds=1)
+        )
+        assert sum(p.samples for p in before_kill) >= on_disk and all(p.mean == 400.0 for p in before_kill)
     finally:
         store.close()
+
+
+# ------------------------------------------------------------------------------ energy register only
+
+
+async def test_a_charger_reporting_only_its_import_register_counts_the_soc(tmp_path: Path) -> None:
+    """A basic AC charger sends neither power nor SoC, only Energy.Active.Import.Register: the SoC
+    from the car's integration is counted forward from the register, and a register reset adds
+    nothing (the SoC becomes an estimate: that interval went uncounted)."""
+    site = make_site(tmp_path, "register")
+    api_port = free_port()
+    site.tree["api"] = {"enabled": True, "host": "127.0.0.1", "port": api_port, "token": "dash-token"}
+    site.tree["vehicles"][0]["usable_capacity_kwh"] = 1  # small, so seconds of charging show in the SoC
+    soc_topic = site.topic("car/soc")
+    site.tree["meters"].append(
+        {"id": "car-soc", "role": "vehicle_soc", "topic": soc_topic, "vehicle": "car", "stale_after_s": 600}
+    )
+
+    async def car_state() -> Any:
+        return (await http_get(api_port, "/state", "dash-token"))[1]["vehicles"]["car"]
+
+    async with broker(f"{site.base}/#") as mqtt:
+        try:
+            async with running_daemon(site), MeterFeed(mqtt) as meters:
+                meters.set(site.topic("meter/grid"), 400.0)
+                await meters.publish_now()
+                async with charger(site.ocpp_port) as cp:
+                    cp.report_power, cp.energy_import_wh = False, 10_000.0
+                    await cp.status("Occupied")
+                    await mqtt.publish(soc_topic, "50")
+                    deadline = time.monotonic() + 10
+                    while (await car_state())["soc_percent"] != 50:
+                        assert time.monotonic() < deadline, "the SoC reading never arrived"
+                        await asyncio.sleep(0.1)
+                    # Samples after the reading, on whole seconds 2 s apart; the register runs at 11 kW.
+                    start = (utc_now() + timedelta(seconds=2)).replace(microsecond=0)
+                    for k in range(5):
+                        at = start + timedelta(seconds=2 * k)
+                        await asyncio.sleep(max(0.0, (at - utc_now()).total_seconds()))
+                        cp.energy_import_wh = 10_000.0 + 11_000.0 * 2 * k / 3600
+                        if k == 0:
+                            await cp.transaction("Started", "tx-reg", trigger="CablePluggedIn", at=at)
+                        else:
+                            await cp.meter_values(at=at)
+                    counted = await car_state()
+                    charged_wh = 11_000.0 * 8 / 3600  # into a 1 kWh battery through 92 %
+                    assert counted["soc_measured"] is True
+                    assert counted["soc_percent"] == pytest.approx(50.0 + 0.092 * charged_wh, abs=0.01)
+
+                    cp.energy_import_wh = 3.0  # the charger restarted its register
+                    await cp.meter_values(at=start + timedelta(seconds=9))
+                    reset = await car_state()
+                    assert reset["soc_percent"] == pytest.approx(counted["soc_percent"])
+                    assert reset["soc_measured"] is False
+        finally:
+            await mqtt.clear_retained(site.prefix)
 
 
 # ------------------------------------------------------------------------------ outage, V2L
@@ -641,6 +722,166 @@ async def test_a_slow_solve_does_not_hold_up_ocpp_or_mqtt(tmp_path: Path) -> Non
             await mqtt.clear_retained(site.prefix)
 
 
+# ------------------------------------------------------------------------------ the car's EVSE
+
+
+@contextlib.asynccontextmanager
+async def in_process_daemon(site: DaemonSite) -> AsyncIterator[Daemon]:
+    """The daemon run in this process on real sockets, so that a test can look at its site state."""
+    daemon = Daemon(parse_config(site.tree, env={}))
+    run = asyncio.create_task(daemon.run())
+    try:
+        await asyncio.wait_for(daemon.wait_ready(), 20)
+        await daemon.mqtt.wait_connected(10)
+        yield daemon
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(run, 20)
+
+
+def power_16(connector_id: int, watts: float, at: datetime, transaction_id: int | None = None) -> Any:
+    payload: dict[str, Any] = {
+        "connectorId": connector_id,
+        "meterValue": [
+            {
+                "timestamp": iso(at),
+                "sampledValue": [{"value": str(watts), "measurand": "Power.Active.Import", "unit": "W"}],
+            }
+        ],
+    }
+    if transaction_id is not None:
+        payload["transactionId"] = transaction_id
+    return payload
+
+
+async def test_a_16_connector_0_status_station_meter_or_unknown_stop_leaves_the_car_plugged(
+    tmp_path: Path,
+) -> None:
+    """OCPP 1.6 chargers report connector 0 (the whole charge point) "Available" routinely; neither
+    that, nor connector 0's meter, nor a StopTransaction of a transaction the daemon never gave out
+    unplugs the car on connector 1 or counts as its power; connector 1's own "Available" does."""
+    site = make_site(tmp_path, "conn0")
+    site.tree["chargers"][0]["ocpp_versions"] = ["1.6"]
+    async with broker(f"{site.base}/#") as mqtt:
+        try:
+            async with (
+                in_process_daemon(site) as daemon,
+                charger(site.ocpp_port, boot=False, subprotocol="ocpp1.6") as cp,
+            ):
+                boot = await cp.call(
+                    "BootNotification", {"chargePointVendor": "Test", "chargePointModel": "U16"}
+                )
+                assert boot["status"] == "Accepted"
+                car = daemon.site.vehicles[VEHICLE]
+
+                def status(connector_id: int, value: str) -> Any:
+                    return {"connectorId": connector_id, "errorCode": "NoError", "status": value}
+
+                await cp.call("StatusNotification", status(1, "Preparing"))
+                start = await cp.call(
+                    "StartTransaction",
+                    {"connectorId": 1, "idTag": "TAG", "meterStart": 1000, "timestamp": iso(utc_now())},
+                )
+                transaction_id = start["transactionId"]
+                await cp.call("MeterValues", power_16(1, 3000, utc_now(), transaction_id))
+                assert car.plugged_in and car.measured_power_w == 3000
+
+                later = utc_now() + timedelta(seconds=2)
+                await cp.call("StatusNotification", status(0, "Available"))
+                await cp.call("MeterValues", power_16(0, 9000, later))
+                stop = await cp.call(
+                    "StopTransaction",
+                    {
+                        "transactionId": transaction_id + 1_000_000,
+                        "meterStop": 800,
+                        "timestamp": iso(later),
+                        "reason": "EVDisconnected",
+                    },
+                )
+                assert stop == {}  # answered as usual
+                assert car.plugged_in and car.measured_power_w == 3000
+                assert [s.transaction_id for s in daemon.store.open_sessions()] == [str(transaction_id)]
+                assert not daemon.store.events("unplug")
+
+                await cp.call("StatusNotification", status(1, "Available"))
+                assert not car.plugged_in
+                assert [body for _, _, body in daemon.store.events("unplug")] == [
+                    {"vehicle": VEHICLE, "charger": "wb1"}
+                ]
+        finally:
+            await mqtt.clear_retained(site.prefix)
+
+
+async def test_a_second_evse_or_the_station_meter_of_a_21_charger_is_not_the_car(tmp_path: Path) -> None:
+    """A 2.1 charger with two EVSEs, the car on EVSE 1: EVSE 2 going Available (or running and ending
+    another car's transaction) leaves the car plugged with its session, and the main meter (EVSE 0)
+    is not its power."""
+    site = make_site(tmp_path, "dual")
+    async with broker(f"{site.base}/#") as mqtt:
+        try:
+            async with in_process_daemon(site) as daemon, charger(site.ocpp_port) as cp:
+                car = daemon.site.vehicles[VEHICLE]
+                cp.power_w = 3000.0
+                await cp.plug_in("tx-car", soc_percent=50)
+                assert car.plugged_in and car.measured_power_w == 3000
+
+                await cp.status("Available", evse_id=2)
+                await cp.status("Occupied", evse_id=2)
+                await cp.transaction("Started", "tx-guest", trigger="CablePluggedIn", evse_id=2)
+                await cp.transaction(
+                    "Ended", "tx-guest", trigger="EVDeparted", stopped_reason="EVDisconnected"
+                )
+                await cp.status("Available", evse_id=2)
+                cp.power_w, cp.soc_percent = 9000.0, None
+                await cp.meter_values(utc_now() + timedelta(seconds=2), evse_id=0)
+                assert car.plugged_in and car.measured_power_w == 3000
+                assert [s.transaction_id for s in daemon.store.open_sessions()] == ["tx-car"]
+                assert not daemon.store.events("unplug")
+
+                await cp.status("Available")  # EVSE 1: the car's cable is out
+                assert not car.plugged_in
+        finally:
+            await mqtt.clear_retained(site.prefix)
+
+
+async def test_a_retained_outage_state_is_not_refreshed_by_a_reconnect(tmp_path: Path) -> None:
+    """The broker hands a retained "lost" out again on every reconnect; it sets the outage when none is
+    known, but a reconnect does not refresh it: it ends after ``outage_max_age_s`` as usual."""
+    site = make_site(tmp_path, "retained-outage")
+    site.tree["grid_signals"]["outage_max_age_s"] = 4
+    outage = site.topic("grid/outage")
+    async with broker(f"{site.base}/#") as mqtt:
+        await mqtt.publish(outage, "lost", retain=True)
+        try:
+            async with in_process_daemon(site) as daemon:
+                inputs = daemon.inputs
+                deliveries: list[bool] = []
+                update = inputs.update_grid_state
+
+                def spy(*args: Any, **kwargs: Any) -> bool:
+                    deliveries.append(True)
+                    return update(*args, **kwargs)
+
+                inputs.update_grid_state = spy  # type: ignore[method-assign]
+                await wait_until(lambda: inputs.grid_state_at is not None, 5, "the retained outage state")
+                first = inputs.grid_state_at
+                assert first is not None and inputs.is_grid_lost(utc_now())
+                delivered = len(deliveries)
+                # The same client id on the broker takes the session over: the daemon reconnects.
+                async with aiomqtt.Client(
+                    BROKER_HOST, BROKER_PORT, identifier=site.tree["mqtt"]["client_id"]
+                ):
+                    await wait_until(lambda: not daemon.mqtt.connected, 5, "the daemon's disconnect")
+                await wait_until(lambda: daemon.mqtt.connections >= 2, 10, "the reconnect")
+                await wait_until(lambda: len(deliveries) > delivered, 5, "the retained state again")
+                assert inputs.grid_state_at == first  # not refreshed
+                await wait_until(lambda: not inputs.grid_lost, 8, "the outage state to expire")
+                assert utc_now() - first >= timedelta(seconds=4)
+        finally:
+            await mqtt.publish(outage, b"", retain=True)
+            await mqtt.clear_retained(site.prefix)
+
+
 # ------------------------------------------------------------------------------ start-up errors
 
 
@@ -672,9 +913,9 @@ async def test_ocpp_port_in_use_is_a_clean_error(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", site.ocpp_port))
         taken.listen()
         async with running_daemon(site, ready=False) as daemon:
-            assert await daemon.wait_exit(20) == 1
+            assert await daemon.wait_exit(20) == 2
             message = daemon.log_text()
-            assert "error:" in message and str(site.ocpp_port) in message
+            assert "error: ocpp.port" in message and str(site.ocpp_port) in message
             assert "Traceback" not in message
 
 
@@ -699,6 +940,36 @@ async def http_get(port: int, path: str, token: str | None = None) -> tuple[int,
     writer.close()
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split(b" ")[1]), json.loads(body)
+
+
+async def test_health_is_unhealthy_when_the_ocpp_server_stops_listening(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The servers run under the daemon's TaskGroup: one that stops listening shows in /health."""
+    monkeypatch.setattr(app_module, "SERVER_CHECK_INTERVAL_S", 0.05)
+    site = make_site(tmp_path, "health")
+    api_port = free_port()
+    site.tree["api"] = {"enabled": True, "host": "127.0.0.1", "port": api_port}
+    daemon = Daemon(parse_config(site.tree, env={}))
+    async with broker(f"{site.base}/#") as mqtt:
+        run = asyncio.create_task(daemon.run())
+        try:
+            await asyncio.wait_for(daemon.wait_ready(), 20)
+            status, health = await http_get(api_port, "/health")
+            assert status == 200 and health["stopped_tasks"] == []
+            server = daemon.ocpp._server
+            assert server is not None
+            server.close()  # the OCPP listener is gone, as if its server had died
+            deadline = time.monotonic() + 5
+            while (answer := await http_get(api_port, "/health"))[0] == 200:
+                assert time.monotonic() < deadline, "/health stayed healthy"
+                await asyncio.sleep(0.05)
+            assert answer == (503, {**answer[1], "status": "unhealthy", "stopped_tasks": ["ocpp"]})
+            assert daemon.health()[0] is False
+        finally:
+            daemon.stop()
+            await asyncio.wait_for(run, 20)
+            await mqtt.clear_retained(site.prefix)
 
 
 async def test_http_health_and_state_and_pv_forecast_topic(tmp_path: Path) -> None:

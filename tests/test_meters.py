@@ -154,6 +154,16 @@ def test_shelly_refused_delta_is_not_merged() -> None:
     assert parsed is not None and parsed.value == pytest.approx(951.2 + 400.0 + 715.1)
 
 
+def test_shelly_phase_beyond_the_power_bound_is_refused_and_not_merged() -> None:
+    p = make_parser(meter(format="shelly_pro3em", topic="s/events/rpc"))
+    assert p.parse("s/events/rpc", SHELLY_FULL_STATUS) is not None
+    huge_phase = b'{"method":"NotifyStatus","params":{"em:0":{"b_act_power":1e300,"total_act_power":5}}}'
+    with pytest.raises(PayloadError, match=r"b_act_power .* implausible"):
+        p.parse("s/events/rpc", huge_phase)
+    parsed = p.parse("s/events/rpc", SHELLY_NOTIFY_TOTAL)
+    assert parsed is not None and max(abs(w) for w in parsed.phases_w) < 1e4
+
+
 def test_shelly_rpc_reply_and_component_from_topic() -> None:
     assert parse(meter(format="shelly_pro3em"), SHELLY_GET_STATUS_REPLY) == pytest.approx(715.175)
     full_status = b'{"em:0":{"total_act_power":1},"em:1":{"total_act_power":2}}'  # Shelly.GetStatus
@@ -273,6 +283,16 @@ def test_v2l_power_must_be_a_draw() -> None:
         ("shelly_pro3em", b'{"a_act_power":1}', "no total_act_power"),
         ("shelly_pro3em", b'{"total_act_power":"NaN"}', "not a finite"),
         ("shelly_pro3em", b"42", "not a JSON object"),
+        (
+            "shelly_pro3em",
+            b'{"a_act_power":1e300,"b_act_power":0,"c_act_power":0,"total_act_power":5}',
+            "a_act_power",
+        ),
+        (
+            "shelly_pro3em",
+            b'{"a_act_power":0,"b_act_power":0,"c_act_power":-2e7,"total_act_power":5}',
+            "c_act_power",
+        ),
         ("plain", b"", "not a number"),
         ("plain", b"on", "not a number"),
         ("plain", b"nan", "not a number"),

@@ -234,17 +234,23 @@ async def test_shelly_rpc_notifications_over_the_broker(prefix: str) -> None:
 
 
 async def test_retained_site_meter_value_is_not_taken_as_fresh(prefix: str) -> None:
+    """A retained grid value is ignored; a retained car SoC is kept but marked retained, so the
+    daemon plans on it as an estimate and allows no discharge or V2L until a live reading."""
     cfg = site_config(prefix)
+    readings: list[MeterReading] = []
     async with peer() as p:
         await p.publish(f"{prefix}/shelly/status/em:0", SHELLY_EM0, qos=1, retain=True)
         await p.publish(f"{prefix}/car/state", b'{"battery":{"soc":40}}', qos=1, retain=True)
         try:
-            client = SiteMqttClient(cfg, SystemClock())
+            client = SiteMqttClient(cfg, SystemClock(), on_reading=readings.append)
             async with running(client):
                 await eventually(lambda: client.inputs.reading("ev-soc") is not None)
                 await asyncio.sleep(0.2)
                 assert client.inputs.reading("grid") is None  # unknown age: ignored
-                assert client.inputs.vehicle_soc_percent("ev", SystemClock().now()) == 40.0
+                assert [(r.meter_id, r.value, r.retained) for r in readings] == [("ev-soc", 40.0, True)]
+                await p.publish(f"{prefix}/car/state", b'{"battery":{"soc":41}}', qos=1)
+                await eventually(lambda: len(readings) == 2)
+                assert (readings[1].value, readings[1].retained) == (41.0, False)
         finally:
             await p.publish(f"{prefix}/shelly/status/em:0", b"", qos=1, retain=True)
             await p.publish(f"{prefix}/car/state", b"", qos=1, retain=True)

@@ -1,19 +1,25 @@
-"""Command validation (pure): each command, its local-time forms, and every refusal."""
+"""Command validation (pure): each command, its local-time forms, and every refusal; then the
+replies to refusals that only show over the broker (out-of-range times, bugs, malformed topics)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import json
 from typing import Any
 
+import aiomqtt
 import pytest
+import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from controller.clock import ManualClock
 from controller.commands import (
     COMMAND_NAMES,
     MAX_COMMAND_PAYLOAD_BYTES,
+    Command,
     CommandError,
     SetDeparture,
     SetMode,
@@ -24,6 +30,8 @@ from controller.commands import (
 )
 from controller.config import SiteConfig, parse_config
 from controller.domain import VehicleMode
+from controller.mqtt import SiteMqttClient
+from tests.test_mqtt_client import T0, eventually, peer, running, site_config, uid
 
 NOW = dt.datetime(2025, 1, 15, 12, 0, tzinfo=dt.UTC)  # 13:00 in Amsterdam
 
@@ -159,6 +167,13 @@ def test_v2l_start_stop() -> None:
         ("v2l", {"action": "start", "until": "2025-01-15T00:00:00Z"}, "ev", "in the past"),
         ("v2l", {"action": "start", "until": "later"}, "ev", "ISO 8601"),
         ("v2l", {"action": "start", "request_id": "x" * 65}, "ev", "request_id"),
+        # Valid date-times whose UTC time falls outside years 1-9999 (the third one is site-local).
+        ("departure", {"at": "9999-12-31T23:59:59-01:00", "target_soc_percent": 80}, "ev", "at .* range"),
+        ("departure", {"at": "0001-01-01T00:30:00+01:00", "target_soc_percent": 80}, "ev", "at .* range"),
+        ("departure", {"at": "0001-01-01T00:00", "target_soc_percent": 80}, "ev", "at .* range"),
+        ("departure", {"at": "9999-12-31T23:59", "target_soc_percent": 80}, "ev", "14 days"),
+        ("v2l", {"action": "start", "until": "9999-12-31T23:59:59-01:00"}, "ev", "until .* out of range"),
+        ("v2l", {"action": "start", "until": "0001-01-01T00:30:00+01:00"}, "ev", "until .* out of range"),
     ],
 )
 def test_refusals(name: str, payload: Any, vehicle: str, reason: str) -> None:
@@ -204,7 +219,12 @@ COMMAND_JSON = st.recursive(
     | st.floats(allow_nan=True)
     | st.integers(min_value=-(10**400), max_value=10**400)
     | st.text(max_size=12)
-    | st.sampled_from(["start", "stop", "monday", "07:30", "2025-01-16T07:30:00Z", "auto"]),
+    | st.sampled_from(
+        [
+            *("start", "stop", "monday", "07:30", "2025-01-16T07:30:00Z", "auto"),
+            *("9999-12-31T23:59:59-01:00", "0001-01-01T00:30:00+01:00", "0001-01-01T00:00"),
+        ]
+    ),
     lambda inner: (
         st.lists(inner, max_size=3)
         | st.dictionaries(
@@ -239,3 +259,96 @@ def test_fuzz_command_bytes_only_raise_command_error(name: str, raw: bytes) -> N
     with contextlib.suppress(CommandError):
         cmd(name, raw)
     request_id_of(raw)
+
+
+# ------------------------------------------------------------- over the broker
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"v2x-test/{uid()}"
+
+
+async def replies(p: aiomqtt.Client, count: int, timeout_s: float = 5.0) -> list[tuple[str, dict[str, Any]]]:
+    got: list[tuple[str, dict[str, Any]]] = []
+    async with asyncio.timeout(timeout_s):
+        async for m in p.messages:
+            assert isinstance(m.payload, bytes)
+            got.append((m.topic.value, json.loads(m.payload)))
+            if len(got) == count:
+                break
+    return got
+
+
+async def test_times_beyond_the_datetime_range_get_a_refusal_reply(prefix: str) -> None:
+    client = SiteMqttClient(site_config(prefix), ManualClock(T0), log_interval_s=0)
+    base = f"{prefix}/v2x"
+    with structlog.testing.capture_logs() as logs:
+        async with running(client), peer() as p:
+            await p.subscribe(f"{base}/reply/#", qos=1)
+            await p.publish(
+                f"{base}/cmd/ev/departure",
+                b'{"at":"9999-12-31T23:59:59-01:00","target_soc_percent":80,"request_id":"x1"}',
+                qos=1,
+            )
+            await p.publish(
+                f"{base}/cmd/ev/v2l",
+                b'{"action":"start","until":"0001-01-01T00:30:00+01:00","request_id":"x2"}',
+                qos=1,
+            )
+            got = dict(await replies(p, 2))
+    departure, v2l = got[f"{base}/reply/ev/departure"], got[f"{base}/reply/ev/v2l"]
+    assert departure["ok"] is False and departure["request_id"] == "x1"
+    assert departure["error"].startswith("at ") and "out of range" in departure["error"]
+    assert v2l["ok"] is False and v2l["request_id"] == "x2"
+    assert v2l["error"].startswith("until ") and "out of range" in v2l["error"]
+    assert client.rejected == 2 and client.commands.empty()
+    assert not [e for e in logs if e["log_level"] == "error"]
+    refused = [e for e in logs if e["event"] == "command_rejected"]
+    assert {e["topic"] for e in refused} == {f"{base}/cmd/ev/departure", f"{base}/cmd/ev/v2l"}
+
+
+class FaultyDelivery(SiteMqttClient):
+    """A bug after validation (not in the handler): the command must still be answered."""
+
+    async def _deliver(self, topic: str, command: Command) -> None:
+        raise RuntimeError("delivery bug")
+
+
+async def test_unexpected_error_in_a_command_is_answered_and_logged_with_the_topic(prefix: str) -> None:
+    client = FaultyDelivery(site_config(prefix), ManualClock(T0))
+    base = f"{prefix}/v2x"
+    with structlog.testing.capture_logs() as logs:
+        async with running(client) as task, peer() as p:
+            await p.subscribe(f"{base}/reply/#", qos=1)
+            await p.publish(f"{base}/cmd/ev/mode", b'{"mode":"auto","request_id":"r9"}', qos=1)
+            [(topic, reply)] = await replies(p, 1)
+            assert not task.done()
+    assert topic == f"{base}/reply/ev/mode"
+    assert reply["ok"] is False and reply["error"] == "internal error" and reply["request_id"] == "r9"
+    failed = [e for e in logs if e["event"] == "command_failed"]
+    assert [(e["topic"], e["log_level"]) for e in failed] == [(f"{base}/cmd/ev/mode", "error")]
+    assert client.rejected == 1 and client.accepted == 0
+
+
+async def test_command_topics_with_extra_or_missing_levels_are_logged_and_answered(prefix: str) -> None:
+    client = SiteMqttClient(site_config(prefix), ManualClock(T0), log_interval_s=0)
+    base = f"{prefix}/v2x"
+    with structlog.testing.capture_logs() as logs:
+        async with running(client), peer() as p:
+            await p.subscribe(f"{base}/reply/#", qos=1)
+            await p.publish(f"{base}/cmd/ev/mode/x", b'{"mode":"charge_now","request_id":"e1"}', qos=1)
+            await p.publish(f"{base}/cmd/ev", b"auto", qos=1)  # no command name: nothing to answer
+            await p.publish(f"{base}/cmd/ev/mode", b'{"mode":"auto","request_id":"ok1"}', qos=1)
+            got = await replies(p, 2)
+            await eventually(lambda: client.rejected == 2)
+    assert [t for t, _ in got] == [f"{base}/reply/ev/mode"] * 2
+    extra, ok = got[0][1], got[1][1]
+    assert extra["ok"] is False and extra["request_id"] == "e1" and "extra level" in extra["error"]
+    assert extra["vehicle_id"] == "ev" and extra["command"] == "mode"
+    assert ok["ok"] is True and ok["request_id"] == "ok1"
+    queued = [client.commands.get_nowait() for _ in range(client.commands.qsize())]
+    assert queued == [SetMode("ev", VehicleMode.AUTO, "ok1")]  # the extra-level command did nothing
+    warned = [e for e in logs if e["event"] == "command_topic_invalid"]
+    assert [e["topic"] for e in warned] == [f"{base}/cmd/ev/mode/x", f"{base}/cmd/ev"]
+    assert all(e["log_level"] == "warning" and e["reason"] for e in warned)

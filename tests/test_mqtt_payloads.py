@@ -95,10 +95,16 @@ def test_reply_and_dumps() -> None:
 
 def test_topics() -> None:
     t = Topics.from_config(MqttConfig(base_topic="home/v2x/", discovery_prefix="homeassistant"))
-    assert t.status == "home/v2x/status" and t.command_filter == "home/v2x/cmd/+/+"
+    # Every level under cmd/ is subscribed, so a topic with too many or too few levels is seen and answered.
+    assert t.status == "home/v2x/status" and t.command_filter == "home/v2x/cmd/#"
     assert t.parse_command("home/v2x/cmd/ev/mode") == ("ev", "mode")
     assert t.parse_command("home/v2x/cmd/ev/mode/extra") is None
     assert t.parse_command("other/cmd/ev/mode") is None
+    assert t.command_levels("home/v2x/cmd/ev/mode/extra") == ("ev", "mode", "extra")
+    assert t.command_levels("home/v2x/cmd/ev") == ("ev",)
+    assert t.command_levels("home/v2x/cmd") == ()
+    assert t.command_levels("home/v2x/cmdx/ev/mode") is None
+    assert t.command_levels("home/v2x/state/site") is None
     assert t.reply("ev", "mode") == "home/v2x/reply/ev/mode"
     assert t.node_id == "home_v2x"
     assert t.discovery("sensor", "x") == "homeassistant/sensor/home_v2x/x/config"

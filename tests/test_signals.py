@@ -1,4 +1,5 @@
-"""Price and limit signals: parsing, newest-wins resolution, resampling to the plan grid, expiry."""
+"""Price and limit signals: parsing, newest-wins resolution, resampling to the plan grid, expiry; and
+the refusal of out-of-range times through the MQTT client over the broker."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from controller.clock import ManualClock
 from controller.config import GridConfig, GridSignalsConfig, PriceConfig
+from controller.mqtt import SiteMqttClient
 from controller.signals import (
     MAX_SIGNAL_PAYLOAD_BYTES,
     SignalError,
@@ -27,6 +31,7 @@ from controller.signals import (
     prices_on_grid,
     tariff_configured_on_grid,
 )
+from tests.test_mqtt_client import eventually, peer, running, site_config, uid
 
 T0 = dt.datetime(2025, 1, 15, 0, 0, tzinfo=dt.UTC)
 H = dt.timedelta(hours=1)
@@ -334,6 +339,49 @@ def test_raw_bad_limit_payloads(payload: bytes, reason: str) -> None:
         parse_limit_signal(payload, T0)
 
 
+FAR_PAST = "0001-01-01T00:30:00+01:00"  # a valid date-time whose UTC time is before year 1
+FAR_FUTURE = "9999-12-31T23:59:59-01:00"  # ... and after year 9999
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        ({"import_kw": 4.2, "start": FAR_PAST, "duration_s": 60}, "window 0 start .* out of range"),
+        ({"import_kw": 4.2, "start": iso(T0), "end": FAR_FUTURE}, "window 0 end .* out of range"),
+        (
+            {"import_kw": 4.2, "start": "9999-12-31T23:00:00Z", "duration_s": 7200},
+            "window 0 end is out of range",
+        ),
+        ({"import_kw": 4.2, "start": "9999-12-31T23:59:59Z", "duration_s": 7 * 86400}, "out of range"),
+        (
+            {"issued_at": FAR_FUTURE, "limits": [{"import_kw": 4.2, "duration_s": 60}]},
+            "issued_at .* out of range",
+        ),
+    ],
+)
+def test_limit_times_beyond_the_datetime_range_are_refused(data: Any, reason: str) -> None:
+    with pytest.raises(SignalError, match=reason):
+        parse_limit_signal(enc(data), T0)
+
+
+@pytest.mark.parametrize(
+    ("slots", "issued_at", "reason"),
+    [
+        ([{"start": FAR_PAST, "end": iso(T0), "value": 0.1}], None, "slot 0 start .* out of range"),
+        ([{"start": iso(T0), "end": FAR_FUTURE, "value": 0.1}], None, "slot 0 end .* out of range"),
+        (hourly([0.1]), FAR_PAST, "issued_at .* out of range"),
+    ],
+)
+def test_price_and_forecast_times_beyond_the_datetime_range_are_refused(
+    slots: list[Any], issued_at: str | None, reason: str
+) -> None:
+    extra = {} if issued_at is None else {"issued_at": issued_at}
+    with pytest.raises(SignalError, match=reason):
+        parse_price_signal(enc({"prices": slots, **extra}))
+    with pytest.raises(SignalError, match=reason):
+        parse_pv_forecast(enc({"forecast": slots, **extra}))
+
+
 GRID = GridConfig(import_limit_kw=17.3, export_limit_kw=10.0, fallback_import_limit_kw=11.0)
 SIGNALS = GridSignalsConfig(limit_topic="grid/limits", guaranteed_import_kw=4.2)
 
@@ -396,7 +444,11 @@ def test_fuzz_signal_parsers_only_raise_signal_error(payload: bytes) -> None:
 
 
 JSONISH = st.recursive(
-    st.none() | st.booleans() | st.floats() | st.integers() | st.sampled_from([iso(T0), iso(T0 + H), "x"]),
+    st.none()
+    | st.booleans()
+    | st.floats()
+    | st.integers()
+    | st.sampled_from([iso(T0), iso(T0 + H), "x", FAR_PAST, FAR_FUTURE, "9999-12-31T23:59:59Z"]),
     lambda inner: (
         st.lists(inner, max_size=3)
         | st.dictionaries(
@@ -464,3 +516,28 @@ def test_pv_forecast_in_kw_or_w_resampled_to_the_grid() -> None:
 def test_pv_forecast_rejects_garbage(payload: bytes) -> None:
     with pytest.raises(SignalError):
         parse_pv_forecast(payload)
+
+
+# ---------------------------------------------------------- over the broker
+
+
+async def test_times_beyond_the_datetime_range_are_rejected_like_any_bad_signal() -> None:
+    prefix = f"v2x-test/{uid()}"
+    client = SiteMqttClient(site_config(prefix), ManualClock(T0 + 12 * H), log_interval_s=0)
+    bad = {
+        "grid/limits": enc({"import_kw": 4.2, "start": FAR_PAST, "duration_s": 60}),
+        "prices/import": enc([{"start": iso(T0), "end": FAR_FUTURE, "value": 0.1}]),
+        "prices/export": enc({"issued_at": FAR_FUTURE, "prices": hourly([0.1])}),
+    }
+    with structlog.testing.capture_logs() as logs:
+        async with running(client), peer() as p:
+            for suffix, payload in bad.items():
+                await p.publish(f"{prefix}/{suffix}", payload, qos=1)
+            await eventually(lambda: client.rejected == len(bad))
+            await p.publish(f"{prefix}/grid/limits", enc({"import_kw": 5, "duration_s": 60}), qos=1)
+            await eventually(lambda: client.accepted == 1)  # still ingesting
+    rejected = [e for e in logs if e["event"] == "signal_rejected"]
+    assert [e["topic"] for e in rejected] == [f"{prefix}/{s}" for s in bad]
+    assert all(e["log_level"] == "warning" and "out of range" in e["reason"] for e in rejected)
+    assert not [e for e in logs if e["log_level"] == "error"]  # no traceback (ingest_failed)
+    assert client.inputs.price_updates == 0 and client.inputs.limit_updates == 1

@@ -162,6 +162,23 @@ def test_charger_samples_set_soc_and_power_and_count_energy() -> None:
     assert site.on_charger_sample("spare", T0, 1000.0, 50.0) is None
 
 
+def test_a_charger_with_only_an_import_register_counts_soc_and_gives_the_power() -> None:
+    site = make()
+    car = site.vehicles["car"]
+    site.set_plugged("wb1", True, T0)
+    site.on_vehicle_soc("car", 40.0, T0)
+    site.on_charger_sample("wb1", T0, None, None, energy_import_wh=12_000.0)
+    assert car.measured_power_w is None
+    site.on_charger_sample("wb1", T0 + timedelta(minutes=10), None, None, energy_import_wh=13_000.0)
+    assert site.measured_soc(car) == pytest.approx(40.0 + 100 * 0.92 / 60)  # 1 kWh x 0.92 of 60 kWh
+    assert car.measured_power_w == pytest.approx(6000.0)
+    # A sample with only a SoC (NotifyEVChargingNeeds) leaves the power alone; unplug forgets it.
+    site.on_charger_sample("wb1", T0 + timedelta(minutes=11), None, 42.0)
+    assert car.measured_power_w == pytest.approx(6000.0)
+    site.set_plugged("wb1", False, T0 + timedelta(minutes=12))
+    assert car.measured_power_w is None
+
+
 def test_charging_needs_give_a_departure_with_a_bounded_target() -> None:
     site = make()
     car = site.vehicles["car"]
@@ -245,6 +262,29 @@ def test_vehicle_soc_from_mqtt() -> None:
     assert site.on_vehicle_soc("car", 55.0, T0) is site.vehicles["car"]
     assert site.measured_soc(site.vehicles["car"]) == 55.0
     assert site.on_vehicle_soc("unknown", 55.0, T0) is None
+
+
+def test_a_retained_soc_is_a_starting_estimate_without_discharge_or_v2l() -> None:
+    """A retained MQTT SoC has an unknown age: the plan starts from it, but nothing discharges on it."""
+    site = make()
+    fresh(site.inputs, T0)
+    car = site.vehicles["car"]
+    site.set_plugged("wb1", True, T0)
+    site.on_vehicle_soc("car", 70.0, T0, measured=False)
+    planned = by_id(site.snapshot(T0, zeros(), zeros()), "car")
+    assert planned.soc_percent == 70.0 and planned.mode is VehicleMode.NO_DISCHARGE
+    assert site.measured_soc(car) is None
+    assert (
+        next(v for v in site.dispatch_inputs(T0, None).vehicles if v.vehicle_id == "car").soc_percent is None
+    )
+    site.apply_command(V2LCommand("car", "start", 1500.0), T0)
+    assert site.v2l_soc(car, T0) is None and site.v2l_cutoffs(T0) == [car]  # no V2L guard on it
+    site.on_vehicle_soc("car", 68.0, T0 + timedelta(seconds=30))  # a live reading
+    assert site.measured_soc(car) == 68.0
+    site.on_vehicle_soc("car", 90.0, T0 + timedelta(seconds=40), measured=False)  # never replaces it
+    assert site.measured_soc(car) == 68.0
+    fresh(site.inputs, T0 + timedelta(seconds=40))
+    assert by_id(site.snapshot(T0 + timedelta(seconds=40), zeros(), zeros()), "car").mode is VehicleMode.AUTO
 
 
 # ---------------------------------------------------------------- commands and departures
@@ -332,6 +372,38 @@ def test_v2l_soc_age_without_a_soc_meter_defaults() -> None:
     assert site.v2l_soc(car, T0 + V2L_SOC_MAX_AGE + timedelta(seconds=1)) is None
 
 
+def test_the_v2l_meter_drains_the_soc_so_the_cut_off_fires_between_soc_readings() -> None:
+    from controller.config import MeterConfig
+
+    cfg = config()
+    v2l_meter = MeterConfig.model_validate(
+        {"id": "car-v2l", "role": "v2l", "topic": "m/v2l", "vehicle": "car", "stale_after_s": 60}
+    )
+    cfg = cfg.model_copy(update={"meters": [*cfg.meters, v2l_meter]})
+    site = Site(cfg, SiteInputs(cfg))
+    car = site.vehicles["car"]
+
+    def v2l(watts: float, at: datetime) -> None:
+        site.inputs.update_meter(MeterReading("car-v2l", MeterRole.V2L, watts, at))
+        assert site.on_v2l_reading("car", at) is car
+
+    site.on_vehicle_soc("car", 21.5, T0)  # the next reading would come 10 min later (600 s meter)
+    site.apply_command(V2LCommand("car", "start", 3000.0), T0)
+    v2l(3000.0, T0)
+    due: list[Any] = []
+    minute = 0
+    while not due:
+        minute += 1
+        assert minute < 10, "no cut-off before the next SoC reading"
+        v2l(3000.0, T0 + timedelta(minutes=minute))
+        due = site.v2l_cutoffs(T0 + timedelta(minutes=minute))
+    # 3 kW for a minute is 50 Wh, / 0.92 out of 60 kWh: 0.0906 % a minute; 21.5 % reaches the
+    # cut-off at reserve 20 % + 1 % after 5.5 minutes, so at the reading of minute 6.
+    assert due == [car] and minute == 6
+    drained = 100 * 6 * 50 / 0.92 / 60_000
+    assert site.v2l_soc(car, T0 + timedelta(minutes=6)) == pytest.approx(21.5 - drained)
+
+
 def test_v2l_session_ends_at_its_time_without_a_cut_off() -> None:
     site = make()
     car = site.vehicles["car"]
@@ -376,6 +448,38 @@ def test_snapshot_in_safe_mode_plans_no_discharge() -> None:
     assert by_id(site.snapshot(later, zeros(), zeros()), "car").mode is VehicleMode.AUTO
     site.vehicles["car"].mode = VehicleMode.CHARGE_NOW
     assert by_id(site.snapshot(T0, zeros(), zeros()), "car").mode is VehicleMode.CHARGE_NOW
+
+
+def test_an_outage_state_expires_unless_refreshed() -> None:
+    """A lost "ok" must not keep charging off for good: after outage_max_age_s (900 s by default)
+    without a message the grid counts as back."""
+    site = make()
+    inputs = site.inputs
+    assert site.cfg.grid_signals.outage_max_age_s == 900
+    site.set_plugged("wb1", True, T0)
+    site.on_charger_sample("wb1", T0, 0.0, 55.0)
+    assert inputs.update_grid_state(True, T0)
+    assert not inputs.update_grid_state(True, T0 + timedelta(seconds=600))  # refreshed, no change
+    late = T0 + timedelta(seconds=1500)  # 900 s after the refresh: still lost
+    assert inputs.is_grid_lost(late) and site.dispatch_inputs(late, None).grid_lost
+    assert by_id(site.snapshot(late, zeros(), zeros()), "car").mode is VehicleMode.AUTO  # V2H may run
+    expired = late + timedelta(seconds=1)
+    assert not inputs.is_grid_lost(expired) and not site.dispatch_inputs(expired, None).grid_lost
+    # Over: stale meters mean safe mode again.
+    assert by_id(site.snapshot(expired, zeros(), zeros()), "car").mode is VehicleMode.NO_DISCHARGE
+    assert inputs.grid_lost  # as last received, until the daemon lets it expire (and logs it)
+    assert inputs.expire_grid_state(expired) and not inputs.grid_lost
+    assert not inputs.expire_grid_state(expired + timedelta(hours=1))  # once
+    assert inputs.update_grid_state(True, expired)  # a new "lost" is a change again
+
+
+def test_an_outage_state_without_a_max_age_never_expires() -> None:
+    cfg = config()
+    signals = cfg.grid_signals.model_copy(update={"outage_max_age_s": None})
+    inputs = SiteInputs(cfg.model_copy(update={"grid_signals": signals}))
+    inputs.update_grid_state(True, T0)
+    month = T0 + timedelta(days=30)
+    assert inputs.is_grid_lost(month) and not inputs.expire_grid_state(month) and inputs.grid_lost
 
 
 def test_snapshot_plans_on_a_guessed_soc_but_never_discharges_on_it() -> None:
@@ -551,14 +655,68 @@ def test_daemon_forecasts_take_the_mqtt_pv_forecast_where_it_covers(tmp_path: Pa
 # ---------------------------------------------------------------- the daemon's own handling
 
 
-def example_daemon(tmp_path: Path) -> Any:
+def example_daemon(tmp_path: Path, meters: list[dict[str, Any]] | None = None) -> Any:
     """The daemon on the example config (store in ``tmp_path``), not started: no sockets opened."""
     from controller.app import Daemon
 
     data = yaml.safe_load((ROOT / "configs" / "home.example.yaml").read_text())
     data["storage"] = {"path": str(tmp_path / "v2x.sqlite")}
     data["api"] = {"enabled": False}
+    data["meters"] += meters or []
     return Daemon(parse_config(data, env={}))
+
+
+def test_the_daemon_takes_a_retained_soc_as_an_estimate_and_drains_the_soc_by_the_v2l_meter(
+    tmp_path: Path,
+) -> None:
+    daemon = example_daemon(
+        tmp_path,
+        [
+            {"id": "ev-soc", "role": "vehicle_soc", "topic": "ev/soc", "vehicle": "family-ev"},
+            {"id": "ev-v2l", "role": "v2l", "topic": "ev/v2l", "vehicle": "family-ev"},
+        ],
+    )
+    car = daemon.site.vehicles["family-ev"]
+    now = datetime.now(UTC)
+
+    def reading(meter: str, role: MeterRole, value: float, at: datetime, retained: bool = False) -> None:
+        parsed = MeterReading(meter, role, value, at, retained=retained)
+        daemon.inputs.update_meter(parsed)
+        daemon._on_reading(parsed)
+
+    reading("ev-soc", MeterRole.VEHICLE_SOC, 40.0, now, retained=True)
+    estimate = car.tracker.estimate()
+    assert estimate is not None and estimate.soc_percent == 40.0 and not estimate.measured
+    assert daemon.store.vehicle_states()["family-ev"]["soc_measured"] is False
+    reading("ev-soc", MeterRole.VEHICLE_SOC, 41.0, now + timedelta(seconds=1))
+    reading("ev-v2l", MeterRole.V2L, 7700.0, now + timedelta(seconds=1))
+    reading("ev-v2l", MeterRole.V2L, 7700.0, now + timedelta(minutes=10, seconds=1))
+    # 7.7 kW for 10 min out of 77 kWh through 92 %: 1.81 % less.
+    assert daemon.site.measured_soc(car) == pytest.approx(41.0 - 100 * 7.7 / 6 / 0.92 / 77)
+    daemon.store.flush_history()
+    samples = [
+        p.samples for p in daemon.store.history("ev-soc", now - timedelta(hours=1), now + timedelta(hours=1))
+    ]
+    assert samples == [1]  # the retained value of unknown age is no history
+    daemon.store.close()
+
+
+def test_the_daemon_logs_an_outage_state_that_expired_and_replans(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    daemon = example_daemon(tmp_path)
+    now = datetime.now(UTC)
+    daemon.inputs.update_grid_state(True, now)
+    daemon._expire_grid_state(now + timedelta(seconds=900))
+    assert daemon.inputs.grid_lost and not daemon._replan_triggers
+    with capture_logs() as logs:
+        daemon._expire_grid_state(now + timedelta(seconds=901))
+    assert not daemon.inputs.grid_lost and daemon._replan_triggers == ["grid_state"]
+    (logged,) = [e for e in logs if e["event"] == "grid_state_expired"]
+    assert logged["log_level"] == "warning" and logged["max_age_s"] == 900
+    ((_, _, body),) = daemon.store.events("grid_state_expired")
+    assert body["max_age_s"] == 900
+    daemon.store.close()
 
 
 def test_damaged_store_rows_are_skipped_and_the_rest_is_restored(tmp_path: Path) -> None:
@@ -621,6 +779,112 @@ def test_a_transaction_ended_by_the_cable_unplugs_the_car(
     assert ("unplug" in daemon._replan_triggers) is unplugged
     assert bool(daemon.store.events("unplug")) is unplugged
     assert daemon.store.vehicle_states()["family-ev"]["plugged_in"] is not unplugged
+    daemon.store.close()
+
+
+def test_only_the_cars_evse_plugs_it_in_or_out() -> None:
+    """1.6 chargers report connector 0 (the whole station) "Available" routinely, and a charger with
+    two EVSEs reports the other one: neither is the car's connector (``chargers[].evse_id``)."""
+    site = make()
+    car = site.vehicles["car"]
+    assert site.is_vehicle_evse("wb1", 1) and site.is_vehicle_evse("wb1", None)
+    assert not site.is_vehicle_evse("wb1", 0) and not site.is_vehicle_evse("wb1", 2)
+    assert site.on_connector_status("wb1", "Occupied", T0, evse_id=2) is None  # another car
+    assert not car.plugged_in
+    assert site.on_connector_status("wb1", "Occupied", T0, evse_id=1) is car and car.plugged_in
+    for evse_id in (0, 2):
+        assert site.on_connector_status("wb1", "Available", T0, evse_id=evse_id) is None
+        assert site.set_plugged("wb1", False, T0, evse_id=evse_id) is None
+        assert car.plugged_in
+    assert site.on_connector_status("wb1", "Available", T0, evse_id=1) is car and not car.plugged_in
+
+
+def test_a_charger_configured_on_evse_2_takes_only_evse_2_as_the_cars() -> None:
+    base = config()
+    wb1 = base.chargers[0].model_copy(update={"evse_id": 2})
+    cfg = base.model_copy(update={"chargers": [wb1, *base.chargers[1:]]})
+    site = Site(cfg, SiteInputs(cfg))
+    car = site.vehicles["car"]
+    assert site.on_connector_status("wb1", "Occupied", T0, evse_id=1) is None and not car.plugged_in
+    assert site.on_connector_status("wb1", "Occupied", T0, evse_id=2) is car and car.plugged_in
+    assert site.on_connector_status("wb1", "Available", T0, evse_id=1) is None and car.plugged_in
+
+
+def test_the_station_meter_and_other_evses_are_not_the_cars_power_soc_or_needs() -> None:
+    site = make()
+    car = site.vehicles["car"]
+    site.set_plugged("wb1", True, T0, evse_id=1)
+    assert site.on_charger_sample("wb1", T0, 3000.0, 40.0, evse_id=1) is car
+    assert car.measured_power_w == 3000.0
+    later = T0 + timedelta(minutes=1)
+    # EVSE 0: the station's main meter (the house, or both EVSEs); EVSE 2: another car.
+    assert site.on_charger_sample("wb1", later, 9000.0, None, 50_000.0, evse_id=0) is None
+    assert site.on_charger_sample("wb1", later, 7000.0, 90.0, evse_id=2) is None
+    assert car.measured_power_w == 3000.0
+    estimate = car.tracker.estimate()
+    assert estimate is not None and estimate.soc_percent == pytest.approx(40.0, abs=0.5)
+    leave = T0 + timedelta(hours=5)
+    assert site.on_charging_needs("wb1", leave, 95.0, evse_id=2) is None
+    assert car.charger_departure is None
+    assert site.on_charging_needs("wb1", leave, 85.0, evse_id=1) is car
+
+
+def test_the_daemon_leaves_the_car_and_its_session_alone_on_events_of_other_evses(tmp_path: Path) -> None:
+    """Station-wide (EVSE 0) and other-EVSE statuses, transactions and meter values neither unplug the
+    car nor close its session; a 1.6 StopTransaction for an unknown transaction (EVSE 0) neither,
+    unless the store has exactly that transaction open (a stop after a restart)."""
+    from controller.ocpp import MeterSample, MeterValuesReceived, StatusChanged, TransactionEnded
+    from controller.ocpp import TransactionStarted as Started
+
+    daemon = example_daemon(tmp_path)
+    car = daemon.site.vehicles["family-ev"]
+    now = datetime.now(UTC)
+    cid = "wallbox-garage"
+    daemon._on_ocpp_event(StatusChanged(cid, 1, 1, "Occupied", "Available", now))
+    daemon._on_ocpp_event(Started(cid, 1, "tx-1", now, None, 1000.0))
+    daemon._on_ocpp_event(
+        MeterValuesReceived(cid, 1, "tx-1", MeterSample(now, power_w=3000.0, soc_percent=50))
+    )
+    assert car.plugged_in and car.measured_power_w == 3000.0
+    later = now + timedelta(seconds=30)
+    for event in [
+        StatusChanged(cid, 0, 0, "Available", None, later),  # 1.6 connector 0
+        StatusChanged(cid, 2, 1, "Occupied", None, later),
+        Started(cid, 2, "tx-2", later, None, 0.0),  # another car on EVSE 2
+        MeterValuesReceived(cid, 0, None, MeterSample(later, power_w=9000.0)),  # the station's meter
+        MeterValuesReceived(cid, 2, "tx-2", MeterSample(later, power_w=6000.0, soc_percent=90)),
+        TransactionEnded(cid, 2, "tx-2", later, "EVDisconnected", 500.0),
+        StatusChanged(cid, 2, 1, "Available", "Occupied", later),
+        TransactionEnded(cid, 0, "4711", later, "EVDisconnected", 800.0),  # 1.6: unknown transaction
+    ]:
+        daemon._on_ocpp_event(event)
+        assert car.plugged_in and car.measured_power_w == 3000.0, event
+    assert [s.transaction_id for s in daemon.store.open_sessions()] == ["tx-1"]
+    assert [s.transaction_id for s in daemon.store.sessions()] == ["tx-1"]
+    assert not daemon.store.events("unplug")
+    # The car's transaction, stopped with its EVSE unknown (1.6 after a restart): it is the car's.
+    daemon._on_ocpp_event(TransactionEnded(cid, 0, "tx-1", later, "EVDisconnected", 1800.0))
+    assert not car.plugged_in and not daemon.store.open_sessions()
+    assert daemon.store.sessions()[0].stop_energy_wh == 1800.0
+    daemon.store.close()
+
+
+def test_a_retained_outage_state_sets_it_only_while_none_is_known(tmp_path: Path) -> None:
+    """The broker hands a retained "lost" out again on every reconnect: it must not refresh the outage
+    (which then could never expire) nor raise it again after a live "ok" or its expiry."""
+    daemon = example_daemon(tmp_path)
+    inputs = daemon.inputs
+    daemon.mqtt.ingest("grid/outage", b"lost", retained=True)  # nothing known yet: taken
+    first = inputs.grid_state_at
+    assert first is not None and inputs.is_grid_lost(first)
+    daemon.mqtt.ingest("grid/outage", b"lost", retained=True)  # a reconnect: not a refresh
+    assert inputs.grid_state_at == first
+    assert not inputs.is_grid_lost(first + timedelta(seconds=901))  # expires as usual
+    inputs.update_grid_state(False, first + timedelta(seconds=1))
+    daemon.mqtt.ingest("grid/outage", b"lost", retained=True)
+    assert not inputs.grid_lost
+    assert not inputs.update_grid_state(True, first + timedelta(seconds=2), retained=True)
+    assert inputs.update_grid_state(True, first + timedelta(seconds=3))  # a live "lost" counts
     daemon.store.close()
 
 

@@ -56,11 +56,33 @@ def test_history_is_downsampled_into_buckets(tmp_path: Path) -> None:
         store.record_reading("grid", T0 + timedelta(seconds=second), value)
     store.record_reading("grid", T0 + timedelta(seconds=30), float("nan"))
     store.record_reading("grid", T0 + timedelta(seconds=10), 5.0)  # late for a closed bucket: dropped
-    assert store.flush_history(now=T0 + timedelta(seconds=90)) == 0  # the second bucket is still open
+    assert store.history("grid", T0, T0 + timedelta(hours=1)) == []  # recording never writes
+    assert store.flush_history(now=T0 + timedelta(seconds=90)) == 1  # the second bucket is still open
     points = store.history("grid", T0, T0 + timedelta(hours=1))
     assert [(p.mean, p.minimum, p.maximum, p.samples) for p in points] == [(200.0, 100.0, 300.0, 3)]
     assert store.flush_history(now=T0 + timedelta(seconds=120)) == 1
     assert len(store.history("grid", T0, T0 + timedelta(hours=1))) == 2
+
+
+def test_a_partial_flush_writes_the_open_bucket_and_the_rest_merges_into_it(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    store.record_reading("grid", T0, 100.0)
+    store.record_reading("grid", T0 + timedelta(seconds=10), 300.0)
+    assert store.flush_history(T0 + timedelta(seconds=15)) == 0  # nothing complete yet
+    assert store.flush_history(T0 + timedelta(seconds=15), partial=True) == 1
+    points = store.history("grid", T0, T0 + timedelta(hours=1))
+    assert [(p.mean, p.minimum, p.maximum, p.samples) for p in points] == [(200.0, 100.0, 300.0, 2)]
+    assert store.flush_history(T0 + timedelta(seconds=16), partial=True) == 0  # nothing new
+    store.record_reading("grid", T0 + timedelta(seconds=5), 50.0)  # still the open minute
+    store.record_reading("grid", T0 + timedelta(seconds=40), 1000.0)
+    store.record_reading("grid", T0 + timedelta(seconds=70), 7.0)  # the next minute
+    assert store.flush_history(T0 + timedelta(seconds=75)) == 1
+    (first,) = store.history("grid", T0, T0 + timedelta(minutes=1))
+    assert (first.mean, first.minimum, first.maximum, first.samples) == (362.5, 50.0, 1000.0, 4)
+    store.close()  # the open second minute is written on the way out
+    again = Store(tmp_path / "s.sqlite")
+    assert [p.samples for p in again.history("grid", T0, T0 + timedelta(hours=1))] == [4, 1]
+    again.close()
 
 
 def test_everything_survives_a_reopen(tmp_path: Path) -> None:
@@ -114,11 +136,13 @@ def test_purge_drops_old_rows(tmp_path: Path) -> None:
 
 
 def test_what_was_written_survives_a_crash_without_close(tmp_path: Path) -> None:
-    """kill -9: no close, no flush. Everything but the open history bucket is already on disk."""
+    """kill -9: no close. Everything but the history recorded since the last flush is on disk."""
     path = tmp_path / "s.sqlite"
     crashed = Store(path)
     crashed.record_reading("grid", T0, 100.0)
-    crashed.record_reading("grid", T0 + timedelta(minutes=1), 300.0)  # closes and writes the first minute
+    crashed.record_reading("grid", T0 + timedelta(minutes=1), 300.0)  # closes the first minute
+    crashed.flush_history(T0 + timedelta(minutes=1, seconds=10))  # as the daemon does, from a thread
+    crashed.record_reading("grid", T0 + timedelta(minutes=1, seconds=20), 500.0)
     crashed.start_session("wb", T0, transaction_id="tx1")
     crashed.set_override("ev", "mode", {"mode": "no_discharge"}, T0)
     crashed.save_vehicle_state("ev", {"soc_percent": 44.0}, T0)

@@ -48,3 +48,11 @@ def test_times_need_an_offset() -> None:
     ]:
         with pytest.raises(Oops, match=message):
             utc_from_iso(bad, "t", Oops)
+
+
+@pytest.mark.parametrize(
+    "value", ["0001-01-01T00:30:00+01:00", "9999-12-31T23:59:59-01:00", "9999-12-31T23:59:59.999999-23:59"]
+)
+def test_times_beyond_the_datetime_range_in_utc_are_refused_with_the_callers_error(value: str) -> None:
+    with pytest.raises(Oops, match=r"^t '.*' is out of range$"):
+        utc_from_iso(value, "t", Oops)

@@ -51,6 +51,11 @@ class HealthServer:
         self._server: asyncio.Server | None = None
 
     @property
+    def listening(self) -> bool:
+        """Whether the server was started and still has a listening socket."""
+        return self._server is not None and bool(self._server.sockets)
+
+    @property
     def port(self) -> int:
         if self._server is None or not self._server.sockets:
             raise RuntimeError("the HTTP server is not running")

@@ -339,9 +339,13 @@ class SiteMqttClient:
         if topic in self._routes:
             self.ingest(topic, payload, retained=message.retain)
             return
-        parsed = self.topics.parse_command(topic)
-        if parsed is not None:
-            await self._command(topic, parsed[0], parsed[1], payload, message.retain)
+        levels = self.topics.command_levels(topic)
+        if levels is None:
+            return
+        if len(levels) == 2:
+            await self._command(topic, levels[0], levels[1], payload, message.retain)
+        else:
+            await self._invalid_command_topic(topic, levels, payload, message.retain)
 
     def ingest(self, topic: str, payload: bytes, retained: bool = False) -> None:
         """Parse a meter or signal message and update the inputs (synchronous, no I/O)."""
@@ -350,7 +354,7 @@ class SiteMqttClient:
             if route.parser is not None:
                 self._ingest_meter(route.parser, topic, payload, retained, now)
             else:
-                self._ingest_signal(route.kind, topic, payload, now)
+                self._ingest_signal(route.kind, topic, payload, now, retained)
 
     def _ingest_meter(
         self, parser: MeterParser, topic: str, payload: bytes, retained: bool, now: datetime
@@ -360,6 +364,8 @@ class SiteMqttClient:
             # A retained power value has an unknown age: it must not make a silent meter look fresh.
             log.debug("meter_retained_ignored", topic=topic, meter=meter.id)
             return
+        # Other retained values (a car's SoC) are kept, marked retained: the daemon takes them as an
+        # estimate to plan on, never as a reading that allows discharge.
         try:
             parsed = parser.parse(topic, payload)
         except PayloadError as exc:
@@ -370,7 +376,7 @@ class SiteMqttClient:
             return
         if parsed is None:
             return
-        reading = MeterReading(meter.id, meter.role, parsed.value, now)
+        reading = MeterReading(meter.id, meter.role, parsed.value, now, retained=retained)
         self.inputs.update_meter(reading, parsed.phases_w)
         self.accepted += 1
         if self._on_reading is not None:
@@ -379,7 +385,9 @@ class SiteMqttClient:
             except Exception:
                 log.exception("on_reading_failed", topic=topic, meter=meter.id)
 
-    def _ingest_signal(self, kind: str, topic: str, payload: bytes, received_at: datetime) -> None:
+    def _ingest_signal(
+        self, kind: str, topic: str, payload: bytes, received_at: datetime, retained: bool = False
+    ) -> None:
         try:
             if kind == "limits":
                 self.inputs.update_limits(parse_limit_signal(payload, received_at), received_at)
@@ -388,9 +396,16 @@ class SiteMqttClient:
                 self.inputs.update_pv_forecast(parse_pv_forecast(payload), received_at)
                 signal = "pv_forecast"
             elif kind == "grid_state":
-                if not self.inputs.update_grid_state(parse_grid_state(payload), received_at):
+                # A retained outage state (age unknown, sent again on every reconnect) only sets
+                # the state while none is known: it must not keep an outage alive.
+                lost = parse_grid_state(payload)
+                if retained and self.inputs.grid_state_at is not None:
+                    log.debug("grid_state_retained_ignored", topic=topic, grid_lost=lost)
+                if not self.inputs.update_grid_state(lost, received_at, retained=retained):
                     return
-                log.warning("grid_state_changed", topic=topic, grid_lost=self.inputs.grid_lost)
+                log.warning(
+                    "grid_state_changed", topic=topic, grid_lost=self.inputs.grid_lost, retained=retained
+                )
                 signal = "grid_state"
             elif kind == "import_prices":
                 self.inputs.update_prices(
@@ -427,17 +442,39 @@ class SiteMqttClient:
         request_id = request_id_of(payload) if len(payload) <= MAX_COMMAND_PAYLOAD_BYTES else None
         try:
             command = parse_command(self.cfg, vehicle_id, name, payload, now)
-            await self._deliver(command)
+            await self._deliver(topic, command)
         except (CommandError, CommandRejected) as exc:
             self.rejected += 1
             self._warn.warning("command_rejected", topic, vehicle=vehicle_id, command=name, reason=str(exc))
             await self._reply(vehicle_id, name, False, request_id, str(exc))
             return
+        except Exception:
+            # A bug, not the sender's fault; the sender still gets an answer instead of a timeout.
+            self.rejected += 1
+            log.exception("command_failed", topic=topic, vehicle=vehicle_id, command=name)
+            await self._reply(vehicle_id, name, False, request_id, "internal error")
+            return
         self.accepted += 1
         log.info("command_accepted", topic=topic, vehicle=vehicle_id, command=name, request_id=request_id)
         await self._reply(vehicle_id, name, True, request_id, None)
 
-    async def _deliver(self, command: Command) -> None:
+    async def _invalid_command_topic(
+        self, topic: str, levels: tuple[str, ...], payload: bytes, retained: bool
+    ) -> None:
+        """A topic under ``cmd/`` without exactly ``<vehicle>/<command>``: logged, and answered on
+        ``reply/<vehicle>/<command>`` when its first two levels name them (extra levels)."""
+        expected = self.topics.command("<vehicle>", "<command>")
+        reason = f"command topic has {len(levels)} level(s) after cmd/, not 2; use {expected}"
+        if len(levels) > 2:
+            reason = f"command topic has extra levels after cmd/{levels[0]}/{levels[1]}; use {expected}"
+        self.rejected += 1
+        self._warn.warning("command_topic_invalid", topic, reason=reason, retained=retained)
+        if retained or len(levels) < 2:
+            return
+        request_id = request_id_of(payload) if len(payload) <= MAX_COMMAND_PAYLOAD_BYTES else None
+        await self._reply(levels[0], levels[1], False, request_id, reason)
+
+    async def _deliver(self, topic: str, command: Command) -> None:
         if self._on_command is None:
             try:
                 self.commands.put_nowait(command)
@@ -449,7 +486,7 @@ class SiteMqttClient:
         except CommandRejected:
             raise
         except Exception as exc:
-            log.exception("command_handler_failed", vehicle=command.vehicle_id)
+            log.exception("command_handler_failed", topic=topic, vehicle=command.vehicle_id)
             raise CommandRejected("internal error") from exc
 
     async def _reply(

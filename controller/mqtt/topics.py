@@ -46,7 +46,8 @@ class Topics:
 
     @property
     def command_filter(self) -> str:
-        return f"{self.base}/cmd/+/+"
+        """Every topic under ``cmd/``, so one with too many or too few levels is seen (and answered)."""
+        return f"{self.base}/cmd/#"
 
     def command(self, vehicle_id: str, name: str) -> str:
         return f"{self.base}/cmd/{vehicle_id}/{name}"
@@ -54,15 +55,22 @@ class Topics:
     def reply(self, vehicle_id: str, name: str) -> str:
         return f"{self.base}/reply/{vehicle_id}/{name}"
 
+    def command_levels(self, topic: str) -> tuple[str, ...] | None:
+        """The levels after ``<base>/cmd/`` of any topic under it (``()`` for ``<base>/cmd`` itself),
+        None for a topic outside it."""
+        root = f"{self.base}/cmd"
+        if topic == root:
+            return ()
+        if not topic.startswith(f"{root}/"):
+            return None
+        return tuple(topic[len(root) + 1 :].split("/"))
+
     def parse_command(self, topic: str) -> tuple[str, str] | None:
         """``(vehicle_id, command)`` of a command topic, None for any other topic."""
-        prefix = f"{self.base}/cmd/"
-        if not topic.startswith(prefix):
+        levels = self.command_levels(topic)
+        if levels is None or len(levels) != 2:
             return None
-        parts = topic[len(prefix) :].split("/")
-        if len(parts) != 2:
-            return None
-        return parts[0], parts[1]
+        return levels[0], levels[1]
 
     @property
     def node_id(self) -> str:
