@@ -24,6 +24,9 @@ EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 
 Handler = Callable[[argparse.Namespace, TextIO], int]
+MONTHLY_COST_KEY = "monthly_energy_and_degradation_cost"
+"""Key of ``run``'s per-month cost in ``metrics.json``: energy + degradation cost per UTC month, without
+the stored-energy value (so the months do not add up to ``total_cost``)."""
 STRATEGY_CHOICES = ("mpc", "uncontrolled", "smart", "perfect", "mpc-no-discharge", "perfect-no-discharge")
 FORECAST_CHOICES = FORECAST_MODELS
 
@@ -144,7 +147,7 @@ def _scenario_args(p: argparse.ArgumentParser) -> None:
         "--prices",
         choices=("day-ahead", "all"),
         default="day-ahead",
-        help="day-ahead: prices known from 12:00 (UTC+1) for the next day; all: known in advance",
+        help="day-ahead: prices for the next local day known from 12:00 site time; all: known in advance",
     )
     p.add_argument(
         "--trip-energy",
@@ -263,7 +266,10 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         metrics = compute_metrics(result)
         monthly = monthly_cost(result)
         print(format_summary(metrics), file=out)
-        write_metrics_json(directory / "metrics.json", {**metrics.to_dict(), "monthly_cost": monthly})
+        write_metrics_json(
+            directory / "metrics.json",
+            {**metrics.to_dict(), MONTHLY_COST_KEY: monthly},
+        )
         write_timeseries_csv(directory / "timeseries.csv", result)
         written = ["metrics.json", "timeseries.csv"]
         if not args.no_plots:

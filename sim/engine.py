@@ -69,6 +69,8 @@ class SimResult:
     drive_kwh: float
     unmet_drive_kwh: float
     wall_time_s: float
+    """The closed loop from its first step to its last (set-up and imports before it not counted);
+    the progress bar's clock covers the same span."""
     strategy_time_s: float
     plant_time_s: float
     notes: list[str] = field(default_factory=list)
@@ -91,7 +93,11 @@ def simulate(
     plant: Plant | None = None,
     progress: ProgressCallback | None = None,
 ) -> SimResult:
-    """Run ``strategy`` in closed loop over the whole scenario."""
+    """Run ``strategy`` in closed loop over the whole scenario.
+
+    ``progress(done, total)`` is called with ``done = 0`` as the loop starts and after every
+    ``total // 200`` steps and the last one.
+    """
     plant = plant or Plant(scenario)
     info = info or InformationModel(scenario, plant)
     series = scenario.series
@@ -113,6 +119,8 @@ def simulate(
     losses = drive = unmet = 0.0
     strategy_s = plant_s = 0.0
     every = max(1, n // 200)
+    if progress is not None:
+        progress(0, n)
     started = time.perf_counter()
     for k in range(n):
         t0 = time.perf_counter()

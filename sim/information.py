@@ -3,9 +3,10 @@
 A strategy never reads the scenario. It asks an :class:`InformationModel` for an
 :class:`Observation` at the current step, and gets only what a real controller would have then:
 
-* **prices** as published: day-ahead prices for a delivery day (midnight to midnight at a fixed UTC
-  offset, UTC+1 by default) are published at ``publication_hour_local`` (12:00) the day before. Past
-  that point prices are forecast by repeating the last published day (persistence);
+* **prices** as published: day-ahead prices for a delivery day (local midnight to local midnight in
+  the site's timezone, daylight saving time included) are published at ``publication_hour_local``
+  (12:00 local) the day before. Past that point prices are forecast by repeating the last published
+  day (persistence);
 * **load and PV** as forecasts from a :class:`ForecastModel`. History models see only measured steps
   before now; the ``noisy`` error model perturbs the actuals with seeded, lead-time-growing errors
   (a synthetic forecast of known quality, for sensitivity studies);
@@ -20,8 +21,9 @@ from __future__ import annotations
 
 import bisect
 import math
+import zoneinfo
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Literal, Protocol
 
 import numpy as np
@@ -54,29 +56,52 @@ IntArray = npt.NDArray[np.int64]
 
 @dataclass(frozen=True, slots=True)
 class PriceKnowledge:
-    """When prices become known. ``all_known`` models a static or time-of-use tariff."""
+    """When prices become known. ``all_known`` models a static or time-of-use tariff.
+
+    Delivery days run from local midnight to local midnight in the site's timezone (23 or 25 hours
+    on daylight-saving changes); the prices of day ``D + 1`` are published at
+    ``publication_hour_local`` (local wall-clock time) on day ``D``.
+    """
 
     publication_hour_local: float = 12.0
-    utc_offset_hours: float = 1.0
     all_known: bool = False
 
-    def known_until(self, series: Series) -> IntArray:
-        """Per step ``k``: the first step index whose price is not yet published at ``k``'s start."""
+    def known_until(self, series: Series, timezone: str) -> IntArray:
+        """Per step ``k``: the first step index whose price is not yet published at ``k``'s start.
+
+        ``timezone`` is the IANA name of the delivery days' zone (the site's ``site.timezone``).
+        """
         n = series.steps
         if self.all_known:
             return np.full(n, n, dtype=np.int64)
-        offset = timedelta(hours=self.utc_offset_hours)
+        zone = zoneinfo.ZoneInfo(timezone)
+        publication = timedelta(hours=self.publication_hour_local)
         step_s = series.step.total_seconds()
+
+        def instant(day: date, after_midnight: timedelta = timedelta(0)) -> datetime:
+            """A local wall-clock time on ``day`` as an aware datetime (compares correctly with UTC)."""
+            return (datetime.combine(day, time()) + after_midnight).replace(tzinfo=zone)
+
+        def steps_until(moment: datetime) -> int:
+            return math.ceil((moment - series.start).total_seconds() / step_s)
+
+        # Per local day: when tomorrow's prices are published, and the ends of today and tomorrow.
+        cache: dict[date, tuple[datetime, int, int]] = {}
         out = np.empty(n, dtype=np.int64)
-        start_local = series.start + offset
-        day0 = datetime(start_local.year, start_local.month, start_local.day, tzinfo=UTC)
         for k in range(n):
-            local = start_local + series.step * k
-            days = (local - day0).days
-            since_midnight_h = (local - (day0 + timedelta(days=days))).total_seconds() / 3600.0
-            ahead = 2 if since_midnight_h >= self.publication_hour_local else 1
-            boundary = day0 + timedelta(days=days + ahead)  # local midnight, as a naive-UTC offset time
-            out[k] = math.ceil((boundary - start_local).total_seconds() / step_s)
+            now = series.time_at(k)
+            today = now.astimezone(zone).date()
+            known = cache.get(today)
+            if known is None:
+                tomorrow = today + timedelta(days=1)
+                known = (
+                    instant(today, publication),
+                    steps_until(instant(tomorrow)),
+                    steps_until(instant(tomorrow + timedelta(days=1))),
+                )
+                cache[today] = known
+            published_at, end_of_today, end_of_tomorrow = known
+            out[k] = end_of_tomorrow if now >= published_at else end_of_today
         return np.maximum(out, np.arange(1, n + 1))
 
 
@@ -252,7 +277,7 @@ class InformationModel:
         self.load_forecast: ForecastModel = load_forecast or make_forecast("daemon", "load", settings)
         self.pv_forecast: ForecastModel = pv_forecast or make_forecast("daemon", "pv", settings)
         self.prices = prices or PriceKnowledge()
-        self._known_until = self.prices.known_until(self._series)
+        self._known_until = self.prices.known_until(self._series, scenario.config.site.timezone)
         self._steps_per_day = round(timedelta(days=1) / self._series.step)
         self._trip_energy = trip_energy
         self._nowcast = nowcast

@@ -133,7 +133,12 @@ def degradation_per_step(result: SimResult) -> FloatArray:
 
 
 def monthly_cost(result: SimResult) -> dict[str, float]:
-    """Energy + degradation cost per calendar month (UTC), keyed ``YYYY-MM`` (no stored-energy value)."""
+    """Energy + degradation cost per calendar month (UTC), keyed ``YYYY-MM``.
+
+    Not the total cost: the stored-energy value is a single figure for the whole run and is left out,
+    so the months add up to ``energy_cost + degradation_cost``. ``sim run`` writes it to
+    ``metrics.json`` as ``monthly_energy_and_degradation_cost``.
+    """
     series = result.scenario.series
     cost = step_cost(result) + degradation_per_step(result)
     out: dict[str, float] = {}

@@ -31,7 +31,7 @@ __all__ = [
 def _fmt(value: float | None, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    return f"{value + 0.0:,.{digits}f}"
+    return f"{round(value, digits) + 0.0:,.{digits}f}"  # + 0.0: no "-0.00"
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -49,22 +49,23 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def format_summary(metrics: Metrics) -> str:
-    """One run, one line per figure."""
+    """One run, one line per figure; every amount is printed with its own sign, as in ``metrics.json``."""
     m = metrics
     cur = m.currency
     shortfall = f"{m.departure_shortfalls} ({_fmt(m.shortfall_kwh)} kWh), avoidable {m.avoidable_shortfalls}"
     rows = [
         ("strategy", m.strategy),
         ("scenario", f"{m.scenario}: {m.days:g} days, {m.steps} steps"),
-        ("total cost", f"{_fmt(m.total_cost)} {cur}"),
+        ("total cost", f"{_fmt(m.total_cost)} {cur} (energy + degradation - stored energy value)"),
         (
             "  energy cost",
-            f"{_fmt(m.energy_cost)} {cur} (import {_fmt(m.import_cost)}, export -{_fmt(m.export_revenue)})",
+            f"{_fmt(m.energy_cost)} {cur} (import cost {_fmt(m.import_cost)} - export revenue "
+            f"{_fmt(m.export_revenue)})",
         ),
         ("  degradation cost", f"{_fmt(m.degradation_cost)} {cur}"),
         (
             "  stored energy value",
-            f"-{_fmt(m.stored_energy_value)} {cur} ({_fmt(m.final_energy_kwh - m.initial_energy_kwh, 1)} kWh "
+            f"{_fmt(m.stored_energy_value)} {cur} ({_fmt(m.final_energy_kwh - m.initial_energy_kwh, 1)} kWh "
             f"at {_fmt(m.terminal_price_per_kwh, 3)} {cur}/kWh)",
         ),
         ("import / export", f"{_fmt(m.import_kwh, 1)} / {_fmt(m.export_kwh, 1)} kWh"),
@@ -88,7 +89,7 @@ def format_summary(metrics: Metrics) -> str:
             f"{m.solves}, median {_fmt(m.solve_ms_median)} ms, p95 {_fmt(m.solve_ms_p95)} ms, "
             f"max {_fmt(m.solve_ms_max)} ms, fallbacks {m.fallbacks}",
         ),
-        ("wall time", f"{_fmt(m.wall_time_s, 1)} s"),
+        ("wall time (closed loop)", f"{_fmt(m.wall_time_s, 1)} s"),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
@@ -115,7 +116,7 @@ def format_comparison(results: Mapping[str, Metrics]) -> str:
         "total cost",
         "energy",
         "degradation",
-        "stored",
+        "stored value",
         "import kWh",
         "export kWh",
         "V2H kWh",
@@ -135,7 +136,7 @@ def format_comparison(results: Mapping[str, Metrics]) -> str:
                 _fmt(row["total_cost"]),
                 _fmt(row["energy_cost"]),
                 _fmt(row["degradation_cost"]),
-                _fmt(0.0 - row["stored_energy_value"]),
+                _fmt(row["stored_energy_value"]),
                 _fmt(row["import_kwh"], 1),
                 _fmt(row["export_kwh"], 1),
                 _fmt(row["v2h_kwh"], 1),
@@ -148,7 +149,12 @@ def format_comparison(results: Mapping[str, Metrics]) -> str:
             )
         )
     currency = next(iter(results.values())).currency if results else ""
-    return format_table(header, rows) + (f"\n(costs in {currency})" if currency else "")
+    unit = f"costs in {currency}; " if currency else ""
+    footer = (
+        f"({unit}total cost = energy + degradation - stored value; stored value = change of the energy "
+        "in the cars x its terminal value, positive when they end fuller)"
+    )
+    return format_table(header, rows) + "\n" + footer
 
 
 def _json_default(value: Any) -> Any:
@@ -293,7 +299,8 @@ def plot_sample_week(path: Path, result: SimResult, first: int | None = None) ->
 
 
 def plot_monthly_cost(path: Path, monthly: Mapping[str, Mapping[str, float]], currency: str) -> None:
-    """Grouped bars: total cost per month for each strategy."""
+    """Grouped bars per month and strategy: energy + degradation cost (``monthly_cost``), without the
+    stored-energy value, so the bars do not add up to ``total_cost``."""
     plt = _pyplot()
     months = sorted({m for costs in monthly.values() for m in costs})
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(months) + 2), 4.5))
@@ -303,8 +310,8 @@ def plot_monthly_cost(path: Path, monthly: Mapping[str, Mapping[str, float]], cu
     for i, (name, costs) in enumerate(monthly.items()):
         ax.bar(x + (i - (count - 1) / 2) * width, [costs.get(m, 0.0) for m in months], width, label=name)
     ax.set_xticks(x, months)
-    ax.set_ylabel(f"cost ({currency})")
-    ax.set_title("monthly cost per strategy (energy + degradation)")
+    ax.set_ylabel(f"energy + degradation cost ({currency})")
+    ax.set_title("monthly energy + degradation cost per strategy (stored-energy value not included)")
     ax.axhline(0.0, color="grey", lw=0.5)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()

@@ -46,7 +46,8 @@ class RunOptions:
     prices: Literal["day-ahead", "all"] = "day-ahead"
     trip_energy: Literal["estimate", "actual"] = "estimate"
     publication_hour_local: float = 12.0
-    utc_offset_hours: float = 1.0
+    """Day-ahead prices for the next local day are published at this hour, local time in the site's
+    ``site.timezone`` (delivery days follow it, daylight saving time included)."""
     nowcast: bool = False
     """Diagnosis: the current step's load and PV known exactly (see ``sim.information``)."""
 
@@ -59,7 +60,6 @@ class RunOptions:
         pv_model = self._model(self.pv_forecast or self.forecast, "pv", scenario)
         prices = PriceKnowledge(
             publication_hour_local=self.publication_hour_local,
-            utc_offset_hours=self.utc_offset_hours,
             all_known=self.prices == "all",
         )
         return InformationModel(

@@ -6,11 +6,12 @@ import argparse
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from sim.cli import register
+from sim.cli import MONTHLY_COST_KEY, register
 from sim.scenario import write_series_csv, write_trips_csv
 from tests.test_sim_support import tiny_series, tiny_trips
 
@@ -93,7 +94,11 @@ def test_run_writes_metrics_timeseries_and_plots(files: dict[str, Path], tmp_pat
     assert "total cost" in text and "reserve breaches" in text and "solves" in text
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert metrics["strategy"] == "mpc" and metrics["steps"] == 96 and metrics["solves"] == 48
-    assert metrics["reserve_breaches"] == 0 and len(metrics["monthly_cost"]) == 1
+    assert metrics["reserve_breaches"] == 0 and len(metrics[MONTHLY_COST_KEY]) == 1
+    assert MONTHLY_COST_KEY == "monthly_energy_and_degradation_cost" and "monthly_cost" not in metrics
+    (month,) = metrics[MONTHLY_COST_KEY].values()
+    assert month == pytest.approx(metrics["energy_cost"] + metrics["degradation_cost"])
+    assert "wall time (closed loop)" in text
     with (out_dir / "timeseries.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 96 and {"car_power_kw", "car_soc_percent", "grid_kw", "solve_ms"} <= set(rows[0])
@@ -119,6 +124,7 @@ def test_compare_prints_one_table_with_shares(files: dict[str, Path], tmp_path: 
     for name in ("uncontrolled", "smart", "mpc", "perfect", "mpc-no-discharge", "perfect-no-discharge"):
         assert any(line.startswith(name + " ") for line in lines), name
     assert "share of perfect saving" in text and "100.0 %" in text
+    assert "stored value" in text and "total cost = energy + degradation - stored value" in text
     assert "value of discharging" in text
     rows = json.loads((out_dir / "comparison.json").read_text())["strategies"]
     assert [r["strategy"] for r in rows][:4] == ["uncontrolled", "smart", "mpc", "perfect"]
@@ -152,16 +158,22 @@ def test_sweep_on_a_local_process_pool(files: dict[str, Path], tmp_path: Path) -
     assert all(p["metrics"]["strategy"] == "smart" for p in points)
 
 
+@pytest.mark.timeout(60)
 def test_sweep_on_a_dask_cluster(files: dict[str, Path]) -> None:
+    """A real cluster: the points run in a separate worker process, not in the test process."""
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(
         n_workers=1,
         threads_per_worker=1,
-        processes=False,
+        processes=True,
         dashboard_address=None,
         host="127.0.0.1",
         protocol="tcp",
+        timeout="30s",
     ) as cluster:
+        with distributed.Client(cluster.scheduler_address, timeout="30s") as client:
+            (worker_pid,) = client.run(os.getpid).values()
+        assert worker_pid != os.getpid()
         code, text = run(
             [
                 "sim",

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from controller.domain import Plan
@@ -22,7 +24,26 @@ from sim.information import (
 from sim.plant import Plant
 from sim.runner import RunOptions
 from sim.scenario import FloatArray, Scenario, Series, Trip
-from tests.test_sim_support import tiny_config, tiny_scenario, tiny_series
+from tests.test_sim_support import tiny_config, tiny_scenario, tiny_series, tiny_trips
+
+AMSTERDAM = "Europe/Amsterdam"
+SPRING_FORWARD = datetime(2024, 3, 29, tzinfo=UTC)  # Friday; clocks go 02:00 -> 03:00 on Sunday 31 March
+FALL_BACK = datetime(2024, 10, 25, tzinfo=UTC)  # Friday; clocks go 03:00 -> 02:00 on Sunday 27 October
+
+
+def known_until(scenario: Scenario) -> npt.NDArray[np.int64]:
+    return PriceKnowledge().known_until(scenario.series, scenario.config.site.timezone)
+
+
+def dst_scenario(start: datetime, days: int = 4) -> Scenario:
+    """A site in Amsterdam over a daylight-saving change."""
+    return Scenario(
+        tiny_config(site__timezone=AMSTERDAM),
+        tiny_series(days, start),
+        tiny_trips(days, start),
+        {"car": 50.0},
+        name="dst",
+    )
 
 
 def changed_after(scenario: Scenario, k: int, price_from: int, trip_energy: float | None = None) -> Scenario:
@@ -45,7 +66,7 @@ def changed_after(scenario: Scenario, k: int, price_from: int, trip_energy: floa
     return Scenario(scenario.config, series, trips, dict(scenario.initial_soc_percent), scenario.name)
 
 
-def observe_at(scenario: Scenario, k: int, horizon: int = 96) -> tuple[object, ...]:
+def observe_at(scenario: Scenario, k: int, horizon: int = 200) -> tuple[object, ...]:
     plant = Plant(scenario)
     info = RunOptions().information(scenario, plant)
     info.advance_to(k)
@@ -63,17 +84,64 @@ def observe_at(scenario: Scenario, k: int, horizon: int = 96) -> tuple[object, .
 @pytest.mark.parametrize("k", [0, 1, 30, 44, 45, 95, 130])
 def test_an_observation_is_blind_to_what_is_not_yet_measured_or_published(k: int) -> None:
     scenario = tiny_scenario(days=3)
-    known_until = int(PriceKnowledge().known_until(scenario.series)[k])
-    other = changed_after(scenario, k, known_until, trip_energy=25.0)
+    assert_blind_after(scenario, k)
+
+
+def assert_blind_after(scenario: Scenario, k: int) -> None:
+    """Nothing from ``known_until`` on is visible at ``k``; the price just before it is."""
+    known = int(known_until(scenario)[k])
+    other = changed_after(scenario, k, known, trip_energy=25.0)
     assert observe_at(scenario, k) == observe_at(other, k)
-    # ...and it does change when something it may know changes.
+    # ...and it does change when something it may know changes, up to the last published step.
     published = changed_after(scenario, k, k)
     assert observe_at(scenario, k)[0] != observe_at(published, k)[0]
+    last = changed_after(scenario, k, known - 1)
+    assert observe_at(scenario, k)[0] != observe_at(last, k)[0]
 
 
-def test_day_ahead_prices_are_published_at_noon_utc_plus_one_for_the_next_day() -> None:
-    series = tiny_series(3.0)  # starts Monday 00:00 UTC = 01:00 local (UTC+1)
-    known = PriceKnowledge().known_until(series)
+@pytest.mark.parametrize("start", [SPRING_FORWARD, FALL_BACK], ids=["march", "october"])
+def test_published_prices_end_exactly_at_the_end_of_the_next_local_day_across_dst(start: datetime) -> None:
+    """Checked step by step against the local calendar: before 12:00 local, prices are known until
+    the end of today (local), from 12:00 until the end of tomorrow, on 23- and 25-hour days too."""
+    scenario = dst_scenario(start)
+    series = scenario.series
+    zone = ZoneInfo(AMSTERDAM)
+    local = [series.time_at(k).astimezone(zone) for k in range(series.steps)]
+    known = known_until(scenario)
+    for k, now in enumerate(local):
+        last_day = now.date() + timedelta(days=1 if now.hour >= 12 else 0)
+        expected = next((j for j in range(k, series.steps) if local[j].date() > last_day), None)
+        if expected is None:  # beyond the scenario: the whole series is known
+            assert known[k] >= series.steps, k
+        else:
+            assert known[k] == expected, (k, now)
+    sunday = [now for now in local if now.date() == (start + timedelta(days=2)).date()]
+    assert len(sunday) == (92 if start == SPRING_FORWARD else 100)  # the change is in the scenario
+
+
+def test_summer_publication_is_at_ten_utc_and_covers_until_twenty_two_utc() -> None:
+    scenario = dst_scenario(SPRING_FORWARD)
+    known = known_until(scenario)
+    sunday_noon_cest = (2 * 24 + 10) * 4  # Sunday 31 March 10:00 UTC = 12:00 CEST
+    end_of_sunday = (2 * 24 + 22) * 4  # Monday 00:00 CEST = Sunday 22:00 UTC
+    end_of_monday = end_of_sunday + 96
+    assert known[sunday_noon_cest - 1] == end_of_sunday
+    assert known[sunday_noon_cest] == end_of_monday  # not an hour later (as at a fixed UTC+1)
+    saturday_noon_cet = (24 + 11) * 4
+    assert known[saturday_noon_cet - 1] == (24 + 23) * 4  # Saturday ends at 23:00 UTC (CET)
+    assert known[saturday_noon_cet] == end_of_sunday  # Sunday has 23 hours
+
+
+@pytest.mark.parametrize("start", [SPRING_FORWARD, FALL_BACK], ids=["march", "october"])
+@pytest.mark.parametrize("hour", [0, 9, 10, 11, 12, 23, 26])
+def test_an_observation_is_blind_to_the_future_across_dst(start: datetime, hour: int) -> None:
+    """Around the Sunday of the change (hours counted from Saturday 00:00 UTC)."""
+    assert_blind_after(dst_scenario(start), (24 + hour) * 4)
+
+
+def test_day_ahead_prices_are_published_at_noon_local_for_the_next_day() -> None:
+    series = tiny_series(3.0)  # starts Monday 00:00 UTC = 01:00 local (CET, UTC+1)
+    known = PriceKnowledge().known_until(series, AMSTERDAM)
     before_noon = 10 * 4 + 3  # 10:45 UTC = 11:45 local
     at_noon = 11 * 4  # 11:00 UTC = 12:00 local
     end_of_today = 23 * 4  # local midnight = 23:00 UTC
@@ -81,11 +149,13 @@ def test_day_ahead_prices_are_published_at_noon_utc_plus_one_for_the_next_day() 
     assert known[before_noon] == end_of_today
     assert known[at_noon] == end_of_today + 96
     assert known[end_of_today] == end_of_today + 96  # the new day is known since yesterday noon
-    assert PriceKnowledge(all_known=True).known_until(series)[0] == series.steps
+    assert PriceKnowledge(all_known=True).known_until(series, AMSTERDAM)[0] == series.steps
+    utc = PriceKnowledge().known_until(series, "UTC")
+    assert (utc[0], utc[47], utc[48]) == (96, 96, 192)  # a site in UTC: noon UTC, UTC days
 
 
 def test_unpublished_prices_are_taken_from_a_day_earlier() -> None:
-    scenario = tiny_scenario(days=3)
+    scenario = tiny_scenario(days=3, site__timezone=AMSTERDAM)  # CET: days end at 23:00 UTC
     plant = Plant(scenario)
     info = InformationModel(scenario, plant)
     info.advance_to(4)
@@ -190,7 +260,7 @@ def test_mpc_snapshots_are_the_same_until_the_worlds_differ() -> None:
     identical snapshots before K (and different ones after)."""
     scenario = tiny_scenario(days=2)
     k_split = 80
-    known = int(PriceKnowledge().known_until(scenario.series)[k_split - 1])
+    known = int(known_until(scenario)[k_split - 1])
     other = changed_after(scenario, k_split, known, trip_energy=20.0)
 
     def snapshots(world: Scenario) -> list[Snapshot]:
@@ -214,12 +284,19 @@ def test_mpc_snapshots_are_the_same_until_the_worlds_differ() -> None:
     assert ours[k_split:] != theirs[k_split:]
 
 
-def test_publication_follows_a_configurable_hour_and_offset() -> None:
+def test_publication_follows_a_configurable_hour_and_the_site_timezone() -> None:
     start = datetime(2024, 6, 3, tzinfo=UTC)
     series = Series(start, timedelta(hours=1), *(np.zeros(48) for _ in range(4)))
-    known = PriceKnowledge(publication_hour_local=13.0, utc_offset_hours=2.0).known_until(series)
-    assert known[10] == 22  # 12:00 local: until local midnight (22:00 UTC)
-    assert known[11] == 46  # 13:00 local: the next day too
+    known = PriceKnowledge(publication_hour_local=13.0).known_until(series, AMSTERDAM)
+    assert known[10] == 22  # 12:00 CEST: until local midnight (22:00 UTC)
+    assert known[11] == 46  # 13:00 CEST: the next day too
+    config = tiny_config(
+        site__timezone=AMSTERDAM, site__plan_step_minutes=60, site__replan_interval_minutes=60
+    )
+    scenario = Scenario(config, series, (), {"car": 50.0})
+    info = RunOptions(publication_hour_local=13.0).information(scenario, Plant(scenario))
+    info.advance_to(11)
+    assert info.observe(48).price_known_steps == 46 - 11
     assert tiny_config().site.plan_step_minutes == 15
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import re
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,13 +14,14 @@ import pytest
 
 from controller.config import ConfigError
 from sim.daemon_forecast import DaemonLoadForecast, DaemonPvForecast
+from sim.engine import simulate
 from sim.generators import generate_scenario
 from sim.metrics import compute_metrics
 from sim.overrides import apply_overrides, no_discharge, parse_value
 from sim.progress import ProgressBar
 from sim.public_data import DEFAULT_DATA_DIR, build_public_scenario, read_household_load
-from sim.report import format_summary, format_table, sample_week_start
-from sim.runner import RunOptions, run_strategy
+from sim.report import format_comparison, format_summary, format_table, sample_week_start
+from sim.runner import RunOptions, make_strategy, run_strategy
 from sim.scenario import ScenarioError
 from sim.sweep import expand_grid, parse_grid
 from sim.tariffs import apply_tariff
@@ -139,14 +143,60 @@ def test_progress_bar_redraws_on_a_terminal_and_writes_one_line_otherwise() -> N
     assert quiet.getvalue() == ""
 
 
+def test_progress_bar_time_is_the_closed_loops_wall_time() -> None:
+    """Set-up before the loop (here a pause standing in for imports and the first build) is in
+    neither figure; the bar's time at 100 % is the run's wall_time_s."""
+    scenario = tiny_scenario(days=1)
+    log = io.StringIO()
+    bar = ProgressBar(log, "smart")
+    calls: list[tuple[int, int]] = []
+
+    def progress(done: int, total: int) -> None:
+        calls.append((done, total))
+        bar(done, total)
+
+    time.sleep(0.3)
+    result = simulate(scenario, make_strategy("smart", scenario), progress=progress)
+    assert calls[0] == (0, 96) and calls[-1] == (96, 96)
+    assert 0.0 <= result.wall_time_s - bar.elapsed_s < 0.05  # the pause is in neither
+    assert log.getvalue().rstrip().endswith(f"{bar.elapsed_s:6.1f} s")
+
+
 def test_summary_and_tables() -> None:
     result = run_strategy(tiny_scenario(days=1), "smart")
     text = format_summary(compute_metrics(result))
     for label in ("total cost", "V2H / V2G", "reserve breaches", "departures", "solves", "EUR"):
         assert label in text
+    assert "wall time (closed loop)" in text
     table = format_table(("a", "b"), [("x", "1"), ("long name", "22")])
     assert table.splitlines() == ["a           b", "---------  --", "x           1", "long name  22"]
     assert sample_week_start(result) == 0  # shorter than a week
+
+
+def test_negative_amounts_print_with_one_sign() -> None:
+    """A car that ends emptier (negative stored value) and export at negative prices (negative
+    revenue): each amount is printed once, with its own sign, in the summary and the table."""
+    metrics = compute_metrics(run_strategy(tiny_scenario(days=1), "smart"))
+    metrics = dataclasses.replace(
+        metrics, import_cost=5.0, export_revenue=-0.67, energy_cost=5.67, stored_energy_value=-2.3
+    )
+    text = format_summary(metrics)
+    assert "--" not in text
+    lines = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in text.splitlines())
+    assert lines["energy cost"] == "5.67 EUR (import cost 5.00 - export revenue -0.67)"
+    assert lines["stored energy value"].startswith("-2.30 EUR (")
+    assert lines["total cost"].endswith("EUR (energy + degradation - stored energy value)")
+    table = format_comparison({"smart": metrics}).splitlines()
+    header = re.split(r"\s{2,}", table[0])
+    row = re.split(r"\s{2,}", table[2])
+    assert row[header.index("stored value")] == "-2.30"
+    assert "--" not in table[2]
+    assert table[-1].startswith("(costs in EUR; total cost = energy + degradation - stored value;")
+    positive = format_comparison({"smart": dataclasses.replace(metrics, stored_energy_value=1.25)})
+    assert re.split(r"\s{2,}", positive.splitlines()[2])[header.index("stored value")] == "1.25"
+    tiny = format_summary(dataclasses.replace(metrics, stored_energy_value=-0.001))
+    tiny_lines = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in tiny.splitlines())
+    assert tiny_lines["stored energy value"].startswith("0.00 EUR (")  # not "-0.00"
 
 
 def test_daemon_forecasts_run_in_the_loop_and_see_only_the_past() -> None:
