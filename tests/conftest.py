@@ -1,13 +1,22 @@
 """Suite-wide hygiene: every test starts from the same structlog configuration, so a level or an
 output set by one test (the CLI configures logging) cannot filter what a later test captures, and
-log lines go through stdlib logging (not onto a captured stdout)."""
+log lines go through stdlib logging (not onto a captured stdout).
+
+Hypothesis runs derandomized by default, so the suite gives the same answer on every run and every
+machine; ``HYPOTHESIS_PROFILE=explore`` draws fresh random examples to hunt for new failures."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 import structlog
+from hypothesis import settings
+
+settings.register_profile("repeatable", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 @pytest.fixture(autouse=True)
