@@ -294,6 +294,32 @@ def test_deep_negative_prices_never_plan_charge_and_discharge_at_once() -> None:
     assert_soc_follows_power(plan, snap, "ev", capacity_kwh=60.0, efficiency=0.92)
 
 
+def test_a_burn_that_moves_between_steps_still_settles() -> None:
+    # Zero export limit, PV the full car can take all but 1 Wh of, nothing priced: the 1 Wh is
+    # burnt by charging and discharging at once, and it is free to move to any other step. Fixing
+    # only the steps that burned moved it from pass to pass until the passes ran out (a fallback).
+    cfg = site([vehicle(capacity_kwh=77), vehicle("b", capacity_kwh=40)], horizon_hours=8, import_kw=25)
+    snap = snapshot(
+        32,
+        [
+            {"id": "ev", "soc_percent": 89, "plugged_in": True},
+            {"id": "b", "soc_percent": None, "plugged_in": False},
+        ],
+        load_w=0.0,
+        pv_w=[0.0] * 31 + [3348.0],
+        import_price=0.0,
+        export_price=0.0,
+        import_limit_w=[0.0] * 32,
+        export_limit_w=[0.0] * 32,
+    )
+    plan = Planner(cfg).plan(snap)
+    assert plan.solver_status == "optimal"
+    assert any("same step removed" in n for n in plan.notes)
+    assert min(plan.vehicles["ev"].power_w) >= 0.0
+    assert plan.vehicles["ev"].power_w[-1] > 3000.0  # the PV still goes into the car
+    assert_soc_follows_power(plan, snap, "ev", capacity_kwh=77.0, efficiency=0.92)
+
+
 def assert_soc_follows_power(
     plan: Plan, snap: Snapshot, vid: str, capacity_kwh: float, efficiency: float
 ) -> None:

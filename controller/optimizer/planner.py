@@ -29,7 +29,7 @@ from controller.snapshot import Snapshot
 __all__ = ["PlanTimings", "Planner", "plan_foresight"]
 
 _ZERO_KW = 1e-6
-_DIRECTION_PASSES = 4
+_DIRECTION_PASSES = 4  # enough: _fix_direction leaves pass 4 nothing to burn with
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +128,7 @@ class Planner:
                 status = f"fallback: solver {result.status}"
                 break
             schedule = self._schedule(result.x)
-            if not _fix_direction(inputs, schedule):
+            if not _fix_direction(inputs, schedule, passes):
                 status, objective = "optimal", result.objective
                 break
         solved = time.perf_counter()
@@ -301,11 +301,15 @@ def _out_of_time(limit_s: float, passes: int, built_now: bool) -> str:
     return f"fallback: time limit of {limit_s:g} s used up by {spent}"
 
 
-def _fix_direction(inputs: PlanInputs, schedule: Schedule) -> bool:
+def _fix_direction(inputs: PlanInputs, schedule: Schedule, pass_no: int) -> bool:
     """Forbid the weaker direction where a car both charges and discharges in one step.
 
     An LP may do that to burn energy when energy is worth less than nothing (deep negative prices
-    with a full battery); a charger cannot. Returns True when the inputs changed (solve again).
+    with a full battery, or PV the grid cannot take); a charger cannot. The burn is often free to
+    move: forbidden in one step, the next solve burns in another. So the fix escalates: pass 1
+    forbids the weaker direction in the steps that burned; from pass 2 a car that burns again keeps
+    only its net direction in every step; from pass 3 every car does. Pass 4 then cannot burn.
+    Returns True when the inputs changed (solve again).
     """
     discharging = schedule.discharge_kw > _ZERO_KW
     if not discharging.any():
@@ -313,9 +317,15 @@ def _fix_direction(inputs: PlanInputs, schedule: Schedule) -> bool:
     both = discharging & (schedule.charge_kw > _ZERO_KW)
     if not both.any():
         return False
-    charging = both & (schedule.charge_kw >= schedule.discharge_kw)
+    if pass_no <= 1:
+        scope = both
+    else:
+        burning_cars = both.any(axis=1) if pass_no == 2 else np.ones(both.shape[0], dtype=bool)
+        scope = np.zeros_like(both)
+        scope[burning_cars, :] = True
+    charging = scope & (schedule.charge_kw >= schedule.discharge_kw)
     inputs.discharge_ub_kw[charging] = 0.0
-    inputs.charge_ub_kw[both & ~charging] = 0.0
+    inputs.charge_ub_kw[scope & ~charging] = 0.0
     note = "charge and discharge in the same step removed (energy was worth less than nothing)"
     if note not in inputs.notes:
         inputs.notes.append(note)
