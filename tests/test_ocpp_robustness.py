@@ -803,6 +803,34 @@ async def test_connected_unknown_chargers_are_capped(monkeypatch: pytest.MonkeyP
         assert sorted(server.chargers) == ["cp", "s2", "s3"]
 
 
+async def test_simultaneous_unknown_handshakes_cannot_pass_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    import controller.ocpp.server as server_module
+
+    monkeypatch.setattr(server_module, "MAX_UNKNOWN_CHARGERS", 2)
+    handle = server_module.OcppServer._handle
+
+    async def handled_late(self: Any, connection: Any) -> None:
+        await asyncio.sleep(0.2)  # a busy loop: other handshakes complete before this one is handled
+        await handle(self, connection)
+
+    monkeypatch.setattr(server_module.OcppServer, "_handle", handled_late)
+    cfg = site([{"id": "cp"}], accept_unknown_chargers=True)
+    async with running_server(cfg) as (server, _):
+        attempts = await asyncio.gather(
+            *(raw_connect(server.port, f"s{i}", "2.1") for i in range(6)), return_exceptions=True
+        )
+        connected = [a for a in attempts if not isinstance(a, BaseException)]
+        refused = [a for a in attempts if isinstance(a, InvalidStatus)]
+        assert len(connected) == 2 and len(refused) == 4, attempts
+        assert all(r.response.status_code == 503 for r in refused)
+        for connection in connected:
+            await connection.close()
+        await wait_until(lambda: not server.chargers.keys() - {"cp"}, what="unknown chargers forgotten")
+        # The places are free again: neither the refused nor the closed handshakes hold one.
+        async with raw_connect(server.port, "s9", "2.1") as connection:
+            assert (await Raw(connection).call("hb", "Heartbeat", {}))[0] == 3
+
+
 async def test_evse_ids_beyond_bounds_are_answered_but_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
     import controller.ocpp.model as model_module
 

@@ -25,6 +25,7 @@ import structlog
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from controller.backoff import Backoff
@@ -123,6 +124,9 @@ class OcppServer:
         self._fallback_import_w = config.site.grid.effective_fallback_import_kw * 1000.0
         self._controls: dict[str, ChargerControl] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # Handshakes of unknown chargers let in but not yet handled: they count towards the cap, or
+        # simultaneous handshakes could all pass it before the first one is handled.
+        self._unknown_handshakes: dict[ServerConnection, str] = {}
         self._server: Server | None = None
         self._passwords = PasswordChecker(lambda: self._clock.now().timestamp())
         tokens = self._config.accepted_id_tokens
@@ -255,7 +259,11 @@ class OcppServer:
         return self._site.charger(charger_id) is not None
 
     def _unknown_count(self) -> int:
-        return sum(1 for charger_id in self._controls if not self._is_configured(charger_id))
+        """Unknown chargers connected or in their handshake (a failed handshake frees its place)."""
+        for connection in [c for c in self._unknown_handshakes if c.state is State.CLOSED]:
+            del self._unknown_handshakes[connection]
+        ids = {charger_id for charger_id in self._controls if not self._is_configured(charger_id)}
+        return len(ids | set(self._unknown_handshakes.values()))
 
     async def _forget(self, charger_id: str) -> None:
         """Drop an unknown charger that went away: its model, its sender task, anyone waiting on it."""
@@ -362,6 +370,8 @@ class OcppServer:
                 return self._refuse(
                     connection, HTTPStatus.UNAUTHORIZED, "wrong password", charger_id=charger_id, remote=peer
                 )
+        if charger is None:
+            self._unknown_handshakes[connection] = charger_id
         return None
 
     def _select_subprotocol(
@@ -378,6 +388,7 @@ class OcppServer:
         assert connection.request is not None  # set once the handshake is done
         charger_id = charger_id_from_path(connection.request.path)
         assert charger_id is not None  # _process_request refused everything else
+        self._unknown_handshakes.pop(connection, None)  # counted as a connected charger from here
         log = self.log.bind(charger_id=charger_id)
         if connection.subprotocol is None:
             offered = connection.request.headers.get("Sec-WebSocket-Protocol")
