@@ -295,11 +295,26 @@ class Reserve(_Model):
 class DepartureRule(_Model):
     time: dt.time = Field(description="Local time of departure, HH:MM.")
     target_soc_percent: Percent
+    return_time: dt.time | None = Field(
+        None,
+        description="Local time the car is usually back the same day, HH:MM (after `time`). The plan then "
+        "counts on the car from then on, less `typical_trip_km` of energy; without it a departing car is "
+        "planned as gone until it plugs in again.",
+    )
 
-    @field_validator("time", mode="before")
+    @field_validator("time", "return_time", mode="before")
     @classmethod
-    def _hhmm(cls, value: Any) -> dt.time:
-        return _clock_time(value)
+    def _hhmm(cls, value: Any) -> dt.time | None:
+        return None if value is None else _clock_time(value)
+
+    @model_validator(mode="after")
+    def _back_after_leaving(self) -> Self:
+        if self.return_time is not None and self.return_time <= self.time:
+            raise ValueError(
+                f"return_time {self.return_time:%H:%M} is not after time {self.time:%H:%M}; "
+                "give the time the car is back the same day, or leave return_time out"
+            )
+        return self
 
 
 class Permissions(_Model):
@@ -318,7 +333,11 @@ class VehicleConfig(_Model):
     max_discharge_kw: Kw = 0.0
     consumption_kwh_per_100km: float = Field(18.0, gt=0, le=100)
     typical_trip_km: float = Field(
-        40.0, ge=0, le=2000, description="Used to estimate SoC on arrival when the car reports none."
+        40.0,
+        ge=0,
+        le=2000,
+        description="Used to estimate SoC on arrival when the car reports none, and the energy of a "
+        "scheduled trip with a `return_time`.",
     )
     reserve: Reserve = Field(default_factory=lambda: Reserve(percent=20.0))
     max_soc_percent: Percent = Field(100.0, description="Upper SoC the controller charges to for arbitrage.")

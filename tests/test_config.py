@@ -101,6 +101,15 @@ BROKEN_CASES = [
         "150 is above 100",
     ),
     (
+        "return_before_departure",
+        _set(
+            ["vehicles", 0, "departures"],
+            {"monday": {"time": "07:30", "target_soc_percent": 80, "return_time": "7:00"}},
+        ),
+        "vehicles[0].departures.monday",
+        "return_time 07:00 is not after time 07:30",
+    ),
+    (
         "capacity_wrong_type",
         _set(["vehicles", 0, "usable_capacity_kwh"], "lots"),
         "vehicles[0].usable_capacity_kwh",
@@ -538,7 +547,7 @@ def test_departure_times_as_people_write_them() -> None:
         data["vehicles"][0]["departures"] = {
             "Monday": {"time": "7:30", "target_soc_percent": 80},  # day names in any case
             "tuesday": {"time": 7 * 60 + 45, "target_soc_percent": 80},  # unquoted 07:45 in YAML 1.1
-            "friday": {"time": "06:15:30", "target_soc_percent": 80},
+            "friday": {"time": "06:15:30", "target_soc_percent": 80, "return_time": "17:05"},
         }
 
     departures = parse_config(broken(mutate), env={}).vehicles[0].departures
@@ -547,6 +556,11 @@ def test_departure_times_as_people_write_them() -> None:
         ("tuesday", "07:45:00"),
         ("friday", "06:15:30"),
     ]
+    assert (
+        departures["friday"].return_time is not None
+        and departures["friday"].return_time.isoformat() == "17:05:00"
+    )
+    assert departures["monday"].return_time is None
 
 
 def test_time_of_use_days_any_case_and_midnight_end() -> None:
