@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TextIO
 
 from controller import __version__
-from controller.config import ConfigError, ConfigIssue, SiteConfig, load_config
+from controller.config import ConfigError, ConfigIssue, MeterConfig, MeterFormat, SiteConfig, load_config
+from controller.domain import MeterRole
 from controller.logs import configure_logging
 from controller.passwords import hash_password
 from controller.snapshot import Snapshot, load_snapshot
@@ -66,7 +67,9 @@ def site_summary(cfg: SiteConfig) -> list[str]:
     for m in cfg.meters:
         lines.append(
             f"meter {m.id}: {m.role.value} from {m.topic} ({m.format.value}), stale after {m.stale_after_s:g} s"
+            + _tasmota_period_warning(m)
         )
+    lines += _grid_meter_warning(cfg)
     imp = cfg.tariff.import_
     source = (
         "dynamic " + imp.dynamic_topic
@@ -79,6 +82,34 @@ def site_summary(cfg: SiteConfig) -> list[str]:
     )
     lines.append(api_summary(cfg))
     return lines
+
+
+TASMOTA_TELE_PERIOD_S = 300
+"""How often stock Tasmota publishes tele/<topic>/SENSOR (its TelePeriod setting)."""
+
+
+def _tasmota_period_warning(meter: MeterConfig) -> str:
+    if meter.format is not MeterFormat.TASMOTA or meter.stale_after_s >= TASMOTA_TELE_PERIOD_S:
+        return ""
+    return (
+        f": stock Tasmota reports only every {TASMOTA_TELE_PERIOD_S} s (TelePeriod), then this meter is stale "
+        f"between reports; run `TelePeriod 10` on the device, or set stale_after_s: {TASMOTA_TELE_PERIOD_S} "
+        "or more"
+    )
+
+
+def _grid_meter_warning(cfg: SiteConfig) -> list[str]:
+    """A car may discharge but nothing measures the grid: the daemon's safe mode forbids discharge
+    without a grid reading. Not an error: the simulator and `v2x plan` need no meters."""
+    if any(m.role is MeterRole.GRID for m in cfg.meters):
+        return []
+    discharging = [v.id for v in cfg.vehicles if v.permissions.v2g or v.permissions.v2h]
+    if not discharging:
+        return []
+    return [
+        f"no grid meter: the daemon stays in safe mode (no discharge), so V2G/V2H of {', '.join(discharging)} "
+        "never happens; add a meter with role: grid under meters (see docs/mqtt.md)"
+    ]
 
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")

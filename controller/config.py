@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import ipaddress
+import math
 import os
 import re
 import zoneinfo
@@ -34,6 +35,7 @@ from pydantic_core.core_schema import ErrorType
 from controller.domain import MeterRole
 from controller.logs import is_secret_key
 from controller.passwords import is_password_hash
+from controller.values import parse_json_path
 
 __all__ = [
     "ApiConfig",
@@ -120,6 +122,21 @@ def _host(value: str, fix: str) -> str:
 
 
 _LISTEN_FIX = "write an address of this machine: 0.0.0.0 for every interface, 127.0.0.1 for this machine only"
+
+
+def _mqtt_topic(value: str | None, fix: str) -> str | None:
+    """An MQTT topic name (or prefix) the controller subscribes or publishes to: one exact topic, so
+    no ``+``/``#`` wildcard, not empty, no NUL (MQTT forbids it). Surrounding whitespace is already
+    stripped. ``fix`` says what to write instead."""
+    if value is None:
+        return None
+    if not value:
+        raise PydanticCustomError("topic_empty", "is empty; {fix}, or remove the field", {"fix": fix})
+    if "#" in value or "+" in value:
+        raise PydanticCustomError("topic_wildcard", "has a + or # wildcard; {fix}", {"fix": fix})
+    if "\0" in value:
+        raise PydanticCustomError("topic_nul", "contains a NUL character; {fix}", {"fix": fix})
+    return value
 
 
 def _weekday(name: Any) -> str:
@@ -357,6 +374,11 @@ class VehicleConfig(_Model):
         "OFF", max_length=1024, description="Payload published on v2l_cutoff_topic."
     )
 
+    @field_validator("v2l_cutoff_topic")
+    @classmethod
+    def _cutoff_topic(cls, value: str | None) -> str | None:
+        return _mqtt_topic(value, "write the one topic the V2L switch listens on")
+
     @field_validator("departures")
     @classmethod
     def _weekday_names(cls, value: dict[str, DepartureRule]) -> dict[str, DepartureRule]:
@@ -399,6 +421,10 @@ class MeterFormat(StrEnum):
     JSON = "json"
 
 
+_JSON_PATH_FORMATS = frozenset({MeterFormat.JSON, MeterFormat.TASMOTA, MeterFormat.SHELLY_PRO3EM})
+"""The formats whose parser reads ``json_path`` (plain and dsmr_reader payloads have no JSON tree to walk)."""
+
+
 class MeterConfig(_Model):
     id: Ident
     role: MeterRole
@@ -425,10 +451,23 @@ class MeterConfig(_Model):
     @field_validator("topic")
     @classmethod
     def _no_wildcards(cls, value: str) -> str:
-        if "#" in value or "+" in value:
-            raise PydanticCustomError(
-                "topic_wildcard", "has a + or # wildcard; write the one topic this meter publishes on"
-            )
+        topic = _mqtt_topic(value, "write the one topic this meter publishes on")
+        assert topic is not None
+        return topic
+
+    @field_validator("json_path")
+    @classmethod
+    def _json_path_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                # The parser the meter uses: a path that fails here would stop the daemon at start.
+                parse_json_path(value)
+            except ValueError as exc:
+                raise PydanticCustomError(
+                    "json_path_invalid",
+                    "{problem}; write dotted keys, with numbers for list items: ENERGY.Power or a.0.b",
+                    {"problem": str(exc)},
+                ) from None
         return value
 
     @model_validator(mode="after")
@@ -436,6 +475,12 @@ class MeterConfig(_Model):
         if self.format is MeterFormat.JSON and not self.json_path:
             raise PydanticCustomError(
                 "json_path_missing", "format json needs json_path; add json_path, e.g. ENERGY.Power"
+            )
+        if self.json_path is not None and self.format not in _JSON_PATH_FORMATS:
+            raise PydanticCustomError(
+                "json_path_ignored",
+                "json_path is set but format {format} does not read it; remove json_path, or set format: json",
+                {"format": self.format.value},
             )
         if self.role in (MeterRole.VEHICLE_SOC, MeterRole.V2L) and not self.vehicle:
             raise PydanticCustomError(
@@ -486,6 +531,11 @@ class PriceConfig(_Model):
         1.0, ge=0, le=10, description="Applied to dynamic prices before the markup."
     )
 
+    @field_validator("dynamic_topic")
+    @classmethod
+    def _one_topic(cls, value: str | None) -> str | None:
+        return _mqtt_topic(value, "write the one topic the prices are published on")
+
     @model_validator(mode="after")
     def _has_a_source(self) -> Self:
         if self.static_price_per_kwh is None and not self.time_of_use and not self.dynamic_topic:
@@ -526,6 +576,11 @@ class GridSignalsConfig(_Model):
         0.0, description="A cap never goes below this (e.g. 4.2 kW under Germany's §14a)."
     )
 
+    @field_validator("limit_topic", "outage_topic")
+    @classmethod
+    def _one_topic(cls, value: str | None) -> str | None:
+        return _mqtt_topic(value, "write the one topic the signal is published on")
+
 
 class ForecastConfig(_Model):
     """Home load and PV forecasts (see docs/daemon.md)."""
@@ -542,6 +597,11 @@ class ForecastConfig(_Model):
     default_home_load_w: float = Field(
         400.0, ge=0, le=100_000, description="Home load assumed without history."
     )
+
+    @field_validator("pv_forecast_topic")
+    @classmethod
+    def _one_topic(cls, value: str | None) -> str | None:
+        return _mqtt_topic(value, "write the one topic the forecast is published on")
 
 
 # -------------------------------------------------------------------- connections
@@ -573,6 +633,16 @@ class MqttConfig(_Model):
     @classmethod
     def _a_host(cls, value: str) -> str:
         return _host(value, "write the broker's name or address, e.g. 127.0.0.1 or broker.lan")
+
+    @field_validator("base_topic", "discovery_prefix")
+    @classmethod
+    def _a_prefix(cls, value: str, info: ValidationInfo) -> str:
+        # The controller subscribes to <base_topic>/cmd/# and publishes under both: a wildcard in
+        # them would make every publish fail.
+        example = "v2x" if info.field_name == "base_topic" else "homeassistant"
+        topic = _mqtt_topic(value, f"write a plain topic prefix such as {example}")
+        assert topic is not None
+        return topic
 
     @field_validator("username", "password", mode="before")
     @classmethod
@@ -830,6 +900,13 @@ def _check_vehicles(cfg: SiteConfig, checks: _Checks) -> None:
                 "raise the target or lower the reserve",
                 uses=reserve_uses,
             )
+        if v.default_target_soc_percent > v.max_soc_percent:
+            checks.add(
+                (*at, "default_target_soc_percent"),
+                f"{v.default_target_soc_percent:g} % is above max_soc_percent {v.max_soc_percent:g}",
+                "lower default_target_soc_percent or raise max_soc_percent",
+                uses=[(*at, "max_soc_percent")],
+            )
         if v.max_soc_percent <= reserve:
             checks.add(
                 (*at, "max_soc_percent"),
@@ -967,6 +1044,19 @@ def _check_connections(cfg: SiteConfig, checks: _Checks) -> None:
             "give the HTTP API its own port, e.g. 8080",
             uses=[("api",), ("ocpp", "port"), ("ocpp", "host")],
         )
+    # A charging profile is renewed only when less than half of its validity is left, and only when a
+    # plan or dispatch sends one: with a validity under two re-plan intervals it can lapse in between.
+    replan_minutes = cfg.site.replan_interval_minutes
+    if cfg.ocpp.profile_validity_hours * 60 < 2 * replan_minutes:
+        least_hours = math.ceil(round(replan_minutes / 30 * 1000, 6)) / 1000  # rounded up: it must pass
+        checks.add(
+            ("ocpp", "profile_validity_hours"),
+            f"{_num(cfg.ocpp.profile_validity_hours)} h is less than twice site.replan_interval_minutes "
+            f"({_num(replan_minutes)} min): a charging profile can lapse between two plans",
+            f"set ocpp.profile_validity_hours to at least {_num(least_hours)}, "
+            "or lower site.replan_interval_minutes",
+            uses=[("site", "replan_interval_minutes")],
+        )
     if cfg.grid_signals.guaranteed_import_kw > cfg.site.grid.import_limit_kw:
         checks.add(
             ("grid_signals", "guaranteed_import_kw"),
@@ -1014,6 +1104,50 @@ to 10**9 values and would hang the loader."""
 MAX_CONFIG_DEPTH = 32
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that notes a key given twice in one mapping instead of silently keeping
+    the last one (a second ``meters:`` block would drop the first). Merge keys (``<<: *base``) may
+    still be overridden: only the keys written in the mapping itself are compared."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        # (line, issue): mappings are not visited in the order they are written
+        self.duplicates: list[tuple[int, ConfigIssue]] = []
+        self._checked: set[int] = set()
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        # Called on every mapping before its merge keys are spliced in (possibly more than once,
+        # when it is also a merge source): compare its own keys the first time only.
+        if id(node) not in self._checked:
+            self._checked.add(id(node))
+            first_line: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node)
+                line = key_node.start_mark.line + 1
+                if key in first_line:
+                    issue = ConfigIssue(
+                        f"line {line}",
+                        f"key {str(key)!r} given twice (first on line {first_line[key]})",
+                        "keep one of them: YAML would silently use only the last",
+                    )
+                    self.duplicates.append((line, issue))
+                else:
+                    first_line[key] = line
+        super().flatten_mapping(node)
+
+
+def _load_yaml(text: str) -> tuple[Any, list[ConfigIssue]]:
+    """The YAML document in ``text`` and the keys given twice in it."""
+    loader = _StrictLoader(text)
+    try:
+        data = loader.get_single_data()
+        return data, [issue for _, issue in sorted(loader.duplicates, key=lambda found: found[0])]
+    finally:
+        loader.dispose()
+
+
 class _TooLarge(Exception):
     """The config tree exceeds MAX_CONFIG_NODES or MAX_CONFIG_DEPTH."""
 
@@ -1037,10 +1171,12 @@ def _substitute_env(node: Any, env: Mapping[str, str], issues: list[ConfigIssue]
 
             def replace(match: re.Match[str]) -> str:
                 name, default = match.group(1), match.group(2)
-                if name in env:
-                    return env[name]
-                if default is not None:
+                value = env.get(name)
+                # As in POSIX shells and Compose, ":-" also falls back when the variable is set but empty.
+                if default is not None and not value:
                     return default
+                if value is not None:
+                    return value
                 issues.append(
                     ConfigIssue(path, f"environment variable {name} is not set", f"export {name}=...")
                 )
@@ -1294,7 +1430,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> SiteC
             [ConfigIssue("(file)", f"is not UTF-8 text (byte {exc.start})", "save the file as UTF-8")],
         ) from None
     try:
-        data = yaml.safe_load(text)
+        data, duplicates = _load_yaml(text)
     except RecursionError:
         raise ConfigError(
             source, [ConfigIssue("(file)", "is nested too deeply", "check the brackets and indentation")]
@@ -1306,4 +1442,6 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> SiteC
         raise ConfigError(
             source, [ConfigIssue(where, f"malformed YAML: {problem}", "fix the YAML syntax")]
         ) from None
+    if duplicates:
+        raise ConfigError(source, duplicates)
     return parse_config(data, source, env)

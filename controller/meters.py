@@ -28,7 +28,7 @@ from typing import Any
 
 from controller.config import MeterConfig, MeterFormat
 from controller.domain import MeterRole
-from controller.values import finite_number
+from controller.values import finite_number, parse_json_path
 
 __all__ = [
     "MAX_METER_PAYLOAD_BYTES",
@@ -67,14 +67,6 @@ class ParsedValue:
 
     value: float
     phases_w: tuple[float, ...] = ()
-
-
-def parse_json_path(path: str) -> tuple[str | int, ...]:
-    """``"a.0.b"`` -> ``("a", 0, "b")``; a purely numeric part indexes a list."""
-    parts = path.split(".")
-    if not path or any(not p for p in parts):
-        raise ValueError(f"json path {path!r} has an empty part")
-    return tuple(int(p) if p.isdigit() else p for p in parts)
 
 
 def _walk(data: Any, path: tuple[str | int, ...]) -> Any:

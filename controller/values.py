@@ -12,7 +12,18 @@ from typing import Any
 
 from controller.domain import ensure_utc
 
-__all__ = ["finite_number", "utc_from_iso"]
+__all__ = ["finite_number", "parse_json_path", "utc_from_iso"]
+
+
+def parse_json_path(path: str) -> tuple[str | int, ...]:
+    """``"a.0.b"`` -> ``("a", 0, "b")``; a purely numeric part indexes a list.
+
+    The site config checks ``meters[].json_path`` with it, so a path a meter cannot use is refused
+    before the daemon starts."""
+    parts = path.split(".")
+    if not path or any(not p for p in parts):
+        raise ValueError(f"json path {path!r} has an empty part")
+    return tuple(int(p) if p.isdigit() else p for p in parts)
 
 
 def finite_number(

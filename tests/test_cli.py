@@ -111,6 +111,58 @@ def test_check_config_warns_about_an_open_api(tmp_path: Path) -> None:
     assert "/state needs the token" in out.getvalue() and "t0ken" not in out.getvalue()
 
 
+def _discharging_site(tmp_path: Path, meters: list[dict[str, Any]]) -> Path:
+    data = yaml.safe_load(MINIMAL.read_text())
+    data["site"]["grid"]["export_limit_kw"] = 5
+    data["chargers"][0].update(bidirectional=True, max_discharge_kw=7)
+    data["vehicles"][0].update(max_discharge_kw=7, permissions={"v2h": True})
+    data["meters"] = meters
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+NO_GRID_METER = (
+    "  no grid meter: the daemon stays in safe mode (no discharge), so V2G/V2H of car never happens; "
+    "add a meter with role: grid under meters (see docs/mqtt.md)\n"
+)
+
+
+def test_check_config_warns_when_a_car_may_discharge_without_a_grid_meter(tmp_path: Path) -> None:
+    """Not refused (the simulator and `v2x plan` need no meters), but said: nothing would discharge."""
+    out = io.StringIO()
+    assert main(["check-config", str(_discharging_site(tmp_path, []))], out=out) == 0
+    assert NO_GRID_METER in out.getvalue()
+    pv_only = [{"id": "pv", "role": "pv", "topic": "pv/w"}]
+    out = io.StringIO()
+    assert main(["check-config", str(_discharging_site(tmp_path, pv_only))], out=out) == 0
+    assert NO_GRID_METER in out.getvalue()
+    grid = [{"id": "grid", "role": "grid", "topic": "grid/w"}]
+    out = io.StringIO()
+    assert main(["check-config", str(_discharging_site(tmp_path, grid))], out=out) == 0
+    assert "no grid meter" not in out.getvalue()
+    out = io.StringIO()
+    assert main(["check-config", str(MINIMAL)], out=out) == 0  # charge only: nothing to warn about
+    assert "no grid meter" not in out.getvalue()
+
+
+@pytest.mark.parametrize(("stale_after_s", "warned"), [(120, True), (299, True), (300, False), (900, False)])
+def test_check_config_warns_about_tasmota_stale_before_its_report_period(
+    tmp_path: Path, stale_after_s: float, warned: bool
+) -> None:
+    tasmota: dict[str, Any] = {"id": "pv", "role": "pv", "topic": "tele/pv/SENSOR", "format": "tasmota"}
+    meters = [{"id": "grid", "role": "grid", "topic": "grid/w"}, {**tasmota, "stale_after_s": stale_after_s}]
+    out = io.StringIO()
+    assert main(["check-config", str(_discharging_site(tmp_path, meters))], out=out) == 0
+    line = next(line for line in out.getvalue().splitlines() if line.startswith("  meter pv:"))
+    hint = (
+        ": stock Tasmota reports only every 300 s (TelePeriod), then this meter is stale between reports; "
+        "run `TelePeriod 10` on the device, or set stale_after_s: 300 or more"
+    )
+    assert line.endswith(hint) == warned, line
+    assert "TelePeriod" not in next(line for line in out.getvalue().splitlines() if "meter grid:" in line)
+
+
 @pytest.mark.parametrize(
     ("host", "url"),
     [

@@ -326,6 +326,58 @@ BROKEN_CASES = [
         "has both percent and km (set exactly one of them)",
     ),
     (
+        "default_target_above_max_soc",
+        _set(["vehicles", 0, "default_target_soc_percent"], 95),
+        "vehicles[0].default_target_soc_percent",
+        "95 % is above max_soc_percent 90 (lower default_target_soc_percent or raise max_soc_percent)",
+    ),
+    (
+        "profile_validity_shorter_than_two_replans",
+        lambda d: (
+            d["site"].update(replan_interval_minutes=45) or d.update(ocpp={"profile_validity_hours": 1})
+        ),
+        "ocpp.profile_validity_hours",
+        "1 h is less than twice site.replan_interval_minutes (45 min): a charging profile can lapse "
+        "between two plans (set ocpp.profile_validity_hours to at least 1.5, or lower "
+        "site.replan_interval_minutes)",
+    ),
+    (
+        "json_path_with_an_empty_part",
+        lambda d: d["meters"][1].update(format="json", json_path=".."),
+        "meters[1].json_path",
+        "json path '..' has an empty part (write dotted keys",
+    ),
+    (
+        "json_path_on_a_format_that_ignores_it",
+        lambda d: d["meters"].append({"id": "heat", "role": "home", "topic": "heat/w", "json_path": "x.y"}),
+        "meters[2]",
+        "json_path is set but format plain does not read it (remove json_path, or set format: json)",
+    ),
+    *[
+        (
+            f"{'_'.join(str(k) for k in where)}_{name}",
+            _set(list(where), topic),
+            ".".join(str(k) for k in where).replace(".0.", "[0]."),
+            problem,
+        )
+        for where in [
+            ("meters", 0, "topic"),
+            ("mqtt", "base_topic"),
+            ("mqtt", "discovery_prefix"),
+            ("tariff", "import", "dynamic_topic"),
+            ("tariff", "export", "dynamic_topic"),
+            ("grid_signals", "limit_topic"),
+            ("grid_signals", "outage_topic"),
+            ("forecast", "pv_forecast_topic"),
+            ("vehicles", 0, "v2l_cutoff_topic"),
+        ]
+        for name, topic, problem in [
+            ("plus", "meters/+/power", "has a + or # wildcard (write "),
+            ("hash", "energy/#", "has a + or # wildcard (write "),
+            ("blank", "   ", "is empty"),
+        ]
+    ],
+    (
         "hash_with_absurd_iterations",
         _set(
             ["chargers", 0, "auth", "password_hash"],
@@ -648,3 +700,80 @@ def test_outage_max_age_defaults_to_15_minutes_and_null_never_expires() -> None:
     with pytest.raises(ConfigError) as raised:
         parse_config(tree, env={})
     assert "grid_signals.outage_max_age_s" in str(raised.value)
+
+
+def test_a_key_given_twice_is_refused_with_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """YAML keeps the last of two equal keys without a word: a second reserve would lower the floor,
+    a second meters block would drop the grid meter."""
+    text = EXAMPLES[0].read_text()
+    text = text.replace(
+        "    reserve:\n      km: 80", "    reserve: {percent: 30}\n    reserve:\n      km: 80", 1
+    )
+    text += "\nmeters:\n  - {id: heat, role: home, topic: heat/w}\n"
+    lines = text.splitlines()
+    first_reserve = lines.index("    reserve: {percent: 30}") + 1
+    first_meters, second_meters = [i + 1 for i, line in enumerate(lines) if line == "meters:"]
+    path = tmp_path / "twice.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert [str(issue) for issue in info.value.issues] == [
+        f"line {first_reserve + 1}: key 'reserve' given twice (first on line {first_reserve}) "
+        "(keep one of them: YAML would silently use only the last)",
+        f"line {second_meters}: key 'meters' given twice (first on line {first_meters}) "
+        "(keep one of them: YAML would silently use only the last)",
+    ]
+    assert main(["check-config", str(path)]) == 2
+    assert f"  line {second_meters}: key 'meters' given twice" in capsys.readouterr().err
+
+
+def test_merge_keys_may_still_be_overridden(tmp_path: Path) -> None:
+    """``<<: *base`` then a key of its own is how YAML reuses a block: not a key given twice."""
+    path = tmp_path / "merge.yaml"
+    path.write_text(
+        "site: {grid: {import_limit_kw: 11}}\n"
+        "tariff: {import: {static_price_per_kwh: 0.3}}\n"
+        "vehicles:\n"
+        "  - &car {id: a, usable_capacity_kwh: 60, max_charge_kw: 7}\n"
+        "  - {<<: *car, id: b, max_charge_kw: 11}\n"
+    )
+    cfg = load_config(path, env={})
+    assert [(v.id, v.usable_capacity_kwh, v.max_charge_kw) for v in cfg.vehicles] == [
+        ("a", 60, 7),
+        ("b", 60, 11),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [({}, "fallback"), ({"V2X_NAME": ""}, "fallback"), ({"V2X_NAME": "set"}, "set")],
+    ids=["unset", "empty", "set"],
+)
+def test_env_default_applies_when_the_variable_is_unset_or_empty(env: dict[str, str], expected: str) -> None:
+    data = broken(_set(["site", "name"], "${V2X_NAME:-fallback}"))
+    assert parse_config(data, env=env).site.name == expected
+
+
+def test_env_without_default_set_but_empty_is_empty() -> None:
+    data = broken(_set(["mqtt", "username"], "${V2X_USER}"))
+    assert parse_config(data, env={"V2X_USER": ""}).mqtt.username is None  # empty: no username
+
+
+def _docs_mqtt_meters() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The meters block of docs/mqtt.md and the grid meters it offers in place of the first."""
+    docs = (ROOT / "docs" / "mqtt.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", docs, re.DOTALL)
+    meters = next(yaml.safe_load(b)["meters"] for b in blocks if b.startswith("meters:\n"))
+    others = next(yaml.safe_load(b) for b in blocks if b.startswith("  - {id: grid, role: grid"))
+    return meters, others
+
+
+def test_docs_mqtt_meters_block_is_a_valid_config() -> None:
+    meters, others = _docs_mqtt_meters()
+    cfg = parse_config(broken(_set(["meters"], meters)), env={})
+    assert [m.id for m in cfg.meters] == ["grid", "pv", "heatpump", "ev-soc", "ev-v2l"]
+    assert others and all(m["role"] == "grid" for m in others)
+    for grid in others:
+        parse_config(broken(_set(["meters"], [grid, *meters[1:]])), env={})

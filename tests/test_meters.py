@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from controller.config import MeterConfig
 from controller.meters import MAX_METER_PAYLOAD_BYTES, MeterParser, PayloadError, make_parser, parse_json_path
@@ -318,6 +322,55 @@ def test_json_path_errors() -> None:
         parse(m, b'{"b":1}')
     with pytest.raises(ValueError, match="empty part"):
         parse_json_path("a..b")
+
+
+@pytest.mark.parametrize("path", ["..", "a.", ".a", "a..b", " "])
+def test_json_path_the_parser_refuses_is_refused_by_the_config(path: str) -> None:
+    """Refused before the daemon starts, not when it builds the parsers."""
+    with pytest.raises(ValidationError, match="has an empty part"):
+        meter(format="json", json_path=path)
+
+
+@pytest.mark.parametrize("fmt", ["plain", "dsmr_reader"])
+def test_json_path_on_a_format_that_ignores_it_is_refused(fmt: str) -> None:
+    with pytest.raises(ValidationError, match=f"format {fmt} does not read it"):
+        meter(format=fmt, json_path="a.b")
+
+
+@pytest.mark.parametrize("fmt", ["json", "tasmota", "shelly_pro3em"])
+def test_json_path_on_a_format_that_reads_it(fmt: str) -> None:
+    assert make_parser(meter(format=fmt, json_path="a.0.b")).parse("t", b'{"a":[{"b":42}]}') is not None
+
+
+def _docs_example_payloads() -> list[tuple[str, bytes]]:
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "mqtt.md").read_text()
+    block = docs.split("Example payloads (all accepted)", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    found = []
+    for line in block.splitlines():
+        if line.strip() and not line.startswith("#"):
+            topic, payload = re.split(r"\s+", line, maxsplit=1)
+            found.append((topic, payload.strip().encode()))
+    return found
+
+
+def test_docs_example_payloads_are_accepted_by_the_documented_meters() -> None:
+    """Every payload docs/mqtt.md lists is read by a meter of its examples (the block, or one of the
+    other grid meters), and accepted."""
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "mqtt.md").read_text()
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", docs, re.DOTALL)]
+    meters = [
+        MeterConfig.model_validate(m)
+        for b in blocks
+        for m in (b["meters"] if isinstance(b, dict) and "meters" in b else b if isinstance(b, list) else [])
+    ]
+    parsers = [make_parser(m) for m in meters]
+    payloads = _docs_example_payloads()
+    assert len(payloads) >= 9
+    for topic, payload in payloads:
+        reading = [p for p in parsers if topic in p.topics]
+        assert reading, f"no documented meter reads {topic}"
+        for parser in reading:
+            parser.parse(topic, payload)  # a refusal raises PayloadError
 
 
 PARSERS = [
