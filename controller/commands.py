@@ -8,7 +8,10 @@ Commands (payload JSON; ``request_id`` is optional and echoed in the reply):
 * ``weekly_departure``: ``{"weekday": "monday", "time": "07:30", "target_soc_percent": 80}``;
   ``{"weekday": "monday", "clear": true}`` removes that day.
 * ``mode``: ``"auto"`` | ``"charge_now"`` | ``"no_discharge"`` (bare or ``{"mode": ...}``).
-* ``v2l``: ``{"action": "start", "power_w": 1500}`` (optional ``"until"``) or ``"stop"``.
+* ``v2l``: ``{"action": "start", "power_w": 1500}`` (optional ``"until"``, in the same forms as
+  ``departure``'s ``at``) or ``"stop"``.
+
+Times of day are read as the config reads them: ``"07:30"``, ``"7:30"`` or ``"07:30:15"``.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from controller.config import WEEKDAYS, SiteConfig, VehicleConfig
+
+# The config's own time-of-day parser, so that a command takes every time the config takes ("7:30").
+from controller.config import _clock_time as _config_clock_time
 from controller.domain import Departure, VehicleMode, ensure_utc
-from controller.values import utc_from_iso
 
 __all__ = [
     "COMMAND_NAMES",
@@ -154,24 +159,29 @@ def _soc(value: Any, vehicle: VehicleConfig) -> float:
 
 
 def _local_time(value: Any, what: str) -> dt.time:
+    """A time of day as the config takes it: ``"07:30"``, ``"7:30"``, ``"07:30:15"``; no offset."""
     if not isinstance(value, str):
         raise CommandError(f"{what} must be a string HH:MM")
     try:
-        parsed = dt.time.fromisoformat(value)
+        return _config_clock_time(value)
     except ValueError:
-        raise CommandError(f"{what} {value[:20]!r} is not HH:MM") from None
-    if parsed.tzinfo is not None:
+        pass
+    try:
+        has_offset = dt.time.fromisoformat(value.strip()).tzinfo is not None
+    except ValueError:
+        has_offset = False
+    if has_offset:
         raise CommandError(f"{what} is a local time; leave out the offset")
-    return parsed
+    raise CommandError(f"{what} {value[:20]!r} is not HH:MM")
 
 
-def _departure_at(value: Any, tz: zoneinfo.ZoneInfo, now: dt.datetime) -> dt.datetime:
-    """An absolute time; a naive date-time or a bare HH:MM (the next one) is local to the site."""
+def _local_or_absolute(value: Any, what: str, tz: zoneinfo.ZoneInfo, now: dt.datetime) -> dt.datetime:
+    """An absolute time; a date-time without an offset or a bare HH:MM (the next one) is site-local."""
     if not isinstance(value, str):
-        raise CommandError("at must be a time string")
+        raise CommandError(f"{what} must be a time string")
     if len(value) <= 8 and ":" in value:
         local_now = now.astimezone(tz)
-        t = _local_time(value, "at")
+        t = _local_time(value, what)
         moment = dt.datetime.combine(local_now.date(), t, tz)
         if moment <= local_now:
             moment = dt.datetime.combine(local_now.date() + dt.timedelta(days=1), t, tz)
@@ -179,13 +189,13 @@ def _departure_at(value: Any, tz: zoneinfo.ZoneInfo, now: dt.datetime) -> dt.dat
     try:
         moment = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise CommandError(f"at {value[:40]!r} is not an ISO 8601 time") from None
+        raise CommandError(f"{what} {value[:40]!r} is not an ISO 8601 time") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=tz)
     try:
         return ensure_utc(moment)
     except OverflowError:  # in UTC before year 1 or after year 9999
-        raise CommandError(f"at {value[:40]!r} is out of range") from None
+        raise CommandError(f"{what} {value[:40]!r} is out of range") from None
 
 
 def _departure(vehicle: VehicleConfig, data: Any, tz: zoneinfo.ZoneInfo, now: dt.datetime) -> SetDeparture:
@@ -198,7 +208,7 @@ def _departure(vehicle: VehicleConfig, data: Any, tz: zoneinfo.ZoneInfo, now: dt
     for key in ("at", "target_soc_percent"):
         if key not in body:
             raise CommandError(f"missing {key}")
-    at = _departure_at(body["at"], tz, now)
+    at = _local_or_absolute(body["at"], "at", tz, now)
     if at <= now:
         raise CommandError("departure is in the past")
     if at - now > MAX_DEPARTURE_AHEAD:
@@ -238,7 +248,7 @@ def _mode(vehicle: VehicleConfig, data: Any) -> SetMode:
     return SetMode(vehicle.id, mode, rid)
 
 
-def _v2l(vehicle: VehicleConfig, data: Any, now: dt.datetime) -> V2LCommand:
+def _v2l(vehicle: VehicleConfig, data: Any, tz: zoneinfo.ZoneInfo, now: dt.datetime) -> V2LCommand:
     body = _object(data, {"action", "power_w", "until"}) if isinstance(data, dict) else {"action": data}
     rid = _request_id(body)
     action = body.get("action")
@@ -253,7 +263,7 @@ def _v2l(vehicle: VehicleConfig, data: Any, now: dt.datetime) -> V2LCommand:
         raise CommandError(f"power_w must be within 0-{MAX_V2L_POWER_W:g} W")
     until = None
     if body.get("until") is not None:
-        until = utc_from_iso(body["until"], "until", CommandError)
+        until = _local_or_absolute(body["until"], "until", tz, now)
         if until <= now:
             raise CommandError("until is in the past")
     return V2LCommand(vehicle.id, "start", power, until, rid)
@@ -268,10 +278,11 @@ def parse_command(cfg: SiteConfig, vehicle_id: str, name: str, payload: bytes, n
     if name not in COMMAND_NAMES:
         raise CommandError(f"unknown command {name[:64]!r}; use one of {', '.join(COMMAND_NAMES)}")
     data = _payload(payload)
+    tz = zoneinfo.ZoneInfo(cfg.site.timezone)
     if name == "departure":
-        return _departure(vehicle, data, zoneinfo.ZoneInfo(cfg.site.timezone), now)
+        return _departure(vehicle, data, tz, now)
     if name == "weekly_departure":
         return _weekly(vehicle, data)
     if name == "mode":
         return _mode(vehicle, data)
-    return _v2l(vehicle, data, now)
+    return _v2l(vehicle, data, tz, now)

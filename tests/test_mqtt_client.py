@@ -449,6 +449,72 @@ async def test_unexpected_errors_are_logged_and_survived(prefix: str) -> None:
     assert events.count("mqtt_failed") == 1 and "message_failed" in events
 
 
+class DroppingClient(SiteMqttClient):
+    """Fails right after every connect (as a publish refused on connect would), except that the
+    connections numbered in ``hold`` stay up for ``hold_s`` first; records each backoff attempt."""
+
+    def __init__(self, *args: Any, hold: tuple[int, ...] = (), hold_s: float = 0.0, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.hold, self.hold_s = hold, hold_s
+        self.attempts: list[int] = []
+
+    async def _on_connect(self, client: aiomqtt.Client) -> None:
+        await super()._on_connect(client)
+        if self.connections in self.hold:
+            await asyncio.sleep(self.hold_s)
+        raise RuntimeError("publish failed on connect")
+
+    def backoff_s(self, attempt: int) -> float:
+        self.attempts.append(attempt)
+        return super().backoff_s(attempt)
+
+
+async def _run_until(client: SiteMqttClient, check: Callable[[], bool]) -> None:
+    task = asyncio.create_task(client.run())
+    try:
+        await eventually(check, timeout_s=10)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_backoff_grows_when_the_connection_drops_right_after_connecting(prefix: str) -> None:
+    client = DroppingClient(site_config(prefix), SystemClock(), reconnect_min_s=0.01, reconnect_max_s=0.04)
+    with structlog.testing.capture_logs():
+        await _run_until(client, lambda: len(client.attempts) >= 5)
+    assert client.attempts[:5] == [0, 1, 2, 3, 4]
+    assert client.connections >= 5
+
+
+async def test_backoff_starts_afresh_after_a_connection_that_held(prefix: str) -> None:
+    client = DroppingClient(
+        site_config(prefix),
+        SystemClock(),
+        reconnect_min_s=0.01,
+        reconnect_max_s=0.04,
+        reconnect_reset_after_s=0.3,
+        hold=(3,),
+        hold_s=0.4,
+    )
+    with structlog.testing.capture_logs():
+        await _run_until(client, lambda: len(client.attempts) >= 5)
+    assert client.attempts[:5] == [0, 1, 0, 1, 2]
+
+
+async def test_publish_to_an_invalid_topic_is_logged_not_raised(prefix: str) -> None:
+    client = SiteMqttClient(site_config(prefix), SystemClock())
+    with structlog.testing.capture_logs() as logs:
+        async with running(client) as task:
+            assert await client.publish_raw(f"{prefix}/car/+/v2l", b"OFF") is False
+            assert await client.publish_raw(f"{prefix}/car/#", b"OFF", retain=True) is False
+            assert await client.publish_raw(f"{prefix}/car/v2l", b"OFF") is True
+            assert client.connected and client.connections == 1 and not task.done()
+    refused = [e for e in logs if e["event"] == "mqtt_publish_refused"]
+    assert [e["topic"] for e in refused] == [f"{prefix}/car/+/v2l", f"{prefix}/car/#"]
+    assert all(e["log_level"] == "warning" for e in refused)
+
+
 # -------------------------------------------------------------------- commands
 
 
@@ -992,3 +1058,9 @@ def test_reconnect_bounds_are_checked() -> None:
 
     with pytest.raises(ValueError, match="reconnect"):
         asyncio.run(make())
+
+    async def make_reset() -> None:
+        SiteMqttClient(site_config("x"), SystemClock(), reconnect_reset_after_s=-1)
+
+    with pytest.raises(ValueError, match="reconnect_reset_after_s"):
+        asyncio.run(make_reset())

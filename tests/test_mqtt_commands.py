@@ -8,6 +8,7 @@ import contextlib
 import datetime as dt
 import json
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiomqtt
 import pytest
@@ -70,6 +71,42 @@ def test_one_off_departure_absolute_and_local_forms() -> None:
     assert tomorrow.departure.at == dt.datetime(2025, 1, 16, 6, 30, tzinfo=dt.UTC)
     cleared = cmd("departure", {"clear": True})
     assert cleared == SetDeparture("ev", None, None)
+
+
+@pytest.mark.parametrize(("text", "expected"), [("7:30", dt.time(7, 30)), ("07:30:15", dt.time(7, 30, 15))])
+def test_command_times_of_day_are_read_as_the_config_reads_them(text: str, expected: dt.time) -> None:
+    weekly = cmd("weekly_departure", {"weekday": "monday", "time": text, "target_soc_percent": 80})
+    assert weekly.time == expected
+    config = parse_config(
+        {
+            "site": {"timezone": "Europe/Amsterdam", "grid": {"import_limit_kw": 11}},
+            "vehicles": [
+                {
+                    "id": "ev",
+                    "usable_capacity_kwh": 60,
+                    "departures": {"monday": {"time": text, "target_soc_percent": 80}},
+                }
+            ],
+            "tariff": {"import": {"static_price_per_kwh": 0.3}},
+        }
+    )
+    assert config.vehicles[0].departures["monday"].time == expected
+    one_off = cmd("departure", {"at": text, "target_soc_percent": 80})
+    local = dt.datetime.combine(dt.date(2025, 1, 16), expected, ZoneInfo("Europe/Amsterdam"))
+    assert one_off.departure.at == local.astimezone(dt.UTC)
+
+
+def test_v2l_until_takes_the_same_site_local_forms_as_departure() -> None:
+    with_offset = cmd("v2l", {"action": "start", "until": "2025-01-15T21:00:00+01:00"})
+    local = cmd("v2l", {"action": "start", "until": "2025-01-15T21:00"})
+    time_of_day = cmd("v2l", {"action": "start", "until": "21:00"})
+    assert (
+        with_offset.until == local.until == time_of_day.until == dt.datetime(2025, 1, 15, 20, tzinfo=dt.UTC)
+    )
+    tomorrow = cmd("v2l", {"action": "start", "until": "9:00"})  # 09:00 today has passed at 13:00
+    assert tomorrow.until == dt.datetime(2025, 1, 16, 8, tzinfo=dt.UTC)
+    with pytest.raises(CommandError, match="until is in the past"):
+        cmd("v2l", {"action": "start", "until": "2025-01-15T12:00"})  # 11:00 UTC
 
 
 def test_weekly_departure_set_and_clear() -> None:

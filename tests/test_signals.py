@@ -147,14 +147,58 @@ def test_issued_at_in_the_future_cannot_outrank_later_messages() -> None:
     assert tl.segments() == [(T0, T0 + H, 2.0)]
 
 
-def test_old_windows_are_pruned_and_message_count_bounded() -> None:
-    tl = Timeline(max_messages=3)
+def test_old_windows_are_pruned() -> None:
+    tl = Timeline()
     for i in range(10):
         tl.add([(T0 + i * H, T0 + (i + 1) * H, float(i))], T0, None)
-    assert len(tl) == 3
-    assert [s[2] for s in tl.segments()] == [7.0, 8.0, 9.0]
+    assert len(tl) == 10
     tl.prune(T0 + dt.timedelta(days=30))
     assert len(tl) == 0 and tl.segments() == []
+
+
+def cap_at(tl: Timeline, at: dt.datetime) -> float | None:
+    return next((v for s, e, v in tl.segments() if s <= at < e), None)
+
+
+def test_long_cap_in_force_survives_many_later_short_caps() -> None:
+    # A 6-day import cap, then many overlapping 10-minute caps: the long cap still holds at +3 days
+    # (it used to fall out after 64 later messages, leaving the fallback limit in force).
+    tl = Timeline()
+    tl.add([(T0, T0 + dt.timedelta(days=6), 5000.0)], T0, None)
+    for i in range(100):
+        now = T0 + dt.timedelta(minutes=1 + i)
+        tl.add([(now, now + dt.timedelta(minutes=10), 6000.0)], now, None)
+    probe = T0 + dt.timedelta(days=3)
+    assert cap_at(tl, probe) == 5000.0
+    out = limits_on_grid(GRID, SIGNALS, tl, Timeline(), probe, Q, 1)
+    assert out.import_limit_w.tolist() == [5000.0]
+
+
+def test_flood_of_messages_stays_bounded_without_dropping_a_live_cap() -> None:
+    tl = Timeline(max_segments=40)
+    tl.add([(T0, T0 + dt.timedelta(days=6), 5000.0)], T0, None)
+    with structlog.testing.capture_logs() as logs:
+        for i in range(500):
+            now = T0 + dt.timedelta(minutes=1 + i)
+            tl.add([(now, now + dt.timedelta(minutes=10), 6000.0 + i)], now, None)  # ended ones go
+            tl.add([(now, now + dt.timedelta(minutes=10), 7000.0 + i)], now, None)  # hides the one above
+            assert sum(1 for _ in tl.segments()) <= 40 and len(tl) <= 40
+    assert logs == []
+    assert cap_at(tl, T0 + dt.timedelta(days=3)) == 5000.0
+    now = T0 + dt.timedelta(minutes=500)
+    assert cap_at(tl, now) == 7000.0 + 499  # the newest message still wins
+
+
+def test_live_windows_go_only_as_last_resort_with_a_warning() -> None:
+    tl = Timeline(max_segments=3, name="import caps")
+    with structlog.testing.capture_logs() as logs:
+        for i in range(10):
+            tl.add([(T0 + i * H, T0 + (i + 1) * H, float(i))], T0, None)
+    assert len(tl) == 3
+    assert [s[2] for s in tl.segments()] == [7.0, 8.0, 9.0]
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert len(warnings) == 7 and warnings[0]["timeline"] == "import caps"
+    assert warnings[0]["dropped"] == [(iso(T0), iso(T0 + H), 0.0)]
 
 
 SEGMENTS = st.lists(

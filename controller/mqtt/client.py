@@ -148,12 +148,15 @@ class SiteMqttClient:
         on_signal: Callable[[SignalKind], None] | None = None,
         reconnect_min_s: float = 1.0,
         reconnect_max_s: float = 60.0,
+        reconnect_reset_after_s: float = 30.0,
         log_interval_s: float = 10.0,
         max_queued_messages: int = 10_000,
         rng: random.Random | None = None,
     ) -> None:
         if not 0 < reconnect_min_s <= reconnect_max_s:
             raise ValueError("need 0 < reconnect_min_s <= reconnect_max_s")
+        if reconnect_reset_after_s < 0:
+            raise ValueError("need reconnect_reset_after_s >= 0")
         self.cfg = cfg
         self.clock = clock
         self.inputs = inputs if inputs is not None else SiteInputs(cfg)
@@ -163,6 +166,7 @@ class SiteMqttClient:
         self._on_reading = on_reading
         self._on_signal = on_signal
         self._backoff = Backoff(initial_s=reconnect_min_s, factor=2.0, max_s=reconnect_max_s)
+        self._reconnect_reset_after_s = reconnect_reset_after_s
         self._max_queued = max_queued_messages
         self._rng = rng if rng is not None else random.Random()
         self._warn = _RateLimitedLog(log_interval_s)
@@ -255,13 +259,23 @@ class SiteMqttClient:
         return self._backoff.jittered_s(attempt + 1, self._rng)
 
     async def run(self) -> None:
-        """Connect and serve until cancelled; reconnects forever."""
+        """Connect and serve until cancelled; reconnects forever.
+
+        The backoff starts afresh only after a connection held for ``reconnect_reset_after_s``: one
+        that drops right after connecting (a broker that refuses our publishes, a bug on connect)
+        must not be retried in a tight loop.
+        """
+        loop = asyncio.get_running_loop()
         attempt = 0
         while True:
             try:
                 async with self._make_client() as client:
-                    attempt = 0
-                    await self._serve(client)
+                    connected_at = loop.time()
+                    try:
+                        await self._serve(client)
+                    finally:
+                        if loop.time() - connected_at >= self._reconnect_reset_after_s:
+                            attempt = 0
             except aiomqtt.MqttError as exc:
                 log.warning(
                     "mqtt_disconnected",
@@ -272,7 +286,9 @@ class SiteMqttClient:
                 )
             except Exception:
                 # Anything else is a bug, but the site must not lose its meters over it: retry.
-                log.exception("mqtt_failed", host=self.cfg.mqtt.host, port=self.cfg.mqtt.port)
+                log.exception(
+                    "mqtt_failed", host=self.cfg.mqtt.host, port=self.cfg.mqtt.port, attempt=attempt
+                )
             finally:
                 self._client = None
                 self._connected.clear()
@@ -501,7 +517,16 @@ class SiteMqttClient:
     # ------------------------------------------------------------ publishing
 
     async def _publish(self, topic: str, payload: bytes, retain: bool, qos: int = 1) -> bool:
-        """Publish now if connected; retained state is remembered and sent again after a reconnect."""
+        """Publish now if connected; retained state is remembered and sent again after a reconnect.
+
+        A topic or payload the client refuses (a wildcard in a configured topic, say) is logged and
+        reported as not published, never raised into the caller's loop, and never remembered.
+        """
+        try:
+            aiomqtt.Topic(topic)
+        except (ValueError, TypeError) as exc:
+            self._warn.warning("mqtt_publish_refused", topic, error=str(exc))
+            return False
         if retain:
             self._retained[topic] = payload
         client = self._client
@@ -511,6 +536,10 @@ class SiteMqttClient:
             await client.publish(topic, payload, qos=qos, retain=retain, timeout=5)
         except aiomqtt.MqttError as exc:
             log.debug("mqtt_publish_failed", topic=topic, error=str(exc))
+            return False
+        except ValueError as exc:  # paho refuses e.g. an oversized payload
+            self._retained.pop(topic, None)  # it would fail again on every reconnect
+            self._warn.warning("mqtt_publish_refused", topic, error=str(exc))
             return False
         finally:
             _honour_cancel()
