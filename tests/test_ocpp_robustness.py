@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -416,6 +418,9 @@ async def test_rejected_profile_is_recorded_and_not_retried() -> None:
         assert events.of(ProfileAnswered)[-1].record.status is ProfileStatus.REJECTED
         await asyncio.sleep(0.4)
         assert len(charger.tap.profiles()) == 1
+        # Wanted again with the same content: not sent again, answered with the refusal.
+        assert (await server.apply_schedule(one_hour("cp"))) == record
+        assert len(charger.tap.profiles()) == 1
 
 
 async def start_and_settle(charger: Any) -> None:
@@ -486,6 +491,88 @@ async def test_callerror_answer_fails_then_retry_succeeds() -> None:
         third = await raw.recv()
         await raw.send([3, third[1], {"status": "Maybe"}])
         assert (await pending).status is ProfileStatus.FAILED
+
+
+@contextlib.asynccontextmanager
+async def refusing_charger(port: int, code: str, calls: list[Any]) -> AsyncIterator[Raw]:
+    """A 2.0.1 charger that answers every SetChargingProfile with CALLERROR ``code`` and every other
+    CALL Accepted, in the background; the server's CALLs are collected in ``calls``."""
+
+    async def answer(raw: Raw) -> None:
+        while True:
+            frame = await raw.recv(timeout_s=60)
+            if frame[0] != 2:
+                continue  # answers to our own CALLs
+            calls.append(frame)
+            if frame[2] == "SetChargingProfile":
+                await raw.send([4, frame[1], code, "not for this charger", {}])
+            elif frame[2] == "SetVariables":
+                results = [
+                    {"attributeStatus": "Accepted", "component": d["component"], "variable": d["variable"]}
+                    for d in frame[3]["setVariableData"]
+                ]
+                await raw.send([3, frame[1], {"setVariableResult": results}])
+            else:
+                await raw.send([3, frame[1], {"status": "Accepted"}])
+
+    async with raw_connect(port, "cp", "2.0.1") as connection:
+        raw = Raw(connection)
+        task = asyncio.create_task(answer(raw))
+        try:
+            yield raw
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await task
+
+
+def sent_profiles(calls: list[Any], purpose: str) -> list[dict[str, Any]]:
+    return [
+        c[3]
+        for c in calls
+        if c[2] == "SetChargingProfile" and c[3]["chargingProfile"]["chargingProfilePurpose"] == purpose
+    ]
+
+
+@pytest.mark.parametrize("code", ["NotSupported", "OccurenceConstraintViolation", "SecurityError"])
+async def test_callerror_that_can_never_succeed_is_final_one_attempt_per_profile(code: str) -> None:
+    cfg = site([{"id": "cp", "ocpp_versions": ["2.0.1"]}])
+    async with running_server(cfg, clock=ManualClock(T0), backoff=FAST) as (server, events):
+        calls: list[Any] = []
+        async with refusing_charger(server.port, code, calls) as raw:
+            await raw.send([2, "t", "TransactionEvent", TX_STARTED])
+            await wait_until(lambda: sum(c[2] == "TriggerMessage" for c in calls) == 2, what="re-sync")
+            record = await server.apply_schedule(one_hour("cp"))
+            assert record.status is ProfileStatus.REJECTED and code in record.reason
+            # The same content planned again five minutes on: not sent, answered as before.
+            replanned = ChargerSchedule(
+                "cp",
+                T0 + timedelta(minutes=5),
+                T0 + timedelta(minutes=65),
+                (SchedulePeriod(timedelta(0), 4000, 11000, 0),),
+            )
+            assert (await server.apply_schedule(replanned)) == record
+            changed = await server.apply_schedule(one_hour("cp", setpoint_w=5000))
+            assert changed.status is ProfileStatus.REJECTED and changed.attempt == 1
+            await asyncio.sleep(0.6)  # backoff (0.05 s doubling) would have retried several times
+            assert len(sent_profiles(calls, "TxDefaultProfile")) == 1
+            assert len(sent_profiles(calls, "TxProfile")) == 2
+            view = server.charger("cp")
+            assert view is not None and view.last_profile == changed
+            assert view.default_profile is not None and view.default_profile.status is ProfileStatus.REJECTED
+            answered = [(e.record.purpose, e.record.status) for e in events.of(ProfileAnswered)]
+            assert answered == [
+                ("TxDefaultProfile", ProfileStatus.REJECTED),
+                ("TxProfile", ProfileStatus.REJECTED),
+                ("TxProfile", ProfileStatus.REJECTED),
+            ]
+        # A reconnect sends both once more (the charger may have been updated meanwhile).
+        calls.clear()
+        async with refusing_charger(server.port, code, calls):
+            await wait_until(lambda: sent_profiles(calls, "TxProfile"), what="the profile, re-sent")
+            await asyncio.sleep(0.6)
+            assert len(sent_profiles(calls, "TxDefaultProfile")) == 1
+            assert len(sent_profiles(calls, "TxProfile")) == 1
 
 
 async def test_reconnect_replaces_connection_resyncs_and_resends_profile() -> None:
@@ -578,6 +665,52 @@ async def test_21_charger_running_before_a_controller_restart_is_resynced() -> N
         )
         await wait_until(lambda: charger.tap.profiles(), what="the wanted profile, sent once re-synced")
         assert charger.tap.profiles()[0]["chargingProfile"]["transactionId"] == "t1"
+
+
+async def test_silent_charger_running_before_a_controller_restart_is_resynced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reconnected without booting and idle (its next heartbeat minutes away): re-synced anyway."""
+    import controller.ocpp.server as server_module
+
+    monkeypatch.setattr(server_module, "SILENT_RESYNC_AFTER_S", 0.5)
+    cfg = site([{"id": "cp", "ocpp_versions": ["2.0.1"]}])
+    async with (
+        running_server(cfg, clock=ManualClock(T0)) as (server, _),
+        raw_connect(server.port, "cp", "2.0.1") as connection,
+    ):
+        raw = Raw(connection)
+        assert await raw.silent(0.3)  # a booting charger gets its moment to boot first
+        calls = await raw.answer_setup()
+        assert [c[2] for c in calls] == [
+            "SetVariables",
+            "SetVariables",
+            "SetChargingProfile",
+            "TriggerMessage",
+            "TriggerMessage",
+        ]
+        assert calls[2][3]["chargingProfile"]["chargingProfilePurpose"] == "TxDefaultProfile"
+        assert calls[-2][3] == {"requestedMessage": "StatusNotification", "evse": {"id": 1, "connectorId": 1}}
+        assert calls[-1][3] == {"requestedMessage": "TransactionEvent", "evse": {"id": 1}}
+        # Talking now does not re-sync it a second time.
+        answer = await raw.answer_to("h", "Heartbeat", {})
+        assert answer[0] == 3 and await raw.silent(0.3)
+
+
+async def test_charger_that_boots_at_once_is_not_also_resynced(monkeypatch: pytest.MonkeyPatch) -> None:
+    import controller.ocpp.server as server_module
+
+    monkeypatch.setattr(server_module, "SILENT_RESYNC_AFTER_S", 0.3)
+    cfg = site([{"id": "cp", "ocpp_versions": ["2.0.1"]}])
+    async with (
+        running_server(cfg) as (server, _),
+        library_charger(server, "cp", "2.0.1") as charger,
+    ):
+        await charger.boot()
+        await wait_until(lambda: charger.tap.profiles("TxDefaultProfile"), what="setup after boot")
+        await asyncio.sleep(0.6)
+        assert not charger.tap.calls("TriggerMessage")
+        assert len(charger.tap.profiles("TxDefaultProfile")) == 1
 
 
 async def test_default_profile_is_retried_until_the_charger_answers() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -89,6 +90,18 @@ class Adapter:
                 self.log.info("ocpp_running_charger_resync", first_action=action)
                 reply = dataclasses.replace(reply, then=self.hooks.resync)
         return reply
+
+    async def resync_if_silent(self, wait_s: float) -> None:
+        """Re-sync a charger that neither booted nor said anything within ``wait_s`` of connecting.
+
+        An idle charger that kept running while this process restarted may send nothing until its
+        next heartbeat (minutes): without this it would stay on whatever profile it had until then.
+        """
+        await asyncio.sleep(wait_s)
+        if self._answered_once or self.model.synced_once:
+            return  # it booted, or talked and was re-synced by ``handle``
+        self.log.info("ocpp_silent_charger_resync", waited_s=wait_s)
+        await self.hooks.resync()
 
     # ----------------------------------------------------------- outgoing
 

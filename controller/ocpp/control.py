@@ -2,7 +2,9 @@
 
 The sender keeps only the newest wanted schedule; a single task sends it, so there is never more
 than one SetChargingProfile outstanding per charger, and a schedule that was overtaken by a newer
-one before it went out is reported as superseded instead of being sent.
+one before it went out is reported as superseded instead of being sent. A profile the charger
+refused (Rejected, or a CALLERROR that can never succeed) is not sent again while the wanted schedule
+says the same, until the charger reconnects or a transaction starts.
 """
 
 from __future__ import annotations
@@ -128,8 +130,9 @@ class ChargerControl:
         await self._retry_default(peer, default)
 
     async def _retry_default(self, peer: RpcPeer, record: ProfileRecord) -> None:
-        # The default profile is what keeps a charger safe without us: unanswered or refused with
-        # a CALLERROR, it is sent again (a Rejected answer is final, like for TxProfiles).
+        # The default profile is what keeps a charger safe without us: unanswered or failed with a
+        # transient CALLERROR, it is sent again (a refusal is final until the next setup, like for
+        # TxProfiles).
         attempt = record.attempt
         while record.status in (ProfileStatus.TIMEOUT, ProfileStatus.FAILED):
             delay = self._backoff.delay_s(attempt)
@@ -266,6 +269,17 @@ class ChargerControl:
                 transaction_id,
                 last.valid_to,
             ), False
+        if (
+            not force
+            and last is not None
+            and last.status is ProfileStatus.REJECTED
+            and last.schedule is not None
+            and last.transaction_id == transaction_id
+            and same_schedule(last.schedule, schedule, valid_to)
+        ):
+            # Refused with this content: it would be refused again (each time logged, stored and
+            # dispatched on). A change of content, a reconnect or a new transaction sends again.
+            return last, False
         payload = tx_profile_payload(
             peer.version,
             schedule,
@@ -301,7 +315,12 @@ class ChargerControl:
             result = await peer.call("SetChargingProfile", payload)
         except CallTimeout as error:
             status, reason = ProfileStatus.TIMEOUT, str(error)
-        except (CallErrorReceived, ResponseInvalid) as error:
+        except CallErrorReceived as error:
+            # NotSupported, FormatViolation … answer the same CALL the same way every time: final,
+            # like Rejected. InternalError, GenericError … may pass: retried.
+            status = ProfileStatus.REJECTED if error.permanent else ProfileStatus.FAILED
+            reason = str(error)
+        except ResponseInvalid as error:
             status, reason = ProfileStatus.FAILED, str(error)
         except NotConnected as error:
             status, reason = ProfileStatus.NOT_CONNECTED, str(error)

@@ -38,12 +38,12 @@ class ProfileStatus(enum.StrEnum):
     """What became of a charging profile (or of a request to send one)."""
 
     ACCEPTED = "accepted"  # the charger answered Accepted
-    REJECTED = "rejected"  # the charger answered Rejected: recorded, not retried
+    REJECTED = "rejected"  # Rejected, or a CALLERROR no retry can fix (NotSupported …): not retried
     UNCHANGED = "unchanged"  # the accepted profile already says this: nothing sent
     DEFERRED = "deferred"  # no transaction yet: sent when one starts
     NOT_CONNECTED = "not_connected"  # sent when the charger (re)connects
     TIMEOUT = "timeout"  # no answer in time: retried with backoff
-    FAILED = "failed"  # CALLERROR or an invalid answer: retried with backoff
+    FAILED = "failed"  # a transient CALLERROR (InternalError …) or an invalid answer: retried
     SUPERSEDED = "superseded"  # a newer schedule replaced it before it was sent
 
 

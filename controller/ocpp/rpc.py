@@ -16,7 +16,7 @@ import contextlib
 import decimal
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -33,6 +33,7 @@ from websockets.exceptions import ConnectionClosed
 from controller.config import OcppVersion
 
 __all__ = [
+    "PERMANENT_ERROR_CODES",
     "CallErrorReceived",
     "CallTimeout",
     "NotConnected",
@@ -60,6 +61,27 @@ class OcppCallError(Exception):
         self.details = details or {}
 
 
+PERMANENT_ERROR_CODES = frozenset(
+    {
+        "NotSupported",
+        "NotImplemented",
+        "PropertyConstraintViolation",
+        "OccurrenceConstraintViolation",
+        "OccurenceConstraintViolation",  # 1.6 spelling
+        "TypeConstraintViolation",
+        "FormatViolation",
+        "FormationViolation",  # 1.6 spelling
+        "ProtocolError",
+        "RpcFrameworkError",  # 2.x name of 1.6's ProtocolError
+        "MessageTypeNotSupported",
+        "SecurityError",
+    }
+)
+"""CALLERROR codes that say the same CALL can never succeed: the charger lacks the action or
+feature, or refuses this content or these credentials. Any other code (InternalError, GenericError,
+one we do not know) may be transient."""
+
+
 class CallErrorReceived(Exception):
     """The charger answered our CALL with a CALLERROR."""
 
@@ -69,6 +91,11 @@ class CallErrorReceived(Exception):
         self.code = code
         self.description = description
         self.details = details
+
+    @property
+    def permanent(self) -> bool:
+        """True when sending the same CALL again would get the same error (no point retrying)."""
+        return self.code in PERMANENT_ERROR_CODES
 
 
 class ResponseInvalid(Exception):
@@ -301,9 +328,14 @@ class RpcPeer:
             except Exception:
                 self.log.exception("ocpp_task_failed", task=name)
 
+        def done(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            if isinstance(work, Coroutine):
+                work.close()  # cancelled before it ever ran (a short connection): no "never awaited"
+
         task = asyncio.create_task(guarded(), name=f"ocpp:{self.charger_id}:{name}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(done)
 
     async def _send_error(self, unique_id: str, error: OcppCallError) -> None:
         with contextlib.suppress(ConnectionClosed):

@@ -50,6 +50,11 @@ _CLOSE_PROTOCOL_ERROR = 1002
 MAX_UNKNOWN_CHARGERS = 32
 """With ``accept_unknown_chargers``: most unknown chargers connected at once (HTTP 503 beyond). An
 unknown charger is forgotten when it disconnects, so these never pile up."""
+SILENT_RESYNC_AFTER_S = 5.0
+"""A charger this process has not set up yet that connects and neither boots nor sends anything
+within this many seconds is re-synced anyway: it kept running while the controller restarted, and
+an idle one may say nothing until its next heartbeat. A booting charger sends BootNotification at
+once."""
 
 
 def charger_id_from_path(path: str) -> str | None:
@@ -213,9 +218,11 @@ class OcppServer:
         return None if control is None else control.model
 
     async def apply_schedule(self, schedule: ChargerSchedule) -> ProfileRecord:
-        """Send ``schedule`` as a TxProfile (or nothing if unchanged); returns the first outcome.
+        """Send ``schedule`` as a TxProfile (or nothing if unchanged, or refused before with the same
+        content: that refusal's record); returns the first outcome.
 
-        Timeouts and errors are retried with backoff in the background (``ProfileAnswered`` events);
+        Timeouts and transient errors are retried with backoff in the background (``ProfileAnswered``
+        events), refusals (Rejected, NotSupported …) are not;
         without a transaction the schedule is kept and sent when one starts, without a connection
         when the charger connects.
         """
@@ -418,8 +425,11 @@ class OcppServer:
         self._emit(ChargerConnected(charger_id, version, self._clock.now(), previous is not None))
         if control.model.synced_once:
             # A known charger came back (possibly without booting): re-sync and re-send the profile.
-            # One that this process never saw is re-synced by its adapter if it talks without booting.
             peer.spawn(control.setup(resync=True), "resync")
+        else:
+            # One that this process never saw is re-synced by its adapter if it talks without
+            # booting, or after a short wait if it stays silent.
+            peer.spawn(adapter.resync_if_silent(SILENT_RESYNC_AFTER_S), "resync-if-silent")
         try:
             await peer.serve()
         finally:
