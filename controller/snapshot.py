@@ -73,7 +73,13 @@ class Trip(_Model):
 
     depart: AwareDatetime
     arrive: AwareDatetime
-    energy_kwh: float = Field(ge=0, le=500, allow_inf_nan=False, description="Energy used by the trip.")
+    energy_kwh: float = Field(
+        ge=0,
+        le=500,
+        allow_inf_nan=False,
+        description="Energy used by the trip. More than the car can hold or take in before the trip is "
+        "planned as an empty car on arrival, with a note.",
+    )
     target_soc_percent: Percent | None = Field(
         None, description="Optional SoC wanted at `depart` (perfect-foresight runs with many trips)."
     )

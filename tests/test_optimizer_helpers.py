@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
@@ -400,3 +401,110 @@ def test_terminal_value_is_the_mean_import_or_the_upper_quartile_export_price() 
     assert build_inputs(snapshot(steps, [], import_price=ramp, export_price=ramp), configured).terminal_value[
         0
     ] == pytest.approx(0.12)
+
+
+def test_a_running_v2l_session_is_served_now_not_after_an_unreachable_departure() -> None:
+    # Unplugged at 30 % (6 kWh above the reserve), 2 kW of V2L with no end, 80 % wanted at a
+    # departure the car cannot reach. The session ranks above the target: it runs now and is cut
+    # once the reserve is reached, and nothing is budgeted after the car has left.
+    cfg = site([vehicle()])
+    dep = T0 + timedelta(hours=14)
+    state = {
+        "id": "ev",
+        "soc_percent": 30,
+        "plugged_in": False,
+        "departure": {"at": dep, "target_soc_percent": 80},
+        "v2l": {"start": T0, "end": None, "power_w": 2000},
+    }
+    planner = Planner(cfg)
+    plan = planner.plan(snapshot(96, [state]))
+    assert planner.last_inputs is not None
+    k = 56  # the step the car leaves in
+    assert planner.last_inputs.v2l_kw[0, :k].all() and not planner.last_inputs.v2l_kw[0, k:].any()
+    vp = plan.vehicles["ev"]
+    served = np.flatnonzero(np.asarray(vp.v2l_power_w) > 1.0)
+    assert served[0] == 0 and served.tolist() == list(range(len(served)))  # from now on, cut at the end
+    assert vp.v2l_power_w[0] == pytest.approx(2000.0)
+    assert vp.reason == "not plugged in; V2L 2.0 kW"
+    assert min(vp.soc_percent) == pytest.approx(20.0)
+    assert vp.departure_shortfall_kwh == pytest.approx(48.0 - 12.0)
+
+
+def test_v2l_cut_above_the_reserve_names_what_the_energy_is_kept_for() -> None:
+    # Camping at 30 % (6 kWh above the reserve): the drive home at 19:00 local needs all of it.
+    cfg = site([vehicle()])
+    trip = {"depart": T0 + timedelta(hours=2), "arrive": T0 + timedelta(hours=3), "energy_kwh": 6}
+    v2l = {"start": T0, "end": T0 + timedelta(hours=2), "power_w": 2000}
+    planner = Planner(cfg)
+
+    def plan_for(soc_percent: float) -> Any:
+        state = {"id": "ev", "soc_percent": soc_percent, "plugged_in": False, "away": [trip], "v2l": v2l}
+        return planner.plan(snapshot(96, [state])).vehicles["ev"]
+
+    kept = plan_for(30)
+    assert max(kept.v2l_power_w) == 0.0
+    assert kept.reason == "not plugged in; V2L stopped to keep energy for the 19:00 trip"
+    at_reserve = plan_for(20)
+    assert at_reserve.reason == "not plugged in; V2L stopped at the reserve"
+
+
+def test_charging_for_a_trip_names_the_trip() -> None:
+    # A 20 kWh trip at 18:00 local would take the car from 30 % far below its reserve.
+    cfg = site([vehicle()])
+    trip: dict[str, Any] = {
+        "depart": T0 + timedelta(hours=1),
+        "arrive": T0 + timedelta(hours=5),
+        "energy_kwh": 20,
+    }
+    state = {"id": "ev", "soc_percent": 30, "plugged_in": True, "away": [trip]}
+    vp = Planner(cfg).plan(snapshot(96, [state])).vehicles["ev"]
+    assert vp.reason == "charging 11.0 kW for the 18:00 trip (20 kWh)"
+    trip["target_soc_percent"] = 80  # a trip's own target (perfect foresight)
+    vp = Planner(cfg).plan(snapshot(96, [state])).vehicles["ev"]
+    assert vp.reason.startswith("charging 11.0 kW for the 18:00 trip (target 80 %")
+
+
+@pytest.mark.parametrize(
+    ("soc_percent", "trip_kwh", "hours_before", "import_kw", "cut_kwh"),
+    [
+        (70, 500, 2, 17.3, 500 - 54.0),  # more than the car holds: at most its max SoC, 54 kWh
+        (30, 40, 1, 17.3, 40 - (18 + 11 * 0.92)),  # more than 1 h of charging can put in
+        (30, 40, 1, 3.5, 40 - (18 + 3 * 0.92)),  # the import cap leaves 3 kW for the car
+    ],
+)
+def test_a_trip_longer_than_the_car_can_supply_is_cut_to_an_empty_car_and_noted(
+    soc_percent: float, trip_kwh: float, hours_before: int, import_kw: float, cut_kwh: float
+) -> None:
+    cfg = site([vehicle()], import_kw=import_kw)
+    depart = T0 + timedelta(hours=hours_before)
+    trip = {"depart": depart, "arrive": depart + timedelta(hours=4), "energy_kwh": trip_kwh}
+    planner = Planner(cfg)
+    plan = planner.plan(
+        snapshot(96, [{"id": "ev", "soc_percent": soc_percent, "plugged_in": True, "away": [trip]}])
+    )
+    assert plan.solver_status == "optimal"
+    assert planner.last_inputs is not None
+    assert planner.last_inputs.trip_kwh.sum() == pytest.approx(trip_kwh - cut_kwh)
+    (info,) = planner.last_inputs.trips[0]
+    assert info.clipped_kwh == pytest.approx(cut_kwh) and info.energy_kwh == pytest.approx(trip_kwh - cut_kwh)
+    local = depart.astimezone(ZoneInfo("Europe/Amsterdam")).strftime("%Y-%m-%d %H:%M")
+    assert plan.notes == (
+        f"ev: the trip at {local} needs {cut_kwh:.1f} kWh more than the car can hold or take in before it; "
+        "planned with an empty car on arrival",
+    )
+    soc = plan.vehicles["ev"].soc_percent
+    assert min(soc) == 0.0
+    assert soc[hours_before * 4 + 16] == 0.0  # empty on arrival
+
+
+def test_cars_sharing_an_import_cap_that_still_go_below_zero_are_noted() -> None:
+    # Each car alone could take in 6 kW before its trip; together they share those 6 kW.
+    cfg = site([vehicle("a"), vehicle("b")], import_kw=6.5)
+    depart = T0 + timedelta(hours=1)
+    trip = {"depart": depart, "arrive": depart + timedelta(hours=4), "energy_kwh": 20}
+    cars = [{"id": vid, "soc_percent": 10, "plugged_in": True, "away": [trip]} for vid in ("a", "b")]
+    plan = Planner(cfg).plan(snapshot(96, cars))
+    below = [vid for vid, vp in plan.vehicles.items() if min(vp.soc_percent) < 0]
+    assert below
+    for vid in below:
+        assert f"{vid}: SoC below 0 % planned: its trips take more than the plan puts in" in plan.notes

@@ -287,9 +287,11 @@ def read_world(shape: str, snap: Snapshot) -> World:
         if not state.plugged_in:  # away until the trip under way (or the next one) ends, else all along
             back = next((a for _, a, _ in trips if a > now_s), end_s)
             plugged[v, overlap_s(now_s, back) > 0] = False
+        gone = np.zeros(t, dtype=bool)  # driving or gone: no V2L there
         for depart, arrive, energy in trips:
             part = overlap_s(depart, arrive)
             plugged[v, part > 0] = False
+            gone |= part > 0
             trip[v] += energy * part / (arrive - depart)
         wanted = [spec.reserve_kwh]
         if state.departure is not None and sec(state.departure.at) > now_s:
@@ -297,6 +299,7 @@ def read_world(shape: str, snap: Snapshot) -> World:
             k = math.floor(dep_s / step_s)
             if k < t and k not in {math.floor(d / step_s) for d, _, _ in trips}:
                 plugged[v, k:] = False  # gone without a known return
+                gone[k:] = True
             want = spec.capacity_kwh * state.departure.target_soc_percent / 100
             beyond = k > t
             if beyond:  # after the horizon: what full power cannot add after its end, at the end
@@ -316,11 +319,26 @@ def read_world(shape: str, snap: Snapshot) -> World:
         if state.v2l is not None and state.v2l.power_w > 0 and spec.v2l:
             until = end_s if state.v2l.end is None else sec(state.v2l.end)
             v2l[v] = state.v2l.power_w / 1000 * overlap_s(sec(state.v2l.start), until) / 3600
+            v2l[v, gone] = 0.0
     net = (np.asarray(snap.load_w[:t]) - np.asarray(snap.pv_w[:t])) / 1000
+    hours = (hi - lo) / 3600
+    import_cap_kw = import_limit_w(shape, snap)[:t] / 1000
+    # A trip takes at most what can be in the car: charging at full power whenever plugged in,
+    # within the import headroom and what the other cars could discharge, never above the max SoC.
+    may_give = plugged * discharge[:, None]
+    for v, spec in enumerate(specs):
+        headroom = np.maximum(import_cap_kw - net, 0.0) + may_give.sum(axis=0) - may_give[v]
+        gain = hours * spec.charge_efficiency * np.minimum(plugged[v] * spec.max_charge_kw, headroom)
+        energy = e0[v]
+        for k in range(t):
+            energy = min(e_max[v], energy + gain[k]) - trip[v, k]
+            if energy < 0:
+                trip[v, k] += energy
+                energy = 0.0
     return World(
-        hours=(hi - lo) / 3600,
+        hours=hours,
         net_kw=net,
-        import_cap_kw=import_limit_w(shape, snap)[:t] / 1000,
+        import_cap_kw=import_cap_kw,
         export_cap_kw=export_limit_w(shape, snap)[:t] / 1000,
         plugged=plugged,
         trip_kwh=trip,
@@ -402,7 +420,7 @@ class WorldLp:
             ]
         )
         lower = np.zeros(self.cols)
-        lower[3 * size : 4 * size] = -np.inf  # a trip may take more than the car holds
+        lower[3 * size : 4 * size] = -np.inf  # trips are cut to what can be in the car; not relied on
         self.bounds = np.column_stack([lower, upper])
         self.extra_rows: list[FloatArray] = []
         self.extra_ub: list[float] = []

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from controller.domain import VehicleMode
-from controller.optimizer.inputs import DepartureInfo
+from controller.optimizer.inputs import DepartureInfo, TripInfo
 
 __all__ = ["StepFacts", "reason"]
 
@@ -29,7 +29,11 @@ class StepFacts:
     soc_known: bool
     mode: VehicleMode
     energy_kwh: float
+    energy_end_kwh: float
+    """Energy planned at the end of the current step."""
     reserve_kwh: float
+    floor_kwh: float
+    """The reserve the plan keeps: the configured one, raised by the car's own V2X floor."""
     e_max_kwh: float
     capacity_kwh: float
     import_price: float
@@ -38,6 +42,8 @@ class StepFacts:
     pv_surplus: bool
     v2g: bool
     next_target: DepartureInfo | None
+    next_trip: TripInfo | None
+    """The next trip in ``away`` that starts after now."""
     target_reachable_kwh: float | None
     """Energy the plan reaches at the next target when that is short of it, else None."""
     charges_later: bool
@@ -62,11 +68,28 @@ def reason(f: StepFacts) -> str:
     if f.v2l_requested_kw > 0:
         if f.v2l_kw >= f.v2l_requested_kw - 1e-3:
             text += f"; V2L {f.v2l_kw:.1f} kW"
-        elif f.v2l_kw > 1e-3:
-            text += f"; V2L limited to {f.v2l_kw:.1f} kW by the reserve"
-        else:
-            text += "; V2L stopped at the reserve"
+        elif f.energy_end_kwh <= f.floor_kwh + 0.05:
+            if f.v2l_kw > 1e-3:
+                text += f"; V2L limited to {f.v2l_kw:.1f} kW by the reserve"
+            else:
+                text += "; V2L stopped at the reserve"
+        else:  # above the reserve: the energy is kept for something later
+            cut = f"limited to {f.v2l_kw:.1f} kW" if f.v2l_kw > 1e-3 else "stopped"
+            text += f"; V2L {cut} {_v2l_kept_for(f)}"
     return ("fallback plan: " + text) if f.fallback else text
+
+
+def _v2l_kept_for(f: StepFacts) -> str:
+    """Why V2L is cut while the car is above its reserve: what the energy is kept for."""
+    if f.mode is VehicleMode.CHARGE_NOW:
+        return "to charge now"
+    trip, target = f.next_trip, f.next_target
+    if trip is not None and (target is None or trip.depart < target.at):
+        return f"to keep energy for the {_local_time(trip.depart, f.now, f.timezone)} trip"
+    if target is not None:
+        what = "trip" if target.trip else "departure"
+        return f"to keep energy for the {_local_time(target.at, f.now, f.timezone)} {what}"
+    return "to keep energy for later"
 
 
 def _core_reason(f: StepFacts) -> str:
@@ -81,14 +104,20 @@ def _core_reason(f: StepFacts) -> str:
             return f"charging {p:.1f} kW now (charge now)"
         if f.energy_kwh < f.reserve_kwh - 1e-6:
             return f"charging {p:.1f} kW back up to the reserve ({pct:.0f} %)"
-        target = f.next_target
+        target, trip = f.next_target, f.next_trip
+        trip_first = trip is not None and (target is None or trip.depart < target.at)
+        if trip is not None and trip_first and f.energy_kwh < f.floor_kwh + trip.energy_kwh - 1e-6:
+            # The trip would take the car below its reserve: this energy is for the drive.
+            when = _local_time(trip.depart, f.now, f.timezone)
+            return f"charging {p:.1f} kW for the {when} trip ({trip.energy_kwh + trip.clipped_kwh:.0f} kWh)"
         if target is not None and f.energy_kwh < target.target_kwh - 1e-6:
             when = _local_time(target.at, f.now, f.timezone)
             goal = 100.0 * target.target_kwh / f.capacity_kwh
+            what = f"the {when} trip" if target.trip else f"{when} departure"
             if f.target_reachable_kwh is not None:
                 reach = 100.0 * f.target_reachable_kwh / f.capacity_kwh
-                return f"charging {p:.1f} kW for {when} departure (target {goal:.0f} %, only {reach:.0f} % reachable)"
-            return f"charging {p:.1f} kW for {when} departure (target {goal:.0f} %)"
+                return f"charging {p:.1f} kW for {what} (target {goal:.0f} %, only {reach:.0f} % reachable)"
+            return f"charging {p:.1f} kW for {what} (target {goal:.0f} %)"
         if f.import_price < 0:
             return f"charging {p:.1f} kW at a negative price ({_price(f.import_price, f.currency)})"
         if f.pv_surplus:

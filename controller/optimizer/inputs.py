@@ -9,7 +9,8 @@ power of step 0 is scaled by the fraction left, ``first_step_fraction``: the mod
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import zoneinfo
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -20,7 +21,7 @@ from controller.domain import VehicleMode, align_to_step
 from controller.optimizer.shape import SiteShape, VehicleSpec
 from controller.snapshot import Snapshot, VehicleSnapshot
 
-__all__ = ["DepartureInfo", "FloatArray", "PlanInputs", "SnapshotError", "build_inputs"]
+__all__ = ["DepartureInfo", "FloatArray", "PlanInputs", "SnapshotError", "TripInfo", "build_inputs"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -43,6 +44,19 @@ class DepartureInfo:
     target_kwh: float
     beyond_horizon: bool = False
     """The departure is after the horizon: the target is what must be in the car at its end."""
+    trip: bool = False
+    """A trip's target (``away[].target_soc_percent``) rather than the next departure's."""
+
+
+@dataclass(frozen=True, slots=True)
+class TripInfo:
+    """A trip in the horizon as planned: it takes ``energy_kwh`` out of the car from ``depart`` on."""
+
+    depart: datetime
+    energy_kwh: float
+    """What the plan takes out over the horizon (less than asked when the car cannot hold it)."""
+    clipped_kwh: float = 0.0
+    """Asked for but more than the car can hold or take in before: not planned (noted)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -79,6 +93,8 @@ class PlanInputs:
     """Per vehicle, the targets inside the horizon in time order (departures, trip targets)."""
     in_snapshot: tuple[bool, ...]
     notes: list[str] = field(default_factory=list)
+    trips: tuple[tuple[TripInfo, ...], ...] = ()
+    """Per vehicle, the trips that take energy in the horizon, in time order."""
 
     @property
     def export_price_model(self) -> FloatArray:
@@ -204,6 +220,7 @@ def build_inputs(snapshot: Snapshot, shape: SiteShape) -> PlanInputs:
     modes: list[VehicleMode] = []
     all_targets: list[tuple[DepartureInfo, ...]] = []
     in_snapshot: list[bool] = []
+    trip_spans: list[list[tuple[datetime, int, int]]] = []
     for i, spec in enumerate(shape.vehicles):
         state = snapshot.vehicle(spec.vehicle_id)
         in_snapshot.append(state is not None)
@@ -218,6 +235,7 @@ def build_inputs(snapshot: Snapshot, shape: SiteShape) -> PlanInputs:
         soc_known.append(row.soc_known)
         modes.append(row.mode)
         all_targets.append(row.targets)
+        trip_spans.append(row.trip_spans)
 
     c = shape.constants
     c_ub = available * charge_kw[:, None]
@@ -231,6 +249,14 @@ def build_inputs(snapshot: Snapshot, shape: SiteShape) -> PlanInputs:
     floor = np.maximum(target, reserve[:, None])
     ceiling = np.maximum(np.minimum(c.max_soc_kwh, ev_ceiling_kwh), c.reserve_kwh)
     e_max = np.maximum(np.maximum(ceiling, e0), target.max(axis=1))
+    # What charging can add to each car per step at most: its own bound, within the import headroom
+    # plus what the other cars could discharge into it.
+    site_kw = imp_lim + overload_imp - net + d_ub.sum(axis=0)
+    charge_max_kw = np.minimum(c_ub, np.maximum(site_kw[None, :] - d_ub, 0.0))
+    trips = tuple(
+        _clip_trips(shape, i, trip[i], e0[i], e_max[i], charge_max_kw[i], trip_spans[i], notes)
+        for i in range(n)
+    )
     return PlanInputs(
         start=start,
         first_step_fraction=frac0,
@@ -259,7 +285,55 @@ def build_inputs(snapshot: Snapshot, shape: SiteShape) -> PlanInputs:
         targets=tuple(all_targets),
         in_snapshot=tuple(in_snapshot),
         notes=notes,
+        trips=trips,
     )
+
+
+def _clip_trips(
+    shape: SiteShape,
+    i: int,
+    trip_kwh: FloatArray,
+    e0_kwh: float,
+    e_max_kwh: float,
+    charge_max_kw: FloatArray,
+    spans: list[tuple[datetime, int, int]],
+    notes: list[str],
+) -> tuple[TripInfo, ...]:
+    """Cut trip energy (in place) to what can be in the car when it is taken, and note the cut.
+
+    The most the car can hold at each step: from the energy now, charging at full power whenever
+    it is plugged in (within the import headroom), never above its max SoC. A trip that needs more
+    would drive the planned energy below zero; the plan takes what can be there (an empty car)
+    and the note says how much is missing. A reserve shortfall stays priced as before.
+    """
+    if not spans:
+        return ()
+    spec = shape.vehicles[i]
+    last = max(stop for _, _, stop in spans)  # after the last trip nothing is cut
+    # Plain floats: a year of steps in a Python loop stays in the tens of milliseconds.
+    gains_kwh = (shape.step_h * spec.charge_efficiency * charge_max_kw[:last]).tolist()
+    taken_kwh = trip_kwh[:last].tolist()
+    clipped = np.zeros_like(trip_kwh)
+    e_kwh = e0_kwh
+    for k, (gain, taken) in enumerate(zip(gains_kwh, taken_kwh, strict=True)):
+        e_kwh = min(e_max_kwh, e_kwh + gain) - taken
+        if e_kwh < 0.0:
+            clipped[k] = -e_kwh
+            trip_kwh[k] += e_kwh
+            e_kwh = 0.0
+    zone = zoneinfo.ZoneInfo(shape.timezone)
+    infos: list[TripInfo] = []
+    for depart, first, stop in spans:
+        cut_kwh = float(clipped[first:stop].sum())
+        clipped[first:stop] = 0.0  # overlapping trips: each cut counted once
+        infos.append(TripInfo(depart, float(trip_kwh[first:stop].sum()), cut_kwh))
+        if cut_kwh > 1e-6:
+            when = depart.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+            notes.append(
+                f"{spec.vehicle_id}: the trip at {when} needs {cut_kwh:.1f} kWh more than the car can "
+                "hold or take in before it; planned with an empty car on arrival"
+            )
+    return tuple(infos)
 
 
 def terminal_value_per_kwh(shape: SiteShape, import_price: FloatArray, export_price: FloatArray) -> float:
@@ -294,6 +368,8 @@ class _VehicleRow:
     discharge_cap_kw: float = math.inf
     ev_floor_kwh: float = 0.0
     ev_ceiling_kwh: float = math.inf
+    trip_spans: list[tuple[datetime, int, int]] = field(default_factory=list)
+    """Per trip that takes energy in the horizon: its departure and its steps ``[first, stop)``."""
 
 
 def _session_limits(spec: VehicleSpec, state: VehicleSnapshot, row: _VehicleRow) -> None:
@@ -339,15 +415,21 @@ def _fill_vehicle(
         available[grid.overlap_s(now_s, until) > 0] = 0.0
     targets: list[DepartureInfo] = []
     trip_steps: set[int] = set()
+    # Steps the car is driving or gone: a V2L load stays behind, so no session is budgeted there.
+    gone = np.zeros(t, dtype=bool)
     for depart_s, arrive_s, tr in trips:
         overlap = grid.overlap_s(depart_s, arrive_s)
-        available[overlap > 0] = 0.0
+        inside = np.flatnonzero(overlap)
+        available[inside] = 0.0
+        gone[inside] = True
         row.trip_kwh += tr.energy_kwh * overlap / (arrive_s - depart_s)
+        if inside.size and tr.energy_kwh > 0:
+            row.trip_spans.append((tr.depart, int(inside[0]), int(inside[-1]) + 1))
         trip_steps.add(grid.step_index(depart_s))
         if tr.target_soc_percent is not None and depart_s > now_s:
             info = _target(spec, tr.depart, depart_s, tr.target_soc_percent, grid, row.charge_cap_kw)
             if info is not None:
-                targets.append(info)
+                targets.append(replace(info, trip=True))
     if state.departure is not None:
         dep = state.departure
         dep_s = grid.seconds(dep.at)
@@ -358,6 +440,7 @@ def _fill_vehicle(
             if k < t and k not in trip_steps:
                 # Leaves without a known return: gone from that step to the end of the horizon.
                 available[k:] = 0.0
+                gone[k:] = True
             info = _target(spec, dep.at, dep_s, dep.target_soc_percent, grid, row.charge_cap_kw)
             if info is not None:
                 targets.append(info)
@@ -381,6 +464,7 @@ def _fill_vehicle(
             end_s = grid.end_s if state.v2l.end is None else grid.seconds(state.v2l.end)
             overlap = grid.overlap_s(grid.seconds(state.v2l.start), end_s)
             row.v2l_kw[:] = state.v2l.power_w / 1000.0 * overlap / grid.step_s
+            row.v2l_kw[gone] = 0.0
         else:
             notes.append(f"{vid}: V2L is not permitted by the config; the session is not budgeted")
 

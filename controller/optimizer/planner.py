@@ -201,7 +201,9 @@ class Planner:
                 _clean(schedule.discharge_kw),
                 _clean(schedule.v2l_kw),
             )
-            energy_kwh = schedule.energy_kwh
+            # An empty car (a trip cut to what it can hold) is at 0 within solver noise, not below.
+            energy_kwh = schedule.energy_kwh.copy()
+            energy_kwh[(energy_kwh <= 0.0) & (energy_kwh > -_ZERO_KW)] = 0.0
         # Net grid power from the balance itself, so the plan closes exactly at every step.
         grid_model_kw = inputs.net_load_kw + charge.sum(axis=0) - discharge.sum(axis=0)
         import_kwh = np.maximum(grid_model_kw, 0.0) * dt
@@ -225,11 +227,20 @@ class Planner:
         negative_later: npt.NDArray[np.bool_] = np.any(later & (inputs.import_price[1:] < 0), axis=1)
         export_now_kw = max(0.0, -float(grid_kw[0]))
 
+        notes = list(inputs.notes)
         vehicles: dict[str, VehiclePlan] = {}
         for i, spec in enumerate(shape.vehicles):
             if not inputs.in_snapshot[i] or schedule is None:
                 continue
+            if energy[i].min() < 0.0:
+                # Trips are cut to what each car could take in alone; cars sharing an import cap
+                # may together take in less (and the fallback plan does not charge for trips).
+                notes.append(
+                    f"{spec.vehicle_id}: SoC below 0 % planned: its trips take more than the plan puts in"
+                )
             targets = inputs.targets[i]
+            trips = inputs.trips[i] if inputs.trips else ()
+            next_trip = next((tr for tr in trips if tr.depart > snapshot.time), None)
             shortfall = sum(max(0.0, d.target_kwh - float(energy[i, d.index])) for d in targets)
             reached = float(energy[i, targets[0].index]) if targets else 0.0
             short_of_first = bool(targets) and reached < targets[0].target_kwh - 0.05
@@ -245,7 +256,9 @@ class Planner:
                 soc_known=inputs.soc_known[i],
                 mode=inputs.modes[i],
                 energy_kwh=float(inputs.e0_kwh[i]),
+                energy_end_kwh=float(energy[i, 1]),
                 reserve_kwh=spec.reserve_kwh,
+                floor_kwh=float(inputs.floor_kwh[i, 0] - inputs.target_gap_kwh[i, 0]),
                 e_max_kwh=float(inputs.e_max_kwh[i, 0]),
                 capacity_kwh=spec.capacity_kwh,
                 import_price=float(inputs.import_price[0]),
@@ -254,6 +267,7 @@ class Planner:
                 pv_surplus=bool(inputs.pv_kw[0] > inputs.load_kw[0]),
                 v2g=spec.v2g,
                 next_target=targets[0] if targets else None,
+                next_trip=next_trip,
                 target_reachable_kwh=reached if short_of_first else None,
                 charges_later=bool(charges_later[i]),
                 charges_at_negative_price_later=bool(negative_later[i]),
@@ -286,7 +300,7 @@ class Planner:
             import_cost=float(inputs.import_price @ import_kwh),
             export_revenue=float(inputs.export_price @ export_kwh),
             degradation_cost=float(c.degradation_cost_per_kwh[in_plan] @ through[in_plan]),
-            notes=tuple(inputs.notes),
+            notes=tuple(notes),
             objective=objective,
         )
 
