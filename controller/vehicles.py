@@ -14,7 +14,10 @@ Energy goes into the battery through the charge efficiency and out through the d
 efficiency. When an interval could not be counted the SoC becomes an estimate. A car that arrives
 without any SoC gets an estimate from its last known SoC and its typical trip, and a SoC of unknown
 age (a retained MQTT message) is an estimate too; an estimate plans charging but never allows
-discharge (unknown SoC = no discharge). Pure: no I/O.
+discharge (unknown SoC = no discharge).
+
+The weekly schedule gives the next departure and, for rules with a ``return_time``, the trips the
+daemon can expect inside the plan horizon (:func:`scheduled_trips`). Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from datetime import datetime, timedelta
 
 from controller.config import VehicleConfig
 from controller.domain import Departure, ensure_utc
+from controller.snapshot import Trip
 
-__all__ = ["SocEstimate", "SocTracker", "next_departure"]
+__all__ = ["SocEstimate", "SocTracker", "next_departure", "scheduled_trips"]
 
 # Metered power is not bridged over a longer gap between samples: the SoC becomes an estimate.
 _MAX_INTEGRATION_GAP = timedelta(minutes=10)
@@ -299,3 +303,49 @@ def next_departure(
             candidates.append(Departure(at, rule.target_soc_percent))
             break
     return min(candidates, key=lambda d: d.at) if candidates else None
+
+
+def scheduled_trips(
+    vehicle: VehicleConfig,
+    now: datetime,
+    end: datetime,
+    timezone: str,
+    *,
+    plugged_in: bool,
+    next_departure: Departure | None = None,
+) -> list[Trip]:
+    """The trips the weekly schedule lets the planner expect in ``[now, end)``, in time order.
+
+    Each rule with a ``return_time`` is a trip from its departure to its return on the same local day
+    (wall-clock times, so daylight saving time is honoured), using ``typical_trip_km`` of energy and
+    wanting the rule's target at departure; rules without one say nothing about a return (the
+    departure alone then plans the car as gone). A trip already under way counts only while the car
+    is not plugged in (plugged in, it is back early or stayed home). ``next_departure`` is the next
+    departure as the daemon knows it (:func:`next_departure`): when it falls on a rule's local day,
+    that day's trip leaves then with its target instead, and there is no trip that day when it is
+    not before the rule's return.
+    """
+    now, end = ensure_utc(now), ensure_utc(end)
+    tz = zoneinfo.ZoneInfo(timezone)
+    # No trip takes more than a full battery (and the snapshot bounds a trip's energy).
+    energy_kwh = min(
+        vehicle.typical_trip_km * vehicle.consumption_kwh_per_100km / 100.0, vehicle.usable_capacity_kwh
+    )
+    announced_day = next_departure.at.astimezone(tz).date() if next_departure is not None else None
+    trips: list[Trip] = []
+    day = now.astimezone(tz).date()
+    while datetime.combine(day, datetime.min.time(), tzinfo=tz) < end:
+        rule = vehicle.departures.get(WEEKDAYS[day.weekday()])
+        if rule is not None and rule.return_time is not None:
+            depart = ensure_utc(datetime.combine(day, rule.time, tzinfo=tz))
+            arrive = ensure_utc(datetime.combine(day, rule.return_time, tzinfo=tz))
+            target = rule.target_soc_percent
+            if next_departure is not None and announced_day == day:
+                depart, target = next_departure.at, next_departure.target_soc_percent
+            under_way = depart < now
+            if depart < arrive and now < arrive and depart < end and not (under_way and plugged_in):
+                trips.append(
+                    Trip(depart=depart, arrive=arrive, energy_kwh=energy_kwh, target_soc_percent=target)
+                )
+        day += timedelta(days=1)
+    return trips

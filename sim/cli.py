@@ -150,10 +150,17 @@ def _scenario_args(p: argparse.ArgumentParser) -> None:
         help="day-ahead: prices for the next local day known from 12:00 site time; all: known in advance",
     )
     p.add_argument(
+        "--trip-info",
+        choices=("schedule", "calendar"),
+        default="schedule",
+        help="what mpc knows of the trips after the announced next departure: the config's weekly "
+        "schedule (default, what the daemon has) or, for diagnosis, the driver's trip calendar",
+    )
+    p.add_argument(
         "--trip-energy",
         choices=("estimate", "actual"),
         default="estimate",
-        help="what the controller knows of a coming trip's energy (default: mean of past trips)",
+        help="with --trip-info calendar: a coming trip's energy (default: mean of past trips)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
@@ -218,7 +225,14 @@ def _options(args: argparse.Namespace) -> Any:
     from sim.runner import RunOptions
 
     return RunOptions(
-        forecast=args.forecast, seed=args.seed, prices=args.prices, trip_energy=args.trip_energy
+        forecast=args.forecast,
+        load_forecast=args.load_forecast,
+        pv_forecast=args.pv_forecast,
+        nowcast=args.nowcast,
+        seed=args.seed,
+        prices=args.prices,
+        trip_info=args.trip_info,
+        trip_energy=args.trip_energy,
     )
 
 
@@ -319,26 +333,36 @@ def cmd_compare(args: argparse.Namespace, out: TextIO) -> int:
                 writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
                 writer.writeheader()
                 writer.writerows(rows)
+            written = ["comparison.json", "comparison.csv"]
             if not args.no_plots:
                 currency = next(iter(results.values())).currency
                 plot_monthly_cost(directory / "monthly_cost.png", monthly, currency)
-            print(f"wrote comparison.json, comparison.csv to {directory}", file=out)
+                written.append("monthly_cost.png")
+            print(f"wrote {', '.join(written)} to {directory}", file=out)
         return EXIT_OK
 
     return _guarded(body)
 
 
 def _discharge_value_line(results: dict[str, Any]) -> str | None:
+    """The value of discharging and two different shares of it (the year study prints the same)."""
     names = ("mpc", "mpc-no-discharge", "perfect", "perfect-no-discharge")
     if not all(n in results for n in names):
         return None
-    value = results["perfect-no-discharge"].total_cost - results["perfect"].total_cost
-    captured = results["mpc-no-discharge"].total_cost - results["mpc"].total_cost
-    if abs(value) < 1e-9:
-        return f"value of discharging (perfect foresight): {value:.2f}; mpc captures {captured:.2f}"
+    without = results["perfect-no-discharge"].total_cost
+    value = without - results["perfect"].total_cost
+    # Forecast errors count against mpc here...
+    captured = without - results["mpc"].total_cost
+    # ...and not here: what discharging adds to mpc's own result.
+    own_worth = results["mpc-no-discharge"].total_cost - results["mpc"].total_cost
+
+    def share(amount: float) -> str:
+        return f"{amount:.2f}" if abs(value) < 1e-9 else f"{amount:.2f} = {100.0 * amount / value:.1f} %"
+
     return (
-        f"value of discharging (perfect - perfect without discharge): {value:.2f}; "
-        f"mpc captures {captured:.2f} = {100.0 * captured / value:.1f} %"
+        f"value of discharging (perfect without discharge - perfect): {value:.2f}\n"
+        f"value of discharging captured by mpc (perfect without discharge - mpc): {share(captured)}\n"
+        f"discharging's own worth to mpc (mpc without discharge - mpc): {share(own_worth)}"
     )
 
 

@@ -1,8 +1,10 @@
 """The project's own controller in the loop: ``mpc`` and the ``perfect`` foresight bound.
 
 ``mpc`` is the daemon's planning and dispatch path on simulated time: every re-plan interval it
-builds a :class:`controller.snapshot.Snapshot` from what the information model says is known now,
-calls the real :class:`controller.optimizer.Planner`, and hands the plan to the real
+builds a :class:`controller.snapshot.Snapshot` from what the information model says is known now
+(the trips after the announced next departure from the weekly schedule, as the daemon does, unless
+the information model hands over the driver's calendar for diagnosis), calls the real
+:class:`controller.optimizer.Planner`, and hands the plan to the real
 :class:`controller.dispatch.Dispatcher` with the step's live readings (the dispatcher follows the
 measured home load for V2H, clamps to grid limits, the reserve and permissions, and keeps the last
 setpoint when its deadband says nothing changed). The plant then applies the setpoint.
@@ -16,12 +18,13 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
-from controller.config import SiteConfig
+from controller.config import SiteConfig, VehicleConfig
 from controller.dispatch import Dispatcher, DispatchInputs, VehicleLive
-from controller.domain import Plan
+from controller.domain import Departure, Plan
 from controller.optimizer import Planner, plan_foresight
 from controller.snapshot import DepartureGoal, Snapshot, VehicleSnapshot
 from controller.snapshot import Trip as SnapshotTrip
+from controller.vehicles import scheduled_trips
 from sim.engine import Decision
 from sim.information import InformationModel, Observation, VehicleObservation
 from sim.plant import VehicleSpec
@@ -31,8 +34,9 @@ __all__ = ["ModelPredictiveControl", "PerfectForesight", "snapshot_from_observat
 
 
 def _soc_estimate(vehicle: VehicleObservation, spec: VehicleSpec, obs: Observation) -> float:
-    """While away the car reports nothing: its SoC at departure less the estimated use so far."""
-    if vehicle.plugged_in:
+    """While away the car reports nothing: the SoC last measured (what the daemon has); with the
+    calendar (diagnosis), that less the estimated use of the trip under way so far."""
+    if vehicle.plugged_in or vehicle.trips is None:
         return vehicle.soc_percent
     under_way = next((t for t in vehicle.trips if t.depart <= obs.time < t.arrive), None)
     if under_way is None:
@@ -42,18 +46,12 @@ def _soc_estimate(vehicle: VehicleObservation, spec: VehicleSpec, obs: Observati
     return min(100.0, max(0.0, vehicle.soc_percent - used_percent))
 
 
-def snapshot_from_observation(obs: Observation, specs: tuple[VehicleSpec, ...]) -> Snapshot:
-    """The planner's input from what is known at ``obs.time``."""
-    vehicles = []
-    for vehicle, spec in zip(obs.vehicles, specs, strict=True):
-        departure = (
-            DepartureGoal(
-                at=vehicle.next_departure.at, target_soc_percent=vehicle.next_departure.target_soc_percent
-            )
-            if vehicle.next_departure is not None
-            else None
-        )
-        away = [
+def _away(
+    vehicle: VehicleObservation, config: VehicleConfig, obs: Observation, timezone: str
+) -> list[SnapshotTrip]:
+    """The trips the planner expects: the calendar when it is known, else the weekly schedule."""
+    if vehicle.trips is not None:
+        return [
             SnapshotTrip(
                 depart=t.depart,
                 arrive=t.arrive,
@@ -62,6 +60,31 @@ def snapshot_from_observation(obs: Observation, specs: tuple[VehicleSpec, ...]) 
             )
             for t in vehicle.trips
         ]
+    announced = vehicle.next_departure
+    return scheduled_trips(
+        config,
+        obs.time,
+        obs.time + obs.steps * obs.step,
+        timezone,
+        plugged_in=vehicle.plugged_in,
+        next_departure=None if announced is None else Departure(announced.at, announced.target_soc_percent),
+    )
+
+
+def snapshot_from_observation(
+    obs: Observation, config: SiteConfig, specs: tuple[VehicleSpec, ...]
+) -> Snapshot:
+    """The planner's input from what is known at ``obs.time`` (``specs`` in ``config.vehicles`` order)."""
+    vehicles = []
+    for vehicle, vehicle_config, spec in zip(obs.vehicles, config.vehicles, specs, strict=True):
+        departure = (
+            DepartureGoal(
+                at=vehicle.next_departure.at, target_soc_percent=vehicle.next_departure.target_soc_percent
+            )
+            if vehicle.next_departure is not None
+            else None
+        )
+        away = _away(vehicle, vehicle_config, obs, config.site.timezone)
         vehicles.append(
             VehicleSnapshot(
                 id=vehicle.vehicle_id,
@@ -132,7 +155,7 @@ class ModelPredictiveControl:
         if self._due(k, vehicles):
             obs = info.observe(self.horizon_steps, vehicles)
             t1 = time.perf_counter()
-            snapshot = snapshot_from_observation(obs, self.specs)
+            snapshot = snapshot_from_observation(obs, self.config, self.specs)
             t2 = time.perf_counter()
             plan = self.planner.plan(snapshot)
             t3 = time.perf_counter()

@@ -12,9 +12,12 @@ A strategy never reads the scenario. It asks an :class:`InformationModel` for an
   (a synthetic forecast of known quality, for sensitivity studies);
 * ``nowcast`` (off by default, for diagnosis): the current step's load and PV are known exactly, an
   idealisation of a controller that re-plans every few minutes on live meter readings;
-* **vehicles**: SoC and plug state measured now (while away, the SoC last measured at home), the next
-  departure and target the driver announced, and the trip calendar inside the horizon with each
-  trip's energy estimated from the car's past trips (its true energy is learned at arrival).
+* **vehicles**: SoC and plug state measured now (while away, the SoC last measured at home), and the
+  next departure and target the driver announced (the daemon's one-off departure command or the
+  charger's NotifyEVChargingNeeds). Trips beyond it are not known: the controller expects what its
+  weekly schedule says (``controller.vehicles.scheduled_trips``). ``trip_info="calendar"`` (for
+  diagnosis) hands over the driver's trip calendar inside the horizon too, with each trip's energy
+  estimated from the car's past trips (``trip_energy="actual"``: the true energy).
 """
 
 from __future__ import annotations
@@ -231,8 +234,9 @@ class VehicleObservation:
     """Measured now when plugged in; while away, the SoC measured at departure."""
     soc_measured_at: datetime
     next_departure: KnownDeparture | None
-    trips: tuple[KnownTrip, ...]
-    """Calendar trips that overlap the horizon, the one under way included."""
+    trips: tuple[KnownTrip, ...] | None
+    """Calendar trips that overlap the horizon, the one under way included; None when the calendar
+    is not known (``trip_info="schedule"``, what the daemon has)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -269,6 +273,7 @@ class InformationModel:
         trip_energy: Literal["estimate", "actual"] = "estimate",
         initial_trip_energy_fraction: float = 0.2,
         nowcast: bool = False,
+        trip_info: Literal["schedule", "calendar"] = "schedule",
     ) -> None:
         self._scenario = scenario
         self._series = scenario.series
@@ -280,6 +285,7 @@ class InformationModel:
         self._known_until = self.prices.known_until(self._series, scenario.config.site.timezone)
         self._steps_per_day = round(timedelta(days=1) / self._series.step)
         self._trip_energy = trip_energy
+        self._trip_calendar = trip_info == "calendar"
         self._nowcast = nowcast
         grid = scenario.config.site.grid
         self.import_limit_w = 1000.0 * grid.import_limit_kw
@@ -351,7 +357,7 @@ class InformationModel:
         known: list[KnownTrip] = []
         next_departure: KnownDeparture | None = None
         estimate: float | None = None
-        for trip in trips[first:]:
+        for trip in trips[first:] if self._trip_calendar else ():
             if trip.depart_index >= k + horizon_steps:
                 break
             if estimate is None:
@@ -379,7 +385,7 @@ class InformationModel:
             soc_percent=self._soc_seen[i],
             soc_measured_at=self._soc_seen_at[i],
             next_departure=next_departure,
-            trips=tuple(known),
+            trips=tuple(known) if self._trip_calendar else None,
         )
 
     def observe(

@@ -4,8 +4,11 @@ Conventions: energy over a step = power x step length; costs in the site currenc
 
 * ``energy_cost`` = import cost - export revenue.
 * ``stored_energy_value``: the change of energy stored in the cars from start to end, valued at the
-  optimiser's terminal value (``optimizer.terminal_value_per_kwh``, default the mean import price of
-  the scenario). Strategies that end with fuller or emptier cars are compared fairly with it.
+  optimiser's terminal value over the whole scenario (``optimizer.terminal_value_per_kwh`` when
+  configured, else the larger of the mean import price and the upper-quartile export price, at least
+  0: ``controller.optimizer.inputs.terminal_value_per_kwh``), exactly what the ``perfect`` solve
+  values it at, so ``perfect`` is the lowest total cost under this metric. Strategies that end with
+  fuller or emptier cars are compared fairly with it.
 * ``total_cost`` = energy cost + degradation cost - stored energy value: what strategies are ranked by.
 * ``throughput_kwh``: energy through the batteries on the battery side (charged in + discharged out);
   ``degradation_cost`` = throughput x each car's ``degradation_cost_per_kwh``.
@@ -25,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from controller.optimizer.inputs import terminal_value_per_kwh
+from controller.optimizer.shape import SiteShape
 from sim.engine import SimResult
 from sim.scenario import FloatArray
 
@@ -90,12 +95,15 @@ class Metrics:
 
 
 def terminal_price_per_kwh(result: SimResult) -> float:
-    """The value of a kWh left in the cars, as the optimiser's perfect-foresight solve sees it."""
-    configured = result.scenario.config.optimizer.terminal_value_per_kwh
-    if configured is not None:
-        return configured
-    prices = result.scenario.series.import_price_per_kwh
-    return max(0.0, float(prices.mean())) if len(prices) else 0.0
+    """The value of a kWh left in the cars, as the optimiser's perfect-foresight solve sees it: its
+    terminal value over the whole series."""
+    scenario = result.scenario
+    series = scenario.series
+    configured = scenario.config.optimizer.terminal_value_per_kwh
+    if configured is not None or series.steps == 0:
+        return configured or 0.0
+    shape = SiteShape.from_config(scenario.config, series.steps)
+    return terminal_value_per_kwh(shape, series.import_price_per_kwh, series.export_price_per_kwh)
 
 
 def step_cost(result: SimResult) -> FloatArray:

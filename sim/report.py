@@ -20,6 +20,7 @@ __all__ = [
     "comparison_rows",
     "format_comparison",
     "format_summary",
+    "monthly_cost_figure",
     "plot_monthly_cost",
     "plot_sample_week",
     "sample_week_start",
@@ -302,6 +303,14 @@ def plot_monthly_cost(path: Path, monthly: Mapping[str, Mapping[str, float]], cu
     """Grouped bars per month and strategy: energy + degradation cost (``monthly_cost``), without the
     stored-energy value, so the bars do not add up to ``total_cost``."""
     plt = _pyplot()
+    fig = monthly_cost_figure(monthly, currency)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def monthly_cost_figure(monthly: Mapping[str, Mapping[str, float]], currency: str) -> Any:
+    """The figure of :func:`plot_monthly_cost`, laid out (title and legend inside it), not saved."""
+    plt = _pyplot()
     months = sorted({m for costs in monthly.values() for m in costs})
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(months) + 2), 4.5))
     count = max(1, len(monthly))
@@ -311,9 +320,9 @@ def plot_monthly_cost(path: Path, monthly: Mapping[str, Mapping[str, float]], cu
         ax.bar(x + (i - (count - 1) / 2) * width, [costs.get(m, 0.0) for m in months], width, label=name)
     ax.set_xticks(x, months)
     ax.set_ylabel(f"energy + degradation cost ({currency})")
-    ax.set_title("monthly energy + degradation cost per strategy (stored-energy value not included)")
+    # Two lines: in one the title is wider than a figure of a month or two and is cut off.
+    ax.set_title("monthly energy + degradation cost per strategy\n(stored-energy value not included)")
     ax.axhline(0.0, color="grey", lw=0.5)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    return fig

@@ -44,7 +44,11 @@ class RunOptions:
     """Overrides ``forecast`` for PV (e.g. ``noisy`` for a weather-service forecast)."""
     seed: int = 0
     prices: Literal["day-ahead", "all"] = "day-ahead"
+    trip_info: Literal["schedule", "calendar"] = "schedule"
+    """What mpc knows of the trips after the announced next departure: the weekly schedule (what the
+    daemon has) or, for diagnosis, the driver's calendar (times; energy as ``trip_energy`` says)."""
     trip_energy: Literal["estimate", "actual"] = "estimate"
+    """With the calendar: each trip's energy as the mean of past trips, or the true energy."""
     publication_hour_local: float = 12.0
     """Day-ahead prices for the next local day are published at this hour, local time in the site's
     ``site.timezone`` (delivery days follow it, daylight saving time included)."""
@@ -63,7 +67,14 @@ class RunOptions:
             all_known=self.prices == "all",
         )
         return InformationModel(
-            scenario, plant, load_model, pv_model, prices, trip_energy=self.trip_energy, nowcast=self.nowcast
+            scenario,
+            plant,
+            load_model,
+            pv_model,
+            prices,
+            trip_energy=self.trip_energy,
+            nowcast=self.nowcast,
+            trip_info=self.trip_info,
         )
 
 

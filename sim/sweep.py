@@ -63,6 +63,10 @@ def validate_points(scenario: Scenario, points: Sequence[Mapping[str, Any]], opt
             raise ConfigError(
                 "--param", [ConfigIssue("prices", f"{checked.prices!r}", "use day-ahead or all")]
             )
+        if checked.trip_info not in ("schedule", "calendar"):
+            raise ConfigError(
+                "--param", [ConfigIssue("trip_info", f"{checked.trip_info!r}", "use schedule or calendar")]
+            )
         if checked.trip_energy not in ("estimate", "actual"):
             raise ConfigError(
                 "--param", [ConfigIssue("trip_energy", f"{checked.trip_energy!r}", "use estimate or actual")]

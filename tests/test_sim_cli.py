@@ -125,10 +125,53 @@ def test_compare_prints_one_table_with_shares(files: dict[str, Path], tmp_path: 
         assert any(line.startswith(name + " ") for line in lines), name
     assert "share of perfect saving" in text and "100.0 %" in text
     assert "stored value" in text and "total cost = energy + degradation - stored value" in text
-    assert "value of discharging" in text
+    assert "value of discharging (perfect without discharge - perfect): " in text
+    assert "value of discharging captured by mpc (perfect without discharge - mpc): " in text
+    assert "discharging's own worth to mpc (mpc without discharge - mpc): " in text
+    assert f"wrote comparison.json, comparison.csv, monthly_cost.png to {out_dir}" in text
     rows = json.loads((out_dir / "comparison.json").read_text())["strategies"]
     assert [r["strategy"] for r in rows][:4] == ["uncontrolled", "smart", "mpc", "perfect"]
     assert (out_dir / "monthly_cost.png").exists() and (out_dir / "comparison.csv").exists()
+
+
+def test_information_options_reach_the_run(files: dict[str, Path]) -> None:
+    from sim.cli import _options
+    from sim.runner import RunOptions
+
+    args = parser().parse_args(
+        [
+            "sim",
+            "run",
+            *scenario_args(files),
+            "--out",
+            "unused",
+            "--load-forecast",
+            "oracle",
+            "--pv-forecast",
+            "noisy",
+            "--nowcast",
+            "--prices",
+            "all",
+            "--trip-info",
+            "calendar",
+            "--trip-energy",
+            "actual",
+            "--seed",
+            "3",
+        ]
+    )
+    assert _options(args) == RunOptions(
+        forecast="daemon",
+        load_forecast="oracle",
+        pv_forecast="noisy",
+        nowcast=True,
+        prices="all",
+        trip_info="calendar",
+        trip_energy="actual",
+        seed=3,
+    )
+    defaults = parser().parse_args(["sim", "run", *scenario_args(files), "--out", "unused"])
+    assert _options(defaults) == RunOptions()
 
 
 def test_sweep_on_a_local_process_pool(files: dict[str, Path], tmp_path: Path) -> None:

@@ -46,8 +46,15 @@ def dst_scenario(start: datetime, days: int = 4) -> Scenario:
     )
 
 
-def changed_after(scenario: Scenario, k: int, price_from: int, trip_energy: float | None = None) -> Scenario:
-    """The same world up to step ``k`` (prices up to ``price_from``), a different one after."""
+def changed_after(
+    scenario: Scenario,
+    k: int,
+    price_from: int,
+    trip_energy: float | None = None,
+    trip_times_from: int | None = None,
+) -> Scenario:
+    """The same world up to step ``k`` (prices up to ``price_from``), a different one after; trips
+    departing from step ``trip_times_from`` on leave 2 h later and come back 1 h earlier."""
     s = scenario.series
     rng = np.random.default_rng(99)
     load, pv = s.load_w.copy(), s.pv_w.copy()
@@ -60,6 +67,14 @@ def changed_after(scenario: Scenario, k: int, price_from: int, trip_energy: floa
     if trip_energy is not None:
         trips = tuple(
             Trip(t.vehicle_id, t.depart, t.arrive, trip_energy) if t.depart >= s.time_at(k) else t
+            for t in trips
+        )
+    if trip_times_from is not None:
+        moved = s.time_at(trip_times_from)
+        trips = tuple(
+            Trip(t.vehicle_id, t.depart + timedelta(hours=2), t.arrive - timedelta(hours=1), t.energy_kwh)
+            if t.depart >= moved
+            else t
             for t in trips
         )
     series = Series(s.start, s.step, imp, exp, load, pv)
@@ -230,12 +245,13 @@ def test_the_default_forecasts_are_the_daemons_on_the_measured_history() -> None
 def test_vehicles_are_seen_as_measured_and_trips_with_estimated_energy() -> None:
     scenario = tiny_scenario(days=2, soc=50.0)
     plant = Plant(scenario)
-    info = InformationModel(scenario, plant)
+    info = InformationModel(scenario, plant, trip_info="calendar")
     first, second = scenario.scheduled_trips
     info.advance_to(0)
     car = info.vehicles(96)[0]
     assert car.plugged_in and car.soc_percent == 50.0
     assert car.next_departure is not None and car.next_departure.index == first.depart_index
+    assert car.trips is not None
     assert [t.energy_kwh for t in car.trips] == [pytest.approx(0.2 * 40.0)]  # nothing driven yet: a guess
     for k in range(first.depart_index + 4):
         info.advance_to(k)
@@ -249,23 +265,40 @@ def test_vehicles_are_seen_as_measured_and_trips_with_estimated_energy() -> None
     info.advance_to(first.arrive_index)
     back = info.vehicles(200)[0]
     assert back.plugged_in and back.soc_percent == pytest.approx(50.0 - 100 * first.energy_kwh / 40.0)
+    assert back.trips is not None
     assert [t.energy_kwh for t in back.trips] == [
         pytest.approx(first.energy_kwh)
     ]  # learned from the past trip
     assert back.next_departure is not None and back.next_departure.index == second.depart_index
+    # Without the calendar (the default, what the daemon has) only the announced departure is known.
+    schedule_only = InformationModel(scenario, Plant(scenario)).vehicles(96)[0]
+    assert schedule_only.trips is None
+    assert (
+        schedule_only.next_departure is not None and schedule_only.next_departure.index == first.depart_index
+    )
 
 
 def test_mpc_snapshots_are_the_same_until_the_worlds_differ() -> None:
     """Closed loop with the real planner: two worlds that differ only after step K give the planner
-    identical snapshots before K (and different ones after)."""
-    scenario = tiny_scenario(days=2)
-    k_split = 80
+    identical snapshots before K (and different ones after). The later world also has other trip
+    energies and other trip times after the next departure the driver announced by then."""
+    commute = {"time": "07:00", "target_soc_percent": 70, "return_time": "16:00"}
+    scenario = tiny_scenario(
+        days=3,
+        site__horizon_hours=48,
+        site__replan_interval_minutes=60,
+        vehicles__0__departures={day: commute for day in ("monday", "tuesday", "wednesday")},
+    )
+    k_split = 80  # Monday 20:00, at home; Tuesday's departure (step 124) is announced
+    wednesday = 2 * 96 + 28
+    assert scenario.scheduled_trips[2].depart_index == wednesday
     known = int(known_until(scenario)[k_split - 1])
-    other = changed_after(scenario, k_split, known, trip_energy=20.0)
+    other = changed_after(scenario, k_split, known, trip_energy=20.0, trip_times_from=wednesday)
+    assert other.scheduled_trips[2].depart_index == wednesday + 8
 
-    def snapshots(world: Scenario) -> list[Snapshot]:
+    def snapshots(world: Scenario, options: RunOptions) -> list[Snapshot]:
         plant = Plant(world)
-        info = RunOptions().information(world, plant)
+        info = options.information(world, plant)
         strategy = ModelPredictiveControl(world.config)
         seen: list[Snapshot] = []
         real_plan = strategy.planner.plan
@@ -278,10 +311,23 @@ def test_mpc_snapshots_are_the_same_until_the_worlds_differ() -> None:
         simulate(world, strategy, info=info, plant=plant)
         return seen
 
-    ours, theirs = snapshots(scenario), snapshots(other)
-    assert len(ours) == len(theirs) == scenario.steps
-    assert ours[:k_split] == theirs[:k_split]
-    assert ours[k_split:] != theirs[k_split:]
+    def before_split(seen: list[Snapshot]) -> list[Snapshot]:
+        return [snapshot for snapshot in seen if snapshot.time < scenario.series.time_at(k_split)]
+
+    ours, theirs = snapshots(scenario, RunOptions()), snapshots(other, RunOptions())
+    assert len(before_split(ours)) >= k_split // 4
+    assert before_split(ours) == before_split(theirs)
+    assert ours[len(before_split(ours)) :] != theirs[len(before_split(theirs)) :]
+    # The weekly schedule's trips are in the snapshots: Wednesday's is seen from Monday on.
+    assert any(len(v.away) == 2 for snapshot in before_split(ours) for v in snapshot.vehicles)
+    # While away the SoC is the one last measured at home, not a guess of the trip's progress.
+    away_soc = {
+        v.soc_percent for snapshot in before_split(ours) for v in snapshot.vehicles if not v.plugged_in
+    }
+    assert len(away_soc) == 1
+    # The driver's calendar (a diagnosis option) would have shown Wednesday's other times.
+    calendar = RunOptions(trip_info="calendar")
+    assert before_split(snapshots(scenario, calendar)) != before_split(snapshots(other, calendar))
 
 
 def test_publication_follows_a_configurable_hour_and_the_site_timezone() -> None:

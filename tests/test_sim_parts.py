@@ -20,7 +20,7 @@ from sim.metrics import compute_metrics
 from sim.overrides import apply_overrides, no_discharge, parse_value
 from sim.progress import ProgressBar
 from sim.public_data import DEFAULT_DATA_DIR, build_public_scenario, read_household_load
-from sim.report import format_comparison, format_summary, format_table, sample_week_start
+from sim.report import format_comparison, format_summary, format_table, monthly_cost_figure, sample_week_start
 from sim.runner import RunOptions, make_strategy, run_strategy
 from sim.scenario import ScenarioError
 from sim.sweep import expand_grid, parse_grid
@@ -171,6 +171,26 @@ def test_summary_and_tables() -> None:
     table = format_table(("a", "b"), [("x", "1"), ("long name", "22")])
     assert table.splitlines() == ["a           b", "---------  --", "x           1", "long name  22"]
     assert sample_week_start(result) == 0  # shorter than a week
+
+
+@pytest.mark.parametrize("months", [1, 2, 12])
+def test_the_monthly_cost_plot_keeps_its_title_and_legend_inside(months: int) -> None:
+    import matplotlib.pyplot as plt
+
+    names = ("uncontrolled", "smart", "mpc", "perfect", "mpc-no-discharge", "perfect-no-discharge")
+    monthly = {
+        name: {f"2023-{m:02d}": 10.0 - i for m in range(1, months + 1)} for i, name in enumerate(names)
+    }
+    fig = monthly_cost_figure(monthly, "EUR")
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        ax = fig.axes[0]
+        for artist in (ax.title, ax.get_legend()):
+            box = artist.get_window_extent(renderer)
+            assert box.x0 >= 0 and box.x1 <= fig.bbox.x1 + 0.5 and box.y1 <= fig.bbox.y1 + 0.5, artist
+    finally:
+        plt.close(fig)
 
 
 def test_negative_amounts_print_with_one_sign() -> None:

@@ -95,6 +95,43 @@ def test_no_discharge_variants_never_discharge(runs: dict[str, object]) -> None:
     assert costs["perfect"] <= costs["perfect-no-discharge"] + 1e-6
 
 
+def net_metering_scenario() -> Scenario:
+    """Export paid the import price, dear for ten hours a day: the upper-quartile price (0.60) is
+    above the mean (0.36), so the optimiser's terminal value is not the mean import price."""
+    scenario = tiny_scenario(days=2, soc=60.0)
+    series = scenario.series
+    hours = np.array([series.time_at(k).hour for k in range(series.steps)])
+    price = np.where(hours < 6, 0.10, np.where(hours < 14, 0.25, 0.60))
+    priced = Series(series.start, series.step, price, price.copy(), series.load_w, series.pv_w)
+    return Scenario(
+        scenario.config, priced, scenario.trips, dict(scenario.initial_soc_percent), "net metering"
+    )
+
+
+def test_the_stored_energy_is_valued_as_the_perfect_solve_values_it() -> None:
+    scenario = net_metering_scenario()
+    perfect = compute_metrics(run_strategy(scenario, "perfect"))
+    assert perfect.terminal_price_per_kwh == pytest.approx(0.60)
+    mpc = compute_metrics(run_strategy(scenario, "mpc"))
+    assert perfect.total_cost <= mpc.total_cost + 1e-4  # within the solver's tolerance
+    # Perfect foresight solved with another terminal value, scored under the same metric, costs more.
+    for value in (0.0, float(scenario.series.import_price_per_kwh.mean()), 1.0):
+        config = scenario.config.model_copy(
+            update={
+                "optimizer": scenario.config.optimizer.model_copy(update={"terminal_value_per_kwh": value})
+            }
+        )
+        other = run_strategy(scenario.with_config(config), "perfect")
+        other.scenario = scenario
+        assert perfect.total_cost <= compute_metrics(other).total_cost + 1e-4, value
+    configured = scenario.with_config(
+        scenario.config.model_copy(
+            update={"optimizer": scenario.config.optimizer.model_copy(update={"terminal_value_per_kwh": 0.2})}
+        )
+    )
+    assert compute_metrics(run_strategy(configured, "uncontrolled")).terminal_price_per_kwh == 0.2
+
+
 def test_perfect_solves_once() -> None:
     result = run_strategy(tiny_scenario(days=1), "perfect")
     assert compute_metrics(result).solves == 1
@@ -144,7 +181,7 @@ def test_v2h_covers_the_home_and_the_rest_is_v2g() -> None:
     # Battery side: 8 kWh delivered took 8/0.9 out of the battery.
     assert m.throughput_kwh == pytest.approx(8 / 0.9)
     assert m.degradation_cost == pytest.approx(0.02 * 8 / 0.9)
-    assert m.stored_energy_value == pytest.approx(-8 / 0.9 * 0.4)  # valued at the mean import price
+    assert m.stored_energy_value == pytest.approx(-8 / 0.9 * 0.4)  # the mean import price (above export)
     assert m.total_cost == pytest.approx(m.energy_cost + m.degradation_cost - m.stored_energy_value)
     assert sum(monthly_cost(result).values()) == pytest.approx(m.energy_cost + m.degradation_cost)
     assert step_cost(result).sum() == pytest.approx(m.energy_cost)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from controller.config import VehicleConfig, load_config
 from controller.domain import Departure
-from controller.vehicles import SocTracker, next_departure
+from controller.snapshot import Trip
+from controller.vehicles import SocTracker, next_departure, scheduled_trips
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 11, 24, 17, 0, tzinfo=UTC)  # a Tuesday, 18:00 in Amsterdam
@@ -88,6 +90,143 @@ def test_one_off_and_charger_departures_win_when_earlier() -> None:
     late = Departure(T0 + timedelta(days=3), 90.0)
     ev_needs = Departure(T0 + timedelta(hours=5), 70.0)
     assert next_departure(vehicle(), T0, "Europe/Amsterdam", one_off=late, from_charger=ev_needs) == ev_needs
+
+
+# ------------------------------------------------------------------ scheduled trips
+
+AMSTERDAM = "Europe/Amsterdam"
+
+
+def commuter(**departures: dict[str, object]) -> VehicleConfig:
+    """The example car, 40 km at 17 kWh/100 km a trip; by default out 07:30-17:00 on weekdays."""
+    weekday = {"time": "07:30", "target_soc_percent": 80, "return_time": "17:00"}
+    rules = departures or {day: weekday for day in ("monday", "tuesday", "wednesday", "thursday", "friday")}
+    return VehicleConfig.model_validate(
+        {**vehicle().model_dump(), "typical_trip_km": 40.0, "departures": rules}
+    )
+
+
+def local(day: int, hour: int, minute: int = 0, month: int = 11, year: int = 2026) -> datetime:
+    """A wall-clock time in Amsterdam as an aware UTC datetime."""
+    return datetime(year, month, day, hour, minute, tzinfo=ZoneInfo(AMSTERDAM)).astimezone(UTC)
+
+
+def spans(trips: list[Trip]) -> list[tuple[datetime, datetime]]:
+    return [(t.depart, t.arrive) for t in trips]
+
+
+def test_scheduled_trips_cover_the_horizon_from_the_rules_with_a_return() -> None:
+    car = commuter()
+    now = local(24, 18)  # Tuesday 18:00: today's trip is over
+    trips = scheduled_trips(
+        car, now, now + timedelta(hours=48), AMSTERDAM, plugged_in=True, next_departure=None
+    )
+    assert spans(trips) == [(local(25, 7, 30), local(25, 17)), (local(26, 7, 30), local(26, 17))]
+    assert all(t.energy_kwh == pytest.approx(40 * 17 / 100) and t.target_soc_percent == 80 for t in trips)
+    # The horizon end cuts: a trip counts when it departs before the end.
+    assert (
+        len(scheduled_trips(car, now, local(26, 7, 30), AMSTERDAM, plugged_in=True, next_departure=None)) == 1
+    )
+    assert (
+        len(scheduled_trips(car, now, local(26, 7, 31), AMSTERDAM, plugged_in=True, next_departure=None)) == 2
+    )
+    # The weekend has no rules: Friday evening to Monday evening holds Monday's trip only.
+    friday = local(27, 18)
+    weekend = scheduled_trips(
+        car, friday, friday + timedelta(days=3), AMSTERDAM, plugged_in=True, next_departure=None
+    )
+    assert spans(weekend) == [(local(30, 7, 30), local(30, 17))]
+
+
+def test_rules_without_a_return_give_no_trip() -> None:
+    car = commuter(
+        monday={"time": "07:30", "target_soc_percent": 80},
+        tuesday={"time": "08:00", "target_soc_percent": 60, "return_time": "12:15"},
+    )
+    now = local(22, 12)  # Sunday
+    trips = scheduled_trips(
+        car, now, now + timedelta(days=3), AMSTERDAM, plugged_in=True, next_departure=None
+    )
+    assert spans(trips) == [(local(24, 8), local(24, 12, 15))]
+    assert trips[0].target_soc_percent == 60
+    assert scheduled_trips(vehicle(), now, now + timedelta(days=3), AMSTERDAM, plugged_in=True) == []
+
+
+def test_a_trip_under_way_counts_only_while_the_car_is_unplugged() -> None:
+    car = commuter()
+    now = local(24, 12)  # Tuesday noon: the scheduled trip runs 07:30-17:00
+    end = now + timedelta(hours=24)
+    away = scheduled_trips(car, now, end, AMSTERDAM, plugged_in=False, next_departure=None)
+    assert spans(away) == [(local(24, 7, 30), local(24, 17)), (local(25, 7, 30), local(25, 17))]
+    home = scheduled_trips(car, now, end, AMSTERDAM, plugged_in=True, next_departure=None)
+    assert spans(home) == [(local(25, 7, 30), local(25, 17))]  # back early, or stayed home
+    # Past the return time a late car is not on today's trip any more.
+    late = scheduled_trips(car, local(24, 17), end, AMSTERDAM, plugged_in=False, next_departure=None)
+    assert spans(late) == [(local(25, 7, 30), local(25, 17))]
+    # A trip that starts right now is not under way yet: it counts while plugged in too.
+    leaving = scheduled_trips(car, local(24, 7, 30), end, AMSTERDAM, plugged_in=True, next_departure=None)
+    assert spans(leaving)[0] == (local(24, 7, 30), local(24, 17))
+
+
+def test_an_announced_departure_moves_that_days_trip() -> None:
+    car = commuter()
+    now = local(24, 20)  # Tuesday evening
+    end = now + timedelta(hours=48)
+    early = Departure(local(25, 6, 10), 95.0)  # a one-off: Wednesday earlier, fuller
+    trips = scheduled_trips(car, now, end, AMSTERDAM, plugged_in=True, next_departure=early)
+    assert spans(trips) == [(local(25, 6, 10), local(25, 17)), (local(26, 7, 30), local(26, 17))]
+    assert [t.target_soc_percent for t in trips] == [95.0, 80]
+    later = Departure(local(25, 11), 70.0)  # the charger says 11:00 (before the 17:00 return)
+    assert spans(scheduled_trips(car, now, end, AMSTERDAM, plugged_in=True, next_departure=later))[0] == (
+        local(25, 11),
+        local(25, 17),
+    )
+    # Leaving at or after the usual return: no return known that day, so no trip.
+    evening = Departure(local(25, 17), 70.0)
+    assert spans(scheduled_trips(car, now, end, AMSTERDAM, plugged_in=True, next_departure=evening)) == [
+        (local(26, 7, 30), local(26, 17))
+    ]
+    # On a day without a rule it changes nothing; the schedule's own departure neither.
+    sunday = Departure(local(29, 9), 70.0)
+    friday = local(27, 20)
+    assert spans(
+        scheduled_trips(
+            car, friday, friday + timedelta(days=3), AMSTERDAM, plugged_in=True, next_departure=sunday
+        )
+    ) == [(local(30, 7, 30), local(30, 17))]
+    schedule = next_departure(car, now, AMSTERDAM)
+    assert scheduled_trips(
+        car, now, end, AMSTERDAM, plugged_in=True, next_departure=schedule
+    ) == scheduled_trips(car, now, end, AMSTERDAM, plugged_in=True, next_departure=None)
+    # It moves a trip already under way when the car is still at home (leaving later than usual).
+    stayed = Departure(local(24, 9), 80.0)
+    late_start = scheduled_trips(car, local(24, 8), end, AMSTERDAM, plugged_in=True, next_departure=stayed)
+    assert spans(late_start)[0] == (local(24, 9), local(24, 17))
+
+
+@pytest.mark.parametrize(
+    ("day", "utc_offset_h"), [(28, 1), (29, 2)], ids=["before-spring-forward", "after-spring-forward"]
+)
+def test_scheduled_trips_keep_local_wall_clock_times_across_dst(day: int, utc_offset_h: int) -> None:
+    """Clocks go 02:00 -> 03:00 on Sunday 29 March 2026 and back on Sunday 25 October 2026."""
+    every_day = {"time": "07:30", "target_soc_percent": 80, "return_time": "17:00"}
+    car = commuter(**{d: every_day for d in ("friday", "saturday", "sunday", "monday")})
+    now = datetime(2026, 3, 27, 12, tzinfo=UTC)  # Friday
+    trips = scheduled_trips(
+        car, now, now + timedelta(days=4), AMSTERDAM, plugged_in=True, next_departure=None
+    )
+    assert len(trips) == 3  # Saturday, Sunday, Monday
+    trip = next(t for t in trips if t.depart.astimezone(ZoneInfo(AMSTERDAM)).day == day)
+    assert trip.depart == datetime(2026, 3, day, 7 - utc_offset_h, 30, tzinfo=UTC)
+    assert trip.arrive == datetime(2026, 3, day, 17 - utc_offset_h, tzinfo=UTC)
+    autumn = datetime(2026, 10, 24, 12, tzinfo=UTC)  # Saturday; Sunday has 25 hours
+    october = scheduled_trips(
+        car, autumn, autumn + timedelta(days=2), AMSTERDAM, plugged_in=True, next_departure=None
+    )
+    assert spans(october) == [
+        (datetime(2026, 10, 25, 6, 30, tzinfo=UTC), datetime(2026, 10, 25, 16, tzinfo=UTC)),
+        (datetime(2026, 10, 26, 6, 30, tzinfo=UTC), datetime(2026, 10, 26, 16, tzinfo=UTC)),
+    ]
 
 
 # ------------------------------------------------------------------ energy registers, V2L, estimates
