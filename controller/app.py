@@ -234,7 +234,7 @@ class Daemon:
         restored = 0
         for vehicle_id, record in self.store.vehicle_states().items():
             try:
-                restored += self.site.restore_vehicle(vehicle_id, record)
+                restored += self.site.restore_vehicle(vehicle_id, record, now=now)
             except _RESTORE_ERRORS as exc:
                 log.warning("vehicle_state_not_restored", vehicle=vehicle_id, error=str(exc))
         for (vehicle_id, kind), body in self.store.overrides(now).items():
@@ -315,12 +315,22 @@ class Daemon:
                 sample.energy_import_wh,
                 sample.energy_export_wh,
                 evse_id=event.evse_id,
+                received_at=now,
             )
             if vehicle is not None and sample.soc_percent is not None:
                 self._soc_read(vehicle)
         elif isinstance(event, ChargingNeedsReported):
             self._charging_needs(event)
         elif isinstance(event, ChargerConnected):
+            if self.site.on_charger_connected(event.charger_id, event.ocpp_version):
+                # Its OCPP version decides whether a discharge can reach it: plan with what it can do.
+                log.info(
+                    "charger_discharge_capability",
+                    charger=event.charger_id,
+                    ocpp_version=event.ocpp_version.value,
+                    can_discharge=self.site.charger_can_discharge(event.charger_id),
+                )
+                self.request_replan("charger version")
             self.dispatcher.forget(event.charger_id)
             self._dispatch_now.set()
         elif isinstance(event, ChargerDisconnected):
@@ -393,6 +403,7 @@ class Daemon:
             )
             return
         self.store.stop_session(event.charger_id, event.at, event.meter_stop_wh)
+        self.site.on_transaction_ended(event.charger_id)  # no power drawn any more, cable in or out
         if event.reason == EV_DISCONNECTED:
             # The cable is out even if the charger sends no StatusNotification for it.
             vehicle = self.site.set_plugged(event.charger_id, False, event.at)
@@ -536,7 +547,7 @@ class Daemon:
         # The MQTT PV forecast changes on the loop: read it here, the history in a worker thread.
         pv_external = self._pv_forecast_external(now)
         load_w, pv_w = await asyncio.to_thread(self.forecasts, now, pv_external)
-        snapshot = self.site.snapshot(now, load_w, pv_w)
+        snapshot = self.site.planner_snapshot(now, load_w, pv_w)
         plan = await asyncio.to_thread(self.planner.plan, snapshot)
         self.plan = plan
         self.replans += 1
@@ -622,14 +633,16 @@ class Daemon:
             self.request_replan("grid_state")
 
     def _record_flows(self, now: dt.datetime) -> None:
-        """Home load and PV for the forecasts: home = grid + PV - cars, when all are known."""
+        """Home load and PV for the forecasts: home = grid + PV - cars, when all are known (a PV
+        meter that is configured but stale is not 0 W; without PV meters PV is 0 W)."""
         grid = self.inputs.grid_power_w(now)
         pv = self.inputs.pv_power_w(now)
         home = self.inputs.home_power_w(now)
         if pv is not None:
             self.store.record_reading(PV_SERIES, now, max(0.0, pv))
-        if home is None and grid is not None:
-            cars = [v.measured_power_w for v in self.site.vehicles.values() if v.plugged_in]
+        has_pv = any(m.role is MeterRole.PV for m in self.cfg.meters)
+        if home is None and grid is not None and (pv is not None or not has_pv):
+            cars = [self.site.measured_power_w(v, now) for v in self.site.vehicles.values() if v.plugged_in]
             if all(c is not None for c in cars):
                 home = grid + (pv or 0.0) - sum(c for c in cars if c is not None)
         if home is not None:
@@ -666,9 +679,8 @@ class Daemon:
         )
 
     async def _publish_state(self, now: dt.datetime) -> None:
-        vehicles_w = [
-            v.measured_power_w for v in self.site.vehicles.values() if v.measured_power_w is not None
-        ]
+        measured = [self.site.measured_power_w(v, now) for v in self.site.vehicles.values()]
+        vehicles_w = [w for w in measured if w is not None]
         await self.mqtt.publish_site_flows(
             SiteFlows(
                 at=now,

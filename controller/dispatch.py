@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from controller.config import ChargerConfig, SiteConfig, VehicleConfig, power_limits_kw
-from controller.domain import ChargerSchedule, Plan, SchedulePeriod, VehicleMode, ensure_utc
+from controller.domain import ChargerSchedule, Plan, SchedulePeriod, VehicleMode, align_to_step, ensure_utc
 
 __all__ = [
     "ChargerCommand",
@@ -53,6 +53,9 @@ class VehicleLive:
     """The EV's own discharge power cap (a magnitude), None = none reported."""
     ev_min_soc_percent: float | None = None
     """The EV's own V2X floor: no discharge at or below it (nor below the configured reserve)."""
+    charger_can_discharge: bool = True
+    """False when the charger's OCPP connection cannot carry a discharge (1.6/2.0.1 without
+    ``negative_limit_means_discharge``): the car is charge-only there, whatever the config says."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,8 @@ class _Sent:
     setpoint_w: float
     at: datetime
     plan_created_at: datetime | None
+    discharge_ends_at: datetime | None = None
+    """Where the sent schedule itself ends (or lowers) its live discharge: renewed before then."""
 
 
 @dataclass(slots=True)
@@ -145,7 +150,9 @@ class Dispatcher:
             if want is not None:
                 setpoint = self._snap_to_charger(want.setpoint_w, charger, want.reasons)
                 schedule = self._schedule(inputs, now, want, setpoint)
-                send = self._should_send(charger.id, setpoint, now, inputs.plan, want.urgent)
+                send = self._should_send(
+                    charger.id, setpoint, now, inputs.plan, want.urgent, _discharge_ends_at(schedule)
+                )
                 commands.append(
                     ChargerCommand(
                         charger.id, want.live.vehicle_id, setpoint, schedule, send, tuple(want.reasons)
@@ -161,7 +168,9 @@ class Dispatcher:
         for command in commands:
             if command.send:
                 created = inputs.plan.created_at if inputs.plan else None
-                self._sent[command.charger_id] = _Sent(command.setpoint_w, now, created)
+                self._sent[command.charger_id] = _Sent(
+                    command.setpoint_w, now, created, _discharge_ends_at(command.schedule)
+                )
         return commands
 
     def forget(self, charger_id: str) -> None:
@@ -178,6 +187,10 @@ class Dispatcher:
             return None
         max_charge_kw, max_discharge_kw = power_limits_kw(vehicle, charger)
         want = _Want(live, vehicle, charger, 0.0, 1000.0 * max_charge_kw, 1000.0 * max_discharge_kw)
+        if not live.charger_can_discharge and want.max_discharge_w > 0:
+            # The profile sent there says limit 0: a discharge counted here would be a phantom.
+            want.max_discharge_w = 0.0
+            want.reasons.append("charger's OCPP version cannot discharge: charge only")
         self._apply_ev_caps(live, want)
         if live.mode is VehicleMode.CHARGE_NOW:
             planned = want.max_charge_w
@@ -411,7 +424,8 @@ class Dispatcher:
         """The live setpoint now, then the plan's next steps until the validity ends.
 
         Later periods run only if this controller goes silent. They never discharge unless the car
-        may export (V2H needs live load following) and never outlive the validity window.
+        may export (V2H needs live load following) and never outlive the validity window; a live
+        discharge that needs following ends at a step boundary at the latest.
         """
         assert self.schedule_validity is not None
         charger = want.charger
@@ -435,6 +449,13 @@ class Dispatcher:
                 power = self._snap_to_charger(power, charger, [])
                 if power != periods[-1].setpoint_w:
                     periods.append(SchedulePeriod(offset, power, want.max_charge_w, max_discharge_w))
+        if setpoint_w < 0 and not unattended_discharge and len(periods) == 1:
+            # A discharge that needs live load following (an outage's V2H, a plan without later
+            # steps) ends by itself at a step boundary if this controller goes silent; while it runs,
+            # the schedule is renewed before then (``_should_send``).
+            end = self._attended_discharge_end(now) - now
+            if end < self.schedule_validity:
+                periods.append(SchedulePeriod(end, 0.0, want.max_charge_w, 0.0))
         return ChargerSchedule(
             charger_id=charger.id,
             start=now,
@@ -443,6 +464,19 @@ class Dispatcher:
             phases=charger.phases,
             evse_id=charger.evse_id,
         )
+
+    def _renew_margin(self) -> timedelta:
+        """How long before a schedule ends its discharge it is renewed: two dispatch ticks and a call."""
+        site, ocpp = self.config.site, self.config.ocpp
+        return timedelta(seconds=2 * site.dispatch_interval_s + ocpp.call_timeout_s)
+
+    def _attended_discharge_end(self, now: datetime) -> datetime:
+        """The first plan-step boundary at least the renew margin ahead: late enough that the
+        renewal can land before it, so a running controller never lets the discharge drop."""
+        step = timedelta(minutes=self.config.site.plan_step_minutes)
+        earliest = now + self._renew_margin()
+        end = align_to_step(earliest, step)
+        return end if end >= earliest else end + step
 
     def _idle_schedule(self, now: datetime, charger: ChargerConfig) -> ChargerSchedule:
         assert self.schedule_validity is not None
@@ -456,11 +490,24 @@ class Dispatcher:
         )
 
     def _should_send(
-        self, charger_id: str, setpoint_w: float, now: datetime, plan: Plan | None, urgent: bool
+        self,
+        charger_id: str,
+        setpoint_w: float,
+        now: datetime,
+        plan: Plan | None,
+        urgent: bool,
+        discharge_ends_at: datetime | None = None,
     ) -> bool:
-        """Deadband and rate limit, except that safety clamps and start/stop go out at once."""
+        """Deadband and rate limit, except that safety clamps and start/stop go out at once, and a
+        discharge the last schedule ends soon is renewed once the new one holds it longer."""
         last = self._sent.get(charger_id)
         if last is None:
+            return True
+        if (
+            last.discharge_ends_at is not None
+            and now >= last.discharge_ends_at - self._renew_margin()
+            and (discharge_ends_at is None or discharge_ends_at > last.discharge_ends_at)
+        ):
             return True
         change = abs(setpoint_w - last.setpoint_w)
         if change == 0 and (plan is None or plan.created_at == last.plan_created_at):
@@ -472,3 +519,13 @@ class Dispatcher:
         if plan is not None and plan.created_at != last.plan_created_at:
             return True  # a new plan changes the later periods of the schedule
         return change > self.deadband_w and now - last.at >= self.min_resend_interval
+
+
+def _discharge_ends_at(schedule: ChargerSchedule) -> datetime | None:
+    """When the schedule's first (live) discharge ends or lowers by itself; None when it does not
+    discharge now or holds the discharge to the end."""
+    live_w = schedule.periods[0].setpoint_w
+    if live_w >= 0:
+        return None
+    later = next((p for p in schedule.periods[1:] if p.setpoint_w > live_w), None)
+    return None if later is None else schedule.start + later.start_offset

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from controller.commands import Command, SetDeparture, SetMode, SetWeeklyDeparture, V2LCommand
-from controller.config import DepartureRule, SiteConfig, VehicleConfig
+from controller.config import DepartureRule, OcppVersion, SiteConfig, VehicleConfig
 from controller.dispatch import DispatchInputs, VehicleLive
 from controller.domain import (
     Departure,
@@ -33,7 +33,14 @@ from controller.site_inputs import SiteInputs
 from controller.snapshot import DepartureGoal, SessionLimits, Snapshot, V2LRequest, VehicleSnapshot
 from controller.vehicles import SocTracker, next_departure
 
-__all__ = ["PLUGGED_STATUSES", "UNPLUGGED_STATUSES", "EvReportedLimits", "Site", "VehicleRuntime"]
+__all__ = [
+    "MEASURED_POWER_MAX_SAMPLE_INTERVALS",
+    "PLUGGED_STATUSES",
+    "UNPLUGGED_STATUSES",
+    "EvReportedLimits",
+    "Site",
+    "VehicleRuntime",
+]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -54,6 +61,11 @@ _DEFAULT_EVSE_ID = 1
 
 # Power an EV may report that is still a number, not a data error (as the snapshot bounds it).
 _MAX_REPORTED_POWER_W = 10_000_000.0
+
+# A car's measured power counts for this many of the chargers' sample intervals
+# (``ocpp.meter_sample_interval_s``) after it was received: a lost sample keeps it, a charger gone
+# quiet does not leave its last power in the load calculation.
+MEASURED_POWER_MAX_SAMPLE_INTERVALS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +93,9 @@ class VehicleRuntime:
     v2l: V2LSession | None = None
     v2l_cut_off: bool = False
     measured_power_w: float | None = None
+    """The car's power as last measured at its charger (``Site.measured_power_w`` ages it)."""
+    measured_power_at: dt.datetime | None = None
+    """When that measurement was received."""
     setpoint_w: float = 0.0
     session_limits: SessionLimits | None = None
     """The EV's own limits for this session (until unplug or its next NotifyEVChargingNeeds)."""
@@ -111,8 +126,29 @@ class Site:
             if v.home_charger is not None:
                 self.charger_vehicle.setdefault(v.home_charger, v.id)
         self.step = dt.timedelta(minutes=cfg.site.plan_step_minutes)
+        self.charger_versions: dict[str, OcppVersion] = {}
+        """The OCPP version each charger last connected with."""
 
     # ------------------------------------------------------------ chargers
+
+    def on_charger_connected(self, charger_id: str, version: OcppVersion) -> bool:
+        """A charger connected with ``version``; True when that changes whether it can discharge."""
+        could = self.charger_can_discharge(charger_id)
+        self.charger_versions[charger_id] = version
+        return self.charger_can_discharge(charger_id) != could
+
+    def charger_can_discharge(self, charger_id: str | None) -> bool:
+        """Whether a discharge can reach this charger: OCPP 2.1, or a 1.6/2.0.1 charger whose config
+        opts in to negative limits (``negative_limit_means_discharge``). Before it first connects,
+        whether 2.1 is among its ``ocpp_versions``. (A charge-only charger has no discharge power
+        anyway; this only says what its protocol can carry.)"""
+        charger = self.cfg.charger(charger_id) if charger_id is not None else None
+        if charger is None or charger.negative_limit_means_discharge:
+            return True
+        version = self.charger_versions.get(charger.id)
+        if version is None:
+            return OcppVersion.V21 in charger.ocpp_versions
+        return version is OcppVersion.V21
 
     def vehicle_at(self, charger_id: str) -> VehicleRuntime | None:
         vid = self.charger_vehicle.get(charger_id)
@@ -137,7 +173,7 @@ class Site:
             return None
         vehicle.plugged_in = plugged
         vehicle.charger_id = charger_id
-        vehicle.measured_power_w = None
+        vehicle.measured_power_w = vehicle.measured_power_at = None
         if plugged:
             vehicle.tracker.on_arrival(at)
         else:
@@ -167,11 +203,13 @@ class Site:
         energy_export_wh: float | None = None,
         *,
         evse_id: int | None = None,
+        received_at: dt.datetime | None = None,
     ) -> VehicleRuntime | None:
         """A charger's meter sample: SoC first (the anchor), then power and energy registers, from
         which the SoC is counted forward and the car's power is known (from the registers alone for
         a charger that reports no power). Samples of another EVSE, or of the station's main meter
-        (EVSE 0), are not the car's and change nothing."""
+        (EVSE 0), are not the car's and change nothing. ``received_at`` (default ``at``) ages the
+        power: the daemon's clock, not the charger's."""
         vehicle = self._vehicle_on(charger_id, evse_id)
         if vehicle is None:
             return None
@@ -180,7 +218,27 @@ class Site:
         if power_w is not None or energy_import_wh is not None or energy_export_wh is not None:
             vehicle.tracker.on_meter(at, power_w, energy_import_wh, energy_export_wh)
             vehicle.measured_power_w = vehicle.tracker.power_w
+            vehicle.measured_power_at = ensure_utc(received_at if received_at is not None else at)
         return vehicle
+
+    def on_transaction_ended(self, charger_id: str) -> VehicleRuntime | None:
+        """The car's transaction at this charger ended (the caller checked it was the car's): it
+        draws nothing any more, whatever it drew at its last sample, even with the cable still in."""
+        vehicle = self.vehicle_at(charger_id)
+        if vehicle is not None:
+            vehicle.measured_power_w = vehicle.measured_power_at = None
+        return vehicle
+
+    def measured_power_w(self, vehicle: VehicleRuntime, now: dt.datetime) -> float | None:
+        """The car's measured power if received within ``MEASURED_POWER_MAX_SAMPLE_INTERVALS`` sample
+        intervals of ``now``, else None (unknown)."""
+        at = vehicle.measured_power_at
+        max_age = dt.timedelta(
+            seconds=MEASURED_POWER_MAX_SAMPLE_INTERVALS * self.cfg.ocpp.meter_sample_interval_s
+        )
+        if at is None or ensure_utc(now) - at > max_age:
+            return None
+        return vehicle.measured_power_w
 
     def on_charging_needs(
         self,
@@ -388,6 +446,21 @@ class Site:
             export_limit_w=[float(x) for x in limits.export_limit_w],
         )
 
+    def planner_snapshot(self, now: dt.datetime, load_w: FloatArray, pv_w: FloatArray) -> Snapshot:
+        """``snapshot`` as the daemon plans on it: a car at a charger whose OCPP connection cannot
+        carry a discharge (``charger_can_discharge``) gets a session discharge cap of 0 W, so the
+        plan never counts on a discharge the charger would be sent as a limit of 0."""
+        snapshot = self.snapshot(now, load_w, pv_w)
+        vehicles = []
+        for planned in snapshot.vehicles:
+            runtime = self.vehicles.get(planned.id)
+            if runtime is not None and not self.charger_can_discharge(runtime.charger_id):
+                limits = planned.session_limits or SessionLimits()
+                capped = limits.model_copy(update={"max_discharge_power_w": 0.0})
+                planned = planned.model_copy(update={"session_limits": capped})
+            vehicles.append(planned)
+        return snapshot.model_copy(update={"vehicles": vehicles})
+
     # --------------------------------------------------- dispatcher inputs
 
     def dispatch_inputs(self, now: dt.datetime, plan: Plan | None) -> DispatchInputs:
@@ -414,18 +487,20 @@ class Site:
             plugged_in=vehicle.plugged_in,
             charger_id=vehicle.charger_id,
             soc_percent=self.measured_soc(vehicle),
-            measured_power_w=vehicle.measured_power_w,
+            measured_power_w=self.measured_power_w(vehicle, now),
             mode=vehicle.mode,
             departure_at=departure.at if departure is not None else None,
             ev_max_charge_w=ev.max_charge_power_w if ev else None,
             ev_max_discharge_w=ev.max_discharge_power_w if ev else None,
             ev_min_soc_percent=ev.min_soc_percent if ev else None,
+            charger_can_discharge=self.charger_can_discharge(vehicle.charger_id),
         )
 
     # ------------------------------------------------------- persistence
 
     def vehicle_record(self, vehicle: VehicleRuntime) -> dict[str, Any]:
         estimate = vehicle.tracker.estimate()
+        departure = vehicle.charger_departure
         return {
             "plugged_in": vehicle.plugged_in,
             "charger_id": vehicle.charger_id,
@@ -433,11 +508,17 @@ class Site:
             "soc_at": estimate.at.isoformat() if estimate else None,
             "soc_measured": estimate.measured if estimate else False,
             "session_limits": vehicle.session_limits.model_dump() if vehicle.session_limits else None,
+            "charger_departure": None
+            if departure is None
+            else {"at": departure.at.isoformat(), "target_soc_percent": departure.target_soc_percent},
         }
 
-    def restore_vehicle(self, vehicle_id: str, record: dict[str, Any]) -> bool:
+    def restore_vehicle(
+        self, vehicle_id: str, record: dict[str, Any], *, now: dt.datetime | None = None
+    ) -> bool:
         """True when restored, False for a car no longer configured. A record that does not parse
-        raises (TypeError, ValueError) and changes nothing."""
+        raises (TypeError, ValueError) and changes nothing. The car's own limits and departure come
+        back only while it is still plugged in, the departure only if still ahead of ``now``."""
         vehicle = self.vehicles.get(vehicle_id)
         if vehicle is None:
             return False
@@ -453,8 +534,22 @@ class Site:
         stored_limits = record.get("session_limits")
         # The EV's limits belong to the session still plugged in; a ValidationError is a ValueError.
         limits = SessionLimits.model_validate(stored_limits) if stored_limits and plugged_in else None
+        stored_departure = record.get("charger_departure")
+        departure = None
+        if stored_departure and plugged_in:
+            target = float(stored_departure["target_soc_percent"])
+            if not math.isfinite(target):
+                raise ValueError(f"charger_departure target {target} is not a number")
+            config = vehicle.config
+            departure = Departure(
+                ensure_utc(dt.datetime.fromisoformat(stored_departure["at"])),
+                min(max(target, config.reserve_percent), config.max_soc_percent),
+            )
+            if now is not None and departure.at <= ensure_utc(now):
+                departure = None  # passed while the daemon was down
         vehicle.plugged_in = plugged_in
         vehicle.session_limits = limits
+        vehicle.charger_departure = departure
         if charger_id is not None and self.cfg.charger(charger_id) is not None:
             vehicle.charger_id = charger_id  # a charger no longer configured keeps the home one
         if soc is not None:

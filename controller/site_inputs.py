@@ -6,6 +6,7 @@ explicit ``now``, so the same object works under a simulated clock.
 Staleness: a meter with no reading newer than its ``stale_after_s`` is stale (a meter never heard
 from is stale too). A stale grid, PV or home meter puts the whole site into safe mode (no discharge)
 until fresh data arrives; a stale vehicle SoC or V2L reading only makes that vehicle's value unknown.
+A site without a grid meter is always in safe mode: nothing measures what a discharge does there.
 An outage state (``grid_lost``) not refreshed within ``grid_signals.outage_max_age_s`` no longer counts.
 """
 
@@ -32,9 +33,12 @@ from controller.signals import (
     prices_on_grid,
 )
 
-__all__ = ["SITE_ROLES", "PriceDirection", "SiteInputs", "SiteSnapshot"]
+__all__ = ["NO_GRID_METER_REASON", "SITE_ROLES", "PriceDirection", "SiteInputs", "SiteSnapshot"]
 
 SITE_ROLES = frozenset({MeterRole.GRID, MeterRole.PV, MeterRole.HOME})
+NO_GRID_METER_REASON = (
+    "no grid meter configured: discharge needs a measured grid (add a meter with role grid)"
+)
 PriceDirection = Literal["import", "export"]
 
 
@@ -105,15 +109,21 @@ class SiteInputs:
 
     def safe_mode_reasons(self, now: dt.datetime) -> list[str]:
         now = ensure_utc(now)
-        return [
+        reasons = [] if self.has_grid_meter else [NO_GRID_METER_REASON]
+        return reasons + [
             f"meter {m.id} ({m.role.value}) is stale"
             for m in self.cfg.meters
             if m.role in SITE_ROLES and not self._is_fresh(m, now)
         ]
 
+    @property
+    def has_grid_meter(self) -> bool:
+        return any(m.role is MeterRole.GRID for m in self.cfg.meters)
+
     def safe_mode(self, now: dt.datetime) -> bool:
-        """No discharge while a site meter is stale or missing (safety invariant 5)."""
-        return self.is_stale(now)
+        """No discharge while a site meter is stale or missing, or no grid meter is configured
+        (safety invariant 5)."""
+        return not self.has_grid_meter or self.is_stale(now)
 
     def _fresh_sum(self, role: MeterRole, now: dt.datetime, vehicle: str | None = None) -> float | None:
         meters = [m for m in self.cfg.meters if m.role is role and (vehicle is None or m.vehicle == vehicle)]

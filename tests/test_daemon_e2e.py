@@ -388,12 +388,14 @@ async def test_kill_9_then_restart_restores_overrides_session_soc_and_plan(tmp_p
             async with MeterFeed(mqtt) as meters:
                 meters.set(site.topic("meter/grid"), 400.0)
                 departure = (utc_now() + timedelta(hours=2)).replace(microsecond=0)
+                car_leaves = departure + timedelta(hours=1)  # the car's own, from NotifyEVChargingNeeds
                 async with running_daemon(site) as first:
                     await meters.publish_now()
                     await publish_prices(mqtt, site, FLAT_IMPORT, FLAT_EXPORT)
                     async with charger(site.ocpp_port) as cp:
                         await cp.plug_in("tx-r", soc_percent=40)
                         await cp.wait_profile(timeout_s=15)
+                        await cp.charging_needs(car_leaves, 85)
                         mark = cp.mark()
                         await command(mqtt, site, "mode", {"mode": "no_discharge"})
                         await command(
@@ -448,7 +450,11 @@ async def test_kill_9_then_restart_restores_overrides_session_soc_and_plan(tmp_p
         overrides = store.overrides(utc_now())
         assert overrides[("car", "mode")] == {"mode": "no_discharge"}
         assert overrides[("car", "departure")]["at"] == departure.isoformat()
-        assert store.vehicle_states()["car"]["soc_percent"] == pytest.approx(41, abs=1)
+        state = store.vehicle_states()["car"]
+        assert state["soc_percent"] == pytest.approx(41, abs=1)
+        # The car's own departure came back with the restart (the second run saved it again).
+        assert datetime.fromisoformat(state["charger_departure"]["at"]) == car_leaves
+        assert state["charger_departure"]["target_soc_percent"] == 85
         # The meter history written before the kill is intact (the second run adds to it).
         before_kill = store.history(
             "grid", killed_at - timedelta(minutes=10), killed_at + timedelta(seconds=1)
@@ -542,7 +548,10 @@ async def test_grid_outage_v2h_covers_the_home_down_to_the_reserve(tmp_path: Pat
                     covering = await cp.wait_profile(lambda p: first_setpoint(p) < 0, since=mark)
                     rows = periods(covering.payload)
                     assert rows[0]["setpoint"] == -5000  # exactly the measured home load
-                    assert len(rows) == 1  # no unattended discharge planned beyond the live setpoint
+                    # If the daemon dies, the discharge stops at the next step boundary (at least the
+                    # renewal margin, 2 x 1 s + 3 s, ahead); while it runs it renews the profile.
+                    assert len(rows) == 2 and (rows[1]["setpoint"], rows[1]["dischargeLimit"]) == (0, 0)
+                    assert 5 <= rows[1]["startPeriod"] <= 15 * 60 + 5
                     cp.power_w = -5000.0
                     await cp.meter_values()
 

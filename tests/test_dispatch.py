@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.config import SiteConfig, parse_config
+from controller.config import OcppVersion, SiteConfig, parse_config
 from controller.dispatch import Dispatcher, DispatchInputs, VehicleLive, VehicleMode
 from controller.domain import Plan, VehiclePlan
+from controller.ocpp.profiles import ChargerLimits, tx_profile_payload
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 11, 24, 17, 0, tzinfo=UTC)
@@ -339,3 +340,135 @@ def test_no_more_discharge_than_planned_within_the_hour_before_a_departure() -> 
     )
     assert soon.setpoint_w == pytest.approx(-1000.0)
     assert any("no more discharge than planned" in r for r in soon.reasons)
+
+
+def test_an_outage_discharge_ends_at_a_step_boundary_and_is_renewed_before_it() -> None:
+    d = Dispatcher(site())
+    idle = plan([0.0] * 8)
+    outage: dict[str, Any] = {"grid_lost": True, "home_power_w": 6000.0, "car_w": -6000.0}
+    cmd = one(d, inputs(idle, grid_w=0.0, **outage))
+    assert cmd.setpoint_w == pytest.approx(-6000.0) and cmd.send
+    # Renewal margin 2 x 5 s + 10 s: the next step boundary (17:15) is far enough ahead.
+    periods = [(p.start_offset, p.setpoint_w, p.max_discharge_w) for p in cmd.schedule.periods]
+    assert periods == [(timedelta(0), -6000.0, 10000.0), (timedelta(minutes=14), 0.0, 0.0)]
+    # What a charger gets on the wire: no discharge after 17:15 if the controller dies now.
+    payload = tx_profile_payload(
+        OcppVersion.V21,
+        cmd.schedule,
+        ChargerLimits.from_config(site().chargers[0], 17300.0),
+        transaction_id="tx-1",
+        max_validity=timedelta(hours=2),
+    )
+    wire = payload["chargingProfile"]["chargingSchedule"][0]["chargingSchedulePeriod"]
+    assert [(p["startPeriod"], p["setpoint"], p["dischargeLimit"]) for p in wire] == [
+        (0, -6000, -10000),
+        (840, 0, 0),
+    ]
+    # Unchanged load well before the end: nothing to send.
+    assert not one(d, inputs(idle, grid_w=0.0, now=T0 + timedelta(minutes=14, seconds=30), **outage)).send
+    # Within the margin: renewed, now running to the following boundary.
+    renewed = one(d, inputs(idle, grid_w=0.0, now=T0 + timedelta(minutes=14, seconds=45), **outage))
+    assert renewed.send and renewed.setpoint_w == pytest.approx(-6000.0)
+    ends = renewed.schedule.start + renewed.schedule.periods[1].start_offset
+    assert ends == T0 + timedelta(minutes=30)
+    # Renewed once, not at every tick until the old end.
+    assert not one(d, inputs(idle, grid_w=0.0, now=T0 + timedelta(minutes=14, seconds=50), **outage)).send
+
+
+def test_an_outage_discharge_just_before_a_boundary_runs_to_the_next_one() -> None:
+    # 10 s before 17:15 the renewal could not land in time: the discharge holds until 17:30.
+    cmd = one(
+        Dispatcher(site()),
+        inputs(
+            plan([0.0] * 8),
+            grid_w=0.0,
+            now=T0 + timedelta(minutes=14, seconds=50),
+            grid_lost=True,
+            home_power_w=6000.0,
+        ),
+    )
+    assert cmd.schedule.start + cmd.schedule.periods[1].start_offset == T0 + timedelta(minutes=30)
+    assert cmd.schedule.periods[1].setpoint_w == 0.0
+
+
+def test_v2h_is_renewed_at_a_step_boundary_without_waiting_for_a_new_plan() -> None:
+    d = Dispatcher(site(permissions={"v2g": False, "v2h": True, "v2l": False}))
+    v2h = plan([-3000.0] * 8)
+    cmd = one(d, inputs(v2h, grid_w=4500.0, car_w=0.0))
+    assert [(p.start_offset, p.setpoint_w) for p in cmd.schedule.periods] == [
+        (timedelta(0), -4500.0),
+        (timedelta(minutes=14), 0.0),
+    ]
+    # 17:15:02, the same plan: the charger stopped at 17:15 on its own; the live V2H goes out again.
+    again = one(d, inputs(v2h, grid_w=4500.0, car_w=0.0, now=T0 + timedelta(minutes=15, seconds=2)))
+    assert again.setpoint_w == pytest.approx(-4500.0) and again.send
+
+
+def two_cars() -> SiteConfig:
+    """Car A on a bidirectional charger, car B on a charge-only one, a 17 kW import cap."""
+    return parse_config(
+        {
+            "site": {"grid": {"import_limit_kw": 17, "export_limit_kw": 10}},
+            "chargers": [
+                {
+                    "id": "wbA",
+                    "ocpp_versions": ["2.1", "2.0.1"],
+                    "bidirectional": True,
+                    "max_discharge_kw": 10,
+                    "max_charge_kw": 11,
+                    "min_current_a": 0,
+                },
+                {"id": "wbB", "max_charge_kw": 11, "min_current_a": 0},
+            ],
+            "vehicles": [
+                {
+                    "id": "carA",
+                    "usable_capacity_kwh": 60,
+                    "max_charge_kw": 11,
+                    "max_discharge_kw": 10,
+                    "home_charger": "wbA",
+                    "permissions": {"v2g": True, "v2h": True},
+                },
+                {"id": "carB", "usable_capacity_kwh": 60, "max_charge_kw": 11, "home_charger": "wbB"},
+            ],
+            "tariff": {"import": {"static_price_per_kwh": 0.3}},
+        },
+        env={},
+    )
+
+
+def test_a_charger_whose_ocpp_version_cannot_discharge_is_charge_only_for_the_fuse_too() -> None:
+    n = 8
+    p = Plan(
+        created_at=T0,
+        start=T0,
+        step=STEP,
+        vehicles={
+            "carA": VehiclePlan("carA", (-5000.0,) * n, (60.0,) * (n + 1), "covering home"),
+            "carB": VehiclePlan("carB", (11000.0,) * n, (40.0,) * (n + 1), "charging"),
+        },
+        grid_import_w=(14000.0,) * n,
+        grid_export_w=(0.0,) * n,
+        import_price_per_kwh=(0.3,) * n,
+        export_price_per_kwh=(0.1,) * n,
+        solver_status="optimal",
+        solve_time_ms=1.0,
+    )
+
+    def dispatch(a_can_discharge: bool) -> dict[str, Any]:
+        # Home 8 kW, car B charging 11 kW, car A idle: 19 kW against the 17 kW cap.
+        lives = (
+            VehicleLive("carA", True, "wbA", 60.0, 0.0, charger_can_discharge=a_can_discharge),
+            VehicleLive("carB", True, "wbB", 40.0, 11000.0),
+        )
+        now = T0 + timedelta(minutes=1)
+        commands = Dispatcher(two_cars()).dispatch(DispatchInputs(now, p, lives, 19000.0, 17000.0, 10000.0))
+        return {c.charger_id: c for c in commands}
+
+    able = dispatch(True)
+    assert able["wbA"].setpoint_w < 0  # 2.1: it covers the home, so B may keep charging
+    on_201 = dispatch(False)
+    a, b = on_201["wbA"], on_201["wbB"]
+    assert a.setpoint_w == 0.0 and all(q.max_discharge_w == 0.0 for q in a.schedule.periods)
+    assert any("cannot discharge" in r for r in a.reasons)
+    assert b.setpoint_w == pytest.approx(9000.0) and any("import limit" in r for r in b.reasons)

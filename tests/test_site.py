@@ -12,10 +12,17 @@ import pytest
 import yaml
 
 from controller.commands import SetDeparture, SetMode, SetWeeklyDeparture, V2LCommand
-from controller.config import SiteConfig, parse_config
+from controller.config import OcppVersion, SiteConfig, parse_config
 from controller.domain import Departure, MeterReading, MeterRole, Plan, VehicleMode
-from controller.site import PLUGGED_STATUSES, UNPLUGGED_STATUSES, V2L_SOC_MAX_AGE, EvReportedLimits, Site
-from controller.site_inputs import SiteInputs
+from controller.site import (
+    MEASURED_POWER_MAX_SAMPLE_INTERVALS,
+    PLUGGED_STATUSES,
+    UNPLUGGED_STATUSES,
+    V2L_SOC_MAX_AGE,
+    EvReportedLimits,
+    Site,
+)
+from controller.site_inputs import NO_GRID_METER_REASON, SiteInputs
 from controller.snapshot import SessionLimits
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -545,6 +552,7 @@ def test_vehicle_record_round_trip() -> None:
         "soc_at": T0.isoformat(),
         "soc_measured": True,
         "session_limits": None,
+        "charger_departure": None,
     }
     again = make()
     again.restore_vehicle("car", record)
@@ -576,6 +584,54 @@ def test_ev_limits_survive_a_restart_while_plugged_in_only() -> None:
     with pytest.raises(ValueError):  # logged and skipped by the daemon
         damaged.restore_vehicle("car", {**record, "session_limits": {"max_discharge_power_w": -1}})
     assert not damaged.vehicles["car"].plugged_in  # nothing half-restored
+
+
+def test_the_cars_own_departure_survives_a_restart_while_plugged_in_and_ahead() -> None:
+    site = make()
+    site.set_plugged("wb1", True, T0)
+    leave = T0 + timedelta(hours=3)
+    site.on_charging_needs("wb1", leave, 85.0)
+    record = json.loads(json.dumps(site.vehicle_record(site.vehicles["car"])))  # as the store keeps it
+    assert record["charger_departure"] == {"at": leave.isoformat(), "target_soc_percent": 85.0}
+    again = make()
+    again.restore_vehicle("car", record, now=T0 + timedelta(minutes=5))
+    car = again.vehicles["car"]
+    assert car.charger_departure == Departure(leave, 85.0)
+    departure = again.departure(car, T0 + timedelta(minutes=5))  # it wins over Wednesday 07:30
+    assert departure is not None and departure.at == leave and departure.target_soc_percent == 85.0
+    # Gone while the daemon was down: the departure passed, or the car was unplugged meanwhile.
+    passed = make()
+    passed.restore_vehicle("car", record, now=leave)
+    assert passed.vehicles["car"].charger_departure is None
+    unplugged = make()
+    unplugged.restore_vehicle("car", {**record, "plugged_in": False}, now=T0)
+    assert unplugged.vehicles["car"].charger_departure is None
+    # Unplugging drops it from what is stored next.
+    site.set_plugged("wb1", False, T0 + timedelta(minutes=1))
+    assert site.vehicle_record(site.vehicles["car"])["charger_departure"] is None
+    damaged = make()
+    with pytest.raises((TypeError, ValueError)):  # logged and skipped by the daemon
+        damaged.restore_vehicle(
+            "car", {**record, "charger_departure": {"at": "soon", "target_soc_percent": 1}}
+        )
+    assert not damaged.vehicles["car"].plugged_in
+
+
+def test_the_daemon_restores_the_cars_own_departure_after_a_crash(tmp_path: Path) -> None:
+    from controller.ocpp import ChargingNeeds, ChargingNeedsReported, StatusChanged
+
+    daemon = example_daemon(tmp_path)
+    now = datetime.now(UTC)
+    leave = (now + timedelta(hours=2)).replace(microsecond=0)
+    daemon._on_ocpp_event(StatusChanged("wallbox-garage", 1, 1, "Occupied", "Available", now))
+    needs = ChargingNeeds(1, now, "AC_BPT", departure_time=leave, target_soc_percent=90.0)
+    daemon._on_ocpp_event(ChargingNeedsReported("wallbox-garage", needs))
+    daemon.store.close()  # no clean stop: what was written when the needs came in is all there is
+    again = example_daemon(tmp_path)
+    again._restore()
+    car = again.site.vehicles["family-ev"]
+    assert car.plugged_in and car.charger_departure == Departure(leave, 90.0)
+    again.store.close()
 
 
 def test_overrides_round_trip_and_expired_ones_are_dropped() -> None:
@@ -780,6 +836,155 @@ def test_a_transaction_ended_by_the_cable_unplugs_the_car(
     assert bool(daemon.store.events("unplug")) is unplugged
     assert daemon.store.vehicle_states()["family-ev"]["plugged_in"] is not unplugged
     daemon.store.close()
+
+
+def test_a_cars_measured_power_ends_with_its_transaction_and_expires() -> None:
+    site = make()
+    car = site.vehicles["car"]
+    site.set_plugged("wb1", True, T0)
+    site.on_charger_sample("wb1", T0, 11_000.0, 50.0)
+    max_age = timedelta(seconds=MEASURED_POWER_MAX_SAMPLE_INTERVALS * site.cfg.ocpp.meter_sample_interval_s)
+    assert site.measured_power_w(car, T0 + max_age) == 11_000.0
+    assert site.dispatch_inputs(T0 + max_age, None).vehicles[0].measured_power_w == 11_000.0
+    # A charger gone quiet: its last power no longer counts.
+    assert site.measured_power_w(car, T0 + max_age + timedelta(seconds=1)) is None
+    assert (
+        site.dispatch_inputs(T0 + max_age + timedelta(seconds=1), None).vehicles[0].measured_power_w is None
+    )
+    # The transaction ends with the cable still in: the car draws nothing any more.
+    site.on_charger_sample("wb1", T0 + timedelta(minutes=5), 7000.0, None)
+    assert site.measured_power_w(car, T0 + timedelta(minutes=5)) == 7000.0
+    assert site.on_transaction_ended("wb1") is car
+    assert car.plugged_in and site.measured_power_w(car, T0 + timedelta(minutes=5)) is None
+    # Aged by when it arrived, not by the charger's clock (an hour behind here).
+    skewed = make()
+    skewed.set_plugged("wb1", True, T0)
+    skewed.on_charger_sample("wb1", T0 - timedelta(hours=1), 7000.0, 50.0, received_at=T0)
+    assert skewed.measured_power_w(skewed.vehicles["car"], T0 + timedelta(seconds=5)) == 7000.0
+
+
+def test_the_daemon_forgets_the_cars_power_when_its_transaction_ends(tmp_path: Path) -> None:
+    from controller.ocpp import MeterSample, MeterValuesReceived, StatusChanged, TransactionEnded
+
+    daemon = example_daemon(tmp_path)
+    now = datetime.now(UTC)
+    daemon._on_ocpp_event(StatusChanged("wallbox-garage", 1, 1, "Occupied", "Available", now))
+    daemon._on_ocpp_event(
+        MeterValuesReceived(
+            "wallbox-garage", 1, "tx-1", MeterSample(at=now, power_w=11_000.0, soc_percent=50.0)
+        )
+    )
+    car = daemon.site.vehicles["family-ev"]
+    assert daemon.site.measured_power_w(car, datetime.now(UTC)) == 11_000.0
+    daemon._on_ocpp_event(TransactionEnded("wallbox-garage", 1, "tx-1", now, "Local", 1200.0))
+    assert car.plugged_in and daemon.site.measured_power_w(car, datetime.now(UTC)) is None
+    daemon.store.close()
+
+
+def test_the_daemon_records_no_home_load_while_the_pv_meter_is_stale(tmp_path: Path) -> None:
+    daemon = example_daemon(tmp_path)  # grid and PV meters, no home meter
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    daemon.inputs.update_meter(MeterReading("grid", MeterRole.GRID, 500.0, now))
+    daemon.inputs.update_meter(MeterReading("pv", MeterRole.PV, 2000.0, now))
+    daemon._record_flows(now)  # all fresh: 500 + 2000 W
+    silent = now + timedelta(minutes=2, seconds=10)  # PV silent past its 120 s, the grid still read
+    daemon.inputs.update_meter(MeterReading("grid", MeterRole.GRID, 600.0, silent))
+    daemon._record_flows(silent)
+    daemon.store.flush_history()
+    home = daemon.store.history("_home_load", now - timedelta(minutes=1), now + timedelta(minutes=5))
+    assert [(p.bucket_start, p.mean) for p in home] == [(now, 2500.0)]
+    daemon.store.close()
+
+
+def test_the_daemon_records_no_home_load_from_a_cars_power_that_expired(tmp_path: Path) -> None:
+    from controller.ocpp import MeterSample, MeterValuesReceived, StatusChanged
+
+    daemon = example_daemon(tmp_path)
+    now = datetime.now(UTC)
+    daemon._on_ocpp_event(StatusChanged("wallbox-garage", 1, 1, "Occupied", "Available", now))
+    daemon._on_ocpp_event(
+        MeterValuesReceived(
+            "wallbox-garage", 1, "tx-1", MeterSample(at=now, power_w=11_000.0, soc_percent=50.0)
+        )
+    )
+    later = now + timedelta(minutes=1)  # the charger stopped reporting; grid and PV are fresh
+    daemon.inputs.update_meter(MeterReading("grid", MeterRole.GRID, 500.0, later))
+    daemon.inputs.update_meter(MeterReading("pv", MeterRole.PV, 0.0, later))
+    daemon._record_flows(later)
+    daemon.store.flush_history()
+    assert daemon.store.history("_home_load", now - timedelta(minutes=1), later + timedelta(minutes=1)) == []
+    daemon.store.close()
+
+
+def test_a_charger_whose_ocpp_version_cannot_discharge_is_planned_and_dispatched_charge_only() -> None:
+    site = make()
+    fresh(site.inputs, T0)
+    site.set_plugged("wb1", True, T0)
+    site.on_charger_sample("wb1", T0, 0.0, 60.0)
+    site.on_charging_needs("wb1", None, None, EvReportedLimits(max_charge_power_w=7400.0))
+
+    def planned() -> SessionLimits | None:
+        limits: SessionLimits | None = by_id(
+            site.planner_snapshot(T0, zeros(), zeros()), "car"
+        ).session_limits
+        return limits
+
+    def live() -> Any:
+        return next(v for v in site.dispatch_inputs(T0, None).vehicles if v.vehicle_id == "car")
+
+    # Before it connects: 2.1 is among its versions (the default), so it may discharge.
+    assert site.charger_can_discharge("wb1") and live().charger_can_discharge
+    assert planned() == SessionLimits(max_charge_power_w=7400.0)
+    assert site.on_charger_connected("wb1", OcppVersion.V201)
+    assert not site.charger_can_discharge("wb1") and not live().charger_can_discharge
+    assert planned() == SessionLimits(max_charge_power_w=7400.0, max_discharge_power_w=0.0)
+    assert site.vehicles["car"].session_limits == SessionLimits(max_charge_power_w=7400.0)  # the EV's own
+    assert not site.on_charger_connected("wb1", OcppVersion.V16)  # no change: still charge only
+    assert site.on_charger_connected("wb1", OcppVersion.V21)
+    assert planned() == SessionLimits(max_charge_power_w=7400.0)
+    # A 1.6/2.0.1 charger that takes a negative limit as discharge can discharge.
+    opted = config()
+    opted.chargers[0] = opted.chargers[0].model_copy(update={"negative_limit_means_discharge": True})
+    legacy = Site(opted, SiteInputs(opted))
+    legacy.on_charger_connected("wb1", OcppVersion.V16)
+    assert legacy.charger_can_discharge("wb1")
+    # Configured for 1.6 only: charge only before it even connects.
+    old = config()
+    old.chargers[0] = old.chargers[0].model_copy(update={"ocpp_versions": [OcppVersion.V16]})
+    assert not Site(old, SiteInputs(old)).charger_can_discharge("wb1")
+
+
+def test_the_daemon_replans_when_a_charger_connects_with_a_version_that_cannot_discharge(
+    tmp_path: Path,
+) -> None:
+    from controller.ocpp.events import ChargerConnected
+
+    daemon = example_daemon(tmp_path)  # ocpp_versions ["2.1", "2.0.1"]
+    now = datetime.now(UTC)
+    daemon._on_ocpp_event(ChargerConnected("wallbox-garage", OcppVersion.V21, now))
+    assert daemon._replan_triggers == []
+    daemon._on_ocpp_event(ChargerConnected("wallbox-garage", OcppVersion.V201, now))
+    assert daemon._replan_triggers == ["charger version"]
+    assert not daemon.site.charger_can_discharge("wallbox-garage")
+    daemon.store.close()
+
+
+def test_no_grid_meter_configured_is_safe_mode_with_its_reason() -> None:
+    cfg = config()
+    cfg = cfg.model_copy(update={"meters": [m for m in cfg.meters if m.role is not MeterRole.GRID]})
+    site = Site(cfg, SiteInputs(cfg))
+    site.inputs.update_meter(MeterReading("home", MeterRole.HOME, 400.0, T0))
+    site.inputs.update_meter(MeterReading("pv", MeterRole.PV, 0.0, T0))
+    site.set_plugged("wb1", True, T0)
+    site.on_charger_sample("wb1", T0, 0.0, 60.0)
+    assert site.inputs.safe_mode(T0) and site.inputs.safe_mode_reasons(T0) == [NO_GRID_METER_REASON]
+    assert site.dispatch_inputs(T0, None).safe_mode
+    assert by_id(site.snapshot(T0, zeros(), zeros()), "car").mode is VehicleMode.NO_DISCHARGE
+    # With a grid meter the same fresh site is not in safe mode.
+    fresh(make().inputs, T0)
+    complete = make()
+    fresh(complete.inputs, T0)
+    assert not complete.inputs.safe_mode(T0) and complete.inputs.safe_mode_reasons(T0) == []
 
 
 def test_only_the_cars_evse_plugs_it_in_or_out() -> None:

@@ -43,6 +43,15 @@ def test_wal_mode_and_schema_version(tmp_path: Path) -> None:
     assert db.execute("PRAGMA user_version").fetchone()[0] == 1
 
 
+def test_every_commit_is_synced_so_a_power_loss_keeps_it(tmp_path: Path) -> None:
+    # In WAL mode NORMAL may roll back the last commits on a power loss; FULL (2) syncs each one.
+    store = Store(tmp_path / "v2x.sqlite")
+    try:
+        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2
+    finally:
+        store.close()
+
+
 def test_newer_schema_is_refused_with_a_message(tmp_path: Path) -> None:
     path = tmp_path / "v2x.sqlite"
     sqlite3.connect(path).execute("PRAGMA user_version=99")
