@@ -5,8 +5,9 @@ Commands (payload JSON; ``request_id`` is optional and echoed in the reply):
 * ``departure``: one-off departure: ``{"at": "2025-01-16T07:30:00+01:00", "target_soc_percent": 80}``;
   ``at`` may be a local time (``"2025-01-16T07:30"`` or ``"07:30"``, the next one) in the site
   timezone; ``{"clear": true}`` drops the one-off departure.
-* ``weekly_departure``: ``{"weekday": "monday", "time": "07:30", "target_soc_percent": 80}``;
-  ``{"weekday": "monday", "clear": true}`` removes that day.
+* ``weekly_departure``: ``{"weekday": "monday", "time": "07:30", "target_soc_percent": 80}`` with an
+  optional ``"return_time": "17:30"`` (the car is usually back then); ``{"weekday": "monday",
+  "clear": true}`` removes that day.
 * ``mode``: ``"auto"`` | ``"charge_now"`` | ``"no_discharge"`` (bare or ``{"mode": ...}``).
 * ``v2l``: ``{"action": "start", "power_w": 1500}`` (optional ``"until"``, in the same forms as
   ``departure``'s ``at``) or ``"stop"``.
@@ -70,6 +71,8 @@ class SetWeeklyDeparture:
     time: dt.time | None
     target_soc_percent: float | None
     request_id: str | None = None
+    return_time: dt.time | None = None
+    """When the car is usually back that day (after ``time``); None: no return known."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +220,7 @@ def _departure(vehicle: VehicleConfig, data: Any, tz: zoneinfo.ZoneInfo, now: dt
 
 
 def _weekly(vehicle: VehicleConfig, data: Any) -> SetWeeklyDeparture:
-    body = _object(data, {"weekday", "time", "target_soc_percent", "clear"})
+    body = _object(data, {"weekday", "time", "target_soc_percent", "return_time", "clear"})
     rid = _request_id(body)
     day = body.get("weekday")
     if not isinstance(day, str) or day.lower() not in WEEKDAYS:
@@ -230,7 +233,13 @@ def _weekly(vehicle: VehicleConfig, data: Any) -> SetWeeklyDeparture:
         if key not in body:
             raise CommandError(f"missing {key}")
     time = _local_time(body["time"], "time")
-    return SetWeeklyDeparture(vehicle.id, day.lower(), time, _soc(body["target_soc_percent"], vehicle), rid)
+    back = None
+    if body.get("return_time") is not None:
+        back = _local_time(body["return_time"], "return_time")
+        if back <= time:
+            raise CommandError(f"return_time {back:%H:%M} is not after time {time:%H:%M}")
+    target = _soc(body["target_soc_percent"], vehicle)
+    return SetWeeklyDeparture(vehicle.id, day.lower(), time, target, rid, return_time=back)
 
 
 def _mode(vehicle: VehicleConfig, data: Any) -> SetMode:

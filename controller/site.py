@@ -31,7 +31,7 @@ from controller.domain import (
 )
 from controller.site_inputs import SiteInputs
 from controller.snapshot import DepartureGoal, SessionLimits, Snapshot, V2LRequest, VehicleSnapshot
-from controller.vehicles import SocTracker, next_departure
+from controller.vehicles import SocTracker, next_departure, scheduled_trips
 
 __all__ = [
     "MEASURED_POWER_MAX_SAMPLE_INTERVALS",
@@ -335,7 +335,9 @@ class Site:
                 vehicle.weekly[command.weekday] = None
             else:
                 vehicle.weekly[command.weekday] = DepartureRule(
-                    time=command.time, target_soc_percent=command.target_soc_percent
+                    time=command.time,
+                    target_soc_percent=command.target_soc_percent,
+                    return_time=command.return_time,
                 )
         elif isinstance(command, SetMode):
             vehicle.mode = command.mode
@@ -409,8 +411,18 @@ class Site:
         limits = self.inputs.limits_on_grid(start, self.step, steps)
         vehicles = []
         safe_mode = self.inputs.safe_mode(now) and not self.inputs.is_grid_lost(now)
+        end = start + self.step * steps
         for vehicle in self.vehicles.values():
             departure = self.departure(vehicle, now)
+            # The weekly schedule's usual returns: the plan may count on the car after them.
+            away = scheduled_trips(
+                vehicle.effective_config(),
+                now,
+                end,
+                self.cfg.site.timezone,
+                plugged_in=vehicle.plugged_in,
+                next_departure=departure,
+            )
             session = vehicle.v2l if vehicle.v2l is not None and not vehicle.v2l_cut_off else None
             estimate = vehicle.tracker.estimate()
             mode = vehicle.mode
@@ -427,6 +439,7 @@ class Site:
                     departure=DepartureGoal(at=departure.at, target_soc_percent=departure.target_soc_percent)
                     if departure is not None
                     else None,
+                    away=away,
                     v2l=V2LRequest(start=session.start, end=session.end, power_w=session.power_w)
                     if session is not None
                     else None,
@@ -566,7 +579,13 @@ class Site:
                 "target": vehicle.one_off.target_soc_percent,
             }
         out["weekly"] = {
-            day: None if rule is None else {"time": rule.time.isoformat(), "target": rule.target_soc_percent}
+            day: None
+            if rule is None
+            else {
+                "time": rule.time.isoformat(),
+                "target": rule.target_soc_percent,
+                "return_time": None if rule.return_time is None else rule.return_time.isoformat(),
+            }
             for day, rule in vehicle.weekly.items()
         }
         if vehicle.v2l is not None:
@@ -593,7 +612,11 @@ class Site:
                 day: None
                 if rule is None
                 else DepartureRule(
-                    time=dt.time.fromisoformat(rule["time"]), target_soc_percent=rule["target"]
+                    time=dt.time.fromisoformat(rule["time"]),
+                    target_soc_percent=rule["target"],
+                    return_time=dt.time.fromisoformat(rule["return_time"])
+                    if rule.get("return_time")
+                    else None,
                 )
                 for day, rule in body.items()
             }

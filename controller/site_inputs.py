@@ -60,12 +60,15 @@ class SiteInputs:
         self._meters: dict[str, MeterConfig] = {m.id: m for m in cfg.meters}
         self._readings: dict[str, MeterReading] = {}
         self._phases_w: dict[str, tuple[float, ...]] = {}
-        self._prices: dict[str, Timeline] = {"import": Timeline(), "export": Timeline()}
-        self._import_caps = Timeline()
-        self._export_caps = Timeline()
+        self._prices: dict[str, Timeline] = {
+            "import": Timeline(name="import prices"),
+            "export": Timeline(name="export prices"),
+        }
+        self._import_caps = Timeline(name="import caps")
+        self._export_caps = Timeline(name="export caps")
         self.price_updates = 0
         self.limit_updates = 0
-        self._pv_forecast = Timeline()
+        self._pv_forecast = Timeline(name="pv forecast")
         self.grid_lost = False
         self.grid_state_at: dt.datetime | None = None
 

@@ -115,6 +115,13 @@ def test_weekly_departure_set_and_clear() -> None:
     assert cmd("weekly_departure", {"weekday": "friday", "clear": True}) == SetWeeklyDeparture(
         "ev", "friday", None, None, None
     )
+    back = cmd(
+        "weekly_departure",
+        {"weekday": "tuesday", "time": "7:30", "target_soc_percent": 80, "return_time": "17:45"},
+    )
+    assert back == SetWeeklyDeparture(
+        "ev", "tuesday", dt.time(7, 30), 80.0, None, return_time=dt.time(17, 45)
+    )
 
 
 @pytest.mark.parametrize(
@@ -195,6 +202,12 @@ def test_v2l_start_stop() -> None:
             "local time",
         ),
         ("weekly_departure", {"weekday": "monday", "target_soc_percent": 80}, "ev", "missing time"),
+        (
+            "weekly_departure",
+            {"weekday": "monday", "time": "07:30", "target_soc_percent": 80, "return_time": "07:00"},
+            "ev",
+            "return_time 07:00 is not after time 07:30",
+        ),
         ("weekly_departure", {"weekday": "monday", "clear": True, "time": "07:00"}, "ev", "no other fields"),
         ("v2l", {"action": "start"}, "van", "does not allow V2L"),
         ("v2l", {"action": "pause"}, "ev", "start or stop"),

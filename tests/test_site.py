@@ -1193,3 +1193,34 @@ def test_state_shows_each_chargers_last_profile_outcomes_and_a_rejection_publish
     ((_, _, body),) = daemon.store.events("profile_not_accepted")
     assert body["status"] == "rejected" and body["purpose"] == "TxProfile"
     daemon.store.close()
+
+
+def test_the_snapshot_carries_the_weekly_schedules_usual_trips() -> None:
+    rule = {"time": "07:30", "target_soc_percent": 70, "return_time": "17:30"}
+    site = make(departures={"wednesday": rule})
+    car = site.vehicles["car"]
+    car.plugged_in = True
+    steps = np.zeros(4 * 36)  # Tuesday 17:05 UTC to Wednesday evening
+    [trip] = by_id(site.snapshot(T0, steps, steps), "car").away
+    assert (trip.depart, trip.arrive) == (
+        datetime(2026, 11, 25, 6, 30, tzinfo=UTC),
+        datetime(2026, 11, 25, 16, 30, tzinfo=UTC),
+    )
+    assert trip.energy_kwh == pytest.approx(50 * 18 / 100) and trip.target_soc_percent == 70
+    # A rule without a return says nothing about one: the departure alone plans the car as gone.
+    assert by_id(make().snapshot(T0, steps, steps), "car").away == []
+
+    # A weekly command may move the day and its return; it survives a restart with the return.
+    command = SetWeeklyDeparture("car", "wednesday", time(8, 0), 75.0, return_time=time(18, 0))
+    site.apply_command(command, T0)
+    [trip] = by_id(site.snapshot(T0, steps, steps), "car").away
+    assert (trip.depart, trip.arrive) == (
+        datetime(2026, 11, 25, 7, 0, tzinfo=UTC),
+        datetime(2026, 11, 25, 17, 0, tzinfo=UTC),
+    )
+    again = make(departures={"wednesday": rule})
+    for kind, body in site.overrides(car).items():
+        again.restore_overrides("car", kind, body, T0)
+    assert again.vehicles["car"].weekly == car.weekly
+    assert again.vehicles["car"].weekly["wednesday"] is not None
+    assert again.vehicles["car"].weekly["wednesday"].return_time == time(18, 0)
