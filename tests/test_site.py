@@ -863,17 +863,24 @@ def test_a_cars_measured_power_ends_with_its_transaction_and_expires() -> None:
     assert skewed.measured_power_w(skewed.vehicles["car"], T0 + timedelta(seconds=5)) == 7000.0
 
 
-def test_the_daemon_forgets_the_cars_power_when_its_transaction_ends(tmp_path: Path) -> None:
-    from controller.ocpp import MeterSample, MeterValuesReceived, StatusChanged, TransactionEnded
+def _charging_at_11_kw(daemon: Any, now: datetime) -> None:
+    """The example car plugged in and charging at 11 kW, as the charger reports it."""
+    from controller.ocpp import MeterSample, MeterValuesReceived, StatusChanged
 
-    daemon = example_daemon(tmp_path)
-    now = datetime.now(UTC)
     daemon._on_ocpp_event(StatusChanged("wallbox-garage", 1, 1, "Occupied", "Available", now))
     daemon._on_ocpp_event(
         MeterValuesReceived(
             "wallbox-garage", 1, "tx-1", MeterSample(at=now, power_w=11_000.0, soc_percent=50.0)
         )
     )
+
+
+def test_the_daemon_forgets_the_cars_power_when_its_transaction_ends(tmp_path: Path) -> None:
+    from controller.ocpp import TransactionEnded
+
+    daemon = example_daemon(tmp_path)
+    now = datetime.now(UTC)
+    _charging_at_11_kw(daemon, now)
     car = daemon.site.vehicles["family-ev"]
     assert daemon.site.measured_power_w(car, datetime.now(UTC)) == 11_000.0
     daemon._on_ocpp_event(TransactionEnded("wallbox-garage", 1, "tx-1", now, "Local", 1200.0))
@@ -897,16 +904,9 @@ def test_the_daemon_records_no_home_load_while_the_pv_meter_is_stale(tmp_path: P
 
 
 def test_the_daemon_records_no_home_load_from_a_cars_power_that_expired(tmp_path: Path) -> None:
-    from controller.ocpp import MeterSample, MeterValuesReceived, StatusChanged
-
     daemon = example_daemon(tmp_path)
     now = datetime.now(UTC)
-    daemon._on_ocpp_event(StatusChanged("wallbox-garage", 1, 1, "Occupied", "Available", now))
-    daemon._on_ocpp_event(
-        MeterValuesReceived(
-            "wallbox-garage", 1, "tx-1", MeterSample(at=now, power_w=11_000.0, soc_percent=50.0)
-        )
-    )
+    _charging_at_11_kw(daemon, now)
     later = now + timedelta(minutes=1)  # the charger stopped reporting; grid and PV are fresh
     daemon.inputs.update_meter(MeterReading("grid", MeterRole.GRID, 500.0, later))
     daemon.inputs.update_meter(MeterReading("pv", MeterRole.PV, 0.0, later))
