@@ -149,7 +149,8 @@ def test_rules_without_a_return_give_no_trip() -> None:
     )
     assert spans(trips) == [(local(24, 8), local(24, 12, 15))]
     assert trips[0].target_soc_percent == 60
-    assert scheduled_trips(vehicle(), now, now + timedelta(days=3), AMSTERDAM, plugged_in=True) == []
+    no_returns = commuter(monday={"time": "07:30", "target_soc_percent": 80})
+    assert scheduled_trips(no_returns, now, now + timedelta(days=3), AMSTERDAM, plugged_in=True) == []
 
 
 def test_a_trip_under_way_counts_only_while_the_car_is_unplugged() -> None:
