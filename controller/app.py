@@ -403,7 +403,7 @@ class Daemon:
             )
             return
         self.store.stop_session(event.charger_id, event.at, event.meter_stop_wh)
-        self.site.on_transaction_ended(event.charger_id)  # no power drawn any more, cable in or out
+        self.site.on_transaction_ended(event.charger_id, event.at)  # no power drawn any more, cable in or out
         if event.reason == EV_DISCONNECTED:
             # The cable is out even if the charger sends no StatusNotification for it.
             vehicle = self.site.set_plugged(event.charger_id, False, event.at)

@@ -221,12 +221,15 @@ class Site:
             vehicle.measured_power_at = ensure_utc(received_at if received_at is not None else at)
         return vehicle
 
-    def on_transaction_ended(self, charger_id: str) -> VehicleRuntime | None:
+    def on_transaction_ended(self, charger_id: str, at: dt.datetime | None = None) -> VehicleRuntime | None:
         """The car's transaction at this charger ended (the caller checked it was the car's): it
-        draws nothing any more, whatever it drew at its last sample, even with the cable still in."""
+        draws nothing any more, whatever it drew at its last sample, even with the cable still in.
+        ``at`` (the charger's time of the end) also stops the SoC counting that power from then on."""
         vehicle = self.vehicle_at(charger_id)
         if vehicle is not None:
             vehicle.measured_power_w = vehicle.measured_power_at = None
+            if at is not None:
+                vehicle.tracker.on_power(0.0, at)
         return vehicle
 
     def measured_power_w(self, vehicle: VehicleRuntime, now: dt.datetime) -> float | None:

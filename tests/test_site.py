@@ -875,6 +875,21 @@ def _charging_at_11_kw(daemon: Any, now: datetime) -> None:
     )
 
 
+def test_the_soc_stops_counting_a_cars_power_when_its_transaction_ends() -> None:
+    # 11 kW for 5 minutes, then the transaction ends with the cable in: the next sample, 4 minutes
+    # later, must not count the old 11 kW over those 4 minutes too.
+    site = make()
+    car = site.vehicles["car"]
+    site.set_plugged("wb1", True, T0)
+    site.on_charger_sample("wb1", T0, 11_000.0, 50.0)
+    site.on_transaction_ended("wb1", T0 + timedelta(minutes=5))
+    site.on_charger_sample("wb1", T0 + timedelta(minutes=9), 0.0, None)
+    estimate = car.tracker.estimate()
+    assert estimate is not None and estimate.measured
+    charged_kwh = 11.0 * (5 / 60) * car.config.charge_efficiency
+    assert estimate.soc_percent == pytest.approx(50.0 + 100.0 * charged_kwh / 60.0)
+
+
 def test_the_daemon_forgets_the_cars_power_when_its_transaction_ends(tmp_path: Path) -> None:
     from controller.ocpp import TransactionEnded
 
