@@ -464,6 +464,22 @@ def test_charging_for_a_trip_names_the_trip() -> None:
     assert vp.reason.startswith("charging 11.0 kW for the 18:00 trip (target 80 %")
 
 
+def test_a_departure_that_is_also_a_scheduled_trip_counts_its_shortfall_once() -> None:
+    # The daemon sends the next departure and the weekly schedule's trip that starts with it: the
+    # same step, the same target. The shortfall (the target is out of reach in 2 h) is reported once.
+    cfg = site([vehicle()])
+    leave = T0 + timedelta(hours=2)
+    departure = {"at": leave, "target_soc_percent": 80}
+    trip = {"depart": leave, "arrive": leave + timedelta(hours=8), "energy_kwh": 7, "target_soc_percent": 80}
+    alone = {"id": "ev", "soc_percent": 25, "plugged_in": True, "departure": departure}
+    both = {**alone, "away": [trip]}
+    once = Planner(cfg).plan(snapshot(96, [alone])).vehicles["ev"]
+    twice = Planner(cfg).plan(snapshot(96, [both])).vehicles["ev"]
+    assert once.departure_shortfall_kwh > 1.0
+    assert twice.departure_shortfall_kwh == pytest.approx(once.departure_shortfall_kwh, abs=1e-3)
+    assert "departure" in twice.reason and "trip" not in twice.reason
+
+
 @pytest.mark.parametrize(
     ("soc_percent", "trip_kwh", "hours_before", "import_kw", "cut_kwh"),
     [

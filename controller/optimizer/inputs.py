@@ -447,6 +447,15 @@ def _fill_vehicle(
             elif k == 0:
                 notes.append(f"{vid}: departing within the current step; no time left to charge")
 
+    # The next departure is often also a trip of the weekly schedule, in the same step: one target
+    # per step (the larger; named as the departure on a tie), so a shortfall is not counted twice.
+    by_index: dict[int, DepartureInfo] = {}
+    for info in targets:
+        held = by_index.get(info.index)
+        if held is None or (info.target_kwh, not info.trip) > (held.target_kwh, not held.trip):
+            by_index[info.index] = info
+    targets = list(by_index.values())
+
     row.mode = state.mode
     if state.mode is VehicleMode.CHARGE_NOW:
         # "Charge now": the max SoC becomes a target at every step, which fills the car at once.
