@@ -92,9 +92,8 @@ def _tasmota_period_warning(meter: MeterConfig) -> str:
     if meter.format is not MeterFormat.TASMOTA or meter.stale_after_s >= TASMOTA_TELE_PERIOD_S:
         return ""
     return (
-        f": stock Tasmota reports only every {TASMOTA_TELE_PERIOD_S} s (TelePeriod), then this meter is stale "
-        f"between reports; run `TelePeriod 10` on the device, or set stale_after_s: {TASMOTA_TELE_PERIOD_S} "
-        "or more"
+        f" (make sure the device's TelePeriod is below {meter.stale_after_s:g} s: stock Tasmota reports "
+        f"only every {TASMOTA_TELE_PERIOD_S} s; run `TelePeriod 10` in its console)"
     )
 
 

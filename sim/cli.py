@@ -154,7 +154,8 @@ def _scenario_args(p: argparse.ArgumentParser) -> None:
         choices=("schedule", "calendar"),
         default="schedule",
         help="what mpc knows of the trips after the announced next departure: the config's weekly "
-        "schedule (default, what the daemon has) or, for diagnosis, the driver's trip calendar",
+        "schedule (default: what the daemon has when the driver announces each next departure) or, for "
+        "diagnosis, the driver's trip calendar",
     )
     p.add_argument(
         "--trip-energy",
@@ -224,6 +225,9 @@ def _load(args: argparse.Namespace) -> Any:
 def _options(args: argparse.Namespace) -> Any:
     from sim.runner import RunOptions
 
+    if args.trip_energy == "actual" and args.trip_info != "calendar":
+        # Only the calendar carries per-trip energy: the schedule's trips use typical_trip_km.
+        raise _BadInput("--trip-energy actual needs --trip-info calendar")
     return RunOptions(
         forecast=args.forecast,
         load_forecast=args.load_forecast,

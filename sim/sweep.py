@@ -71,6 +71,11 @@ def validate_points(scenario: Scenario, points: Sequence[Mapping[str, Any]], opt
             raise ConfigError(
                 "--param", [ConfigIssue("trip_energy", f"{checked.trip_energy!r}", "use estimate or actual")]
             )
+        if checked.trip_energy == "actual" and checked.trip_info != "calendar":
+            raise ConfigError(
+                "--param",
+                [ConfigIssue("trip_energy", "'actual' needs trip_info calendar", "add trip_info=calendar")],
+            )
 
 
 def _local(

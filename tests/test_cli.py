@@ -156,8 +156,8 @@ def test_check_config_warns_about_tasmota_stale_before_its_report_period(
     assert main(["check-config", str(_discharging_site(tmp_path, meters))], out=out) == 0
     line = next(line for line in out.getvalue().splitlines() if line.startswith("  meter pv:"))
     hint = (
-        ": stock Tasmota reports only every 300 s (TelePeriod), then this meter is stale between reports; "
-        "run `TelePeriod 10` on the device, or set stale_after_s: 300 or more"
+        f" (make sure the device's TelePeriod is below {stale_after_s:g} s: stock Tasmota reports only "
+        "every 300 s; run `TelePeriod 10` in its console)"
     )
     assert line.endswith(hint) == warned, line
     assert "TelePeriod" not in next(line for line in out.getvalue().splitlines() if "meter grid:" in line)

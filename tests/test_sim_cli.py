@@ -298,6 +298,8 @@ def bad(files: dict[str, Path], tmp_path: Path, kind: str) -> list[str]:
         )
     elif kind == "soc":
         base += ["--initial-soc", "car=150"]
+    elif kind == "trip energy":
+        base += ["--trip-energy", "actual"]  # only the calendar carries each trip's energy
     elif kind == "out":
         blocker = tmp_path / "file"
         blocker.write_text("x")
@@ -312,6 +314,7 @@ def bad(files: dict[str, Path], tmp_path: Path, kind: str) -> list[str]:
         ("series", ["series.csv", "row 5", "column load_kw", "'lots' is not a number"]),
         ("trips", ["trips.csv", "row 1", "column vehicle", "unknown vehicle 'van'"]),
         ("soc", ["--initial-soc car=150", "outside 0-100"]),
+        ("trip energy", ["--trip-energy actual needs --trip-info calendar"]),
         ("no charger", ["site.yaml", "vehicles[0].home_charger is not set"]),
         ("no vehicles", ["site.yaml", "no vehicles"]),
         ("out", ["cannot create output directory"]),
@@ -338,6 +341,8 @@ def test_bad_sweep_and_compare_arguments_exit_2(
     assert code == 2 and "out of range" in capsys.readouterr().err
     code, _ = run(["sim", "sweep", *scenario_args(files), "--param", "forecast=crystal", "--no-progress"])
     assert code == 2 and "crystal" in capsys.readouterr().err
+    code, _ = run(["sim", "sweep", *scenario_args(files), "--param", "trip_energy=actual", "--no-progress"])
+    assert code == 2 and "needs trip_info calendar" in capsys.readouterr().err
     code, _ = run(["sim", "compare", *scenario_args(files), "--strategies", "mpc,magic", "--no-progress"])
     assert code == 2 and "magic" in capsys.readouterr().err
     code, _ = run(
