@@ -369,6 +369,7 @@ class Daemon:
             )
             return
         vehicle = self.site.set_plugged(event.charger_id, True, event.at, evse_id=event.evse_id)
+        self.site.on_transaction_started(event.charger_id, evse_id=event.evse_id)
         resumed = any(
             s.charger_id == event.charger_id and s.transaction_id == event.transaction_id
             for s in self.store.open_sessions()

@@ -292,9 +292,14 @@ class Dispatcher:
 
     # -------------------------------------------------- site-level following
 
-    @staticmethod
-    def _base_w(inputs: DispatchInputs, wants: dict[str, _Want]) -> float | None:
+    def _base_w(
+        self, inputs: DispatchInputs, wants: dict[str, _Want], *, unknown_as_sent: bool = False
+    ) -> float | None:
         """The site without the cars: measured grid power minus what the cars draw now.
+
+        A car whose power is unknown counts as 0 W, or with ``unknown_as_sent`` as the setpoint last
+        sent to it (what it was told to draw: a charging car does not vanish from the fuse check
+        because its charger samples slowly).
 
         In an outage the grid meter reads nothing useful (0 W, or silent): the home meter minus PV
         is the load the cars must carry, when there is one.
@@ -303,7 +308,13 @@ class Dispatcher:
             return inputs.home_power_w - (inputs.pv_power_w or 0.0)
         if inputs.grid_power_w is None:
             return None
-        return inputs.grid_power_w - sum(w.live.measured_power_w or 0.0 for w in wants.values())
+        return inputs.grid_power_w - sum(self._car_power_w(w, unknown_as_sent) for w in wants.values())
+
+    def _car_power_w(self, want: _Want, unknown_as_sent: bool) -> float:
+        if want.live.measured_power_w is not None:
+            return want.live.measured_power_w
+        last = self._sent.get(want.charger.id)
+        return last.setpoint_w if unknown_as_sent and last is not None else 0.0
 
     def _follow_home_load(self, inputs: DispatchInputs, wants: dict[str, _Want]) -> None:
         """Load-following cars share the home's net load, pro rata to their discharge power."""
@@ -311,11 +322,24 @@ class Dispatcher:
         if not followers:
             return
         base_w = self._base_w(inputs, wants)
-        if base_w is None:
+        # Another car's unknown power makes the home load unknown: counted as 0 W, a charging car
+        # would be covered as home load and exported. A lone follower's own unknown power is not
+        # (just plugged in, or discharging: counting 0 W discharges less, never more).
+        unknown = [
+            w.live.vehicle_id
+            for w in wants.values()
+            if w.live.measured_power_w is None and (not w.follow_load or len(followers) > 1)
+        ]
+        if base_w is None or unknown:
+            reason = (
+                "grid meter silent: no discharge"
+                if base_w is None
+                else f"power of {', '.join(unknown)} unknown: no discharge"
+            )
             for want in followers:
                 want.setpoint_w = 0.0
                 want.urgent = True
-                want.reasons.append("grid meter silent: no discharge")
+                want.reasons.append(reason)
             return
         fixed_w = sum(w.setpoint_w for w in wants.values() if not w.follow_load)
         net_home_w = max(0.0, base_w + fixed_w)
@@ -373,7 +397,7 @@ class Dispatcher:
 
         Over the import cap: reduce charging. Over the export cap: reduce discharge, then absorb.
         """
-        base_w = self._base_w(inputs, wants)
+        base_w = self._base_w(inputs, wants, unknown_as_sent=True)
         if base_w is None or inputs.grid_lost:
             return
         predicted_w = base_w + sum(w.setpoint_w for w in wants.values())
@@ -437,6 +461,13 @@ class Dispatcher:
         index = plan.step_index(now) if plan else None
         auto = want.live.mode is VehicleMode.AUTO and not inputs.grid_lost
         unattended_discharge = want.vehicle.permissions.v2g and want.may_discharge and auto
+        # A live discharge that needs following holds until a boundary the renewal can reach first;
+        # ending it at the next plan step would drop it there before any renewal could land.
+        attended_end = (
+            self._attended_discharge_end(now) - now
+            if setpoint_w < 0 and not unattended_discharge
+            else timedelta(0)
+        )
         if plan is not None and vehicle_plan is not None and index is not None and auto:
             for later in range(index + 1, plan.steps):
                 offset = plan.start + later * plan.step - now
@@ -444,18 +475,21 @@ class Dispatcher:
                     break
                 power = vehicle_plan.power_w[later]
                 if power < 0 and not unattended_discharge:
-                    power = 0.0
+                    power = setpoint_w if offset < attended_end else 0.0
                 power = max(-max_discharge_w, min(want.max_charge_w, power))
                 power = self._snap_to_charger(power, charger, [])
                 if power != periods[-1].setpoint_w:
                     periods.append(SchedulePeriod(offset, power, want.max_charge_w, max_discharge_w))
-        if setpoint_w < 0 and not unattended_discharge and len(periods) == 1:
+        if (
+            setpoint_w < 0
+            and not unattended_discharge
+            and len(periods) == 1
+            and attended_end < self.schedule_validity
+        ):
             # A discharge that needs live load following (an outage's V2H, a plan without later
             # steps) ends by itself at a step boundary if this controller goes silent; while it runs,
             # the schedule is renewed before then (``_should_send``).
-            end = self._attended_discharge_end(now) - now
-            if end < self.schedule_validity:
-                periods.append(SchedulePeriod(end, 0.0, want.max_charge_w, 0.0))
+            periods.append(SchedulePeriod(attended_end, 0.0, want.max_charge_w, 0.0))
         return ChargerSchedule(
             charger_id=charger.id,
             start=now,

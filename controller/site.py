@@ -95,7 +95,8 @@ class VehicleRuntime:
     measured_power_w: float | None = None
     """The car's power as last measured at its charger (``Site.measured_power_w`` ages it)."""
     measured_power_at: dt.datetime | None = None
-    """When that measurement was received."""
+    """When that measurement was received; None with a power of 0 W: no transaction runs since one
+    ended (a known 0 W that does not age out until the next sample or transaction)."""
     setpoint_w: float = 0.0
     session_limits: SessionLimits | None = None
     """The EV's own limits for this session (until unplug or its next NotifyEVChargingNeeds)."""
@@ -215,8 +216,10 @@ class Site:
             return None
         if soc_percent is not None:
             vehicle.tracker.on_soc(soc_percent, at, "ocpp")
-        if power_w is not None or energy_import_wh is not None or energy_export_wh is not None:
-            vehicle.tracker.on_meter(at, power_w, energy_import_wh, energy_export_wh)
+        sampled = power_w is not None or energy_import_wh is not None or energy_export_wh is not None
+        # A sample older than the last one (a charger clock stepped back) is not taken: it must not
+        # make the last power look fresh.
+        if sampled and vehicle.tracker.on_meter(at, power_w, energy_import_wh, energy_export_wh):
             vehicle.measured_power_w = vehicle.tracker.power_w
             vehicle.measured_power_at = ensure_utc(received_at if received_at is not None else at)
         return vehicle
@@ -227,19 +230,31 @@ class Site:
         ``at`` (the charger's time of the end) also stops the SoC counting that power from then on."""
         vehicle = self.vehicle_at(charger_id)
         if vehicle is not None:
-            vehicle.measured_power_w = vehicle.measured_power_at = None
+            # A known 0 W that does not age out: no transaction, no power, however long it sits.
+            vehicle.measured_power_w, vehicle.measured_power_at = 0.0, None
             if at is not None:
                 vehicle.tracker.on_power(0.0, at)
         return vehicle
 
+    def on_transaction_started(self, charger_id: str, *, evse_id: int | None = None) -> VehicleRuntime | None:
+        """A transaction on the car's EVSE: the 0 W kept since the last one ended no longer holds;
+        its power is unknown until the next sample (a sample already received this session stays)."""
+        vehicle = self._vehicle_on(charger_id, evse_id)
+        if vehicle is not None and vehicle.measured_power_at is None:
+            vehicle.measured_power_w = None
+        return vehicle
+
     def measured_power_w(self, vehicle: VehicleRuntime, now: dt.datetime) -> float | None:
         """The car's measured power if received within ``MEASURED_POWER_MAX_SAMPLE_INTERVALS`` sample
-        intervals of ``now``, else None (unknown)."""
+        intervals of ``now``, else None (unknown). After a transaction ended: 0 W until the next sample
+        or transaction."""
         at = vehicle.measured_power_at
         max_age = dt.timedelta(
             seconds=MEASURED_POWER_MAX_SAMPLE_INTERVALS * self.cfg.ocpp.meter_sample_interval_s
         )
-        if at is None or ensure_utc(now) - at > max_age:
+        if at is None:
+            return vehicle.measured_power_w  # 0 W after a transaction ended, else None (no sample yet)
+        if ensure_utc(now) - at > max_age:
             return None
         return vehicle.measured_power_w
 
@@ -337,10 +352,17 @@ class Site:
             if command.time is None or command.target_soc_percent is None:
                 vehicle.weekly[command.weekday] = None
             else:
+                # A command without a return keeps the day's current one (override, else config) while
+                # it is still after the new time: the command cannot tell "absent" from null, and
+                # ``clear`` removes the whole day, return included.
+                current = vehicle.effective_config().departures.get(command.weekday)
+                return_time = command.return_time
+                if return_time is None and current is not None and current.return_time is not None:
+                    return_time = current.return_time if current.return_time > command.time else None
                 vehicle.weekly[command.weekday] = DepartureRule(
                     time=command.time,
                     target_soc_percent=command.target_soc_percent,
-                    return_time=command.return_time,
+                    return_time=return_time,
                 )
         elif isinstance(command, SetMode):
             vehicle.mode = command.mode

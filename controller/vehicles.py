@@ -119,9 +119,10 @@ class SocTracker:
         power_w: float | None = None,
         energy_import_wh: float | None = None,
         energy_export_wh: float | None = None,
-    ) -> None:
+    ) -> bool:
         """A charger sample: power (+ charging) and/or its energy registers (Wh). Counts the energy
-        since the previous sample into the SoC; a sample older than the last one is ignored."""
+        since the previous sample into the SoC; a sample older than the last one is ignored.
+        Returns whether the sample was taken (``power_w`` is then as of this sample)."""
         at = ensure_utc(at)
         registers: _Registers | None = None
         if energy_import_wh is not None or energy_export_wh is not None:
@@ -131,7 +132,7 @@ class SocTracker:
         if power_w is not None and self._power_at is not None and at < self._power_at:
             power_w = None
         if registers is None and power_w is None:
-            return
+            return False
         self._count(at, registers)
         if registers is not None:
             self._registers = registers
@@ -141,6 +142,7 @@ class SocTracker:
             self.power_w = power_w
         elif registers is not None and not self._power_recent(at):
             self.power_w = self._register_power_w
+        return True
 
     def _power_recent(self, at: datetime) -> bool:
         return self._power_at is not None and at - self._power_at <= _MAX_INTEGRATION_GAP
@@ -320,7 +322,8 @@ def scheduled_trips(
     (wall-clock times, so daylight saving time is honoured), using ``typical_trip_km`` of energy and
     wanting the rule's target at departure; rules without one say nothing about a return (the
     departure alone then plans the car as gone). A trip already under way counts only while the car
-    is not plugged in (plugged in, it is back early or stayed home). ``next_departure`` is the next
+    is not plugged in (plugged in, it is back early or stayed home), and departs ``now`` with its
+    whole energy and no target: the SoC the planner starts from is the one read before it left. ``next_departure`` is the next
     departure as the daemon knows it (:func:`next_departure`): when it falls on a rule's local day,
     that day's trip leaves then with its target instead, and there is no trip that day when it is
     not before the rule's return.
@@ -339,11 +342,15 @@ def scheduled_trips(
         if rule is not None and rule.return_time is not None:
             depart = ensure_utc(datetime.combine(day, rule.time, tzinfo=tz))
             arrive = ensure_utc(datetime.combine(day, rule.return_time, tzinfo=tz))
-            target = rule.target_soc_percent
+            target: float | None = rule.target_soc_percent
             if next_departure is not None and announced_day == day:
                 depart, target = next_departure.at, next_departure.target_soc_percent
             under_way = depart < now
             if depart < arrive and now < arrive and depart < end and not (under_way and plugged_in):
+                if under_way:
+                    # The planner counts a trip only from ``now`` on, but the SoC it starts from was
+                    # read before the car left: the whole trip is still to come off it.
+                    depart, target = now, None
                 trips.append(
                     Trip(depart=depart, arrive=arrive, energy_kwh=energy_kwh, target_soc_percent=target)
                 )

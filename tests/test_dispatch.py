@@ -399,9 +399,29 @@ def test_v2h_is_renewed_at_a_step_boundary_without_waiting_for_a_new_plan() -> N
         (timedelta(0), -4500.0),
         (timedelta(minutes=14), 0.0),
     ]
-    # 17:15:02, the same plan: the charger stopped at 17:15 on its own; the live V2H goes out again.
-    again = one(d, inputs(v2h, grid_w=4500.0, car_w=0.0, now=T0 + timedelta(minutes=15, seconds=2)))
-    assert again.setpoint_w == pytest.approx(-4500.0) and again.send
+    # While the daemon runs the schedule is renewed before 17:15 (the same plan): the charger
+    # never stops the discharge at the boundary on its own.
+    held_until = T0 + timedelta(minutes=15)
+    for seconds in range(60, 16 * 60, 5):
+        now = T0 + timedelta(seconds=seconds)
+        assert now < held_until, f"the discharge dropped at {held_until:%H:%M:%S}"
+        tick = one(d, inputs(v2h, grid_w=4500.0, car_w=0.0, now=now))
+        assert tick.setpoint_w == pytest.approx(-4500.0)
+        if tick.send:
+            periods = tick.schedule.periods
+            assert periods[1].setpoint_w == 0.0
+            held_until = tick.schedule.start + periods[1].start_offset
+    assert held_until == T0 + timedelta(minutes=30)
+
+
+def test_an_attended_discharge_holds_over_plan_steps_the_renewal_cannot_reach() -> None:
+    # 10 s before 17:15 with the plan's next step also V2H: the live setpoint holds until 17:30.
+    d = Dispatcher(site(permissions={"v2g": False, "v2h": True, "v2l": False}))
+    cmd = one(d, inputs(plan([-3000.0] * 8), grid_w=4500.0, now=T0 + timedelta(minutes=14, seconds=50)))
+    assert [(p.start_offset, p.setpoint_w) for p in cmd.schedule.periods] == [
+        (timedelta(0), -4500.0),
+        (timedelta(minutes=15, seconds=10), 0.0),
+    ]
 
 
 def two_cars() -> SiteConfig:
@@ -472,3 +492,44 @@ def test_a_charger_whose_ocpp_version_cannot_discharge_is_charge_only_for_the_fu
     assert a.setpoint_w == 0.0 and all(q.max_discharge_w == 0.0 for q in a.schedule.periods)
     assert any("cannot discharge" in r for r in a.reasons)
     assert b.setpoint_w == pytest.approx(9000.0) and any("import limit" in r for r in b.reasons)
+
+
+def test_v2h_stops_while_another_cars_power_is_unknown() -> None:
+    cfg = two_cars()
+    no_v2g = cfg.vehicles[0].permissions.model_copy(update={"v2g": False})
+    cfg.vehicles[0] = cfg.vehicles[0].model_copy(update={"permissions": no_v2g})
+    n = 8
+    p = Plan(
+        created_at=T0,
+        start=T0,
+        step=STEP,
+        vehicles={
+            "carA": VehiclePlan("carA", (-5000.0,) * n, (60.0,) * (n + 1), "covering home"),
+            "carB": VehiclePlan("carB", (7000.0,) * n, (40.0,) * (n + 1), "charging"),
+        },
+        grid_import_w=(4000.0,) * n,
+        grid_export_w=(0.0,) * n,
+        import_price_per_kwh=(0.3,) * n,
+        export_price_per_kwh=(0.1,) * n,
+        solver_status="optimal",
+        solve_time_ms=1.0,
+    )
+    now = T0 + timedelta(minutes=1)
+    # Home 2 kW, car B charging 7 kW, car A idle: the grid imports 9 kW. B's power went stale.
+    lives = (VehicleLive("carA", True, "wbA", 60.0, 0.0), VehicleLive("carB", True, "wbB", 40.0, None))
+    commands = Dispatcher(cfg).dispatch(DispatchInputs(now, p, lives, 9000.0, 17000.0, 10000.0))
+    a = next(c for c in commands if c.charger_id == "wbA")
+    assert a.setpoint_w == 0.0 and a.send
+    assert any("carB unknown" in r for r in a.reasons)
+
+
+def test_the_import_cap_counts_a_car_of_unknown_power_at_its_last_setpoint() -> None:
+    # Home 4 kW, the car charging 11 kW, 17.3 kW cap: fine, also once its power ages out.
+    d = Dispatcher(site())
+    p = plan([11000.0] * 8)
+    assert one(d, inputs(p, grid_w=15000.0, car_w=11000.0)).setpoint_w == 11000.0
+    aged = one(d, inputs(p, grid_w=15000.0, car_w=None, now=T0 + timedelta(minutes=4)))
+    assert aged.setpoint_w == 11000.0 and not aged.send
+    # Really over the cap: still cut at once.
+    over = one(d, inputs(p, grid_w=20000.0, car_w=None, now=T0 + timedelta(minutes=5)))
+    assert over.setpoint_w == pytest.approx(8300.0) and over.send

@@ -326,6 +326,27 @@ def test_commands_set_overrides_and_the_next_departure_follows_them() -> None:
     assert car.mode is VehicleMode.CHARGE_NOW
 
 
+def test_a_weekly_departure_without_a_return_keeps_the_days_return() -> None:
+    weekly = {"wednesday": {"time": "07:30", "target_soc_percent": 70, "return_time": "17:30"}}
+    site = make(departures=weekly)
+    car = site.vehicles["car"]
+    # The configured return stays when the command changes only time and target...
+    site.apply_command(SetWeeklyDeparture("car", "wednesday", time(8, 0), 80.0), T0)
+    assert car.effective_config().departures["wednesday"].return_time == time(17, 30)
+    # ...so does an override's, and an explicit one replaces it.
+    site.apply_command(SetWeeklyDeparture("car", "wednesday", time(8, 0), 80.0, return_time=time(16, 0)), T0)
+    site.apply_command(SetWeeklyDeparture("car", "wednesday", time(7, 0), 80.0), T0)
+    assert car.effective_config().departures["wednesday"].return_time == time(16, 0)
+    # A new time at or after the return drops it.
+    site.apply_command(SetWeeklyDeparture("car", "wednesday", time(16, 0), 80.0), T0)
+    assert car.effective_config().departures["wednesday"].return_time is None
+    # Clearing the day removes it with its return: set again, there is none.
+    site.apply_command(SetWeeklyDeparture("car", "wednesday", time(8, 0), 80.0, return_time=time(17, 0)), T0)
+    site.apply_command(SetWeeklyDeparture("car", "wednesday", None, None), T0)
+    site.apply_command(SetWeeklyDeparture("car", "wednesday", time(8, 0), 80.0), T0)
+    assert car.effective_config().departures["wednesday"].return_time is None
+
+
 def test_v2l_start_and_stop() -> None:
     site = make()
     car = site.vehicles["car"]
@@ -855,12 +876,33 @@ def test_a_cars_measured_power_ends_with_its_transaction_and_expires() -> None:
     site.on_charger_sample("wb1", T0 + timedelta(minutes=5), 7000.0, None)
     assert site.measured_power_w(car, T0 + timedelta(minutes=5)) == 7000.0
     assert site.on_transaction_ended("wb1") is car
-    assert car.plugged_in and site.measured_power_w(car, T0 + timedelta(minutes=5)) is None
+    assert car.plugged_in and site.measured_power_w(car, T0 + timedelta(minutes=5)) == 0.0
+    # A known 0 W that does not age out while no transaction runs...
+    assert site.measured_power_w(car, T0 + timedelta(hours=3)) == 0.0
+    # ...until a new one starts: unknown until its first sample, which then ages as before.
+    assert site.on_transaction_started("wb1") is car
+    assert site.measured_power_w(car, T0 + timedelta(hours=3)) is None
+    site.on_charger_sample("wb1", T0 + timedelta(hours=3), 3000.0, None)
+    assert site.measured_power_w(car, T0 + timedelta(hours=3)) == 3000.0
+    assert site.measured_power_w(car, T0 + timedelta(hours=3) + max_age + timedelta(seconds=1)) is None
     # Aged by when it arrived, not by the charger's clock (an hour behind here).
     skewed = make()
     skewed.set_plugged("wb1", True, T0)
     skewed.on_charger_sample("wb1", T0 - timedelta(hours=1), 7000.0, 50.0, received_at=T0)
     assert skewed.measured_power_w(skewed.vehicles["car"], T0 + timedelta(seconds=5)) == 7000.0
+
+
+def test_a_sample_older_than_the_last_does_not_make_the_last_power_fresh() -> None:
+    site = make()
+    car = site.vehicles["car"]
+    site.set_plugged("wb1", True, T0)
+    site.on_charger_sample("wb1", T0, 11_000.0, 50.0, received_at=T0)
+    max_age = timedelta(seconds=MEASURED_POWER_MAX_SAMPLE_INTERVALS * site.cfg.ocpp.meter_sample_interval_s)
+    # The charger's clock stepped back an hour: its samples are older than the last one taken.
+    for k in range(1, 4):
+        received = T0 + k * max_age + timedelta(seconds=1)
+        site.on_charger_sample("wb1", received - timedelta(hours=1), 0.0, None, received_at=received)
+        assert site.measured_power_w(car, received) is None
 
 
 def _charging_at_11_kw(daemon: Any, now: datetime) -> None:
@@ -899,7 +941,35 @@ def test_the_daemon_forgets_the_cars_power_when_its_transaction_ends(tmp_path: P
     car = daemon.site.vehicles["family-ev"]
     assert daemon.site.measured_power_w(car, datetime.now(UTC)) == 11_000.0
     daemon._on_ocpp_event(TransactionEnded("wallbox-garage", 1, "tx-1", now, "Local", 1200.0))
-    assert car.plugged_in and daemon.site.measured_power_w(car, datetime.now(UTC)) is None
+    assert car.plugged_in and daemon.site.measured_power_w(car, datetime.now(UTC)) == 0.0
+    daemon.store.close()
+
+
+def test_the_daemon_records_home_load_while_a_car_without_a_transaction_stays_plugged(
+    tmp_path: Path,
+) -> None:
+    from controller.ocpp import TransactionEnded, TransactionStarted
+
+    daemon = example_daemon(tmp_path)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    _charging_at_11_kw(daemon, now)
+    daemon._on_ocpp_event(TransactionEnded("wallbox-garage", 1, "tx-1", now, "Local", 1200.0))
+    for k in range(1, 4):  # the cable stays in, no samples; grid and PV fresh each minute
+        t = now + timedelta(minutes=k)
+        daemon.inputs.update_meter(MeterReading("grid", MeterRole.GRID, 500.0, t))
+        daemon.inputs.update_meter(MeterReading("pv", MeterRole.PV, 0.0, t))
+        daemon._record_flows(t)
+    # A new transaction: the car's power is unknown again until its first sample.
+    started = now + timedelta(minutes=4)
+    daemon._on_ocpp_event(TransactionStarted("wallbox-garage", 1, "tx-2", started))
+    daemon.inputs.update_meter(MeterReading("grid", MeterRole.GRID, 7500.0, started))
+    daemon.inputs.update_meter(MeterReading("pv", MeterRole.PV, 0.0, started))
+    daemon._record_flows(started)
+    daemon.store.flush_history()
+    home = daemon.store.history("_home_load", now, now + timedelta(minutes=6))
+    assert [(p.bucket_start, p.mean) for p in home] == [
+        (now + timedelta(minutes=k), 500.0) for k in range(1, 4)
+    ]
     daemon.store.close()
 
 

@@ -158,7 +158,9 @@ def test_a_trip_under_way_counts_only_while_the_car_is_unplugged() -> None:
     now = local(24, 12)  # Tuesday noon: the scheduled trip runs 07:30-17:00
     end = now + timedelta(hours=24)
     away = scheduled_trips(car, now, end, AMSTERDAM, plugged_in=False, next_departure=None)
-    assert spans(away) == [(local(24, 7, 30), local(24, 17)), (local(25, 7, 30), local(25, 17))]
+    # Under way: from now on with the whole trip's energy (the SoC was read before it left), no target.
+    assert spans(away) == [(now, local(24, 17)), (local(25, 7, 30), local(25, 17))]
+    assert away[0].energy_kwh == pytest.approx(40 * 17 / 100) and away[0].target_soc_percent is None
     home = scheduled_trips(car, now, end, AMSTERDAM, plugged_in=True, next_departure=None)
     assert spans(home) == [(local(25, 7, 30), local(25, 17))]  # back early, or stayed home
     # Past the return time a late car is not on today's trip any more.
@@ -359,3 +361,21 @@ def test_a_soc_of_unknown_age_is_only_a_starting_estimate() -> None:
     tracker.on_soc(30.0, T0 + timedelta(minutes=2), "mqtt (retained)", measured=False)
     live = tracker.estimate()
     assert live is not None and live.soc_percent == 45.0 and live.measured  # a real reading wins
+
+
+def test_the_planner_takes_the_whole_of_a_trip_under_way_off_the_soc_read_before_it() -> None:
+    import json
+
+    from controller.optimizer import Planner
+    from controller.snapshot import Snapshot
+
+    cfg = load_config(ROOT / "configs" / "home.example.yaml", env={})
+    base = json.loads((ROOT / "configs" / "snapshots" / "evening-peak.json").read_text())
+    now = datetime.fromisoformat(base["time"])  # Friday 17:00 in Amsterdam
+    car = commuter(friday={"time": "08:00", "target_soc_percent": 80, "return_time": "18:00"})
+    away = scheduled_trips(car, now, now + timedelta(days=1), AMSTERDAM, plugged_in=False)
+    vehicle = {"id": car.id, "soc_percent": 60, "plugged_in": False, "away": [t.model_dump() for t in away]}
+    plan = Planner(cfg).plan(Snapshot.model_validate({**base, "vehicles": [vehicle]}))
+    back = 4  # 18:00, four 15-minute steps on
+    expected = 60 - 100 * (40 * 17 / 100) / car.usable_capacity_kwh
+    assert plan.vehicles[car.id].soc_percent[back] == pytest.approx(expected, abs=0.1)
