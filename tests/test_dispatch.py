@@ -457,23 +457,27 @@ def two_cars() -> SiteConfig:
     )
 
 
-def test_a_charger_whose_ocpp_version_cannot_discharge_is_charge_only_for_the_fuse_too() -> None:
-    n = 8
-    p = Plan(
+def two_car_plan(car_b_w: float, grid_import_w: float, n: int = 8) -> Plan:
+    """Car A planned to cover the home (5 kW), car B to charge at ``car_b_w``."""
+    return Plan(
         created_at=T0,
         start=T0,
         step=STEP,
         vehicles={
             "carA": VehiclePlan("carA", (-5000.0,) * n, (60.0,) * (n + 1), "covering home"),
-            "carB": VehiclePlan("carB", (11000.0,) * n, (40.0,) * (n + 1), "charging"),
+            "carB": VehiclePlan("carB", (car_b_w,) * n, (40.0,) * (n + 1), "charging"),
         },
-        grid_import_w=(14000.0,) * n,
+        grid_import_w=(grid_import_w,) * n,
         grid_export_w=(0.0,) * n,
         import_price_per_kwh=(0.3,) * n,
         export_price_per_kwh=(0.1,) * n,
         solver_status="optimal",
         solve_time_ms=1.0,
     )
+
+
+def test_a_charger_whose_ocpp_version_cannot_discharge_is_charge_only_for_the_fuse_too() -> None:
+    p = two_car_plan(car_b_w=11000.0, grid_import_w=14000.0)
 
     def dispatch(a_can_discharge: bool) -> dict[str, Any]:
         # Home 8 kW, car B charging 11 kW, car A idle: 19 kW against the 17 kW cap.
@@ -498,22 +502,7 @@ def test_v2h_stops_while_another_cars_power_is_unknown() -> None:
     cfg = two_cars()
     no_v2g = cfg.vehicles[0].permissions.model_copy(update={"v2g": False})
     cfg.vehicles[0] = cfg.vehicles[0].model_copy(update={"permissions": no_v2g})
-    n = 8
-    p = Plan(
-        created_at=T0,
-        start=T0,
-        step=STEP,
-        vehicles={
-            "carA": VehiclePlan("carA", (-5000.0,) * n, (60.0,) * (n + 1), "covering home"),
-            "carB": VehiclePlan("carB", (7000.0,) * n, (40.0,) * (n + 1), "charging"),
-        },
-        grid_import_w=(4000.0,) * n,
-        grid_export_w=(0.0,) * n,
-        import_price_per_kwh=(0.3,) * n,
-        export_price_per_kwh=(0.1,) * n,
-        solver_status="optimal",
-        solve_time_ms=1.0,
-    )
+    p = two_car_plan(car_b_w=7000.0, grid_import_w=4000.0)
     now = T0 + timedelta(minutes=1)
     # Home 2 kW, car B charging 7 kW, car A idle: the grid imports 9 kW. B's power went stale.
     lives = (VehicleLive("carA", True, "wbA", 60.0, 0.0), VehicleLive("carB", True, "wbB", 40.0, None))
