@@ -392,13 +392,16 @@ class VehicleConfig(_Model):
             by_day[name] = rule
         return by_day
 
+    def energy_kwh_for_km(self, km: float) -> float:
+        """Energy the car uses to drive ``km``, by its configured consumption."""
+        return km * self.consumption_kwh_per_100km / 100.0
+
     @property
     def reserve_percent(self) -> float:
         """Reserve floor as percent of usable capacity (km converted with the consumption)."""
         if self.reserve.percent is not None:
             return self.reserve.percent
-        km = self.reserve.km or 0.0
-        return 100.0 * km * self.consumption_kwh_per_100km / 100.0 / self.usable_capacity_kwh
+        return 100.0 * self.energy_kwh_for_km(self.reserve.km or 0.0) / self.usable_capacity_kwh
 
     @model_validator(mode="after")
     def _discharge_permissions(self) -> Self:

@@ -259,13 +259,7 @@ class SocTracker:
             return
         if trip_km is None:
             trip_km = self.vehicle.typical_trip_km
-        used_percent = (
-            100.0
-            * trip_km
-            * self.vehicle.consumption_kwh_per_100km
-            / 100.0
-            / self.vehicle.usable_capacity_kwh
-        )
+        used_percent = 100.0 * self.vehicle.energy_kwh_for_km(trip_km) / self.vehicle.usable_capacity_kwh
         self._anchor(max(0.0, self._soc - used_percent), at, False, "estimated from trip")
 
     def on_departure(self) -> None:
@@ -331,9 +325,7 @@ def scheduled_trips(
     now, end = ensure_utc(now), ensure_utc(end)
     tz = zoneinfo.ZoneInfo(timezone)
     # No trip takes more than a full battery (and the snapshot bounds a trip's energy).
-    energy_kwh = min(
-        vehicle.typical_trip_km * vehicle.consumption_kwh_per_100km / 100.0, vehicle.usable_capacity_kwh
-    )
+    energy_kwh = min(vehicle.energy_kwh_for_km(vehicle.typical_trip_km), vehicle.usable_capacity_kwh)
     announced_day = next_departure.at.astimezone(tz).date() if next_departure is not None else None
     trips: list[Trip] = []
     day = now.astimezone(tz).date()

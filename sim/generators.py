@@ -162,10 +162,7 @@ def generate_trips(
                 depart_local = datetime.combine(day, rule.time, tzinfo=zone) + jitter
                 away_h = rng.uniform(8.0, 10.0) if day.weekday() < 5 else rng.uniform(2.0, 6.0)
                 km = float(np.clip(rng.lognormal(math.log(40.0), 0.5), 2.0, 300.0))
-                energy = min(
-                    km * vehicle.consumption_kwh_per_100km / 100.0,
-                    0.6 * vehicle.usable_capacity_kwh,
-                )
+                energy = min(vehicle.energy_kwh_for_km(km), 0.6 * vehicle.usable_capacity_kwh)
                 depart = ensure_utc(depart_local)
                 arrive = depart + timedelta(hours=float(away_h))
                 if arrive > ensure_utc(start) and depart < ensure_utc(end):
