@@ -2,15 +2,18 @@
 
 Secrets never reach the output: any event key that looks like a secret is redacted, and credentials
 inside text (an ``Authorization`` header a library logs at debug level, ``user:password@`` in a URL)
-are blanked out.
+are blanked out. Every JSON line is strict JSON: non-finite floats are written as the strings
+``"inf"``, ``"-inf"`` and ``"nan"``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any, Literal, TextIO
 
 import structlog
@@ -67,6 +70,30 @@ def redact_secrets(
     return event_dict
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float, at any depth (dict keys too), replaced by its text."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(float(value))  # float(): no "np.float64(inf)"
+    if isinstance(value, dict):
+        return {(_finite(k) if isinstance(k, float) else k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _strict_json_dumps(obj: Any, **kw: Any) -> str:
+    """``json.dumps`` for the JSON renderer. Plain ``json.dumps`` writes inf and NaN as the bare
+    tokens ``Infinity`` / ``NaN``, which are not JSON: strict parsers reject the whole line."""
+    fallback: Callable[[Any], Any] | None = kw.pop("default", None)
+    if fallback is not None:
+        # What the fallback returns for an unknown object is serialised too, so clean it as well.
+        def default(o: Any) -> Any:
+            return _finite(fallback(o))
+
+        kw["default"] = default
+    return json.dumps(_finite(obj), allow_nan=False, **kw)
+
+
 def configure_logging(
     level: str = "info",
     fmt: Literal["auto", "console", "json"] = "auto",
@@ -81,7 +108,7 @@ def configure_logging(
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=out.isatty())
         if use_console
-        else structlog.processors.JSONRenderer()
+        else structlog.processors.JSONRenderer(serializer=_strict_json_dumps)
     )
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,

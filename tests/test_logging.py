@@ -8,6 +8,7 @@ import io
 import json
 import logging
 
+import numpy as np
 import pytest
 import structlog
 
@@ -43,6 +44,38 @@ def test_stdlib_loggers_go_through_the_same_output() -> None:
     logging.getLogger("some.library").info("not shown")
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [line["event"] for line in lines] == ["disk full"]
+
+
+def _strict_json(line: str) -> dict[str, object]:
+    def reject(token: str) -> object:
+        raise ValueError(f"not JSON: {token}")
+
+    parsed: dict[str, object] = json.loads(line, parse_constant=reject)
+    return parsed
+
+
+def test_non_finite_floats_are_written_as_strings_so_every_line_is_strict_json() -> None:
+    """A dropped meter value of 1e308 kW becomes inf: json.dumps would write the bare token
+    ``Infinity``, which is not JSON."""
+    stream = io.StringIO()
+    configure_logging("info", "json", stream=stream)
+    inf, nan = float("inf"), float("nan")
+    structlog.get_logger("meter").info(
+        "meter value dropped",
+        power_kw=1e308 * 10,
+        largest=1e308,
+        nested={"low": -inf, "readings": [1.5, nan, (inf, 2)], inf: "by key"},
+        samples=(nan, -inf),
+        array_value=np.float64("-inf"),
+    )
+    logging.getLogger("some.library").warning("meter %s kW, %r", inf, {"x": nan})
+    lines = [_strict_json(line) for line in stream.getvalue().splitlines()]
+    assert len(lines) == 2
+    event = lines[0]
+    assert event["power_kw"] == "inf" and event["largest"] == 1e308
+    assert event["nested"] == {"low": "-inf", "readings": [1.5, "nan", ["inf", 2]], "inf": "by key"}
+    assert event["samples"] == ["nan", "-inf"] and event["array_value"] == "-inf"
+    assert lines[1]["event"] == "meter inf kW, {'x': nan}"
 
 
 def test_console_format_is_readable() -> None:
