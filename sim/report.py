@@ -181,8 +181,17 @@ def write_metrics_json(path: Path, payload: Mapping[str, Any]) -> None:
     )
 
 
+def _exact(value: float) -> str:
+    """The shortest text that reads back as the same float. Rounded columns (1 W) add up to an
+    energy several Wh off over a year, enough to show reserve breaches that never happened."""
+    return repr(float(value))  # float(): numpy's repr is "np.float64(...)"
+
+
 def write_timeseries_csv(path: Path, result: SimResult) -> None:
-    """Per step: time, prices, load, PV, grid, and per vehicle power, SoC and plug state."""
+    """Per step: time, prices, load, PV, grid, and per vehicle power, SoC and plug state.
+
+    Every number is written in full precision: each cell reads back as exactly the float the run
+    used (powers in kW are the run's watts / 1000)."""
     series = result.scenario.series
     soc = result.soc_percent
     ids = result.vehicle_ids
@@ -203,21 +212,21 @@ def write_timeseries_csv(path: Path, result: SimResult) -> None:
         for k in range(series.steps):
             row: list[str] = [
                 series.time_at(k).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                f"{series.import_price_per_kwh[k]:.5f}",
-                f"{series.export_price_per_kwh[k]:.5f}",
-                f"{series.load_w[k] / 1000.0:.3f}",
-                f"{series.pv_w[k] / 1000.0:.3f}",
-                f"{result.grid_w[k] / 1000.0:.3f}",
+                _exact(series.import_price_per_kwh[k]),
+                _exact(series.export_price_per_kwh[k]),
+                _exact(series.load_w[k] / 1000.0),
+                _exact(series.pv_w[k] / 1000.0),
+                _exact(result.grid_w[k] / 1000.0),
             ]
             for i in range(len(ids)):
                 row += [
-                    f"{result.power_w[i, k] / 1000.0:.3f}",
-                    f"{result.requested_w[i, k] / 1000.0:.3f}",
-                    f"{soc[i, k]:.2f}",
+                    _exact(result.power_w[i, k] / 1000.0),
+                    _exact(result.requested_w[i, k] / 1000.0),
+                    _exact(soc[i, k]),
                     "1" if result.plugged_in[i, k] else "0",
                 ]
             solve = result.solve_ms[k]
-            row.append("" if math.isnan(solve) else f"{solve:.2f}")
+            row.append("" if math.isnan(solve) else _exact(solve))
             writer.writerow(row)
 
 

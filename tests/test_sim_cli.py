@@ -6,14 +6,19 @@ import argparse
 import csv
 import io
 import json
+import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sim.cli import MONTHLY_COST_KEY, register
+from sim.metrics import RESERVE_TOLERANCE_KWH, compute_metrics
+from sim.report import write_timeseries_csv
+from sim.runner import run_strategy
 from sim.scenario import write_series_csv, write_trips_csv
-from tests.test_sim_support import tiny_series, tiny_trips
+from tests.test_sim_support import tiny_scenario, tiny_series, tiny_trips
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "sim" / "examples"
@@ -104,6 +109,57 @@ def test_run_writes_metrics_timeseries_and_plots(files: dict[str, Path], tmp_pat
     assert len(rows) == 96 and {"car_power_kw", "car_soc_percent", "grid_kw", "solve_ms"} <= set(rows[0])
     for png in ("week.png", "monthly_cost.png"):
         assert (out_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_timeseries_csv_reads_back_the_runs_floats_exactly_and_its_energy(tmp_path: Path) -> None:
+    """Rounded cells (1 W, 0.01 % SoC) summed over a year drift by Wh: enough for a scorer reading
+    the file to see reserve breaches the run never had."""
+    result = run_strategy(tiny_scenario(days=2), "mpc")
+    path = tmp_path / "timeseries.csv"
+    write_timeseries_csv(path, result)
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+
+    def column(name: str) -> list[float]:
+        return [float(row[name]) for row in rows]
+
+    series = result.scenario.series
+    assert column("import_price_eur_per_kwh") == series.import_price_per_kwh.tolist()
+    assert column("export_price_eur_per_kwh") == series.export_price_per_kwh.tolist()
+    assert column("load_kw") == (series.load_w / 1000.0).tolist()
+    assert column("pv_kw") == (series.pv_w / 1000.0).tolist()
+    assert column("grid_kw") == (result.grid_w / 1000.0).tolist()
+    assert column("car_power_kw") == (result.power_w[0] / 1000.0).tolist()
+    assert column("car_requested_kw") == (result.requested_w[0] / 1000.0).tolist()
+    assert column("car_soc_percent") == result.soc_percent[0].tolist()
+    solved = [(float(row["solve_ms"]), ms) for row, ms in zip(rows, result.solve_ms.tolist(), strict=True)]
+    assert solved and all(cell == ms for cell, ms in solved if not math.isnan(ms))
+
+    # Energy integrated from the file is the run's energy (to float summation order, far below 1 µWh).
+    metrics = compute_metrics(result)
+    hours = series.step_hours
+    grid = np.array(column("grid_kw"))
+    power = np.array(column("car_power_kw"))
+    assert grid.min() < 0 < grid.max() and power.min() < 0 < power.max()  # imports and exports both
+    assert float(np.maximum(grid, 0.0).sum() * hours) == pytest.approx(metrics.import_kwh, rel=0, abs=1e-9)
+    assert float(np.maximum(-grid, 0.0).sum() * hours) == pytest.approx(metrics.export_kwh, rel=0, abs=1e-9)
+    assert float(np.maximum(power, 0.0).sum() * hours) == pytest.approx(metrics.charge_kwh, rel=0, abs=1e-9)
+    assert float(np.maximum(-power, 0.0).sum() * hours) == pytest.approx(
+        metrics.discharge_kwh, rel=0, abs=1e-9
+    )
+    # While plugged in (no driving), the stored energy moves by exactly the battery side of the power.
+    (spec,) = result.specs
+    stored = np.array(column("car_soc_percent")) * spec.capacity_kwh / 100.0
+    before = np.concatenate(([result.initial_energy_kwh[0]], stored[:-1]))
+    moved = np.where(
+        power > 0.0, power * hours * spec.charge_efficiency, power * hours / spec.discharge_efficiency
+    )
+    plugged = [row["car_plugged_in"] == "1" for row in rows]
+    assert any(plugged) and not all(plugged)
+    assert (stored - before)[plugged] == pytest.approx(moved[plugged], rel=0, abs=1e-9)
+    assert stored[-1] == pytest.approx(metrics.final_energy_kwh, rel=0, abs=1e-12)
+    reserve = spec.reserve_kwh - RESERVE_TOLERANCE_KWH
+    assert int(((stored < reserve) & (power < 0.0)).sum()) == metrics.reserve_breaches
 
 
 def test_compare_prints_one_table_with_shares(files: dict[str, Path], tmp_path: Path) -> None:
