@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-import signal
 import time
 from collections.abc import Awaitable
 from typing import Any
@@ -25,7 +24,7 @@ from controller import __version__
 from controller.api import HealthServer
 from controller.clock import Clock, SystemClock
 from controller.commands import Command, SetDeparture, SetMode, SetWeeklyDeparture, V2LCommand
-from controller.config import SiteConfig
+from controller.config import ChargerConfig, SiteConfig
 from controller.dispatch import ChargerCommand, Dispatcher
 from controller.domain import MeterReading, MeterRole, Plan, align_to_step
 from controller.forecast import forecast_load_w, forecast_pv_w
@@ -54,6 +53,7 @@ from controller.ocpp import (
 from controller.ocpp.events import ChargerConnected
 from controller.ocpp.model import ChargerView, ProfileRecord
 from controller.optimizer import Planner
+from controller.shutdown import StopSignals
 from controller.site import EvReportedLimits, Site, VehicleRuntime
 from controller.site_inputs import SiteInputs
 from controller.store import Store
@@ -82,6 +82,11 @@ SERVER_CHECK_INTERVAL_S = 5.0
 # so a crash (kill -9) loses little of it without a write per meter sample.
 SOC_PERSIST_DELTA_PERCENT = 1.0
 SOC_PERSIST_INTERVAL_S = 60.0
+# The stop: the safe profiles go to all chargers in parallel within this budget (a call still
+# unanswered is abandoned), the last status within the next; with closing the connections and the
+# store the whole stop stays within 5 s, well inside Docker's default 10 s grace period.
+SAFE_PROFILES_BUDGET_S = 3.0
+STOP_PUBLISH_TIMEOUT_S = 0.5
 # What a driver command is called where the daemon logs why it re-planned.
 COMMAND_TRIGGERS: dict[type[Command], str] = {
     SetDeparture: "departure",
@@ -190,8 +195,10 @@ class Daemon:
         """Leave every charger safe without us: no discharge, charging only within limits.
 
         A running transaction gets a TxProfile without discharge (the plan's charging, as in safe
-        mode), since a TxProfile outranks the default profile and could otherwise keep discharging
-        for the rest of its validity; then every connected charger gets its safe default profile.
+        mode; a charger the dispatcher has nothing for gets the idle schedule), since a TxProfile
+        outranks the default profile and could otherwise keep discharging for the rest of its
+        validity; then every connected charger gets its safe default profile. All chargers in
+        parallel within ``SAFE_PROFILES_BUDGET_S``; nothing that discharges goes out once this began.
         """
         await _cancel_all(list(self._pending))
         now = self.clock.now()
@@ -199,31 +206,22 @@ class Daemon:
         for charger_id in connected:
             self.dispatcher.forget(charger_id)
         live = self.site.dispatch_inputs(now, self.plan)
-        commands = {
-            c.charger_id: c
-            for c in self.dispatcher.dispatch(dataclasses.replace(live, safe_mode=True, grid_lost=False))
-        }
-
-        async def make_safe(charger_id: str) -> None:
-            command = commands.get(charger_id)
-            if command is not None:
-                record = await self.ocpp.apply_schedule(command.schedule)
-                log.info("safe_profile", charger=charger_id, purpose="TxProfile", status=record.status.value)
-            record = await self.ocpp.install_default_profile(charger_id)
-            log.info("safe_profile", charger=charger_id, purpose=record.purpose, status=record.status.value)
-
-        results: list[BaseException | None] = []
-        try:
-            # Two calls per charger, each bounded by the call timeout: never hang the exit.
-            async with asyncio.timeout(2 * self.cfg.ocpp.call_timeout_s + 1.0):
-                results = await asyncio.gather(*(make_safe(c) for c in connected), return_exceptions=True)
-        except TimeoutError:
-            log.warning("safe_profiles_timed_out", chargers=connected)
-        for charger_id, result in zip(connected, results, strict=False):
-            if isinstance(result, BaseException):
-                log.warning("safe_profile_failed", charger=charger_id, error=str(result))
+        safe = dataclasses.replace(live, safe_mode=True, grid_lost=False)
+        schedules = {c.charger_id: c.schedule for c in self.dispatcher.dispatch(safe)}
+        for charger_id in connected:
+            if charger_id not in schedules:
+                charger = self.cfg.charger(charger_id) or ChargerConfig(id=charger_id)
+                schedules[charger_id] = self.dispatcher.idle_schedule(now, charger)
+        records = await self.ocpp.make_safe(schedules, SAFE_PROFILES_BUDGET_S)
+        for charger_id, sent in records.items():
+            for record in sent:
+                log.info(
+                    "safe_profile", charger=charger_id, purpose=record.purpose, status=record.status.value
+                )
         self.store.log_event("shutdown", self.clock.now(), safe_profiles=len(connected))
-        await self.mqtt.publish_status(self._status(self.clock.now(), stopping=True))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STOP_PUBLISH_TIMEOUT_S):
+                await self.mqtt.publish_status(self._status(self.clock.now(), stopping=True))
 
     # ----------------------------------------------------------------- restore
 
@@ -881,11 +879,14 @@ async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
         _, pending = await asyncio.wait(pending, timeout=1.0)
 
 
-async def run_daemon(cfg: SiteConfig, *, install_signal_handlers: bool = True) -> None:
-    """Run until SIGTERM/SIGINT; then safe profiles to every charger, store flushed, ``offline`` published."""
+async def run_daemon(cfg: SiteConfig, stop_signals: StopSignals | None = None) -> None:
+    """Run until ``stop_signals`` (SIGTERM/SIGINT) ask to stop; then safe profiles to every charger,
+    store flushed, ``offline`` published."""
     daemon = Daemon(cfg)
-    if install_signal_handlers:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, daemon.stop)
-    await daemon.run()
+    if stop_signals is not None:
+        stop_signals.connect(asyncio.get_running_loop(), daemon.stop)
+    try:
+        await daemon.run()
+    finally:
+        if stop_signals is not None:
+            stop_signals.disconnect()

@@ -23,6 +23,7 @@ from controller.config import ConfigError, ConfigIssue, MeterConfig, MeterFormat
 from controller.domain import MeterRole
 from controller.logs import configure_logging
 from controller.passwords import hash_password
+from controller.shutdown import StopSignals
 from controller.snapshot import Snapshot, load_snapshot
 from sim.cli import register as register_sim
 
@@ -351,6 +352,16 @@ def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    # First of all: a stop signal during start-up stops the daemon cleanly instead of killing it.
+    stop_signals = StopSignals()
+    stop_signals.install()
+    code = _run(args, stop_signals)
+    if code != EXIT_OK:
+        stop_signals.uninstall()
+    return code
+
+
+def _run(args: argparse.Namespace, stop_signals: StopSignals) -> int:
     try:
         cfg = load_config(args.config)
         issues = tls_file_issues(
@@ -371,7 +382,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from controller.app import run_daemon
 
     try:
-        asyncio.run(run_daemon(cfg))
+        asyncio.run(run_daemon(cfg, stop_signals))
     except sqlite3.Error as exc:
         print(f"error: storage.path {cfg.storage.path}: {exc}", file=sys.stderr)
         return EXIT_FAILURE

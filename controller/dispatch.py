@@ -162,7 +162,7 @@ class Dispatcher:
                 # Nothing plugged (or an unknown car) where a setpoint was active: stop it.
                 commands.append(
                     ChargerCommand(
-                        charger.id, None, 0.0, self._idle_schedule(now, charger), True, ("no vehicle",)
+                        charger.id, None, 0.0, self.idle_schedule(now, charger), True, ("no vehicle",)
                     )
                 )
         for command in commands:
@@ -512,7 +512,8 @@ class Dispatcher:
         end = align_to_step(earliest, step)
         return end if end >= earliest else end + step
 
-    def _idle_schedule(self, now: datetime, charger: ChargerConfig) -> ChargerSchedule:
+    def idle_schedule(self, now: datetime, charger: ChargerConfig) -> ChargerSchedule:
+        """Nothing to do: setpoint 0, no discharge, bounded like every schedule."""
         assert self.schedule_validity is not None
         return ChargerSchedule(
             charger_id=charger.id,

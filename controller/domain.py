@@ -297,6 +297,11 @@ class ChargerSchedule:
         if any(b <= a for a, b in itertools.pairwise(offsets)):
             raise ValueError("schedule periods must be in strictly increasing order")
 
+    @property
+    def discharges(self) -> bool:
+        """Whether any period lets the car give energy back (a negative setpoint or a discharge bound)."""
+        return any(p.setpoint_w < 0 or p.max_discharge_w > 0 for p in self.periods)
+
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
     """Every field of a plan as JSON-ready data (W rounded to 0.1 W, SoC to 0.001 %)."""

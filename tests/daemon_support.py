@@ -19,6 +19,7 @@ import contextlib
 import copy
 import itertools
 import json
+import math
 import os
 import signal
 import socket
@@ -34,6 +35,7 @@ from typing import Any
 import aiomqtt
 import yaml
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from tests.ocpp_support import wait_until as eventually
@@ -74,6 +76,17 @@ def hourly_prices(values: list[float], start: datetime | None = None) -> list[Js
         {"start": iso(first + timedelta(hours=i)), "end": iso(first + timedelta(hours=i + 1)), "value": v}
         for i, v in enumerate(values)
     ]
+
+
+# Import/export prices from the current hour on: an evening peak for three hours, a cheap night after.
+PEAK_IMPORT = [0.45] * 3 + [0.20] * 21
+PEAK_EXPORT = [0.80] * 3 + [0.05] * 21
+
+
+def evening_timezone() -> str:
+    """A fixed-offset zone in which it is 18:xx now, so the peak above is an evening peak there."""
+    offset = (18 - utc_now().hour + 12) % 24 - 12
+    return "Etc/GMT" if offset == 0 else f"Etc/GMT{-offset:+d}"
 
 
 # ------------------------------------------------------------------------- site config
@@ -441,7 +454,10 @@ class Charger:
     """Act on TxProfiles: power follows the first period's setpoint (the benchmark's chargers)."""
     tx_profile_status: str = "Accepted"
     """How TxProfiles are answered ("Rejected" adds statusInfo reasonCode "TxNotFound")."""
+    profile_answer_delay_s: float = 0.0
+    """SetChargingProfile is answered this late (``math.inf``: never); other CALLs at once."""
     _pending: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
+    _late: set[asyncio.Task[None]] = field(default_factory=set)
     _ids: itertools.count[int] = field(default_factory=itertools.count)
     _seq: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -454,7 +470,11 @@ class Charger:
                     profile = frame[3]["chargingProfile"]
                     if profile["chargingProfilePurpose"] == "TxProfile":
                         self.power_w = float(periods(frame[3])[0].get("setpoint", 0))
-                await self.ws.send(json.dumps([3, frame[1], self.answer(frame[2], frame[3])]))
+                reply = json.dumps([3, frame[1], self.answer(frame[2], frame[3])])
+                if frame[2] == "SetChargingProfile" and self.profile_answer_delay_s > 0:
+                    self._late.add(asyncio.create_task(self._answer_late(reply)))
+                else:
+                    await self.ws.send(reply)
             elif frame[0] in (3, 4):
                 future = self._pending.pop(frame[1], None)
                 if future is not None and not future.done():
@@ -462,6 +482,12 @@ class Charger:
                         future.set_result(frame[2])
                     else:
                         future.set_exception(AssertionError(f"CALLERROR {frame[2]}: {frame[3]}"))
+
+    async def _answer_late(self, reply: str) -> None:
+        if math.isfinite(self.profile_answer_delay_s):
+            await asyncio.sleep(self.profile_answer_delay_s)
+            with contextlib.suppress(ConnectionClosed):
+                await self.ws.send(reply)
 
     def answer(self, action: str, payload: Json) -> Json:
         purpose = payload.get("chargingProfile", {}).get("chargingProfilePurpose")
@@ -632,6 +658,16 @@ def first_setpoint(set_profile: Json) -> float:
 def discharges(set_profile: Json) -> bool:
     """Anything in this profile that lets the car discharge: a negative setpoint or discharge limit."""
     return any(p.get("setpoint", 0) < 0 or p.get("dischargeLimit", 0) < 0 for p in periods(set_profile))
+
+
+def charge_only(payload: Json) -> bool:
+    """Nothing in the profile lets the car discharge: setpoints >= 0 and no discharge limit."""
+    return not discharges(payload)
+
+
+async def publish_prices(mqtt: Broker, site: DaemonSite, imports: list[float], exports: list[float]) -> None:
+    await mqtt.publish(site.topic("prices/import"), hourly_prices(imports))
+    await mqtt.publish(site.topic("prices/export"), hourly_prices(exports))
 
 
 @contextlib.asynccontextmanager

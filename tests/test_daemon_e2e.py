@@ -34,6 +34,8 @@ from controller.store import Store
 from tests.daemon_support import (
     BROKER_HOST,
     BROKER_PORT,
+    PEAK_EXPORT,
+    PEAK_IMPORT,
     V2L_OFF,
     VEHICLE,
     Broker,
@@ -42,8 +44,10 @@ from tests.daemon_support import (
     Message,
     MeterFeed,
     broker,
+    charge_only,
     charger,
     discharges,
+    evening_timezone,
     first_setpoint,
     free_port,
     hour_start,
@@ -51,6 +55,7 @@ from tests.daemon_support import (
     iso,
     make_site,
     periods,
+    publish_prices,
     running_daemon,
     utc_now,
 )
@@ -58,31 +63,12 @@ from tests.ocpp_support import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
-# Import/export prices from the current hour on: an evening peak for three hours, a cheap night after.
-PEAK_IMPORT = [0.45] * 3 + [0.20] * 21
-PEAK_EXPORT = [0.80] * 3 + [0.05] * 21
 FLAT_IMPORT = [0.30] * 24
 FLAT_EXPORT = [0.05] * 24
 
 
-def evening_timezone() -> str:
-    """A fixed-offset zone in which it is 18:xx now, so the peak above is an evening peak there."""
-    offset = (18 - utc_now().hour + 12) % 24 - 12
-    return "Etc/GMT" if offset == 0 else f"Etc/GMT{-offset:+d}"
-
-
-def charge_only(payload: dict[str, Any]) -> bool:
-    """Nothing in the profile lets the car discharge: setpoints >= 0 and no discharge limit."""
-    return not discharges(payload)
-
-
 def setpoints_w(payload: dict[str, Any]) -> list[float]:
     return [row["setpoint"] for row in periods(payload)]
-
-
-async def publish_prices(mqtt: Broker, site: DaemonSite, imports: list[float], exports: list[float]) -> None:
-    await mqtt.publish(site.topic("prices/import"), hourly_prices(imports))
-    await mqtt.publish(site.topic("prices/export"), hourly_prices(exports))
 
 
 async def command(mqtt: Broker, site: DaemonSite, name: str, payload: dict[str, Any]) -> Message:

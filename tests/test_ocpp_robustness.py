@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import ocpp.v16
@@ -14,6 +16,7 @@ import ocpp.v21
 import pytest
 import structlog
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
@@ -80,6 +83,10 @@ class Raw:
     async def answer_to(self, unique_id: str, action: str, payload: dict[str, Any]) -> Any:
         """Send a CALL and return its answer, passing over (not answering) the server's own CALLs."""
         await self.send([2, unique_id, action, payload])
+        return await self.answer()
+
+    async def answer(self) -> Any:
+        """The next frame that is not a CALL of the server's (those are passed over, not answered)."""
         while True:
             frame = await self.recv()
             if frame[0] != 2:
@@ -141,6 +148,16 @@ TX_STARTED = {
         ("2.0.1", '{"a": 1}', "-1", "RpcFrameworkError"),
         ("1.6", "[]", "-1", "ProtocolError"),
         ("2.0.1", '[2, 17, "Heartbeat", {}]', "-1", "RpcFrameworkError"),
+        # A lone surrogate cannot be echoed as UTF-8: not a usable message id.
+        ("2.0.1", '[2, "k14\\ud800", "Heartbeat", {}]', "-1", "RpcFrameworkError"),
+        ("1.6", '[2, "\\udc00", "Heartbeat", {}]', "-1", "ProtocolError"),
+        # No integer message type, but a readable id: answered with that id.
+        ("2.0.1", '[2.5, "mt1", "Heartbeat", {}]', "mt1", "RpcFrameworkError"),
+        ("1.6", '["2", "mt2", "Heartbeat", {}]', "mt2", "ProtocolError"),
+        ("2.1", '[null, "mt3", "Heartbeat", {}]', "mt3", "RpcFrameworkError"),
+        ("2.0.1", '[true, "mt4", "Heartbeat", {}]', "mt4", "RpcFrameworkError"),
+        ("2.0.1", '[2.5, "mt5\\ud800", "Heartbeat", {}]', "-1", "RpcFrameworkError"),
+        ("2.0.1", "[null, 17]", "-1", "RpcFrameworkError"),
         ("2.0.1", '[7, "m1", "Heartbeat", {}]', "m1", "MessageTypeNotSupported"),
         ("2.0.1", '[6, "m2", "Heartbeat", {}]', "m2", "MessageTypeNotSupported"),
         ("2.0.1", '[2, "m3", "Heartbeat"]', "m3", "RpcFrameworkError"),
@@ -346,6 +363,149 @@ async def test_21_send_and_callresulterror_frames_get_no_answer() -> None:
         assert (await raw.call("hb", "Heartbeat", {}))[:2] == [3, "hb"]
 
 
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '[6, "s1", {}]',
+        '[6, "s2"]',
+        '[6, "s3", "Heartbeat", {}, {}]',
+        '[6, 17, "Heartbeat", {}]',
+        '[6, "s4\\ud800", "Heartbeat", {}]',
+        "[3]",
+        '[4, 17, "InternalError", "", {}]',
+        '[5, "r1"]',
+    ],
+)
+async def test_21_malformed_sends_and_answers_get_no_answer(frame: str) -> None:
+    async with (
+        running_server(site([{"id": "cp"}])) as (server, _),
+        raw_connect(server.port, "cp", "2.1") as connection,
+    ):
+        raw = Raw(connection)
+        await raw.send(frame)
+        assert await raw.silent()
+        assert (await raw.call("hb", "Heartbeat", {}))[:2] == [3, "hb"]
+
+
+@pytest.mark.parametrize("answer", ["result", "error"])
+async def test_echoed_strings_with_lone_surrogates_never_break_the_send(
+    answer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from controller.ocpp.rpc import OcppCallError, Reply
+    from controller.ocpp.v2 import V2Adapter
+
+    def echoing(self: V2Adapter, payload: dict[str, Any]) -> Reply:
+        vendor = payload["customData"]["vendorId"]
+        if answer == "error":
+            raise OcppCallError("PropertyConstraintViolation", f"vendor {vendor} unknown", {"vendor": vendor})
+        return Reply({"customData": {"vendorId": vendor}})
+
+    monkeypatch.setattr(V2Adapter, "_status", echoing)
+    status = (
+        '{"timestamp": "2030-06-01T12:00:00Z", "connectorStatus": "Occupied", "evseId": 1,'
+        ' "connectorId": 1, "customData": {"vendorId": "acme\\ud800"}}'
+    )
+    async with (
+        running_server(site([{"id": "cp"}])) as (server, _),
+        raw_connect(server.port, "cp", "2.0.1") as connection,
+    ):
+        raw = Raw(connection)
+        await raw.send(f'[2, "s", "StatusNotification", {status}]')
+        reply = await raw.answer()
+        if answer == "error":
+            assert reply == [
+                4,
+                "s",
+                "PropertyConstraintViolation",
+                "vendor acme\ufffd unknown",
+                {"vendor": "acme\ufffd"},
+            ]
+        else:
+            assert reply == [3, "s", {"customData": {"vendorId": "acme\ufffd"}}]
+        # A surrogate pair (sent escaped, as json.dumps writes it) is one character: echoed.
+        assert (await raw.answer_to("hb\U0001f600", "Heartbeat", {}))[:2] == [3, "hb\U0001f600"]
+
+
+async def test_callerror_descriptions_and_details_are_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    from controller.ocpp.rpc import OcppCallError, Reply
+    from controller.ocpp.v2 import V2Adapter
+
+    def echoing(self: V2Adapter, payload: dict[str, Any]) -> Reply:
+        vendor = payload["customData"]["vendorId"]
+        raise OcppCallError(
+            "PropertyConstraintViolation", vendor * 100, {"vendor": vendor * 100, "all": [vendor * 2]}
+        )
+
+    monkeypatch.setattr(V2Adapter, "_status", echoing)
+    status = {
+        "timestamp": iso(T0),
+        "connectorStatus": "Occupied",
+        "evseId": 1,
+        "connectorId": 1,
+        "customData": {"vendorId": "v" * 255},
+    }
+    async with (
+        running_server(site([{"id": "cp"}])) as (server, _),
+        raw_connect(server.port, "cp", "2.0.1") as connection,
+    ):
+        raw = Raw(connection)
+        await raw.send([2, "big", "x" * 1_000_000, {}])
+        wire = await raw.recv_text()
+        assert len(wire) < 400
+        answer = json.loads(wire)
+        assert answer[:3] == [4, "big", "NotImplemented"] and len(answer[3]) == 255
+        # Cut in the middle: what it is about and what is wrong with it both stay readable.
+        assert answer[3].startswith("'xxxx") and answer[3].endswith("xxxx' is not an OCPP 2.0.1 action")
+        assert answer[4] == {}
+        answer = await raw.call("s", "StatusNotification", status)
+        assert answer[:3] == [4, "s", "PropertyConstraintViolation"]
+        assert answer[3] == "v" * 126 + "..." + "v" * 126
+        assert answer[4] == {"vendor": "v" * 126 + "..." + "v" * 126, "all": ["v" * 126 + "..." + "v" * 126]}
+        assert (await raw.call("hb", "Heartbeat", {}))[:2] == [3, "hb"]
+
+
+@pytest.mark.parametrize("caller", ["direct", "follow-up"])
+async def test_a_charger_gone_mid_call_leaves_no_unretrieved_future(
+    caller: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection dies while our CALL is still being sent (websockets waits for the close then):
+    whether the call raises from the send or its task is cancelled, asyncio reports nothing."""
+    import controller.ocpp.server as server_module
+
+    monkeypatch.setattr(server_module, "SILENT_RESYNC_AFTER_S", 60)  # only the CALL this test makes
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    previous_handler = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    try:
+        async with running_server(site([{"id": "cp", "ocpp_versions": ["2.0.1"]}])) as (server, events):
+            real_send = ServerConnection.send
+            sending = asyncio.Event()
+
+            async def send_until_gone(self: ServerConnection, message: Any, **kwargs: Any) -> None:
+                if isinstance(message, str) and message.startswith("[2,"):
+                    sending.set()
+                    await wait_until(lambda: events.of(ChargerDisconnected), what="the charger gone")
+                await real_send(self, message, **kwargs)
+
+            monkeypatch.setattr(ServerConnection, "send", send_until_gone)
+            async with raw_connect(server.port, "cp", "2.0.1") as connection:
+                raw = Raw(connection)
+                if caller == "direct":
+                    install = asyncio.create_task(server.install_default_profile("cp"))
+                else:  # the setup a boot starts, a task of the connection
+                    boot = {"reason": "PowerUp", "chargingStation": {"vendorName": "Raw", "model": "R"}}
+                    assert (await raw.call("b", "BootNotification", boot))[:2] == [3, "b"]
+                await asyncio.wait_for(sending.wait(), 3)
+            await events.wait(ChargerDisconnected)
+            if caller == "direct":
+                assert (await install).status is ProfileStatus.NOT_CONNECTED
+        gc.collect()
+    finally:
+        loop.set_exception_handler(previous_handler)
+    assert not reported, [context.get("message") for context in reported]
+
+
 # ------------------------------------------------------------------ implausible meter values
 
 
@@ -535,7 +695,12 @@ def sent_profiles(calls: list[Any], purpose: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("code", ["NotSupported", "OccurenceConstraintViolation", "SecurityError"])
-async def test_callerror_that_can_never_succeed_is_final_one_attempt_per_profile(code: str) -> None:
+async def test_callerror_that_can_never_succeed_is_final_one_attempt_per_profile(
+    code: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import controller.ocpp.server as server_module
+
+    monkeypatch.setattr(server_module, "SILENT_RESYNC_AFTER_S", 0.3)  # it never boots: re-synced
     cfg = site([{"id": "cp", "ocpp_versions": ["2.0.1"]}])
     async with running_server(cfg, clock=ManualClock(T0), backoff=FAST) as (server, events):
         calls: list[Any] = []
@@ -575,7 +740,12 @@ async def test_callerror_that_can_never_succeed_is_final_one_attempt_per_profile
             assert len(sent_profiles(calls, "TxProfile")) == 1
 
 
-async def test_reconnect_replaces_connection_resyncs_and_resends_profile() -> None:
+async def test_reconnect_replaces_connection_resyncs_and_resends_profile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import controller.ocpp.server as server_module
+
+    monkeypatch.setattr(server_module, "SILENT_RESYNC_AFTER_S", 0.3)  # the second one does not boot
     async with running_server(site([{"id": "cp"}]), clock=ManualClock(T0)) as (server, events):
         async with library_charger(server, "cp", "2.1") as first:
             await first.boot()
@@ -711,6 +881,33 @@ async def test_charger_that_boots_at_once_is_not_also_resynced(monkeypatch: pyte
         await asyncio.sleep(0.6)
         assert not charger.tap.calls("TriggerMessage")
         assert len(charger.tap.profiles("TxDefaultProfile")) == 1
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.0.1", "2.1"])
+async def test_a_known_charger_that_reboots_is_set_up_once_per_boot(
+    version: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import controller.ocpp.server as server_module
+
+    monkeypatch.setattr(server_module, "SILENT_RESYNC_AFTER_S", 0.3)
+    config_action = "ChangeConfiguration" if version == "1.6" else "SetVariables"
+    cfg = site([{"id": "cp", "ocpp_versions": [version]}])
+    async with running_server(cfg) as (server, _):
+        setups = []
+        for _boot in range(2):  # the first boot, then a reboot: a new connection that boots at once
+            async with library_charger(server, "cp", version) as charger:
+                await charger.boot()
+                await wait_until(partial(charger.tap.profiles, "TxDefaultProfile"), what="setup")
+                await asyncio.sleep(0.6)  # past the silent charger's wait: nothing more comes
+                setups.append(
+                    (
+                        len(charger.tap.calls(config_action)),
+                        len(charger.tap.profiles("TxDefaultProfile")),
+                        len(charger.tap.calls("TriggerMessage")),
+                    )
+                )
+        assert setups[0][1:] == (1, 0) and setups[0][0] >= 1
+        assert setups[1] == setups[0]
 
 
 async def test_default_profile_is_retried_until_the_charger_answers() -> None:

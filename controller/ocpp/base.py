@@ -76,17 +76,18 @@ class Adapter:
             charger_id=model.charger_id, ocpp_version=self.version.value
         )
         self._routes: dict[str, Callable[[dict[str, Any]], Reply]] = {}
-        self._answered_once = False
+        # Set up once per connection: its first answered message (a boot or not) or its silence decides.
+        self._setup_decided = False
 
     async def handle(self, action: str, payload: dict[str, Any]) -> Reply | None:
         self.model.last_seen = self.clock.now()
         route = self._routes.get(action)
         reply = None if route is None else route(payload)
-        if reply is not None and not self._answered_once:
-            self._answered_once = True
-            if action != "BootNotification" and not self.model.synced_once:
-                # Talking without booting: it ran before this process did (e.g. the controller
-                # restarted mid-session). Ask for its state instead of waiting for the next plug-in.
+        if reply is not None and not self._setup_decided:
+            self._setup_decided = True
+            if action != "BootNotification":
+                # Talking without booting: it kept running while it was away (or while the
+                # controller restarted). Ask for its state instead of waiting for the next plug-in.
                 self.log.info("ocpp_running_charger_resync", first_action=action)
                 reply = dataclasses.replace(reply, then=self.hooks.resync)
         return reply
@@ -98,8 +99,9 @@ class Adapter:
         next heartbeat (minutes): without this it would stay on whatever profile it had until then.
         """
         await asyncio.sleep(wait_s)
-        if self._answered_once or self.model.synced_once:
+        if self._setup_decided:
             return  # it booted, or talked and was re-synced by ``handle``
+        self._setup_decided = True
         self.log.info("ocpp_silent_charger_resync", waited_s=wait_s)
         await self.hooks.resync()
 

@@ -61,6 +61,7 @@ class ChargerControl:
         self._force = False
         self._wake = asyncio.Event()
         self._waiters: list[tuple[ChargerSchedule, asyncio.Future[ProfileRecord]]] = []
+        self._stopping = False
         self.log = structlog.get_logger("controller.ocpp").bind(charger_id=model.charger_id)
 
     # --------------------------------------------------------------- connection
@@ -85,12 +86,9 @@ class ChargerControl:
     # --------------------------------------------------------------- SessionHooks
 
     def after_boot(self) -> Coroutine[Any, Any, None]:
-        # From now on a reconnect of this charger is a re-sync, even if this setup is cut short.
-        self.model.synced_once = True
         return self.setup(resync=False)
 
     def resync(self) -> Coroutine[Any, Any, None]:
-        self.model.synced_once = True
         return self.setup(resync=True)
 
     def transaction_started(self, evse_id: int) -> None:
@@ -151,6 +149,8 @@ class ChargerControl:
 
     async def apply(self, schedule: ChargerSchedule) -> ProfileRecord:
         """Make ``schedule`` the wanted one and wait for the first outcome of sending it."""
+        if self._stopping:
+            return self._withheld(schedule)
         future: asyncio.Future[ProfileRecord] = asyncio.get_running_loop().create_future()
         self._desired = schedule
         self._waiters.append((schedule, future))
@@ -184,15 +184,48 @@ class ChargerControl:
                     )
                     self._resolve(schedule, failed)
 
-    def fail_waiters(self) -> None:
-        """Answer everyone still waiting (the server is stopping): not connected."""
+    def fail_waiters(self, status: ProfileStatus = ProfileStatus.NOT_CONNECTED) -> None:
+        """Answer everyone still waiting (the server is stopping): not connected, or ``status``."""
         now = self.clock.now()
         for schedule, future in self._waiters:
             if not future.done():
-                future.set_result(
-                    ProfileRecord("TxProfile", ProfileStatus.NOT_CONNECTED, {}, now, schedule=schedule)
-                )
+                future.set_result(ProfileRecord("TxProfile", status, {}, now, schedule=schedule))
         self._waiters.clear()
+
+    # --------------------------------------------------------------- the stop
+
+    def begin_stop(self) -> None:
+        """The daemon is stopping: from now on nothing that discharges goes out, and whatever was
+        still waiting to be sent is dropped. :meth:`make_safe` then sends the safe profiles."""
+        self._stopping = True
+        self._desired = None
+        self.fail_waiters(ProfileStatus.WITHHELD)
+
+    async def make_safe(self, schedule: ChargerSchedule | None) -> list[ProfileRecord]:
+        """The stop's last word to this charger, sent directly (the sender task has been stopped):
+        ``schedule`` as the running transaction's TxProfile (it outranks the default profile, so an
+        earlier discharging TxProfile would otherwise stay in force until it expires), then the safe
+        default profile. The caller bounds the time; a call cut short is simply abandoned."""
+        peer = self.peer
+        if peer is None:
+            return []
+        records = []
+        if schedule is not None:
+            record, _ = await self._attempt(schedule, True, 1)
+            records.append(record)
+        records.append(await self.install_default(peer))
+        return records
+
+    def _withheld(self, schedule: ChargerSchedule) -> ProfileRecord:
+        self.log.warning("ocpp_profile_withheld", reason="the daemon is stopping")
+        return ProfileRecord(
+            "TxProfile",
+            ProfileStatus.WITHHELD,
+            {},
+            self.clock.now(),
+            schedule=schedule,
+            reason="the daemon is stopping",
+        )
 
     async def _send_desired(self, force: bool) -> None:
         attempt = 0
@@ -236,6 +269,8 @@ class ChargerControl:
     ) -> tuple[ProfileRecord, bool]:
         now = self.clock.now()
         peer = self.peer
+        if self._stopping and schedule.discharges:
+            return self._withheld(schedule), False
         if peer is None:
             return ProfileRecord("TxProfile", ProfileStatus.NOT_CONNECTED, {}, now, schedule=schedule), False
         evse = self.model.evses.get(schedule.evse_id)

@@ -45,6 +45,7 @@ class ProfileStatus(enum.StrEnum):
     TIMEOUT = "timeout"  # no answer in time: retried with backoff
     FAILED = "failed"  # a transient CALLERROR (InternalError …) or an invalid answer: retried
     SUPERSEDED = "superseded"  # a newer schedule replaced it before it was sent
+    WITHHELD = "withheld"  # the daemon is stopping: a schedule that discharges is never sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +198,6 @@ class ChargerModel:
     connected: bool = False
     ocpp_version: OcppVersion | None = None
     boot: BootInfo | None = None
-    synced_once: bool = False  # booted or re-synced in this process: a reconnect now re-syncs
     evses: dict[int, EvseState] = field(default_factory=dict)
     last_profile: ProfileRecord | None = None
     default_profile: ProfileRecord | None = None

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import decimal
 import json
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -49,6 +50,10 @@ __all__ = [
 _SCHEMA_ROOT = Path(ocpp.messages.__file__).resolve().parent
 _SCHEMA_DIRS = {OcppVersion.V16: "v16", OcppVersion.V201: "v201", OcppVersion.V21: "v21"}
 _MAX_ID_LENGTH = 36
+MAX_ERROR_TEXT = 255
+"""Longest errorDescription (OCPP-J: string[0..255]), and longest string echoed in errorDetails."""
+# JSON may carry a lone UTF-16 surrogate ("\ud800"); UTF-8 cannot, so such a str cannot be sent.
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 class OcppCallError(Exception):
@@ -219,7 +224,35 @@ def schema_error(
 
 
 def _dumps(frame: list[Any]) -> str:
-    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+    # A string taken from a frame may hold a lone surrogate: websockets would fail to encode it and
+    # drop the connection. U+FFFD keeps the frame valid UTF-8 for every peer's JSON parser.
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
+def _message_id(value: Any) -> str | None:
+    """``value`` if it can be a message id and be echoed unchanged, else None."""
+    if not isinstance(value, str) or not 0 < len(value) <= _MAX_ID_LENGTH:
+        return None
+    return None if _LONE_SURROGATE.search(value) else value
+
+
+def _cut(text: str) -> str:
+    """At most MAX_ERROR_TEXT characters; the middle goes, so both ends of a description stay."""
+    if len(text) <= MAX_ERROR_TEXT:
+        return text
+    keep = (MAX_ERROR_TEXT - 3) // 2
+    return f"{text[:keep]}...{text[-keep:]}"
+
+
+def _cut_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return _cut(value)
+    if isinstance(value, dict):
+        return {_cut(str(key)): _cut_strings(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_cut_strings(item) for item in value]
+    return value
 
 
 def _too_deep(value: Any, limit: int) -> bool:
@@ -293,6 +326,13 @@ class RpcPeer:
                     raise CallTimeout(f"no answer to {action} within {timeout:g} s") from None
             finally:
                 self._pending = None
+                # Left before the future was awaited (the socket died or the task was cancelled
+                # mid-send): an outcome set meanwhile, e.g. serve()'s NotConnected, is consumed here,
+                # or asyncio would report it as never retrieved.
+                if not future.done():
+                    future.cancel()
+                elif not future.cancelled():
+                    future.exception()
 
     # ------------------------------------------------------------------ incoming
 
@@ -317,6 +357,11 @@ class RpcPeer:
             for task in list(self._tasks):
                 task.cancel()
 
+    @property
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """The follow-up work running on this connection (its setup, say)."""
+        return list(self._tasks)
+
     def spawn(self, work: Awaitable[None], name: str) -> None:
         """Run follow-up work tied to this connection; failures are logged, never raised."""
 
@@ -338,8 +383,11 @@ class RpcPeer:
         task.add_done_callback(done)
 
     async def _send_error(self, unique_id: str, error: OcppCallError) -> None:
+        # Descriptions and details may echo what the charger sent (an action name, a value): bounded
+        # here, for every CALLERROR.
+        frame = [4, unique_id, error.code, _cut(error.description), _cut_strings(error.details)]
         with contextlib.suppress(ConnectionClosed):
-            await self.connection.send(_dumps([4, unique_id, error.code, error.description, error.details]))
+            await self.connection.send(_dumps(frame))
 
     async def _on_frame(self, raw: str) -> None:
         try:
@@ -352,7 +400,7 @@ class RpcPeer:
             self.log.warning("ocpp_frame_too_deep", max_depth=MAX_FRAME_DEPTH, frame=raw[:200])
             await self._send_unreadable(f"frame nests deeper than {MAX_FRAME_DEPTH} levels")
             return
-        if not isinstance(frame, list) or not frame or not isinstance(frame[0], int):
+        if not isinstance(frame, list) or not frame:
             self.log.warning("ocpp_frame_malformed", frame=raw[:200])
             await self._send_error(
                 "-1",
@@ -360,15 +408,28 @@ class RpcPeer:
             )
             return
         kind = frame[0]
-        unique_id = frame[1] if len(frame) > 1 else None
-        if not isinstance(unique_id, str) or not 0 < len(unique_id) <= _MAX_ID_LENGTH:
-            self.log.warning("ocpp_frame_bad_message_id", frame=raw[:200])
+        unique_id = _message_id(frame[1]) if len(frame) > 1 else None
+        if not isinstance(kind, int) or isinstance(kind, bool):
+            self.log.warning("ocpp_frame_malformed", frame=raw[:200])
             await self._send_error(
-                "-1",
+                unique_id or "-1",
                 OcppCallError(
-                    error_code(self.version, "RpcFrameworkError"), "message id is missing or invalid"
+                    error_code(self.version, "RpcFrameworkError"), "message type is not an integer"
                 ),
             )
+            return
+        # Answers (3, 4, 5) and 2.1's SEND (6) are never answered, however broken: the sender expects
+        # nothing, and an error in reply to an error could start a ping-pong.
+        unanswered = kind in _MESSAGE_TYPES[self.version] and kind != 2
+        if unique_id is None:
+            self.log.warning("ocpp_frame_bad_message_id", frame=raw[:200])
+            if not unanswered:
+                await self._send_error(
+                    "-1",
+                    OcppCallError(
+                        error_code(self.version, "RpcFrameworkError"), "message id is missing or invalid"
+                    ),
+                )
             return
         if kind == 2 and len(frame) == 4:
             await self._on_call(unique_id, frame[2], frame[3], confirmed=True)
@@ -396,8 +457,8 @@ class RpcPeer:
             )
         else:
             self.log.warning("ocpp_frame_malformed", message_type=kind, frame=raw[:200])
-            if kind in (3, 4, 5):
-                return  # a broken answer is never answered (that would start an error ping-pong)
+            if unanswered:
+                return
             await self._send_error(
                 unique_id,
                 OcppCallError(
@@ -412,7 +473,7 @@ class RpcPeer:
         await self._send_error("-1", OcppCallError(error_code(self.version, code), description))
 
     async def _on_call(self, unique_id: str, action: Any, payload: Any, *, confirmed: bool) -> None:
-        log = self.log.bind(action=action, message_id=unique_id)
+        log = self.log.bind(action=_cut(action) if isinstance(action, str) else action, message_id=unique_id)
         reply = await self._dispatch(log, action, payload, confirmed)
         if not confirmed:  # SEND: the sender expects no answer, not even an error
             if isinstance(reply, OcppCallError):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import math
 import re
 import ssl
@@ -47,14 +46,14 @@ __all__ = ["OcppServer", "charger_id_from_path", "choose_version"]
 _PREFERENCE = (OcppVersion.V21, OcppVersion.V201, OcppVersion.V16)
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 _CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_TIMEOUT_S = 1.0
 MAX_UNKNOWN_CHARGERS = 32
 """With ``accept_unknown_chargers``: most unknown chargers connected at once (HTTP 503 beyond). An
 unknown charger is forgotten when it disconnects, so these never pile up."""
 SILENT_RESYNC_AFTER_S = 5.0
-"""A charger this process has not set up yet that connects and neither boots nor sends anything
-within this many seconds is re-synced anyway: it kept running while the controller restarted, and
-an idle one may say nothing until its next heartbeat. A booting charger sends BootNotification at
-once."""
+"""A charger that connects and neither boots nor sends anything within this many seconds is
+re-synced anyway: it kept running while it was away or while the controller restarted, and an idle
+one may say nothing until its next heartbeat. A booting charger sends BootNotification at once."""
 
 
 def charger_id_from_path(path: str) -> str | None:
@@ -174,6 +173,8 @@ class OcppServer:
             ping_interval=30,
             ping_timeout=30,
             max_size=1 << 20,
+            # A charger that does not answer the closing handshake must not hold up the stop.
+            close_timeout=CLOSE_TIMEOUT_S,
         )
         self.log.info("ocpp_server_started", host=self._host, port=self.port, tls=self.tls)
 
@@ -187,11 +188,7 @@ class OcppServer:
             control.fail_waiters()
         tasks = list(self._tasks.values())
         self._tasks.clear()
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await _cancel_and_wait(tasks)
         if server is not None:
             self.log.info("ocpp_server_stopped")
 
@@ -230,6 +227,38 @@ class OcppServer:
         if control is None:
             raise KeyError(f"unknown charger {schedule.charger_id!r}")
         return await control.apply(schedule)
+
+    async def make_safe(
+        self, schedules: Mapping[str, ChargerSchedule], budget_s: float
+    ) -> dict[str, list[ProfileRecord]]:
+        """The stop: leave every connected charger safe without us, within ``budget_s`` in all.
+
+        From the first line on nothing that discharges is sent (a newer wanted schedule or a retry
+        included): the senders and each connection's setup are stopped, abandoning a call still in
+        flight. Then, for all chargers in parallel, the charger's entry in ``schedules`` (charge
+        only) as its transaction's TxProfile and the safe default profile. What has not been
+        answered when the budget ends is given up; returns each charger's records so far.
+        """
+        for control in self._controls.values():
+            control.begin_stop()
+        senders = list(self._tasks.values())
+        self._tasks.clear()
+        peers = [control.peer for control in self._controls.values() if control.peer is not None]
+        await _cancel_and_wait([*senders, *(task for peer in peers for task in peer.tasks)])
+        connected = [control for control in self._controls.values() if control.peer is not None]
+        records: dict[str, list[ProfileRecord]] = {control.model.charger_id: [] for control in connected}
+
+        async def make_safe(control: ChargerControl) -> None:
+            charger_id = control.model.charger_id
+            records[charger_id] = await control.make_safe(schedules.get(charger_id))
+
+        try:
+            async with asyncio.timeout(budget_s):
+                await asyncio.gather(*(make_safe(c) for c in connected), return_exceptions=True)
+        except TimeoutError:
+            unanswered = [cid for cid, done in records.items() if not done]
+            self.log.warning("ocpp_safe_profiles_timed_out", budget_s=budget_s, chargers=unanswered)
+        return records
 
     async def install_default_profile(self, charger_id: str) -> ProfileRecord:
         """(Re)install the safe charge-only TxDefaultProfile now, e.g. before shutting down."""
@@ -279,9 +308,7 @@ class OcppServer:
         if control is not None:
             control.fail_waiters()
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await _cancel_and_wait([task])
         self.log.info("ocpp_unknown_charger_forgotten", charger_id=charger_id)
 
     def _start_sender(self, control: ChargerControl) -> None:
@@ -423,13 +450,11 @@ class OcppServer:
             peer.spawn(previous.close(1000, "replaced by a new connection"), "close-previous")
         log.info("ocpp_connected", ocpp_version=version.value, remote=connection.remote_address)
         self._emit(ChargerConnected(charger_id, version, self._clock.now(), previous is not None))
-        if control.model.synced_once:
-            # A known charger came back (possibly without booting): re-sync and re-send the profile.
-            peer.spawn(control.setup(resync=True), "resync")
-        else:
-            # One that this process never saw is re-synced by its adapter if it talks without
-            # booting, or after a short wait if it stays silent.
-            peer.spawn(adapter.resync_if_silent(SILENT_RESYNC_AFTER_S), "resync-if-silent")
+        # Its first message decides, once per connection: a BootNotification sets it up after the
+        # boot; anything else (it kept running while it was away, or while this process restarted)
+        # re-syncs it, as does silence for a few seconds. Setting up at once would set up a charger
+        # that reboots twice, and speak to it before its boot was accepted.
+        peer.spawn(adapter.resync_if_silent(SILENT_RESYNC_AFTER_S), "resync-if-silent")
         try:
             await peer.serve()
         finally:
@@ -438,3 +463,11 @@ class OcppServer:
                 self._emit(ChargerDisconnected(charger_id, self._clock.now()))
                 if not self._is_configured(charger_id) and self._controls.get(charger_id) is control:
                     await self._forget(charger_id)
+
+
+async def _cancel_and_wait(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait until each has ended (whatever it raised on the way out)."""
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
