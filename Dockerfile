@@ -30,5 +30,8 @@ EXPOSE 9000 8080
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
     CMD ["v2x", "health", "--config", "/config/config.yaml", "--timeout", "5"]
 
+# The daemon's clean stop (safe profiles to every charger) takes under 5 s; Docker's default grace
+# period is 10 s. Compose: stop_grace_period: 15s gives a slow disk some room.
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["v2x"]
 CMD ["run", "--config", "/config/config.yaml"]
