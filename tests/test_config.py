@@ -149,6 +149,12 @@ BROKEN_CASES = [
     ("unknown_field", _set(["vehicles", 0, "colour"], "red"), "vehicles[0].colour", "not a known field"),
     ("bad_timezone", _set(["site", "timezone"], "Mars/Olympus"), "site.timezone", "unknown timezone"),
     (
+        "timezone_too_long",
+        _set(["site", "timezone"], "Europe/" + "x" * 300),
+        "site.timezone",
+        "unknown timezone",
+    ),
+    (
         "bad_weekday",
         _set(["vehicles", 0, "departures", "funday"], {"time": "08:00", "target_soc_percent": 80}),
         "vehicles[0].departures",

@@ -1,0 +1,124 @@
+"""Where the plan's outside inputs come from: the ``tariff:``, ``grid_signals:`` and ``forecast:``
+sections."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Self
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from controller.config.fields import WEEKDAYS, Kw, _clock_time, _Model, _mqtt_topic, _weekday
+
+# ------------------------------------------------------------------------- tariffs
+
+
+class TimeOfUseWindow(_Model):
+    start: dt.time = Field(description="Local time the window opens, HH:MM.")
+    end: dt.time = Field(
+        description="Local time it closes, HH:MM (24:00 = midnight); before start: it runs past midnight; "
+        "equal to start: the whole day."
+    )
+    price_per_kwh: float = Field(ge=-10, le=10)
+    days: list[str] = Field(
+        default_factory=lambda: list(WEEKDAYS), min_length=1, description="Weekdays the window opens on."
+    )
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _hhmm(cls, value: Any) -> dt.time:
+        return _clock_time(value, allow_24=True)
+
+    @field_validator("days")
+    @classmethod
+    def _weekday_names(cls, value: list[str]) -> list[str]:
+        return [_weekday(day) for day in value]
+
+
+class PriceConfig(_Model):
+    """One price: static, time-of-use windows over a base price, or dynamic from an MQTT topic."""
+
+    static_price_per_kwh: float | None = Field(None, ge=-10, le=10)
+    time_of_use: list[TimeOfUseWindow] = Field(default_factory=list)
+    dynamic_topic: str | None = Field(
+        None, description="MQTT topic carrying a JSON array of {start,end,value}."
+    )
+    dynamic_markup_per_kwh: float = Field(
+        0.0, ge=-10, le=10, description="Added to dynamic prices (fees, taxes)."
+    )
+    dynamic_multiplier: float = Field(
+        1.0, ge=0, le=10, description="Applied to dynamic prices before the markup."
+    )
+
+    @field_validator("dynamic_topic")
+    @classmethod
+    def _one_topic(cls, value: str | None) -> str | None:
+        return _mqtt_topic(value, "write the one topic the prices are published on")
+
+    @model_validator(mode="after")
+    def _has_a_source(self) -> Self:
+        if self.static_price_per_kwh is None and not self.time_of_use and not self.dynamic_topic:
+            raise PydanticCustomError(
+                "price_without_source",
+                "has no price; set static_price_per_kwh, time_of_use windows or dynamic_topic",
+            )
+        if self.time_of_use and self.static_price_per_kwh is None:
+            raise PydanticCustomError(
+                "tou_without_base",
+                "time_of_use has no price outside its windows; set static_price_per_kwh as that price",
+            )
+        return self
+
+
+class TariffConfig(_Model):
+    import_: PriceConfig = Field(alias="import")
+    export: PriceConfig = Field(default_factory=lambda: PriceConfig(static_price_per_kwh=0.0))
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class GridSignalsConfig(_Model):
+    limit_topic: str | None = Field(None, description="MQTT topic of grid-operator import/export caps.")
+    outage_topic: str | None = Field(
+        None,
+        description="MQTT topic reporting grid loss: true/1/lost/off = grid down, false/0/ok/on = grid back "
+        '(or JSON {"grid_lost": true}). While down, V2H cars keep the home up to their reserve.',
+    )
+    outage_max_age_s: float | None = Field(
+        900.0,
+        gt=0,
+        le=604_800,
+        description="An outage state not repeated on outage_topic for this long (s) counts as over: the "
+        "grid is taken as back (logged as grid_state_expired), so a lost 'ok' cannot stop charging for "
+        "good. The source must repeat 'lost' more often than this during a long outage. null: never expires.",
+    )
+    guaranteed_import_kw: Kw = Field(
+        0.0, description="A cap never goes below this (e.g. 4.2 kW under Germany's §14a)."
+    )
+
+    @field_validator("limit_topic", "outage_topic")
+    @classmethod
+    def _one_topic(cls, value: str | None) -> str | None:
+        return _mqtt_topic(value, "write the one topic the signal is published on")
+
+
+class ForecastConfig(_Model):
+    """Home load and PV forecasts (see docs/daemon.md)."""
+
+    pv_forecast_topic: str | None = Field(
+        None,
+        description='MQTT topic with a PV forecast: [{"start", "end", "value"}] in W (or {"unit": "kW", '
+        '"forecast": [...]}); steps it covers replace the forecast from PV history.',
+    )
+    load_history_weeks: int = Field(
+        4, ge=1, le=12, description="Weeks of same-weekday history for home load."
+    )
+    pv_history_days: int = Field(7, ge=1, le=60, description="Days of history for the PV profile.")
+    default_home_load_w: float = Field(
+        400.0, ge=0, le=100_000, description="Home load assumed without history."
+    )
+
+    @field_validator("pv_forecast_topic")
+    @classmethod
+    def _one_topic(cls, value: str | None) -> str | None:
+        return _mqtt_topic(value, "write the one topic the forecast is published on")
