@@ -2,19 +2,38 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import inspect
 import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from controller.config import MeterConfig
-from controller.meters import MAX_METER_PAYLOAD_BYTES, MeterParser, PayloadError, make_parser, parse_json_path
+from controller.clock import ManualClock
+from controller.config import MeterConfig, MeterFormat, parse_config
+from controller.domain import MeterReading
+from controller.meters import (
+    MAX_METER_PAYLOAD_BYTES,
+    FormatParser,
+    MeterParser,
+    ParsedValue,
+    PayloadError,
+    find_meter_format,
+    make_parser,
+    meter_format_names,
+    parse_json_path,
+    register_meter_format,
+    registry,
+)
+from controller.meters.payload import number
+from controller.mqtt import SiteMqttClient
 
 # Captured from devices (Tasmota 13 energy plug, Tasmota SML script, Shelly Pro 3EM fw 1.3, dsmr-reader 5).
 TASMOTA_ENERGY = (
@@ -379,7 +398,7 @@ PARSERS = [
             format=f, topic="dsmr" if f == "dsmr_reader" else "t", json_path="a.0.b" if f == "json" else None
         )
     )
-    for f in ("tasmota", "shelly_pro3em", "dsmr_reader", "plain", "json")
+    for f in MeterFormat  # every preset, a new one included
 ]
 JSONISH = st.recursive(
     st.none()
@@ -428,3 +447,87 @@ def test_fuzz_json_only_raise_payload_error(data: Any) -> None:
     payload = json.dumps(data).encode()
     for parser in PARSERS:
         _check_never_crashes(parser, payload)
+
+
+# ------------------------------------------------------------------ the registry of formats
+
+
+def test_every_meter_format_has_a_registered_parser() -> None:
+    """A ``MeterFormat`` without a registered class (or a class no config can select) fails here."""
+    assert meter_format_names() == {f.value for f in MeterFormat}
+    for fmt in MeterFormat:
+        cls = find_meter_format(fmt)
+        assert cls.format == fmt.value
+        assert not inspect.isabstract(cls)
+        assert "Example" in (cls.__doc__ or ""), f"{cls.__qualname__}'s docstring shows no example payload"
+        parser = make_parser(meter(format=fmt, json_path="a" if fmt is MeterFormat.JSON else None))
+        assert isinstance(parser.format_parser, cls)
+
+
+def test_an_unknown_format_name_is_refused() -> None:
+    with pytest.raises(LookupError, match="no parser for meter format 'nope'; known: dsmr_reader"):
+        find_meter_format("nope")
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registering is global: the test registers into a copy that is thrown away afterwards."""
+    monkeypatch.setattr(registry, "_FORMATS", dict(registry._FORMATS))
+
+
+@pytest.mark.usefixtures("scratch_registry")
+def test_a_newly_registered_format_is_read_through_the_clients_lookup() -> None:
+    @register_meter_format("kv_watts")
+    class KeyValueWatts(FormatParser):
+        """``W=<number>``. Example: ``W=1500``."""
+
+        def parse(self, topic: str, payload: bytes) -> ParsedValue:
+            key, _, value = payload.decode("utf-8", "replace").partition("=")
+            if key != "W":
+                raise PayloadError("no W= in the payload")
+            return ParsedValue(number(value, "W") * self.meter.scale)
+
+    assert find_meter_format("kv_watts") is KeyValueWatts and "kv_watts" in meter_format_names()
+    cfg = parse_config(
+        {
+            "site": {
+                "grid": {"import_limit_kw": 17.3, "export_limit_kw": 10, "fallback_import_limit_kw": 11}
+            },
+            "meters": [{"id": "grid", "role": "grid", "topic": "home/grid"}],
+            "tariff": {"import": {"static_price_per_kwh": 0.3}, "export": {"static_price_per_kwh": 0.07}},
+        }
+    )
+    # A new preset's name also goes into config.MeterFormat; here it is set without validation.
+    grid = cfg.meters[0].model_copy(update={"format": "kv_watts", "sign": -1, "scale": 1000.0})
+    cfg = cfg.model_copy(update={"meters": [grid]})
+    t0 = dt.datetime(2025, 1, 15, 12, 0, tzinfo=dt.UTC)
+    readings: list[MeterReading] = []
+    client = SiteMqttClient(cfg, ManualClock(t0), on_reading=readings.append, log_interval_s=0)
+    with structlog.testing.capture_logs() as logs:
+        client.ingest("home/grid", b"W=1.5")
+        client.ingest("home/grid", b"A=3")  # the format's own refusal
+        client.ingest("home/grid", b"W=2e4")  # the core's bound holds for every format
+    assert [(r.meter_id, r.value) for r in readings] == [("grid", -1500.0)]
+    assert client.inputs.grid_power_w(t0) == -1500.0
+    rejected = [e for e in logs if e["event"] == "meter_payload_rejected"]
+    assert [(e["log_level"], e["topic"], e["meter"]) for e in rejected] == [
+        ("warning", "home/grid", "grid")
+    ] * 2
+    assert "no W=" in rejected[0]["reason"] and "implausible" in rejected[1]["reason"]
+    assert (client.accepted, client.rejected) == (1, 2)
+
+
+@pytest.mark.usefixtures("scratch_registry")
+def test_registration_refuses_a_taken_name_and_a_class_without_parse() -> None:
+    with pytest.raises(ValueError, match="already read by Tasmota"):
+
+        @register_meter_format("tasmota")
+        class Again(FormatParser):
+            """Example: none."""
+
+            def parse(self, topic: str, payload: bytes) -> None:
+                return None
+
+    with pytest.raises(TypeError, match="does not implement parse"):
+        register_meter_format("incomplete")(FormatParser)
+    assert meter_format_names() == {f.value for f in MeterFormat}
