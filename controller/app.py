@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -57,6 +56,7 @@ from controller.shutdown import StopSignals
 from controller.site import EvReportedLimits, Site, VehicleRuntime
 from controller.site_inputs import SiteInputs
 from controller.store import Store
+from controller.trigger import IntervalTrigger
 
 __all__ = ["Daemon", "run_daemon"]
 
@@ -123,16 +123,17 @@ class Daemon:
             on_reading=self._on_reading,
             on_signal=self._on_signal,
         )
-        self._replan = asyncio.Event()
-        self._replan_triggers: list[str] = []
-        self._dispatch_now = asyncio.Event()
+        self.planner_trigger = IntervalTrigger(
+            self.clock, "replan", cfg.site.replan_interval_minutes * 60.0, debounce_s=REPLAN_DEBOUNCE_S
+        )
+        self.dispatch_trigger = IntervalTrigger(self.clock, "dispatch", cfg.site.dispatch_interval_s)
         self._stopping = asyncio.Event()
         self._ready = asyncio.Event()
         self._pending: set[asyncio.Task[Any]] = set()
         self._was_safe: bool | None = None
         self._last_publish = 0.0
         self._soc_saved: dict[str, tuple[float, float]] = {}
-        self._last_tick = time.monotonic()
+        self._last_tick = self.clock.monotonic()
         self._tasks: list[asyncio.Task[Any]] = []
         self.replans = 0
         self.http: HealthServer | None = None
@@ -163,8 +164,8 @@ class Daemon:
             async with asyncio.TaskGroup() as group:
                 mqtt = group.create_task(self.mqtt.run(), name="mqtt")
                 control = [
-                    group.create_task(self._planner_loop(), name="planner"),
-                    group.create_task(self._dispatch_loop(), name="dispatcher"),
+                    group.create_task(self.planner_trigger.run(self.replan), name="planner"),
+                    group.create_task(self.dispatch_trigger.run(self._dispatch), name="dispatcher"),
                     group.create_task(self._housekeeping_loop(), name="housekeeping"),
                 ]
                 # The servers were started above (a taken port is a clean start error); these tasks
@@ -287,9 +288,7 @@ class Daemon:
 
     def request_replan(self, why: str) -> None:
         log.debug("replan_requested", why=why)
-        if why not in self._replan_triggers:
-            self._replan_triggers.append(why)
-        self._replan.set()
+        self.planner_trigger.fire(why)
 
     def _on_ocpp_event(self, event: OcppEvent) -> None:
         now = self.clock.now()
@@ -330,7 +329,7 @@ class Daemon:
                 )
                 self.request_replan("charger version")
             self.dispatcher.forget(event.charger_id)
-            self._dispatch_now.set()
+            self.dispatch_trigger.fire()
         elif isinstance(event, ChargerDisconnected):
             self.dispatcher.forget(event.charger_id)
         elif isinstance(event, ProfileAnswered) and not event.record.accepted:
@@ -351,7 +350,7 @@ class Daemon:
             )
             # Surfaced on the charger's state topic at the next dispatch, now (``/state`` reads it live).
             self._last_publish = 0.0
-            self._dispatch_now.set()
+            self.dispatch_trigger.fire()
 
     def _transaction_started(self, event: TransactionStarted, now: dt.datetime) -> None:
         """A transaction on the car's EVSE plugs the car in and opens the charger's session; one on
@@ -383,7 +382,7 @@ class Daemon:
         if vehicle is not None:
             self._plug_changed(vehicle, event.charger_id, now)
         self.dispatcher.forget(event.charger_id)
-        self._dispatch_now.set()
+        self.dispatch_trigger.fire()
 
     def _transaction_ended(self, event: TransactionEnded, now: dt.datetime) -> None:
         """The end of the car's transaction: on its EVSE, or (EVSE unknown to the adapter, e.g. a 1.6
@@ -441,7 +440,7 @@ class Daemon:
         self.request_replan("charging needs")
         # New caps bound the setpoints now, and the profile's limits change even at the same setpoint.
         self.dispatcher.forget(event.charger_id)
-        self._dispatch_now.set()
+        self.dispatch_trigger.fire()
 
     def _plug_changed(self, vehicle: VehicleRuntime, charger_id: str, now: dt.datetime) -> None:
         kind = "plug_in" if vehicle.plugged_in else "unplug"
@@ -449,7 +448,7 @@ class Daemon:
         self.store.log_event(kind, now, vehicle=vehicle.config.id, charger=charger_id)
         self._persist_vehicles(vehicle)
         self.request_replan(kind)
-        self._dispatch_now.set()
+        self.dispatch_trigger.fire()
 
     def _on_reading(self, reading: MeterReading) -> None:
         if not reading.retained:  # a retained value of unknown age is no history
@@ -470,7 +469,7 @@ class Daemon:
         elif reading.role is MeterRole.GRID:
             limits = self.inputs.limits_at(reading.at)
             if reading.value > limits.import_limit_w or reading.value < -limits.export_limit_w:
-                self._dispatch_now.set()  # fuse protection does not wait for the next tick
+                self.dispatch_trigger.fire()  # fuse protection does not wait for the next tick
             if self._was_safe and not self.inputs.safe_mode(reading.at):
                 self.request_replan("fresh data")
 
@@ -478,7 +477,7 @@ class Daemon:
         self.store.log_event("signal", self.clock.now(), signal=kind)
         self.request_replan(kind)
         if kind in ("grid_state", "limits"):
-            self._dispatch_now.set()  # a new cap or an outage applies now, not after the solve
+            self.dispatch_trigger.fire()  # a new cap or an outage applies now, not after the solve
 
     async def _on_command(self, command: Command) -> None:
         vehicle = self.site.apply_command(command, self.clock.now())
@@ -487,21 +486,9 @@ class Daemon:
             "command", self.clock.now(), vehicle=vehicle.config.id, command=type(command).__name__
         )
         self.request_replan(COMMAND_TRIGGERS[type(command)])
-        self._dispatch_now.set()
+        self.dispatch_trigger.fire()
 
     # ----------------------------------------------------------------- planner
-
-    async def _planner_loop(self) -> None:
-        interval_s = self.cfg.site.replan_interval_minutes * 60.0
-        while not self._stopping.is_set():
-            await _wait_for_event(self._replan, interval_s)
-            await asyncio.sleep(REPLAN_DEBOUNCE_S)  # one plan for a burst of events
-            self._replan.clear()
-            triggers, self._replan_triggers = self._replan_triggers or ["interval"], []
-            try:
-                await self.replan(triggers)
-            except Exception:
-                log.exception("replan_failed")
 
     def _pv_forecast_external(self, now: dt.datetime) -> dict[dt.datetime, float]:
         """The MQTT PV forecast on the plan grid, step start -> W, where it covers the step."""
@@ -559,25 +546,18 @@ class Daemon:
             reasons={vid: vp.reason for vid, vp in plan.vehicles.items()},
         )
         self.store.save_plan(plan)
-        self._dispatch_now.set()
+        self.dispatch_trigger.fire()
         self._spawn(self.mqtt.publish_plan(plan), "publish_plan")
         return plan
 
     # -------------------------------------------------------------- dispatcher
 
-    async def _dispatch_loop(self) -> None:
-        interval_s = self.cfg.site.dispatch_interval_s
-        while not self._stopping.is_set():
-            await _wait_for_event(self._dispatch_now, interval_s)
-            self._dispatch_now.clear()
-            try:
-                await self.dispatch_once()
-            except Exception:
-                log.exception("dispatch_failed")
+    async def _dispatch(self, _reasons: list[str]) -> None:
+        await self.dispatch_once()
 
     async def dispatch_once(self) -> list[ChargerCommand]:
         now = self.clock.now()
-        self._last_tick = time.monotonic()
+        self._last_tick = self.clock.monotonic()
         self._expire_grid_state(now)
         self._track_safe_mode(now)
         self._record_flows(now)
@@ -730,7 +710,7 @@ class Daemon:
         now = self.clock.now()
         stopped = [t.get_name() for t in self._tasks if t.done()]
         loops_alive = bool(self._tasks) and not stopped
-        tick_age_s = time.monotonic() - self._last_tick
+        tick_age_s = self.clock.monotonic() - self._last_tick
         fresh = tick_age_s <= 3 * self.cfg.site.dispatch_interval_s + 10.0
         return loops_alive and fresh, {
             "stopped_tasks": stopped,
@@ -790,14 +770,14 @@ class Daemon:
         """Meter history written every ``HISTORY_FLUSH_INTERVAL_S`` (the open minute in part, merged
         later), vehicle state saved and old data purged every ``HOUSEKEEPING_INTERVAL_S``; the
         database writes of history and purge run in a worker thread, off the event loop."""
-        last_housekeeping = time.monotonic()
+        last_housekeeping = self.clock.monotonic()
         while True:
-            await asyncio.sleep(HISTORY_FLUSH_INTERVAL_S)
+            await self.clock.sleep(HISTORY_FLUSH_INTERVAL_S)
             now = self.clock.now()
             try:
                 await asyncio.to_thread(self.store.flush_history, now, partial=True)
-                if time.monotonic() - last_housekeeping >= HOUSEKEEPING_INTERVAL_S - 1.0:
-                    last_housekeeping = time.monotonic()
+                if self.clock.monotonic() - last_housekeeping >= HOUSEKEEPING_INTERVAL_S - 1.0:
+                    last_housekeeping = self.clock.monotonic()
                     self._persist_vehicles()
                     retention = dt.timedelta(days=self.cfg.storage.history_retention_days)
                     await asyncio.to_thread(self.store.purge, now - retention)
@@ -806,8 +786,8 @@ class Daemon:
 
     async def _watch_server(self, name: str, server: OcppServer | HealthServer) -> None:
         """Runs while ``server`` listens; ends (so ``health()`` says unhealthy) when it stopped."""
-        while server.listening:  # noqa: ASYNC110 - polled: the servers offer nothing to await
-            await asyncio.sleep(SERVER_CHECK_INTERVAL_S)
+        while server.listening:  # polled: the servers offer nothing to await
+            await self.clock.sleep(SERVER_CHECK_INTERVAL_S)
         log.error("server_stopped", server=name)
 
     def _spawn(self, coro: Awaitable[Any], name: str) -> None:
@@ -857,17 +837,6 @@ def _charger_status(view: ChargerView | None, charger_id: str, now: dt.datetime)
         last_profile=_outcome(view.last_profile),
         default_profile=_outcome(view.default_profile),
     )
-
-
-async def _wait_for_event(event: asyncio.Event, timeout_s: float) -> None:
-    """Until ``event`` is set or ``timeout_s`` passed.
-
-    Not ``asyncio.wait_for``: on Python 3.11 it swallows a cancel that lands just as the event is
-    set, and a loop built on it would then never stop (SIGTERM would hang the exit).
-    """
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(timeout_s):
-            await event.wait()
 
 
 async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:

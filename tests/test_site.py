@@ -785,10 +785,10 @@ def test_the_daemon_logs_an_outage_state_that_expired_and_replans(tmp_path: Path
     now = datetime.now(UTC)
     daemon.inputs.update_grid_state(True, now)
     daemon._expire_grid_state(now + timedelta(seconds=900))
-    assert daemon.inputs.grid_lost and not daemon._replan_triggers
+    assert daemon.inputs.grid_lost and not daemon.planner_trigger.reasons
     with capture_logs() as logs:
         daemon._expire_grid_state(now + timedelta(seconds=901))
-    assert not daemon.inputs.grid_lost and daemon._replan_triggers == ["grid_state"]
+    assert not daemon.inputs.grid_lost and daemon.planner_trigger.reasons == ["grid_state"]
     (logged,) = [e for e in logs if e["event"] == "grid_state_expired"]
     assert logged["log_level"] == "warning" and logged["max_age_s"] == 900
     ((_, _, body),) = daemon.store.events("grid_state_expired")
@@ -850,10 +850,10 @@ def test_a_transaction_ended_by_the_cable_unplugs_the_car(
     now = datetime.now(UTC)
     daemon._on_ocpp_event(StatusChanged("wallbox-garage", 1, 1, "Occupied", "Available", now))
     assert daemon.site.vehicles["family-ev"].plugged_in
-    daemon._replan_triggers.clear()
+    daemon.planner_trigger.clear()
     daemon._on_ocpp_event(TransactionEnded("wallbox-garage", 1, "tx-1", now, reason, 1200.0))
     assert daemon.site.vehicles["family-ev"].plugged_in is not unplugged
-    assert ("unplug" in daemon._replan_triggers) is unplugged
+    assert ("unplug" in daemon.planner_trigger.reasons) is unplugged
     assert bool(daemon.store.events("unplug")) is unplugged
     assert daemon.store.vehicle_states()["family-ev"]["plugged_in"] is not unplugged
     daemon.store.close()
@@ -1047,9 +1047,9 @@ def test_the_daemon_replans_when_a_charger_connects_with_a_version_that_cannot_d
     daemon = example_daemon(tmp_path)  # ocpp_versions ["2.1", "2.0.1"]
     now = datetime.now(UTC)
     daemon._on_ocpp_event(ChargerConnected("wallbox-garage", OcppVersion.V21, now))
-    assert daemon._replan_triggers == []
+    assert daemon.planner_trigger.reasons == []
     daemon._on_ocpp_event(ChargerConnected("wallbox-garage", OcppVersion.V201, now))
-    assert daemon._replan_triggers == ["charger version"]
+    assert daemon.planner_trigger.reasons == ["charger version"]
     assert not daemon.site.charger_can_discharge("wallbox-garage")
     daemon.store.close()
 
@@ -1183,10 +1183,11 @@ async def test_the_daemon_loops_honour_a_cancel_that_lands_as_their_event_is_set
     (``asyncio.wait_for`` on Python 3.11 swallowed it, and SIGTERM then hung the exit)."""
     import asyncio
 
-    from controller.app import _wait_for_event
+    from controller.clock import SystemClock
+    from controller.trigger import wait_for_event
 
     event = asyncio.Event()
-    waiting = asyncio.create_task(_wait_for_event(event, 60.0))
+    waiting = asyncio.create_task(wait_for_event(event, 60.0, SystemClock()))
     await asyncio.sleep(0)
     event.set()
     waiting.cancel()
@@ -1219,8 +1220,8 @@ def test_the_daemon_gives_the_ev_limits_of_notify_ev_charging_needs_to_the_vehic
     now = datetime.now(UTC)
     daemon._on_ocpp_event(StatusChanged("wallbox-garage", 1, 1, "Occupied", "Available", now))
     daemon.dispatcher._sent["wallbox-garage"] = object()  # something was sent before
-    daemon._replan_triggers.clear()
-    daemon._dispatch_now.clear()
+    daemon.planner_trigger.clear()
+    daemon.dispatch_trigger.clear()
     needs = ChargingNeeds(
         evse_id=1,
         at=now,
@@ -1236,8 +1237,8 @@ def test_the_daemon_gives_the_ev_limits_of_notify_ev_charging_needs_to_the_vehic
     assert car.session_limits == SessionLimits(
         max_charge_power_w=7400.0, max_discharge_power_w=3700.0, min_soc_percent=30.0, max_soc_percent=80.0
     )
-    assert "charging needs" in daemon._replan_triggers
-    assert daemon._dispatch_now.is_set() and "wallbox-garage" not in daemon.dispatcher._sent
+    assert "charging needs" in daemon.planner_trigger.reasons
+    assert daemon.dispatch_trigger.pending and "wallbox-garage" not in daemon.dispatcher._sent
     stored = daemon.store.vehicle_states()["family-ev"]["session_limits"]
     assert stored["max_discharge_power_w"] == 3700.0
     daemon.store.close()
@@ -1269,7 +1270,7 @@ def test_state_shows_each_chargers_last_profile_outcomes_and_a_rejection_publish
     model.last_profile = rejected
     daemon._last_publish = now.timestamp()
     daemon._on_ocpp_event(ProfileAnswered("wallbox-garage", rejected))
-    assert daemon._dispatch_now.is_set() and daemon._last_publish == 0.0  # the next tick publishes it
+    assert daemon.dispatch_trigger.pending and daemon._last_publish == 0.0  # the next tick publishes it
     charger = json.loads(json.dumps(daemon.state(), default=str))["chargers"]["wallbox-garage"]
     assert charger["connected"] is True and charger["ocpp_version"] == "2.1"
     assert charger["last_profile"]["status"] == "rejected" and charger["last_profile"]["accepted"] is False

@@ -265,16 +265,15 @@ class SiteMqttClient:
         that drops right after connecting (a broker that refuses our publishes, a bug on connect)
         must not be retried in a tight loop.
         """
-        loop = asyncio.get_running_loop()
         attempt = 0
         while True:
             try:
                 async with self._make_client() as client:
-                    connected_at = loop.time()
+                    connected_at = self.clock.monotonic()
                     try:
                         await self._serve(client)
                     finally:
-                        if loop.time() - connected_at >= self._reconnect_reset_after_s:
+                        if self.clock.monotonic() - connected_at >= self._reconnect_reset_after_s:
                             attempt = 0
             except aiomqtt.MqttError as exc:
                 log.warning(
@@ -294,7 +293,7 @@ class SiteMqttClient:
                 self._connected.clear()
             delay = self.backoff_s(attempt)
             attempt += 1
-            await asyncio.sleep(delay)
+            await self.clock.sleep(delay)
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         try:

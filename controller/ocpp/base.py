@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -98,7 +97,7 @@ class Adapter:
         An idle charger that kept running while this process restarted may send nothing until its
         next heartbeat (minutes): without this it would stay on whatever profile it had until then.
         """
-        await asyncio.sleep(wait_s)
+        await self.clock.sleep(wait_s)
         if self._setup_decided:
             return  # it booted, or talked and was re-synced by ``handle``
         self._setup_decided = True

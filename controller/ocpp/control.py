@@ -135,7 +135,7 @@ class ChargerControl:
         while record.status in (ProfileStatus.TIMEOUT, ProfileStatus.FAILED):
             delay = self._backoff.delay_s(attempt)
             self.log.info("ocpp_default_profile_retry", attempt=attempt, delay_s=delay)
-            await asyncio.sleep(delay)
+            await self.clock.sleep(delay)
             if self.peer is not peer:
                 return
             attempt += 1
@@ -239,7 +239,7 @@ class ChargerControl:
             delay = self._backoff.delay_s(attempt)
             self.log.info("ocpp_profile_retry", attempt=attempt, delay_s=delay, status=record.status.value)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
+                async with self.clock.timeout(delay):
                     await self._wake.wait()
             if self._wake.is_set():
                 return  # something new (schedule, reconnect, transaction): the run loop takes it

@@ -31,6 +31,7 @@ from jsonschema.exceptions import best_match
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from controller.clock import Clock, SystemClock
 from controller.config import OcppVersion
 
 __all__ = [
@@ -280,8 +281,10 @@ class RpcPeer:
         handler: Handler,
         *,
         call_timeout_s: float,
+        clock: Clock | None = None,
     ) -> None:
         self.connection = connection
+        self._clock: Clock = clock or SystemClock()
         self.version = version
         self.charger_id = charger_id
         self._handler = handler
@@ -320,7 +323,7 @@ class RpcPeer:
                 except ConnectionClosed:
                     raise NotConnected(f"{self.charger_id} closed the connection") from None
                 try:
-                    async with asyncio.timeout(timeout):
+                    async with self._clock.timeout(timeout):
                         return await future
                 except TimeoutError:
                     raise CallTimeout(f"no answer to {action} within {timeout:g} s") from None

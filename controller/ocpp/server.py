@@ -253,6 +253,7 @@ class OcppServer:
             records[charger_id] = await control.make_safe(schedules.get(charger_id))
 
         try:
+            # Real seconds, whatever the clock: the budget is a container's grace period.
             async with asyncio.timeout(budget_s):
                 await asyncio.gather(*(make_safe(c) for c in connected), return_exceptions=True)
         except TimeoutError:
@@ -442,7 +443,12 @@ class OcppServer:
         adapter.heartbeat_interval_s = self._config.heartbeat_interval_s
         adapter.accepted_tokens = self._accepted_tokens
         peer = RpcPeer(
-            connection, version, charger_id, adapter.handle, call_timeout_s=self._config.call_timeout_s
+            connection,
+            version,
+            charger_id,
+            adapter.handle,
+            call_timeout_s=self._config.call_timeout_s,
+            clock=self._clock,
         )
         previous = control.attach(peer, adapter)
         if previous is not None:
