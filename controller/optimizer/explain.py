@@ -96,43 +96,75 @@ def _core_reason(f: StepFacts) -> str:
     if not f.in_snapshot:
         return "not in the snapshot: nothing planned"
     p = f.power_kw
-    pct = 100.0 * f.reserve_kwh / f.capacity_kwh
     if not f.available and abs(p) < _IDLE_KW:
         return "not plugged in"
     if p >= _IDLE_KW:
-        if f.mode is VehicleMode.CHARGE_NOW:
-            return f"charging {p:.1f} kW now (charge now)"
-        if f.energy_kwh < f.reserve_kwh - 1e-6:
-            return f"charging {p:.1f} kW back up to the reserve ({pct:.0f} %)"
-        target, trip = f.next_target, f.next_trip
-        trip_first = trip is not None and (target is None or trip.depart < target.at)
-        if trip is not None and trip_first and f.energy_kwh < f.floor_kwh + trip.energy_kwh - 1e-6:
-            # The trip would take the car below its reserve: this energy is for the drive.
-            when = _local_time(trip.depart, f.now, f.timezone)
-            return f"charging {p:.1f} kW for the {when} trip ({trip.energy_kwh + trip.clipped_kwh:.0f} kWh)"
-        if target is not None and f.energy_kwh < target.target_kwh - 1e-6:
-            when = _local_time(target.at, f.now, f.timezone)
-            goal = 100.0 * target.target_kwh / f.capacity_kwh
-            what = f"the {when} trip" if target.trip else f"{when} departure"
-            if f.target_reachable_kwh is not None:
-                reach = 100.0 * f.target_reachable_kwh / f.capacity_kwh
-                return f"charging {p:.1f} kW for {what} (target {goal:.0f} %, only {reach:.0f} % reachable)"
-            return f"charging {p:.1f} kW for {what} (target {goal:.0f} %)"
-        if f.import_price < 0:
-            return f"charging {p:.1f} kW at a negative price ({_price(f.import_price, f.currency)})"
-        if f.pv_surplus:
-            return f"charging {p:.1f} kW from PV surplus"
-        return f"charging {p:.1f} kW at a low price ({_price(f.import_price, f.currency)})"
+        return _charging_reason(f, p)
     if p <= -_IDLE_KW:
-        if f.charges_at_negative_price_later:
-            return f"discharging {-p:.1f} kW to make room for negative prices later"
-        if f.v2g and f.grid_export_kw > _IDLE_KW:
-            return f"exporting {-p:.1f} kW at {_price(f.export_price, f.currency)}"
-        return f"discharging {-p:.1f} kW to cover the home at {_price(f.import_price, f.currency)}"
+        return _discharging_reason(f, -p)
+    return _holding_reason(f)
+
+
+def _reserve_percent(f: StepFacts) -> float:
+    return 100.0 * f.reserve_kwh / f.capacity_kwh
+
+
+def _charging_reason(f: StepFacts, power_kw: float) -> str:
+    """Why the car charges ``power_kw`` now: the first of mode, reserve, goals and prices that holds."""
+    if f.mode is VehicleMode.CHARGE_NOW:
+        return f"charging {power_kw:.1f} kW now (charge now)"
+    if f.energy_kwh < f.reserve_kwh - 1e-6:
+        return f"charging {power_kw:.1f} kW back up to the reserve ({_reserve_percent(f):.0f} %)"
+    goal = _charging_goal(f, power_kw)
+    if goal is not None:
+        return goal
+    if f.import_price < 0:
+        return f"charging {power_kw:.1f} kW at a negative price ({_price(f.import_price, f.currency)})"
+    if f.pv_surplus:
+        return f"charging {power_kw:.1f} kW from PV surplus"
+    return f"charging {power_kw:.1f} kW at a low price ({_price(f.import_price, f.currency)})"
+
+
+def _charging_goal(f: StepFacts, power_kw: float) -> str | None:
+    """The next trip or target the charging is for, None when the car already holds enough."""
+    target, trip = f.next_target, f.next_trip
+    trip_first = trip is not None and (target is None or trip.depart < target.at)
+    if trip is not None and trip_first and f.energy_kwh < f.floor_kwh + trip.energy_kwh - 1e-6:
+        # The trip would take the car below its reserve: this energy is for the drive.
+        when = _local_time(trip.depart, f.now, f.timezone)
+        return (
+            f"charging {power_kw:.1f} kW for the {when} trip ({trip.energy_kwh + trip.clipped_kwh:.0f} kWh)"
+        )
+    if target is not None and f.energy_kwh < target.target_kwh - 1e-6:
+        return _target_reason(f, power_kw, target)
+    return None
+
+
+def _target_reason(f: StepFacts, power_kw: float, target: DepartureInfo) -> str:
+    when = _local_time(target.at, f.now, f.timezone)
+    goal = 100.0 * target.target_kwh / f.capacity_kwh
+    what = f"the {when} trip" if target.trip else f"{when} departure"
+    if f.target_reachable_kwh is not None:
+        reach = 100.0 * f.target_reachable_kwh / f.capacity_kwh
+        return f"charging {power_kw:.1f} kW for {what} (target {goal:.0f} %, only {reach:.0f} % reachable)"
+    return f"charging {power_kw:.1f} kW for {what} (target {goal:.0f} %)"
+
+
+def _discharging_reason(f: StepFacts, discharge_kw: float) -> str:
+    """Why the car discharges ``discharge_kw`` now."""
+    if f.charges_at_negative_price_later:
+        return f"discharging {discharge_kw:.1f} kW to make room for negative prices later"
+    if f.v2g and f.grid_export_kw > _IDLE_KW:
+        return f"exporting {discharge_kw:.1f} kW at {_price(f.export_price, f.currency)}"
+    return f"discharging {discharge_kw:.1f} kW to cover the home at {_price(f.import_price, f.currency)}"
+
+
+def _holding_reason(f: StepFacts) -> str:
+    """Why the car neither charges nor discharges now."""
     if not f.soc_known:
         return "SoC unknown: charging only, waiting for a reading"
     if f.energy_kwh <= f.reserve_kwh + 0.05:
-        return f"holding at reserve ({pct:.0f} %)"
+        return f"holding at reserve ({_reserve_percent(f):.0f} %)"
     if f.energy_kwh >= f.e_max_kwh - 0.05:
         return f"full (max SoC {100.0 * f.e_max_kwh / f.capacity_kwh:.0f} %)"
     if f.charges_later and f.next_target is not None:

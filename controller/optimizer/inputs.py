@@ -4,22 +4,26 @@ All arrays are in kW / kWh, ``(vehicles, steps)`` or ``(steps,)``. The first ste
 over (a snapshot at 07:22 on a 15-minute grid has 8 minutes left of the 07:15 step), so every
 power of step 0 is scaled by the fraction left, ``first_step_fraction``: the model then reads
 "average power over the whole step", energy stays exact, and the plan divides it back out.
+
+Each vehicle's rows (home or away, trips, targets, V2L) come from ``vehicle_rows``; this module
+adds the site's series and what depends on all cars together (reserve, headroom, trip clipping).
 """
 
 from __future__ import annotations
 
-import math
 import zoneinfo
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
 
 from controller.config import ConfigIssue
 from controller.domain import VehicleMode, align_to_step
-from controller.optimizer.shape import SiteShape, VehicleSpec
-from controller.snapshot import Snapshot, VehicleSnapshot
+from controller.optimizer.shape import SiteShape
+from controller.optimizer.step_grid import StepGrid
+from controller.optimizer.vehicle_rows import DepartureInfo, VehicleRow, fill_vehicle
+from controller.snapshot import Snapshot
 
 __all__ = ["DepartureInfo", "FloatArray", "PlanInputs", "SnapshotError", "TripInfo", "build_inputs"]
 
@@ -32,20 +36,6 @@ class SnapshotError(ValueError):
     def __init__(self, issues: list[ConfigIssue]) -> None:
         self.issues = issues
         super().__init__("; ".join(str(i) for i in issues))
-
-
-@dataclass(frozen=True, slots=True)
-class DepartureInfo:
-    """A target the plan works towards: ``target_kwh`` at the end of step ``index - 1``."""
-
-    at: datetime
-    index: int
-    """Step boundary of the target (1..steps); the car leaves during step ``index``."""
-    target_kwh: float
-    beyond_horizon: bool = False
-    """The departure is after the horizon: the target is what must be in the car at its end."""
-    trip: bool = False
-    """A trip's target (``away[].target_soc_percent``) rather than the next departure's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,44 +126,11 @@ def check_snapshot(snapshot: Snapshot, shape: SiteShape, config_ids: tuple[str, 
     return issues
 
 
-class _Grid:
-    """Seconds from the plan start for each step edge, with step 0 starting at the snapshot time."""
-
-    def __init__(self, start: datetime, time: datetime, step: timedelta, steps: int) -> None:
-        self.start = start
-        self.step_s = step.total_seconds()
-        self.steps = steps
-        self.t0_s = (time - start).total_seconds()
-        self.lo = np.arange(steps, dtype=np.float64) * self.step_s
-        self.lo[0] = self.t0_s
-        self.hi = (np.arange(steps, dtype=np.float64) + 1.0) * self.step_s
-        self.end_s = self.hi[-1]
-
-    def seconds(self, moment: datetime) -> float:
-        return (moment - self.start).total_seconds()
-
-    def overlap_s(self, a_s: float, b_s: float) -> FloatArray:
-        """Seconds of ``[a_s, b_s)`` inside each step (from the snapshot time on)."""
-        if b_s <= self.t0_s or a_s >= self.end_s:
-            return np.zeros(self.steps)
-        first = max(0, int(a_s // self.step_s))
-        last = min(self.steps, math.ceil(b_s / self.step_s))
-        out = np.zeros(self.steps)
-        lo = np.maximum(self.lo[first:last], a_s)
-        hi = np.minimum(self.hi[first:last], b_s)
-        out[first:last] = np.clip(hi - lo, 0.0, None)
-        return out
-
-    def step_index(self, moment_s: float) -> int:
-        """Index of the step containing ``moment_s`` (may be outside ``[0, steps)``)."""
-        return int(moment_s // self.step_s)
-
-
 def build_inputs(snapshot: Snapshot, shape: SiteShape) -> PlanInputs:
     """Translate a (checked) snapshot into optimiser arrays for the site ``shape``."""
     n, t = len(shape.vehicles), shape.steps
     start = align_to_step(snapshot.time, shape.step)
-    grid = _Grid(start, snapshot.time, shape.step, t)
+    grid = StepGrid(start, snapshot.time, shape.step, t)
     frac0 = (grid.hi[0] - grid.t0_s) / grid.step_s
     notes: list[str] = []
 
@@ -224,8 +181,8 @@ def build_inputs(snapshot: Snapshot, shape: SiteShape) -> PlanInputs:
     for i, spec in enumerate(shape.vehicles):
         state = snapshot.vehicle(spec.vehicle_id)
         in_snapshot.append(state is not None)
-        row = _VehicleRow(available[i], v2l[i], trip[i], target[i])
-        _fill_vehicle(spec, state, grid, row, notes)
+        row = VehicleRow(available[i], v2l[i], trip[i], target[i])
+        fill_vehicle(spec, state, grid, row, notes)
         e0[i] = row.e0
         may_discharge[i] = row.may_discharge
         charge_kw[i] = min(charge_kw[i], row.charge_cap_kw)
@@ -349,153 +306,3 @@ def terminal_value_per_kwh(shape: SiteShape, import_price: FloatArray, export_pr
     upper = (3 * (len(export_price) - 1) + 3) // 4  # index of the upper quartile, rounded up
     upper_quartile_export = float(np.partition(export_price, upper)[upper])
     return max(0.0, float(import_price.mean()), upper_quartile_export)
-
-
-@dataclass(slots=True)
-class _VehicleRow:
-    """Views into one vehicle's rows, filled in place, and its scalar facts."""
-
-    available: FloatArray
-    v2l_kw: FloatArray
-    trip_kwh: FloatArray
-    target_kwh: FloatArray
-    e0: float = 0.0
-    may_discharge: bool = False
-    soc_known: bool = False
-    mode: VehicleMode = VehicleMode.AUTO
-    targets: tuple[DepartureInfo, ...] = ()
-    charge_cap_kw: float = math.inf
-    discharge_cap_kw: float = math.inf
-    ev_floor_kwh: float = 0.0
-    ev_ceiling_kwh: float = math.inf
-    trip_spans: list[tuple[datetime, int, int]] = field(default_factory=list)
-    """Per trip that takes energy in the horizon: its departure and its steps ``[first, stop)``."""
-
-
-def _session_limits(spec: VehicleSpec, state: VehicleSnapshot, row: _VehicleRow) -> None:
-    """The EV's own power caps and V2X window, in kW and kWh of this vehicle."""
-    limits = state.session_limits
-    if limits is None:
-        return
-    if limits.max_charge_power_w is not None:
-        row.charge_cap_kw = limits.max_charge_power_w / 1000.0
-    if limits.max_discharge_power_w is not None:
-        row.discharge_cap_kw = limits.max_discharge_power_w / 1000.0
-    if limits.min_soc_percent is not None:
-        row.ev_floor_kwh = spec.capacity_kwh * limits.min_soc_percent / 100.0
-    if limits.max_soc_percent is not None:
-        row.ev_ceiling_kwh = spec.capacity_kwh * limits.max_soc_percent / 100.0
-
-
-def _fill_vehicle(
-    spec: VehicleSpec, state: VehicleSnapshot | None, grid: _Grid, row: _VehicleRow, notes: list[str]
-) -> None:
-    t = grid.steps
-    vid = spec.vehicle_id
-    if state is None:
-        # Not in the snapshot: not at home as far as we know; it only keeps its reserve.
-        row.e0 = spec.reserve_kwh
-        return
-    _session_limits(spec, state, row)
-    row.soc_known = state.soc_percent is not None
-    if state.soc_percent is None:
-        notes.append(f"{vid}: SoC unknown, planned at its reserve and never discharged")
-        row.e0 = spec.reserve_kwh
-    else:
-        row.e0 = spec.capacity_kwh * state.soc_percent / 100.0
-
-    available = row.available
-    available[:] = 1.0
-    now_s = grid.t0_s
-    trips = [(grid.seconds(tr.depart), grid.seconds(tr.arrive), tr) for tr in state.away]
-    if not state.plugged_in:
-        # Unplugged: unavailable until the end of the trip under way or next known one, else all horizon.
-        back = next((a for d, a, _ in trips if a > now_s), None)
-        until = grid.end_s if back is None else back
-        available[grid.overlap_s(now_s, until) > 0] = 0.0
-    targets: list[DepartureInfo] = []
-    trip_steps: set[int] = set()
-    # Steps the car is driving or gone: a V2L load stays behind, so no session is budgeted there.
-    gone = np.zeros(t, dtype=bool)
-    for depart_s, arrive_s, tr in trips:
-        overlap = grid.overlap_s(depart_s, arrive_s)
-        inside = np.flatnonzero(overlap)
-        available[inside] = 0.0
-        gone[inside] = True
-        row.trip_kwh += tr.energy_kwh * overlap / (arrive_s - depart_s)
-        if inside.size and tr.energy_kwh > 0:
-            row.trip_spans.append((tr.depart, int(inside[0]), int(inside[-1]) + 1))
-        trip_steps.add(grid.step_index(depart_s))
-        if tr.target_soc_percent is not None and depart_s > now_s:
-            info = _target(spec, tr.depart, depart_s, tr.target_soc_percent, grid, row.charge_cap_kw)
-            if info is not None:
-                targets.append(replace(info, trip=True))
-    if state.departure is not None:
-        dep = state.departure
-        dep_s = grid.seconds(dep.at)
-        if dep_s <= now_s:
-            notes.append(f"{vid}: departure {dep.at.isoformat()} has passed; ignored")
-        else:
-            k = grid.step_index(dep_s)
-            if k < t and k not in trip_steps:
-                # Leaves without a known return: gone from that step to the end of the horizon.
-                available[k:] = 0.0
-                gone[k:] = True
-            info = _target(spec, dep.at, dep_s, dep.target_soc_percent, grid, row.charge_cap_kw)
-            if info is not None:
-                targets.append(info)
-            elif k == 0:
-                notes.append(f"{vid}: departing within the current step; no time left to charge")
-
-    # The next departure is often also a trip of the weekly schedule, in the same step: one target
-    # per step (the larger; named as the departure on a tie), so a shortfall is not counted twice.
-    by_index: dict[int, DepartureInfo] = {}
-    for info in targets:
-        held = by_index.get(info.index)
-        if held is None or (info.target_kwh, not info.trip) > (held.target_kwh, not held.trip):
-            by_index[info.index] = info
-    targets = list(by_index.values())
-
-    row.mode = state.mode
-    if state.mode is VehicleMode.CHARGE_NOW:
-        # "Charge now": the max SoC becomes a target at every step, which fills the car at once.
-        row.target_kwh[:] = spec.max_soc_kwh
-    for info in targets:
-        row.target_kwh[info.index - 1] = max(row.target_kwh[info.index - 1], info.target_kwh)
-    targets.sort(key=lambda d: d.index)
-    row.targets = tuple(targets)
-    # A car below its reserve is not discharged in this plan, not even to move energy into another
-    # car that is shorter still; once charged above the reserve, the next plan may discharge it.
-    row.may_discharge = row.soc_known and state.mode is VehicleMode.AUTO and row.e0 >= spec.reserve_kwh
-
-    if state.v2l is not None and state.v2l.power_w > 0:
-        if spec.v2l:
-            end_s = grid.end_s if state.v2l.end is None else grid.seconds(state.v2l.end)
-            overlap = grid.overlap_s(grid.seconds(state.v2l.start), end_s)
-            row.v2l_kw[:] = state.v2l.power_w / 1000.0 * overlap / grid.step_s
-            row.v2l_kw[gone] = 0.0
-        else:
-            notes.append(f"{vid}: V2L is not permitted by the config; the session is not budgeted")
-
-
-def _target(
-    spec: VehicleSpec,
-    at: datetime,
-    at_s: float,
-    soc_percent: float,
-    grid: _Grid,
-    charge_cap_kw: float = math.inf,
-) -> DepartureInfo | None:
-    """The energy needed at the boundary before the departure step (or at the horizon end)."""
-    want = spec.capacity_kwh * soc_percent / 100.0
-    k = grid.step_index(at_s)
-    if k < 1:
-        return None  # leaving during the current step: nothing left to plan
-    if k <= grid.steps:
-        return DepartureInfo(at=at, index=k, target_kwh=want)
-    # After the horizon: what must be in the car at its end so full power can still reach the target.
-    hours_after = (at_s - grid.end_s) / 3600.0
-    need = want - hours_after * min(spec.max_charge_kw, charge_cap_kw) * spec.charge_efficiency
-    if need <= spec.reserve_kwh:
-        return None
-    return DepartureInfo(at=at, index=grid.steps, target_kwh=need, beyond_horizon=True)

@@ -1,0 +1,63 @@
+"""Running HiGHS on the loaded LP and reading its result back."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import highspy
+import numpy as np
+
+from controller.optimizer.lp_layout import FloatArray
+
+__all__ = ["LpResult", "StatusNames", "new_highs", "run"]
+
+# The bare solver class, not the ``highspy.Highs`` wrapper: the wrapper's constructor calls into
+# HiGHS before any option can be set, which prints a banner straight to stdout (and would corrupt
+# `v2x plan --json`); its Python callbacks are not needed here. Typed as Any: highspy is only
+# partly typed.
+_HIGHS_CLASS: Any = getattr(getattr(highspy, "_core", None), "_Highs", highspy.Highs)
+
+StatusNames = dict[Any, str]
+"""HiGHS model status -> its name, filled as statuses are seen (the lookup is a C call)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LpResult:
+    status: str
+    """HiGHS model status name, e.g. ``kOptimal``, ``kTimeLimit``."""
+    optimal: bool
+    x: FloatArray | None
+    objective: float
+    solver_time_s: float
+    iterations: int
+
+
+def new_highs() -> Any:
+    """A silent HiGHS instance running the simplex (it warm-starts from the previous basis)."""
+    highs = _HIGHS_CLASS()
+    highs.setOptionValue("output_flag", False)
+    highs.setOptionValue("solver", "simplex")
+    return highs
+
+
+def run(highs: Any, time_limit_s: float, objective_constant: float, status_names: StatusNames) -> LpResult:
+    """Solve what ``highs`` holds within ``time_limit_s``; a failed solve leaves no basis behind."""
+    # HiGHS's time limit counts the instance's whole life, so move it on before each run.
+    highs.setOptionValue("time_limit", highs.getRunTime() + time_limit_s)
+    started = time.perf_counter()
+    highs.run()
+    elapsed = time.perf_counter() - started
+    status = highs.getModelStatus()
+    name = status_names.get(status)
+    if name is None:
+        name = status_names[status] = highs.modelStatusToString(status)
+    iterations = int(highs.getInfoValue("simplex_iteration_count")[1])
+    if status != highspy.HighsModelStatus.kOptimal:
+        highs.clearSolver()  # do not warm-start the next solve from a failed one
+        return LpResult(name, False, None, float("nan"), elapsed, iterations)
+    x = np.array(highs.getSolution().col_value, dtype=np.float64)
+    # HiGHS's objective is cost . x (no offset is loaded); CVXPY's constant term comes on top.
+    objective = float(highs.getInfoValue("objective_function_value")[1]) + objective_constant
+    return LpResult(name, True, x, objective, elapsed, iterations)
