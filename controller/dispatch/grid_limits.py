@@ -1,0 +1,53 @@
+"""Fuse and grid caps on the setpoints: applied at once, not at the next plan."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+
+from controller.dispatch.car_setpoint import CarSetpoint
+from controller.dispatch.inputs import DispatchInputs
+from controller.dispatch.send_policy import SentCommand
+from controller.dispatch.site_power import site_without_cars_w
+
+__all__ = ["clamp_to_grid_limits"]
+
+
+def clamp_to_grid_limits(
+    inputs: DispatchInputs, cars: Collection[CarSetpoint], sent: Mapping[str, SentCommand]
+) -> None:
+    """Over the import cap: reduce charging. Over the export cap: reduce discharge, then absorb."""
+    base_w = site_without_cars_w(inputs, cars, sent, unknown_as_sent=True)
+    if base_w is None or inputs.grid_lost:
+        return
+    predicted_w = base_w + sum(car.setpoint_w for car in cars)
+    if predicted_w > inputs.import_limit_w:
+        _reduce_charging(cars, predicted_w - inputs.import_limit_w)
+    elif predicted_w < -inputs.export_limit_w:
+        _reduce_export(cars, -inputs.export_limit_w - predicted_w)
+
+
+def _reduce_charging(cars: Collection[CarSetpoint], excess_w: float) -> None:
+    """The largest charging first, until the import is back within its cap."""
+    for car in sorted(cars, key=lambda c: -c.setpoint_w):
+        if excess_w <= 0 or car.setpoint_w <= 0:
+            continue
+        cut_w = min(car.setpoint_w, excess_w)
+        excess_w -= cut_w
+        car.setpoint_w -= cut_w
+        car.urgent = True
+        car.reasons.append("import limit: charging reduced")
+
+
+def _reduce_export(cars: Collection[CarSetpoint], excess_w: float) -> None:
+    """The largest discharge first: less of it, then charging (a full car only up to idle)."""
+    for car in sorted(cars, key=lambda c: c.setpoint_w):
+        if excess_w <= 0:
+            break
+        full = car.live.soc_percent is not None and car.live.soc_percent >= car.vehicle.max_soc_percent
+        ceiling_w = 0.0 if full else car.max_charge_w
+        raise_by_w = min(max(0.0, ceiling_w - car.setpoint_w), excess_w)
+        if raise_by_w > 0:
+            excess_w -= raise_by_w
+            car.setpoint_w += raise_by_w
+            car.urgent = True
+            car.reasons.append("export limit: discharge reduced")
