@@ -432,8 +432,8 @@ class BuggyClient(SiteMqttClient):
             raise RuntimeError("connect bug")
         await super()._on_connect(client)
 
-    async def _command(self, *args: Any) -> None:
-        raise RuntimeError("command bug")
+    async def _dispatch(self, message: aiomqtt.Message) -> None:
+        raise RuntimeError("command bug")  # only commands get here: meters are handled on arrival
 
 
 async def test_unexpected_errors_are_logged_and_survived(prefix: str) -> None:

@@ -358,15 +358,16 @@ async def test_times_beyond_the_datetime_range_get_a_refusal_reply(prefix: str) 
     assert {e["topic"] for e in refused} == {f"{base}/cmd/ev/departure", f"{base}/cmd/ev/v2l"}
 
 
-class FaultyDelivery(SiteMqttClient):
-    """A bug after validation (not in the handler): the command must still be answered."""
+async def test_unexpected_error_in_a_command_is_answered_and_logged_with_the_topic(
+    prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = SiteMqttClient(site_config(prefix), ManualClock(T0))
 
-    async def _deliver(self, topic: str, command: Command) -> None:
+    async def faulty_delivery(topic: str, command: Command) -> None:
+        """A bug after validation (not in the handler): the command must still be answered."""
         raise RuntimeError("delivery bug")
 
-
-async def test_unexpected_error_in_a_command_is_answered_and_logged_with_the_topic(prefix: str) -> None:
-    client = FaultyDelivery(site_config(prefix), ManualClock(T0))
+    monkeypatch.setattr(client.command_channel, "_deliver", faulty_delivery)
     base = f"{prefix}/v2x"
     with structlog.testing.capture_logs() as logs:
         async with running(client) as task, peer() as p:

@@ -1,12 +1,14 @@
-"""MQTT adapter: meter ingestion, grid signals, driver commands, state publishing, HA discovery."""
+"""MQTT adapter: meter ingestion, grid signals, driver commands, state publishing, HA discovery.
 
-from controller.mqtt.client import (
-    CommandHandler,
-    CommandRejected,
-    SignalKind,
-    SiteMqttClient,
-    build_tls_context,
-)
+:class:`SiteMqttClient` is the one object the daemon uses; it composes the connection loop
+(:class:`MqttConnection`), the ingestion of meters and signals (:class:`SiteIngestion`), driver
+commands and their replies (:class:`CommandChannel`) and state publishing (:class:`StatePublisher`).
+"""
+
+from controller.mqtt.client import SiteMqttClient
+from controller.mqtt.command_channel import CommandChannel, CommandHandler, CommandRejected
+from controller.mqtt.connection import MqttConnection, ReconnectPolicy, build_tls_context
+from controller.mqtt.ingestion import SignalKind, SiteIngestion
 from controller.mqtt.payloads import (
     ChargerStatus,
     ControllerStatus,
@@ -15,17 +17,23 @@ from controller.mqtt.payloads import (
     VehicleStatus,
     charger_state,
 )
+from controller.mqtt.state_publisher import StatePublisher
 from controller.mqtt.topics import Topics
 
 __all__ = [
     "ChargerStatus",
+    "CommandChannel",
     "CommandHandler",
     "CommandRejected",
     "ControllerStatus",
+    "MqttConnection",
     "ProfileOutcome",
+    "ReconnectPolicy",
     "SignalKind",
     "SiteFlows",
+    "SiteIngestion",
     "SiteMqttClient",
+    "StatePublisher",
     "Topics",
     "VehicleStatus",
     "build_tls_context",
