@@ -1245,7 +1245,7 @@ async def test_basic_auth_accepts_the_right_password_and_remembers_it() -> None:
         for _ in range(2):
             async with library_charger(server, "cp", "2.0.1", password=PASSWORD) as charger:
                 assert (await charger.boot()).status == "Accepted"
-        assert "cp" in server._passwords.verified
+        assert "cp" in server._handshakes.passwords.verified
 
 
 @pytest.mark.parametrize("fault", ["raises", "invalid_reply"])
@@ -1275,7 +1275,7 @@ async def test_our_own_handler_faults_become_internal_error(
 async def test_a_bug_while_building_a_profile_fails_that_one_and_keeps_the_sender(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import controller.ocpp.control as control_module
+    import controller.ocpp.sender as sender_module
     from controller.ocpp.profiles import tx_profile_payload as real
 
     def broken(*args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -1286,8 +1286,8 @@ async def test_a_bug_while_building_a_profile_fails_that_one_and_keeps_the_sende
         library_charger(server, "cp", "2.1") as charger,
     ):
         await charger.call(ocpp.v21.call.TransactionEvent(**_started_kwargs()))
-        monkeypatch.setattr(control_module, "tx_profile_payload", broken)
+        monkeypatch.setattr(sender_module, "tx_profile_payload", broken)
         record = await server.apply_schedule(one_hour("cp"))
         assert record.status is ProfileStatus.FAILED and "cannot build" in record.reason
-        monkeypatch.setattr(control_module, "tx_profile_payload", real)
+        monkeypatch.setattr(sender_module, "tx_profile_payload", real)
         assert (await server.apply_schedule(one_hour("cp", 5000))).accepted

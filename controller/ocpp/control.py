@@ -1,18 +1,12 @@
-"""Per charger: the live connection, the setup after boot/reconnect, and the one profile sender.
+"""Per charger: the live connection, the setup after boot/reconnect, and the stop.
 
-The sender keeps only the newest wanted schedule; a single task sends it, so there is never more
-than one SetChargingProfile outstanding per charger, and a schedule that was overtaken by a newer
-one before it went out is reported as superseded instead of being sent. A profile the charger
-refused (Rejected, or a CALLERROR that can never succeed) is not sent again while the wanted schedule
-says the same, until the charger reconnects or a transaction starts.
+The charger's profiles go out through its one ``ProfileSender`` (``controller.ocpp.sender``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Coroutine
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -22,23 +16,23 @@ from controller.clock import Clock
 from controller.config import OcppConfig
 from controller.domain import ChargerSchedule
 from controller.ocpp.base import Adapter
-from controller.ocpp.events import EventSink, ProfileAnswered
+from controller.ocpp.events import EventSink
 from controller.ocpp.model import ChargerModel, ProfileRecord, ProfileStatus
-from controller.ocpp.profiles import (
-    ChargerLimits,
-    default_profile_payload,
-    profile_valid_to,
-    same_schedule,
-    tx_profile_payload,
-)
-from controller.ocpp.rpc import CallErrorReceived, CallTimeout, NotConnected, ResponseInvalid, RpcPeer
+from controller.ocpp.profiles import ChargerLimits
+from controller.ocpp.rpc import CallErrorReceived, CallTimeout, ResponseInvalid, RpcPeer
+from controller.ocpp.sender import ProfileSender
 
-__all__ = ["Backoff", "ChargerControl"]
+__all__ = ["ChargerControl"]
 
 _CALL_FAILURES = (CallTimeout, CallErrorReceived, ResponseInvalid)
 
 
 class ChargerControl:
+    """One charger as the server holds it: its model, its live connection, its profile sender.
+
+    It is the adapters' ``SessionHooks``: the setup after a boot or a reconnect runs here.
+    """
+
     def __init__(
         self,
         model: ChargerModel,
@@ -49,19 +43,20 @@ class ChargerControl:
         backoff: Backoff,
     ) -> None:
         self.model = model
-        self.limits = limits
         self.clock = clock
-        self._emit = emit
         self._config = config
         self._backoff = backoff
-        self._max_validity = timedelta(hours=config.profile_validity_hours)
         self.peer: RpcPeer | None = None
         self.adapter: Adapter | None = None
-        self._desired: ChargerSchedule | None = None
-        self._force = False
-        self._wake = asyncio.Event()
-        self._waiters: list[tuple[ChargerSchedule, asyncio.Future[ProfileRecord]]] = []
-        self._stopping = False
+        self.profiles = ProfileSender(
+            model,
+            limits,
+            clock,
+            emit,
+            backoff,
+            max_validity=timedelta(hours=config.profile_validity_hours),
+            current_peer=lambda: self.peer,
+        )
         self.log = structlog.get_logger("controller.ocpp").bind(charger_id=model.charger_id)
 
     # --------------------------------------------------------------- connection
@@ -92,8 +87,7 @@ class ChargerControl:
         return self.setup(resync=True)
 
     def transaction_started(self, evse_id: int) -> None:
-        if self._desired is not None and self._desired.evse_id == evse_id:
-            self.wake(force=True)
+        self.profiles.transaction_started(evse_id)
 
     async def setup(self, *, resync: bool) -> None:
         """Sampling config, the safe default profile, (after a reconnect) fresh status and transaction,
@@ -111,7 +105,7 @@ class ChargerControl:
             self.log.warning("ocpp_sampling_config_failed", error=str(error))
         if self.peer is not peer:
             return
-        default = await self.install_default(peer)
+        default = await self.profiles.install_default(peer)
         if resync:
             for trigger in adapter.resync_triggers(self.model.config.evse_id):
                 if self.peer is not peer:
@@ -124,7 +118,7 @@ class ChargerControl:
                     )
         if self.peer is not peer:
             return
-        self.wake(force=True)
+        self.profiles.wake(force=True)
         await self._retry_default(peer, default)
 
     async def _retry_default(self, peer: RpcPeer, record: ProfileRecord) -> None:
@@ -139,67 +133,14 @@ class ChargerControl:
             if self.peer is not peer:
                 return
             attempt += 1
-            record = await self.install_default(peer, attempt=attempt)
-
-    # --------------------------------------------------------------- profiles
-
-    def wake(self, *, force: bool = False) -> None:
-        self._force = self._force or force
-        self._wake.set()
-
-    async def apply(self, schedule: ChargerSchedule) -> ProfileRecord:
-        """Make ``schedule`` the wanted one and wait for the first outcome of sending it."""
-        if self._stopping:
-            return self._withheld(schedule)
-        future: asyncio.Future[ProfileRecord] = asyncio.get_running_loop().create_future()
-        self._desired = schedule
-        self._waiters.append((schedule, future))
-        self.wake()
-        return await future
-
-    async def install_default(self, peer: RpcPeer | None = None, *, attempt: int = 1) -> ProfileRecord:
-        peer = self.peer if peer is None else peer
-        now = self.clock.now()
-        if peer is None:
-            return ProfileRecord("TxDefaultProfile", ProfileStatus.NOT_CONNECTED, {}, now)
-        payload = default_profile_payload(peer.version, self.limits)
-        record = await self._send(peer, "TxDefaultProfile", payload, attempt=attempt)
-        self.model.default_profile = record
-        return record
-
-    async def run(self) -> None:
-        """The sender task: one at a time, newest schedule wins, retries with backoff."""
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            force, self._force = self._force, False
-            try:
-                await self._send_desired(force)
-            except Exception as error:  # a bug here must not stop this charger's sender for good
-                self.log.exception("ocpp_profile_sender_failed")
-                schedule = self._desired
-                if schedule is not None:
-                    failed = ProfileRecord(
-                        "TxProfile", ProfileStatus.FAILED, {}, self.clock.now(), schedule, reason=str(error)
-                    )
-                    self._resolve(schedule, failed)
-
-    def fail_waiters(self, status: ProfileStatus = ProfileStatus.NOT_CONNECTED) -> None:
-        """Answer everyone still waiting (the server is stopping): not connected, or ``status``."""
-        now = self.clock.now()
-        for schedule, future in self._waiters:
-            if not future.done():
-                future.set_result(ProfileRecord("TxProfile", status, {}, now, schedule=schedule))
-        self._waiters.clear()
+            record = await self.profiles.install_default(peer, attempt=attempt)
 
     # --------------------------------------------------------------- the stop
 
     def begin_stop(self) -> None:
         """The daemon is stopping: from now on nothing that discharges goes out, and whatever was
         still waiting to be sent is dropped. :meth:`make_safe` then sends the safe profiles."""
-        self._stopping = True
-        self._desired = None
-        self.fail_waiters(ProfileStatus.WITHHELD)
+        self.profiles.begin_stop()
 
     async def make_safe(self, schedule: ChargerSchedule | None) -> list[ProfileRecord]:
         """The stop's last word to this charger, sent directly (the sender task has been stopped):
@@ -211,168 +152,6 @@ class ChargerControl:
             return []
         records = []
         if schedule is not None:
-            record, _ = await self._attempt(schedule, True, 1)
-            records.append(record)
-        records.append(await self.install_default(peer))
+            records.append(await self.profiles.send_once(schedule))
+        records.append(await self.profiles.install_default(peer))
         return records
-
-    def _withheld(self, schedule: ChargerSchedule) -> ProfileRecord:
-        self.log.warning("ocpp_profile_withheld", reason="the daemon is stopping")
-        return ProfileRecord(
-            "TxProfile",
-            ProfileStatus.WITHHELD,
-            {},
-            self.clock.now(),
-            schedule=schedule,
-            reason="the daemon is stopping",
-        )
-
-    async def _send_desired(self, force: bool) -> None:
-        attempt = 0
-        while (schedule := self._desired) is not None:
-            attempt += 1
-            self._resolve_other_than(schedule)
-            record, retry = await self._attempt(schedule, force, attempt)
-            self._resolve(schedule, record)
-            if not retry:
-                return
-            delay = self._backoff.delay_s(attempt)
-            self.log.info("ocpp_profile_retry", attempt=attempt, delay_s=delay, status=record.status.value)
-            with contextlib.suppress(TimeoutError):
-                async with self.clock.timeout(delay):
-                    await self._wake.wait()
-            if self._wake.is_set():
-                return  # something new (schedule, reconnect, transaction): the run loop takes it
-            force = True
-
-    def _resolve(self, schedule: ChargerSchedule, record: ProfileRecord) -> None:
-        keep = []
-        for wanted, future in self._waiters:
-            if wanted is schedule:
-                if not future.done():
-                    future.set_result(record)
-            else:
-                keep.append((wanted, future))
-        self._waiters = keep
-
-    def _resolve_other_than(self, schedule: ChargerSchedule) -> None:
-        now = self.clock.now()
-        for wanted, future in self._waiters:
-            if wanted is not schedule and not future.done():
-                future.set_result(
-                    ProfileRecord("TxProfile", ProfileStatus.SUPERSEDED, {}, now, schedule=wanted)
-                )
-        self._waiters = [(w, f) for w, f in self._waiters if w is schedule]
-
-    async def _attempt(
-        self, schedule: ChargerSchedule, force: bool, attempt: int
-    ) -> tuple[ProfileRecord, bool]:
-        now = self.clock.now()
-        peer = self.peer
-        if self._stopping and schedule.discharges:
-            return self._withheld(schedule), False
-        if peer is None:
-            return ProfileRecord("TxProfile", ProfileStatus.NOT_CONNECTED, {}, now, schedule=schedule), False
-        evse = self.model.evses.get(schedule.evse_id)
-        transaction_id = evse.transaction_id if evse else None
-        if transaction_id is None:
-            return ProfileRecord("TxProfile", ProfileStatus.DEFERRED, {}, now, schedule=schedule), False
-        valid_to = profile_valid_to(schedule, self._max_validity)
-        if valid_to <= now:
-            reason = "the schedule ended before it could be sent"
-            return ProfileRecord(
-                "TxProfile", ProfileStatus.FAILED, {}, now, schedule, transaction_id, valid_to, reason
-            ), False
-        last = self.model.last_profile
-        if (
-            not force
-            and last is not None
-            and last.accepted
-            and last.schedule is not None
-            and last.valid_to is not None
-            and last.transaction_id == transaction_id
-            and valid_to >= last.valid_to
-            and last.valid_to - now >= self._max_validity / 2
-            and same_schedule(last.schedule, schedule, last.valid_to)
-        ):
-            return ProfileRecord(
-                "TxProfile",
-                ProfileStatus.UNCHANGED,
-                last.payload,
-                now,
-                schedule,
-                transaction_id,
-                last.valid_to,
-            ), False
-        if (
-            not force
-            and last is not None
-            and last.status is ProfileStatus.REJECTED
-            and last.schedule is not None
-            and last.transaction_id == transaction_id
-            and same_schedule(last.schedule, schedule, valid_to)
-        ):
-            # Refused with this content: it would be refused again (each time logged, stored and
-            # dispatched on). A change of content, a reconnect or a new transaction sends again.
-            return last, False
-        payload = tx_profile_payload(
-            peer.version,
-            schedule,
-            self.limits,
-            transaction_id=transaction_id,
-            max_validity=self._max_validity,
-        )
-        record = await self._send(
-            peer,
-            "TxProfile",
-            payload,
-            attempt=attempt,
-            schedule=schedule,
-            transaction_id=transaction_id,
-            valid_to=valid_to,
-        )
-        self.model.last_profile = record
-        return record, record.status in (ProfileStatus.TIMEOUT, ProfileStatus.FAILED)
-
-    async def _send(
-        self,
-        peer: RpcPeer,
-        purpose: str,
-        payload: dict[str, Any],
-        *,
-        attempt: int,
-        schedule: ChargerSchedule | None = None,
-        transaction_id: str | None = None,
-        valid_to: datetime | None = None,
-    ) -> ProfileRecord:
-        reason = ""
-        try:
-            result = await peer.call("SetChargingProfile", payload)
-        except CallTimeout as error:
-            status, reason = ProfileStatus.TIMEOUT, str(error)
-        except CallErrorReceived as error:
-            # NotSupported, FormatViolation … answer the same CALL the same way every time: final,
-            # like Rejected. InternalError, GenericError … may pass: retried.
-            status = ProfileStatus.REJECTED if error.permanent else ProfileStatus.FAILED
-            reason = str(error)
-        except ResponseInvalid as error:
-            status, reason = ProfileStatus.FAILED, str(error)
-        except NotConnected as error:
-            status, reason = ProfileStatus.NOT_CONNECTED, str(error)
-        else:
-            status = ProfileStatus.ACCEPTED if result["status"] == "Accepted" else ProfileStatus.REJECTED
-            info = result.get("statusInfo") or {}
-            reason = result["status"] if status is ProfileStatus.REJECTED else ""
-            if info.get("reasonCode"):
-                reason = f"{reason} ({info['reasonCode']})".strip()
-        record = ProfileRecord(
-            purpose, status, payload, self.clock.now(), schedule, transaction_id, valid_to, reason, attempt
-        )
-        log = self.log.bind(purpose=purpose, status=status.value, attempt=attempt)
-        if status is ProfileStatus.ACCEPTED:
-            log.info("ocpp_profile_accepted")
-        else:
-            log.warning("ocpp_profile_not_accepted", reason=reason)
-        if status is not ProfileStatus.NOT_CONNECTED:
-            self._emit(ProfileAnswered(self.model.charger_id, record))
-        return record

@@ -1,40 +1,27 @@
-"""The CSMS websocket server: charger identity from the URL, auth, subprotocol choice, one session each.
+"""The CSMS websocket server: its lifecycle, one session per connected charger, the public API.
 
-Security profiles: 1 = HTTP Basic over ``ws://`` (per-charger password hash), 2 = Basic over TLS
-(``ocpp.tls``), 3 = TLS with client certificates (``ocpp.tls.client_ca_file``; the certificate's
-common name must equal the charger id). A charger with ``auth`` needs its password in every profile;
-repeated wrong passwords are throttled (``controller.ocpp.auth``: HTTP 429 with Retry-After).
+Whether a charger may connect, and in which OCPP version, is the ``HandshakeGate``'s call
+(``controller.ocpp.handshake``); this module runs what comes after.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import math
-import re
-import ssl
-from collections.abc import Mapping, Sequence
-from http import HTTPStatus
+from collections.abc import Mapping, Sequence, Set
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import unquote, urlsplit
 
 import structlog
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.http11 import Request, Response
-from websockets.protocol import State
-from websockets.typing import Subprotocol
 
 from controller.backoff import Backoff
 from controller.clock import Clock, SystemClock
 from controller.config import ChargerConfig, OcppConfig, OcppVersion, SiteConfig
 from controller.domain import ChargerSchedule
-from controller.ocpp.auth import Blocked, PasswordChecker
 from controller.ocpp.base import Adapter
 from controller.ocpp.control import ChargerControl
 from controller.ocpp.events import ChargerConnected, ChargerDisconnected, EventSink, OcppEvent
+from controller.ocpp.handshake import HandshakeGate, charger_id_from_path, choose_version, server_ssl_context
 from controller.ocpp.model import ChargerModel, ChargerView, ProfileRecord
 from controller.ocpp.profiles import ChargerLimits
 from controller.ocpp.rpc import RpcPeer
@@ -43,62 +30,16 @@ from controller.ocpp.v16 import V16Adapter
 
 __all__ = ["OcppServer", "charger_id_from_path", "choose_version"]
 
-_PREFERENCE = (OcppVersion.V21, OcppVersion.V201, OcppVersion.V16)
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 _CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_TIMEOUT_S = 1.0
 MAX_UNKNOWN_CHARGERS = 32
-"""With ``accept_unknown_chargers``: most unknown chargers connected at once (HTTP 503 beyond). An
-unknown charger is forgotten when it disconnects, so these never pile up."""
+"""With ``accept_unknown_chargers``: most unknown chargers connected at once (HTTP 503 beyond); read
+when a server is created. An unknown charger is forgotten when it disconnects, so these never pile
+up."""
 SILENT_RESYNC_AFTER_S = 5.0
 """A charger that connects and neither boots nor sends anything within this many seconds is
 re-synced anyway: it kept running while it was away or while the controller restarted, and an idle
 one may say nothing until its next heartbeat. A booting charger sends BootNotification at once."""
-
-
-def charger_id_from_path(path: str) -> str | None:
-    """``/ocpp/<id>`` or ``/<id>`` (percent-decoded) -> id; None for anything else."""
-    parts = [unquote(p) for p in urlsplit(path).path.split("/") if p]
-    if len(parts) == 2 and parts[0] == "ocpp":
-        candidate = parts[1]
-    elif len(parts) == 1:
-        candidate = parts[0]
-    else:
-        return None
-    return candidate if _ID_PATTERN.match(candidate) else None
-
-
-def choose_version(offered: Sequence[str], allowed: Sequence[OcppVersion]) -> OcppVersion | None:
-    """Our preference (2.1, 2.0.1, 1.6) among what the charger offers and its config allows."""
-    for version in _PREFERENCE:
-        if version in allowed and f"ocpp{version.value}" in offered:
-            return version
-    return None
-
-
-def _basic_credentials(headers: Headers) -> tuple[str, str] | None:
-    value = headers.get("Authorization")
-    if value is None:
-        return None
-    scheme, _, token = value.partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    username, sep, password = decoded.partition(":")
-    return (username, password) if sep else None
-
-
-def _common_name(peercert: Any) -> str | None:
-    if not isinstance(peercert, dict):
-        return None
-    for rdn in peercert.get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    return None
 
 
 class OcppServer:
@@ -128,11 +69,14 @@ class OcppServer:
         self._fallback_import_w = config.site.grid.effective_fallback_import_kw * 1000.0
         self._controls: dict[str, ChargerControl] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        # Handshakes of unknown chargers let in but not yet handled: they count towards the cap, or
-        # simultaneous handshakes could all pass it before the first one is handled.
-        self._unknown_handshakes: dict[ServerConnection, str] = {}
         self._server: Server | None = None
-        self._passwords = PasswordChecker(lambda: self._clock.now().timestamp())
+        self._handshakes = HandshakeGate(
+            self._config,
+            self._clock,
+            charger_config=self._charger_config,
+            unknown_connected=self._unknown_ids,
+            max_unknown_chargers=MAX_UNKNOWN_CHARGERS,
+        )
         tokens = self._config.accepted_id_tokens
         self._accepted_tokens = None if tokens is None else frozenset(t.casefold() for t in tokens)
         self.log = structlog.get_logger("controller.ocpp")
@@ -166,9 +110,9 @@ class OcppServer:
             self._handle,
             self._host,
             self._port,
-            ssl=self._ssl_context(),
-            process_request=self._process_request,
-            select_subprotocol=self._select_subprotocol,
+            ssl=server_ssl_context(self._config.tls),
+            process_request=self._handshakes.process_request,
+            select_subprotocol=self._handshakes.select_subprotocol,
             compression=None,  # tiny JSON frames: deflate would cost memory per charger for nothing
             ping_interval=30,
             ping_timeout=30,
@@ -185,7 +129,7 @@ class OcppServer:
             server.close()
             await server.wait_closed()
         for control in self._controls.values():
-            control.fail_waiters()
+            control.profiles.fail_waiters()
         tasks = list(self._tasks.values())
         self._tasks.clear()
         await _cancel_and_wait(tasks)
@@ -226,7 +170,7 @@ class OcppServer:
         control = self._controls.get(schedule.charger_id)
         if control is None:
             raise KeyError(f"unknown charger {schedule.charger_id!r}")
-        return await control.apply(schedule)
+        return await control.profiles.apply(schedule)
 
     async def make_safe(
         self, schedules: Mapping[str, ChargerSchedule], budget_s: float
@@ -266,7 +210,7 @@ class OcppServer:
         control = self._controls.get(charger_id)
         if control is None:
             raise KeyError(f"unknown charger {charger_id!r}")
-        return await control.install_default()
+        return await control.profiles.install_default()
 
     # ----------------------------------------------------------------- internals
 
@@ -295,135 +239,35 @@ class OcppServer:
     def _is_configured(self, charger_id: str) -> bool:
         return self._site.charger(charger_id) is not None
 
-    def _unknown_count(self) -> int:
-        """Unknown chargers connected or in their handshake (a failed handshake frees its place)."""
-        for connection in [c for c in self._unknown_handshakes if c.state is State.CLOSED]:
-            del self._unknown_handshakes[connection]
-        ids = {charger_id for charger_id in self._controls if not self._is_configured(charger_id)}
-        return len(ids | set(self._unknown_handshakes.values()))
+    def _unknown_ids(self) -> Set[str]:
+        """The unknown chargers connected now (each is forgotten when it disconnects)."""
+        return {charger_id for charger_id in self._controls if not self._is_configured(charger_id)}
 
     async def _forget(self, charger_id: str) -> None:
         """Drop an unknown charger that went away: its model, its sender task, anyone waiting on it."""
         control = self._controls.pop(charger_id, None)
         task = self._tasks.pop(charger_id, None)
         if control is not None:
-            control.fail_waiters()
+            control.profiles.fail_waiters()
         if task is not None:
             await _cancel_and_wait([task])
         self.log.info("ocpp_unknown_charger_forgotten", charger_id=charger_id)
 
     def _start_sender(self, control: ChargerControl) -> None:
         charger_id = control.model.charger_id
-        self._tasks[charger_id] = asyncio.create_task(control.run(), name=f"ocpp-sender:{charger_id}")
+        self._tasks[charger_id] = asyncio.create_task(
+            control.profiles.run(), name=f"ocpp-sender:{charger_id}"
+        )
 
     def _charger_config(self, charger_id: str) -> ChargerConfig | None:
         control = self._controls.get(charger_id)
         return control.model.config if control else self._site.charger(charger_id)
 
-    def _ssl_context(self) -> ssl.SSLContext | None:
-        tls = self._config.tls
-        if tls is None:
-            return None
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(tls.cert_file, tls.key_file)
-        if tls.client_ca_file is not None:
-            context.verify_mode = ssl.CERT_REQUIRED
-            context.load_verify_locations(cafile=tls.client_ca_file)
-        return context
-
-    def _refuse(
-        self,
-        connection: ServerConnection,
-        status: HTTPStatus,
-        why: str,
-        *,
-        retry_after_s: float | None = None,
-        **context: Any,
-    ) -> Response:
-        self.log.warning("ocpp_connection_refused", status=int(status), reason=why, **context)
-        response = connection.respond(status, f"{why}\n")
-        if status is HTTPStatus.UNAUTHORIZED:
-            response.headers["WWW-Authenticate"] = 'Basic realm="ocpp", charset="UTF-8"'
-        if retry_after_s is not None:
-            response.headers["Retry-After"] = str(max(1, math.ceil(retry_after_s)))
-        return response
-
-    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        charger_id = charger_id_from_path(request.path)
-        peer = connection.remote_address
-        if charger_id is None:
-            return self._refuse(
-                connection, HTTPStatus.NOT_FOUND, "no charger id in the path", path=request.path
-            )
-        charger = self._charger_config(charger_id)
-        if charger is None and not self._config.accept_unknown_chargers:
-            return self._refuse(connection, HTTPStatus.NOT_FOUND, "unknown charger", charger_id=charger_id)
-        if charger is None and self._unknown_count() >= MAX_UNKNOWN_CHARGERS:
-            return self._refuse(
-                connection,
-                HTTPStatus.SERVICE_UNAVAILABLE,
-                "too many unknown chargers connected",
-                charger_id=charger_id,
-                limit=MAX_UNKNOWN_CHARGERS,
-            )
-        tls = self._config.tls
-        if tls is not None and tls.client_ca_file is not None:
-            cert = connection.transport.get_extra_info("peercert")
-            if _common_name(cert) != charger_id:
-                return self._refuse(
-                    connection,
-                    HTTPStatus.FORBIDDEN,
-                    "client certificate does not name this charger",
-                    charger_id=charger_id,
-                    common_name=_common_name(cert),
-                )
-        if charger is not None and charger.auth is not None:
-            credentials = _basic_credentials(request.headers)
-            if credentials is None or credentials[0] != charger_id:
-                return self._refuse(
-                    connection,
-                    HTTPStatus.UNAUTHORIZED,
-                    "missing or malformed credentials",
-                    charger_id=charger_id,
-                    remote=peer,
-                )
-            address = str(peer[0]) if isinstance(peer, tuple) and peer else None
-            outcome = await self._passwords.check(
-                charger_id, address, credentials[1], charger.auth.password_hash
-            )
-            if isinstance(outcome, Blocked):
-                return self._refuse(
-                    connection,
-                    HTTPStatus.TOO_MANY_REQUESTS,
-                    "too many failed logins, try again later",
-                    retry_after_s=outcome.retry_after_s,
-                    charger_id=charger_id,
-                    remote=peer,
-                )
-            if not outcome:
-                return self._refuse(
-                    connection, HTTPStatus.UNAUTHORIZED, "wrong password", charger_id=charger_id, remote=peer
-                )
-        if charger is None:
-            self._unknown_handshakes[connection] = charger_id
-        return None
-
-    def _select_subprotocol(
-        self, connection: ServerConnection, offered: Sequence[Subprotocol]
-    ) -> Subprotocol | None:
-        charger_id = charger_id_from_path(connection.request.path) if connection.request else None
-        charger = self._charger_config(charger_id) if charger_id else None
-        allowed = charger.ocpp_versions if charger is not None else list(_PREFERENCE)
-        version = choose_version(offered, allowed)
-        # None completes the handshake without a subprotocol; the handler then closes (no HTTP 400).
-        return None if version is None else Subprotocol(f"ocpp{version.value}")
-
     async def _handle(self, connection: ServerConnection) -> None:
         assert connection.request is not None  # set once the handshake is done
         charger_id = charger_id_from_path(connection.request.path)
-        assert charger_id is not None  # _process_request refused everything else
-        self._unknown_handshakes.pop(connection, None)  # counted as a connected charger from here
+        assert charger_id is not None  # the handshake gate refused everything else
+        self._handshakes.handled(connection)  # counted as a connected charger from here
         log = self.log.bind(charger_id=charger_id)
         if connection.subprotocol is None:
             offered = connection.request.headers.get("Sec-WebSocket-Protocol")
@@ -435,13 +279,7 @@ class OcppServer:
         if control is None:  # an unknown charger, accepted by config: charge-only defaults
             control = self._add_charger(ChargerConfig(id=charger_id))
             log.info("ocpp_unknown_charger_accepted")
-        adapter: Adapter
-        if version is OcppVersion.V16:
-            adapter = V16Adapter(control.model, self._clock, self._emit, control)
-        else:
-            adapter = V2Adapter(version, control.model, self._clock, self._emit, control)
-        adapter.heartbeat_interval_s = self._config.heartbeat_interval_s
-        adapter.accepted_tokens = self._accepted_tokens
+        adapter = self._adapter(version, control)
         peer = RpcPeer(
             connection,
             version,
@@ -469,6 +307,16 @@ class OcppServer:
                 self._emit(ChargerDisconnected(charger_id, self._clock.now()))
                 if not self._is_configured(charger_id) and self._controls.get(charger_id) is control:
                     await self._forget(charger_id)
+
+    def _adapter(self, version: OcppVersion, control: ChargerControl) -> Adapter:
+        adapter: Adapter
+        if version is OcppVersion.V16:
+            adapter = V16Adapter(control.model, self._clock, self._emit, control)
+        else:
+            adapter = V2Adapter(version, control.model, self._clock, self._emit, control)
+        adapter.heartbeat_interval_s = self._config.heartbeat_interval_s
+        adapter.accepted_tokens = self._accepted_tokens
+        return adapter
 
 
 async def _cancel_and_wait(tasks: Sequence[asyncio.Task[Any]]) -> None:
