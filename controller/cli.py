@@ -25,7 +25,6 @@ from controller.logs import configure_logging
 from controller.passwords import hash_password
 from controller.shutdown import StopSignals
 from controller.snapshot import Snapshot, load_snapshot
-from sim.cli import register as register_sim
 
 __all__ = ["build_parser", "main"]
 
@@ -468,6 +467,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="console on a terminal, else JSON",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # The simulator sits above the daemon (it runs the daemon's code), so ``controller`` imports it
+    # only here, to add ``v2x sim``, never at module level.
+    from sim.cli import register as register_sim
+
     register_sim(sub)
 
     p = sub.add_parser(

@@ -50,6 +50,11 @@ def ensure_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
+def utc_text(moment: datetime) -> str:
+    """``moment`` as the daemon writes times in JSON: ISO 8601 in UTC with ``Z``."""
+    return ensure_utc(moment).isoformat().replace("+00:00", "Z")
+
+
 def align_to_step(moment: datetime, step: timedelta) -> datetime:
     """Floor ``moment`` to the plan grid (steps aligned to the hour)."""
     moment = ensure_utc(moment)
@@ -306,8 +311,8 @@ class ChargerSchedule:
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
     """Every field of a plan as JSON-ready data (W rounded to 0.1 W, SoC to 0.001 %)."""
     return {
-        "created_at": plan.created_at.isoformat(),
-        "start": plan.start.isoformat(),
+        "created_at": utc_text(plan.created_at),
+        "start": utc_text(plan.start),
         "step_minutes": plan.step.total_seconds() / 60.0,
         "steps": plan.steps,
         "solver_status": plan.solver_status,

@@ -10,28 +10,27 @@ station: 1.6 connector 0, the main meter), leave the car alone.
 from __future__ import annotations
 
 import datetime as dt
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from controller import site_records, site_snapshot, v2l_guard
 from controller.commands import Command, SetDeparture, SetMode, SetWeeklyDeparture, V2LCommand
 from controller.config import DepartureRule, OcppVersion, SiteConfig, VehicleConfig
-from controller.dispatch import DispatchInputs, VehicleLive
+from controller.dispatch import DispatchInputs
 from controller.domain import (
     Departure,
-    MeterRole,
     Plan,
     V2LSession,
     VehicleMode,
-    align_to_step,
     ensure_utc,
 )
+from controller.ev_limits import EvReportedLimits, session_limits
 from controller.site_inputs import SiteInputs
-from controller.snapshot import DepartureGoal, SessionLimits, Snapshot, V2LRequest, VehicleSnapshot
-from controller.vehicles import SocTracker, next_departure, scheduled_trips
+from controller.snapshot import SessionLimits, Snapshot
+from controller.vehicles import SocTracker, next_departure
 
 __all__ = [
     "MEASURED_POWER_MAX_SAMPLE_INTERVALS",
@@ -49,35 +48,16 @@ PLUGGED_STATUSES = frozenset(
     {"Preparing", "Charging", "SuspendedEV", "SuspendedEVSE", "Finishing", "Occupied", "Reserved-Occupied"}
 )
 UNPLUGGED_STATUSES = frozenset({"Available", "Unavailable", "Faulted"})
-# V2L sessions stop this far above the reserve, so the cut-off lands before the floor.
-V2L_CUTOFF_MARGIN_PERCENT = 1.0
-# Without a vehicle_soc meter (SoC from the charger only), a SoC reading older than this is too old to
-# protect the reserve during a V2L session (the car may be drawing kilowatts meanwhile).
-V2L_SOC_MAX_AGE = dt.timedelta(minutes=15)
 
 
 # ``chargers[].evse_id`` when the charger is not configured (accepted as unknown: no car is there).
 _DEFAULT_EVSE_ID = 1
 
-# Power an EV may report that is still a number, not a data error (as the snapshot bounds it).
-_MAX_REPORTED_POWER_W = 10_000_000.0
 
 # A car's measured power counts for this many of the chargers' sample intervals
 # (``ocpp.meter_sample_interval_s``) after it was received: a lost sample keeps it, a charger gone
 # quiet does not leave its last power in the load calculation.
 MEASURED_POWER_MAX_SAMPLE_INTERVALS = 3
-
-
-@dataclass(frozen=True, slots=True)
-class EvReportedLimits:
-    """The EV's limits as NotifyEVChargingNeeds brings them: W, and the V2X energy window in Wh
-    from now (ISO 15118-20: a negative minimum means that much may be discharged before the EV's
-    own floor; the maximum is the energy up to its own ceiling). None where the EV said nothing."""
-
-    max_charge_power_w: float | None = None
-    max_discharge_power_w: float | None = None
-    min_v2x_energy_wh: float | None = None
-    max_v2x_energy_wh: float | None = None
 
 
 @dataclass(slots=True)
@@ -283,43 +263,11 @@ class Site:
             target = min(max(target, vehicle.config.reserve_percent), vehicle.config.max_soc_percent)
             vehicle.charger_departure = Departure(departure_at, target)
             changed = True
-        limits = self._session_limits(vehicle, reported)
+        limits = session_limits(vehicle.config, vehicle.tracker.estimate(), reported)
         if limits != vehicle.session_limits:
             vehicle.session_limits = limits
             changed = True
         return vehicle if changed else None
-
-    @staticmethod
-    def _session_limits(vehicle: VehicleRuntime, reported: EvReportedLimits | None) -> SessionLimits | None:
-        """The reported limits in this vehicle's terms: W caps, and the V2X energy window turned into
-        SoC bounds on the SoC known now (without a SoC the window cannot be placed and is left out).
-        Numbers that make no sense (negative power, not finite) count as not reported."""
-        if reported is None:
-            return None
-
-        def power(value: float | None) -> float | None:
-            if value is None or not math.isfinite(value) or value < 0:
-                return None
-            return min(value, _MAX_REPORTED_POWER_W)
-
-        estimate = vehicle.tracker.estimate()
-        capacity_wh = 1000.0 * vehicle.config.usable_capacity_kwh
-
-        def soc(energy_wh: float | None) -> float | None:
-            if energy_wh is None or estimate is None or not math.isfinite(energy_wh) or capacity_wh <= 0:
-                return None
-            return min(100.0, max(0.0, estimate.soc_percent + 100.0 * energy_wh / capacity_wh))
-
-        floor, ceiling = soc(reported.min_v2x_energy_wh), soc(reported.max_v2x_energy_wh)
-        if floor is not None and ceiling is not None and ceiling < floor:
-            ceiling = None  # contradictory window: keep the floor (the safe half)
-        limits = SessionLimits(
-            max_charge_power_w=power(reported.max_charge_power_w),
-            max_discharge_power_w=power(reported.max_discharge_power_w),
-            min_soc_percent=None if floor is None else round(floor, 3),
-            max_soc_percent=None if ceiling is None else round(ceiling, 3),
-        )
-        return None if limits == SessionLimits() else limits
 
     def on_vehicle_soc(
         self, vehicle_id: str, soc_percent: float, at: dt.datetime, *, measured: bool = True
@@ -389,265 +337,49 @@ class Site:
         return estimate.soc_percent if estimate is not None and estimate.measured else None
 
     def v2l_soc(self, vehicle: VehicleRuntime, now: dt.datetime) -> float | None:
-        """The measured SoC (drained by the V2L meter since) if it is recent enough to guard a V2L
-        session, else None.
-
-        Recent: read within the ``stale_after_s`` of the vehicle's ``vehicle_soc`` meter, or
-        ``V2L_SOC_MAX_AGE`` when its SoC comes from the charger only. Counting since the reading does
-        not make it more recent.
-        """
-        estimate = vehicle.tracker.estimate()
-        if estimate is None or not estimate.measured:
-            return None
-        meters = [
-            m.stale_after_s
-            for m in self.cfg.meters
-            if m.role is MeterRole.VEHICLE_SOC and m.vehicle == vehicle.config.id
-        ]
-        max_age = dt.timedelta(seconds=max(meters)) if meters else V2L_SOC_MAX_AGE
-        return estimate.soc_percent if ensure_utc(now) - estimate.read_at <= max_age else None
+        """The measured SoC if recent enough to guard a V2L session (:func:`controller.v2l_guard.v2l_soc`)."""
+        return v2l_guard.v2l_soc(self.cfg, vehicle, now)
 
     def v2l_cutoffs(self, now: dt.datetime) -> list[VehicleRuntime]:
-        """Vehicles whose running V2L session must stop now: SoC at the reserve, or unknown/stale
-        (the reserve cannot be guarded without it). Each session is cut off once."""
-        due = []
-        for vehicle in self.vehicles.values():
-            session = vehicle.v2l
-            if session is None or vehicle.v2l_cut_off:
-                continue
-            if session.end is not None and now >= session.end:
-                vehicle.v2l = None
-                continue
-            soc = self.v2l_soc(vehicle, now)
-            floor = vehicle.config.reserve_percent + V2L_CUTOFF_MARGIN_PERCENT
-            if soc is None or soc <= floor:
-                vehicle.v2l_cut_off = True
-                due.append(vehicle)
-        return due
+        """Vehicles whose running V2L session must stop now (:func:`controller.v2l_guard.v2l_cutoffs`)."""
+        return v2l_guard.v2l_cutoffs(self.cfg, self.vehicles.values(), now)
 
-    # ----------------------------------------------------- planner inputs
+    # --------------------------------------------- planner and dispatcher inputs
 
     def snapshot(self, now: dt.datetime, load_w: FloatArray, pv_w: FloatArray) -> Snapshot:
         """What the planner sees at ``now``: forecasts given, prices and limits from the inputs."""
-        now = ensure_utc(now)
-        steps = len(load_w)
-        start = align_to_step(now, self.step)
-        prices = self.inputs.prices_on_grid(start, self.step, steps)
-        limits = self.inputs.limits_on_grid(start, self.step, steps)
-        vehicles = []
-        safe_mode = self.inputs.safe_mode(now) and not self.inputs.is_grid_lost(now)
-        end = start + self.step * steps
-        for vehicle in self.vehicles.values():
-            departure = self.departure(vehicle, now)
-            # The weekly schedule's usual returns: the plan may count on the car after them.
-            away = scheduled_trips(
-                vehicle.effective_config(),
-                now,
-                end,
-                self.cfg.site.timezone,
-                plugged_in=vehicle.plugged_in,
-                next_departure=departure,
-            )
-            session = vehicle.v2l if vehicle.v2l is not None and not vehicle.v2l_cut_off else None
-            estimate = vehicle.tracker.estimate()
-            mode = vehicle.mode
-            # Stale data or a guessed SoC (restored, or estimated on arrival): plan charging on the
-            # best estimate, but the plan must not count on discharge either.
-            guessed = estimate is not None and not estimate.measured
-            if (safe_mode or guessed) and mode is VehicleMode.AUTO:
-                mode = VehicleMode.NO_DISCHARGE
-            vehicles.append(
-                VehicleSnapshot(
-                    id=vehicle.config.id,
-                    soc_percent=estimate.soc_percent if estimate is not None else None,
-                    plugged_in=vehicle.plugged_in,
-                    departure=DepartureGoal(at=departure.at, target_soc_percent=departure.target_soc_percent)
-                    if departure is not None
-                    else None,
-                    away=away,
-                    v2l=V2LRequest(start=session.start, end=session.end, power_w=session.power_w)
-                    if session is not None
-                    else None,
-                    mode=mode,
-                    session_limits=vehicle.session_limits,
-                )
-            )
-        return Snapshot(
-            time=now,
-            step_minutes=self.cfg.site.plan_step_minutes,
-            vehicles=vehicles,
-            load_w=[float(x) for x in load_w],
-            pv_w=[float(x) for x in pv_w],
-            import_price_per_kwh=[float(x) for x in np.clip(prices.import_per_kwh, -10, 10)],
-            export_price_per_kwh=[float(x) for x in np.clip(prices.export_per_kwh, -10, 10)],
-            import_limit_w=[float(x) for x in limits.import_limit_w],
-            export_limit_w=[float(x) for x in limits.export_limit_w],
-        )
+        return site_snapshot.snapshot(self, now, load_w, pv_w)
 
     def planner_snapshot(self, now: dt.datetime, load_w: FloatArray, pv_w: FloatArray) -> Snapshot:
-        """``snapshot`` as the daemon plans on it: a car at a charger whose OCPP connection cannot
-        carry a discharge (``charger_can_discharge``) gets a session discharge cap of 0 W, so the
-        plan never counts on a discharge the charger would be sent as a limit of 0."""
-        snapshot = self.snapshot(now, load_w, pv_w)
-        vehicles = []
-        for planned in snapshot.vehicles:
-            runtime = self.vehicles.get(planned.id)
-            if runtime is not None and not self.charger_can_discharge(runtime.charger_id):
-                limits = planned.session_limits or SessionLimits()
-                capped = limits.model_copy(update={"max_discharge_power_w": 0.0})
-                planned = planned.model_copy(update={"session_limits": capped})
-            vehicles.append(planned)
-        return snapshot.model_copy(update={"vehicles": vehicles})
-
-    # --------------------------------------------------- dispatcher inputs
+        """``snapshot`` as the daemon plans on it (what each charger can carry; see
+        :func:`controller.site_snapshot.planner_snapshot`)."""
+        return site_snapshot.planner_snapshot(self, now, load_w, pv_w)
 
     def dispatch_inputs(self, now: dt.datetime, plan: Plan | None) -> DispatchInputs:
-        limits = self.inputs.limits_at(now)
-        lives = tuple(self._live(v, now) for v in self.vehicles.values())
-        return DispatchInputs(
-            now=now,
-            plan=plan,
-            vehicles=lives,
-            grid_power_w=self.inputs.grid_power_w(now),
-            import_limit_w=limits.import_limit_w,
-            export_limit_w=limits.export_limit_w,
-            safe_mode=self.inputs.safe_mode(now),
-            grid_lost=self.inputs.is_grid_lost(now),
-            home_power_w=self.inputs.home_power_w(now),
-            pv_power_w=self.inputs.pv_power_w(now),
-        )
-
-    def _live(self, vehicle: VehicleRuntime, now: dt.datetime) -> VehicleLive:
-        departure = self.departure(vehicle, now)
-        ev = vehicle.session_limits
-        return VehicleLive(
-            vehicle_id=vehicle.config.id,
-            plugged_in=vehicle.plugged_in,
-            charger_id=vehicle.charger_id,
-            soc_percent=self.measured_soc(vehicle),
-            measured_power_w=self.measured_power_w(vehicle, now),
-            mode=vehicle.mode,
-            departure_at=departure.at if departure is not None else None,
-            ev_max_charge_w=ev.max_charge_power_w if ev else None,
-            ev_max_discharge_w=ev.max_discharge_power_w if ev else None,
-            ev_min_soc_percent=ev.min_soc_percent if ev else None,
-            charger_can_discharge=self.charger_can_discharge(vehicle.charger_id),
-        )
+        return site_snapshot.dispatch_inputs(self, now, plan)
 
     # ------------------------------------------------------- persistence
 
     def vehicle_record(self, vehicle: VehicleRuntime) -> dict[str, Any]:
-        estimate = vehicle.tracker.estimate()
-        departure = vehicle.charger_departure
-        return {
-            "plugged_in": vehicle.plugged_in,
-            "charger_id": vehicle.charger_id,
-            "soc_percent": estimate.soc_percent if estimate else None,
-            "soc_at": estimate.at.isoformat() if estimate else None,
-            "soc_measured": estimate.measured if estimate else False,
-            "session_limits": vehicle.session_limits.model_dump() if vehicle.session_limits else None,
-            "charger_departure": None
-            if departure is None
-            else {"at": departure.at.isoformat(), "target_soc_percent": departure.target_soc_percent},
-        }
+        """The vehicle's state as stored (JSON-ready; :class:`~controller.site_records.VehicleRecord`)."""
+        return site_records.vehicle_record(vehicle).model_dump(mode="json")
 
     def restore_vehicle(
         self, vehicle_id: str, record: dict[str, Any], *, now: dt.datetime | None = None
     ) -> bool:
-        """True when restored, False for a car no longer configured. A record that does not parse
-        raises (TypeError, ValueError) and changes nothing. The car's own limits and departure come
-        back only while it is still plugged in, the departure only if still ahead of ``now``."""
+        """True when restored, False for a car no longer configured. A record that does not validate
+        raises ``ValueError`` and changes nothing."""
         vehicle = self.vehicles.get(vehicle_id)
         if vehicle is None:
             return False
-        plugged_in = record.get("plugged_in", False)
-        charger_id = record.get("charger_id")
-        if not isinstance(plugged_in, bool) or not (charger_id is None or isinstance(charger_id, str)):
-            raise TypeError(f"plugged_in {plugged_in!r} / charger_id {charger_id!r} malformed")
-        soc: tuple[float, dt.datetime] | None = None
-        if record.get("soc_percent") is not None and record.get("soc_at"):
-            soc = (float(record["soc_percent"]), ensure_utc(dt.datetime.fromisoformat(record["soc_at"])))
-            if not 0.0 <= soc[0] <= 100.0:
-                raise ValueError(f"soc_percent {soc[0]} is not 0..100")
-        stored_limits = record.get("session_limits")
-        # The EV's limits belong to the session still plugged in; a ValidationError is a ValueError.
-        limits = SessionLimits.model_validate(stored_limits) if stored_limits and plugged_in else None
-        stored_departure = record.get("charger_departure")
-        departure = None
-        if stored_departure and plugged_in:
-            target = float(stored_departure["target_soc_percent"])
-            if not math.isfinite(target):
-                raise ValueError(f"charger_departure target {target} is not a number")
-            config = vehicle.config
-            departure = Departure(
-                ensure_utc(dt.datetime.fromisoformat(stored_departure["at"])),
-                min(max(target, config.reserve_percent), config.max_soc_percent),
-            )
-            if now is not None and departure.at <= ensure_utc(now):
-                departure = None  # passed while the daemon was down
-        vehicle.plugged_in = plugged_in
-        vehicle.session_limits = limits
-        vehicle.charger_departure = departure
-        if charger_id is not None and self.cfg.charger(charger_id) is not None:
-            vehicle.charger_id = charger_id  # a charger no longer configured keeps the home one
-        if soc is not None:
-            # A restored SoC is an anchor for counting, but only a fresh reading allows discharge again.
-            vehicle.tracker.restore(soc[0], soc[1], False)
+        site_records.restore_vehicle(vehicle, self.cfg, record, now)
         return True
 
     def overrides(self, vehicle: VehicleRuntime) -> dict[str, dict[str, Any]]:
         """The vehicle's overrides as stored: kind -> JSON body."""
-        out: dict[str, dict[str, Any]] = {"mode": {"mode": vehicle.mode.value}}
-        if vehicle.one_off is not None:
-            out["departure"] = {
-                "at": vehicle.one_off.at.isoformat(),
-                "target": vehicle.one_off.target_soc_percent,
-            }
-        out["weekly"] = {
-            day: None
-            if rule is None
-            else {
-                "time": rule.time.isoformat(),
-                "target": rule.target_soc_percent,
-                "return_time": None if rule.return_time is None else rule.return_time.isoformat(),
-            }
-            for day, rule in vehicle.weekly.items()
-        }
-        if vehicle.v2l is not None:
-            out["v2l"] = {
-                "start": vehicle.v2l.start.isoformat(),
-                "end": vehicle.v2l.end.isoformat() if vehicle.v2l.end else None,
-                "power_w": vehicle.v2l.power_w,
-                "cut_off": vehicle.v2l_cut_off,
-            }
-        return out
+        return site_records.overrides(vehicle)
 
     def restore_overrides(self, vehicle_id: str, kind: str, body: dict[str, Any], now: dt.datetime) -> None:
         vehicle = self.vehicles.get(vehicle_id)
-        if vehicle is None:
-            return
-        if kind == "mode":
-            vehicle.mode = VehicleMode(body["mode"])
-        elif kind == "departure":
-            at = ensure_utc(dt.datetime.fromisoformat(body["at"]))
-            if at > now:
-                vehicle.one_off = Departure(at, float(body["target"]))
-        elif kind == "weekly":
-            vehicle.weekly = {
-                day: None
-                if rule is None
-                else DepartureRule(
-                    time=dt.time.fromisoformat(rule["time"]),
-                    target_soc_percent=rule["target"],
-                    return_time=dt.time.fromisoformat(rule["return_time"])
-                    if rule.get("return_time")
-                    else None,
-                )
-                for day, rule in body.items()
-            }
-        elif kind == "v2l":
-            end = ensure_utc(dt.datetime.fromisoformat(body["end"])) if body.get("end") else None
-            if end is None or end > now:
-                start = ensure_utc(dt.datetime.fromisoformat(body["start"]))
-                vehicle.v2l = V2LSession(vehicle_id, start, end, float(body["power_w"]))
-                vehicle.v2l_cut_off = bool(body.get("cut_off", False))
+        if vehicle is not None:
+            site_records.restore_override(vehicle, kind, body, now)

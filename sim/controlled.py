@@ -1,13 +1,16 @@
 """The project's own controller in the loop: ``mpc`` and the ``perfect`` foresight bound.
 
-``mpc`` is the daemon's planning and dispatch path on simulated time: every re-plan interval it
-builds a :class:`controller.snapshot.Snapshot` from what the information model says is known now
-(the trips after the announced next departure from the weekly schedule, as the daemon does, unless
-the information model hands over the driver's calendar for diagnosis), calls the real
-:class:`controller.optimizer.Planner`, and hands the plan to the real
-:class:`controller.dispatch.Dispatcher` with the step's live readings (the dispatcher follows the
-measured home load for V2H, clamps to grid limits, the reserve and permissions, and keeps the last
-setpoint when its deadband says nothing changed). The plant then applies the setpoint.
+``mpc`` is the daemon's path from the world to the plan and on to the chargers, on simulated time.
+Each step the simulated home's events (plug-in and unplug, the car's SoC and power at its charger,
+the meters, prices as published, the announced next departure) go to the daemon's own site state
+(:class:`sim.site_feed.SiteFeed`, through :class:`controller.site_events.SiteEvents`); every re-plan
+interval, and whenever those events ask for it as they would in the daemon, the site builds the
+planner's snapshot as the daemon does (``Site.planner_snapshot``: safe mode and a guessed SoC
+forbid discharge, prices clipped, the EV's session limits, what the charger's OCPP version can
+carry), with load and PV forecasts from the information model, and the real
+:class:`controller.optimizer.Planner` solves it. The real :class:`controller.dispatch.Dispatcher`
+then turns the plan into setpoints from the site's dispatcher inputs (V2H load following, grid
+limits, the reserve and permissions, the deadband keeps the last setpoint). The plant applies them.
 
 ``perfect`` solves once over the whole scenario with the actual load, PV, prices and trips
 (``controller.optimizer.plan_foresight``) and replays that plan: the economic bound.
@@ -16,21 +19,21 @@ setpoint when its deadband says nothing changed). The plant then applies the set
 from __future__ import annotations
 
 import time
-from datetime import timedelta
 
-from controller.config import SiteConfig, VehicleConfig
-from controller.dispatch import Dispatcher, DispatchInputs, VehicleLive
-from controller.domain import Departure, Plan
+from controller.config import SiteConfig
+from controller.dispatch import Dispatcher
+from controller.domain import Plan
 from controller.optimizer import Planner, plan_foresight
-from controller.snapshot import DepartureGoal, Snapshot, VehicleSnapshot
+from controller.site_events import Reaction
+from controller.snapshot import Snapshot, VehicleSnapshot
 from controller.snapshot import Trip as SnapshotTrip
-from controller.vehicles import scheduled_trips
 from sim.engine import Decision
 from sim.information import InformationModel, Observation, VehicleObservation
 from sim.plant import VehicleSpec
 from sim.scenario import Scenario
+from sim.site_feed import SiteFeed
 
-__all__ = ["ModelPredictiveControl", "PerfectForesight", "snapshot_from_observation"]
+__all__ = ["ModelPredictiveControl", "PerfectForesight"]
 
 
 def _soc_estimate(vehicle: VehicleObservation, spec: VehicleSpec, obs: Observation) -> float:
@@ -46,63 +49,29 @@ def _soc_estimate(vehicle: VehicleObservation, spec: VehicleSpec, obs: Observati
     return min(100.0, max(0.0, vehicle.soc_percent - used_percent))
 
 
-def _away(
-    vehicle: VehicleObservation, config: VehicleConfig, obs: Observation, timezone: str
-) -> list[SnapshotTrip]:
-    """The trips the planner expects: the calendar when it is known, else the weekly schedule."""
-    if vehicle.trips is not None:
-        return [
-            SnapshotTrip(
-                depart=t.depart,
-                arrive=t.arrive,
-                energy_kwh=t.energy_kwh,
-                target_soc_percent=t.target_soc_percent,
-            )
-            for t in vehicle.trips
-        ]
-    announced = vehicle.next_departure
-    return scheduled_trips(
-        config,
-        obs.time,
-        obs.time + obs.steps * obs.step,
-        timezone,
-        plugged_in=vehicle.plugged_in,
-        next_departure=None if announced is None else Departure(announced.at, announced.target_soc_percent),
-    )
+def _calendar_trips(vehicle: VehicleObservation) -> list[SnapshotTrip]:
+    return [
+        SnapshotTrip(
+            depart=t.depart,
+            arrive=t.arrive,
+            energy_kwh=t.energy_kwh,
+            target_soc_percent=t.target_soc_percent,
+        )
+        for t in vehicle.trips or ()
+    ]
 
 
-def snapshot_from_observation(
-    obs: Observation, config: SiteConfig, specs: tuple[VehicleSpec, ...]
-) -> Snapshot:
-    """The planner's input from what is known at ``obs.time`` (``specs`` in ``config.vehicles`` order)."""
+def _with_calendar(snapshot: Snapshot, obs: Observation, specs: tuple[VehicleSpec, ...]) -> Snapshot:
+    """For diagnosis (``trip_info="calendar"``): the driver's calendar replaces the weekly schedule's
+    trips, and the SoC of a car away is that less the trip under way so far."""
     vehicles = []
-    for vehicle, vehicle_config, spec in zip(obs.vehicles, config.vehicles, specs, strict=True):
-        departure = (
-            DepartureGoal(
-                at=vehicle.next_departure.at, target_soc_percent=vehicle.next_departure.target_soc_percent
+    for planned, vehicle, spec in zip(snapshot.vehicles, obs.vehicles, specs, strict=True):
+        if vehicle.trips is not None:
+            planned = planned.model_copy(
+                update={"away": _calendar_trips(vehicle), "soc_percent": _soc_estimate(vehicle, spec, obs)}
             )
-            if vehicle.next_departure is not None
-            else None
-        )
-        away = _away(vehicle, vehicle_config, obs, config.site.timezone)
-        vehicles.append(
-            VehicleSnapshot(
-                id=vehicle.vehicle_id,
-                soc_percent=_soc_estimate(vehicle, spec, obs),
-                plugged_in=vehicle.plugged_in,
-                departure=departure,
-                away=away,
-            )
-        )
-    return Snapshot(
-        time=obs.time,
-        step_minutes=round(obs.step / timedelta(minutes=1)),
-        vehicles=vehicles,
-        load_w=obs.load_w.tolist(),
-        pv_w=obs.pv_w.tolist(),
-        import_price_per_kwh=obs.import_price_per_kwh.tolist(),
-        export_price_per_kwh=obs.export_price_per_kwh.tolist(),
-    )
+        vehicles.append(planned)
+    return snapshot.model_copy(update={"vehicles": vehicles})
 
 
 class ModelPredictiveControl:
@@ -116,14 +85,13 @@ class ModelPredictiveControl:
         self.horizon_steps = self.planner.steps
         site = config.site
         self.replan_steps = max(1, round(site.replan_interval_minutes / site.plan_step_minutes))
-        self.dispatcher = Dispatcher(config)
+        self.feed = SiteFeed(config, self.horizon_steps)
+        self.dispatcher = Dispatcher(self.feed.config)
         self.specs = tuple(VehicleSpec.from_config(v, config) for v in config.vehicles)
-        self.chargers = tuple(v.home_charger for v in config.vehicles)
         self.plan: Plan | None = None
         self._plan_step = -1
-        self._plugged: tuple[bool, ...] = ()
         # Setpoint each charger holds (what was last sent), by vehicle.
-        self._held_w = [0.0 for _ in config.vehicles]
+        self._held_w = {v.id: 0.0 for v in config.vehicles}
         # Where the time goes, for benchmarks (the planner's own split from Planner.last_timings).
         self.observe_s = 0.0
         self.snapshot_s = 0.0
@@ -134,13 +102,10 @@ class ModelPredictiveControl:
         self.solver_s = 0.0
         self.build_s = 0.0
 
-    def _due(self, k: int, vehicles: tuple[VehicleObservation, ...]) -> bool:
-        plugged = tuple(v.plugged_in for v in vehicles)
-        changed = plugged != self._plugged
-        self._plugged = plugged
+    def _due(self, k: int, reaction: Reaction) -> bool:
         return (
             self.plan is None
-            or changed
+            or bool(reaction.replan)
             or k - self._plan_step >= self.replan_steps
             or k - self._plan_step >= self.plan.steps
         )
@@ -149,13 +114,17 @@ class ModelPredictiveControl:
         k = info.k
         t0 = time.perf_counter()
         vehicles = info.vehicles(self.horizon_steps)
+        reaction = self.feed.feed(info, vehicles, self._held_w)
+        for charger_id in reaction.forget_chargers:
+            self.dispatcher.forget(charger_id)
         solve_ms = solver_ms = None
         fallback = False
         notes: tuple[str, ...] = ()
-        if self._due(k, vehicles):
+        if self._due(k, reaction):
             obs = info.observe(self.horizon_steps, vehicles)
             t1 = time.perf_counter()
-            snapshot = snapshot_from_observation(obs, self.config, self.specs)
+            snapshot = self.feed.site.planner_snapshot(info.now, obs.load_w, obs.pv_w)
+            snapshot = _with_calendar(snapshot, obs, self.specs)
             t2 = time.perf_counter()
             plan = self.planner.plan(snapshot)
             t3 = time.perf_counter()
@@ -183,37 +152,15 @@ class ModelPredictiveControl:
     def _dispatch(
         self, info: InformationModel, vehicles: tuple[VehicleObservation, ...]
     ) -> tuple[float, ...]:
-        live = tuple(
-            VehicleLive(
-                vehicle_id=v.vehicle_id,
-                plugged_in=v.plugged_in,
-                charger_id=charger,
-                soc_percent=v.soc_percent if v.plugged_in else None,
-                measured_power_w=held if v.plugged_in else 0.0,
-                departure_at=v.next_departure.at if v.next_departure is not None else None,
-            )
-            for v, charger, held in zip(vehicles, self.chargers, self._held_w, strict=True)
-        )
-        # The grid meter during this step: the home's net load plus what the cars draw.
-        grid_w = info.live_site_w() + sum(v.measured_power_w or 0.0 for v in live)
-        commands = self.dispatcher.dispatch(
-            DispatchInputs(
-                now=info.now,
-                plan=self.plan,
-                vehicles=live,
-                grid_power_w=grid_w,
-                import_limit_w=info.import_limit_w,
-                export_limit_w=info.export_limit_w,
-            )
-        )
+        commands = self.dispatcher.dispatch(self.feed.site.dispatch_inputs(info.now, self.plan))
         by_vehicle = {c.vehicle_id: c for c in commands if c.vehicle_id is not None}
-        for i, vehicle in enumerate(vehicles):
+        for vehicle in vehicles:
             command = by_vehicle.get(vehicle.vehicle_id)
             if not vehicle.plugged_in:
-                self._held_w[i] = 0.0
+                self._held_w[vehicle.vehicle_id] = 0.0
             elif command is not None and command.send:
-                self._held_w[i] = command.setpoint_w
-        return tuple(self._held_w)
+                self._held_w[vehicle.vehicle_id] = command.setpoint_w
+        return tuple(self._held_w[v.vehicle_id] for v in vehicles)
 
 
 class PerfectForesight:

@@ -330,10 +330,30 @@ class InformationModel:
     def now(self) -> datetime:
         return self._series.time_at(self._k)
 
+    def prices_published_until(self) -> int:
+        """The first step whose prices are not published yet at this step (the series' end at most)."""
+        n = self._series.steps
+        return int(self._known_until[min(self._k, n - 1)])
+
+    def published_prices(self, start: int, end: int) -> tuple[FloatArray, FloatArray]:
+        """Import and export prices per kWh of steps ``[start, end)``, as published: none of them
+        may lie beyond :meth:`prices_published_until`."""
+        if end > self.prices_published_until():
+            raise ValueError(f"prices up to step {end} are not published at step {self._k}")
+        series = self._series
+        return series.import_price_per_kwh[start:end], series.export_price_per_kwh[start:end]
+
     def live_site_w(self) -> float:
         """The home's net load without the cars as the grid meter shows it during this step (live)."""
-        k = self._k
-        return float(self._series.load_w[k] - self._series.pv_w[k])
+        return self.live_load_w() - self.live_pv_w()
+
+    def live_load_w(self) -> float:
+        """The home's load as a home meter shows it during this step (live)."""
+        return float(self._series.load_w[self._k])
+
+    def live_pv_w(self) -> float:
+        """The PV output as a PV meter shows it during this step (live)."""
+        return float(self._series.pv_w[self._k])
 
     def vehicles(self, horizon_steps: int) -> tuple[VehicleObservation, ...]:
         return tuple(self._vehicle(i, horizon_steps) for i in range(len(self._plant.specs)))

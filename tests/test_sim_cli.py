@@ -98,7 +98,10 @@ def test_run_writes_metrics_timeseries_and_plots(files: dict[str, Path], tmp_pat
     assert code == 0
     assert "total cost" in text and "reserve breaches" in text and "solves" in text
     metrics = json.loads((out_dir / "metrics.json").read_text())
-    assert metrics["strategy"] == "mpc" and metrics["steps"] == 96 and metrics["solves"] == 48
+    assert metrics["strategy"] == "mpc" and metrics["steps"] == 96
+    # Every 30 minutes, and at once where the daemon re-plans on an event (plug-in, unplug, an
+    # announced departure, new prices).
+    assert 48 < metrics["solves"] < 96
     assert metrics["reserve_breaches"] == 0 and len(metrics[MONTHLY_COST_KEY]) == 1
     assert MONTHLY_COST_KEY == "monthly_energy_and_degradation_cost" and "monthly_cost" not in metrics
     (month,) = metrics[MONTHLY_COST_KEY].values()

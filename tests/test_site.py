@@ -18,12 +18,12 @@ from controller.site import (
     MEASURED_POWER_MAX_SAMPLE_INTERVALS,
     PLUGGED_STATUSES,
     UNPLUGGED_STATUSES,
-    V2L_SOC_MAX_AGE,
     EvReportedLimits,
     Site,
 )
 from controller.site_inputs import NO_GRID_METER_REASON, SiteInputs
 from controller.snapshot import SessionLimits
+from controller.v2l_guard import V2L_SOC_MAX_AGE
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -570,7 +570,7 @@ def test_vehicle_record_round_trip() -> None:
         "plugged_in": True,
         "charger_id": "wb1",
         "soc_percent": 47.0,
-        "soc_at": T0.isoformat(),
+        "soc_at": "2026-11-24T17:05:00Z",  # ISO 8601 UTC with Z, the one form the daemon writes
         "soc_measured": True,
         "session_limits": None,
         "charger_departure": None,
@@ -583,6 +583,43 @@ def test_vehicle_record_round_trip() -> None:
     assert estimate is not None and estimate.soc_percent == 47.0 and not estimate.measured
     again.restore_vehicle("gone", record)  # a car no longer configured is skipped
     assert make().vehicle_record(make().vehicles["van"])["soc_percent"] is None
+
+
+def test_records_and_overrides_written_before_in_the_older_time_forms_are_still_read() -> None:
+    """Rows of earlier versions wrote ``isoformat()`` (``+00:00``); an offset other than UTC is
+    read as the moment it names."""
+    site = make()
+    site.restore_vehicle(
+        "car",
+        {
+            "plugged_in": True,
+            "charger_id": "wb1",
+            "soc_percent": 47.0,
+            "soc_at": "2026-11-24T18:05:00+01:00",
+            "soc_measured": True,
+            "session_limits": None,
+            "charger_departure": {"at": "2026-11-24T20:05:00+00:00", "target_soc_percent": 85.0},
+        },
+        now=T0,
+    )
+    car = site.vehicles["car"]
+    estimate = car.tracker.estimate()
+    assert estimate is not None and estimate.at == T0 and estimate.soc_percent == 47.0
+    assert car.charger_departure == Departure(T0 + timedelta(hours=3), 85.0)
+    older: dict[str, dict[str, Any]] = {
+        "mode": {"mode": "no_discharge"},
+        "departure": {"at": "2026-11-24T20:05:00+00:00", "target": 80},
+        "weekly": {"friday": {"time": "08:15:00", "target": 65.0}, "monday": None},
+        "v2l": {"start": "2026-11-24T17:00:00+00:00", "end": None, "power_w": 1500, "cut_off": False},
+    }
+    for kind, body in older.items():
+        site.restore_overrides("car", kind, body, T0)
+    assert car.mode is VehicleMode.NO_DISCHARGE and car.one_off == Departure(T0 + timedelta(hours=3), 80.0)
+    assert car.weekly["monday"] is None and car.weekly["friday"] is not None
+    assert car.weekly["friday"].time == time(8, 15) and car.weekly["friday"].return_time is None
+    assert car.v2l is not None and car.v2l.power_w == 1500.0
+    # Written back in the one form.
+    assert site.overrides(car)["departure"] == {"at": "2026-11-24T20:05:00Z", "target": 80.0}
 
 
 def test_ev_limits_survive_a_restart_while_plugged_in_only() -> None:
@@ -613,7 +650,11 @@ def test_the_cars_own_departure_survives_a_restart_while_plugged_in_and_ahead() 
     leave = T0 + timedelta(hours=3)
     site.on_charging_needs("wb1", leave, 85.0)
     record = json.loads(json.dumps(site.vehicle_record(site.vehicles["car"])))  # as the store keeps it
-    assert record["charger_departure"] == {"at": leave.isoformat(), "target_soc_percent": 85.0}
+    # Times as the daemon writes them from now on: ISO 8601 in UTC with Z.
+    assert record["charger_departure"] == {
+        "at": leave.isoformat().replace("+00:00", "Z"),
+        "target_soc_percent": 85.0,
+    }
     again = make()
     again.restore_vehicle("car", record, now=T0 + timedelta(minutes=5))
     car = again.vehicles["car"]
@@ -644,12 +685,12 @@ def test_the_daemon_restores_the_cars_own_departure_after_a_crash(tmp_path: Path
     daemon = example_daemon(tmp_path)
     now = datetime.now(UTC)
     leave = (now + timedelta(hours=2)).replace(microsecond=0)
-    daemon._on_ocpp_event(StatusChanged("wallbox-garage", 1, 1, "Occupied", "Available", now))
+    daemon.router.handle_ocpp_event(StatusChanged("wallbox-garage", 1, 1, "Occupied", "Available", now))
     needs = ChargingNeeds(1, now, "AC_BPT", departure_time=leave, target_soc_percent=90.0)
-    daemon._on_ocpp_event(ChargingNeedsReported("wallbox-garage", needs))
+    daemon.router.handle_ocpp_event(ChargingNeedsReported("wallbox-garage", needs))
     daemon.store.close()  # no clean stop: what was written when the needs came in is all there is
     again = example_daemon(tmp_path)
-    again._restore()
+    again.plan = again.persistence.restore()
     car = again.site.vehicles["family-ev"]
     assert car.plugged_in and car.charger_departure == Departure(leave, 90.0)
     again.store.close()
@@ -688,7 +729,7 @@ def test_restoring_a_malformed_override_raises_for_the_caller_to_log() -> None:
     site = make()
     with pytest.raises(ValueError):
         site.restore_overrides("car", "mode", {"mode": "turbo"}, T0)
-    with pytest.raises(KeyError):
+    with pytest.raises(ValueError):
         site.restore_overrides("car", "departure", {"target": 80}, T0)
 
 
@@ -722,7 +763,7 @@ def test_daemon_forecasts_take_the_mqtt_pv_forecast_where_it_covers(tmp_path: Pa
         }
     ).encode()
     daemon.inputs.update_pv_forecast(parse_pv_forecast(payload), now)
-    load_w, pv_w = daemon.forecasts(now)
+    load_w, pv_w = daemon.forecasts.forecasts(now)
     assert len(load_w) == len(pv_w) == 96
     assert list(pv_w[:4]) == [3500.0] * 4 and pv_w[4] == 0.0  # no PV history: 0 outside the forecast
     assert load_w[0] == 400.0  # default home load without history
@@ -759,7 +800,7 @@ def test_the_daemon_takes_a_retained_soc_as_an_estimate_and_drains_the_soc_by_th
     def reading(meter: str, role: MeterRole, value: float, at: datetime, retained: bool = False) -> None:
         parsed = MeterReading(meter, role, value, at, retained=retained)
         daemon.inputs.update_meter(parsed)
-        daemon._on_reading(parsed)
+        daemon.router.handle_reading(parsed)
 
     reading("ev-soc", MeterRole.VEHICLE_SOC, 40.0, now, retained=True)
     estimate = car.tracker.estimate()
@@ -784,10 +825,10 @@ def test_the_daemon_logs_an_outage_state_that_expired_and_replans(tmp_path: Path
     daemon = example_daemon(tmp_path)
     now = datetime.now(UTC)
     daemon.inputs.update_grid_state(True, now)
-    daemon._expire_grid_state(now + timedelta(seconds=900))
+    daemon.expire_grid_state(now + timedelta(seconds=900))
     assert daemon.inputs.grid_lost and not daemon.planner_trigger.reasons
     with capture_logs() as logs:
-        daemon._expire_grid_state(now + timedelta(seconds=901))
+        daemon.expire_grid_state(now + timedelta(seconds=901))
     assert not daemon.inputs.grid_lost and daemon.planner_trigger.reasons == ["grid_state"]
     (logged,) = [e for e in logs if e["event"] == "grid_state_expired"]
     assert logged["log_level"] == "warning" and logged["max_age_s"] == 900
@@ -820,7 +861,9 @@ def test_damaged_store_rows_are_skipped_and_the_rest_is_restored(tmp_path: Path)
 
     daemon = example_daemon(tmp_path)
     with capture_logs() as logs:
-        daemon._restore()  # must not raise: the daemon starts without what it cannot read
+        daemon.plan = (
+            daemon.persistence.restore()
+        )  # must not raise: the daemon starts without what it cannot read
     daemon.store.close()
     car = daemon.site.vehicles["family-ev"]
     assert not car.plugged_in and car.tracker.estimate() is None and car.mode is VehicleMode.AUTO
@@ -848,10 +891,10 @@ def test_a_transaction_ended_by_the_cable_unplugs_the_car(
 
     daemon = example_daemon(tmp_path)
     now = datetime.now(UTC)
-    daemon._on_ocpp_event(StatusChanged("wallbox-garage", 1, 1, "Occupied", "Available", now))
+    daemon.router.handle_ocpp_event(StatusChanged("wallbox-garage", 1, 1, "Occupied", "Available", now))
     assert daemon.site.vehicles["family-ev"].plugged_in
     daemon.planner_trigger.clear()
-    daemon._on_ocpp_event(TransactionEnded("wallbox-garage", 1, "tx-1", now, reason, 1200.0))
+    daemon.router.handle_ocpp_event(TransactionEnded("wallbox-garage", 1, "tx-1", now, reason, 1200.0))
     assert daemon.site.vehicles["family-ev"].plugged_in is not unplugged
     assert ("unplug" in daemon.planner_trigger.reasons) is unplugged
     assert bool(daemon.store.events("unplug")) is unplugged
@@ -909,8 +952,8 @@ def _charging_at_11_kw(daemon: Any, now: datetime) -> None:
     """The example car plugged in and charging at 11 kW, as the charger reports it."""
     from controller.ocpp import MeterSample, MeterValuesReceived, StatusChanged
 
-    daemon._on_ocpp_event(StatusChanged("wallbox-garage", 1, 1, "Occupied", "Available", now))
-    daemon._on_ocpp_event(
+    daemon.router.handle_ocpp_event(StatusChanged("wallbox-garage", 1, 1, "Occupied", "Available", now))
+    daemon.router.handle_ocpp_event(
         MeterValuesReceived(
             "wallbox-garage", 1, "tx-1", MeterSample(at=now, power_w=11_000.0, soc_percent=50.0)
         )
@@ -940,7 +983,7 @@ def test_the_daemon_forgets_the_cars_power_when_its_transaction_ends(tmp_path: P
     _charging_at_11_kw(daemon, now)
     car = daemon.site.vehicles["family-ev"]
     assert daemon.site.measured_power_w(car, datetime.now(UTC)) == 11_000.0
-    daemon._on_ocpp_event(TransactionEnded("wallbox-garage", 1, "tx-1", now, "Local", 1200.0))
+    daemon.router.handle_ocpp_event(TransactionEnded("wallbox-garage", 1, "tx-1", now, "Local", 1200.0))
     assert car.plugged_in and daemon.site.measured_power_w(car, datetime.now(UTC)) == 0.0
     daemon.store.close()
 
@@ -953,18 +996,18 @@ def test_the_daemon_records_home_load_while_a_car_without_a_transaction_stays_pl
     daemon = example_daemon(tmp_path)
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     _charging_at_11_kw(daemon, now)
-    daemon._on_ocpp_event(TransactionEnded("wallbox-garage", 1, "tx-1", now, "Local", 1200.0))
+    daemon.router.handle_ocpp_event(TransactionEnded("wallbox-garage", 1, "tx-1", now, "Local", 1200.0))
     for k in range(1, 4):  # the cable stays in, no samples; grid and PV fresh each minute
         t = now + timedelta(minutes=k)
         daemon.inputs.update_meter(MeterReading("grid", MeterRole.GRID, 500.0, t))
         daemon.inputs.update_meter(MeterReading("pv", MeterRole.PV, 0.0, t))
-        daemon._record_flows(t)
+        daemon.forecasts.record_flows(t)
     # A new transaction: the car's power is unknown again until its first sample.
     started = now + timedelta(minutes=4)
-    daemon._on_ocpp_event(TransactionStarted("wallbox-garage", 1, "tx-2", started))
+    daemon.router.handle_ocpp_event(TransactionStarted("wallbox-garage", 1, "tx-2", started))
     daemon.inputs.update_meter(MeterReading("grid", MeterRole.GRID, 7500.0, started))
     daemon.inputs.update_meter(MeterReading("pv", MeterRole.PV, 0.0, started))
-    daemon._record_flows(started)
+    daemon.forecasts.record_flows(started)
     daemon.store.flush_history()
     home = daemon.store.history("_home_load", now, now + timedelta(minutes=6))
     assert [(p.bucket_start, p.mean) for p in home] == [
@@ -978,10 +1021,10 @@ def test_the_daemon_records_no_home_load_while_the_pv_meter_is_stale(tmp_path: P
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     daemon.inputs.update_meter(MeterReading("grid", MeterRole.GRID, 500.0, now))
     daemon.inputs.update_meter(MeterReading("pv", MeterRole.PV, 2000.0, now))
-    daemon._record_flows(now)  # all fresh: 500 + 2000 W
+    daemon.forecasts.record_flows(now)  # all fresh: 500 + 2000 W
     silent = now + timedelta(minutes=2, seconds=10)  # PV silent past its 120 s, the grid still read
     daemon.inputs.update_meter(MeterReading("grid", MeterRole.GRID, 600.0, silent))
-    daemon._record_flows(silent)
+    daemon.forecasts.record_flows(silent)
     daemon.store.flush_history()
     home = daemon.store.history("_home_load", now - timedelta(minutes=1), now + timedelta(minutes=5))
     assert [(p.bucket_start, p.mean) for p in home] == [(now, 2500.0)]
@@ -995,7 +1038,7 @@ def test_the_daemon_records_no_home_load_from_a_cars_power_that_expired(tmp_path
     later = now + timedelta(minutes=1)  # the charger stopped reporting; grid and PV are fresh
     daemon.inputs.update_meter(MeterReading("grid", MeterRole.GRID, 500.0, later))
     daemon.inputs.update_meter(MeterReading("pv", MeterRole.PV, 0.0, later))
-    daemon._record_flows(later)
+    daemon.forecasts.record_flows(later)
     daemon.store.flush_history()
     assert daemon.store.history("_home_load", now - timedelta(minutes=1), later + timedelta(minutes=1)) == []
     daemon.store.close()
@@ -1046,9 +1089,9 @@ def test_the_daemon_replans_when_a_charger_connects_with_a_version_that_cannot_d
 
     daemon = example_daemon(tmp_path)  # ocpp_versions ["2.1", "2.0.1"]
     now = datetime.now(UTC)
-    daemon._on_ocpp_event(ChargerConnected("wallbox-garage", OcppVersion.V21, now))
+    daemon.router.handle_ocpp_event(ChargerConnected("wallbox-garage", OcppVersion.V21, now))
     assert daemon.planner_trigger.reasons == []
-    daemon._on_ocpp_event(ChargerConnected("wallbox-garage", OcppVersion.V201, now))
+    daemon.router.handle_ocpp_event(ChargerConnected("wallbox-garage", OcppVersion.V201, now))
     assert daemon.planner_trigger.reasons == ["charger version"]
     assert not daemon.site.charger_can_discharge("wallbox-garage")
     daemon.store.close()
@@ -1130,9 +1173,9 @@ def test_the_daemon_leaves_the_car_and_its_session_alone_on_events_of_other_evse
     car = daemon.site.vehicles["family-ev"]
     now = datetime.now(UTC)
     cid = "wallbox-garage"
-    daemon._on_ocpp_event(StatusChanged(cid, 1, 1, "Occupied", "Available", now))
-    daemon._on_ocpp_event(Started(cid, 1, "tx-1", now, None, 1000.0))
-    daemon._on_ocpp_event(
+    daemon.router.handle_ocpp_event(StatusChanged(cid, 1, 1, "Occupied", "Available", now))
+    daemon.router.handle_ocpp_event(Started(cid, 1, "tx-1", now, None, 1000.0))
+    daemon.router.handle_ocpp_event(
         MeterValuesReceived(cid, 1, "tx-1", MeterSample(now, power_w=3000.0, soc_percent=50))
     )
     assert car.plugged_in and car.measured_power_w == 3000.0
@@ -1147,13 +1190,13 @@ def test_the_daemon_leaves_the_car_and_its_session_alone_on_events_of_other_evse
         StatusChanged(cid, 2, 1, "Available", "Occupied", later),
         TransactionEnded(cid, 0, "4711", later, "EVDisconnected", 800.0),  # 1.6: unknown transaction
     ]:
-        daemon._on_ocpp_event(event)
+        daemon.router.handle_ocpp_event(event)
         assert car.plugged_in and car.measured_power_w == 3000.0, event
     assert [s.transaction_id for s in daemon.store.open_sessions()] == ["tx-1"]
     assert [s.transaction_id for s in daemon.store.sessions()] == ["tx-1"]
     assert not daemon.store.events("unplug")
     # The car's transaction, stopped with its EVSE unknown (1.6 after a restart): it is the car's.
-    daemon._on_ocpp_event(TransactionEnded(cid, 0, "tx-1", later, "EVDisconnected", 1800.0))
+    daemon.router.handle_ocpp_event(TransactionEnded(cid, 0, "tx-1", later, "EVDisconnected", 1800.0))
     assert not car.plugged_in and not daemon.store.open_sessions()
     assert daemon.store.sessions()[0].stop_energy_wh == 1800.0
     daemon.store.close()
@@ -1218,7 +1261,7 @@ def test_the_daemon_gives_the_ev_limits_of_notify_ev_charging_needs_to_the_vehic
 
     daemon = example_daemon(tmp_path)
     now = datetime.now(UTC)
-    daemon._on_ocpp_event(StatusChanged("wallbox-garage", 1, 1, "Occupied", "Available", now))
+    daemon.router.handle_ocpp_event(StatusChanged("wallbox-garage", 1, 1, "Occupied", "Available", now))
     daemon.dispatcher._sent["wallbox-garage"] = object()  # something was sent before
     daemon.planner_trigger.clear()
     daemon.dispatch_trigger.clear()
@@ -1232,7 +1275,7 @@ def test_the_daemon_gives_the_ev_limits_of_notify_ev_charging_needs_to_the_vehic
         max_charge_power_w=7400.0,
         max_discharge_power_w=3700.0,
     )
-    daemon._on_ocpp_event(ChargingNeedsReported("wallbox-garage", needs))
+    daemon.router.handle_ocpp_event(ChargingNeedsReported("wallbox-garage", needs))
     car = daemon.site.vehicles["family-ev"]
     assert car.session_limits == SessionLimits(
         max_charge_power_w=7400.0, max_discharge_power_w=3700.0, min_soc_percent=30.0, max_soc_percent=80.0
@@ -1268,9 +1311,8 @@ def test_state_shows_each_chargers_last_profile_outcomes_and_a_rejection_publish
     model.default_profile = ProfileRecord("TxDefaultProfile", ProfileStatus.ACCEPTED, {}, now)
     rejected = ProfileRecord("TxProfile", ProfileStatus.REJECTED, {}, now, reason="Rejected (TxNotFound)")
     model.last_profile = rejected
-    daemon._last_publish = now.timestamp()
-    daemon._on_ocpp_event(ProfileAnswered("wallbox-garage", rejected))
-    assert daemon.dispatch_trigger.pending and daemon._last_publish == 0.0  # the next tick publishes it
+    daemon.router.handle_ocpp_event(ProfileAnswered("wallbox-garage", rejected))
+    assert daemon.dispatch_trigger.pending and daemon.router.publish_soon  # the next tick publishes it
     charger = json.loads(json.dumps(daemon.state(), default=str))["chargers"]["wallbox-garage"]
     assert charger["connected"] is True and charger["ocpp_version"] == "2.1"
     assert charger["last_profile"]["status"] == "rejected" and charger["last_profile"]["accepted"] is False

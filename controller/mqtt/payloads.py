@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.domain import Plan, VehicleMode, ensure_utc
+from controller.domain import Plan, VehicleMode, ensure_utc, utc_text
 
 __all__ = [
     "ChargerStatus",
@@ -36,7 +36,7 @@ def dumps(data: Any) -> bytes:
 
 
 def _iso(moment: dt.datetime | None) -> str | None:
-    return None if moment is None else ensure_utc(moment).isoformat().replace("+00:00", "Z")
+    return None if moment is None else utc_text(moment)
 
 
 def _num(value: float | None, digits: int = 1) -> float | None:

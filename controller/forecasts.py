@@ -1,0 +1,88 @@
+"""Where the daemon's forecasts come from: home load and PV learnt from their own history in the store,
+and a PV forecast from MQTT where one covers a step.
+
+The daemon records the history here (``record_flows``, each dispatch tick: home = grid + PV - cars,
+when all are known) and asks for per-step forecasts at each re-plan (``forecasts``, in a worker
+thread). The forecasting itself is pure (:mod:`controller.forecast`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from controller.config import SiteConfig
+from controller.domain import MeterRole, align_to_step
+from controller.forecast import forecast_load_w, forecast_pv_w
+from controller.forecast.profile import DEFAULT_BLEND_HOURS, PV_RATIO_HOURS
+from controller.site import FloatArray, Site
+from controller.site_inputs import SiteInputs
+from controller.store import Store
+
+__all__ = ["HOME_LOAD_SERIES", "PV_SERIES", "ForecastService"]
+
+# History series the forecasts learn from (stored like meters, downsampled to one minute).
+HOME_LOAD_SERIES = "_home_load"
+PV_SERIES = "_pv"
+
+
+class ForecastService:
+    def __init__(self, cfg: SiteConfig, store: Store, site: Site) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.site = site
+        self.inputs: SiteInputs = site.inputs
+        self._has_pv_meter = any(m.role is MeterRole.PV for m in cfg.meters)
+
+    def record_flows(self, now: dt.datetime) -> None:
+        """Home load and PV for the forecasts: home = grid + PV - cars, when all are known (a PV
+        meter that is configured but stale is not 0 W; without PV meters PV is 0 W)."""
+        grid = self.inputs.grid_power_w(now)
+        pv = self.inputs.pv_power_w(now)
+        home = self.inputs.home_power_w(now)
+        if pv is not None:
+            self.store.record_reading(PV_SERIES, now, max(0.0, pv))
+        if home is None and grid is not None and (pv is not None or not self._has_pv_meter):
+            site = self.site
+            cars = [site.measured_power_w(v, now) for v in site.vehicles.values() if v.plugged_in]
+            if all(c is not None for c in cars):
+                home = grid + (pv or 0.0) - sum(c for c in cars if c is not None)
+        if home is not None:
+            self.store.record_reading(HOME_LOAD_SERIES, now, max(0.0, home))
+
+    def pv_external(self, now: dt.datetime) -> dict[dt.datetime, float]:
+        """The MQTT PV forecast on the plan grid, step start -> W, where it covers the step (read on
+        the event loop: it changes there)."""
+        step = self.site.step
+        start = align_to_step(now, step)
+        steps = self.cfg.site.steps
+        pv_w, covered = self.inputs.pv_forecast_on_grid(start, step, steps)
+        return {start + i * step: float(pv_w[i]) for i in range(steps) if covered[i]}
+
+    def forecasts(
+        self, now: dt.datetime, pv_external: dict[dt.datetime, float] | None = None
+    ) -> tuple[FloatArray, FloatArray]:
+        """Home load and PV per plan step; a PV forecast from MQTT wins where it covers a step.
+
+        Reads the store: called in a worker thread, with ``pv_external`` read on the loop.
+        """
+        settings = self.cfg.forecast
+        step = self.site.step
+        start = align_to_step(now, step)
+        steps = self.cfg.site.steps
+        # The profiles of the last hours (the recent-bias window) reach that much further back.
+        load_since = now - dt.timedelta(weeks=settings.load_history_weeks, hours=DEFAULT_BLEND_HOURS)
+        pv_since = now - dt.timedelta(days=settings.pv_history_days, hours=PV_RATIO_HOURS)
+        load = self.store.history_means(HOME_LOAD_SERIES, load_since, now, step)
+        pv = self.store.history_means(PV_SERIES, pv_since, now, step)
+        external = self.pv_external(now) if pv_external is None else pv_external
+        return (
+            forecast_load_w(
+                load,
+                start,
+                step,
+                steps,
+                weeks=settings.load_history_weeks,
+                default_w=settings.default_home_load_w,
+            ),
+            forecast_pv_w(pv, start, step, steps, days=settings.pv_history_days, external=external),
+        )
