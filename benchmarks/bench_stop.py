@@ -46,6 +46,8 @@ async def one_stop(directory: Path, chargers: int) -> tuple[float, int]:
     """Seconds from SIGTERM to exit, and how many discharging profiles arrived after the signal."""
     site = make_site(directory, "bench-stop", chargers=chargers, timezone=evening_timezone())
     site.tree["ocpp"]["call_timeout_s"] = 10  # the default
+    # A connection large enough for every car to export at the peak: each has a discharge on the wire.
+    site.tree["site"]["grid"] = {"import_limit_kw": 12.0 * chargers, "export_limit_kw": 11.0 * chargers}
     async with broker(f"{site.base}/#") as mqtt:
         try:
             async with running_daemon(site) as daemon, MeterFeed(mqtt) as meters, AsyncExitStack() as stack:
@@ -59,7 +61,10 @@ async def one_stop(directory: Path, chargers: int) -> tuple[float, int]:
                     await cp.plug_in(f"tx-{charger_id}", soc_percent=80)
                     connected.append(cp)
                 for cp in connected:
-                    await cp.wait_profile(lambda p: first_setpoint(p) < 0, timeout_s=60)
+                    try:
+                        await cp.wait_profile(lambda p: first_setpoint(p) < 0, timeout_s=60)
+                    except AssertionError as exc:
+                        raise RuntimeError(f"{exc}\n{daemon.tail()}") from None
                     cp.profile_answer_delay_s = math.inf
                 marks = [cp.mark() for cp in connected]
                 signalled = time.monotonic()

@@ -25,7 +25,7 @@ from controller.dispatch import Dispatcher
 from controller.domain import Plan
 from controller.optimizer import Planner, plan_foresight
 from controller.site_events import Reaction
-from controller.snapshot import Snapshot, VehicleSnapshot
+from controller.snapshot import DepartureGoal, Snapshot, VehicleSnapshot
 from controller.snapshot import Trip as SnapshotTrip
 from sim.engine import Decision
 from sim.information import InformationModel, Observation, VehicleObservation
@@ -63,12 +63,23 @@ def _calendar_trips(vehicle: VehicleObservation) -> list[SnapshotTrip]:
 
 def _with_calendar(snapshot: Snapshot, obs: Observation, specs: tuple[VehicleSpec, ...]) -> Snapshot:
     """For diagnosis (``trip_info="calendar"``): the driver's calendar replaces the weekly schedule's
-    trips, and the SoC of a car away is that less the trip under way so far."""
+    trips and departure (the next departure is the calendar's, not an earlier rule of the schedule),
+    and the SoC of a car away is that less the trip under way so far."""
     vehicles = []
     for planned, vehicle, spec in zip(snapshot.vehicles, obs.vehicles, specs, strict=True):
         if vehicle.trips is not None:
+            known = vehicle.next_departure
+            departure = (
+                None
+                if known is None
+                else DepartureGoal(at=known.at, target_soc_percent=known.target_soc_percent)
+            )
             planned = planned.model_copy(
-                update={"away": _calendar_trips(vehicle), "soc_percent": _soc_estimate(vehicle, spec, obs)}
+                update={
+                    "away": _calendar_trips(vehicle),
+                    "soc_percent": _soc_estimate(vehicle, spec, obs),
+                    "departure": departure,
+                }
             )
         vehicles.append(planned)
     return snapshot.model_copy(update={"vehicles": vehicles})
