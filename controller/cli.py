@@ -331,9 +331,9 @@ def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
         print_config_error(exc, sys.stderr)
         return EXIT_BAD_INPUT
     # The solver stack is heavy to import; only this command needs it.
-    from controller.domain import plan_to_dict
     from controller.optimizer import Planner, SnapshotError
     from controller.optimizer.report import plan_table
+    from controller.plan_record import plan_to_dict
 
     try:
         planner = Planner(cfg)

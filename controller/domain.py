@@ -21,7 +21,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 __all__ = [
     "ChargerSchedule",
@@ -38,8 +37,6 @@ __all__ = [
     "VehicleState",
     "align_to_step",
     "ensure_utc",
-    "plan_from_dict",
-    "plan_to_dict",
 ]
 
 
@@ -306,71 +303,3 @@ class ChargerSchedule:
     def discharges(self) -> bool:
         """Whether any period lets the car give energy back (a negative setpoint or a discharge bound)."""
         return any(p.setpoint_w < 0 or p.max_discharge_w > 0 for p in self.periods)
-
-
-def plan_to_dict(plan: Plan) -> dict[str, Any]:
-    """Every field of a plan as JSON-ready data (W rounded to 0.1 W, SoC to 0.001 %)."""
-    return {
-        "created_at": utc_text(plan.created_at),
-        "start": utc_text(plan.start),
-        "step_minutes": plan.step.total_seconds() / 60.0,
-        "steps": plan.steps,
-        "solver_status": plan.solver_status,
-        "solve_time_ms": round(plan.solve_time_ms, 3),
-        "fallback": plan.fallback,
-        "objective": plan.objective,
-        "import_cost": plan.import_cost,
-        "export_revenue": plan.export_revenue,
-        "degradation_cost": plan.degradation_cost,
-        "total_cost": plan.total_cost,
-        "notes": list(plan.notes),
-        "vehicles": {
-            vid: {
-                "reason": vp.reason,
-                "current_power_w": round(vp.current_power_w, 1),
-                "departure_shortfall_kwh": round(vp.departure_shortfall_kwh, 4),
-                "throughput_kwh": round(vp.throughput_kwh, 4),
-                "power_w": [round(p, 1) for p in vp.power_w],
-                "soc_percent": [round(s, 3) for s in vp.soc_percent],
-                "v2l_power_w": [round(p, 1) for p in vp.v2l_power_w],
-            }
-            for vid, vp in plan.vehicles.items()
-        },
-        "grid_import_w": [round(p, 1) for p in plan.grid_import_w],
-        "grid_export_w": [round(p, 1) for p in plan.grid_export_w],
-        "import_price_per_kwh": list(plan.import_price_per_kwh),
-        "export_price_per_kwh": list(plan.export_price_per_kwh),
-    }
-
-
-def plan_from_dict(data: dict[str, Any]) -> Plan:
-    """The inverse of :func:`plan_to_dict` (derived fields such as ``steps`` are ignored)."""
-    return Plan(
-        created_at=datetime.fromisoformat(data["created_at"]),
-        start=datetime.fromisoformat(data["start"]),
-        step=timedelta(minutes=data["step_minutes"]),
-        vehicles={
-            vid: VehiclePlan(
-                vid,
-                tuple(float(p) for p in v["power_w"]),
-                tuple(float(s) for s in v["soc_percent"]),
-                v["reason"],
-                v["departure_shortfall_kwh"],
-                v["throughput_kwh"],
-                tuple(float(p) for p in v["v2l_power_w"]),
-            )
-            for vid, v in data["vehicles"].items()
-        },
-        grid_import_w=tuple(float(p) for p in data["grid_import_w"]),
-        grid_export_w=tuple(float(p) for p in data["grid_export_w"]),
-        import_price_per_kwh=tuple(data["import_price_per_kwh"]),
-        export_price_per_kwh=tuple(data["export_price_per_kwh"]),
-        solver_status=data["solver_status"],
-        solve_time_ms=data["solve_time_ms"],
-        fallback=data["fallback"],
-        import_cost=data["import_cost"],
-        export_revenue=data["export_revenue"],
-        degradation_cost=data["degradation_cost"],
-        notes=tuple(data["notes"]),
-        objective=data["objective"],
-    )

@@ -24,7 +24,8 @@ from typing import Any
 
 import structlog
 
-from controller.domain import Plan, ensure_utc, plan_from_dict, plan_to_dict
+from controller.domain import Plan, ensure_utc
+from controller.plan_record import plan_from_dict, plan_to_dict
 
 __all__ = ["ChargingSession", "HistoryPoint", "Store"]
 

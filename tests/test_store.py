@@ -176,3 +176,33 @@ def test_damaged_rows_read_as_missing_not_as_a_crash(tmp_path: Path) -> None:
     assert store.overrides(T0) == {("ev", "mode"): {"mode": "auto"}}
     assert store.vehicle_states() == {"ev": {"soc_percent": 50.0}}
     store.close()
+
+
+def test_plans_are_written_with_utc_z_times_and_older_ones_are_still_read(tmp_path: Path) -> None:
+    import json
+
+    path = tmp_path / "s.sqlite"
+    store = Store(path)
+    store.save_plan(sample_plan())
+    with sqlite3.connect(path) as db:
+        (body,) = db.execute("SELECT body FROM plans").fetchone()
+    stored = json.loads(body)
+    assert stored["created_at"] == "2026-11-24T17:00:00Z" and stored["start"].endswith("Z")
+    # The form earlier versions wrote, without the fields added since (V2L power per step).
+    older = {
+        **stored,
+        "created_at": "2026-11-24T18:00:00+01:00",
+        "start": stored["start"].replace("Z", "+00:00"),
+        "vehicles": {
+            vid: {k: v for k, v in vp.items() if k != "v2l_power_w"} for vid, vp in stored["vehicles"].items()
+        },
+    }
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE plans SET body = ?", (json.dumps(older),))
+    restored = store.latest_plan()
+    assert restored is not None and restored.created_at == T0 and restored.vehicles["ev"].v2l_power_w == ()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE plans SET body = ?", (json.dumps({**stored, "start": "tomorrow"}),))
+    with pytest.raises(ValueError):  # logged and skipped by the daemon
+        store.latest_plan()
+    store.close()
