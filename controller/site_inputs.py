@@ -29,7 +29,6 @@ from controller.signals import (
     PricesOnGrid,
     Timeline,
     limits_on_grid,
-    mean_on_grid,
     prices_on_grid,
 )
 
@@ -223,7 +222,7 @@ class SiteInputs:
         self, start: dt.datetime, step: dt.timedelta, n: int
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
         """PV forecast in W per step (time-weighted mean) and where the forecast covers the step."""
-        return mean_on_grid(self._pv_forecast.segments(), start, step, n)
+        return self._pv_forecast.mean_on_grid(start, step, n)
 
     def update_limits(self, signal: LimitSignal, received_at: dt.datetime) -> None:
         """Add grid-operator caps; each direction resolves on its own (newest message wins)."""

@@ -585,3 +585,38 @@ async def test_times_beyond_the_datetime_range_are_rejected_like_any_bad_signal(
     assert all(e["log_level"] == "warning" and "out of range" in e["reason"] for e in rejected)
     assert not [e for e in logs if e["log_level"] == "error"]  # no traceback (ingest_failed)
     assert client.inputs.price_updates == 0 and client.inputs.limit_updates == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    windows=st.lists(
+        st.tuples(st.integers(-200, 300), st.integers(1, 12), st.floats(-1, 1, allow_nan=False)),
+        min_size=0,
+        max_size=30,
+    ),
+    offsets=st.lists(st.integers(-100, 200), min_size=1, max_size=12),
+)
+def test_a_timelines_means_on_a_sliding_grid_are_the_plain_resampling_exactly(
+    windows: list[tuple[int, int, float]], offsets: list[int]
+) -> None:
+    """Cached per step while the segments stay the same, recomputed once they change: every answer
+    equals :func:`mean_on_grid` of the current segments, bit for bit."""
+    t0 = dt.datetime(2026, 5, 4, tzinfo=dt.UTC)
+    quarter = dt.timedelta(minutes=15)
+    timeline = Timeline(keep_history=dt.timedelta(days=30))
+    half = len(windows) // 2
+    for batch in (windows[:half], windows[half:]):
+        timeline.add(
+            [
+                (t0 + start * quarter, t0 + (start + length) * quarter, value)
+                for start, length, value in batch
+            ],
+            t0,
+            None,
+        )
+        for offset in offsets:
+            start = t0 + offset * quarter
+            for step, n in ((quarter, 96), (4 * quarter, 24)):
+                cached = timeline.mean_on_grid(start, step, n)
+                plain = mean_on_grid(timeline.segments(), start, step, n)
+                assert cached[0].tolist() == plain[0].tolist() and cached[1].tolist() == plain[1].tolist()

@@ -24,7 +24,7 @@ from controller.signals.payload import (
     parse_slots,
     unwrap_envelope,
 )
-from controller.signals.resample import BoolArray, FloatArray, check_grid, mean_on_grid
+from controller.signals.resample import BoolArray, FloatArray, check_grid
 from controller.signals.timeline import Timeline
 
 __all__ = [
@@ -174,13 +174,12 @@ def _one_price_on_grid(
     if not cfg.dynamic_topic:
         assert configured is not None  # PriceConfig guarantees a source
         return configured, np.ones(n, dtype=np.bool_)
-    segments = dynamic.segments()
-    values, known = mean_on_grid(segments, start, step, n)
+    values, known = dynamic.mean_on_grid(start, step, n)
     values[known] = values[known] * cfg.dynamic_multiplier + cfg.dynamic_markup_per_kwh
     if configured is not None:  # configured prices fill the gaps of the forecast
         values = np.where(known, values, configured)
         return values, np.ones(n, dtype=np.bool_)
-    yesterday, yesterday_known = mean_on_grid(segments, start - dt.timedelta(days=1), step, n)
+    yesterday, yesterday_known = dynamic.mean_on_grid(start - dt.timedelta(days=1), step, n)
     yesterday = yesterday * cfg.dynamic_multiplier + cfg.dynamic_markup_per_kwh
     _fill(values, known, yesterday, yesterday_known)
     return values, known

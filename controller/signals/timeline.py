@@ -10,10 +10,12 @@ import bisect
 import datetime as dt
 from collections.abc import Iterable
 
+import numpy as np
 import structlog
 
 from controller.domain import ensure_utc
 from controller.signals.payload import Segment
+from controller.signals.resample import BoolArray, FloatArray, check_grid, mean_on_grid
 
 __all__ = ["Timeline"]
 
@@ -49,6 +51,9 @@ class Timeline:
         self._name = name
         self._resolved: list[Segment] | None = []
         self._earliest_end = _FAR_FUTURE
+        # Per-step means of the current segments, by step length (see mean_on_grid).
+        self._means_of: list[Segment] | None = None
+        self._means: dict[dt.timedelta, _StepMeans] = {}
 
     def add(
         self, segments: Iterable[Segment], received_at: dt.datetime, issued_at: dt.datetime | None
@@ -119,6 +124,19 @@ class Timeline:
             self._resolved = self._resolve()
         return self._resolved
 
+    def mean_on_grid(self, start: dt.datetime, step: dt.timedelta, n: int) -> tuple[FloatArray, BoolArray]:
+        """:func:`~controller.signals.resample.mean_on_grid` of :meth:`segments`, each step worked
+        out once while the segments stay the same: a plan grid that slides by a step at a time (every
+        re-plan, and every step of a simulation) asks mostly for steps it asked for before."""
+        start = check_grid(start, step, n)
+        segments = self.segments()
+        if self._means_of is not segments:
+            self._means_of, self._means = segments, {}
+        grid = self._means.get(step)
+        if grid is None or (start - grid.anchor) % step:
+            grid = self._means[step] = _StepMeans(start, step)
+        return grid.get(segments, start, n)
+
     def _owners(self) -> tuple[list[dt.datetime], list[tuple[int, int] | None]]:
         """The window boundaries, and per interval between them the ``(message, window)`` owning it."""
         bounds = sorted({t for _, segs in self._messages for s in segs for t in (s[0], s[1])})
@@ -159,3 +177,52 @@ class Timeline:
             else:
                 out.append((bounds[k], bounds[k + 1], value))
         return out
+
+
+class _StepMeans:
+    """Means of one set of segments on one step grid (steps ``anchor + k * step``), worked out as
+    they are first asked for; ``k`` may be negative (the arrays grow both ways)."""
+
+    def __init__(self, anchor: dt.datetime, step: dt.timedelta) -> None:
+        self.anchor = anchor
+        self.step = step
+        self._first = 0  # the k of index 0
+        self._values = np.zeros(0)
+        self._known = np.zeros(0, dtype=np.bool_)
+        self._done = np.zeros(0, dtype=np.bool_)
+
+    def get(self, segments: list[Segment], start: dt.datetime, n: int) -> tuple[FloatArray, BoolArray]:
+        k0 = (start - self.anchor) // self.step
+        self._cover(k0, k0 + n)
+        lo = k0 - self._first
+        missing = np.flatnonzero(~self._done[lo : lo + n])
+        if missing.size:  # runs of consecutive steps not seen yet
+            breaks = np.flatnonzero(np.diff(missing) > 1)
+            for run in np.split(missing, breaks + 1):
+                first, count = int(run[0]), len(run)
+                values, known = mean_on_grid(segments, start + self.step * first, self.step, count)
+                at = lo + first
+                self._values[at : at + count] = values
+                self._known[at : at + count] = known
+                self._done[at : at + count] = True
+        return self._values[lo : lo + n].copy(), self._known[lo : lo + n].copy()
+
+    def _cover(self, k_from: int, k_to: int) -> None:
+        """Grow the arrays to hold steps ``[k_from, k_to)``."""
+        size = len(self._values)
+        first = min(self._first, k_from) if size else k_from
+        last = max(self._first + size, k_to) if size else k_to
+        if first == self._first and last == self._first + size:
+            return
+        values, known, done = (
+            np.zeros(last - first),
+            np.zeros(last - first, dtype=np.bool_),
+            np.zeros(last - first, dtype=np.bool_),
+        )
+        at = self._first - first
+        values[at : at + size], known[at : at + size], done[at : at + size] = (
+            self._values,
+            self._known,
+            self._done,
+        )
+        self._first, self._values, self._known, self._done = first, values, known, done
