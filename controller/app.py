@@ -168,6 +168,8 @@ class Daemon:
                 self._ready.set()
                 await self._stopping.wait()
                 log.info("daemon_stopping")
+                # Before anything else is awaited: a sender waking for a retry now sends no discharge.
+                self.ocpp.begin_stop()
                 # Planner and dispatcher stop first: nothing may overtake the safe profiles.
                 await _cancel_all(control)
                 await self._safe_shutdown()

@@ -13,12 +13,14 @@ from typing import Any
 
 import ocpp.v21
 
+from controller.backoff import Backoff
 from controller.clock import ManualClock
 from controller.domain import ChargerSchedule, SchedulePeriod
 from controller.ocpp import OcppServer
 from controller.ocpp.model import ProfileStatus
 from tests.ocpp_support import T0, LibraryCharger, iso, library_charger, running_server, site, wait_until
 
+FAST = Backoff(initial_s=0.05, factor=2, max_s=0.2)
 BIDIRECTIONAL = {"bidirectional": True, "max_discharge_kw": 10, "ocpp_versions": ["2.1"]}
 
 
@@ -133,3 +135,19 @@ async def test_a_stop_with_twenty_silent_chargers_takes_the_budget_once() -> Non
         assert records == {cid: [] for cid in ids}
         for charger in chargers:  # each got its safe TxProfile on the wire
             assert not discharges(charger.tap.profiles()[-1])
+
+
+async def test_once_the_stop_begins_a_discharge_waiting_for_its_retry_is_never_sent() -> None:
+    cfg = site([{"id": "cp", **BIDIRECTIONAL}], call_timeout_s=0.2)
+    async with (
+        running_server(cfg, clock=ManualClock(T0), backoff=FAST) as (server, _),
+        chargers_in_transaction(server, ["cp"]) as (charger,),
+    ):
+        await asyncio.sleep(0.1)
+        charger.tap.ignore_actions.add("SetChargingProfile")
+        first = await server.apply_schedule(schedule("cp", -10_000))
+        assert first.status is ProfileStatus.TIMEOUT  # retried with backoff from now on
+        server.begin_stop()  # what the daemon does first when it stops
+        sent = len(charger.tap.calls("SetChargingProfile"))
+        await asyncio.sleep(0.8)  # several backoff delays (0.05 s doubling, at most 0.2 s)
+        assert len(charger.tap.calls("SetChargingProfile")) == sent

@@ -172,6 +172,12 @@ class OcppServer:
             raise KeyError(f"unknown charger {schedule.charger_id!r}")
         return await control.profiles.apply(schedule)
 
+    def begin_stop(self) -> None:
+        """From now on nothing that discharges is sent to any charger (a newer wanted schedule or a
+        retry included); what was waiting to be sent is dropped. Call it first when stopping."""
+        for control in self._controls.values():
+            control.begin_stop()
+
     async def make_safe(
         self, schedules: Mapping[str, ChargerSchedule], budget_s: float
     ) -> dict[str, list[ProfileRecord]]:
@@ -183,8 +189,7 @@ class OcppServer:
         only) as its transaction's TxProfile and the safe default profile. What has not been
         answered when the budget ends is given up; returns each charger's records so far.
         """
-        for control in self._controls.values():
-            control.begin_stop()
+        self.begin_stop()
         senders = list(self._tasks.values())
         self._tasks.clear()
         peers = [control.peer for control in self._controls.values() if control.peer is not None]
