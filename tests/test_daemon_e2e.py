@@ -952,9 +952,7 @@ async def test_health_is_unhealthy_when_the_ocpp_server_stops_listening(
             await asyncio.wait_for(daemon.wait_ready(), 20)
             status, health = await http_get(api_port, "/health")
             assert status == 200 and health["stopped_tasks"] == []
-            server = daemon.ocpp._server
-            assert server is not None
-            server.close()  # the OCPP listener is gone, as if its server had died
+            await daemon.ocpp.stop()  # the OCPP listener is gone, as if its server had died
             deadline = time.monotonic() + 5
             while (answer := await http_get(api_port, "/health"))[0] == 200:
                 assert time.monotonic() < deadline, "/health stayed healthy"

@@ -1255,14 +1255,24 @@ async def test_stopping_cancels_again_a_task_that_swallowed_the_first_cancel() -
     assert task.cancelled()
 
 
-def test_the_daemon_gives_the_ev_limits_of_notify_ev_charging_needs_to_the_vehicle(tmp_path: Path) -> None:
+def test_the_daemon_gives_the_ev_limits_of_notify_ev_charging_needs_to_the_vehicle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Limits and the V2X window placed on the SoC of the same message; re-plan and re-send at once."""
+    from controller.dispatch import Dispatcher
     from controller.ocpp import ChargingNeeds, ChargingNeedsReported, StatusChanged
 
     daemon = example_daemon(tmp_path)
     now = datetime.now(UTC)
     daemon.router.handle_ocpp_event(StatusChanged("wallbox-garage", 1, 1, "Occupied", "Available", now))
-    daemon.dispatcher._sent["wallbox-garage"] = object()  # something was sent before
+    forgotten: list[str] = []
+    forget = Dispatcher.forget
+
+    def recording_forget(self: Dispatcher, charger_id: str) -> None:
+        forgotten.append(charger_id)
+        forget(self, charger_id)
+
+    monkeypatch.setattr(Dispatcher, "forget", recording_forget)
     daemon.planner_trigger.clear()
     daemon.dispatch_trigger.clear()
     needs = ChargingNeeds(
@@ -1281,7 +1291,9 @@ def test_the_daemon_gives_the_ev_limits_of_notify_ev_charging_needs_to_the_vehic
         max_charge_power_w=7400.0, max_discharge_power_w=3700.0, min_soc_percent=30.0, max_soc_percent=80.0
     )
     assert "charging needs" in daemon.planner_trigger.reasons
-    assert daemon.dispatch_trigger.pending and "wallbox-garage" not in daemon.dispatcher._sent
+    assert (
+        daemon.dispatch_trigger.pending and "wallbox-garage" in forgotten
+    )  # its next profile goes out anyway
     stored = daemon.store.vehicle_states()["family-ev"]["session_limits"]
     assert stored["max_discharge_power_w"] == 3700.0
     daemon.store.close()
@@ -1292,6 +1304,8 @@ def test_state_shows_each_chargers_last_profile_outcomes_and_a_rejection_publish
 ) -> None:
     from controller.config import OcppVersion
     from controller.ocpp import ProfileAnswered, ProfileRecord, ProfileStatus
+    from controller.ocpp.model import ChargerModel
+    from controller.views import charger_statuses, state_view
 
     daemon = example_daemon(tmp_path)
     now = datetime.now(UTC)
@@ -1306,14 +1320,19 @@ def test_state_shows_each_chargers_last_profile_outcomes_and_a_rejection_publish
         "last_profile": None,
         "default_profile": None,
     }
-    model = daemon.ocpp._controls["wallbox-garage"].model
-    model.connected, model.ocpp_version = True, OcppVersion.V21
+    # The charger as the OCPP server would hold it once connected and answered.
+    config = daemon.cfg.charger("wallbox-garage")
+    assert config is not None
+    model = ChargerModel(config, connected=True, ocpp_version=OcppVersion.V21)
     model.default_profile = ProfileRecord("TxDefaultProfile", ProfileStatus.ACCEPTED, {}, now)
     rejected = ProfileRecord("TxProfile", ProfileStatus.REJECTED, {}, now, reason="Rejected (TxNotFound)")
     model.last_profile = rejected
     daemon.router.handle_ocpp_event(ProfileAnswered("wallbox-garage", rejected))
     assert daemon.dispatch_trigger.pending and daemon.router.publish_soon  # the next tick publishes it
-    charger = json.loads(json.dumps(daemon.state(), default=str))["chargers"]["wallbox-garage"]
+    state = state_view(
+        daemon.site, daemon.plan, charger_statuses(daemon.cfg, {"wallbox-garage": model}, now), now
+    )
+    charger = json.loads(json.dumps(state, default=str))["chargers"]["wallbox-garage"]
     assert charger["connected"] is True and charger["ocpp_version"] == "2.1"
     assert charger["last_profile"]["status"] == "rejected" and charger["last_profile"]["accepted"] is False
     assert charger["last_profile"]["reason"] == "Rejected (TxNotFound)"
