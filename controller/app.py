@@ -41,6 +41,7 @@ from controller.site import Site, VehicleRuntime
 from controller.site_events import SiteEvents
 from controller.site_inputs import SiteInputs
 from controller.store import Store
+from controller.tasks import cancel_and_wait
 from controller.trigger import IntervalTrigger
 from controller.views import (
     charger_statuses,
@@ -171,7 +172,7 @@ class Daemon:
                 # Before anything else is awaited: a sender waking for a retry now sends no discharge.
                 self.ocpp.begin_stop()
                 # Planner and dispatcher stop first: nothing may overtake the safe profiles.
-                await _cancel_all(control)
+                await cancel_and_wait(control)
                 await self._safe_shutdown()
                 mqtt.cancel()  # publishes ``offline`` on its way out
                 for watcher in servers:
@@ -193,7 +194,7 @@ class Daemon:
         validity; then every connected charger gets its safe default profile. All chargers in
         parallel within ``SAFE_PROFILES_BUDGET_S``; nothing that discharges goes out once this began.
         """
-        await _cancel_all(list(self._pending))
+        await cancel_and_wait(list(self._pending))
         now = self.clock.now()
         connected = [cid for cid, view in self.ocpp.chargers.items() if view.connected]
         for charger_id in connected:
@@ -366,15 +367,6 @@ class Daemon:
         task = asyncio.get_running_loop().create_task(guarded(), name=name)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
-
-
-async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
-    """Cancel ``tasks`` and wait until all have ended, cancelling again any that swallowed it."""
-    pending = {t for t in tasks if not t.done()}
-    while pending:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=1.0)
 
 
 async def run_daemon(cfg: SiteConfig, stop_signals: StopSignals | None = None) -> None:

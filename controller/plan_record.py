@@ -9,26 +9,22 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import Field
 
 from controller.domain import Plan, VehiclePlan
-from controller.site_records import UtcTime
+from controller.site_records import StoredRecord, UtcTime
 
 __all__ = ["PlanRecord", "VehiclePlanRecord", "plan_from_dict", "plan_to_dict"]
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class VehiclePlanRecord(_Record):
+class VehiclePlanRecord(StoredRecord):
     reason: str
     current_power_w: float = 0.0
     departure_shortfall_kwh: float = 0.0
     throughput_kwh: float = 0.0
     power_w: list[float]
     soc_percent: list[float]
-    v2l_power_w: list[float] = []
+    v2l_power_w: list[float] = Field(default_factory=list)
 
     @classmethod
     def from_plan(cls, plan: VehiclePlan) -> VehiclePlanRecord:
@@ -54,7 +50,7 @@ class VehiclePlanRecord(_Record):
         )
 
 
-class PlanRecord(_Record):
+class PlanRecord(StoredRecord):
     """Every field of a plan; ``steps`` is derived and only written, for readers of the JSON."""
 
     created_at: UtcTime
@@ -69,7 +65,7 @@ class PlanRecord(_Record):
     export_revenue: float = 0.0
     degradation_cost: float = 0.0
     total_cost: float = 0.0
-    notes: list[str] = []
+    notes: list[str] = Field(default_factory=list)
     vehicles: dict[str, VehiclePlanRecord]
     grid_import_w: list[float]
     grid_export_w: list[float]

@@ -25,6 +25,8 @@ __all__ = [
     "DepartureOverride",
     "ModeOverride",
     "StoredDeparture",
+    "StoredRecord",
+    "UtcTime",
     "V2LOverride",
     "VehicleRecord",
     "WeeklyOverride",
@@ -43,16 +45,18 @@ UtcTime = Annotated[dt.datetime, AfterValidator(ensure_utc), PlainSerializer(utc
 Finite = Annotated[float, AfterValidator(_finite)]
 
 
-class _Record(BaseModel):
+class StoredRecord(BaseModel):
+    """What the store keeps: unknown fields ignored (rows of newer versions), values frozen."""
+
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-class StoredDeparture(_Record):
+class StoredDeparture(StoredRecord):
     at: UtcTime
     target_soc_percent: Finite
 
 
-class VehicleRecord(_Record):
+class VehicleRecord(StoredRecord):
     """A vehicle's state, saved when it changes and restored on start."""
 
     plugged_in: StrictBool = False
@@ -64,11 +68,11 @@ class VehicleRecord(_Record):
     charger_departure: StoredDeparture | None = None
 
 
-class ModeOverride(_Record):
+class ModeOverride(StoredRecord):
     mode: VehicleMode
 
 
-class DepartureOverride(_Record):
+class DepartureOverride(StoredRecord):
     at: UtcTime
     target: Finite
 
@@ -76,7 +80,7 @@ class DepartureOverride(_Record):
         return Departure(self.at, self.target)
 
 
-class WeeklyRuleRecord(_Record):
+class WeeklyRuleRecord(StoredRecord):
     time: dt.time
     target: Finite
     return_time: dt.time | None = None
@@ -85,7 +89,7 @@ class WeeklyRuleRecord(_Record):
         return DepartureRule(time=self.time, target_soc_percent=self.target, return_time=self.return_time)
 
 
-class WeeklyOverride(_Record):
+class WeeklyOverride(StoredRecord):
     """Weekday -> its rule, or None where the day's departure was removed."""
 
     days: dict[str, WeeklyRuleRecord | None]
@@ -99,7 +103,7 @@ class WeeklyOverride(_Record):
         return dumped
 
 
-class V2LOverride(_Record):
+class V2LOverride(StoredRecord):
     start: UtcTime
     end: UtcTime | None = None
     power_w: Finite

@@ -1242,7 +1242,7 @@ async def test_stopping_cancels_again_a_task_that_swallowed_the_first_cancel() -
     import asyncio
     import contextlib
 
-    from controller.app import _cancel_all
+    from controller.tasks import cancel_and_wait
 
     async def stubborn() -> None:
         with contextlib.suppress(asyncio.CancelledError):  # as a library call may do
@@ -1251,7 +1251,7 @@ async def test_stopping_cancels_again_a_task_that_swallowed_the_first_cancel() -
 
     task = asyncio.create_task(stubborn())
     await asyncio.sleep(0)
-    await asyncio.wait_for(_cancel_all([task]), 5.0)
+    await asyncio.wait_for(cancel_and_wait([task]), 5.0)
     assert task.cancelled()
 
 

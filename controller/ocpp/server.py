@@ -7,9 +7,9 @@ Whether a charger may connect, and in which OCPP version, is the ``HandshakeGate
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Mapping, Set
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 import structlog
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -27,6 +27,7 @@ from controller.ocpp.profiles import ChargerLimits
 from controller.ocpp.rpc import RpcPeer
 from controller.ocpp.v2 import V2Adapter
 from controller.ocpp.v16 import V16Adapter
+from controller.tasks import cancel_and_wait
 
 __all__ = ["OcppServer", "charger_id_from_path", "choose_version"]
 
@@ -132,7 +133,7 @@ class OcppServer:
             control.profiles.fail_waiters()
         tasks = list(self._tasks.values())
         self._tasks.clear()
-        await _cancel_and_wait(tasks)
+        await cancel_and_wait(tasks)
         if server is not None:
             self.log.info("ocpp_server_stopped")
 
@@ -193,7 +194,7 @@ class OcppServer:
         senders = list(self._tasks.values())
         self._tasks.clear()
         peers = [control.peer for control in self._controls.values() if control.peer is not None]
-        await _cancel_and_wait([*senders, *(task for peer in peers for task in peer.tasks)])
+        await cancel_and_wait([*senders, *(task for peer in peers for task in peer.tasks)])
         connected = [control for control in self._controls.values() if control.peer is not None]
         records: dict[str, list[ProfileRecord]] = {control.model.charger_id: [] for control in connected}
 
@@ -255,7 +256,7 @@ class OcppServer:
         if control is not None:
             control.profiles.fail_waiters()
         if task is not None:
-            await _cancel_and_wait([task])
+            await cancel_and_wait([task])
         self.log.info("ocpp_unknown_charger_forgotten", charger_id=charger_id)
 
     def _start_sender(self, control: ChargerControl) -> None:
@@ -322,11 +323,3 @@ class OcppServer:
         adapter.heartbeat_interval_s = self._config.heartbeat_interval_s
         adapter.accepted_tokens = self._accepted_tokens
         return adapter
-
-
-async def _cancel_and_wait(tasks: Sequence[asyncio.Task[Any]]) -> None:
-    """Cancel ``tasks`` and wait until each has ended (whatever it raised on the way out)."""
-    for task in tasks:
-        task.cancel()
-    if tasks:
-        await asyncio.gather(*tasks, return_exceptions=True)
