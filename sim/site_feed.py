@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from controller.commands import Command, SetDeparture
-from controller.config import MeterConfig, OcppVersion, PriceConfig, SiteConfig
+from controller.config import MeterConfig, PriceConfig, SiteConfig
 from controller.domain import Departure, MeterReading, MeterRole
 from controller.ocpp.events import (
     ChargerConnected,
@@ -46,6 +46,7 @@ from controller.ocpp.events import (
     TransactionEnded,
     TransactionStarted,
 )
+from controller.ocpp.handshake import choose_version
 from controller.ocpp.meter import MeterSample
 from controller.ocpp.model import ChargingNeeds
 from controller.signals import PriceSignal, PriceSlot
@@ -68,8 +69,6 @@ __all__ = [
 
 SIMULATED_GRID_METER = "simulated-grid"
 _PRICE_TOPIC = "simulated/prices/{}"
-# The daemon's preference among the versions a charger is configured for (``ocpp.server``).
-_VERSION_PREFERENCE = (OcppVersion.V21, OcppVersion.V201, OcppVersion.V16)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,8 +189,10 @@ class SiteFeed:
     def _connect_chargers(self, now: datetime) -> list[SiteEvent]:
         events: list[SiteEvent] = []
         for charger in self.config.chargers:
-            version = next(v for v in _VERSION_PREFERENCE if v in charger.ocpp_versions)
-            events.append(ChargerConnected(charger.id, version, now))
+            # It offers every version it is configured for; the daemon picks as its server does.
+            version = choose_version([f"ocpp{v.value}" for v in charger.ocpp_versions], charger.ocpp_versions)
+            if version is not None:
+                events.append(ChargerConnected(charger.id, version, now))
         return events
 
     def _vehicle(self, vehicle: VehicleObservation, power_w: float, now: datetime) -> list[SiteEvent]:
@@ -199,7 +200,7 @@ class SiteFeed:
         charger_id = self._chargers.get(vehicle_id)
         if charger_id is None:
             return []
-        evse_id = self._evse(charger_id)
+        evse_id = self.site.charger_evse.get(charger_id, 1)
         events: list[SiteEvent] = []
         was_plugged = self._plugged.get(vehicle_id, False)
         self._plugged[vehicle_id] = vehicle.plugged_in
@@ -223,10 +224,6 @@ class SiteFeed:
             events.append(MeterValuesReceived(charger_id, evse_id, transaction, sample))
         events += self._announce(vehicle)
         return events
-
-    def _evse(self, charger_id: str) -> int:
-        charger = self.config.charger(charger_id)
-        return charger.evse_id if charger is not None else 1
 
     def _announce(self, vehicle: VehicleObservation) -> list[SiteEvent]:
         """The driver's next departure, announced once (and again when it changes)."""
