@@ -69,6 +69,61 @@ class ChargerConfig(_Model):
     )
     evse_id: int = Field(1, ge=1, le=16)
     auth: ChargerAuth | None = None
+    min_charge_w: float | None = Field(
+        None,
+        ge=0,
+        le=100_000,
+        description="Smallest charging power, W, where it is not min_current_a x phases x voltage_v "
+        "(DC boxes, OCPP 2.1 chargers set in W). Below it the charger pauses.",
+    )
+    min_discharge_w: float | None = Field(
+        None,
+        ge=0,
+        le=100_000,
+        description="Smallest discharging power, W, where it is not min_current_a x phases x voltage_v.",
+    )
+    phase_switching: bool = Field(
+        False,
+        description="A 3-phase charger that can switch to one phase: low powers use one phase "
+        "(min_current_a x voltage_v, 1.38 kW at 6 A) instead of a duty cycle at the 3-phase minimum.",
+    )
+    phase_switch_hold_s: float = Field(
+        300.0, ge=0, le=86_400, description="Least time between two phase switches, s (contactor wear)."
+    )
+    phase: Literal[1, 2, 3] = Field(
+        1,
+        description="The grid phase (L1-L3) a 1-phase charger, or a switching charger on one phase, draws on.",
+    )
+
+    @model_validator(mode="after")
+    def _switching_needs_three_phases(self) -> Self:
+        if self.phase_switching and self.phases != 3:
+            raise PydanticCustomError(
+                "phase_switching_one_phase",
+                "phase_switching needs a 3-phase charger (phases: 3); remove phase_switching",
+            )
+        return self
+
+    def min_power_w(self, phases: int | None = None, *, discharge: bool = False) -> float:
+        """The smallest power the charger can run at on ``phases`` (default: all it has), W."""
+        configured = self.min_discharge_w if discharge else self.min_charge_w
+        if configured is not None:
+            return configured
+        return self.min_current_a * (self.phases if phases is None else phases) * self.voltage_v
+
+    @property
+    def lowest_phases(self) -> int:
+        """The fewest phases the charger can run on: one where it can switch, else all it has."""
+        return 1 if self.phase_switching else self.phases
+
+    def lowest_min_power_w(self, *, discharge: bool = False) -> float:
+        """The smallest power the charger can run at continuously, on the fewest phases, W."""
+        return self.min_power_w(self.lowest_phases, discharge=discharge)
+
+    def max_power_w(self, phases: int, *, discharge: bool = False) -> float:
+        """The most the charger can do on ``phases`` (its rating, shared pro rata per phase), W."""
+        rating_kw = self.max_discharge_kw if discharge else self.max_charge_kw
+        return 1000.0 * rating_kw * phases / self.phases
 
     @model_validator(mode="after")
     def _discharge_needs_bidirectional(self) -> Self:
@@ -131,6 +186,23 @@ class DepartureRule(_Model):
         return self
 
 
+class EarlyDepartures(_Model):
+    """How early a scheduled departure's target is due, learnt from when the car really left.
+
+    The rule: the target of a weekly-schedule departure is due ``lead`` before the scheduled time,
+    where ``lead`` is how much earlier than scheduled the car was unplugged on that weekday, taken
+    at ``cover_share`` of the last ``learn_weeks`` such days (at least ``min_samples`` of them),
+    never more than ``max_lead_minutes``. An announced departure is due when announced.
+    """
+
+    learn_weeks: int = Field(8, ge=1, le=52, description="How many past weeks of the same weekday count.")
+    cover_share: Fraction = Field(
+        0.8, description="Share of those past departures the target would have been ready for."
+    )
+    min_samples: int = Field(3, ge=1, le=52, description="Fewer departures seen than this: no lead.")
+    max_lead_minutes: int = Field(120, ge=0, le=720, description="The lead never exceeds this.")
+
+
 class Permissions(_Model):
     v2g: bool = Field(False, description="May the car's energy be exported to the grid?")
     v2h: bool = Field(False, description="May the car cover the home's consumption?")
@@ -159,6 +231,7 @@ class VehicleConfig(_Model):
     departures: dict[str, DepartureRule] = Field(
         default_factory=dict, description="Weekly schedule: weekday name -> departure time and target SoC."
     )
+    early_departures: EarlyDepartures = Field(default_factory=EarlyDepartures)
     permissions: Permissions = Field(default_factory=Permissions)
     degradation_cost_per_kwh: float = Field(
         0.05, ge=0, le=5, description="Wear cost per kWh through the battery."

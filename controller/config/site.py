@@ -20,6 +20,14 @@ class GridConfig(_Model):
         None,
         description="Import cap used when a grid-operator limit signal expires; defaults to import_limit_kw.",
     )
+    phase_fuse_a: float | None = Field(
+        None,
+        gt=0,
+        le=1000,
+        description="Main fuse per phase, A (e.g. 25 for 3 x 25 A). With per-phase grid readings the "
+        "dispatcher keeps every phase within it, counting the cars' phases.",
+    )
+    phase_voltage_v: float = Field(230.0, ge=100, le=480, description="Phase-to-neutral voltage, V.")
     fallback_export_limit_kw: Kw | None = Field(
         None,
         description="Export cap used when a grid-operator limit signal expires; defaults to export_limit_kw.",

@@ -5,6 +5,7 @@ The site-level steps (home-load and PV-surplus following, grid clamps) adjust th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -43,6 +44,12 @@ class CarSetpoint:
     urgent: bool = False
     ev_capped: bool = False
     """The EV's own power limit is below the config's."""
+    phases: int = 3
+    """Phases the charger runs on for this setpoint (one on a switching charger at low power)."""
+    max_instant_w: float = math.inf
+    """The most the car may draw or give at any instant (a magnitude): a limit's headroom. A step
+    average below the charger's minimum is delivered as a pulse at the minimum only when the
+    minimum fits under this; the grid and phase clamps lower it where they bind."""
     reasons: list[str] = field(default_factory=list)
 
 
@@ -78,7 +85,9 @@ def _with_power_limits(config: SiteConfig, live: VehicleLive) -> CarSetpoint | N
     if vehicle is None or charger is None or not live.plugged_in:
         return None
     max_charge_kw, max_discharge_kw = power_limits_kw(vehicle, charger)
-    car = CarSetpoint(live, vehicle, charger, 0.0, 1000.0 * max_charge_kw, 1000.0 * max_discharge_kw)
+    car = CarSetpoint(
+        live, vehicle, charger, 0.0, 1000.0 * max_charge_kw, 1000.0 * max_discharge_kw, phases=charger.phases
+    )
     if not live.charger_can_discharge and car.max_discharge_w > 0:
         # The profile sent there says limit 0: a discharge counted here would be a phantom.
         car.max_discharge_w = 0.0
