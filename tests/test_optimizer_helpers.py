@@ -56,14 +56,21 @@ def site(
     export_kw: float = 10.0,
     step_minutes: int = 15,
     horizon_hours: int = 24,
+    charger: dict[str, Any] | None = None,
+    chargers_by_vehicle: dict[str, dict[str, Any]] | None = None,
     **optimizer: Any,
 ) -> SiteConfig:
+    """A site with one charger per vehicle; ``charger`` adds fields to each (e.g. ``min_current_a``:
+    by default 6 A on three phases, so powers below 4.14 kW are pulsed), ``chargers_by_vehicle``
+    to the charger of one vehicle."""
     chargers = [
         {
             "id": v["home_charger"],
             "max_charge_kw": 22.0,
             "max_discharge_kw": 22.0 if v["max_discharge_kw"] > 0 else 0.0,
             "bidirectional": v["max_discharge_kw"] > 0,
+            **(charger or {}),
+            **(chargers_by_vehicle or {}).get(v["id"], {}),
         }
         for v in vehicles
     ]
@@ -367,6 +374,19 @@ def test_modes_charge_now_and_no_discharge() -> None:
     assert plan.vehicles["a"].power_w[0] == pytest.approx(11_000.0)
     assert plan.vehicles["a"].reason.startswith("charging 11.0 kW now")
     assert min(plan.vehicles["b"].power_w) >= 0.0
+
+
+def test_charge_now_fills_to_the_max_soc_or_to_what_the_driver_asked() -> None:
+    cfg = site([vehicle("a")])  # 60 kWh, max 90 %
+    prices = np.full(96, 0.3)
+
+    def final_soc(**extra: Any) -> float:
+        car = {"id": "a", "soc_percent": 80, "plugged_in": True, "mode": "charge_now", **extra}
+        plan = Planner(cfg).plan(snapshot(96, [car], import_price=prices, export_price=prices - 0.2))
+        return plan.vehicles["a"].soc_percent[-1]
+
+    assert final_soc() == pytest.approx(90.0, abs=0.1)
+    assert final_soc(charge_to_percent=100) == pytest.approx(100.0, abs=0.1)
 
 
 def test_site_without_vehicles_plans_the_grid_only() -> None:

@@ -8,7 +8,8 @@ config into per-step physics (step lengths, availability, trip and V2L energy, c
 documented rules, and :func:`best_duties` solves small LPs of its own over that physics (SciPy),
 one duty after the other in the planner's order of priority: the least time below the reserve,
 then the most V2L served, then the least target shortfall, then (by test) the least discharge or
-the most energy stored.
+the most energy stored. The chargers have the IEC 61851 minimum (6 A on three phases, 4.14 kW):
+a power below it is a pulse at it, which the physics includes (what a pulse puts through the meter).
 """
 
 from __future__ import annotations
@@ -216,6 +217,28 @@ def export_limit_w(shape: str, snap: Snapshot) -> np.ndarray:
 
 # ------------------------------------------------------------------ the world, read independently
 
+
+def pulse_shares(min_kw: np.ndarray, flow_kw: np.ndarray) -> np.ndarray:
+    """(cars, steps): the share of a pulse at ``min_kw`` that passes the meter against a flow the
+    home takes (``0 < flow < min``: ``1 - flow / min``), else 0."""
+    p = min_kw[:, None]
+    inside = (flow_kw[None, :] > 0) & (flow_kw[None, :] < p)
+    return np.where(inside, 1.0 - flow_kw[None, :] / np.where(inside, p, 1.0), 0.0)
+
+
+def grid_flows_w(w: World, plan: Plan, shape: str) -> tuple[np.ndarray, np.ndarray]:
+    """Step-average import and export of the plan's setpoints, pulses included (W)."""
+    specs = planner(shape).shape.vehicles
+    power = np.array([plan.vehicles[s.vehicle_id].power_w for s in specs]) / 1000
+    charge, discharge = np.maximum(power, 0.0), np.maximum(-power, 0.0)
+    grid = w.net_kw + power.sum(axis=0)
+    pulsed_out = (pulse_shares(w.min_discharge_kw, w.net_kw) * discharge).sum(axis=0)
+    pulsed_in = (pulse_shares(w.min_charge_kw, -w.net_kw) * charge).sum(axis=0)
+    imported, exported = np.maximum(grid, 0.0), np.maximum(-grid, 0.0)
+    extra = np.maximum(np.maximum(pulsed_out - exported, pulsed_in - imported), 0.0)
+    return 1000 * (imported + extra), 1000 * (exported + extra)
+
+
 BoolArray = npt.NDArray[np.bool_]
 FloatArray = npt.NDArray[np.float64]
 
@@ -241,6 +264,9 @@ class World:
     discharge_kw: FloatArray
     """0 where the car may not discharge in this plan (SoC unknown, a mode, below the reserve)."""
     own_use: BoolArray
+    min_charge_kw: FloatArray
+    """The smallest power each car's charger runs at: a lower average is a pulse at it."""
+    min_discharge_kw: FloatArray
     eta_c: FloatArray
     eta_d: FloatArray
     floor: FloatArray
@@ -322,6 +348,12 @@ def read_world(shape: str, snap: Snapshot) -> World:
             v2l[v, gone] = 0.0
     net = (np.asarray(snap.load_w[:t]) - np.asarray(snap.pv_w[:t])) / 1000
     hours = (hi - lo) / 3600
+    charge_kw = np.array([s.max_charge_kw for s in specs])
+    mins = np.zeros((n, 2))  # the home charger's minimum, charging and discharging, kW
+    for v, vehicle_cfg in enumerate(cfg.vehicles):
+        charger = cfg.charger(vehicle_cfg.home_charger) if vehicle_cfg.home_charger else None
+        if charger is not None:
+            mins[v] = charger.lowest_min_power_w() / 1000, charger.lowest_min_power_w(discharge=True) / 1000
     import_cap_kw = import_limit_w(shape, snap)[:t] / 1000
     # A trip takes at most what can be in the car: charging at full power whenever plugged in,
     # within the import headroom and what the other cars could discharge, never above the max SoC.
@@ -346,9 +378,11 @@ def read_world(shape: str, snap: Snapshot) -> World:
         e0=e0,
         reserve=np.array([s.reserve_kwh for s in specs]),
         e_max=e_max,
-        charge_kw=np.array([s.max_charge_kw for s in specs]),
+        charge_kw=charge_kw,
         discharge_kw=discharge,
         own_use=np.array([s.max_discharge_kw > 0 and not s.v2g for s in specs]),
+        min_charge_kw=np.minimum(charge_kw, mins[:, 0]),
+        min_discharge_kw=np.minimum([s.max_discharge_kw for s in specs], mins[:, 1]),
         eta_c=np.array([s.charge_efficiency for s in specs]),
         eta_d=np.array([s.discharge_efficiency for s in specs]),
         floor=floor,
@@ -395,24 +429,37 @@ class WorldLp:
         # e + below-reserve + below-target >= floor.
         rows.append(sp.csr_array(sp.hstack([0 * eye, 0 * eye, 0 * eye, -eye, -eye, -eye])))
         ub = [-w.floor.ravel()]
-        # Grid caps: net + sum(charge) - sum(discharge) within [-export, import].
+        # Grid caps on the step averages: g = net + sum(charge) - sum(discharge) within [-export,
+        # import], and a pulse below a charger's minimum raises both import and export until the
+        # export is sum(phi d) and the import sum(psi c) (phi, psi: pulse_shares).
         per_step = sp.kron(np.ones((1, n)), sp.identity(t), format="csr")
+        phi = sp.diags_array(pulse_shares(w.min_discharge_kw, w.net_kw).ravel())
+        psi = sp.diags_array(pulse_shares(w.min_charge_kw, -w.net_kw).ravel())
         zero = sp.csr_array((t, size))
-        rows.append(sp.csr_array(sp.hstack([per_step, -per_step, zero, zero, zero, zero])))
-        ub.append(w.import_cap_kw - w.net_kw)
-        rows.append(sp.csr_array(sp.hstack([-per_step, per_step, zero, zero, zero, zero])))
-        ub.append(w.export_cap_kw + w.net_kw)
-        # V2H-only cars discharge at most the home load PV leaves uncovered.
+        for c_part, d_part, bound in (
+            (per_step, -per_step, w.import_cap_kw - w.net_kw),  # g <= import cap
+            (-per_step, per_step, w.export_cap_kw + w.net_kw),  # -g <= export cap
+            (zero, per_step @ phi, w.export_cap_kw),  # pulsed export <= export cap
+            (per_step, per_step @ phi - per_step, w.import_cap_kw - w.net_kw),  # g + pulsed export
+            (per_step @ psi, zero, w.import_cap_kw),  # pulsed import <= import cap
+            (per_step @ psi - per_step, per_step, w.export_cap_kw + w.net_kw),  # pulsed import - g
+        ):
+            rows.append(sp.csr_array(sp.hstack([c_part, d_part, zero, zero, zero, zero])))
+            ub.append(bound)
+        # V2H-only cars discharge at most the home load PV leaves uncovered, and only where that
+        # covers a pulse: never into export.
         own = sp.kron(w.own_use[None, :].astype(float), sp.identity(t), format="csr")
         rows.append(sp.csr_array(sp.hstack([zero, own, zero, zero, zero, zero])))
-        ub.append(np.maximum(w.net_kw, 0.0))
+        smallest = w.min_discharge_kw[w.own_use].min() if w.own_use.any() else 0.0
+        ub.append(np.where(w.net_kw >= smallest, np.maximum(w.net_kw, 0.0), 0.0))
         self.a_ub = sp.vstack(rows, format="csr")
         self.b_ub = np.concatenate(ub)
         plugged = w.plugged.astype(float)
+        uncovered = w.own_use[:, None] & (w.net_kw[None, :] < w.min_discharge_kw[:, None])
         upper = np.concatenate(
             [
                 (plugged * w.charge_kw[:, None]).ravel(),
-                (plugged * w.discharge_kw[:, None]).ravel(),
+                (plugged * w.discharge_kw[:, None] * ~uncovered).ravel(),
                 (w.v2l_kwh / h).ravel(),
                 np.repeat(w.e_max, t),
                 np.full(size, np.inf),
@@ -697,7 +744,9 @@ def test_energy_balance_closes_at_every_step(case: tuple[str, Snapshot]) -> None
     home_w = np.asarray(snap.load_w) - np.asarray(snap.pv_w)
     imp, exp = np.asarray(plan.grid_import_w), np.asarray(plan.grid_export_w)
     assert np.allclose(imp - exp, home_w + cars_w, atol=1e-6)
-    assert np.all(np.minimum(imp, exp) == 0)
+    # Import and export at once only where a car is pulsed below its charger's minimum.
+    pulsed_imp, pulsed_exp = grid_flows_w(w, plan, shape)
+    assert np.allclose(imp, pulsed_imp, atol=1e-6) and np.allclose(exp, pulsed_exp, atol=1e-6)
     # Each car's energy: charge x eta - discharge / eta - trip - V2L / eta, step by step.
     through = 0.0
     degradation = 0.0

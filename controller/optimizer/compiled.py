@@ -3,10 +3,10 @@
 ``problem.solve()`` re-runs several milliseconds of Python per call even when only parameter
 values change. A DPP problem's canonical form is affine in the parameters, so CVXPY's own
 parametric program (``get_problem_data(...)["param_prob"]``) holds, once computed, everything
-needed: the cost vector and the constraint right-hand sides are sparse linear maps of the
-parameter vector. When the constraint matrix itself does not depend on parameters (checked here),
-a re-solve is one sparse mat-vec, new costs and bounds for HiGHS, and a simplex run warm-started
-from the previous basis. Rows with a single variable become column bounds, which keeps the LP small.
+needed: the cost vector, the constraint right-hand sides and the matrix entries that parameters
+multiply into are sparse linear maps of the parameter vector. A re-solve is one sparse mat-vec,
+the costs, bounds and matrix entries that moved sent to HiGHS, and a simplex run warm-started from
+the previous basis. Rows with a single variable become column bounds, which keeps the LP small.
 
 The CVXPY problem stays the source of truth: this module only evaluates CVXPY's canonicalisation
 and reads variables back by CVXPY's own column offsets. The parts: ``lp_layout`` (the LP's shape
@@ -20,13 +20,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import cvxpy as cp
-import highspy
 import numpy as np
 import numpy.typing as npt
 
 from controller.optimizer.lp_layout import FloatArray, LpLayout, NotCompilableError
 from controller.optimizer.lp_solve import LpResult, StatusNames, new_highs, run
-from controller.optimizer.lp_values import HighsValues, LpNumbers, lp_numbers
+from controller.optimizer.lp_values import HighsValues
 
 __all__ = ["CompiledLp", "LpResult", "NotCompilableError"]
 
@@ -48,9 +47,8 @@ class CompiledLp:
         self._highs: Any = new_highs()
         self._time_limit_s = float(time_limit_s)
         self.load_from_problem()
-        numbers = lp_numbers(layout, self._param_vec)
-        self._highs.passModel(_highs_lp(layout, numbers))
-        self._values = HighsValues(layout, self._param_vec, numbers)
+        self._values = HighsValues(layout, self._param_vec)
+        self._values.load(self._highs)
         self._status_names: StatusNames = {}
 
     @property
@@ -118,24 +116,3 @@ class CompiledLp:
         except Exception as exc:  # a solver crash must become a fallback plan, not a dead daemon
             self._highs.clearSolver()
             return LpResult(f"error: {exc}", False, None, float("nan"), 0.0, 0)
-
-
-def _highs_lp(layout: LpLayout, numbers: LpNumbers) -> Any:
-    """The whole LP as HiGHS takes it first: the kept rows column-wise, costs and bounds."""
-    kept_matrix = layout.kept_matrix
-    lp = highspy.HighsLp()
-    lp.num_col_ = layout.n_cols
-    lp.num_row_ = layout.n_rows
-    lp.col_cost_ = numbers.cost
-    lp.col_lower_ = numbers.lower
-    lp.col_upper_ = numbers.upper
-    lp.row_lower_ = numbers.row_lower
-    lp.row_upper_ = numbers.row_upper
-    lp.offset_ = 0.0
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = kept_matrix.indptr
-    lp.a_matrix_.index_ = kept_matrix.indices
-    lp.a_matrix_.value_ = kept_matrix.data
-    lp.a_matrix_.num_col_ = layout.n_cols
-    lp.a_matrix_.num_row_ = layout.n_rows
-    return lp

@@ -12,6 +12,7 @@ from controller.optimizer.inputs import DepartureInfo, TripInfo
 __all__ = ["StepFacts", "reason"]
 
 _IDLE_KW = 0.05
+_PULSE_TOLERANCE_KW = 1e-3
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,9 @@ class StepFacts:
     charges_later: bool
     charges_at_negative_price_later: bool
     fallback: bool
+    min_charge_kw: float = 0.0
+    """The charger's smallest charging power: a lower average is a pulse at it (0: none)."""
+    min_discharge_kw: float = 0.0
 
 
 def _local_time(moment: datetime, now: datetime, timezone: str) -> str:
@@ -64,7 +68,7 @@ def _price(value: float, currency: str) -> str:
 
 
 def reason(f: StepFacts) -> str:
-    text = _core_reason(f)
+    text = _core_reason(f) + _pulse(f)
     if f.v2l_requested_kw > 0:
         if f.v2l_kw >= f.v2l_requested_kw - 1e-3:
             text += f"; V2L {f.v2l_kw:.1f} kW"
@@ -77,6 +81,16 @@ def reason(f: StepFacts) -> str:
             cut = f"limited to {f.v2l_kw:.1f} kW" if f.v2l_kw > 1e-3 else "stopped"
             text += f"; V2L {cut} {_v2l_kept_for(f)}"
     return ("fallback plan: " + text) if f.fallback else text
+
+
+def _pulse(f: StepFacts) -> str:
+    """How a power below the charger's minimum is delivered: a pulse at the minimum for a share of
+    the step (the dispatcher's duty cycle)."""
+    p = f.power_kw
+    minimum = f.min_charge_kw if p > 0 else f.min_discharge_kw
+    if abs(p) < _IDLE_KW or abs(p) >= minimum - _PULSE_TOLERANCE_KW:
+        return ""
+    return f"; pulsed at the {minimum:.1f} kW minimum for {100.0 * abs(p) / minimum:.0f} % of the step"
 
 
 def _v2l_kept_for(f: StepFacts) -> str:

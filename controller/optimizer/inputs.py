@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from controller.config import ConfigIssue
 from controller.domain import VehicleMode, align_to_step
+from controller.optimizer.duty import own_use_limits, pulse_shares
 from controller.optimizer.shape import SiteShape
 from controller.optimizer.step_grid import StepGrid
 from controller.optimizer.vehicle_rows import DepartureInfo, VehicleRow, fill_vehicle
@@ -70,6 +71,13 @@ class PlanInputs:
     overload_import_kw: FloatArray
     overload_export_kw: FloatArray
     own_use_cap_kw: FloatArray
+    """What cars without V2G may discharge together: the home's net load where it covers their
+    smallest pulse, else 0."""
+    duty_export_share: FloatArray
+    """(phi) Per car and step, the share of a discharge below the charger's minimum that is exported
+    (``1 - L / P`` where the net load ``0 < L < P``, else 0); see ``duty``. Not scaled in step 0."""
+    duty_import_share: FloatArray
+    """(psi) The same for charging against a PV surplus ``S``: ``1 - S / P`` where ``0 < S < P``."""
     import_price: FloatArray
     export_price: FloatArray
     """As given; the model uses ``min(export, import)`` so a meter never gains by importing and
@@ -156,7 +164,11 @@ def build_inputs(snapshot: Snapshot, shape: SiteShape) -> PlanInputs:
         notes.append(f"home load alone exceeds the import limit in {int((overload_imp > 0).sum())} step(s)")
     if overload_exp.any():
         notes.append(f"PV alone exceeds the export limit in {int((overload_exp > 0).sum())} step(s)")
-    own_use = np.maximum(net, 0.0)
+    # Pulses below a charger's minimum (module ``duty``): from the real net load, not step 0's share.
+    c = shape.constants
+    export_share = pulse_shares(c.min_discharge_kw, net)
+    import_share = pulse_shares(c.min_charge_kw, -net)
+    own_use, uncovered = own_use_limits(net, c.min_discharge_kw, np.array(shape.own_use_mask, dtype=bool))
     for series in (net, imp_lim, exp_lim, overload_imp, overload_exp, own_use):
         series[0] *= frac0  # step 0 holds only what is left of it (module docstring)
 
@@ -194,9 +206,9 @@ def build_inputs(snapshot: Snapshot, shape: SiteShape) -> PlanInputs:
         all_targets.append(row.targets)
         trip_spans.append(row.trip_spans)
 
-    c = shape.constants
     c_ub = available * charge_kw[:, None]
     d_ub = available * (discharge_kw * may_discharge)[:, None]
+    d_ub[uncovered] = 0.0
     c_ub[:, 0] *= frac0
     d_ub[:, 0] *= frac0
     # The EV's V2X floor raises the reserve for this session, but only up to the energy in the car
@@ -232,6 +244,8 @@ def build_inputs(snapshot: Snapshot, shape: SiteShape) -> PlanInputs:
         overload_import_kw=overload_imp,
         overload_export_kw=overload_exp,
         own_use_cap_kw=own_use,
+        duty_export_share=export_share,
+        duty_import_share=import_share,
         import_price=imp_price,
         export_price=exp_price,
         terminal_value=np.full(n, terminal),

@@ -19,6 +19,8 @@ __all__ = ["LpResult", "StatusNames", "new_highs", "run"]
 # partly typed.
 _HIGHS_CLASS: Any = getattr(getattr(highspy, "_core", None), "_Highs", highspy.Highs)
 
+_DEVEX = 1  # HiGHS's simplex_dual_edge_weight_strategy: -1 choose, 0 Dantzig, 1 Devex, 2 steepest edge
+
 StatusNames = dict[Any, str]
 """HiGHS model status -> its name, filled as statuses are seen (the lookup is a C call)."""
 
@@ -35,10 +37,18 @@ class LpResult:
 
 
 def new_highs() -> Any:
-    """A silent HiGHS instance running the simplex (it warm-starts from the previous basis)."""
+    """A silent HiGHS instance running the simplex (it warm-starts from the previous basis).
+
+    Dual pricing by Devex rather than HiGHS's default, dual steepest edge: a changed matrix entry
+    (a pulse share) makes HiGHS drop its edge weights, and steepest edge then computes them afresh
+    for every row before the first iteration (one solve with the basis per row); Devex starts from
+    unit weights. Measured on the benchmark without pulse shares too: re-solves about as fast at 1
+    car and faster at 10 and 50, and the year-long cold solve a quarter faster.
+    """
     highs = _HIGHS_CLASS()
     highs.setOptionValue("output_flag", False)
     highs.setOptionValue("solver", "simplex")
+    highs.setOptionValue("simplex_dual_edge_weight_strategy", _DEVEX)
     return highs
 
 

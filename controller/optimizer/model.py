@@ -11,17 +11,22 @@ Variables per vehicle ``v`` and step ``t`` (kW, average over the step; kWh at st
 
 and per step ``import_kw, export_kw`` within the caps, plus ``overload_*`` for what the home alone
 puts over a cap. The model is an LP (no integers; the churn regulariser is L1) so the solver can
-warm-start from the last basis. See docs/optimizer.md for the objective terms and their weights. Every parameter enters the right-hand sides and the costs only,
-never the constraint matrix: that is what lets ``compiled.CompiledLp`` re-solve cheaply.
+warm-start from the last basis. See docs/optimizer.md for the objective terms and their weights.
+Parameters enter the right-hand sides and the costs, and, as the shares of a pulse below a
+charger's minimum that pass the grid meter (module ``duty``), a few matrix entries:
+``compiled.CompiledLp`` re-solves by sending HiGHS only the numbers that moved.
 """
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import cvxpy as cp
 import numpy as np
+import numpy.typing as npt
 
 from controller.optimizer.inputs import PlanInputs
 from controller.optimizer.shape import SiteShape
@@ -33,6 +38,30 @@ cvx: Any = cp
 
 # Parameters whose PlanInputs field has another name (every other parameter: the same name).
 _INPUT_FIELD = {"export_price": "export_price_model"}
+_SHARE_CHUNK_STEPS = 960
+"""Steps per parameter of pulse shares. CVXPY's canonicalisation of a parameter that multiplies a
+variable takes time and memory in the square of its size (a year of steps in one: 10 GB; 50 cars of
+a day in one: 170 MB more), so each car gets its own, per chunk of steps (a day's horizon: one)."""
+
+ValueGetter = Callable[[PlanInputs], Sequence[npt.NDArray[np.float64]]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Shares:
+    """A parameter of pulse shares: car ``row`` over ``steps`` of PlanInputs ``field`` (row None:
+    the whole field, one car's horizon)."""
+
+    field: str
+    param: cp.Parameter
+    row: int | None
+    steps: slice
+
+    def value(self, inputs: PlanInputs) -> npt.NDArray[np.float64]:
+        shares: npt.NDArray[np.float64] = getattr(inputs, self.field)
+        if self.row is None:
+            return shares
+        part: npt.NDArray[np.float64] = shares[self.row : self.row + 1, self.steps]
+        return part
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +131,8 @@ class ScheduleModel:
             cp.Variable((n, k - 1), nonneg=True, name="ramp_down_kw") if k > 1 else None
         )
 
+        self.shares: list[_Shares] = []
+        """The parameters of pulse shares (filled with the ``duty_cycle`` constraints)."""
         self.constraints: dict[str, list[cp.Constraint]] = {
             "battery": self._battery(),
             "power_limits": self._power_limits(),
@@ -109,6 +140,7 @@ class ScheduleModel:
             "site_balance": self._site_balance(),
             "grid_limits": self._grid_limits(),
             "own_use_only": self._own_use_only(),
+            "duty_cycle": self._duty_cycle(),
             "churn": self._churn(),
         }
         self.terms: dict[str, cp.Expression] = self._objective_terms()
@@ -176,6 +208,31 @@ class ScheduleModel:
         rows = np.flatnonzero(mask)
         return [cvx.sum(self.discharge_kw[rows, :], axis=0) <= self.params.own_use_cap_kw]
 
+    def _duty_cycle(self) -> list[cp.Constraint]:
+        """A step's average below a charger's minimum is a pulse at that minimum: a discharge pulse
+        above the home's net load exports ``phi d`` of itself, a charging pulse above a PV surplus
+        imports ``psi c`` (module ``duty``). Only cars on chargers with a minimum get the terms."""
+        c, n, t = self.shape.constants, len(self.shape.vehicles), self.shape.steps
+        whole = n == 1 and t <= _SHARE_CHUNK_STEPS
+        exported = self.export_kw + self.overload_export_kw
+        imported = self.import_kw + self.overload_import_kw
+        out: list[cp.Constraint] = []
+        for field, power, grid, mins in (
+            ("duty_export_share", self.discharge_kw, exported, c.min_discharge_kw),
+            ("duty_import_share", self.charge_kw, imported, c.min_charge_kw),
+        ):
+            rows = np.flatnonzero(mins > 0).tolist()
+            for start in range(0, t if rows else 0, _SHARE_CHUNK_STEPS):
+                steps = slice(start, min(t, start + _SHARE_CHUNK_STEPS))
+                pulsed: Any = 0
+                for v in rows:  # one parameter per car: see _SHARE_CHUNK_STEPS
+                    name = field if whole else f"{field}[{v}, {start}:{steps.stop}]"
+                    param = cp.Parameter((1, steps.stop - start), nonneg=True, name=name)
+                    self.shares.append(_Shares(field, param, None if whole else v, steps))
+                    pulsed = pulsed + cvx.sum(cvx.multiply(param, power[v : v + 1, steps]), axis=0)
+                out.append(grid[steps] >= pulsed)
+        return out
+
     def _churn(self) -> list[cp.Constraint]:
         """Change of net power between steps = ramp up - ramp down; both are priced (L1, an LP).
 
@@ -222,17 +279,35 @@ class ScheduleModel:
 
     # ------------------------------------------------------------------ parameters
 
-    def parameter_values(self, inputs: PlanInputs) -> dict[str, np.ndarray]:
+    def parameter_values(self, inputs: PlanInputs) -> dict[str, npt.NDArray[np.float64]]:
         """Parameter name -> value for one snapshot."""
-        return {name: getattr(inputs, self.input_field(name)) for name in self.params.__dataclass_fields__}
+        values = {name: getattr(inputs, self.input_field(name)) for name in self.params.__dataclass_fields__}
+        values.update((shares.param.name(), shares.value(inputs)) for shares in self.shares)
+        return values
 
     @staticmethod
     def input_field(name: str) -> str:
-        """The ``PlanInputs`` field that holds parameter ``name``'s value."""
+        """The ``PlanInputs`` field that holds parameter ``name``'s value (pulse shares: see
+        :attr:`shares`)."""
         return _INPUT_FIELD.get(name, name)
 
     def parameters(self) -> dict[str, cp.Parameter]:
-        return {name: getattr(self.params, name) for name in self.params.__dataclass_fields__}
+        params = {name: getattr(self.params, name) for name in self.params.__dataclass_fields__}
+        params.update((shares.param.name(), shares.param) for shares in self.shares)
+        return params
+
+    def value_getter(self, order: Sequence[cp.Parameter]) -> ValueGetter:
+        """A function from one snapshot's inputs to the values of the parameters in ``order``."""
+        names = {param.id: name for name, param in self.parameters().items()}
+        parts = {shares.param.id: shares for shares in self.shares if shares.row is not None}
+        if not parts:  # every value is a whole field: one C call collects them (a tuple, also for one)
+            getter: Any = operator.attrgetter(*(self.input_field(names[p.id]) for p in order))
+            return getter if len(order) > 1 else (lambda inputs: (getter(inputs),))
+        one: list[Callable[[PlanInputs], npt.NDArray[np.float64]]] = [
+            parts[p.id].value if p.id in parts else operator.attrgetter(self.input_field(names[p.id]))
+            for p in order
+        ]
+        return lambda inputs: [get(inputs) for get in one]
 
     def set_inputs(self, inputs: PlanInputs) -> None:
         """Load one snapshot into the CVXPY parameters (what a plain ``problem.solve()`` reads)."""

@@ -7,11 +7,9 @@ later calls only update parameter values and re-solve warm. Pure: no I/O, no asy
 
 from __future__ import annotations
 
-import operator
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +17,7 @@ import numpy.typing as npt
 from controller.config import SiteConfig
 from controller.domain import Plan, VehiclePlan
 from controller.optimizer.compiled import CompiledLp, LpResult
+from controller.optimizer.duty import grid_flows_kw
 from controller.optimizer.explain import StepFacts, reason
 from controller.optimizer.fallback import Schedule, fallback_schedule
 from controller.optimizer.inputs import FloatArray, PlanInputs, SnapshotError, build_inputs, check_snapshot
@@ -151,11 +150,7 @@ class Planner:
 
     def _compile(self, model: ScheduleModel) -> None:
         lp = CompiledLp(model.problem, self.time_limit_s)  # each pass sets what is left of the budget
-        names = {param.id: name for name, param in model.parameters().items()}
-        fields = [model.input_field(names[param.id]) for param in lp.parameters]
-        # One C call collects every value in the compiled order (a tuple, also for a single field).
-        getter: Any = operator.attrgetter(*fields)
-        self._param_values = getter if len(fields) > 1 else (lambda inputs: (getter(inputs),))
+        self._param_values = model.value_getter(lp.parameters)
         self._columns = (
             lp.columns_of(model.charge_kw),
             lp.columns_of(model.discharge_kw),
@@ -204,16 +199,20 @@ class Planner:
             # An empty car (a trip cut to what it can hold) is at 0 within solver noise, not below.
             energy_kwh = schedule.energy_kwh.copy()
             energy_kwh[(energy_kwh <= 0.0) & (energy_kwh > -_ZERO_KW)] = 0.0
-        # Net grid power from the balance itself, so the plan closes exactly at every step.
-        grid_model_kw = inputs.net_load_kw + charge.sum(axis=0) - discharge.sum(axis=0)
-        import_kwh = np.maximum(grid_model_kw, 0.0) * dt
-        export_kwh = np.maximum(-grid_model_kw, 0.0) * dt
+        # Grid flows from the balance itself, so the plan closes exactly at every step; a pulse
+        # below a charger's minimum adds as much import as export (module ``duty``).
+        import_model_kw, export_model_kw = grid_flows_kw(
+            inputs.net_load_kw, charge, discharge, inputs.duty_export_share, inputs.duty_import_share
+        )
+        import_kwh = import_model_kw * dt
+        export_kwh = export_model_kw * dt
         through = dt * (
             charge.sum(axis=1) * c.charge_efficiency + (discharge + v2l).sum(axis=1) / c.discharge_efficiency
         )
         # Step 0 was modelled as an average over the whole step: report the real power.
-        grid_kw = grid_model_kw.copy()
-        grid_kw[0] /= frac0
+        import_kw, export_kw = import_model_kw.copy(), export_model_kw.copy()
+        import_kw[0] /= frac0
+        export_kw[0] /= frac0
         power_kw = charge - discharge
         power_kw[:, 0] /= frac0
         v2l_kw = v2l.copy()
@@ -225,7 +224,7 @@ class Planner:
         later = charge[:, 1:] > _ZERO_KW
         charges_later: npt.NDArray[np.bool_] = np.any(later, axis=1)
         negative_later: npt.NDArray[np.bool_] = np.any(later & (inputs.import_price[1:] < 0), axis=1)
-        export_now_kw = max(0.0, -float(grid_kw[0]))
+        export_now_kw = float(export_kw[0])
 
         notes = list(inputs.notes)
         vehicles: dict[str, VehiclePlan] = {}
@@ -272,6 +271,8 @@ class Planner:
                 charges_later=bool(charges_later[i]),
                 charges_at_negative_price_later=bool(negative_later[i]),
                 fallback=fallback,
+                min_charge_kw=spec.min_charge_kw,
+                min_discharge_kw=spec.min_discharge_kw,
             )
             vehicles[spec.vehicle_id] = VehiclePlan(
                 vehicle_id=spec.vehicle_id,
@@ -290,8 +291,8 @@ class Planner:
             start=inputs.start,
             step=shape.step,
             vehicles=vehicles,
-            grid_import_w=tuple((np.maximum(grid_kw, 0.0) * 1000.0).tolist()),
-            grid_export_w=tuple((np.maximum(-grid_kw, 0.0) * 1000.0).tolist()),
+            grid_import_w=tuple((import_kw * 1000.0).tolist()),
+            grid_export_w=tuple((export_kw * 1000.0).tolist()),
             import_price_per_kwh=tuple(inputs.import_price.tolist()),
             export_price_per_kwh=tuple(inputs.export_price.tolist()),
             solver_status=status,

@@ -53,6 +53,11 @@ class VehicleSpec:
     reserve_kwh: float
     max_soc_kwh: float
     degradation_cost_per_kwh: float
+    min_charge_kw: float = 0.0
+    """The charger's smallest charging power (its fewest phases), at most ``max_charge_kw``; a
+    step's average below it is delivered as a pulse at this power. 0: any power (no pulses)."""
+    min_discharge_kw: float = 0.0
+    """The same for discharging (0 when the car cannot discharge)."""
 
     @property
     def own_use_only(self) -> bool:
@@ -64,6 +69,10 @@ class VehicleSpec:
         charger = config.charger(vehicle.home_charger) if vehicle.home_charger else None
         charge_kw, discharge_kw = power_limits_kw(vehicle, charger)
         capacity = vehicle.usable_capacity_kwh
+        min_charge_kw = min_discharge_kw = 0.0
+        if charger is not None:
+            min_charge_kw = min(charge_kw, charger.lowest_min_power_w() / 1000.0)
+            min_discharge_kw = min(discharge_kw, charger.lowest_min_power_w(discharge=True) / 1000.0)
         return cls(
             vehicle_id=vehicle.id,
             capacity_kwh=capacity,
@@ -76,6 +85,8 @@ class VehicleSpec:
             reserve_kwh=capacity * min(vehicle.reserve_percent, 100.0) / 100.0,
             max_soc_kwh=capacity * vehicle.max_soc_percent / 100.0,
             degradation_cost_per_kwh=vehicle.degradation_cost_per_kwh,
+            min_charge_kw=min_charge_kw,
+            min_discharge_kw=min_discharge_kw,
         )
 
 
@@ -85,6 +96,8 @@ class VehicleConstants:
 
     max_charge_kw: npt.NDArray[np.float64]
     max_discharge_kw: npt.NDArray[np.float64]
+    min_charge_kw: npt.NDArray[np.float64]
+    min_discharge_kw: npt.NDArray[np.float64]
     reserve_kwh: npt.NDArray[np.float64]
     max_soc_kwh: npt.NDArray[np.float64]
     capacity_kwh: npt.NDArray[np.float64]
@@ -103,6 +116,8 @@ class VehicleConstants:
             ),
             max_charge_kw=np.array([v.max_charge_kw for v in vehicles], dtype=np.float64),
             max_discharge_kw=np.array([v.max_discharge_kw for v in vehicles], dtype=np.float64),
+            min_charge_kw=np.array([v.min_charge_kw for v in vehicles], dtype=np.float64),
+            min_discharge_kw=np.array([v.min_discharge_kw for v in vehicles], dtype=np.float64),
             reserve_kwh=np.array([v.reserve_kwh for v in vehicles], dtype=np.float64),
             max_soc_kwh=np.array([v.max_soc_kwh for v in vehicles], dtype=np.float64),
         )

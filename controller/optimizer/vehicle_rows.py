@@ -1,5 +1,6 @@
 """One vehicle's rows of the optimiser inputs: when it is home, what its trips take, what it must
-reach by when, and what V2L draws from it (see ``inputs`` for the whole picture)."""
+reach by when, what an overdue departure holds, and what V2L draws from it (see ``inputs`` for the
+whole picture)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from datetime import datetime
 import numpy as np
 import numpy.typing as npt
 
-from controller.domain import VehicleMode
+from controller.domain import VehicleMode, utc_text
 from controller.optimizer.shape import VehicleSpec
 from controller.optimizer.step_grid import StepGrid
 from controller.snapshot import Trip, VehicleSnapshot
@@ -79,10 +80,13 @@ def fill_vehicle(
     if departure is not None:
         targets.append(departure)
     row.mode = state.mode
-    _set_targets(spec, state.mode, row, _one_target_per_step(targets))
-    # A car below its reserve is not discharged in this plan, not even to move energy into another
-    # car that is shorter still; once charged above the reserve, the next plan may discharge it.
-    row.may_discharge = row.soc_known and state.mode is VehicleMode.AUTO and row.e0 >= spec.reserve_kwh
+    _set_targets(spec, state, row, _one_target_per_step(targets))
+    hold_kwh = _hold(spec, state, grid, row, notes)
+    # A car below its reserve (or an overdue departure's hold) is not discharged in this plan, not
+    # even to move energy into another car that is shorter still; once charged above it, the next
+    # plan may discharge it.
+    floor_kwh = max(spec.reserve_kwh, hold_kwh)
+    row.may_discharge = row.soc_known and state.mode is VehicleMode.AUTO and row.e0 >= floor_kwh
     _budget_v2l(spec, state, grid, row, gone, notes)
 
 
@@ -179,14 +183,40 @@ def _one_target_per_step(targets: list[DepartureInfo]) -> list[DepartureInfo]:
     return list(by_index.values())
 
 
-def _set_targets(spec: VehicleSpec, mode: VehicleMode, row: VehicleRow, targets: list[DepartureInfo]) -> None:
-    if mode is VehicleMode.CHARGE_NOW:
-        # "Charge now": the max SoC becomes a target at every step, which fills the car at once.
-        row.target_kwh[:] = spec.max_soc_kwh
+def _set_targets(
+    spec: VehicleSpec, state: VehicleSnapshot, row: VehicleRow, targets: list[DepartureInfo]
+) -> None:
+    if state.mode is VehicleMode.CHARGE_NOW:
+        # "Charge now": the max SoC (or the SoC the driver asked for) becomes a target at every
+        # step, which fills the car at once.
+        asked = state.charge_to_percent
+        row.target_kwh[:] = spec.max_soc_kwh if asked is None else spec.capacity_kwh * asked / 100.0
     for info in targets:
         row.target_kwh[info.index - 1] = max(row.target_kwh[info.index - 1], info.target_kwh)
     targets.sort(key=lambda d: d.index)
     row.targets = tuple(targets)
+
+
+def _hold(
+    spec: VehicleSpec, state: VehicleSnapshot, grid: StepGrid, row: VehicleRow, notes: list[str]
+) -> float:
+    """An overdue departure's target as a floor at every step end before the hold ends (``until``,
+    else the horizon's end): soft like a departure target, so the plan does not discharge below it
+    and charges a car below it towards it. Returns the held energy (0: no hold)."""
+    hold = state.hold
+    if hold is None or not state.plugged_in:
+        return 0.0
+    hold_kwh = spec.capacity_kwh * hold.soc_percent / 100.0
+    stop = grid.steps
+    if hold.until is not None:
+        stop = min(stop, max(0, grid.step_index(grid.seconds(hold.until))))
+    row.target_kwh[:stop] = np.maximum(row.target_kwh[:stop], hold_kwh)
+    until = f"until {utc_text(hold.until)}" if hold.until is not None else "until it leaves"
+    notes.append(
+        f"{spec.vehicle_id}: departure {utc_text(hold.departure_at)} overdue: holding "
+        f"{hold.soc_percent:.0f} % {until}"
+    )
+    return hold_kwh
 
 
 def _budget_v2l(
