@@ -9,31 +9,69 @@ planner's snapshot as the daemon does (``Site.planner_snapshot``: safe mode and 
 forbid discharge, prices clipped, the EV's session limits, what the charger's OCPP version can
 carry), with load and PV forecasts from the information model, and the real
 :class:`controller.optimizer.Planner` solves it. The real :class:`controller.dispatch.Dispatcher`
-then turns the plan into setpoints from the site's dispatcher inputs (V2H load following, grid
-limits, the reserve and permissions, the deadband keeps the last setpoint). The plant applies them.
+then turns the plan into charger schedules from the site's dispatcher inputs (V2H load following,
+grid limits, the reserve and permissions, pulses below the charger's minimum). Each charger holds
+the last schedule sent to it (the deadband sends nothing new) and follows its later periods when
+nothing new arrives, and nothing after its ``valid_until``; the plant runs the part of it that falls
+in the current step.
 
 ``perfect`` solves once over the whole scenario with the actual load, PV, prices and trips
-(``controller.optimizer.plan_foresight``) and replays that plan: the economic bound.
+(``controller.optimizer.plan_foresight``) and replays that plan's step averages as the home charger
+can run them (:class:`sim.baselines.StepDelivery`): the economic bound.
 """
 
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta
 
 from controller.config import SiteConfig
 from controller.dispatch import Dispatcher
-from controller.domain import Plan
+from controller.domain import ChargerSchedule, Plan
 from controller.optimizer import Planner, plan_foresight
 from controller.site_events import Reaction
 from controller.snapshot import DepartureGoal, Snapshot, VehicleSnapshot
 from controller.snapshot import Trip as SnapshotTrip
+from sim.baselines import StepDelivery
+from sim.charger_model import Pieces
 from sim.engine import Decision
 from sim.information import InformationModel, Observation, VehicleObservation
 from sim.plant import VehicleSpec
 from sim.scenario import Scenario
 from sim.site_feed import SiteFeed
 
-__all__ = ["ModelPredictiveControl", "PerfectForesight"]
+__all__ = ["ModelPredictiveControl", "PerfectForesight", "average_w", "schedule_in_step"]
+
+
+def schedule_in_step(schedule: ChargerSchedule | None, now: datetime, step: timedelta) -> Pieces | None:
+    """The pieces of a held ``schedule`` that fall in the step from ``now``: the period in force at
+    ``now``, the later ones starting inside the step, and 0 from ``valid_until``; None for none."""
+    if schedule is None:
+        return None
+    end = now + step
+    if schedule.valid_until <= now:
+        return None
+    phases = schedule.phases
+    pieces: list[tuple[float, float, int]] = []
+    for period in schedule.periods:
+        at = schedule.start + period.start_offset
+        if at >= end or at >= schedule.valid_until:
+            break
+        offset = max(0.0, (at - now).total_seconds())
+        if pieces and pieces[-1][0] >= offset:
+            pieces.pop()  # superseded before the step starts
+        pieces.append((offset, period.setpoint_w, phases))
+    if schedule.valid_until < end:
+        pieces.append(((schedule.valid_until - now).total_seconds(), 0.0, phases))
+    return tuple(pieces)
+
+
+def average_w(pieces: Pieces | None, step_s: float) -> float:
+    """The step average of what ``pieces`` ask (before the charger's limits)."""
+    if not pieces:
+        return 0.0
+    ends = [p[0] for p in pieces[1:]] + [step_s]
+    return sum(p[1] * (min(e, step_s) - p[0]) for p, e in zip(pieces, ends, strict=True)) / step_s
 
 
 def _soc_estimate(vehicle: VehicleObservation, spec: VehicleSpec, obs: Observation) -> float:
@@ -101,8 +139,8 @@ class ModelPredictiveControl:
         self.specs = tuple(VehicleSpec.from_config(v, config) for v in config.vehicles)
         self.plan: Plan | None = None
         self._plan_step = -1
-        # Setpoint each charger holds (what was last sent), by vehicle.
-        self._held_w = {v.id: 0.0 for v in config.vehicles}
+        # The schedule each charger holds (what was last sent), by vehicle.
+        self._held: dict[str, ChargerSchedule | None] = {v.id: None for v in config.vehicles}
         # Where the time goes, for benchmarks (the planner's own split from Planner.last_timings).
         self.observe_s = 0.0
         self.snapshot_s = 0.0
@@ -125,7 +163,7 @@ class ModelPredictiveControl:
         k = info.k
         t0 = time.perf_counter()
         vehicles = info.vehicles(self.horizon_steps)
-        reaction = self.feed.feed(info, vehicles, self._held_w)
+        reaction = self.feed.feed(info, vehicles, self._drawing(info.now))
         for charger_id in reaction.forget_chargers:
             self.dispatcher.forget(charger_id)
         solve_ms = solver_ms = None
@@ -156,22 +194,34 @@ class ModelPredictiveControl:
             if plan.fallback:
                 notes = (f"step {k}: {plan.solver_status}",)
         t4 = time.perf_counter()
-        powers = self._dispatch(info, vehicles)
+        pieces = self._dispatch(info, vehicles)
         self.dispatch_s += time.perf_counter() - t4
-        return Decision(powers, solve_ms=solve_ms, solver_ms=solver_ms, fallback=fallback, notes=notes)
+        step_s = info.step.total_seconds()
+        powers = tuple(average_w(p, step_s) for p in pieces)
+        return Decision(
+            powers, solve_ms=solve_ms, solver_ms=solver_ms, fallback=fallback, notes=notes, pieces=pieces
+        )
+
+    def _drawing(self, now: datetime) -> dict[str, float]:
+        """What each charger's held schedule asks at ``now``, as its meter would show it."""
+        out: dict[str, float] = {}
+        for vehicle_id, schedule in self._held.items():
+            pieces = schedule_in_step(schedule, now, timedelta(seconds=1))
+            out[vehicle_id] = pieces[0][1] if pieces else 0.0
+        return out
 
     def _dispatch(
         self, info: InformationModel, vehicles: tuple[VehicleObservation, ...]
-    ) -> tuple[float, ...]:
+    ) -> tuple[Pieces | None, ...]:
         commands = self.dispatcher.dispatch(self.feed.site.dispatch_inputs(info.now, self.plan))
         by_vehicle = {c.vehicle_id: c for c in commands if c.vehicle_id is not None}
         for vehicle in vehicles:
             command = by_vehicle.get(vehicle.vehicle_id)
             if not vehicle.plugged_in:
-                self._held_w[vehicle.vehicle_id] = 0.0
+                self._held[vehicle.vehicle_id] = None
             elif command is not None and command.send:
-                self._held_w[vehicle.vehicle_id] = command.setpoint_w
-        return tuple(self._held_w[v.vehicle_id] for v in vehicles)
+                self._held[vehicle.vehicle_id] = command.schedule
+        return tuple(schedule_in_step(self._held[v.vehicle_id], info.now, info.step) for v in vehicles)
 
 
 class PerfectForesight:
@@ -184,6 +234,9 @@ class PerfectForesight:
         self.time_limit_s = time_limit_s
         self.plan: Plan | None = None
         self.vehicle_ids = tuple(v.id for v in scenario.config.vehicles)
+        self.delivery = StepDelivery(scenario.config, int(scenario.series.step.total_seconds()))
+        self._power: list[list[float]] = []
+        self._pieces: list[list[Pieces | None]] = []
 
     def snapshot(self) -> Snapshot:
         scenario = self.scenario
@@ -224,9 +277,20 @@ class PerfectForesight:
             self.plan = plan_foresight(self.scenario.config, self.snapshot(), self.time_limit_s)
             solve_ms = 1000.0 * (time.perf_counter() - t0)
             solver_ms = self.plan.solve_time_ms
+            self._power = [self._averages(self.plan, vid) for vid in self.vehicle_ids]
+            self._pieces = [self.delivery.train(i, power) for i, power in enumerate(self._power)]
         plan = self.plan
-        powers = tuple(
-            plan.vehicles[vid].power_w[k] if vid in plan.vehicles and k < plan.steps else 0.0
-            for vid in self.vehicle_ids
+        inside = k < self.scenario.steps
+        powers = tuple(power[k] if inside else 0.0 for power in self._power)
+        pieces = tuple(train[k] if inside else None for train in self._pieces)
+        return Decision(
+            powers, solve_ms=solve_ms, solver_ms=solver_ms, fallback=plan.fallback and k == 0, pieces=pieces
         )
-        return Decision(powers, solve_ms=solve_ms, solver_ms=solver_ms, fallback=plan.fallback and k == 0)
+
+    def _averages(self, plan: Plan, vehicle_id: str) -> list[float]:
+        """The plan's step averages for one car over the scenario (0 where the plan has none)."""
+        steps = self.scenario.steps
+        if vehicle_id not in plan.vehicles:
+            return [0.0] * steps
+        power = list(plan.vehicles[vehicle_id].power_w[:steps])
+        return power + [0.0] * (steps - len(power))

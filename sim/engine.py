@@ -2,8 +2,14 @@
 
 for k in steps:
     info.advance_to(k)                 # the controller's view moves to now
-    decision = strategy.decide(info)   # requested power per vehicle (vehicle sign)
-    outcome = plant.step(k, ...)       # physics: clamps, efficiencies, trips, grid meter
+    decision = strategy.decide(info)   # per vehicle: what its charger is told over the step
+    outcome = plant.step(k, ...)       # physics per minute: charger limits, clamps, efficiencies,
+                                       # trips, grid meter
+
+A decision is each car's step average (``power_w``) and, where the charger is told more than one
+value over the step (a pulse, a schedule's next period), the pieces it is told (``pieces``,
+``sim.charger_model``). The result keeps the step averages and, per minute, what each car drew and
+the grid meter, with each step's import and export inside it.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from sim.charger_model import Pieces
 from sim.information import InformationModel
 from sim.plant import DepartureOutcome, Plant, VehicleSpec
 from sim.scenario import FloatArray, Scenario
@@ -31,12 +38,16 @@ class Decision:
     """Requested power per vehicle (config order, + charge / - discharge) for the current step."""
 
     power_w: tuple[float, ...]
+    """The step average of what each charger is asked."""
     solve_ms: float | None = None
     """Wall time of the planning call made for this step (inputs, solve, plan), if one was made."""
     solver_ms: float | None = None
     """The solver's own share of it."""
     fallback: bool = False
     notes: tuple[str, ...] = ()
+    pieces: tuple[Pieces | None, ...] | None = None
+    """Per vehicle, what its charger is told over the step: ``((offset_s, power_w, phases), ...)``
+    (``sim.charger_model``); None (for all or for one) = ``power_w`` all step on the charger's phases."""
 
 
 class Strategy(Protocol):
@@ -47,14 +58,27 @@ class Strategy(Protocol):
 
 @dataclass(eq=False)
 class SimResult:
-    """Everything recorded in one run; arrays are per step (and per vehicle on the first axis)."""
+    """Everything recorded in one run; arrays are per step (and per vehicle on the first axis),
+    the ``*_1min_w`` ones per minute (``minutes_per_step`` a step)."""
 
     scenario: Scenario
     strategy: str
     specs: tuple[VehicleSpec, ...]
     grid_w: FloatArray
+    """The grid meter's average per step (+ import)."""
     power_w: FloatArray
+    """Each car's average power per step."""
     requested_w: FloatArray
+    """The step average of what each car's charger was asked."""
+    import_kwh: FloatArray
+    """Imported per step, the sum over its minutes (not the netted average)."""
+    export_kwh: FloatArray
+    """Exported per step, the sum over its minutes."""
+    power_1min_w: FloatArray
+    """Each car's power per minute, (vehicles, steps x minutes per step)."""
+    grid_1min_w: FloatArray
+    """The grid meter per minute."""
+    minutes_per_step: int
     energy_kwh: FloatArray
     """Energy at the end of each step."""
     plugged_in: npt.NDArray[np.bool_]
@@ -107,6 +131,11 @@ def simulate(
     load = series.load_w.tolist()
     pv = series.pv_w.tolist()
     grid = np.empty(n)
+    imported = np.empty(n)
+    exported = np.empty(n)
+    per_step = plant.minutes_per_step
+    power_1min = np.empty((count, n * per_step))
+    grid_1min = np.empty(n * per_step)
     power = np.empty((count, n))
     requested = np.empty((count, n))
     energy = np.empty((count, n))
@@ -127,11 +156,15 @@ def simulate(
         info.advance_to(k)
         decision = strategy.decide(info)
         t1 = time.perf_counter()
-        outcome = plant.step(k, list(decision.power_w), load[k], pv[k])
+        outcome = plant.step(k, decision.power_w, load[k], pv[k], decision.pieces)
         t2 = time.perf_counter()
         strategy_s += t1 - t0
         plant_s += t2 - t1
         grid[k] = outcome.grid_w
+        imported[k] = outcome.import_kwh
+        exported[k] = outcome.export_kwh
+        power_1min[:, k * per_step : (k + 1) * per_step] = outcome.minute_power_w
+        grid_1min[k * per_step : (k + 1) * per_step] = outcome.grid_minute_w
         power[:, k] = outcome.power_w
         requested[:, k] = decision.power_w
         energy[:, k] = outcome.energy_kwh
@@ -157,6 +190,11 @@ def simulate(
         grid_w=grid,
         power_w=power,
         requested_w=requested,
+        import_kwh=imported,
+        export_kwh=exported,
+        power_1min_w=power_1min,
+        grid_1min_w=grid_1min,
+        minutes_per_step=per_step,
         energy_kwh=energy,
         plugged_in=plugged,
         solve_ms=solve_ms,

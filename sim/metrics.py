@@ -1,8 +1,16 @@
 """Metrics of one run: cost, energy flows, V2H/V2G split, battery wear, safety, solver times.
 
-Conventions: energy over a step = power x step length; costs in the site currency.
+Conventions: energy over a step = power x step length; costs in the site currency. Flows are
+counted inside the step, minute by minute as the plant ran them (``SimResult.power_1min_w``,
+``grid_1min_w``), not from the netted step average: a car discharging at 4.14 kW for the first quarter
+of a 15-minute step against a 1 kW home exports 0.196 kWh and imports 0.1875 kWh in that step,
+where the netted average (-0.035 kW) shows an export of 9 Wh and no import.
 
-* ``energy_cost`` = import cost - export revenue.
+* ``import_kwh`` / ``export_kwh``: the sums over the minutes of the grid meter's positive and
+  negative parts; ``peak_import_kw`` / ``peak_export_kw`` the largest minute, and a step exceeds a
+  grid limit when any of its minutes does.
+* ``energy_cost`` = import cost - export revenue, each step's import and export at that step's
+  prices.
 * ``stored_energy_value``: the change of energy stored in the cars from start to end, valued at the
   optimiser's terminal value over the whole scenario (``optimizer.terminal_value_per_kwh`` when
   configured, else the larger of the mean import price and the upper-quartile export price, at least
@@ -12,10 +20,17 @@ Conventions: energy over a step = power x step length; costs in the site currenc
 * ``total_cost`` = energy cost + degradation cost - stored energy value: what strategies are ranked by.
 * ``throughput_kwh``: energy through the batteries on the battery side (charged in + discharged out);
   ``degradation_cost`` = throughput x each car's ``degradation_cost_per_kwh``.
-* V2H is discharge that covers the home's net load (load - PV) in the same step, V2G is discharge
-  that leaves through the grid meter; discharge into another car's charging is neither.
-* A reserve breach is a step where a car discharged and ended below its reserve floor (a car that
-  arrives from a trip below the floor is no breach; it must then not be discharged).
+* ``charge_kwh`` / ``discharge_kwh`` (AC) and ``throughput_kwh`` sum the minutes' positive and
+  negative parts of each car's power.
+* V2H is discharge that covers the home's net load (load - PV) in the same minute, V2G is discharge
+  that leaves through the grid meter in that minute; discharge into another car's charging is
+  neither.
+* A reserve breach is a step where a car discharged (in any minute) and ended below its reserve
+  floor (a car that arrives from a trip below the floor is no breach; it must then not be
+  discharged).
+* A ceiling breach is a step where a car charged (in any minute) and ended above its maximum SoC
+  (``max_soc_percent``) by more than a float tolerance; a car that arrives above it is no breach.
+  ``ceiling_excess_kwh_max`` is the largest such excess (0 without breaches).
 * A departure shortfall is a departure below the target; it is avoidable when charging at full power
   since plug-in would have reached the target (or more of it).
 """
@@ -27,6 +42,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from controller.optimizer.inputs import terminal_value_per_kwh
 from controller.optimizer.shape import SiteShape
@@ -37,6 +53,7 @@ __all__ = ["Metrics", "compute_metrics", "monthly_cost", "saving_share", "step_c
 
 # Tolerances against float noise, not slack for the controller.
 RESERVE_TOLERANCE_KWH = 0.01
+CEILING_TOLERANCE_KWH = 0.01
 SHORTFALL_TOLERANCE_KWH = 0.05
 
 
@@ -68,6 +85,9 @@ class Metrics:
     initial_energy_kwh: float
     final_energy_kwh: float
     reserve_breaches: int
+    ceiling_breaches: int
+    """Steps where a car charged and ended above its maximum SoC."""
+    ceiling_excess_kwh_max: float
     lowest_soc_percent: float | None
     """Lowest end-of-step SoC of any car while plugged in."""
     lowest_breach_soc_percent: float | None
@@ -107,22 +127,31 @@ def terminal_price_per_kwh(result: SimResult) -> float:
 
 
 def step_cost(result: SimResult) -> FloatArray:
-    """Energy cost per step (import cost - export revenue)."""
+    """Energy cost per step (import cost - export revenue), from the flows inside each step."""
     series = result.scenario.series
-    hours = series.step_hours
-    import_kwh = np.maximum(result.grid_w, 0.0) * hours / 1000.0
-    export_kwh = np.maximum(-result.grid_w, 0.0) * hours / 1000.0
-    out: FloatArray = import_kwh * series.import_price_per_kwh - export_kwh * series.export_price_per_kwh
+    out: FloatArray = (
+        result.import_kwh * series.import_price_per_kwh - result.export_kwh * series.export_price_per_kwh
+    )
     return out
+
+
+def _minute_hours(result: SimResult) -> float:
+    return result.scenario.series.step_hours / result.minutes_per_step
+
+
+def _by_step(result: SimResult, per_minute: FloatArray) -> FloatArray:
+    """(vehicles, steps x minutes) -> (vehicles, steps, minutes)."""
+    return per_minute.reshape(per_minute.shape[0], -1, result.minutes_per_step)
 
 
 def _battery_side_kwh(result: SimResult) -> FloatArray:
     """Per vehicle and step, energy through the battery (charged in + discharged out), kWh."""
-    hours = result.scenario.series.step_hours
+    to_kwh = _minute_hours(result) / 1000.0
     eta_c = np.array([s.charge_efficiency for s in result.specs])[:, None]
     eta_d = np.array([s.discharge_efficiency for s in result.specs])[:, None]
-    charge = np.maximum(result.power_w, 0.0) * hours / 1000.0 * eta_c
-    discharge = np.maximum(-result.power_w, 0.0) * hours / 1000.0 / eta_d
+    minutes = _by_step(result, result.power_1min_w)
+    charge = np.maximum(minutes, 0.0).sum(axis=2) * to_kwh * eta_c
+    discharge = np.maximum(-minutes, 0.0).sum(axis=2) * to_kwh / eta_d
     out: FloatArray = charge + discharge
     return out
 
@@ -158,6 +187,32 @@ def monthly_cost(result: SimResult) -> dict[str, float]:
     return out
 
 
+def _moving(result: SimResult) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Per vehicle and step: (charged in some minute, discharged in some minute)."""
+    minutes = _by_step(result, result.power_1min_w)
+    charged: npt.NDArray[np.bool_] = np.asarray((minutes > 0.0).any(axis=2))
+    discharged: npt.NDArray[np.bool_] = np.asarray((minutes < 0.0).any(axis=2))
+    return charged, discharged
+
+
+def _flows(result: SimResult) -> dict[str, float]:
+    """AC energy charged and discharged, and the discharge's V2H / V2G split, minute by minute, kWh."""
+    to_kwh = _minute_hours(result) / 1000.0
+    power = result.power_1min_w
+    grid = result.grid_1min_w
+    charge_w = np.maximum(power, 0.0).sum(axis=0)
+    discharge_w = np.maximum(-power, 0.0).sum(axis=0)
+    net_home_w = grid - power.sum(axis=0)  # load - PV, as the meter closes the balance
+    v2h_w = np.minimum(discharge_w, np.maximum(net_home_w, 0.0))
+    v2g_w = np.minimum(discharge_w - v2h_w, np.maximum(-grid, 0.0))
+    return {
+        "charge": float(charge_w.sum() * to_kwh),
+        "discharge": float(discharge_w.sum() * to_kwh),
+        "v2h": float(v2h_w.sum() * to_kwh),
+        "v2g": float(v2g_w.sum() * to_kwh),
+    }
+
+
 def _stats(values: FloatArray) -> tuple[float | None, float | None, float | None, float | None]:
     if len(values) == 0:
         return None, None, None, None
@@ -173,23 +228,17 @@ def compute_metrics(result: SimResult) -> Metrics:
     scenario = result.scenario
     series = scenario.series
     hours = series.step_hours
-    to_kwh = hours / 1000.0
-    grid = result.grid_w
-    import_kwh = np.maximum(grid, 0.0) * to_kwh
-    export_kwh = np.maximum(-grid, 0.0) * to_kwh
-    import_cost = float((import_kwh * series.import_price_per_kwh).sum())
-    export_revenue = float((export_kwh * series.export_price_per_kwh).sum())
+    import_cost = float((result.import_kwh * series.import_price_per_kwh).sum())
+    export_revenue = float((result.export_kwh * series.export_price_per_kwh).sum())
     degradation = float(degradation_per_step(result).sum())
+    flows = _flows(result)
 
-    charge_w = np.maximum(result.power_w, 0.0).sum(axis=0)
-    discharge_w = np.maximum(-result.power_w, 0.0).sum(axis=0)
-    net_home_w = series.load_w - series.pv_w
-    v2h_w = np.minimum(discharge_w, np.maximum(net_home_w, 0.0))
-    v2g_w = np.minimum(discharge_w - v2h_w, np.maximum(-grid, 0.0))
-
+    charged, discharged = _moving(result)
     reserve = np.array([s.reserve_kwh for s in result.specs])[:, None]
-    below = result.energy_kwh < reserve - RESERVE_TOLERANCE_KWH
-    breaches = below & (result.power_w < 0)
+    breaches = (result.energy_kwh < reserve - RESERVE_TOLERANCE_KWH) & discharged
+    ceiling = np.array([s.max_soc_kwh for s in result.specs])[:, None]
+    excess = result.energy_kwh - ceiling
+    over = (excess > CEILING_TOLERANCE_KWH) & charged
     soc = result.soc_percent
     plugged_soc = soc[result.plugged_in]
     lowest = float(plugged_soc.min()) if plugged_soc.size else None
@@ -199,6 +248,10 @@ def compute_metrics(result: SimResult) -> Metrics:
     avoidable = [d for d in result.departures if d.avoidable_shortfall_kwh > SHORTFALL_TOLERANCE_KWH]
 
     grid_cfg = scenario.config.site.grid
+    grid = result.grid_1min_w
+    by_step = grid.reshape(-1, result.minutes_per_step)
+    step_max = by_step.max(axis=1, initial=-math.inf)
+    step_min = by_step.min(axis=1, initial=math.inf)
     solves = result.solve_ms[~np.isnan(result.solve_ms)]
     median, p95, worst, mean = _stats(solves)
     final = float(result.energy_kwh[:, -1].sum()) if series.steps else float(sum(result.initial_energy_kwh))
@@ -218,12 +271,12 @@ def compute_metrics(result: SimResult) -> Metrics:
         degradation_cost=degradation,
         stored_energy_value=stored_value,
         terminal_price_per_kwh=terminal_price,
-        import_kwh=float(import_kwh.sum()),
-        export_kwh=float(export_kwh.sum()),
-        charge_kwh=float(charge_w.sum() * to_kwh),
-        discharge_kwh=float(discharge_w.sum() * to_kwh),
-        v2h_kwh=float(v2h_w.sum() * to_kwh),
-        v2g_kwh=float(v2g_w.sum() * to_kwh),
+        import_kwh=float(result.import_kwh.sum()),
+        export_kwh=float(result.export_kwh.sum()),
+        charge_kwh=flows["charge"],
+        discharge_kwh=flows["discharge"],
+        v2h_kwh=flows["v2h"],
+        v2g_kwh=flows["v2g"],
         throughput_kwh=float(_battery_side_kwh(result).sum()),
         losses_kwh=result.losses_kwh,
         drive_kwh=result.drive_kwh,
@@ -231,6 +284,8 @@ def compute_metrics(result: SimResult) -> Metrics:
         initial_energy_kwh=initial,
         final_energy_kwh=final,
         reserve_breaches=int(breaches.sum()),
+        ceiling_breaches=int(over.sum()),
+        ceiling_excess_kwh_max=float(excess[over].max()) if over.any() else 0.0,
         lowest_soc_percent=lowest,
         lowest_breach_soc_percent=float(breach_soc.min()) if breach_soc.size else None,
         departures=len(result.departures),
@@ -240,8 +295,8 @@ def compute_metrics(result: SimResult) -> Metrics:
         avoidable_shortfall_kwh=float(sum(d.avoidable_shortfall_kwh for d in avoidable)),
         peak_import_kw=float(max(grid.max(initial=0.0), 0.0) / 1000.0),
         peak_export_kw=float(max(-grid.min(initial=0.0), 0.0) / 1000.0),
-        import_limit_exceeded_steps=int((grid > 1000.0 * grid_cfg.import_limit_kw + 1e-6).sum()),
-        export_limit_exceeded_steps=int((-grid > 1000.0 * grid_cfg.export_limit_kw + 1e-6).sum()),
+        import_limit_exceeded_steps=int((step_max > 1000.0 * grid_cfg.import_limit_kw + 1e-6).sum()),
+        export_limit_exceeded_steps=int((-step_min > 1000.0 * grid_cfg.export_limit_kw + 1e-6).sum()),
         solves=len(solves),
         solve_ms_median=median,
         solve_ms_p95=p95,

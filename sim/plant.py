@@ -1,4 +1,4 @@
-"""The plant: what physically happens at the home, step by step.
+"""The plant: what physically happens at the home, step by step and minute by minute inside a step.
 
 Batteries with separate charge and discharge efficiency (power is measured on the AC side, at the
 charger), power limits of car and charger, availability (a car on a trip cannot charge), trips that
@@ -6,20 +6,32 @@ drain the battery while away, the home's load and PV, and the grid meter that cl
 
     grid_w = load_w - pv_w + sum(vehicle power_w)        (+ import, - export)
 
+Inside a step the plant runs in 1-minute sub-steps: each charger follows what it was told over the
+step (``sim.charger_model``: a request between 0 and its minimum pauses, one above its maximum is
+capped, a pulse ending mid-minute counts to the second), each minute's power is limited by the room
+left in the battery or the energy left in it, and the grid meter closes the balance per minute (load
+and PV held at the step's values unless per-minute values are given). Import and export are the
+sums of the minutes' positive and negative parts: a pulse at 4.14 kW for a quarter of a step
+against a 1 kW home exports inside the step even where the step's average would not. A step in
+which every car's power is constant and nothing runs out skips the minute loop (the same figures).
+
 The plant never decides anything: it applies requested powers within physical limits (plugged in,
-power ratings, an empty or full battery) and reports what happened. The reserve floor is the
-controller's promise, not physics, so the plant lets a car go below it and the metrics count it.
+power ratings, the charger's minimum, an empty or full battery) and reports what happened. The
+reserve floor and the SoC ceiling are the controller's promises, not physics, so the plant lets a
+car cross them and the metrics count it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from controller.config import SiteConfig, VehicleConfig, physical_power_limits_kw
-from sim.scenario import Scenario, ScheduledTrip
+from sim.charger_model import ChargerModel, Pieces
+from sim.scenario import FloatArray, Scenario, ScheduledTrip
 
 __all__ = ["DepartureOutcome", "Plant", "StepOutcome", "VehicleSpec"]
 
@@ -74,18 +86,28 @@ class DepartureOutcome:
         return max(0.0, min(self.target_kwh, self.reachable_kwh) - self.energy_kwh)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class StepOutcome:
     """One step, per vehicle in config order; energies in kWh over the step."""
 
     power_w: tuple[float, ...]
+    """Each car's average power over the step."""
     energy_kwh: tuple[float, ...]
     plugged_in: tuple[bool, ...]
     grid_w: float
+    """The grid meter's average over the step (+ import)."""
     losses_kwh: float
     drive_kwh: float
     unmet_drive_kwh: float
     departures: tuple[DepartureOutcome, ...]
+    import_kwh: float
+    """Imported inside the step: the sum of the minutes' imports (not the netted average)."""
+    export_kwh: float
+    """Exported inside the step: the sum of the minutes' exports."""
+    minute_power_w: FloatArray
+    """Each car's power per minute, (vehicles, minutes per step)."""
+    grid_minute_w: FloatArray
+    """The grid meter per minute (+ import)."""
 
 
 class Plant:
@@ -96,6 +118,12 @@ class Plant:
         config = scenario.config
         self.specs = tuple(VehicleSpec.from_config(v, config) for v in config.vehicles)
         self.step_hours = scenario.series.step_hours
+        self.chargers = tuple(ChargerModel.for_vehicle(v, config) for v in config.vehicles)
+        step_s = scenario.series.step.total_seconds()
+        if step_s <= 0 or step_s % 60:
+            raise ValueError(f"a plant step of {step_s:g} s is not a whole number of minutes")
+        self.step_s = int(step_s)
+        self.minutes_per_step = self.step_s // 60
         self.energy_kwh = [
             spec.capacity_kwh * scenario.initial_soc(v) / 100.0
             for spec, v in zip(self.specs, config.vehicles, strict=True)
@@ -127,24 +155,97 @@ class Plant:
     def soc_percent(self, index: int) -> float:
         return 100.0 * self.energy_kwh[index] / self.specs[index].capacity_kwh
 
-    def clamp(self, index: int, k: int, power_w: float) -> float:
-        """The power the car actually takes at step ``k`` for a request of ``power_w``."""
-        if self._away_list[k][index] or power_w != power_w:  # NaN requests are refused as 0
-            return 0.0
-        spec = self.specs[index]
-        energy = self.energy_kwh[index]
-        if power_w > 0:
-            room_w = (
-                max(0.0, spec.capacity_kwh - energy) / (spec.charge_efficiency * self.step_hours) * 1000.0
-            )
-            return min(power_w, spec.max_charge_w, room_w)
-        if power_w < 0:
-            left_w = max(0.0, energy) * spec.discharge_efficiency / self.step_hours * 1000.0
-            return -min(-power_w, spec.max_discharge_w, left_w)
-        return 0.0
+    def step(
+        self,
+        k: int,
+        requested_w: Sequence[float],
+        load_w: float,
+        pv_w: float,
+        pieces: Sequence[Pieces | None] | None = None,
+        load_minutes_w: Sequence[float] | None = None,
+        pv_minutes_w: Sequence[float] | None = None,
+    ) -> StepOutcome:
+        """Apply step ``k``: per vehicle (config order) what its charger is told, ``pieces[i]``
+        (``sim.charger_model``), or where that is None the constant ``requested_w[i]`` (vehicle sign)
+        on the charger's phases. ``load_minutes_w`` / ``pv_minutes_w`` (optional, one value per
+        minute) replace the step's load and PV inside the step."""
+        departures = self._departures(k)
+        hours = self.step_hours
+        minutes = self.minutes_per_step
+        minute_w = np.empty((len(self.specs), minutes))
+        powers: list[float] = []
+        losses = drive = unmet = 0.0
+        varies = False
+        away = self._away_list[k]
+        drain = self._drain_list[k]
+        for i, spec in enumerate(self.specs):
+            energy = self.energy_kwh[i]
+            if away[i]:
+                minute_w[i] = 0.0
+                power = 0.0
+                used = min(drain[i], max(0.0, energy))
+                energy -= used
+                drive += used
+                unmet += drain[i] - used
+                self._reachable_kwh[i] = energy
+            else:
+                told = pieces[i] if pieces is not None else None
+                power, energy, loss, uneven = self._charge(i, requested_w[i], told, minute_w[i])
+                losses += loss
+                varies = varies or uneven
+                full_kwh = spec.max_charge_w * hours / 1000.0 * spec.charge_efficiency
+                self._reachable_kwh[i] = min(spec.capacity_kwh, self._reachable_kwh[i] + full_kwh)
+            # Clamping keeps energy within [0, capacity] up to rounding.
+            self.energy_kwh[i] = min(spec.capacity_kwh, max(0.0, energy))
+            powers.append(power)
+        grid_w, grid_minute_w, import_kwh, export_kwh = self._grid(
+            load_w, pv_w, powers, minute_w, varies, (load_minutes_w, pv_minutes_w)
+        )
+        return StepOutcome(
+            power_w=tuple(powers),
+            energy_kwh=tuple(self.energy_kwh),
+            plugged_in=tuple(not a for a in away),
+            grid_w=grid_w,
+            losses_kwh=losses,
+            drive_kwh=drive,
+            unmet_drive_kwh=unmet,
+            departures=departures,
+            import_kwh=import_kwh,
+            export_kwh=export_kwh,
+            minute_power_w=minute_w,
+            grid_minute_w=grid_minute_w,
+        )
 
-    def step(self, k: int, requested_w: list[float], load_w: float, pv_w: float) -> StepOutcome:
-        """Apply ``requested_w`` (vehicle sign, one per vehicle) over step ``k``."""
+    def _grid(
+        self,
+        load_w: float,
+        pv_w: float,
+        powers: list[float],
+        minute_w: FloatArray,
+        varies: bool,
+        finer: tuple[Sequence[float] | None, Sequence[float] | None],
+    ) -> tuple[float, FloatArray, float, float]:
+        """The grid meter: (step average, per minute, import kWh, export kWh inside the step)."""
+        hours = self.step_hours
+        minutes = self.minutes_per_step
+        grid_w = load_w - pv_w + sum(powers)
+        load_minutes_w, pv_minutes_w = finer
+        if load_minutes_w is None and pv_minutes_w is None:
+            if not varies:
+                imported, exported = max(grid_w, 0.0), max(-grid_w, 0.0)
+                return grid_w, np.full(minutes, grid_w), imported * hours / 1000.0, exported * hours / 1000.0
+            grid_minute_w = (load_w - pv_w) + minute_w.sum(axis=0)
+        else:
+            load = np.full(minutes, load_w) if load_minutes_w is None else np.asarray(load_minutes_w, float)
+            pv = np.full(minutes, pv_w) if pv_minutes_w is None else np.asarray(pv_minutes_w, float)
+            grid_minute_w = load - pv + minute_w.sum(axis=0)
+            grid_w = float(grid_minute_w.mean())
+        to_kwh = hours / minutes / 1000.0
+        import_kwh = float(np.maximum(grid_minute_w, 0.0).sum()) * to_kwh
+        export_kwh = float(np.maximum(-grid_minute_w, 0.0).sum()) * to_kwh
+        return grid_w, grid_minute_w, import_kwh, export_kwh
+
+    def _departures(self, k: int) -> tuple[DepartureOutcome, ...]:
         departures: list[DepartureOutcome] = []
         for i, trip in self._departing.get(k, ()):
             spec = self.specs[i]
@@ -154,42 +255,60 @@ class Plant:
             )
         for i in self._arriving.get(k, ()):
             self._reachable_kwh[i] = self.energy_kwh[i]
-        hours = self.step_hours
-        powers: list[float] = []
-        losses = drive = unmet = 0.0
-        away = self._away_list[k]
-        drain = self._drain_list[k]
-        for i, spec in enumerate(self.specs):
-            power = self.clamp(i, k, requested_w[i])
-            energy = self.energy_kwh[i]
-            if power > 0:
+        return tuple(departures)
+
+    def _charge(
+        self, i: int, requested_w: float, told: Pieces | None, out: FloatArray
+    ) -> tuple[float, float, float, bool]:
+        """One plugged-in car over the step: (average power, energy after, losses, whether its
+        power changes inside the step); ``out`` receives its power per minute."""
+        charger = self.chargers[i]
+        delivered = (
+            charger.delivered_w(requested_w) if told is None else charger.constant_w(told, self.step_s)
+        )
+        if delivered is None:
+            return self._per_minute(i, charger.follow(told or (), self.step_s), out)
+        spec = self.specs[i]
+        energy = self.energy_kwh[i]
+        ac_kwh = abs(delivered) * self.step_hours / 1000.0
+        if delivered > 0.0 and ac_kwh * spec.charge_efficiency <= spec.capacity_kwh - energy:
+            out[:] = delivered
+            return (
+                delivered,
+                energy + ac_kwh * spec.charge_efficiency,
+                ac_kwh * (1.0 - spec.charge_efficiency),
+                False,
+            )
+        if delivered < 0.0 and ac_kwh / spec.discharge_efficiency <= energy:
+            out[:] = delivered
+            loss = ac_kwh * (1.0 / spec.discharge_efficiency - 1.0)
+            return delivered, energy - ac_kwh / spec.discharge_efficiency, loss, False
+        if delivered == 0.0:
+            out[:] = 0.0
+            return 0.0, energy, 0.0, False
+        return self._per_minute(i, np.full(self.minutes_per_step, delivered), out)
+
+    def _per_minute(
+        self, i: int, delivered_w: FloatArray, out: FloatArray
+    ) -> tuple[float, float, float, bool]:
+        """Minute by minute: each minute's power limited by the room or the energy left."""
+        spec = self.specs[i]
+        hours = self.step_hours / self.minutes_per_step
+        energy = self.energy_kwh[i]
+        losses = 0.0
+        for m, requested in enumerate(delivered_w.tolist()):
+            power = 0.0
+            if requested > 0.0:
+                room_w = max(0.0, spec.capacity_kwh - energy) / (spec.charge_efficiency * hours) * 1000.0
+                power = min(requested, room_w)
                 ac_kwh = power * hours / 1000.0
                 energy += ac_kwh * spec.charge_efficiency
                 losses += ac_kwh * (1.0 - spec.charge_efficiency)
-            elif power < 0:
+            elif requested < 0.0:
+                left_w = max(0.0, energy) * spec.discharge_efficiency / hours * 1000.0
+                power = -min(-requested, left_w)
                 ac_kwh = -power * hours / 1000.0
                 energy -= ac_kwh / spec.discharge_efficiency
                 losses += ac_kwh * (1.0 / spec.discharge_efficiency - 1.0)
-            if away[i]:
-                used = min(drain[i], max(0.0, energy))
-                energy -= used
-                drive += used
-                unmet += drain[i] - used
-                self._reachable_kwh[i] = energy
-            else:
-                full_kwh = spec.max_charge_w * hours / 1000.0 * spec.charge_efficiency
-                self._reachable_kwh[i] = min(spec.capacity_kwh, self._reachable_kwh[i] + full_kwh)
-            # Clamping keeps energy within [0, capacity] up to rounding.
-            self.energy_kwh[i] = min(spec.capacity_kwh, max(0.0, energy))
-            powers.append(power)
-        grid_w = load_w - pv_w + sum(powers)
-        return StepOutcome(
-            power_w=tuple(powers),
-            energy_kwh=tuple(self.energy_kwh),
-            plugged_in=tuple(not a for a in away),
-            grid_w=grid_w,
-            losses_kwh=losses,
-            drive_kwh=drive,
-            unmet_drive_kwh=unmet,
-            departures=tuple(departures),
-        )
+            out[m] = power
+        return float(out.mean()), energy, losses, True

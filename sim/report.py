@@ -1,4 +1,5 @@
-"""Reports: summary tables, ``metrics.json``, the time-series CSV and PNG plots (matplotlib, Agg)."""
+"""Reports: summary tables, ``metrics.json``, the time-series CSVs (per step, and each car's power
+per minute) and PNG plots (matplotlib, Agg)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import math
 import zoneinfo
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ __all__ = [
     "plot_sample_week",
     "sample_week_start",
     "write_metrics_json",
+    "write_power_1min_csv",
     "write_timeseries_csv",
 ]
 
@@ -79,6 +81,10 @@ def format_summary(metrics: Metrics) -> str:
             "reserve breaches",
             f"{m.reserve_breaches} (lowest SoC plugged in {_fmt(m.lowest_soc_percent, 1)} %)",
         ),
+        (
+            "ceiling breaches",
+            f"{m.ceiling_breaches} (largest excess {_fmt(m.ceiling_excess_kwh_max, 3)} kWh)",
+        ),
         ("departures", f"{m.departures}, shortfalls {shortfall}"),
         ("peak import / export", f"{_fmt(m.peak_import_kw)} / {_fmt(m.peak_export_kw)} kW"),
         (
@@ -122,7 +128,7 @@ def format_comparison(results: Mapping[str, Metrics]) -> str:
         "export kWh",
         "V2H kWh",
         "V2G kWh",
-        "breaches",
+        "reserve/ceiling breaches",
         "shortfalls (avoidable)",
         "solves",
         "median ms",
@@ -142,7 +148,7 @@ def format_comparison(results: Mapping[str, Metrics]) -> str:
                 _fmt(row["export_kwh"], 1),
                 _fmt(row["v2h_kwh"], 1),
                 _fmt(row["v2g_kwh"], 1),
-                str(row["reserve_breaches"]),
+                f"{row['reserve_breaches']} / {row['ceiling_breaches']}",
                 f"{row['departure_shortfalls']} ({row['avoidable_shortfalls']})",
                 str(row["solves"]),
                 _fmt(row["solve_ms_median"]),
@@ -187,8 +193,13 @@ def _exact(value: float) -> str:
     return repr(float(value))  # float(): numpy's repr is "np.float64(...)"
 
 
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def write_timeseries_csv(path: Path, result: SimResult) -> None:
-    """Per step: time, prices, load, PV, grid, and per vehicle power, SoC and plug state.
+    """Per step: time, prices, load, PV, grid (the step's average, and its import and export kWh
+    counted minute by minute inside it), and per vehicle power, SoC and plug state.
 
     Every number is written in full precision: each cell reads back as exactly the float the run
     used (powers in kW are the run's watts / 1000)."""
@@ -202,6 +213,8 @@ def write_timeseries_csv(path: Path, result: SimResult) -> None:
         "load_kw",
         "pv_kw",
         "grid_kw",
+        "import_kwh",
+        "export_kwh",
     ]
     for vid in ids:
         header += [f"{vid}_power_kw", f"{vid}_requested_kw", f"{vid}_soc_percent", f"{vid}_plugged_in"]
@@ -211,12 +224,14 @@ def write_timeseries_csv(path: Path, result: SimResult) -> None:
         writer.writerow(header)
         for k in range(series.steps):
             row: list[str] = [
-                series.time_at(k).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                _utc(series.time_at(k)),
                 _exact(series.import_price_per_kwh[k]),
                 _exact(series.export_price_per_kwh[k]),
                 _exact(series.load_w[k] / 1000.0),
                 _exact(series.pv_w[k] / 1000.0),
                 _exact(result.grid_w[k] / 1000.0),
+                _exact(result.import_kwh[k]),
+                _exact(result.export_kwh[k]),
             ]
             for i in range(len(ids)):
                 row += [
@@ -228,6 +243,23 @@ def write_timeseries_csv(path: Path, result: SimResult) -> None:
             solve = result.solve_ms[k]
             row.append("" if math.isnan(solve) else _exact(solve))
             writer.writerow(row)
+
+
+def write_power_1min_csv(path: Path, result: SimResult) -> None:
+    """Each car's power per minute as the plant ran it (W, + charging): a ``time`` column (UTC, the
+    minute's start) and one column per vehicle, ``steps x minutes per step`` rows, in full precision."""
+    series = result.scenario.series
+    minutes = result.minutes_per_step
+    per_minute = series.step / minutes
+    columns = [[_exact(v) for v in row] for row in result.power_1min_w.tolist()]
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["time", *result.vehicle_ids])
+        for k in range(series.steps):
+            start = series.time_at(k)
+            for m in range(minutes):
+                index = k * minutes + m
+                writer.writerow([_utc(start + m * per_minute), *(column[index] for column in columns)])
 
 
 def sample_week_start(result: SimResult) -> int:
