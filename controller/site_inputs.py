@@ -90,7 +90,8 @@ class SiteInputs:
         return self._readings.get(meter_id)
 
     def phases_w(self, meter_id: str) -> tuple[float, ...]:
-        """Per-phase power of the last reading (Shelly Pro 3EM), empty when the meter has none."""
+        """Per-phase power of the last reading (L1-L3 where the format reads them: Shelly Pro 3EM,
+        Tasmota SML, dsmr-reader), empty when the meter has none."""
         return self._phases_w.get(meter_id, ())
 
     def _is_fresh(self, meter: MeterConfig, now: dt.datetime) -> bool:
@@ -136,6 +137,17 @@ class SiteInputs:
     def grid_power_w(self, now: dt.datetime) -> float | None:
         """Grid power (+ import / - export), None when missing or stale."""
         return self._fresh_sum(MeterRole.GRID, ensure_utc(now))
+
+    def grid_phases_w(self, now: dt.datetime) -> tuple[float, float, float] | None:
+        """Grid power per phase L1-L3 (+ import) of the grid meter's last reading (a site has one);
+        None when it is missing or stale, its last reading has no value for every phase, or the
+        grid is lost (an outage: nothing flows through the main fuses)."""
+        now = ensure_utc(now)
+        meter = next((m for m in self.cfg.meters if m.role is MeterRole.GRID), None)
+        if meter is None or self.is_grid_lost(now) or not self._is_fresh(meter, now):
+            return None
+        phases = self._phases_w.get(meter.id, ())
+        return (phases[0], phases[1], phases[2]) if len(phases) == 3 else None
 
     def pv_power_w(self, now: dt.datetime) -> float | None:
         """PV production summed over PV meters, None when any is missing or stale."""

@@ -239,14 +239,6 @@ def test_unplugged_car_gets_its_charger_stopped_once() -> None:
     assert d.dispatch(gone) == []
 
 
-def test_setpoints_below_charger_minimum_round_to_zero() -> None:
-    data = yaml.safe_load((ROOT / "configs" / "home.example.yaml").read_text())
-    d = Dispatcher(parse_config(data, env={}))  # 6 A x 3 x 230 V = 4140 W minimum
-    cmd = one(d, inputs(plan([3000.0] * 8), grid_w=0.0))
-    assert cmd.setpoint_w == 0.0
-    assert one(d, inputs(plan([5000.0] * 8), grid_w=0.0)).setpoint_w == 5000.0
-
-
 def test_no_plan_means_idle() -> None:
     d = Dispatcher(site())
     cmd = one(d, inputs(None, grid_w=0.0))

@@ -45,6 +45,26 @@ TASMOTA_SML = (
     b'{"Time":"2024-06-01T12:00:05","MT631":{"Total_in":12345.6789,"Total_out":2345.1,"Power_curr":-523}}'
 )
 TASMOTA_TWO_CHANNELS = b'{"Time":"2024-06-01T12:00:05","ENERGY":{"Total":1.0,"Power":[120,35],"Voltage":230}}'
+# SML scripts name the phases (OBIS 36.7.0, 56.7.0, 76.7.0) as they like: the Tasmota docs' MT681
+# script says Power_p1, others Power_L1 or Power_curr_p1.
+TASMOTA_SML_PHASES = (
+    b'{"Time":"2024-06-01T12:00:05","SML":{"Total_in":12345.678,"Total_out":4567.89,"Power_curr":1180,'
+    b'"Power_p1":1410,"Power_p2":-380,"Power_p3":150,"Meter_id":"0a014954520003504c4c"}}'
+)
+TASMOTA_SML_PHASES_L = (
+    b'{"Time":"2024-06-01T12:00:05","SML":{"Total_in":12345.678,"Total_out":4567.89,"Power_curr":1250,'
+    b'"Power_L1":420,"Power_L2":380,"Power_L3":450}}'
+)
+TASMOTA_SML_PHASES_CURR = (
+    b'{"Time":"2024-06-01T12:00:05","SML":{"Total_in":5889.9185,"Total_out":387.3726,"Power_curr":-2270,'
+    b'"Volt_p1":231.2,"Volt_p2":230.8,"Volt_p3":232.0,"Amperage_p1":1.1,"Amperage_p2":10.2,"Amperage_p3":0.9,'
+    b'"Power_curr_p1":180,"Power_curr_p2":-2350,"Power_curr_p3":-100,"frequency":50}}'
+)
+# A meter that sends the magnitude per phase: L2 exports 380 W, but the phases add up to 1940 W.
+TASMOTA_SML_MAGNITUDES = (
+    b'{"Time":"2024-06-01T12:00:05","SML":{"Total_in":12345.678,"Power_curr":1180,'
+    b'"Power_p1":1410,"Power_p2":380,"Power_p3":150}}'
+)
 SHELLY_EM0 = (
     b'{"id":0,"a_current":4.029,"a_voltage":236.1,"a_act_power":951.2,"a_aprt_power":951.9,"a_pf":1.00,'
     b'"a_freq":50.0,"b_current":4.027,"b_voltage":236.201,"b_act_power":-951.1,"b_aprt_power":951.8,'
@@ -57,6 +77,24 @@ DSMR_JSON = (
     b'"electricity_returned_1":"345.678","electricity_delivered_2":"2345.678","electricity_returned_2":"456.789",'
     b'"electricity_currently_delivered":"0.000","electricity_currently_returned":"1.234",'
     b'"phase_currently_delivered_l1":"0.000","phase_currently_returned_l1":"1.234"}'
+)
+DSMR_JSON_PHASES = (
+    b'{"id":4712,"timestamp":"2021-05-07T08:45:29Z","electricity_delivered_1":"3492.813",'
+    b'"electricity_returned_1":"1309.776","electricity_delivered_2":"4460.509","electricity_returned_2":"1309.776",'
+    b'"electricity_currently_delivered":"0.243","electricity_currently_returned":"0.000",'
+    b'"phase_currently_delivered_l1":"0.209","phase_currently_delivered_l2":"0.000",'
+    b'"phase_currently_delivered_l3":"0.611","extra_device_timestamp":"2021-05-07T10:45:29+02:00",'
+    b'"extra_device_delivered":"3492.813","phase_currently_returned_l1":"0.000",'
+    b'"phase_currently_returned_l2":"0.577","phase_currently_returned_l3":"0.000",'
+    b'"phase_voltage_l1":"236.5","phase_voltage_l2":"236.7","phase_voltage_l3":"238.4",'
+    b'"phase_power_current_l1":1,"phase_power_current_l2":3,"phase_power_current_l3":3}'
+)
+# A single-phase meter: dsmr-reader sends null for the phases it does not have.
+DSMR_JSON_ONE_PHASE = (
+    b'{"id":4713,"timestamp":"2020-10-24T20:00:00Z","electricity_currently_delivered":"0000.43",'
+    b'"electricity_currently_returned":"0000.00","phase_currently_delivered_l1":"0000.43",'
+    b'"phase_currently_delivered_l2":null,"phase_currently_delivered_l3":null,'
+    b'"phase_currently_returned_l1":"0000.00","phase_currently_returned_l2":null,"phase_currently_returned_l3":null}'
 )
 
 
@@ -82,6 +120,50 @@ def test_tasmota_sml_power_curr_is_signed() -> None:
 
 def test_tasmota_multi_channel_power_is_summed() -> None:
     assert parse(meter(format="tasmota", role="home"), TASMOTA_TWO_CHANNELS) == 155.0
+
+
+def phases(m: MeterConfig, payload: bytes, topic: str | None = None) -> tuple[float, ...]:
+    parsed = make_parser(m).parse(topic or m.topic, payload)
+    assert parsed is not None
+    return parsed.phases_w
+
+
+@pytest.mark.parametrize(
+    ("payload", "total", "expected"),
+    [
+        (TASMOTA_SML_PHASES, 1180.0, (1410.0, -380.0, 150.0)),
+        (TASMOTA_SML_PHASES_L, 1250.0, (420.0, 380.0, 450.0)),
+        (TASMOTA_SML_PHASES_CURR, -2270.0, (180.0, -2350.0, -100.0)),
+    ],
+)
+def test_tasmota_sml_phases_next_to_power_curr(
+    payload: bytes, total: float, expected: tuple[float, ...]
+) -> None:
+    parsed = make_parser(meter(format="tasmota")).parse("t", payload)
+    assert parsed is not None
+    assert parsed.value == total and parsed.phases_w == expected
+
+
+def test_tasmota_sml_phases_follow_scale_and_sign() -> None:
+    m = meter(format="tasmota", sign=-1, scale=2)
+    parsed = make_parser(m).parse("t", TASMOTA_SML_PHASES)
+    assert parsed is not None
+    assert parsed.value == -2360.0 and parsed.phases_w == (-2820.0, 760.0, -300.0)
+
+
+def test_tasmota_phases_that_are_not_signed_powers_are_not_used() -> None:
+    assert parse(meter(format="tasmota"), TASMOTA_SML_MAGNITUDES) == 1180.0  # the total still counts
+    assert phases(meter(format="tasmota"), TASMOTA_SML_MAGNITUDES) == ()
+    two = b'{"SML":{"Power_curr":500,"Power_p1":200,"Power_p2":300}}'
+    assert phases(meter(format="tasmota"), two) == ()
+    twice = b'{"SML":{"Power_curr":600,"Power_p1":200,"Power_L1":200,"Power_p2":200,"Power_p3":200}}'
+    assert phases(meter(format="tasmota"), twice) == ()  # two names for L1
+    assert phases(meter(format="tasmota"), TASMOTA_TWO_CHANNELS) == ()  # channels, not phases
+    assert phases(meter(format="tasmota", json_path="SML.Power_curr"), TASMOTA_SML_PHASES) == ()
+    with pytest.raises(PayloadError, match=r"SML\.Power_p2"):
+        make_parser(meter(format="tasmota")).parse(
+            "t", b'{"SML":{"Power_curr":500,"Power_p1":200,"Power_p2":"n/a","Power_p3":0}}'
+        )
 
 
 def test_tasmota_json_path_override_and_sign() -> None:
@@ -216,6 +298,7 @@ def test_dsmr_reader_split_topics_combine_into_signed_watts() -> None:
         "dsmr/reading/electricity_currently_delivered",
         "dsmr/reading/electricity_currently_returned",
         "dsmr/json",
+        *(f"dsmr/reading/phase_currently_{d}_l{n}" for d in ("delivered", "returned") for n in (1, 2, 3)),
     )
     assert (
         p.parse("dsmr/reading/electricity_currently_delivered", b"0.347") is None
@@ -230,6 +313,45 @@ def test_dsmr_reader_json_topic() -> None:
     p = make_parser(meter(format="dsmr_reader", topic="dsmr/"))
     parsed = p.parse("dsmr/json", DSMR_JSON)
     assert parsed is not None and parsed.value == pytest.approx(-1234.0)
+
+
+def test_dsmr_reader_json_phases() -> None:
+    m = meter(format="dsmr_reader", topic="dsmr")
+    parsed = make_parser(m).parse("dsmr/json", DSMR_JSON_PHASES)
+    assert parsed is not None and parsed.value == pytest.approx(243.0)
+    assert parsed.phases_w == pytest.approx((209.0, -577.0, 611.0))
+    assert phases(m, DSMR_JSON_ONE_PHASE, "dsmr/json") == ()
+    assert phases(m, DSMR_JSON, "dsmr/json") == ()  # L1 only
+
+
+def test_dsmr_reader_split_phases_are_held_until_they_change() -> None:
+    p = make_parser(meter(format="dsmr_reader", topic="dsmr"))
+    # dsmr-reader sends a telegram's fields in this order, each only when its value changed.
+    telegram = [
+        ("electricity_currently_delivered", "0.243"),
+        ("electricity_currently_returned", "0.000"),
+        ("phase_currently_delivered_l1", "0.209"),
+        ("phase_currently_delivered_l2", "0.000"),
+        ("phase_currently_delivered_l3", "0.611"),
+        ("phase_currently_returned_l1", "0.000"),
+        ("phase_currently_returned_l2", "0.577"),
+    ]
+    for field, value in telegram:
+        parsed = p.parse(f"dsmr/reading/{field}", value.encode())
+        assert parsed is None or parsed.phases_w == ()  # a phase still unknown
+    parsed = p.parse("dsmr/reading/phase_currently_returned_l3", b"0.000")
+    assert parsed is not None and parsed.value == pytest.approx(243.0)
+    assert parsed.phases_w == pytest.approx((209.0, -577.0, 611.0))
+    # Next telegram: only L3 and the total changed; the held phases still add up.
+    parsed = p.parse("dsmr/reading/electricity_currently_delivered", b"0.543")
+    assert parsed is not None and parsed.phases_w == ()  # L3's new value is still on its way
+    parsed = p.parse("dsmr/reading/phase_currently_delivered_l3", b"0.911")
+    assert parsed is not None and parsed.phases_w == pytest.approx((209.0, -577.0, 911.0))
+    # A phase the meter no longer reports makes the phases unknown, not the total.
+    parsed = p.parse("dsmr/reading/phase_currently_returned_l2", b"")
+    assert parsed is not None and parsed.value == pytest.approx(543.0) and parsed.phases_w == ()
+    with pytest.raises(PayloadError, match="phase_currently_delivered_l1 is negative"):
+        p.parse("dsmr/reading/phase_currently_delivered_l1", b"-0.2")
 
 
 def test_dsmr_reader_rejects_negative_and_foreign_topics() -> None:

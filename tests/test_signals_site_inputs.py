@@ -11,6 +11,7 @@ import pytest
 from controller.config import SiteConfig, parse_config
 from controller.domain import MeterReading, MeterRole
 from controller.signals import parse_limit_signal, parse_price_signal
+from controller.site import Site
 from controller.site_inputs import SiteInputs
 
 T0 = dt.datetime(2025, 1, 15, 12, 0, tzinfo=dt.UTC)
@@ -92,6 +93,32 @@ def test_phase_powers_kept_with_the_reading() -> None:
     inputs.update_meter(reading("grid", MeterRole.GRID, 300.0, T0), (100.0, 150.0, 50.0))
     assert inputs.phases_w("grid") == (100.0, 150.0, 50.0)
     assert inputs.phases_w("pv") == ()
+
+
+def test_grid_phases_reach_the_dispatcher_while_the_grid_meter_is_fresh() -> None:
+    inputs = SiteInputs(site(grid_signals={"outage_topic": "out"}))
+    assert inputs.grid_phases_w(T0) is None  # never heard from
+    inputs.update_meter(reading("grid", MeterRole.GRID, 300.0, T0), (100.0, 150.0, 50.0))
+    assert inputs.grid_phases_w(T0 + 30 * S) == (100.0, 150.0, 50.0)
+    assert inputs.grid_phases_w(T0 + 31 * S) is None  # stale with the total
+    inputs.update_meter(reading("grid", MeterRole.GRID, 300.0, T0 + 40 * S))  # a reading without phases
+    assert inputs.grid_phases_w(T0 + 40 * S) is None and inputs.grid_power_w(T0 + 40 * S) == 300.0
+    inputs.update_meter(reading("grid", MeterRole.GRID, 300.0, T0 + 50 * S), (100.0, 200.0))  # one missing
+    assert inputs.grid_phases_w(T0 + 50 * S) is None
+    inputs.update_meter(reading("grid", MeterRole.GRID, -90.0, T0 + 60 * S), (-30.0, -30.0, -30.0))
+    assert inputs.grid_phases_w(T0 + 60 * S) == (-30.0, -30.0, -30.0)
+    inputs.update_grid_state(True, T0 + 60 * S)  # an outage: nothing flows through the main fuses
+    assert inputs.grid_phases_w(T0 + 60 * S) is None
+
+
+def test_dispatch_inputs_carry_the_grid_phases() -> None:
+    cfg = site()
+    inputs = SiteInputs(cfg)
+    inputs.update_meter(reading("grid", MeterRole.GRID, 300.0, T0), (100.0, 150.0, 50.0))
+    inputs.update_meter(reading("pv", MeterRole.PV, 0.0, T0))
+    live = Site(cfg, inputs).dispatch_inputs(T0, None)
+    assert live.grid_phases_w == (100.0, 150.0, 50.0) and live.grid_power_w == 300.0
+    assert Site(cfg, inputs).dispatch_inputs(T0 + 31 * S, None).grid_phases_w is None
 
 
 def price_payload(values: list[float], start: dt.datetime) -> bytes:

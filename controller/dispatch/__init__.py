@@ -12,6 +12,7 @@ One job per module, in the order a tick runs them:
 - ``load_following``: V2H cars cover the measured home load;
 - ``surplus_following``: cars the plan charges from PV take the measured surplus;
 - ``grid_limits``: fuse and caps, applied at once;
+- ``phase_limits``: every phase within the main fuse per phase, 1-phase chargers on their phase;
 - ``snapping``: nothing between 0 and a charger's minimum;
 - ``schedule``: the bounded ChargerSchedule sent with the setpoint;
 - ``send_policy``: deadband and rate limit, except for safety and renewals;

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from controller.config import ChargerConfig, SiteConfig, VehicleConfig, power_limits_kw
 from controller.dispatch.inputs import DispatchInputs, VehicleLive
-from controller.domain import Plan, VehicleMode
+from controller.domain import Plan, VehicleMode, align_to_step
 
 __all__ = ["DEPARTURE_GUARD", "CarSetpoint", "car_setpoint"]
 
@@ -23,8 +23,12 @@ _RESERVE_MARGIN_PERCENT = 0.5
 # move the car's power away from the target: less charging or more discharging than planned would
 # leave no later plan the time to make it up.
 DEPARTURE_GUARD = timedelta(hours=1)
-# A planned power this small is solver noise, not an intent to charge or discharge.
-_PLANNED_NOISE_W = 50.0
+# A planned power this small is solver noise, not an intent to charge or discharge. Anything larger
+# is delivered (as a pulse below the charger's minimum): dropping it would leave a departure short.
+_PLANNED_NOISE_W = 1.0
+# SoC readings come in whole percent (or coarser): charging aims this far below the ceiling, so a
+# reading that lags or rounds down cannot carry the car over it.
+_SOC_RESOLUTION_MARGIN_PERCENT = 0.5
 
 
 @dataclass(slots=True)
@@ -63,6 +67,7 @@ def car_setpoint(
     planned_w = _planned_w(inputs.plan, now, car)
     car.may_discharge = _discharge_allowed(inputs, car)
     planned_w = _directed_w(inputs, now, car, planned_w)
+    _cap_at_ceiling(config, now, car)
     car.setpoint_w = max(-car.max_discharge_w, min(car.max_charge_w, planned_w))
     if car.ev_capped and car.setpoint_w != planned_w:
         car.urgent = True  # the EV's own limit: a lower setpoint goes out at once
@@ -108,8 +113,32 @@ def _apply_ev_caps(live: VehicleLive, car: CarSetpoint) -> None:
         car.reasons.append(f"EV discharge limit {car.max_discharge_w:.0f} W")
 
 
+def _cap_at_ceiling(config: SiteConfig, now: datetime, car: CarSetpoint) -> None:
+    """Charging no faster than reaches the SoC ceiling by the end of the current plan step.
+
+    The ceiling is checked within the step, not only at its start: every later step (PV surplus,
+    an export limit's absorption) sees the lowered ``max_charge_w``.
+    """
+    soc = car.live.soc_percent
+    if soc is None or car.max_charge_w <= 0:
+        return
+    vehicle = car.vehicle
+    ceiling = _ceiling_percent(car.live, vehicle)
+    room_kwh = vehicle.usable_capacity_kwh * (ceiling - _SOC_RESOLUTION_MARGIN_PERCENT - soc) / 100
+    step = timedelta(minutes=config.site.plan_step_minutes)
+    left_s = max((align_to_step(now, step) + step - now).total_seconds(), config.site.dispatch_interval_s)
+    cap_w = max(0.0, room_kwh) * 1000.0 / vehicle.charge_efficiency / (left_s / 3600.0)
+    if cap_w < car.max_charge_w:
+        car.max_charge_w = cap_w
+        car.reasons.append(f"near max SoC {ceiling:g} %: charging at most {cap_w:.0f} W")
+
+
+def _ceiling_percent(live: VehicleLive, vehicle: VehicleConfig) -> float:
+    return vehicle.max_soc_percent if live.ceiling_soc_percent is None else live.ceiling_soc_percent
+
+
 def _at_max_soc(live: VehicleLive, vehicle: VehicleConfig) -> bool:
-    return live.soc_percent is not None and live.soc_percent >= vehicle.max_soc_percent
+    return live.soc_percent is not None and live.soc_percent >= _ceiling_percent(live, vehicle)
 
 
 def _planned_w(plan: Plan | None, now: datetime, car: CarSetpoint) -> float:
@@ -120,8 +149,7 @@ def _planned_w(plan: Plan | None, now: datetime, car: CarSetpoint) -> float:
         car.reasons.append("charge now")
     else:
         planned_w = _plan_power_w(plan, now, live.vehicle_id, car.reasons)
-    charge_now_stops = live.mode is not VehicleMode.CHARGE_NOW or live.soc_percent == 100
-    if planned_w > 0 and _at_max_soc(live, car.vehicle) and charge_now_stops:
+    if planned_w > 0 and _at_max_soc(live, car.vehicle):
         planned_w = 0.0
         car.reasons.append("at max SoC")
     return planned_w
@@ -165,6 +193,8 @@ def _discharge_blocked(inputs: DispatchInputs, live: VehicleLive, vehicle: Vehic
         return "at reserve: no discharge"
     if live.ev_min_soc_percent is not None and live.soc_percent <= live.ev_min_soc_percent:
         return "at the EV's V2X floor: no discharge"
+    if live.hold_soc_percent is not None and live.soc_percent <= live.hold_soc_percent:
+        return f"departure overdue: holding {live.hold_soc_percent:.0f} %: no discharge"
     return None
 
 

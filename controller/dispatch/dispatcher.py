@@ -10,9 +10,11 @@ from controller.dispatch.car_setpoint import CarSetpoint, car_setpoint
 from controller.dispatch.grid_limits import clamp_to_grid_limits
 from controller.dispatch.inputs import DispatchInputs
 from controller.dispatch.load_following import follow_home_load
-from controller.dispatch.schedule import ScheduleBuilder, discharge_ends_at, renew_margin
+from controller.dispatch.phase_choice import PhaseState, choose_phases
+from controller.dispatch.phase_limits import clamp_to_phase_limits
+from controller.dispatch.schedule import ScheduleBuilder, renew_margin
 from controller.dispatch.send_policy import SendPolicy, SentCommand
-from controller.dispatch.snapping import snap_to_charger
+from controller.dispatch.snapping import deliverable_w
 from controller.dispatch.surplus_following import follow_pv_surplus
 from controller.domain import ChargerSchedule, ensure_utc
 
@@ -29,6 +31,8 @@ class ChargerCommand:
     schedule: ChargerSchedule
     send: bool
     reasons: tuple[str, ...] = ()
+    discharge_ends_at: datetime | None = None
+    """Where the schedule ends its live discharge unless renewed (an attended discharge)."""
 
 
 @dataclass(slots=True)
@@ -40,6 +44,7 @@ class Dispatcher:
     min_resend_interval: timedelta = timedelta(seconds=15)
     schedule_validity: timedelta | None = None
     _sent: dict[str, SentCommand] = field(default_factory=dict)
+    _phases: dict[str, PhaseState] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.schedule_validity is None:
@@ -56,13 +61,15 @@ class Dispatcher:
         # Order matters: following sets the setpoints, the grid clamps have the last word.
         follow_home_load(inputs, cars, self._sent)
         follow_pv_surplus(inputs, cars, self._sent)
+        choose_phases(cars, now, self._phases)
         clamp_to_grid_limits(inputs, cars, self._sent)
+        clamp_to_phase_limits(self.config, inputs, cars, self._sent)
         commands = self._commands(inputs, now, by_charger)
         created = inputs.plan.created_at if inputs.plan is not None else None
         for command in commands:
             if command.send:
                 self._sent[command.charger_id] = SentCommand(
-                    command.setpoint_w, now, created, discharge_ends_at(command.schedule)
+                    command.setpoint_w, now, created, command.discharge_ends_at
                 )
         return commands
 
@@ -84,19 +91,25 @@ class Dispatcher:
         for charger in self.config.chargers:
             car = by_charger.get(charger.id)
             if car is not None:
-                setpoint_w = snap_to_charger(car.setpoint_w, charger, car.reasons)
-                schedule = schedules.for_car(inputs, now, car, setpoint_w)
+                setpoint_w = deliverable_w(inputs, car)
+                built = schedules.for_car(inputs, now, car, setpoint_w)
                 send = policy.should_send(
                     self._sent.get(charger.id),
                     setpoint_w,
                     now,
                     inputs.plan,
                     car.urgent,
-                    discharge_ends_at(schedule),
+                    built.discharge_ends_at,
                 )
                 commands.append(
                     ChargerCommand(
-                        charger.id, car.live.vehicle_id, setpoint_w, schedule, send, tuple(car.reasons)
+                        charger.id,
+                        car.live.vehicle_id,
+                        setpoint_w,
+                        built.schedule,
+                        send,
+                        tuple(car.reasons),
+                        built.discharge_ends_at,
                     )
                 )
             elif charger.id in self._sent and self._sent[charger.id].setpoint_w != 0.0:

@@ -62,9 +62,12 @@ def step_pulse(average_w: float, min_w: float, step_s: int, carried_s: float = 0
     return Pulse(power_w if on_s > 0 else 0.0, on_s, step_s)
 
 
-def pulse_train(averages_w: Sequence[float], min_w: float, step_s: int) -> list[Pulse]:
+def pulse_train(
+    averages_w: Sequence[float], min_w: float, step_s: int, *, discharge_min_w: float | None = None
+) -> list[Pulse]:
     """One pulse per step for consecutive steps, the rounding carried from step to step.
 
+    ``min_w`` is the charging minimum, ``discharge_min_w`` the discharging one (default: the same).
     A change of direction (charge to discharge) starts the carry afresh: seconds owed to a charge
     are not paid by a discharge.
     """
@@ -73,13 +76,14 @@ def pulse_train(averages_w: Sequence[float], min_w: float, step_s: int) -> list[
     last_sign = 0.0
     for average_w in averages_w:
         sign = math.copysign(1.0, average_w) if average_w != 0.0 else 0.0
+        minimum_w = discharge_min_w if sign < 0 and discharge_min_w is not None else min_w
         if sign != last_sign:
             carried_s = 0.0
-        pulse = step_pulse(average_w, min_w, step_s, carried_s)
-        if not pulse.continuous or (pulse.power_w == 0.0 and average_w != 0.0):
-            carried_s += _on_seconds(average_w, min_w, step_s) - pulse.on_s
-        else:
+        pulse = step_pulse(average_w, minimum_w, step_s, carried_s)
+        if pulse.continuous and pulse.on_s >= step_s:
             carried_s = 0.0
+        else:
+            carried_s += _on_seconds(average_w, minimum_w, step_s) - pulse.on_s
         last_sign = sign
         pulses.append(pulse)
     return pulses

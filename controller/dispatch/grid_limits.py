@@ -34,6 +34,7 @@ def _reduce_charging(cars: Collection[CarSetpoint], excess_w: float) -> None:
         cut_w = min(car.setpoint_w, excess_w)
         excess_w -= cut_w
         car.setpoint_w -= cut_w
+        car.max_instant_w = min(car.max_instant_w, car.setpoint_w)  # the cap binds at every instant
         car.urgent = True
         car.reasons.append("import limit: charging reduced")
 
@@ -49,5 +50,7 @@ def _reduce_export(cars: Collection[CarSetpoint], excess_w: float) -> None:
         if raise_by_w > 0:
             excess_w -= raise_by_w
             car.setpoint_w += raise_by_w
+            if car.setpoint_w < 0:  # what discharge is left is the headroom under the export cap
+                car.max_instant_w = min(car.max_instant_w, -car.setpoint_w)
             car.urgent = True
             car.reasons.append("export limit: discharge reduced")

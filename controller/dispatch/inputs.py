@@ -28,9 +28,15 @@ class VehicleLive:
     """The EV's own discharge power cap (a magnitude), None = none reported."""
     ev_min_soc_percent: float | None = None
     """The EV's own V2X floor: no discharge at or below it (nor below the configured reserve)."""
+    ceiling_soc_percent: float | None = None
+    """Charging stops here (None: the config's ``max_soc_percent``): higher where the driver asked
+    ``charge_now`` to a higher SoC or the next departure's target is above it."""
     charger_can_discharge: bool = True
     """False when the charger's OCPP connection cannot carry a discharge (1.6/2.0.1 without
     ``negative_limit_means_discharge``): the car is charge-only there, whatever the config says."""
+    hold_soc_percent: float | None = None
+    """An overdue departure's target (the car is still plugged in after it): no discharge at or below
+    it; None when no departure is overdue."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,3 +55,6 @@ class DispatchInputs:
     """Measured home load without the cars (a ``home`` meter), None when there is none or it is stale."""
     pv_power_w: float | None = None
     """Measured PV production, None when there is none or it is stale."""
+    grid_phases_w: tuple[float, float, float] | None = None
+    """Measured grid power per phase L1-L3 (+ import), from the same reading as ``grid_power_w``;
+    None when the grid meter gives no per-phase values, is stale, or in an outage."""

@@ -5,20 +5,29 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from controller.config import ChargerConfig, SiteConfig
 from controller.dispatch.car_setpoint import CarSetpoint
+from controller.dispatch.duty_cycle import pulse_train
 from controller.dispatch.inputs import DispatchInputs
-from controller.dispatch.snapping import snap_to_charger
 from controller.domain import ChargerSchedule, Plan, SchedulePeriod, VehicleMode, align_to_step
 
-__all__ = ["ScheduleBuilder", "discharge_ends_at", "renew_margin"]
+__all__ = ["CarSchedule", "ScheduleBuilder", "discharge_ends_at", "renew_margin"]
 
 
 def renew_margin(config: SiteConfig) -> timedelta:
     """How long before a schedule ends its discharge it is renewed: two dispatch ticks and a call."""
     site, ocpp = config.site, config.ocpp
     return timedelta(seconds=2 * site.dispatch_interval_s + ocpp.call_timeout_s)
+
+
+class CarSchedule(NamedTuple):
+    """A car's schedule, and when its live discharge ends unless renewed (attended discharges only:
+    a pulse ends by design and needs no renewal)."""
+
+    schedule: ChargerSchedule
+    discharge_ends_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,40 +39,85 @@ class ScheduleBuilder:
 
     def for_car(
         self, inputs: DispatchInputs, now: datetime, car: CarSetpoint, setpoint_w: float
-    ) -> ChargerSchedule:
+    ) -> CarSchedule:
         """The live setpoint now, then the plan's next steps until the validity ends.
 
         Later periods run only if this controller goes silent. They never discharge unless the car
         may export (V2H needs live load following) and never outlive the validity window; a live
-        discharge that needs following ends at a step boundary at the latest.
+        discharge that needs following ends at a step boundary at the latest. Every step's average
+        below the charger's minimum is delivered as a pulse at the minimum from the step's start
+        (``duty_cycle``), the rounding carried from step to step.
         """
-        charger = car.charger
         # A car that may not discharge now gets no discharge bound either: what is sent says "charge only".
         max_discharge_w = car.max_discharge_w if car.may_discharge else 0.0
-        periods = [SchedulePeriod(timedelta(0), setpoint_w, car.max_charge_w, max_discharge_w)]
         auto = car.live.mode is VehicleMode.AUTO and not inputs.grid_lost
         unattended_discharge = car.vehicle.permissions.v2g and car.may_discharge and auto
         # A live discharge that needs following holds until a boundary the renewal can reach first;
         # ending it at the next plan step would drop it there before any renewal could land.
-        attended_end = (
-            self._attended_discharge_end(now) - now
-            if setpoint_w < 0 and not unattended_discharge
-            else timedelta(0)
-        )
+        attended = setpoint_w < 0 and not unattended_discharge
+        attended_end = self._attended_discharge_end(now) - now if attended else timedelta(0)
+        steps = [(align_to_step(now, self._step), setpoint_w)]
         if auto:
             for offset, power_w in self._plan_steps(inputs.plan, car.live.vehicle_id, now):
                 if power_w < 0 and not unattended_discharge:
                     power_w = setpoint_w if offset < attended_end else 0.0
-                power_w = max(-max_discharge_w, min(car.max_charge_w, power_w))
-                power_w = snap_to_charger(power_w, charger, [])
-                if power_w != periods[-1].setpoint_w:
-                    periods.append(SchedulePeriod(offset, power_w, car.max_charge_w, max_discharge_w))
-        if setpoint_w < 0 and not unattended_discharge and len(periods) == 1 and attended_end < self.validity:
+                steps.append((now + offset, max(-max_discharge_w, min(car.max_charge_w, power_w))))
+        else:
+            steps += [(start, setpoint_w) for start in self._step_starts(now)]
+        periods = self._delivered(now, car, steps, max_discharge_w)
+        if attended and periods[-1].setpoint_w < 0 and attended_end < self.validity:
             # A discharge that needs live load following (an outage's V2H, a plan without later
             # steps) ends by itself at a step boundary if this controller goes silent; while it runs,
             # the schedule is renewed before then (``SendPolicy``).
+            periods = [p for p in periods if p.start_offset < attended_end]
             periods.append(SchedulePeriod(attended_end, 0.0, car.max_charge_w, 0.0))
-        return self._bounded(now, charger, tuple(periods))
+        schedule = self._bounded(now, car.charger, tuple(periods), car.phases)
+        return CarSchedule(schedule, discharge_ends_at(schedule) if attended else None)
+
+    def _delivered(
+        self,
+        now: datetime,
+        car: CarSetpoint,
+        steps: list[tuple[datetime, float]],
+        max_discharge_w: float,
+    ) -> list[SchedulePeriod]:
+        """Step averages -> schedule periods as the charger can run them (pulses below its minimum)."""
+        charger = car.charger
+        step_s = int(self._step.total_seconds())
+        pulses = pulse_train(
+            [power_w for _, power_w in steps],
+            charger.min_power_w(car.phases),
+            step_s,
+            discharge_min_w=charger.min_power_w(car.phases, discharge=True),
+        )
+        periods: list[SchedulePeriod] = []
+
+        def add(at: datetime, power_w: float) -> None:
+            offset = max(timedelta(0), at - now)
+            if periods and periods[-1].setpoint_w == power_w:
+                return
+            if periods and periods[-1].start_offset == offset:
+                periods.pop()
+                if periods and periods[-1].setpoint_w == power_w:
+                    return
+            periods.append(SchedulePeriod(offset, power_w, car.max_charge_w, max_discharge_w))
+
+        for (start, _), pulse in zip(steps, pulses, strict=True):
+            add(start, pulse.power_w)
+            if not pulse.continuous:
+                add(start + timedelta(seconds=pulse.on_s), 0.0)
+        return periods
+
+    def _step_starts(self, now: datetime) -> Iterator[datetime]:
+        """The starts of the plan steps after the current one, inside the validity window."""
+        start = align_to_step(now, self._step) + self._step
+        while start - now < self.validity:
+            yield start
+            start += self._step
+
+    @property
+    def _step(self) -> timedelta:
+        return timedelta(minutes=self.config.site.plan_step_minutes)
 
     def idle(self, now: datetime, charger: ChargerConfig) -> ChargerSchedule:
         """Nothing to do: setpoint 0, no discharge, bounded like every schedule."""
@@ -71,14 +125,18 @@ class ScheduleBuilder:
         return self._bounded(now, charger, (period,))
 
     def _bounded(
-        self, now: datetime, charger: ChargerConfig, periods: tuple[SchedulePeriod, ...]
+        self,
+        now: datetime,
+        charger: ChargerConfig,
+        periods: tuple[SchedulePeriod, ...],
+        phases: int | None = None,
     ) -> ChargerSchedule:
         return ChargerSchedule(
             charger_id=charger.id,
             start=now,
             valid_until=now + self.validity,
             periods=periods,
-            phases=charger.phases,
+            phases=charger.phases if phases is None else phases,
             evse_id=charger.evse_id,
         )
 
@@ -100,10 +158,9 @@ class ScheduleBuilder:
     def _attended_discharge_end(self, now: datetime) -> datetime:
         """The first plan-step boundary at least the renew margin ahead: late enough that the
         renewal can land before it, so a running controller never lets the discharge drop."""
-        step = timedelta(minutes=self.config.site.plan_step_minutes)
         earliest = now + renew_margin(self.config)
-        end = align_to_step(earliest, step)
-        return end if end >= earliest else end + step
+        end = align_to_step(earliest, self._step)
+        return end if end >= earliest else end + self._step
 
 
 def discharge_ends_at(schedule: ChargerSchedule) -> datetime | None:

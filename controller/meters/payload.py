@@ -7,6 +7,7 @@ for the log; a format module uses them instead of decoding, parsing JSON or walk
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,12 +22,16 @@ __all__ = [
     "has_path",
     "load_json",
     "number",
+    "phases_adding_up",
     "walk",
 ]
 
 MAX_METER_PAYLOAD_BYTES = 16 * 1024
 # Larger than any grid connection this controller can serve; beyond it a reading is a unit error.
 MAX_POWER_W = 10_000_000.0
+# Per-phase values that miss the total by more than this are not used (see ``phases_adding_up``).
+_PHASE_SUM_TOLERANCE_W = 50.0
+_PHASE_SUM_TOLERANCE_SHARE = 0.05
 
 
 class PayloadError(ValueError):
@@ -86,3 +91,13 @@ def load_json(payload: bytes) -> Any:
     except (ValueError, RecursionError) as exc:
         # ValueError covers JSONDecodeError and Python's limit on huge integer literals.
         raise PayloadError(f"invalid JSON: {str(exc)[:80]}") from None
+
+
+def phases_adding_up(phases_w: tuple[float, ...], total_w: float) -> tuple[float, ...]:
+    """The per-phase values when there are three and they add up to the total (within 50 W and 5 %
+    of the phases' magnitudes), else (): a meter that sends magnitudes per phase, or phase values
+    held from an earlier message than the total, must not be taken for the signed phase powers."""
+    if len(phases_w) != 3:
+        return ()
+    tolerance_w = _PHASE_SUM_TOLERANCE_W + _PHASE_SUM_TOLERANCE_SHARE * math.fsum(abs(p) for p in phases_w)
+    return phases_w if abs(math.fsum(phases_w) - total_w) <= tolerance_w else ()

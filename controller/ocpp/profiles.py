@@ -100,17 +100,20 @@ def _bounded_periods(schedule: ChargerSchedule, valid_to: datetime) -> list[tupl
     return periods
 
 
-def _v21_period(offset_s: int, period: SchedulePeriod, limits: ChargerLimits) -> dict[str, Any]:
+def _v21_period(offset_s: int, period: SchedulePeriod, limits: ChargerLimits, phases: int) -> dict[str, Any]:
     max_charge_w = _clamp(period.max_charge_w, 0.0, limits.max_charge_w)
     max_discharge_w = _clamp(period.max_discharge_w, 0.0, limits.max_discharge_w)
     setpoint_w = _clamp(period.setpoint_w, -max_discharge_w, max_charge_w)
-    return {
+    row: dict[str, Any] = {
         "startPeriod": offset_s,
         "operationMode": "CentralSetpoint",
         "setpoint": _round_w(setpoint_w),
         "limit": _round_w(max_charge_w),
         "dischargeLimit": _round_w(-max_discharge_w),
     }
+    if phases < limits.phases:
+        row["numberPhases"] = phases  # a switching charger on one phase
+    return row
 
 
 def _legacy_period(
@@ -137,12 +140,12 @@ def tx_profile_payload(
     valid_to = profile_valid_to(schedule, max_validity)
     periods = _bounded_periods(schedule, valid_to)
     duration_s = int((valid_to - schedule.start).total_seconds())
+    # The schedule may ask for fewer phases (phase switching), never more than the charger has.
+    phases = max(1, min(schedule.phases, limits.phases))
     if version is OcppVersion.V21:
-        rows = [_v21_period(offset, period, limits) for offset, period in periods]
+        rows = [_v21_period(offset, period, limits, phases) for offset, period in periods]
         rate_unit = "W"
     else:
-        # The schedule may ask for fewer phases (phase switching), never more than the charger has.
-        phases = max(1, min(schedule.phases, limits.phases))
         rows = [_legacy_period(offset, period, limits, phases) for offset, period in periods]
         rate_unit = "A"
     charging_schedule: dict[str, Any] = {
