@@ -8,7 +8,8 @@ Commands (payload JSON; ``request_id`` is optional and echoed in the reply):
 * ``weekly_departure``: ``{"weekday": "monday", "time": "07:30", "target_soc_percent": 80}`` with an
   optional ``"return_time": "17:30"`` (the car is usually back then); ``{"weekday": "monday",
   "clear": true}`` removes that day.
-* ``mode``: ``"auto"`` | ``"charge_now"`` | ``"no_discharge"`` (bare or ``{"mode": ...}``).
+* ``mode``: ``"auto"`` | ``"charge_now"`` | ``"no_discharge"`` (bare or ``{"mode": ...}``);
+  ``{"mode": "charge_now", "target_soc_percent": 100}`` fills beyond ``max_soc_percent``.
 * ``v2l``: ``{"action": "start", "power_w": 1500}`` (optional ``"until"``, in the same forms as
   ``departure``'s ``at``) or ``"stop"``.
 
@@ -80,6 +81,8 @@ class SetMode:
     vehicle_id: str
     mode: VehicleMode
     request_id: str | None = None
+    charge_to_percent: float | None = None
+    """``charge_now`` only: fill to this SoC instead of ``max_soc_percent`` (up to 100 %)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,17 +247,28 @@ def _weekly(vehicle: VehicleConfig, data: Any) -> SetWeeklyDeparture:
 
 def _mode(vehicle: VehicleConfig, data: Any) -> SetMode:
     rid = None
+    target: Any = None
     if isinstance(data, dict):
-        body = _object(data, {"mode"})
+        body = _object(data, {"mode", "target_soc_percent"})
         rid = _request_id(body)
         data = body.get("mode")
+        target = body.get("target_soc_percent")
     if not isinstance(data, str):
         raise CommandError("mode must be a string")
     try:
         mode = VehicleMode(data.strip().lower())
     except ValueError:
         raise CommandError(f"mode must be one of {', '.join(m.value for m in VehicleMode)}") from None
-    return SetMode(vehicle.id, mode, rid)
+    if target is None:
+        return SetMode(vehicle.id, mode, rid)
+    if mode is not VehicleMode.CHARGE_NOW:
+        raise CommandError("target_soc_percent goes with mode charge_now only")
+    soc = _number(target, "target_soc_percent")
+    if not math.isfinite(soc) or not vehicle.reserve_percent < soc <= 100:
+        raise CommandError(
+            f"target_soc_percent must be above the reserve {vehicle.reserve_percent:.0f} % and at most 100"
+        )
+    return SetMode(vehicle.id, mode, rid, charge_to_percent=soc)
 
 
 def _v2l(vehicle: VehicleConfig, data: Any, tz: zoneinfo.ZoneInfo, now: dt.datetime) -> V2LCommand:

@@ -10,6 +10,7 @@ station: 1.6 connector 0, the main meter), leave the car alone.
 from __future__ import annotations
 
 import datetime as dt
+import zoneinfo
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +31,16 @@ from controller.domain import (
 from controller.ev_limits import EvReportedLimits, session_limits
 from controller.site_inputs import SiteInputs
 from controller.snapshot import SessionLimits, Snapshot
-from controller.vehicles import SocTracker, next_departure
+from controller.vehicles import (
+    DepartureSeen,
+    OverdueDeparture,
+    SocTracker,
+    departure_seen,
+    early_leads,
+    next_departure,
+    overdue_departure,
+    remember_departure,
+)
 
 __all__ = [
     "MEASURED_POWER_MAX_SAMPLE_INTERVALS",
@@ -67,6 +77,8 @@ class VehicleRuntime:
     plugged_in: bool = False
     charger_id: str | None = None
     mode: VehicleMode = VehicleMode.AUTO
+    charge_to_percent: float | None = None
+    """With ``charge_now``: the SoC the driver asked to fill to (None: ``max_soc_percent``)."""
     one_off: Departure | None = None
     weekly: dict[str, DepartureRule | None] = field(default_factory=dict)
     charger_departure: Departure | None = None
@@ -80,6 +92,16 @@ class VehicleRuntime:
     setpoint_w: float = 0.0
     session_limits: SessionLimits | None = None
     """The EV's own limits for this session (until unplug or its next NotifyEVChargingNeeds)."""
+    plugged_at: dt.datetime | None = None
+    """When the car was plugged in (None while unplugged, or plugged in since an unknown time)."""
+    announced_at: dt.datetime | None = None
+    """When a departure was last announced (the one-off command, or a new one from the charger)."""
+    departures_seen: tuple[DepartureSeen, ...] = ()
+    """The weekly-schedule departures seen at unplug, oldest first (the early-departure history)."""
+    leads_cache: tuple[tuple[DepartureSeen, ...], tuple[Any, ...], dict[str, dt.timedelta]] | None = field(
+        default=None, repr=False, compare=False
+    )
+    """The early leads last learnt, with the history and the day and rules they were learnt for."""
 
     def effective_config(self) -> VehicleConfig:
         """The config with weekly-departure overrides applied (None removes a day)."""
@@ -92,6 +114,60 @@ class VehicleRuntime:
             else:
                 departures[day] = rule
         return self.config.model_copy(update={"departures": departures})
+
+    # ------------------------------------------------------------ departures
+
+    def next_departure(self, now: dt.datetime, timezone: str) -> Departure | None:
+        """The next departure (:func:`controller.vehicles.next_departure`), weekly ones early by
+        the learnt lead."""
+        return next_departure(
+            self.effective_config(),
+            now,
+            timezone,
+            one_off=self.one_off,
+            from_charger=self.charger_departure,
+            leads=self.leads(now, timezone),
+        )
+
+    def overdue(self, now: dt.datetime, timezone: str) -> OverdueDeparture | None:
+        """The departure the car is overdue for, whose target it holds as a floor
+        (:func:`controller.vehicles.overdue_departure`); None when unplugged or not overdue."""
+        if not self.plugged_in:
+            return None
+        return overdue_departure(
+            self.effective_config(),
+            now,
+            timezone,
+            one_off=self.one_off,
+            from_charger=self.charger_departure,
+            leads=self.leads(now, timezone),
+            plugged_at=self.plugged_at,
+            announced_at=self.announced_at,
+        )
+
+    def leads(self, now: dt.datetime, timezone: str) -> dict[str, dt.timedelta]:
+        """Per weekday, how early its scheduled departure is due (:func:`controller.vehicles.early_leads`);
+        learnt again only when the history, the local date or the weekly rules change."""
+        if not self.departures_seen:
+            return {}
+        config = self.effective_config()
+        today = ensure_utc(now).astimezone(zoneinfo.ZoneInfo(timezone)).date()
+        key = (today, tuple(sorted((day, rule.time) for day, rule in config.departures.items())))
+        cached = self.leads_cache
+        if cached is not None and cached[0] is self.departures_seen and cached[1] == key:
+            return cached[2]
+        leads = early_leads(config, self.departures_seen, now, timezone)
+        self.leads_cache = (self.departures_seen, key, leads)
+        return leads
+
+    def remember_unplug(self, at: dt.datetime, timezone: str) -> None:
+        """An unplug near a weekly-schedule departure joins the early-departure history
+        (:func:`controller.vehicles.departure_seen`); a date an announced departure replaced does not."""
+        config = self.effective_config()
+        announced = (self.one_off, self.charger_departure)
+        seen = departure_seen(config, at, timezone, announced=announced)
+        if seen is not None:
+            self.departures_seen = remember_departure(self.departures_seen, seen, config)
 
 
 class Site:
@@ -156,8 +232,11 @@ class Site:
         vehicle.charger_id = charger_id
         vehicle.measured_power_w = vehicle.measured_power_at = None
         if plugged:
+            vehicle.plugged_at = ensure_utc(at)
             vehicle.tracker.on_arrival(at)
         else:
+            vehicle.remember_unplug(at, self.cfg.site.timezone)
+            vehicle.plugged_at = None
             vehicle.tracker.on_departure()
             vehicle.charger_departure = None
             vehicle.session_limits = None
@@ -246,10 +325,12 @@ class Site:
         reported: EvReportedLimits | None = None,
         *,
         evse_id: int | None = None,
+        now: dt.datetime | None = None,
     ) -> VehicleRuntime | None:
         """The EV's needs: a departure (kept when a later message has none) and its limits, which
         replace the previous ones. Returns the vehicle when the plan must change; the needs of an EV
-        on another EVSE are not the car's (None)."""
+        on another EVSE are not the car's (None). A departure other than the one held and after
+        ``now`` (when the message arrived) is a new announcement: it ends an overdue departure's hold."""
         vehicle = self._vehicle_on(charger_id, evse_id)
         if vehicle is None:
             return None
@@ -261,7 +342,11 @@ class Site:
                 else vehicle.config.default_target_soc_percent
             )
             target = min(max(target, vehicle.config.reserve_percent), vehicle.config.max_soc_percent)
-            vehicle.charger_departure = Departure(departure_at, target)
+            departure = Departure(departure_at, target)
+            previous = vehicle.charger_departure
+            if now is not None and departure.at > now and (previous is None or previous.at != departure.at):
+                vehicle.announced_at = ensure_utc(now)
+            vehicle.charger_departure = departure
             changed = True
         limits = session_limits(vehicle.config, vehicle.tracker.estimate(), reported)
         if limits != vehicle.session_limits:
@@ -296,6 +381,7 @@ class Site:
         vehicle = self.vehicles[command.vehicle_id]
         if isinstance(command, SetDeparture):
             vehicle.one_off = command.departure
+            vehicle.announced_at = ensure_utc(now)  # set or cleared: a driver's word ends a hold
         elif isinstance(command, SetWeeklyDeparture):
             if command.time is None or command.target_soc_percent is None:
                 vehicle.weekly[command.weekday] = None
@@ -313,7 +399,7 @@ class Site:
                     return_time=return_time,
                 )
         elif isinstance(command, SetMode):
-            vehicle.mode = command.mode
+            vehicle.mode, vehicle.charge_to_percent = command.mode, command.charge_to_percent
         elif isinstance(command, V2LCommand):
             if command.action == "start":
                 vehicle.v2l = V2LSession(vehicle.config.id, now, command.until, command.power_w)
@@ -323,13 +409,12 @@ class Site:
         return vehicle
 
     def departure(self, vehicle: VehicleRuntime, now: dt.datetime) -> Departure | None:
-        return next_departure(
-            vehicle.effective_config(),
-            now,
-            self.cfg.site.timezone,
-            one_off=vehicle.one_off,
-            from_charger=vehicle.charger_departure,
-        )
+        """The next departure (:meth:`VehicleRuntime.next_departure`)."""
+        return vehicle.next_departure(now, self.cfg.site.timezone)
+
+    def overdue(self, vehicle: VehicleRuntime, now: dt.datetime) -> OverdueDeparture | None:
+        """The departure the car is overdue for (:meth:`VehicleRuntime.overdue`)."""
+        return vehicle.overdue(now, self.cfg.site.timezone)
 
     def measured_soc(self, vehicle: VehicleRuntime) -> float | None:
         """SoC anchored on a real reading; an estimate counts as unknown (no discharge on a guess)."""

@@ -133,7 +133,7 @@ class SiteEvents:
                 soc_read=[vehicle] if vehicle is not None and sample.soc_percent is not None else []
             )
         if isinstance(event, ChargingNeedsReported):
-            return self._charging_needs(event)
+            return self._charging_needs(event, now)
         if isinstance(event, ChargerConnected):
             return self._charger_connected(event)
         if isinstance(event, ChargerDisconnected):
@@ -198,7 +198,7 @@ class SiteEvents:
             reaction.merge(_plugged(site.set_plugged(event.charger_id, False, event.at), event.charger_id))
         return reaction
 
-    def _charging_needs(self, event: ChargingNeedsReported) -> Reaction:
+    def _charging_needs(self, event: ChargingNeedsReported, now: dt.datetime) -> Reaction:
         """Departure, target and the EV's own limits for this session; they apply at once."""
         site = self.site
         needs = event.needs
@@ -217,7 +217,12 @@ class SiteEvents:
             max_v2x_energy_wh=needs.max_v2x_energy_request_wh,
         )
         vehicle = site.on_charging_needs(
-            event.charger_id, needs.departure_time, needs.target_soc_percent, reported, evse_id=needs.evse_id
+            event.charger_id,
+            needs.departure_time,
+            needs.target_soc_percent,
+            reported,
+            evse_id=needs.evse_id,
+            now=now,
         )
         if vehicle is None:
             return reaction
@@ -259,18 +264,35 @@ class SiteEvents:
         if reading.role is MeterRole.GRID:
             reaction = Reaction()
             limits = site.inputs.limits_at(reading.at)
-            if reading.value > limits.import_limit_w or reading.value < -limits.export_limit_w:
+            if (
+                reading.value > limits.import_limit_w
+                or reading.value < -limits.export_limit_w
+                or self._phase_over_fuse(reading.at)
+            ):
                 reaction.dispatch_now = True  # fuse protection does not wait for the next tick
             if was_safe and not site.inputs.safe_mode(reading.at):
                 reaction.replan.append("fresh data")
             return reaction
         return Reaction()
 
+    def _phase_over_fuse(self, at: dt.datetime) -> bool:
+        """A phase of the grid connection is over its fuse (either way) in the latest reading."""
+        grid = self.site.cfg.site.grid
+        phases_w = self.site.inputs.grid_phases_w(at)
+        if grid.phase_fuse_a is None or phases_w is None:
+            return False
+        fuse_w = grid.phase_fuse_a * grid.phase_voltage_v
+        return any(abs(p) > fuse_w for p in phases_w)
+
     # --------------------------------------------------------------- commands
 
     def command(self, command: Command, now: dt.datetime) -> Reaction:
-        """A driver command, validated: applied now, its overrides to be stored."""
+        """A driver command, validated: applied now, its overrides to be stored (and, for a one-off
+        departure, the vehicle's state: when it was announced ends an overdue departure's hold)."""
         vehicle = self.site.apply_command(command, now)
         return Reaction(
-            replan=[COMMAND_TRIGGERS[type(command)]], dispatch_now=True, overrides_changed=vehicle
+            replan=[COMMAND_TRIGGERS[type(command)]],
+            dispatch_now=True,
+            overrides_changed=vehicle,
+            persist=[vehicle] if isinstance(command, SetDeparture) else [],
         )

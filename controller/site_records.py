@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, StrictBool, StrictStr
 
 from controller.config import DepartureRule, SiteConfig
 from controller.domain import Departure, V2LSession, VehicleMode, ensure_utc, utc_text
 from controller.snapshot import SessionLimits
+from controller.vehicles import MAX_DEPARTURES_SEEN, DepartureSeen
 
 if TYPE_CHECKING:
     from controller.site import VehicleRuntime
 
 __all__ = [
     "DepartureOverride",
+    "DepartureSeenRecord",
     "ModeOverride",
     "StoredDeparture",
     "StoredRecord",
@@ -56,8 +58,30 @@ class StoredDeparture(StoredRecord):
     target_soc_percent: Finite
 
 
+class DepartureSeenRecord(StoredRecord):
+    """One weekly-schedule departure seen at unplug (:class:`controller.vehicles.DepartureSeen`)."""
+
+    weekday: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+    scheduled: dt.time
+    scheduled_at: UtcTime
+    unplugged_at: UtcTime
+
+    @classmethod
+    def of(cls, seen: DepartureSeen) -> DepartureSeenRecord:
+        return cls(
+            weekday=seen.weekday,  # one of WEEKDAYS; validated here
+            scheduled=seen.scheduled,
+            scheduled_at=seen.scheduled_at,
+            unplugged_at=seen.unplugged_at,
+        )
+
+    def seen(self) -> DepartureSeen:
+        return DepartureSeen(self.weekday, self.scheduled, self.scheduled_at, self.unplugged_at)
+
+
 class VehicleRecord(StoredRecord):
-    """A vehicle's state, saved when it changes and restored on start."""
+    """A vehicle's state, saved when it changes and restored on start. Fields added later have
+    defaults, so a record written before them still loads."""
 
     plugged_in: StrictBool = False
     charger_id: StrictStr | None = None
@@ -66,10 +90,15 @@ class VehicleRecord(StoredRecord):
     soc_measured: bool = False
     session_limits: SessionLimits | None = None
     charger_departure: StoredDeparture | None = None
+    plugged_at: UtcTime | None = None
+    announced_at: UtcTime | None = None
+    departures_seen: tuple[DepartureSeenRecord, ...] = ()
+    """The early-departure history, oldest first."""
 
 
 class ModeOverride(StoredRecord):
     mode: VehicleMode
+    charge_to_percent: Finite | None = None
 
 
 class DepartureOverride(StoredRecord):
@@ -127,6 +156,9 @@ def vehicle_record(vehicle: VehicleRuntime) -> VehicleRecord:
         charger_departure=None
         if departure is None
         else StoredDeparture(at=departure.at, target_soc_percent=departure.target_soc_percent),
+        plugged_at=vehicle.plugged_at,
+        announced_at=vehicle.announced_at,
+        departures_seen=tuple(DepartureSeenRecord.of(seen) for seen in vehicle.departures_seen),
     )
 
 
@@ -135,7 +167,9 @@ def restore_vehicle(
 ) -> None:
     """Put a stored record back on ``vehicle``; raises ``ValueError`` (changing nothing) if it does
     not validate. The car's own limits and departure come back only while it is still plugged in,
-    the departure only if still ahead of ``now``."""
+    and so does when it was plugged in (unknown in a record written before it was kept: plugged in
+    since before any overdue departure). The departure comes back if still ahead of ``now``, or if
+    the car has been plugged in since before it: it may be overdue, its target held."""
     stored = VehicleRecord.model_validate(record)
     config = vehicle.config
     departure = None
@@ -144,9 +178,15 @@ def restore_vehicle(
         departure = Departure(
             stored.charger_departure.at, min(max(target, config.reserve_percent), config.max_soc_percent)
         )
-        if now is not None and departure.at <= ensure_utc(now):
-            departure = None  # passed while the daemon was down
+        plugged_at = stored.plugged_at
+        still_here = plugged_at is None or plugged_at < departure.at
+        if now is not None and departure.at <= ensure_utc(now) and not still_here:
+            departure = None  # passed while the daemon was down, after the car was plugged in again
     vehicle.plugged_in = stored.plugged_in
+    vehicle.plugged_at = stored.plugged_at if stored.plugged_in else None
+    vehicle.announced_at = stored.announced_at
+    seen = tuple(record.seen() for record in stored.departures_seen)
+    vehicle.departures_seen = tuple(sorted(seen, key=lambda s: s.scheduled_at))[-MAX_DEPARTURES_SEEN:]
     # The EV's limits belong to the session still plugged in.
     vehicle.session_limits = stored.session_limits if stored.plugged_in else None
     vehicle.charger_departure = departure
@@ -159,7 +199,8 @@ def restore_vehicle(
 
 def overrides(vehicle: VehicleRuntime) -> dict[str, dict[str, Any]]:
     """The vehicle's overrides as stored: kind -> JSON body."""
-    out: dict[str, dict[str, Any]] = {"mode": ModeOverride(mode=vehicle.mode).model_dump(mode="json")}
+    mode = ModeOverride(mode=vehicle.mode, charge_to_percent=vehicle.charge_to_percent)
+    out: dict[str, dict[str, Any]] = {"mode": mode.model_dump(mode="json", exclude_none=True)}
     if vehicle.one_off is not None:
         one_off = vehicle.one_off
         out["departure"] = DepartureOverride(at=one_off.at, target=one_off.target_soc_percent).model_dump(
@@ -180,14 +221,25 @@ def overrides(vehicle: VehicleRuntime) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _may_be_overdue(vehicle: VehicleRuntime, departure: Departure) -> bool:
+    """Whether the (restored) car has been plugged in since before ``departure``."""
+    since = vehicle.plugged_at
+    return vehicle.plugged_in and (since is None or since < departure.at)
+
+
 def restore_override(vehicle: VehicleRuntime, kind: str, body: dict[str, Any], now: dt.datetime) -> None:
-    """Put one stored override back on ``vehicle`` (one that has run out is dropped)."""
+    """Put one stored override back on ``vehicle`` (one that has run out is dropped; a one-off
+    departure that has passed stays while the car, restored first, may be overdue for it)."""
     if kind == "mode":
-        vehicle.mode = ModeOverride.model_validate(body).mode
+        stored = ModeOverride.model_validate(body)
+        vehicle.mode = stored.mode
+        vehicle.charge_to_percent = (
+            stored.charge_to_percent if stored.mode is VehicleMode.CHARGE_NOW else None
+        )
     elif kind == "departure":
-        departure = DepartureOverride.model_validate(body)
-        if departure.at > now:
-            vehicle.one_off = departure.departure()
+        one_off = DepartureOverride.model_validate(body).departure()
+        if one_off.at > now or _may_be_overdue(vehicle, one_off):
+            vehicle.one_off = one_off
     elif kind == "weekly":
         weekly = WeeklyOverride.from_body(body)
         vehicle.weekly = {day: None if rule is None else rule.rule() for day, rule in weekly.days.items()}

@@ -15,8 +15,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from controller.dispatch import DispatchInputs, VehicleLive
-from controller.domain import Plan, VehicleMode, align_to_step, ensure_utc
-from controller.snapshot import DepartureGoal, SessionLimits, Snapshot, V2LRequest, VehicleSnapshot
+from controller.domain import Departure, Plan, VehicleMode, align_to_step, ensure_utc
+from controller.snapshot import (
+    DepartureGoal,
+    DepartureHold,
+    SessionLimits,
+    Snapshot,
+    V2LRequest,
+    VehicleSnapshot,
+)
 from controller.vehicles import scheduled_trips
 
 if TYPE_CHECKING:
@@ -37,6 +44,7 @@ def snapshot(site: Site, now: dt.datetime, load_w: FloatArray, pv_w: FloatArray)
     end = start + site.step * steps
     for vehicle in site.vehicles.values():
         departure = site.departure(vehicle, now)
+        overdue = site.overdue(vehicle, now)
         # The weekly schedule's usual returns: the plan may count on the car after them.
         away = scheduled_trips(
             vehicle.effective_config(),
@@ -45,6 +53,7 @@ def snapshot(site: Site, now: dt.datetime, load_w: FloatArray, pv_w: FloatArray)
             site.cfg.site.timezone,
             plugged_in=vehicle.plugged_in,
             next_departure=departure,
+            leads=vehicle.leads(now, site.cfg.site.timezone),
         )
         session = vehicle.v2l if vehicle.v2l is not None and not vehicle.v2l_cut_off else None
         estimate = vehicle.tracker.estimate()
@@ -67,7 +76,15 @@ def snapshot(site: Site, now: dt.datetime, load_w: FloatArray, pv_w: FloatArray)
                 if session is not None
                 else None,
                 mode=mode,
+                charge_to_percent=vehicle.charge_to_percent if mode is VehicleMode.CHARGE_NOW else None,
                 session_limits=vehicle.session_limits,
+                hold=DepartureHold(
+                    departure_at=overdue.departure.at,
+                    soc_percent=overdue.departure.target_soc_percent,
+                    until=overdue.until,
+                )
+                if overdue is not None
+                else None,
             )
         )
     return Snapshot(
@@ -113,11 +130,13 @@ def dispatch_inputs(site: Site, now: dt.datetime, plan: Plan | None) -> Dispatch
         grid_lost=site.inputs.is_grid_lost(now),
         home_power_w=site.inputs.home_power_w(now),
         pv_power_w=site.inputs.pv_power_w(now),
+        grid_phases_w=site.inputs.grid_phases_w(now),
     )
 
 
 def _live(site: Site, vehicle: VehicleRuntime, now: dt.datetime) -> VehicleLive:
     departure = site.departure(vehicle, now)
+    overdue = site.overdue(vehicle, now)
     ev = vehicle.session_limits
     return VehicleLive(
         vehicle_id=vehicle.config.id,
@@ -131,4 +150,17 @@ def _live(site: Site, vehicle: VehicleRuntime, now: dt.datetime) -> VehicleLive:
         ev_max_discharge_w=ev.max_discharge_power_w if ev else None,
         ev_min_soc_percent=ev.min_soc_percent if ev else None,
         charger_can_discharge=site.charger_can_discharge(vehicle.charger_id),
+        hold_soc_percent=overdue.departure.target_soc_percent if overdue is not None else None,
+        ceiling_soc_percent=soc_ceiling_percent(vehicle, departure),
     )
+
+
+def soc_ceiling_percent(vehicle: VehicleRuntime, departure: Departure | None) -> float:
+    """Where charging stops: ``max_soc_percent``, or higher where the driver asked for more
+    (``charge_now`` to a SoC, a departure target above it)."""
+    ceiling = vehicle.config.max_soc_percent
+    if vehicle.mode is VehicleMode.CHARGE_NOW and vehicle.charge_to_percent is not None:
+        ceiling = max(ceiling, vehicle.charge_to_percent)
+    if departure is not None:
+        ceiling = max(ceiling, departure.target_soc_percent)
+    return min(100.0, ceiling)

@@ -32,6 +32,7 @@ from controller.domain import VehicleMode
 __all__ = [
     "MAX_SERIES_LENGTH",
     "DepartureGoal",
+    "DepartureHold",
     "SessionLimits",
     "Snapshot",
     "Trip",
@@ -66,6 +67,21 @@ class DepartureGoal(_Model):
     target_soc_percent: Percent = Field(description="State of charge wanted at departure, %.")
 
     _at_utc = field_validator("at")(_utc)
+
+
+class DepartureHold(_Model):
+    """A departure that has passed with the car still plugged in: the driver is about to leave, so
+    its target is a floor (no discharge below it; a car below it is charged towards it)."""
+
+    departure_at: AwareDatetime = Field(description="The overdue departure (ISO 8601 with offset).")
+    soc_percent: Percent = Field(description="Its target, held as a floor, %.")
+    until: AwareDatetime | None = Field(
+        None,
+        description="When the next scheduled departure takes its place and the hold ends; null: only an "
+        "unplug or a new announced departure ends it.",
+    )
+
+    _times_utc = field_validator("departure_at", "until")(_utc)
 
 
 class Trip(_Model):
@@ -157,9 +173,22 @@ class VehicleSnapshot(_Model):
         VehicleMode.AUTO,
         description="auto: plan freely; charge_now: fill to max SoC at once; no_discharge: never discharge.",
     )
+    charge_to_percent: Percent | None = Field(
+        None, description="With charge_now: the SoC to fill to instead of max_soc_percent (up to 100)."
+    )
     session_limits: SessionLimits | None = Field(
         None, description="Limits the EV reported for this session; they only tighten the config."
     )
+    hold: DepartureHold | None = Field(
+        None,
+        description="An overdue departure: the car is still plugged in after it, so its target is held as "
+        "a floor until the car leaves, a new departure is announced or the next one takes its place.",
+    )
+
+    @property
+    def hold_soc_percent(self) -> float | None:
+        """The SoC an overdue departure holds (no discharge below it), None when none."""
+        return self.hold.soc_percent if self.hold is not None else None
 
     @field_validator("away")
     @classmethod

@@ -17,20 +17,47 @@ age (a retained MQTT message) is an estimate too; an estimate plans charging but
 discharge (unknown SoC = no discharge).
 
 The weekly schedule gives the next departure and, for rules with a ``return_time``, the trips the
-daemon can expect inside the plan horizon (:func:`scheduled_trips`). Pure: no I/O.
+daemon can expect inside the plan horizon (:func:`scheduled_trips`). An announced departure (the
+one-off command or the charger's) replaces the rule of its own local date. Drivers leave early or
+late:
+
+* **early**: each unplug within ``max_lead_minutes`` before to ``LATE_WINDOW`` after a weekly-schedule
+  departure is remembered (:func:`departure_seen`, :func:`remember_departure`); a weekday's target is
+  then due the learnt lead before the rule's time (:func:`early_leads`, the rule of
+  ``EarlyDepartures``);
+* **late**: a car still plugged in after its departure holds that departure's target as a floor
+  (:func:`overdue_departure`) until it is unplugged, a new departure is announced, or the next
+  departure takes its place.
+
+Pure: no I/O.
 """
 
 from __future__ import annotations
 
+import math
 import zoneinfo
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 
-from controller.config import VehicleConfig
+from controller.config import DepartureRule, VehicleConfig
 from controller.domain import Departure, ensure_utc
 from controller.snapshot import Trip
 
-__all__ = ["SocEstimate", "SocTracker", "next_departure", "scheduled_trips"]
+__all__ = [
+    "LATE_WINDOW",
+    "MAX_DEPARTURES_SEEN",
+    "DepartureSeen",
+    "OverdueDeparture",
+    "SocEstimate",
+    "SocTracker",
+    "departure_seen",
+    "early_leads",
+    "next_departure",
+    "overdue_departure",
+    "remember_departure",
+    "scheduled_trips",
+]
 
 # Metered power is not bridged over a longer gap between samples: the SoC becomes an estimate.
 _MAX_INTEGRATION_GAP = timedelta(minutes=10)
@@ -42,6 +69,13 @@ _REGISTER_SLACK_WH = 100.0
 # would read as 3.6 kW).
 _REGISTER_POWER_WINDOW = timedelta(seconds=10)
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+# An unplug up to this long after a weekly-schedule departure is still that departure (a late one);
+# up to ``early_departures.max_lead_minutes`` before it, an early one.
+LATE_WINDOW = timedelta(hours=3)
+# At most one remembered departure per day for the longest ``learn_weeks`` (52).
+MAX_DEPARTURES_SEEN = 7 * 52
+# How far back an overdue departure is looked for (a weekly schedule repeats within a week).
+_OVERDUE_LOOKBACK_DAYS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +309,31 @@ class SocTracker:
         return SocEstimate(self._soc, self._at, self._measured, self._source, self._read_at)
 
 
+def _occurrences(
+    vehicle: VehicleConfig,
+    tz: zoneinfo.ZoneInfo,
+    first: date,
+    last: date,
+    leads: Mapping[str, timedelta] | None,
+) -> Iterator[tuple[date, Departure]]:
+    """The weekly schedule's departures on the local days ``first..last``, each due its weekday's
+    lead before the rule's wall-clock time."""
+    day = first
+    while day <= last:
+        weekday = WEEKDAYS[day.weekday()]
+        rule = vehicle.departures.get(weekday)
+        if rule is not None:
+            lead = leads.get(weekday, timedelta(0)) if leads else timedelta(0)
+            at = ensure_utc(datetime.combine(day, rule.time, tzinfo=tz)) - lead
+            yield day, Departure(at, rule.target_soc_percent)
+        day += timedelta(days=1)
+
+
+def _announced_days(tz: zoneinfo.ZoneInfo, *announced: Departure | None) -> set[date]:
+    """The local dates whose weekly rule an announced departure replaces."""
+    return {d.at.astimezone(tz).date() for d in announced if d is not None}
+
+
 def next_departure(
     vehicle: VehicleConfig,
     now: datetime,
@@ -283,22 +342,197 @@ def next_departure(
     one_off: Departure | None = None,
     from_charger: Departure | None = None,
     horizon: timedelta = timedelta(days=8),
+    leads: Mapping[str, timedelta] | None = None,
 ) -> Departure | None:
-    """The earliest upcoming departure: a one-off override, the charger's (EV charging needs) or the weekly schedule."""
+    """The next departure after ``now``: the earliest of the announced ones (a one-off override, the
+    charger's from the EV's charging needs) and the weekly schedule's.
+
+    An announced departure replaces the weekly rule of its own local date, earlier or later than the
+    rule's time: on that date the schedule has no departure (an announced departure after the day's
+    rule has passed is simply the next one). A weekly departure's target is due ``leads[weekday]``
+    before the rule's time (:func:`early_leads`); an announced one is due when announced.
+    """
     now = ensure_utc(now)
-    candidates = [d for d in (one_off, from_charger) if d is not None and d.at > now]
     tz = zoneinfo.ZoneInfo(timezone)
-    local_now = now.astimezone(tz)
-    for offset in range(horizon.days + 1):
-        day = (local_now + timedelta(days=offset)).date()
-        rule = vehicle.departures.get(WEEKDAYS[day.weekday()])
-        if rule is None:
-            continue
-        at = datetime.combine(day, rule.time, tzinfo=tz)
-        if at > local_now:
-            candidates.append(Departure(at, rule.target_soc_percent))
+    candidates = [d for d in (one_off, from_charger) if d is not None and d.at > now]
+    replaced = _announced_days(tz, one_off, from_charger)
+    today = now.astimezone(tz).date()
+    for day, departure in _occurrences(vehicle, tz, today, today + timedelta(days=horizon.days), leads):
+        if day not in replaced and departure.at > now:
+            candidates.append(departure)
             break
     return min(candidates, key=lambda d: d.at) if candidates else None
+
+
+@dataclass(frozen=True, slots=True)
+class OverdueDeparture:
+    """A departure that has passed with the car still plugged in: the driver is about to leave."""
+
+    departure: Departure
+    until: datetime | None
+    """When the next scheduled departure takes its place (None: only an unplug or a new
+    announcement ends the hold)."""
+
+
+def overdue_departure(
+    vehicle: VehicleConfig,
+    now: datetime,
+    timezone: str,
+    *,
+    one_off: Departure | None = None,
+    from_charger: Departure | None = None,
+    leads: Mapping[str, timedelta] | None = None,
+    plugged_at: datetime | None = None,
+    announced_at: datetime | None = None,
+) -> OverdueDeparture | None:
+    """The departure a plugged-in car is overdue for, whose target it holds as a floor; None if none.
+
+    The overdue departure is the latest departure at or before ``now`` (announced, or the weekly
+    schedule's on a date no announcement replaced, due as :func:`next_departure` says). The car
+    holds its target while all of these are true:
+
+    * the car has been plugged in since before it (``plugged_at`` None: since an unknown time, so
+      it counts as before);
+    * no departure was announced after it (``announced_at``: the one-off command or a new departure
+      from the charger);
+    * its replacement has not come: ``until``, the earlier of the return time of the weekly rule of
+      its local date (if after it: the trip clearly did not happen) and the next departure after it
+      (which then takes its place, overdue in turn if the car is still plugged in).
+
+    Unplugging ends the hold (the caller asks only for a plugged-in car).
+    """
+    now = ensure_utc(now)
+    tz = zoneinfo.ZoneInfo(timezone)
+    replaced = _announced_days(tz, one_off, from_charger)
+    today = now.astimezone(tz).date()
+    passed = [d for d in (one_off, from_charger) if d is not None and d.at <= now]
+    first = today - timedelta(days=_OVERDUE_LOOKBACK_DAYS)
+    # Tomorrow's too: a lead may bring it before midnight.
+    for day, departure in _occurrences(vehicle, tz, first, today + timedelta(days=1), leads):
+        if day not in replaced and departure.at <= now:
+            passed.append(departure)
+    if not passed:
+        return None
+    last = max(passed, key=lambda d: d.at)
+    if plugged_at is not None and ensure_utc(plugged_at) >= last.at:
+        return None  # plugged in after it: back from that trip, or arrived since
+    if announced_at is not None and ensure_utc(announced_at) > last.at:
+        return None
+    ends: list[datetime] = []
+    day = last.at.astimezone(tz).date()
+    rule = vehicle.departures.get(WEEKDAYS[day.weekday()])
+    if rule is not None and rule.return_time is not None:
+        back = ensure_utc(datetime.combine(day, rule.return_time, tzinfo=tz))
+        if back > last.at:
+            ends.append(back)
+    following = next_departure(
+        vehicle, last.at, timezone, one_off=one_off, from_charger=from_charger, leads=leads
+    )
+    if following is not None:
+        ends.append(following.at)
+    until = min(ends) if ends else None
+    if until is not None and until <= now:
+        return None
+    return OverdueDeparture(last, until)
+
+
+# ----------------------------------------------------------------- early departures
+
+
+@dataclass(frozen=True, slots=True)
+class DepartureSeen:
+    """An unplug near a weekly-schedule departure: what the schedule said and when the car left."""
+
+    weekday: str
+    scheduled: time
+    """The rule's local time that day."""
+    scheduled_at: datetime
+    """That departure as a moment (UTC), without any lead."""
+    unplugged_at: datetime
+
+    @property
+    def early(self) -> timedelta:
+        """How much earlier than scheduled the car left (negative: later)."""
+        return self.scheduled_at - self.unplugged_at
+
+
+def departure_seen(
+    vehicle: VehicleConfig,
+    unplugged_at: datetime,
+    timezone: str,
+    *,
+    announced: tuple[Departure | None, ...] = (),
+) -> DepartureSeen | None:
+    """The weekly-schedule departure an unplug at ``unplugged_at`` was, or None.
+
+    An unplug is a departure of the schedule when it lies from ``early_departures.max_lead_minutes``
+    before a rule's time to ``LATE_WINDOW`` after it (the nearest such rule), on a local date whose
+    rule no ``announced`` departure replaced (the driver said otherwise that day).
+    """
+    unplugged_at = ensure_utc(unplugged_at)
+    tz = zoneinfo.ZoneInfo(timezone)
+    before = timedelta(minutes=vehicle.early_departures.max_lead_minutes)
+    replaced = _announced_days(tz, *announced)
+    day = unplugged_at.astimezone(tz).date()
+    best: DepartureSeen | None = None
+    for rule_day, departure in _occurrences(
+        vehicle, tz, day - timedelta(days=1), day + timedelta(days=1), None
+    ):
+        if rule_day in replaced or not departure.at - before <= unplugged_at <= departure.at + LATE_WINDOW:
+            continue
+        weekday = WEEKDAYS[rule_day.weekday()]
+        rule: DepartureRule = vehicle.departures[weekday]
+        seen = DepartureSeen(weekday, rule.time, departure.at, unplugged_at)
+        if best is None or abs(seen.early) < abs(best.early):
+            best = seen
+    return best
+
+
+def remember_departure(
+    seen: tuple[DepartureSeen, ...], new: DepartureSeen, vehicle: VehicleConfig
+) -> tuple[DepartureSeen, ...]:
+    """``seen`` with ``new`` added: the first unplug of a departure counts (a later one of the same
+    departure is not added), only the last ``learn_weeks`` weeks are kept, at most
+    ``MAX_DEPARTURES_SEEN``."""
+    if any(s.scheduled_at == new.scheduled_at for s in seen):
+        return seen
+    oldest = new.scheduled_at - timedelta(weeks=vehicle.early_departures.learn_weeks)
+    kept = sorted((*(s for s in seen if s.scheduled_at > oldest), new), key=lambda s: s.scheduled_at)
+    return tuple(kept[-MAX_DEPARTURES_SEEN:])
+
+
+def early_leads(
+    vehicle: VehicleConfig, seen: tuple[DepartureSeen, ...], now: datetime, timezone: str
+) -> dict[str, timedelta]:
+    """Per weekday with a rule, how long before the rule's time its target is due (the rule of
+    ``EarlyDepartures``; weekdays without a lead are left out).
+
+    The samples are the departures seen on that weekday at the rule's current time (a changed time
+    starts over) within the last ``learn_weeks`` weeks of local dates; with fewer than
+    ``min_samples`` there is no lead. Each sample's earliness (0 for a late one), sorted, is taken at
+    ``cover_share``: the smallest lead that covers at least that share of them, at most
+    ``max_lead_minutes``.
+    """
+    settings = vehicle.early_departures
+    tz = zoneinfo.ZoneInfo(timezone)
+    since = ensure_utc(now).astimezone(tz).date() - timedelta(weeks=settings.learn_weeks)
+    cap = timedelta(minutes=settings.max_lead_minutes)
+    leads: dict[str, timedelta] = {}
+    for weekday, rule in vehicle.departures.items():
+        early = sorted(
+            max(timedelta(0), s.early)
+            for s in seen
+            if s.weekday == weekday
+            and s.scheduled == rule.time
+            and s.scheduled_at.astimezone(tz).date() > since
+        )
+        covered = math.ceil(settings.cover_share * len(early) - 1e-9)
+        if len(early) < settings.min_samples or covered <= 0:
+            continue
+        lead = min(early[covered - 1], cap)
+        if lead > timedelta(0):
+            leads[weekday] = lead
+    return leads
 
 
 def scheduled_trips(
@@ -309,6 +543,7 @@ def scheduled_trips(
     *,
     plugged_in: bool,
     next_departure: Departure | None = None,
+    leads: Mapping[str, timedelta] | None = None,
 ) -> list[Trip]:
     """The trips the weekly schedule lets the planner expect in ``[now, end)``, in time order.
 
@@ -317,10 +552,11 @@ def scheduled_trips(
     wanting the rule's target at departure; rules without one say nothing about a return (the
     departure alone then plans the car as gone). A trip already under way counts only while the car
     is not plugged in (plugged in, it is back early or stayed home), and departs ``now`` with its
-    whole energy and no target: the SoC the planner starts from is the one read before it left. ``next_departure`` is the next
-    departure as the daemon knows it (:func:`next_departure`): when it falls on a rule's local day,
+    whole energy and no target: the SoC the planner starts from is the one read before it left.
+    ``next_departure`` is the next departure as the daemon knows it (:func:`next_departure`): when it falls on a rule's local day,
     that day's trip leaves then with its target instead, and there is no trip that day when it is
-    not before the rule's return.
+    not before the rule's return. A trip leaves its weekday's learnt lead (``leads``, as for
+    :func:`next_departure`) before the rule's time.
     """
     now, end = ensure_utc(now), ensure_utc(end)
     tz = zoneinfo.ZoneInfo(timezone)
@@ -330,9 +566,11 @@ def scheduled_trips(
     trips: list[Trip] = []
     day = now.astimezone(tz).date()
     while datetime.combine(day, datetime.min.time(), tzinfo=tz) < end:
-        rule = vehicle.departures.get(WEEKDAYS[day.weekday()])
+        weekday = WEEKDAYS[day.weekday()]
+        rule = vehicle.departures.get(weekday)
         if rule is not None and rule.return_time is not None:
-            depart = ensure_utc(datetime.combine(day, rule.time, tzinfo=tz))
+            lead = leads.get(weekday, timedelta(0)) if leads else timedelta(0)
+            depart = ensure_utc(datetime.combine(day, rule.time, tzinfo=tz)) - lead
             arrive = ensure_utc(datetime.combine(day, rule.return_time, tzinfo=tz))
             target: float | None = rule.target_soc_percent
             if next_departure is not None and announced_day == day:

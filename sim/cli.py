@@ -151,11 +151,12 @@ def _scenario_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--trip-info",
-        choices=("schedule", "calendar"),
+        choices=("schedule", "schedule-only", "calendar"),
         default="schedule",
         help="what mpc knows of the trips after the announced next departure: the config's weekly "
-        "schedule (default: what the daemon has when the driver announces each next departure) or, for "
-        "diagnosis, the driver's trip calendar",
+        "schedule (default: what the daemon has when the driver announces each next departure), the "
+        "weekly schedule alone with nothing announced (schedule-only; the daemon learns how early the "
+        "driver leaves) or, for diagnosis, the driver's trip calendar",
     )
     p.add_argument(
         "--trip-energy",
@@ -273,6 +274,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             plot_monthly_cost,
             plot_sample_week,
             write_metrics_json,
+            write_power_1min_csv,
             write_timeseries_csv,
         )
         from sim.runner import run_strategy
@@ -289,7 +291,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             {**metrics.to_dict(), MONTHLY_COST_KEY: monthly},
         )
         write_timeseries_csv(directory / "timeseries.csv", result)
-        written = ["metrics.json", "timeseries.csv"]
+        write_power_1min_csv(directory / "power_1min.csv", result)
+        written = ["metrics.json", "timeseries.csv", "power_1min.csv"]
         if not args.no_plots:
             plot_sample_week(directory / "week.png", result)
             plot_monthly_cost(directory / "monthly_cost.png", {result.strategy: monthly}, metrics.currency)

@@ -15,9 +15,12 @@ A strategy never reads the scenario. It asks an :class:`InformationModel` for an
 * **vehicles**: SoC and plug state measured now (while away, the SoC last measured at home), and the
   next departure and target the driver announced (the daemon's one-off departure command or the
   charger's NotifyEVChargingNeeds). Trips beyond it are not known: the controller expects what its
-  weekly schedule says (``controller.vehicles.scheduled_trips``). ``trip_info="calendar"`` (for
-  diagnosis) hands over the driver's trip calendar inside the horizon too, with each trip's energy
-  estimated from the car's past trips (``trip_energy="actual"``: the true energy).
+  weekly schedule says (``controller.vehicles.scheduled_trips``). ``trip_info="schedule-only"``:
+  the driver announces nothing (``departure_announced`` is False), so the controller has only its
+  weekly schedule and the early-departure lead it learns from the unplugs it sees.
+  ``trip_info="calendar"`` (for diagnosis) hands over the driver's trip calendar inside the horizon
+  too, with each trip's energy estimated from the car's past trips (``trip_energy="actual"``: the
+  true energy).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from sim.scenario import FloatArray, Scenario, ScheduledTrip, Series
 
 __all__ = [
     "FORECAST_MODELS",
+    "TRIP_INFO",
     "ForecastModel",
     "InformationModel",
     "KnownDeparture",
@@ -52,6 +56,10 @@ __all__ = [
 ]
 
 IntArray = npt.NDArray[np.int64]
+
+TripInfo = Literal["schedule", "schedule-only", "calendar"]
+TRIP_INFO: tuple[TripInfo, ...] = ("schedule", "schedule-only", "calendar")
+"""What the controller learns of the trips (see the module docstring)."""
 
 
 # ------------------------------------------------------------------------ prices
@@ -234,9 +242,14 @@ class VehicleObservation:
     """Measured now when plugged in; while away, the SoC measured at departure."""
     soc_measured_at: datetime
     next_departure: KnownDeparture | None
+    """The driver's next departure: announced to the controller unless ``departure_announced`` is
+    False; the baselines charge for it either way."""
     trips: tuple[KnownTrip, ...] | None
     """Calendar trips that overlap the horizon, the one under way included; None when the calendar
-    is not known (``trip_info="schedule"``, what the daemon has)."""
+    is not known (``trip_info`` ``schedule`` or ``schedule-only``, what the daemon has)."""
+    departure_announced: bool = True
+    """Whether the driver announces ``next_departure`` to the controller (False under
+    ``trip_info="schedule-only"``: the daemon is told nothing)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -273,8 +286,10 @@ class InformationModel:
         trip_energy: Literal["estimate", "actual"] = "estimate",
         initial_trip_energy_fraction: float = 0.2,
         nowcast: bool = False,
-        trip_info: Literal["schedule", "calendar"] = "schedule",
+        trip_info: TripInfo = "schedule",
     ) -> None:
+        if trip_info not in TRIP_INFO:
+            raise ValueError(f"unknown trip_info {trip_info!r}; use one of {', '.join(TRIP_INFO)}")
         self._scenario = scenario
         self._series = scenario.series
         self._plant = plant
@@ -286,6 +301,7 @@ class InformationModel:
         self._steps_per_day = round(timedelta(days=1) / self._series.step)
         self._trip_energy = trip_energy
         self._trip_calendar = trip_info == "calendar"
+        self._announces = trip_info != "schedule-only"
         self._nowcast = nowcast
         grid = scenario.config.site.grid
         self.import_limit_w = 1000.0 * grid.import_limit_kw
@@ -406,6 +422,7 @@ class InformationModel:
             soc_measured_at=self._soc_seen_at[i],
             next_departure=next_departure,
             trips=tuple(known) if self._trip_calendar else None,
+            departure_announced=self._announces,
         )
 
     def observe(

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from sim.baselines import SmartCharging, Uncontrolled
 from sim.engine import ProgressCallback, SimResult, Strategy, simulate
-from sim.information import ForecastModel, InformationModel, PriceKnowledge, make_forecast
+from sim.information import ForecastModel, InformationModel, PriceKnowledge, TripInfo, make_forecast
 from sim.metrics import Metrics, compute_metrics
 from sim.overrides import apply_overrides, no_discharge
 from sim.plant import Plant
@@ -44,9 +44,10 @@ class RunOptions:
     """Overrides ``forecast`` for PV (e.g. ``noisy`` for a weather-service forecast)."""
     seed: int = 0
     prices: Literal["day-ahead", "all"] = "day-ahead"
-    trip_info: Literal["schedule", "calendar"] = "schedule"
+    trip_info: TripInfo = "schedule"
     """What mpc knows of the trips after the announced next departure: the weekly schedule (what the
-    daemon has) or, for diagnosis, the driver's calendar (times; energy as ``trip_energy`` says)."""
+    daemon has), the weekly schedule alone with no departure announced (``schedule-only``), or, for
+    diagnosis, the driver's calendar (times; energy as ``trip_energy`` says)."""
     trip_energy: Literal["estimate", "actual"] = "estimate"
     """With the calendar: each trip's energy as the mean of past trips, or the true energy."""
     publication_hour_local: float = 12.0

@@ -15,7 +15,9 @@ site for the planner snapshot and the dispatcher's inputs, exactly as the daemon
   a scenario makes it so;
 * prices as published (the day-ahead auction's publication time), the rest filled by the daemon's
   own rule;
-* the next departure as the driver announces it (the daemon's one-off departure command).
+* the next departure as the driver announces it (the daemon's one-off departure command), unless
+  the driver announces nothing (``trip_info="schedule-only"``): then the daemon has its weekly
+  schedule and what it learns from the unplugs it sees.
 
 The scenario's prices are final prices: the simulated daemon reads them as a dynamic tariff without
 multiplier or markup, from the same price timelines as live prices. A config without a grid meter
@@ -226,7 +228,10 @@ class SiteFeed:
         return events
 
     def _announce(self, vehicle: VehicleObservation) -> list[SiteEvent]:
-        """The driver's next departure, announced once (and again when it changes)."""
+        """The driver's next departure, announced once (and again when it changes); nothing when the
+        driver announces nothing."""
+        if not vehicle.departure_announced:
+            return []
         known = vehicle.next_departure
         at = known.at if known is not None else None
         previous = self._announced.get(vehicle.vehicle_id)

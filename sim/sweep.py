@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from controller.config import ConfigError, ConfigIssue
-from sim.information import FORECAST_MODELS
+from sim.information import FORECAST_MODELS, TRIP_INFO
 from sim.overrides import apply_overrides, parse_value
 from sim.runner import RunOptions, run_point
 from sim.scenario import Scenario
@@ -63,9 +63,10 @@ def validate_points(scenario: Scenario, points: Sequence[Mapping[str, Any]], opt
             raise ConfigError(
                 "--param", [ConfigIssue("prices", f"{checked.prices!r}", "use day-ahead or all")]
             )
-        if checked.trip_info not in ("schedule", "calendar"):
+        if checked.trip_info not in TRIP_INFO:
             raise ConfigError(
-                "--param", [ConfigIssue("trip_info", f"{checked.trip_info!r}", "use schedule or calendar")]
+                "--param",
+                [ConfigIssue("trip_info", f"{checked.trip_info!r}", f"use one of {', '.join(TRIP_INFO)}")],
             )
         if checked.trip_energy not in ("estimate", "actual"):
             raise ConfigError(

@@ -137,6 +137,12 @@ def test_mode(payload: Any, mode: VehicleMode) -> None:
     assert isinstance(c, SetMode) and c.mode is mode
 
 
+def test_charge_now_to_a_soc_above_the_ceiling() -> None:
+    c = cmd("mode", {"mode": "charge_now", "target_soc_percent": 100})
+    assert isinstance(c, SetMode) and c.mode is VehicleMode.CHARGE_NOW and c.charge_to_percent == 100.0
+    assert cmd("mode", b"charge_now").charge_to_percent is None
+
+
 def test_mode_json_string_and_request_id() -> None:
     assert cmd("mode", b'"charge_now"').mode is VehicleMode.CHARGE_NOW
     assert cmd("mode", {"mode": "auto", "request_id": 7}).request_id == "7"
@@ -209,6 +215,10 @@ def test_v2l_start_stop() -> None:
             "return_time 07:00 is not after time 07:30",
         ),
         ("weekly_departure", {"weekday": "monday", "clear": True, "time": "07:00"}, "ev", "no other fields"),
+        ("mode", {"mode": "auto", "target_soc_percent": 100}, "ev", "charge_now only"),
+        ("mode", {"mode": "charge_now", "target_soc_percent": 101}, "ev", "at most 100"),
+        ("mode", {"mode": "charge_now", "target_soc_percent": 10}, "ev", "above the reserve"),
+        ("mode", {"mode": "charge_now", "target_soc_percent": "100"}, "ev", "must be a number"),
         ("v2l", {"action": "start"}, "van", "does not allow V2L"),
         ("v2l", {"action": "pause"}, "ev", "start or stop"),
         ("v2l", {"action": "start", "power_w": -5}, "ev", "within 0-"),

@@ -15,7 +15,7 @@ import pytest
 
 from sim.cli import MONTHLY_COST_KEY, register
 from sim.metrics import RESERVE_TOLERANCE_KWH, compute_metrics
-from sim.report import write_timeseries_csv
+from sim.report import write_power_1min_csv, write_timeseries_csv
 from sim.runner import run_strategy
 from sim.scenario import write_series_csv, write_trips_csv
 from tests.test_sim_support import tiny_scenario, tiny_series, tiny_trips
@@ -110,6 +110,16 @@ def test_run_writes_metrics_timeseries_and_plots(files: dict[str, Path], tmp_pat
     with (out_dir / "timeseries.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 96 and {"car_power_kw", "car_soc_percent", "grid_kw", "solve_ms"} <= set(rows[0])
+    assert {"import_kwh", "export_kwh"} <= set(rows[0])
+    assert "power_1min.csv" in text
+    with (out_dir / "power_1min.csv").open() as handle:
+        minutes = list(csv.DictReader(handle))
+    assert len(minutes) == 96 * 15 and list(minutes[0]) == ["time", "car"]
+    assert [m["time"] for m in minutes[:2]] == ["2024-03-04T00:00:00Z", "2024-03-04T00:01:00Z"]
+    assert minutes[-1]["time"] == "2024-03-04T23:59:00Z"
+    # Each step's minutes average to the step's power in timeseries.csv.
+    per_step = np.array([float(m["car"]) for m in minutes]).reshape(96, 15).mean(axis=1)
+    assert per_step / 1000.0 == pytest.approx([float(r["car_power_kw"]) for r in rows], abs=1e-12)
     for png in ("week.png", "monthly_cost.png"):
         assert (out_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -138,16 +148,32 @@ def test_timeseries_csv_reads_back_the_runs_floats_exactly_and_its_energy(tmp_pa
     solved = [(float(row["solve_ms"]), ms) for row, ms in zip(rows, result.solve_ms.tolist(), strict=True)]
     assert solved and all(cell == ms for cell, ms in solved if not math.isnan(ms))
 
-    # Energy integrated from the file is the run's energy (to float summation order, far below 1 µWh).
+    # Energy from the files is the run's energy (to float summation order, far below 1 µWh): import
+    # and export as counted inside each step, charge and discharge from the minutes.
     metrics = compute_metrics(result)
     hours = series.step_hours
     grid = np.array(column("grid_kw"))
     power = np.array(column("car_power_kw"))
     assert grid.min() < 0 < grid.max() and power.min() < 0 < power.max()  # imports and exports both
-    assert float(np.maximum(grid, 0.0).sum() * hours) == pytest.approx(metrics.import_kwh, rel=0, abs=1e-9)
-    assert float(np.maximum(-grid, 0.0).sum() * hours) == pytest.approx(metrics.export_kwh, rel=0, abs=1e-9)
-    assert float(np.maximum(power, 0.0).sum() * hours) == pytest.approx(metrics.charge_kwh, rel=0, abs=1e-9)
-    assert float(np.maximum(-power, 0.0).sum() * hours) == pytest.approx(
+    assert column("import_kwh") == result.import_kwh.tolist()
+    assert column("export_kwh") == result.export_kwh.tolist()
+    assert sum(column("import_kwh")) == pytest.approx(metrics.import_kwh, rel=0, abs=1e-9)
+    assert sum(column("export_kwh")) == pytest.approx(metrics.export_kwh, rel=0, abs=1e-9)
+    # The netted step average never shows more import than the minutes do.
+    assert (np.maximum(grid, 0.0) * hours <= np.array(column("import_kwh")) + 1e-12).all()
+    assert (np.array(column("import_kwh")) - np.array(column("export_kwh"))) == pytest.approx(
+        grid * hours, rel=0, abs=1e-9
+    )
+    minute_path = tmp_path / "power_1min.csv"
+    write_power_1min_csv(minute_path, result)
+    with minute_path.open(newline="", encoding="utf-8") as handle:
+        minute_w = np.array([float(row["car"]) for row in csv.DictReader(handle)])
+    assert minute_w.tolist() == result.power_1min_w[0].tolist()
+    minute_h = hours / 15
+    assert float(np.maximum(minute_w, 0.0).sum() * minute_h / 1000.0) == pytest.approx(
+        metrics.charge_kwh, rel=0, abs=1e-9
+    )
+    assert float(np.maximum(-minute_w, 0.0).sum() * minute_h / 1000.0) == pytest.approx(
         metrics.discharge_kwh, rel=0, abs=1e-9
     )
     # While plugged in (no driving), the stored energy moves by exactly the battery side of the power.
@@ -231,6 +257,30 @@ def test_information_options_reach_the_run(files: dict[str, Path]) -> None:
     )
     defaults = parser().parse_args(["sim", "run", *scenario_args(files), "--out", "unused"])
     assert _options(defaults) == RunOptions()
+
+
+def test_run_with_schedule_only_trip_info_announces_nothing_and_keeps_the_reserve(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    from controller.config import ConfigError
+    from sim.cli import _options
+    from sim.runner import RunOptions
+    from sim.sweep import validate_points
+
+    args = ["sim", "run", *scenario_args(files), "--strategy", "mpc", "--no-progress"]
+    assert _options(parser().parse_args([*args, "--out", "x", "--trip-info", "schedule-only"])).trip_info == (
+        "schedule-only"
+    )
+    out_dir = tmp_path / "schedule-only"
+    code, text = run([*args, "--out", str(out_dir), "--trip-info", "schedule-only"])
+    assert code == 0, text
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert metrics["strategy"] == "mpc" and metrics["steps"] == 96 and metrics["reserve_breaches"] == 0
+    assert metrics["avoidable_shortfalls"] == 0
+    scenario = tiny_scenario(days=1)
+    validate_points(scenario, [{"trip_info": "schedule-only"}], RunOptions())
+    with pytest.raises(ConfigError, match="trip_info"):
+        validate_points(scenario, [{"trip_info": "rumour"}], RunOptions())
 
 
 def test_sweep_on_a_local_process_pool(files: dict[str, Path], tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from controller.commands import SetDeparture
 from controller.domain import Plan
 from controller.snapshot import Snapshot
 from sim.controlled import ModelPredictiveControl
@@ -24,6 +25,7 @@ from sim.information import (
 from sim.plant import Plant
 from sim.runner import RunOptions
 from sim.scenario import FloatArray, Scenario, Series, Trip
+from sim.site_feed import SiteFeed
 from tests.test_sim_support import tiny_config, tiny_scenario, tiny_series, tiny_trips
 
 AMSTERDAM = "Europe/Amsterdam"
@@ -357,3 +359,34 @@ def test_nowcast_hands_over_the_current_step_only() -> None:
     assert b.load_w[0] == scenario.series.load_w[k] and b.pv_w[0] == scenario.series.pv_w[k]
     assert a.load_w[0] != b.load_w[0]
     assert a.load_w[1:].tolist() == b.load_w[1:].tolist() and a.pv_w[1:].tolist() == b.pv_w[1:].tolist()
+
+
+def test_schedule_only_announces_no_departure_to_the_daemon() -> None:
+    """``trip_info="schedule-only"``: the driver says nothing; the simulated daemon gets no one-off
+    departure command and plans from its weekly schedule alone."""
+    scenario = tiny_scenario(days=2)
+
+    def announcements(trip_info: str) -> list[SetDeparture]:
+        plant = Plant(scenario)
+        info = RunOptions(trip_info=trip_info).information(scenario, plant)  # type: ignore[arg-type]
+        feed = SiteFeed(scenario.config, 48)
+        sent: list[SetDeparture] = []
+        for k in range(scenario.steps - 1):
+            info.advance_to(k)
+            vehicles = info.vehicles(48)
+            assert all(v.departure_announced is (trip_info != "schedule-only") for v in vehicles)
+            events = feed.step_events(info, vehicles, {"car": 0.0})
+            sent += [e for e in events if isinstance(e, SetDeparture)]
+            feed.apply(events, info.now)
+            plant.step(k, [0.0], float(scenario.series.load_w[k]), float(scenario.series.pv_w[k]))
+        assert (feed.site.vehicles["car"].one_off is None) is (trip_info == "schedule-only")
+        return sent
+
+    assert announcements("schedule-only") == []
+    assert len(announcements("schedule")) == len(scenario.trips)
+    # The wallbox baselines still charge for the driver's real departure.
+    info = InformationModel(scenario, Plant(scenario), trip_info="schedule-only")
+    car = info.vehicles(48)[0]
+    assert car.next_departure is not None and car.trips is None
+    with pytest.raises(ValueError, match="unknown trip_info"):
+        InformationModel(scenario, Plant(scenario), trip_info="psychic")  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ import yaml
 
 from controller.commands import SetDeparture, SetMode, SetWeeklyDeparture, V2LCommand
 from controller.config import OcppVersion, SiteConfig, parse_config
-from controller.domain import Departure, MeterReading, MeterRole, Plan, VehicleMode
+from controller.domain import Departure, MeterReading, MeterRole, Plan, VehicleMode, utc_text
 from controller.site import (
     MEASURED_POWER_MAX_SAMPLE_INTERVALS,
     PLUGGED_STATUSES,
@@ -22,6 +22,7 @@ from controller.site import (
     Site,
 )
 from controller.site_inputs import NO_GRID_METER_REASON, SiteInputs
+from controller.site_snapshot import soc_ceiling_percent
 from controller.snapshot import SessionLimits
 from controller.v2l_guard import V2L_SOC_MAX_AGE
 
@@ -574,11 +575,14 @@ def test_vehicle_record_round_trip() -> None:
         "soc_measured": True,
         "session_limits": None,
         "charger_departure": None,
+        "plugged_at": "2026-11-24T17:05:00Z",
+        "announced_at": None,
+        "departures_seen": [],
     }
     again = make()
     again.restore_vehicle("car", record)
     car = again.vehicles["car"]
-    assert car.plugged_in and car.charger_id == "wb1"
+    assert car.plugged_in and car.charger_id == "wb1" and car.plugged_at == T0
     estimate = car.tracker.estimate()
     assert estimate is not None and estimate.soc_percent == 47.0 and not estimate.measured
     again.restore_vehicle("gone", record)  # a car no longer configured is skipped
@@ -661,10 +665,19 @@ def test_the_cars_own_departure_survives_a_restart_while_plugged_in_and_ahead() 
     assert car.charger_departure == Departure(leave, 85.0)
     departure = again.departure(car, T0 + timedelta(minutes=5))  # it wins over Wednesday 07:30
     assert departure is not None and departure.at == leave and departure.target_soc_percent == 85.0
-    # Gone while the daemon was down: the departure passed, or the car was unplugged meanwhile.
+    # Passed while the daemon was down with the car still plugged in since before it: kept, the car
+    # may be overdue for it (its target held); the next departure is the one after it.
     passed = make()
     passed.restore_vehicle("car", record, now=leave)
-    assert passed.vehicles["car"].charger_departure is None
+    kept = passed.vehicles["car"]
+    assert kept.charger_departure == Departure(leave, 85.0)
+    overdue = passed.overdue(kept, leave + timedelta(minutes=5))
+    assert overdue is not None and overdue.departure == Departure(leave, 85.0)
+    assert passed.departure(kept, leave + timedelta(minutes=5)) != Departure(leave, 85.0)
+    # Gone while the daemon was down: the car was plugged in again after it, or unplugged meanwhile.
+    back = make()
+    back.restore_vehicle("car", {**record, "plugged_at": utc_text(leave + timedelta(hours=1))}, now=leave)
+    assert back.vehicles["car"].charger_departure is None
     unplugged = make()
     unplugged.restore_vehicle("car", {**record, "plugged_in": False}, now=T0)
     assert unplugged.vehicles["car"].charger_departure is None
@@ -722,7 +735,30 @@ def test_overrides_round_trip_and_expired_ones_are_dropped() -> None:
     for kind, body in stored.items():
         late.restore_overrides("car", kind, body, T0 + timedelta(hours=4))
     assert late.vehicles["car"].one_off is None and late.vehicles["car"].v2l is None  # both over
+    # A car plugged in since before the passed one-off may be overdue for it: it stays.
+    waiting = make()
+    waiting.set_plugged("wb1", True, T0)
+    waiting.restore_overrides("car", "departure", stored["departure"], T0 + timedelta(hours=4))
+    assert waiting.vehicles["car"].one_off == Departure(T0 + timedelta(hours=3), 85.0)
     late.restore_overrides("gone", "mode", {"mode": "auto"}, T0)  # unknown car: ignored
+
+
+def test_charge_now_to_a_soc_is_kept_and_raises_the_ceiling_until_the_mode_changes() -> None:
+    site = make()
+    car = site.vehicles["car"]
+    site.apply_command(SetMode("car", VehicleMode.CHARGE_NOW, charge_to_percent=100.0), T0)
+    assert soc_ceiling_percent(car, None) == 100.0
+    stored = site.overrides(car)
+    again = make()
+    again.restore_overrides("car", "mode", stored["mode"], T0)
+    assert again.vehicles["car"].charge_to_percent == 100.0
+    site.apply_command(SetMode("car", VehicleMode.AUTO), T0)
+    assert car.charge_to_percent is None
+    assert soc_ceiling_percent(car, None) == car.config.max_soc_percent
+    assert soc_ceiling_percent(car, Departure(T0, 100.0)) == 100.0  # a departure target above it wins
+    # Stores written before the field existed still load.
+    again.restore_overrides("car", "mode", {"mode": "charge_now"}, T0)
+    assert again.vehicles["car"].charge_to_percent is None
 
 
 def test_restoring_a_malformed_override_raises_for_the_caller_to_log() -> None:

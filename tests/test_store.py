@@ -8,8 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from controller.domain import Plan, VehiclePlan
+from controller.clock import ManualClock
+from controller.commands import SetDeparture
+from controller.domain import Departure, Plan, VehiclePlan
+from controller.persistence import SitePersistence
+from controller.site import Site
+from controller.site_events import SiteEvents
 from controller.store import Store
+from tests.test_departures import at, config
 
 T0 = datetime(2026, 11, 24, 17, 0, tzinfo=UTC)
 
@@ -206,3 +212,34 @@ def test_plans_are_written_with_utc_z_times_and_older_ones_are_still_read(tmp_pa
     with pytest.raises(ValueError):  # logged and skipped by the daemon
         store.latest_plan()
     store.close()
+
+
+def test_the_early_departure_history_and_plug_times_survive_a_restart(tmp_path: Path) -> None:
+    site = Site(config())
+    site.set_plugged("wb", True, at(-1, 20))
+    site.set_plugged("wb", False, at(0, 6, 40))  # Monday's 07:00 departure, 20 min early
+    site.set_plugged("wb", True, at(0, 18))
+    now = at(0, 19)
+    SiteEvents(site).command(SetDeparture("car", Departure(at(1, 9), 75.0)), now)
+    car = site.vehicles["car"]
+    store = Store(tmp_path / "v2x.sqlite")
+    SitePersistence(store, site, ManualClock(now)).save_vehicles()
+    store.close()
+
+    reopened = Store(tmp_path / "v2x.sqlite")
+    again = Site(config())
+    SitePersistence(reopened, again, ManualClock(now)).restore()
+    back = again.vehicles["car"]
+    assert back.departures_seen == car.departures_seen and len(back.departures_seen) == 1
+    assert back.departures_seen[0].early == timedelta(minutes=20)
+    assert (back.plugged_at, back.announced_at) == (at(0, 18), now)
+
+    # A store written before these were kept still loads: no history, plugged in since unknown.
+    reopened.save_vehicle_state("car", {"plugged_in": True, "charger_id": "wb", "soc_percent": 61.5}, now)
+    older = Site(config())
+    SitePersistence(reopened, older, ManualClock(now)).restore()
+    old = older.vehicles["car"]
+    assert (
+        old.plugged_in and old.departures_seen == () and old.plugged_at is None and old.announced_at is None
+    )
+    reopened.close()

@@ -379,3 +379,41 @@ def test_the_planner_takes_the_whole_of_a_trip_under_way_off_the_soc_read_before
     back = 4  # 18:00, four 15-minute steps on
     expected = 60 - 100 * (40 * 17 / 100) / car.usable_capacity_kwh
     assert plan.vehicles[car.id].soc_percent[back] == pytest.approx(expected, abs=0.1)
+
+
+def test_an_announced_departure_replaces_its_days_rule_even_when_later() -> None:
+    car = commuter()
+    now = local(24, 20)  # Tuesday evening; Wednesday's rule is 07:30
+    later = Departure(local(25, 9, 15), 90.0)
+    # Wednesday leaves at 09:15 as announced, not at the rule's 07:30 (the earlier of the two).
+    assert next_departure(car, now, AMSTERDAM, one_off=later) == later
+    assert next_departure(car, now, AMSTERDAM, from_charger=later) == later
+    trips = scheduled_trips(
+        car, now, now + timedelta(hours=30), AMSTERDAM, plugged_in=True, next_departure=later
+    )
+    assert spans(trips) == [(local(25, 9, 15), local(25, 17))]
+    # On another date it replaces nothing: Wednesday's rule comes first.
+    thursday = Departure(local(26, 9, 15), 90.0)
+    wednesday = next_departure(car, now, AMSTERDAM, one_off=thursday)
+    assert wednesday is not None and wednesday.at == local(25, 7, 30)
+    # Announced after the day's rule has passed: simply the next one.
+    morning = local(25, 8)
+    same_day = Departure(local(25, 11), 70.0)
+    assert next_departure(car, morning, AMSTERDAM, one_off=same_day) == same_day
+    # Once it has passed, the day's rule does not come back: Thursday's is next.
+    after = next_departure(car, local(25, 9, 30), AMSTERDAM, one_off=later)
+    assert after == Departure(local(26, 7, 30), 80)
+
+
+def test_a_learnt_lead_moves_weekly_departures_and_their_trips_not_announced_ones() -> None:
+    car = commuter()
+    now = local(24, 20)
+    leads = {"wednesday": timedelta(minutes=25)}
+    early = next_departure(car, now, AMSTERDAM, leads=leads)
+    assert early == Departure(local(25, 7, 5), 80)
+    trips = scheduled_trips(
+        car, now, now + timedelta(hours=48), AMSTERDAM, plugged_in=True, next_departure=early, leads=leads
+    )
+    assert spans(trips) == [(local(25, 7, 5), local(25, 17)), (local(26, 7, 30), local(26, 17))]
+    announced = Departure(local(25, 8), 90.0)
+    assert next_departure(car, now, AMSTERDAM, one_off=announced, leads=leads) == announced
