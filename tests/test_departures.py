@@ -220,6 +220,8 @@ def test_the_planner_holds_the_target_and_charges_a_car_below_it() -> None:
     assert min(free.vehicles["car"].soc_percent) < 70.0
     assert min(held.vehicles["car"].soc_percent) >= 80.0 - 0.01
     assert any("overdue: holding 80 %" in note for note in held.notes)
+    assert held.vehicles["car"].reason.endswith("departure 07:00 overdue: holding 80 %")
+    assert "overdue" not in free.vehicles["car"].reason
     # Below the hold, it charges towards it even at a dear price.
     low = plugged_site(60.0)
     read(low, now, 60.0)

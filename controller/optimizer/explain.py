@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from controller.domain import VehicleMode
 from controller.optimizer.inputs import DepartureInfo, TripInfo
+from controller.snapshot import DepartureHold
 
 __all__ = ["StepFacts", "reason"]
 
@@ -53,6 +54,8 @@ class StepFacts:
     min_charge_kw: float = 0.0
     """The charger's smallest charging power: a lower average is a pulse at it (0: none)."""
     min_discharge_kw: float = 0.0
+    hold: DepartureHold | None = None
+    """An overdue departure whose target the car holds (still plugged in after it)."""
 
 
 def _local_time(moment: datetime, now: datetime, timezone: str) -> str:
@@ -68,7 +71,7 @@ def _price(value: float, currency: str) -> str:
 
 
 def reason(f: StepFacts) -> str:
-    text = _core_reason(f) + _pulse(f)
+    text = _core_reason(f) + _pulse(f) + _overdue(f)
     if f.v2l_requested_kw > 0:
         if f.v2l_kw >= f.v2l_requested_kw - 1e-3:
             text += f"; V2L {f.v2l_kw:.1f} kW"
@@ -91,6 +94,14 @@ def _pulse(f: StepFacts) -> str:
     if abs(p) < _IDLE_KW or abs(p) >= minimum - _PULSE_TOLERANCE_KW:
         return ""
     return f"; pulsed at the {minimum:.1f} kW minimum for {100.0 * abs(p) / minimum:.0f} % of the step"
+
+
+def _overdue(f: StepFacts) -> str:
+    """A car still plugged in after its departure: the driver is about to leave."""
+    if f.hold is None:
+        return ""
+    when = _local_time(f.hold.departure_at, f.now, f.timezone)
+    return f"; departure {when} overdue: holding {f.hold.soc_percent:.0f} %"
 
 
 def _v2l_kept_for(f: StepFacts) -> str:

@@ -227,6 +227,7 @@ class Planner:
         export_now_kw = float(export_kw[0])
 
         notes = list(inputs.notes)
+        holds = {v.id: v.hold for v in snapshot.vehicles if v.hold is not None}
         vehicles: dict[str, VehiclePlan] = {}
         for i, spec in enumerate(shape.vehicles):
             if not inputs.in_snapshot[i] or schedule is None:
@@ -273,6 +274,7 @@ class Planner:
                 fallback=fallback,
                 min_charge_kw=spec.min_charge_kw,
                 min_discharge_kw=spec.min_discharge_kw,
+                hold=holds.get(spec.vehicle_id),
             )
             vehicles[spec.vehicle_id] = VehiclePlan(
                 vehicle_id=spec.vehicle_id,
