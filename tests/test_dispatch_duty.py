@@ -183,3 +183,16 @@ def test_charge_now_stops_at_the_ceiling_unless_the_driver_asked_for_more() -> N
     live = at_ceiling.vehicles[0]
     asked = replace(at_ceiling, vehicles=(replace(live, ceiling_soc_percent=100.0),))
     assert one(d, asked).setpoint_w == 11000.0
+
+
+def test_a_surplus_below_the_minimum_is_not_chased_with_pulses() -> None:
+    d = Dispatcher(real_site())
+    # The plan exports a 1 kW PV surplus and charges nothing; 2.5 kW appear (1.5 kW more than
+    # forecast). A 4.14 kW pulse would draw 1.64 kW from the grid while it runs: not taken.
+    exporting = plan([0.0] * 8, export_w=[1000.0] * 8, import_w=[0.0] * 8)
+    cmd = one(d, inputs(exporting, grid_w=-2500.0, car_w=0.0, now=T0))
+    assert cmd.setpoint_w == 0.0
+    assert any("not pulsed" in r for r in cmd.reasons)
+    # A surplus that covers the minimum is taken continuously.
+    cmd = one(d, inputs(exporting, grid_w=-6200.0, car_w=0.0, now=T0 + timedelta(minutes=1)))
+    assert cmd.setpoint_w == pytest.approx(5200.0)

@@ -44,6 +44,12 @@ def follow_pv_surplus(
         planned_w = car.setpoint_w
         car.setpoint_w = total_w * cap_w / capacity_w if capacity_w > 0 else 0.0
         car.reasons.append(f"following PV surplus {max(0.0, surplus_w):.0f} W")
+        minimum_w = car.charger.lowest_min_power_w()
+        if planned_w < car.setpoint_w < minimum_w:
+            # Below the charger's minimum the extra would be a pulse at the minimum, drawn mostly
+            # from the grid while the surplus is smaller than the pulse: not worth storing.
+            car.setpoint_w = planned_w
+            car.reasons.append(f"surplus below the {minimum_w:.0f} W charger minimum: not pulsed")
         if car.departure_soon and car.setpoint_w < planned_w:
             car.setpoint_w = planned_w
             car.reasons.append("departure within the hour: keeping the planned charge")
