@@ -32,6 +32,7 @@ from controller.dispatch import ChargerCommand, Dispatcher
 from controller.domain import Plan
 from controller.event_router import EventRouter
 from controller.forecasts import ForecastService
+from controller.health import gather_facts, health_details
 from controller.mqtt import SiteMqttClient
 from controller.ocpp import OcppServer
 from controller.optimizer import Planner
@@ -118,6 +119,7 @@ class Daemon:
         self._pending: set[asyncio.Task[Any]] = set()
         self._last_publish = 0.0
         self._last_tick = self.clock.monotonic()
+        self._started_at = self.clock.monotonic()
         self._tasks: list[asyncio.Task[Any]] = []
         self.replans = 0
         self.http: HealthServer | None = None
@@ -325,22 +327,17 @@ class Daemon:
     # ---------------------------------------------------------------- HTTP API
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """Healthy while every task runs (the loops, MQTT, the OCPP server and the HTTP API) and the
-        dispatcher ticked recently (safe mode is still healthy)."""
-        now = self.clock.now()
+        """Alive while every task runs and the dispatcher ticked recently; what is degraded (MQTT down,
+        safe mode, ...) is listed without making it unhealthy (see :mod:`controller.health`)."""
         stopped = [t.get_name() for t in self._tasks if t.done()]
-        loops_alive = bool(self._tasks) and not stopped
         tick_age_s = self.clock.monotonic() - self._last_tick
         fresh = tick_age_s <= 3 * self.cfg.site.dispatch_interval_s + 10.0
-        return loops_alive and fresh, {
-            "stopped_tasks": stopped,
-            "safe_mode": self.inputs.safe_mode(now),
-            "mqtt_connected": self.mqtt.connected,
-            "chargers_connected": sum(1 for v in self.ocpp.chargers.values() if v.connected),
-            "last_dispatch_s_ago": round(tick_age_s, 1),
-            "last_plan_at": self.plan.created_at if self.plan else None,
-            "plan_status": self.plan.solver_status if self.plan else None,
-        }
+        alive = bool(self._tasks) and not stopped and fresh
+        up_s = self.clock.monotonic() - self._started_at
+        parts = (self.cfg, self.inputs, self.ocpp.chargers, self.plan)
+        facts = gather_facts(*parts, now=self.clock.now(), up_s=up_s, mqtt_connected=self.mqtt.connected)
+        details = {"stopped_tasks": stopped, "last_dispatch_s_ago": round(tick_age_s, 1)}
+        return alive, health_details(alive, facts, **details)
 
     def state(self) -> dict[str, Any]:
         """The site now: flows, vehicles, chargers, the plan's summary (for dashboards and scripts)."""

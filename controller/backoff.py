@@ -23,3 +23,11 @@ class Backoff:
     def jittered_s(self, attempt: int, rng: random.Random) -> float:
         """A random 50-100 % of :meth:`delay_s`, so many clients do not retry in step."""
         return self.delay_s(attempt) * rng.uniform(0.5, 1.0)
+
+    def spread_s(self, attempt: int, rng: random.Random) -> float:
+        """A random wait between ``initial_s`` and ``delay_s(attempt + 1)`` ("full jitter" with a floor).
+
+        The floor bounds how often a retry loop runs (at most one attempt per ``initial_s``); the
+        spread up to the cap keeps many clients that lost the same server from retrying in step.
+        """
+        return rng.uniform(self.initial_s, max(self.initial_s, self.delay_s(attempt + 1)))

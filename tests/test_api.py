@@ -80,3 +80,22 @@ async def test_half_a_request_times_out_without_hurting_others(server: HealthSer
     await writer.drain()
     assert (await request(server.port, b"GET /health HTTP/1.1\r\n\r\n"))[0] == 200
     writer.close()
+
+
+async def test_a_degraded_daemon_answers_200_with_its_reasons() -> None:
+    """The provider's own status and reasons are passed on; only "not alive" turns into 503."""
+    degraded = [{"what": "mqtt", "why": "not connected to the broker"}]
+    srv = HealthServer(
+        "127.0.0.1",
+        0,
+        lambda: (True, {"status": "degraded", "degraded": degraded, "safe_mode": True}),
+        dict,
+    )
+    await srv.start()
+    try:
+        assert await request(srv.port, b"GET /health HTTP/1.1\r\n\r\n") == (
+            200,
+            {"status": "degraded", "degraded": degraded, "safe_mode": True},
+        )
+    finally:
+        await srv.stop()

@@ -20,7 +20,9 @@ __all__ = ["HealthServer", "StatusProvider"]
 log = structlog.get_logger("controller.api")
 
 StatusProvider = Callable[[], tuple[bool, dict[str, Any]]]
-"""Returns (healthy, details). Called on the event loop; must be quick."""
+"""Returns (alive, details): 200 when alive, else 503. The body is ``{"status": "ok"|"unhealthy",
+**details}``; details may carry their own ``status`` (``degraded``: alive, but not as configured) and
+its reasons. Called on the event loop; must be quick."""
 
 MAX_REQUEST_BYTES = 8192
 REQUEST_TIMEOUT_S = 5.0

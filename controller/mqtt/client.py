@@ -24,6 +24,7 @@ from controller.config import SiteConfig
 from controller.domain import Plan
 from controller.mqtt.command_channel import CommandChannel, CommandHandler, CommandRejected
 from controller.mqtt.connection import (
+    RECONNECT_CAP_S,
     MqttConnection,
     ReconnectPolicy,
     SessionHooks,
@@ -55,7 +56,7 @@ class SiteMqttClient:
         on_reading: ReadingCallback | None = None,
         on_signal: SignalCallback | None = None,
         reconnect_min_s: float = 1.0,
-        reconnect_max_s: float = 60.0,
+        reconnect_max_s: float = RECONNECT_CAP_S,
         reconnect_reset_after_s: float = 30.0,
         log_interval_s: float = 10.0,
         max_queued_messages: int = 10_000,

@@ -24,6 +24,7 @@ from controller.clock import Clock
 from controller.config import MqttConfig, TlsConfig
 
 __all__ = [
+    "RECONNECT_CAP_S",
     "MqttConnection",
     "ReconnectPolicy",
     "SessionHooks",
@@ -68,13 +69,25 @@ def payload_bytes(message: aiomqtt.Message) -> bytes:
     return bytes(raw) if isinstance(raw, bytes | bytearray) else str(raw or "").encode()
 
 
+RECONNECT_CAP_S = 5.0
+"""The longest wait between reconnect attempts, whatever ``max_s`` asks for: while the broker is down
+the site is in safe mode, so a broker that comes back must see the site again within seconds."""
+
+
 @dataclass(frozen=True, slots=True)
 class ReconnectPolicy:
-    """Reconnect delays doubling from ``min_s`` up to ``max_s``, jittered; the doubling starts afresh
-    only after a connection held for ``reset_after_s``."""
+    """Reconnect waits drawn at random between ``min_s`` and a ceiling that doubles from ``2 * min_s``
+    up to ``max_s`` (held to :data:`RECONNECT_CAP_S`); the doubling starts afresh only after a
+    connection held for ``reset_after_s``.
+
+    With the defaults (1 s, 5 s): the first waits are 1-2 s, 1-4 s, then 1-5 s for as long as the
+    broker stays down, about 20 attempts a minute and never more than 60; a broker that comes back is
+    reached again within 5 s. The random spread keeps a fleet of gateways that lost the same broker
+    from reconnecting in step.
+    """
 
     min_s: float = 1.0
-    max_s: float = 60.0
+    max_s: float = RECONNECT_CAP_S
     reset_after_s: float = 30.0
 
     def __post_init__(self) -> None:
@@ -82,10 +95,13 @@ class ReconnectPolicy:
             raise ValueError("need 0 < reconnect_min_s <= reconnect_max_s")
         if self.reset_after_s < 0:
             raise ValueError("need reconnect_reset_after_s >= 0")
+        # A frozen dataclass: normalise through object.__setattr__.
+        object.__setattr__(self, "max_s", min(self.max_s, RECONNECT_CAP_S))
+        object.__setattr__(self, "min_s", min(self.min_s, self.max_s))
 
     def delay_s(self, attempt: int, rng: random.Random) -> float:
         """Before reconnect ``attempt`` (0-based)."""
-        return Backoff(initial_s=self.min_s, factor=2.0, max_s=self.max_s).jittered_s(attempt + 1, rng)
+        return Backoff(initial_s=self.min_s, factor=2.0, max_s=self.max_s).spread_s(attempt + 1, rng)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,10 @@
 """Meter and signal messages into :class:`~controller.site_inputs.SiteInputs` (synchronous, no I/O).
 
 Each configured topic routes to a meter parser or a signal parser. A payload that does not parse is
-logged (rate limited, with its topic) and dropped; a callback that fails is logged and ignored.
+logged (rate limited, with its topic) and dropped; a meter reading outside its role's physical bounds
+(:mod:`controller.meters.bounds`) is dropped and logged once per topic until that topic sends a
+plausible reading again. Each refused meter message is counted per meter in the inputs. A callback
+that fails is logged and ignored.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import structlog
 from controller.clock import Clock
 from controller.config import MeterConfig, SiteConfig
 from controller.domain import MeterReading
-from controller.meters import MeterParser, PayloadError, make_parser
+from controller.meters import ImplausibleReading, MeterParser, PayloadError, make_parser
 from controller.mqtt.connection import payload_bytes
 from controller.mqtt.message_log import MessageCounts, ThrottledLog, payload_preview
 from controller.signals import (
@@ -70,6 +73,7 @@ class SiteIngestion:
         self._on_signal = on_signal
         self._routes: dict[str, list[_Route]] = {}
         self._subscriptions: dict[str, int] = {}
+        self._implausible_topics: set[str] = set()  # logged once until a plausible reading
         self._build_routes()
 
     def _add_route(self, topic: str, route: _Route, qos: int) -> None:
@@ -78,7 +82,7 @@ class SiteIngestion:
 
     def _build_routes(self) -> None:
         for meter in self.cfg.meters:
-            parser = make_parser(meter)
+            parser = make_parser(meter, self.cfg)
             for topic in parser.topics:
                 self._add_route(topic, _Route("meter", parser), _METER_QOS)
         signal_topics: list[tuple[str | None, SignalKind]] = [
@@ -133,8 +137,12 @@ class SiteIngestion:
         # estimate to plan on, never as a reading that allows discharge.
         try:
             parsed = parser.parse(topic, payload)
+        except ImplausibleReading as exc:
+            self._drop_implausible(meter, topic, exc)
+            return
         except PayloadError as exc:
             self._counts.rejected += 1
+            self.inputs.count_dropped(meter.id)
             self._warn.warning(
                 "meter_payload_rejected",
                 topic,
@@ -148,11 +156,31 @@ class SiteIngestion:
         reading = MeterReading(meter.id, meter.role, parsed.value, now, retained=retained)
         self.inputs.update_meter(reading, parsed.phases_w)
         self._counts.accepted += 1
+        if topic in self._implausible_topics:
+            self._implausible_topics.discard(topic)
+            log.info("meter_reading_plausible_again", topic=topic, meter=meter.id)
         if self._on_reading is not None:
             try:
                 self._on_reading(reading)
             except Exception:
                 log.exception("on_reading_failed", topic=topic, meter=meter.id)
+
+    def _drop_implausible(self, meter: MeterConfig, topic: str, exc: ImplausibleReading) -> None:
+        self._counts.rejected += 1
+        self.inputs.count_dropped(meter.id)
+        if topic in self._implausible_topics:
+            return
+        self._implausible_topics.add(topic)
+        log.warning(
+            "meter_payload_rejected",
+            topic=topic,
+            meter=meter.id,
+            reason=str(exc),
+            value=exc.value,
+            bound=exc.bound,
+            unit=exc.unit,
+            dropped_readings=self.inputs.dropped_readings(meter.id),
+        )
 
     def _ingest_signal(
         self, kind: SignalKind, topic: str, payload: bytes, received_at: datetime, retained: bool
