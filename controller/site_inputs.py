@@ -59,6 +59,7 @@ class SiteInputs:
         self._meters: dict[str, MeterConfig] = {m.id: m for m in cfg.meters}
         self._readings: dict[str, MeterReading] = {}
         self._phases_w: dict[str, tuple[float, ...]] = {}
+        self._dropped: dict[str, int] = {}
         self._prices: dict[str, Timeline] = {
             "import": Timeline(name="import prices"),
             "export": Timeline(name="export prices"),
@@ -84,6 +85,20 @@ class SiteInputs:
         self._readings[reading.meter_id] = reading
         self._phases_w[reading.meter_id] = phases_w
         return True
+
+    def count_dropped(self, meter_id: str) -> None:
+        """Count one message of a meter refused as unusable or implausible (never stored)."""
+        if meter_id not in self._meters:
+            raise KeyError(f"unknown meter {meter_id!r}")
+        self._dropped[meter_id] = self._dropped.get(meter_id, 0) + 1
+
+    def dropped_readings(self, meter_id: str) -> int:
+        """How many messages of a meter were refused since the start."""
+        return self._dropped.get(meter_id, 0)
+
+    def meter_states(self) -> dict[str, dict[str, int]]:
+        """Per configured meter: ``{"dropped_readings": n}``, for the published state."""
+        return {m.id: {"dropped_readings": self.dropped_readings(m.id)} for m in self.cfg.meters}
 
     def reading(self, meter_id: str) -> MeterReading | None:
         """The last reading of a meter, fresh or not."""

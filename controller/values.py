@@ -31,7 +31,9 @@ def finite_number(
 ) -> float:
     """A JSON number as a finite float; with ``strings`` also a numeric string (OCPP 1.6, some meters).
 
-    ``bool`` is an ``int`` to Python but never a reading, so it is refused like ``None``.
+    ``bool`` is an ``int`` to Python but never a reading, so it is refused like ``None``. A string
+    must be plain ASCII: ``float()`` also reads full-width and other Unicode digits (``"８０"``),
+    which no device sends and a reading must not be taken from.
     """
     if isinstance(value, bool) or value is None:
         raise error(f"{what} is {str(value).lower() if value is not None else 'null'}, not a number")
@@ -41,6 +43,8 @@ def finite_number(
         except OverflowError:
             raise error(f"{what} is too large") from None
     elif strings and isinstance(value, str):
+        if not value.isascii():
+            raise error(f"{what} {value[:40]!r} is not a plain ASCII number")
         try:
             number = float(value)
         except ValueError:

@@ -164,6 +164,7 @@ def state_view(
         "safe_mode": inputs.safe_mode(now),
         "safe_mode_reasons": inputs.safe_mode_reasons(now),
         "grid_lost": inputs.is_grid_lost(now),
+        "meters": inputs.meter_states(),
         "vehicles": {v.config.id: _vehicle_state(site, v, plan, now) for v in site.vehicles.values()},
         "chargers": {status.charger_id: charger_state(status) for status in chargers},
         "plan": None

@@ -25,7 +25,7 @@ import structlog
 
 from controller.clock import ManualClock, SystemClock
 from controller.commands import Command, SetMode, V2LCommand
-from controller.config import SiteConfig, TlsConfig, parse_config
+from controller.config import MeterConfig, SiteConfig, TlsConfig, parse_config
 from controller.domain import MeterReading, Plan, VehicleMode, VehiclePlan
 from controller.mqtt import (
     ChargerStatus,
@@ -85,7 +85,13 @@ def site_config(
                     "stale_after_s": 30,
                 },
                 {"id": "pv", "role": "pv", "topic": f"{prefix}/tele/pv/SENSOR", "format": "tasmota"},
-                {"id": "sml", "role": "home", "topic": f"{prefix}/tele/sml/SENSOR", "format": "tasmota"},
+                {
+                    "id": "sml",
+                    "role": "home",
+                    "topic": f"{prefix}/tele/sml/SENSOR",
+                    "format": "tasmota",
+                    "sign": -1,
+                },
                 {"id": "dsmr", "role": "home", "topic": f"{prefix}/dsmr", "format": "dsmr_reader"},
                 {
                     "id": "heatpump",
@@ -200,7 +206,7 @@ async def test_every_preset_over_the_broker(prefix: str) -> None:
         assert inputs.grid_power_w(now) == pytest.approx(715.175)
         assert inputs.phases_w("grid") == pytest.approx((951.2, -951.1, 715.1))
         assert inputs.pv_power_w(now) == 2450.0
-        assert inputs.home_power_w(now) == pytest.approx(-523.0 + 347.0 + 1250.0)
+        assert inputs.home_power_w(now) == pytest.approx(523.0 + 347.0 + 1250.0)
         assert inputs.vehicle_soc_percent("ev", now) == 67.5
         assert inputs.v2l_power_w("ev", now) == 1800.0
         assert not inputs.safe_mode(now)
@@ -217,19 +223,24 @@ async def test_shelly_rpc_notifications_over_the_broker(prefix: str) -> None:
     )
 
     topic = f"{prefix}/shellypro3em-c8f09e8871a4/events/rpc"
-    meter = {"id": "pv3em", "role": "pv", "topic": topic, "format": "shelly_pro3em", "sign": -1}
+    cfg = site_config(prefix)
+    # The site's grid meter read from its RPC notifications (signed: the notifications mix import and export).
+    rpc_grid = MeterConfig.model_validate(
+        {"id": "grid", "role": "grid", "topic": topic, "format": "shelly_pro3em"}
+    )
+    cfg = cfg.model_copy(update={"meters": [rpc_grid, *cfg.meters[1:]]})
     clock = SystemClock()
-    client = SiteMqttClient(site_config(prefix, extra_meters=[meter]), clock)
+    client = SiteMqttClient(cfg, clock)
     with structlog.testing.capture_logs() as logs:
         async with running(client), peer() as p:
             for payload in (SHELLY_FULL_STATUS, SHELLY_NOTIFY_SYS, SHELLY_NOTIFY_EVENT, SHELLY_NOTIFY_TOTAL):
                 await p.publish(topic, payload, qos=1)
             await eventually(lambda: client.accepted == 2)
-            reading = client.inputs.reading("pv3em")
-            assert reading is not None and reading.value == pytest.approx(1446.4)  # sign -1: PV output
+            reading = client.inputs.reading("grid")
+            assert reading is not None and reading.value == pytest.approx(-1446.4)  # exporting
             await p.publish(topic, SHELLY_NOTIFY_ONE_PHASE, qos=1)
             await eventually(lambda: client.accepted == 3)
-            assert client.inputs.phases_w("pv3em") == pytest.approx((1210.4, -400.0, -715.1))
+            assert client.inputs.phases_w("grid") == pytest.approx((-1210.4, 400.0, 715.1))
     assert client.rejected == 0 and not [e for e in logs if e["log_level"] == "warning"]
 
 
@@ -846,7 +857,7 @@ async def test_broker_killed_and_restarted_mid_stream(prefix: str, broker: Broke
                 while not stop.is_set():
                     sent += 1
                     body = (
-                        len(meter_topic).to_bytes(2, "big") + meter_topic.encode() + str(sent % 1000).encode()
+                        len(meter_topic).to_bytes(2, "big") + meter_topic.encode() + str(sent % 10).encode()
                     )
                     writer.write(bytes([0x30, len(body)]) + body)
                     await writer.drain()
@@ -1028,8 +1039,9 @@ def test_backoff_doubles_caps_and_jitters() -> None:
     cfg = site_config("x")
     client = _bare(cfg, random.Random(1))
     delays = [client.backoff_s(a) for a in range(12)]
-    assert all(0.5 * min(60, 2**a) <= d <= min(60, 2**a) for a, d in enumerate(delays))
-    assert delays[-1] <= 60 and delays[-1] >= 30
+    # The client's default maximum (60 s) is held to the 5 s cap: the broker is seen within seconds.
+    assert client.reconnect.max_s == 5.0
+    assert all(1.0 <= d <= min(5.0, 2 ** (a + 1)) for a, d in enumerate(delays))
     assert len(set(delays)) == len(delays)  # jittered
 
 

@@ -32,6 +32,8 @@ def test_numbers_accepted(value: Any, strings: bool, expected: float) -> None:
         (float("nan"), False, "x is not a finite number"),
         ("inf", True, "x is not a finite number"),
         (10**400, False, "x is too large"),
+        ("\uff18\uff10", True, "x '\uff18\uff10' is not a plain ASCII number"),  # full-width 80
+        ("\u0668\u0660", True, "x '\u0668\u0660' is not a plain ASCII number"),  # Arabic-Indic 80
     ],
 )
 def test_numbers_refused_with_the_callers_error(value: Any, strings: bool, message: str) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from controller.config import MeterConfig
+from controller.config import MeterConfig, SiteConfig
 from controller.domain import MeterRole
-from controller.meters.payload import MAX_POWER_W, ParsedValue, PayloadError
+from controller.meters.bounds import apply_bounds, meter_bounds
+from controller.meters.payload import ParsedValue
 from controller.meters.registry import FormatParser, find_meter_format
 
 __all__ = ["MeterParser", "make_parser"]
@@ -15,12 +16,14 @@ class MeterParser:
     after the meter's ``sign``, or percent 0-100 for ``vehicle_soc``.
 
     The format (``meter.format``) is looked up in the registry; this class only talks to its
-    :class:`~controller.meters.registry.FormatParser` interface.
+    :class:`~controller.meters.registry.FormatParser` interface. The role's physical bounds come
+    from :func:`~controller.meters.bounds.meter_bounds` for ``site`` (without it: ±10 MW).
     """
 
-    def __init__(self, meter: MeterConfig) -> None:
+    def __init__(self, meter: MeterConfig, site: SiteConfig | None = None) -> None:
         self.meter = meter
         self.is_soc = meter.role is MeterRole.VEHICLE_SOC
+        self.bounds = meter_bounds(meter, site)
         self.format_parser: FormatParser = find_meter_format(meter.format)(meter)
         self.topics: tuple[str, ...] = self.format_parser.topics
 
@@ -28,7 +31,9 @@ class MeterParser:
         """The normalised value; None while the format has no reading yet (a split dsmr reading still
         incomplete, a Shelly notification that carries no power of this meter).
 
-        Raises PayloadError for anything unusable (malformed, wrong type, NaN, implausible size).
+        Raises PayloadError for anything unusable (malformed, wrong type, NaN), and its subclass
+        ImplausibleReading for a value outside the role's bounds. A small negative on a role that
+        cannot be negative is returned as 0 (without per-phase values).
         """
         parsed = self.format_parser.parse(topic, payload)
         if parsed is None:
@@ -38,20 +43,16 @@ class MeterParser:
         return checked
 
     def _check(self, parsed: ParsedValue) -> ParsedValue:
-        value = parsed.value
         if self.is_soc:
-            if not 0.0 <= value <= 100.0:
-                raise PayloadError(f"SoC {value:g} is outside 0-100 % (check the unit or scale)")
-            return parsed
-        value *= self.meter.sign
-        if abs(value) > MAX_POWER_W:
-            raise PayloadError(f"power {value:g} W is implausible (check the unit or scale)")
-        if self.meter.role is MeterRole.V2L and value < 0:
-            raise PayloadError("V2L power is a draw and must be >= 0 W (set sign: -1 if it reports negative)")
-        phases = tuple(p * self.meter.sign for p in parsed.phases_w)
-        return ParsedValue(value, phases)
+            return ParsedValue(apply_bounds(parsed.value, self.bounds))
+        value = parsed.value * self.meter.sign
+        checked = apply_bounds(value, self.bounds)
+        if checked != value:  # clamped: per-phase values would no longer add up to it
+            return ParsedValue(checked)
+        return ParsedValue(checked, tuple(p * self.meter.sign for p in parsed.phases_w))
 
 
-def make_parser(meter: MeterConfig) -> MeterParser:
-    """The parser of one configured meter (the MQTT client builds one per meter at start)."""
-    return MeterParser(meter)
+def make_parser(meter: MeterConfig, site: SiteConfig | None = None) -> MeterParser:
+    """The parser of one configured meter, bounded for ``site`` (the MQTT client builds one per
+    meter at start)."""
+    return MeterParser(meter, site)
