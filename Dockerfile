@@ -1,6 +1,7 @@
 # v2x-controller daemon image. Mount the site config at /config/config.yaml and a volume at /data
 # (the working directory: a relative storage.path such as the default v2x.sqlite lands there).
-FROM python:3.11-slim
+# An exact tag: the same Python and Debian on every build (bump it on purpose, e.g. for a security fix).
+FROM python:3.11.14-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -12,11 +13,18 @@ RUN useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin v2x 
     && mkdir -p /data /config \
     && chown v2x:v2x /data
 
+# The daemon's runtime dependencies only, at the versions of constraints.txt: no simulator plots or
+# Dask sweeps (the `sim` extra). Then two things the daemon never loads: SCS's MKL build (about
+# 110 MB on x86-64; the planner solves with HiGHS and Clarabel) and the packages' own test suites.
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY controller ./controller
 COPY sim ./sim
-RUN pip install . && rm -rf /app/build
+RUN pip install --constraint constraints.txt . \
+    && site="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+    && rm -f "$site"/scs/_scs_mkl*.so \
+    && find "$site" -depth -mindepth 2 -type d -name tests -exec rm -rf {} + \
+    && rm -rf /app/build
 
 USER v2x
 WORKDIR /data

@@ -20,6 +20,7 @@ from typing import TextIO
 
 from controller import __version__
 from controller.config import ConfigError, ConfigIssue, MeterConfig, MeterFormat, SiteConfig, load_config
+from controller.config.checks import unauthenticated_charger_warnings
 from controller.domain import MeterRole
 from controller.logs import configure_logging
 from controller.passwords import hash_password
@@ -310,6 +311,8 @@ def cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
     print(f"{args.file}: OK", file=out)
     for line in site_summary(cfg):
         print(f"  {line}", file=out)
+    for warning in unauthenticated_charger_warnings(cfg):
+        print(f"WARNING: {warning}", file=out)
     return EXIT_OK
 
 
@@ -371,6 +374,8 @@ def _run(args: argparse.Namespace, stop_signals: StopSignals) -> int:
     except ConfigError as exc:
         print_config_error(exc, sys.stderr)
         return EXIT_BAD_INPUT
+    for warning in unauthenticated_charger_warnings(cfg):
+        print(f"WARNING: {warning}", file=sys.stderr)
     # Logging follows the config unless the command line asked for something explicitly.
     level = args.log_level or cfg.logging.level
     fmt = args.log_format if args.log_format != "auto" else cfg.logging.format
@@ -409,6 +414,18 @@ def health_url(host: str, port: int) -> str:
     return f"http://{host}:{port}/health"
 
 
+def _degraded_reasons(body: str) -> list[str]:
+    """``what: why`` for each entry of a ``/health`` answer's ``degraded`` list (none if unreadable)."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return []
+    entries = answer.get("degraded") if isinstance(answer, dict) else None
+    if not isinstance(entries, list):
+        return []
+    return [f"{e.get('what')}: {e.get('why')}" for e in entries if isinstance(e, dict)]
+
+
 def cmd_health(args: argparse.Namespace, out: TextIO) -> int:
     # A container probe knows two answers: 0 healthy, 1 not; a bad config is "not".
     try:
@@ -424,16 +441,21 @@ def cmd_health(args: argparse.Namespace, out: TextIO) -> int:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(url, timeout=args.timeout) as response:
-            status, body = response.status, response.read(2048)
+            status, body = response.status, response.read(65536)
     except urllib.error.HTTPError as exc:
-        status, body = exc.code, exc.read(2048)
+        status, body = exc.code, exc.read(65536)
     except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
         print(f"unhealthy: {url}: {reason}", file=sys.stderr)
         return EXIT_FAILURE
     detail = body.decode("utf-8", "replace").strip()
     if status == 200:
-        print(f"healthy: {url}: {detail}", file=out)
+        reasons = _degraded_reasons(detail)
+        if reasons:
+            # Running, so exit 0 (a restart would not help); but say what is wrong.
+            print(f"degraded: {url}: {'; '.join(reasons)}", file=out)
+        else:
+            print(f"healthy: {url}: {detail}", file=out)
         return EXIT_OK
     print(f"unhealthy: {url}: HTTP {status} {detail}", file=sys.stderr)
     return EXIT_FAILURE
@@ -525,7 +547,9 @@ def build_parser() -> argparse.ArgumentParser:
         "health",
         help="ask the running daemon's GET /health (for container health checks)",
         description="Ask the running daemon's HTTP API (address and port from the config) whether it is "
-        "healthy. Exit 0 when it answers 200, 1 otherwise (not running, unhealthy, API disabled).",
+        "healthy. Exit 0 when it answers 200: prints 'healthy', or 'degraded' with what is degraded and why "
+        "(MQTT down, safe mode, a charger offline, an old plan, stale meters) while it still runs. "
+        "Exit 1 otherwise (not running, unhealthy, API disabled).",
     )
     p.add_argument("--config", required=True, help="site config YAML (for api.host and api.port)")
     p.add_argument("--timeout", type=float, default=4.0, help="seconds to wait for the answer (default: 4)")

@@ -16,6 +16,7 @@ import numpy as np
 
 from sim.engine import SimResult
 from sim.metrics import Metrics, saving_share
+from sim.scenario import ScenarioError
 
 __all__ = [
     "comparison_rows",
@@ -276,8 +277,23 @@ def sample_week_start(result: SimResult) -> int:
     return 0
 
 
+SIM_EXTRA_HINT = "pip install 'v2x-controller[sim]'"
+
+
+class PlotsUnavailable(ScenarioError):
+    """matplotlib, which only the plots need, is not installed (the daemon's install has no plots)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "plots", f"matplotlib is not installed: {SIM_EXTRA_HINT}, or pass --no-plots to skip them"
+        )
+
+
 def _pyplot() -> Any:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise PlotsUnavailable() from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -103,7 +103,7 @@ def _dask(
         distributed: Any = importlib.import_module("distributed")
     except ImportError:
         raise RuntimeError(
-            "--dask needs the optional extra: pip install 'v2x-controller[sim-dask]'"
+            "--dask needs Dask, which is not installed: pip install 'v2x-controller[sim]'"
         ) from None
     try:
         client = distributed.Client(address, timeout=f"{timeout_s}s")

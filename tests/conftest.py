@@ -14,6 +14,8 @@ import pytest
 import structlog
 from hypothesis import settings
 
+from controller.passwords import hash_password
+
 settings.register_profile("repeatable", derandomize=True, print_blob=True)
 settings.register_profile("explore", derandomize=False, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
@@ -25,3 +27,8 @@ def _fresh_structlog_config() -> Iterator[None]:
     structlog.configure(logger_factory=structlog.stdlib.LoggerFactory())
     yield
     structlog.reset_defaults()
+
+
+EXAMPLE_ENV = {"V2X_CHARGER_PASSWORD_HASH": hash_password("example-charger-password")}
+"""What configs/home.example.yaml reads from the environment, without a default: the wallbox's
+password hash (no shipped config carries one)."""

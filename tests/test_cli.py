@@ -441,3 +441,40 @@ def test_run_with_an_unusable_host_names_the_field(
     assert main(["run", "--config", str(_site(tmp_path, ocpp={"host": host}))]) == 2
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err, err
+
+
+def test_check_config_warns_about_a_charger_without_a_password_on_an_open_listener(tmp_path: Path) -> None:
+    out = io.StringIO()
+    assert main(["check-config", str(MINIMAL)], out=out) == 0  # ocpp.host defaults to 0.0.0.0
+    warnings = [line for line in out.getvalue().splitlines() if line.startswith("WARNING: ")]
+    assert warnings == [
+        "WARNING: charger 'wallbox' has no password and the OCPP listener ws://0.0.0.0:9000 is reachable "
+        "from other machines: anyone on that network can connect as 'wallbox'; set "
+        "chargers[0].auth.password_hash (from `v2x hash-password`), or ocpp.host: 127.0.0.1, or, on a "
+        "network you trust, chargers[0].allow_unauthenticated: true"
+    ]
+    data = yaml.safe_load(MINIMAL.read_text())
+    data["chargers"][0]["allow_unauthenticated"] = True
+    trusted = tmp_path / "trusted.yaml"
+    trusted.write_text(yaml.safe_dump(data))
+    out = io.StringIO()
+    assert main(["check-config", str(trusted)], out=out) == 0
+    assert "WARNING" not in out.getvalue()
+    out = io.StringIO()
+    assert main(["check-config", str(_site(tmp_path))], out=out) == 0  # ocpp.host 127.0.0.1
+    assert "WARNING" not in out.getvalue()
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_run_warns_about_a_charger_without_a_password_before_it_listens(
+    allowed: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _site(tmp_path, ocpp={"host": "192.0.2.1"})  # not this machine's: run stops at the bind
+    data = yaml.safe_load(config.read_text())
+    data["chargers"][0]["allow_unauthenticated"] = allowed
+    config.write_text(yaml.safe_dump(data))
+    assert main(["run", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    port = data["ocpp"]["port"]
+    warned = f"WARNING: charger 'wallbox' has no password and the OCPP listener ws://192.0.2.1:{port}"
+    assert (warned in err) is not allowed, err

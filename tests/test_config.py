@@ -18,26 +18,31 @@ import yaml
 
 from controller.cli import main
 from controller.config import ConfigError, load_config, parse_config
+from controller.config.checks import unauthenticated_charger_warnings
+from tests.conftest import EXAMPLE_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = [ROOT / "configs" / "home.example.yaml", ROOT / "configs" / "minimal.yaml"]
 
 
 def example_tree() -> dict[str, Any]:
+    """The home example as written, with the charger's password hash it reads from the environment."""
     data = yaml.safe_load((ROOT / "configs" / "home.example.yaml").read_text())
     assert isinstance(data, dict)
+    assert data["chargers"][0]["auth"]["password_hash"] == "${V2X_CHARGER_PASSWORD_HASH}"
+    data["chargers"][0]["auth"]["password_hash"] = EXAMPLE_ENV["V2X_CHARGER_PASSWORD_HASH"]
     return data
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_shipped_examples_load(path: Path) -> None:
-    cfg = load_config(path, env={})
+    cfg = load_config(path, env=EXAMPLE_ENV)
     assert cfg.site.plan_step_minutes == 15
     assert cfg.vehicles and cfg.chargers
 
 
 def test_home_example_content() -> None:
-    cfg = load_config(EXAMPLES[0], env={})
+    cfg = load_config(EXAMPLES[0], env=EXAMPLE_ENV)
     charger = cfg.chargers[0]
     assert charger.bidirectional and charger.ocpp_versions[0].value == "2.1"
     vehicle = cfg.vehicles[0]
@@ -54,14 +59,14 @@ def test_home_example_commented_settings_are_valid_when_uncommented(tmp_path: Pa
     text = EXAMPLES[0].read_text()
     commented = "  # accepted_id_tokens: "
     assert commented in text
-    assert load_config(EXAMPLES[0], env={}).ocpp.accepted_id_tokens is None  # absent: any token
+    assert load_config(EXAMPLES[0], env=EXAMPLE_ENV).ocpp.accepted_id_tokens is None  # absent: any token
     enabled = tmp_path / "home.yaml"
     enabled.write_text(text.replace(commented, "  accepted_id_tokens: "))
-    assert load_config(enabled, env={}).ocpp.accepted_id_tokens == ["04A1B2C3D4E5F6"]
+    assert load_config(enabled, env=EXAMPLE_ENV).ocpp.accepted_id_tokens == ["04A1B2C3D4E5F6"]
 
 
 def test_env_substitution_reads_secrets() -> None:
-    cfg = load_config(EXAMPLES[0], env={"MQTT_PASSWORD": "s3cret", "MQTT_HOST": "broker.lan"})
+    cfg = load_config(EXAMPLES[0], env={**EXAMPLE_ENV, "MQTT_PASSWORD": "s3cret", "MQTT_HOST": "broker.lan"})
     assert cfg.mqtt.host == "broker.lan"
     assert cfg.mqtt.password is not None and cfg.mqtt.password.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(cfg.mqtt)
@@ -424,7 +429,7 @@ def test_broken_configs_through_the_installed_command(tmp_path: Path) -> None:
         "yaml.yaml": ("site: {grid: [\n", "malformed YAML"),
         "env.yaml": ("site:\n  name: ${V2X_TEST_UNSET_NAME}\n", "environment variable V2X_TEST_UNSET_NAME"),
     }
-    env = {k: v for k, v in os.environ.items() if k != "V2X_TEST_UNSET_NAME"}
+    env = {k: v for k, v in os.environ.items() if k != "V2X_TEST_UNSET_NAME"} | EXAMPLE_ENV
     for name, (text, expected) in cases.items():
         (tmp_path / name).write_text(text)
         done = subprocess.run(
@@ -440,6 +445,47 @@ def test_broken_configs_through_the_installed_command(tmp_path: Path) -> None:
         [str(v2x), "check-config", str(EXAMPLES[0])], capture_output=True, text=True, timeout=60, env=env
     )
     assert done.returncode == 0 and "OK" in done.stdout, done.stderr
+
+
+def test_no_shipped_config_carries_a_password_hash() -> None:
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        assert "pbkdf2" not in path.read_text(), path
+
+
+def test_home_example_without_the_password_hash_names_the_variable_and_the_fix() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(EXAMPLES[0], env={})
+    assert [str(i) for i in info.value.issues] == [
+        "chargers[0].auth.password_hash: environment variable V2X_CHARGER_PASSWORD_HASH is not set "
+        '(export V2X_CHARGER_PASSWORD_HASH="$(v2x hash-password)": it asks for the password set in the '
+        "charger and prints its hash)"
+    ]
+
+
+def _open_site(ocpp_host: str | None = None, **charger: Any) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(EXAMPLES[1].read_text())
+    data["chargers"][0].update(charger)
+    if ocpp_host is not None:
+        data["ocpp"] = {"host": ocpp_host}
+    return data
+
+
+def test_a_charger_without_a_password_on_an_open_listener_is_warned_about() -> None:
+    (warning,) = unauthenticated_charger_warnings(parse_config(_open_site(), env={}))  # default 0.0.0.0
+    assert "charger 'wallbox' has no password" in warning and "ws://0.0.0.0:9000" in warning
+    assert "chargers[0].auth.password_hash" in warning and "v2x hash-password" in warning
+    assert "chargers[0].allow_unauthenticated: true" in warning
+    assert unauthenticated_charger_warnings(parse_config(_open_site("192.168.1.10"), env={}))
+    quiet = [
+        _open_site(allow_unauthenticated=True),
+        _open_site("127.0.0.1"),
+        _open_site("::1"),
+        _open_site("localhost"),
+        _open_site(auth={"password_hash": EXAMPLE_ENV["V2X_CHARGER_PASSWORD_HASH"]}),
+    ]
+    for data in quiet:
+        assert unauthenticated_charger_warnings(parse_config(data, env={})) == [], data
+    assert unauthenticated_charger_warnings(load_config(EXAMPLES[0], env=EXAMPLE_ENV)) == []
 
 
 def test_missing_env_var_names_field() -> None:
@@ -573,7 +619,7 @@ def test_unquoted_yaml_time_is_read_as_hh_mm(tmp_path: Path) -> None:
     text = (ROOT / "configs" / "home.example.yaml").read_text().replace('time: "10:00"', "time: 10:00")
     path = tmp_path / "c.yaml"
     path.write_text(text)
-    assert load_config(path, env={}).vehicles[0].departures["saturday"].time.hour == 10
+    assert load_config(path, env=EXAMPLE_ENV).vehicles[0].departures["saturday"].time.hour == 10
 
 
 @pytest.mark.parametrize(
@@ -657,11 +703,16 @@ def test_unreadable_files_are_problems_not_crashes(tmp_path: Path, content: byte
     assert expected in str(info.value)
 
 
-def test_cli_check_config_ok(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_check_config_ok(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("V2X_CHARGER_PASSWORD_HASH", EXAMPLE_ENV["V2X_CHARGER_PASSWORD_HASH"])
     out = io.StringIO()
     assert main(["check-config", str(EXAMPLES[0])], out=out) == 0
     text = out.getvalue()
     assert "OK" in text and "vehicle family-ev: 77 kWh" in text and "charger wallbox-garage" in text
+    assert "WARNING" not in text
+    monkeypatch.delenv("V2X_CHARGER_PASSWORD_HASH")
+    assert main(["check-config", str(EXAMPLES[0])], out=out) == 2
+    assert "V2X_CHARGER_PASSWORD_HASH is not set" in capsys.readouterr().err
 
 
 def test_cli_check_config_failure_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,6 +14,7 @@ from controller.config import OcppVersion, SiteConfig, parse_config
 from controller.dispatch import Dispatcher, DispatchInputs, VehicleLive, VehicleMode
 from controller.domain import Plan, VehiclePlan
 from controller.ocpp.profiles import ChargerLimits, tx_profile_payload
+from tests.conftest import EXAMPLE_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 11, 24, 17, 0, tzinfo=UTC)
@@ -25,7 +26,7 @@ def site(**vehicle_overrides: Any) -> SiteConfig:
     data = copy.deepcopy(data)
     data["chargers"][0]["min_current_a"] = 0  # exact numbers in most tests; snapping is tested on its own
     data["vehicles"][0].update(vehicle_overrides)
-    return parse_config(data, env={})
+    return parse_config(data, env=EXAMPLE_ENV)
 
 
 def plan(

@@ -18,6 +18,7 @@ from controller.dispatch import Dispatcher, VehicleMode
 from controller.dispatch.duty_cycle import pulse_train, step_pulse
 from controller.domain import ChargerSchedule
 from controller.ocpp.profiles import ChargerLimits, tx_profile_payload
+from tests.conftest import EXAMPLE_ENV
 from tests.test_dispatch import ROOT, STEP, T0, inputs, one, plan
 
 MIN_3P_W = 6 * 3 * 230.0  # 4140 W
@@ -28,7 +29,7 @@ def real_site(**charger: Any) -> SiteConfig:
     """The example site with its realistic 6 A minimum."""
     data = copy.deepcopy(yaml.safe_load((ROOT / "configs" / "home.example.yaml").read_text()))
     data["chargers"][0].update(charger)
-    return parse_config(data, env={})
+    return parse_config(data, env=EXAMPLE_ENV)
 
 
 def energy_wh(schedule: ChargerSchedule, start: datetime, end: datetime) -> float:

@@ -27,6 +27,7 @@ from controller.config import SiteConfig, parse_config
 from controller.dispatch import Dispatcher, DispatchInputs, VehicleLive
 from controller.dispatch.dispatcher import ChargerCommand
 from controller.ocpp import OcppServer
+from tests.conftest import EXAMPLE_ENV
 from tests.ocpp_support import (
     PASSWORD,
     PASSWORD_HASH,
@@ -110,7 +111,7 @@ def home(version: str) -> SiteConfig:
     data = copy.deepcopy(yaml.safe_load((ROOT / "configs" / "home.example.yaml").read_text()))
     data["chargers"][0].update(ocpp_versions=[version], auth={"password_hash": PASSWORD_HASH})
     data["ocpp"].update(host="127.0.0.1", call_timeout_s=2)  # running_server listens on a free port
-    config = parse_config(data, env={})
+    config = parse_config(data, env=EXAMPLE_ENV)
     charger = config.chargers[0]
     assert (charger.id, charger.min_current_a, charger.phases, charger.voltage_v) == (CHARGER_ID, 6, 3, 230)
     return config

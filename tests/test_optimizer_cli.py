@@ -19,6 +19,7 @@ from controller.config import ConfigError, load_config, parse_config
 from controller.domain import Plan
 from controller.optimizer import Planner, SnapshotError
 from controller.snapshot import Snapshot, load_snapshot, parse_snapshot
+from tests.conftest import EXAMPLE_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "configs" / "snapshots"
@@ -32,6 +33,13 @@ EXAMPLE_CONFIG = {
     "grid-cap": HOME,
     "v2g-off": V2H_ONLY,
 }
+
+
+@pytest.fixture(autouse=True)
+def _example_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`v2x plan` on configs/home.example.yaml reads the charger's password hash from the environment."""
+    for name, value in EXAMPLE_ENV.items():
+        monkeypatch.setenv(name, value)
 
 
 def example(name: str) -> dict[str, Any]:
@@ -50,7 +58,7 @@ def plans() -> dict[str, tuple[Plan, Snapshot]]:
     out = {}
     for name, cfg_path in EXAMPLE_CONFIG.items():
         snap = load_snapshot(EXAMPLES / f"{name}.json")
-        out[name] = (Planner(load_config(cfg_path, env={})).plan(snap), snap)
+        out[name] = (Planner(load_config(cfg_path, env=EXAMPLE_ENV)).plan(snap), snap)
     return out
 
 
@@ -122,7 +130,7 @@ def test_example_v2l_session_is_cut_so_the_drive_home_keeps_the_reserve(
 ) -> None:
     plan, snap = plans["v2l-session"]
     vp = plan.vehicles["family-ev"]
-    car = load_config(HOME, env={}).vehicles[0]
+    car = load_config(HOME, env=EXAMPLE_ENV).vehicles[0]
     capacity, eta_d = car.usable_capacity_kwh, car.discharge_efficiency
     reserve_kwh = 80 * 17 / 100  # 80 km at 17 kWh/100 km
     state = snap.vehicles[0]
@@ -231,7 +239,7 @@ def test_cli_plan_json_carries_every_documented_field() -> None:
     assert documented_json_fields() == (PLAN_FIELDS, VEHICLE_FIELDS)
     assert set(data) == PLAN_FIELDS
     snap = load_snapshot(snap_path)
-    cfg = load_config(HOME, env={})
+    cfg = load_config(HOME, env=EXAMPLE_ENV)
     car = cfg.vehicles[0]
     n = 96
     dt = 0.25
@@ -449,7 +457,7 @@ def test_parse_snapshot_and_planner_errors_carry_paths() -> None:
     data["vehicles"][0]["id"] = "other"
     snap = parse_snapshot(data)
     with pytest.raises(SnapshotError) as err:
-        Planner(load_config(HOME, env={})).plan(snap)
+        Planner(load_config(HOME, env=EXAMPLE_ENV)).plan(snap)
     assert str(err.value.issues[0]).startswith("vehicles[0].id: unknown vehicle 'other'")
 
 

@@ -8,6 +8,7 @@ import io
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -493,3 +494,19 @@ def test_the_shipped_example_runs_from_a_clean_clone(tmp_path: Path) -> None:
         ]
     )
     assert code == 0 and "21 days" in text
+
+
+def test_run_without_matplotlib_names_the_sim_extra(
+    files: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as in the daemon's install: no plot stack
+    argv = ["sim", "run", *scenario_args(files), "--strategy", "uncontrolled", "--no-progress"]
+    code, _ = run([*argv, "--out", str(tmp_path / "plots")])
+    assert code == 2
+    message = capsys.readouterr().err
+    assert "pip install 'v2x-controller[sim]'" in message and "--no-plots" in message
+    code, _ = run([*argv, "--out", str(tmp_path / "none"), "--no-plots"])
+    assert code == 0 and (tmp_path / "none" / "metrics.json").exists()

@@ -25,6 +25,7 @@ from controller.site_inputs import NO_GRID_METER_REASON, SiteInputs
 from controller.site_snapshot import soc_ceiling_percent
 from controller.snapshot import SessionLimits
 from controller.v2l_guard import V2L_SOC_MAX_AGE
+from tests.conftest import EXAMPLE_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -787,7 +788,7 @@ def test_daemon_forecasts_take_the_mqtt_pv_forecast_where_it_covers(tmp_path: Pa
     data = yaml.safe_load((ROOT / "configs" / "home.example.yaml").read_text())
     data["storage"] = {"path": str(tmp_path / "v2x.sqlite")}
     data["api"] = {"enabled": False}
-    daemon = Daemon(parse_config(data, env={}))
+    daemon = Daemon(parse_config(data, env=EXAMPLE_ENV))
     now = datetime(2026, 6, 1, 10, 7, tzinfo=UTC)
     start = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)
     payload = json.dumps(
@@ -817,7 +818,7 @@ def example_daemon(tmp_path: Path, meters: list[dict[str, Any]] | None = None) -
     data["storage"] = {"path": str(tmp_path / "v2x.sqlite")}
     data["api"] = {"enabled": False}
     data["meters"] += meters or []
-    return Daemon(parse_config(data, env={}))
+    return Daemon(parse_config(data, env=EXAMPLE_ENV))
 
 
 def test_the_daemon_takes_a_retained_soc_as_an_estimate_and_drains_the_soc_by_the_v2l_meter(

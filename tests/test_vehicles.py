@@ -12,13 +12,14 @@ from controller.config import VehicleConfig, load_config
 from controller.domain import Departure
 from controller.snapshot import Trip
 from controller.vehicles import SocTracker, next_departure, scheduled_trips
+from tests.conftest import EXAMPLE_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 11, 24, 17, 0, tzinfo=UTC)  # a Tuesday, 18:00 in Amsterdam
 
 
 def vehicle() -> VehicleConfig:
-    return load_config(ROOT / "configs" / "home.example.yaml", env={}).vehicles[0]
+    return load_config(ROOT / "configs" / "home.example.yaml", env=EXAMPLE_ENV).vehicles[0]
 
 
 def test_energy_counting_between_readings() -> None:
@@ -369,7 +370,7 @@ def test_the_planner_takes_the_whole_of_a_trip_under_way_off_the_soc_read_before
     from controller.optimizer import Planner
     from controller.snapshot import Snapshot
 
-    cfg = load_config(ROOT / "configs" / "home.example.yaml", env={})
+    cfg = load_config(ROOT / "configs" / "home.example.yaml", env=EXAMPLE_ENV)
     base = json.loads((ROOT / "configs" / "snapshots" / "evening-peak.json").read_text())
     now = datetime.fromisoformat(base["time"])  # Friday 17:00 in Amsterdam
     car = commuter(friday={"time": "08:00", "target_soc_percent": 80, "return_time": "18:00"})

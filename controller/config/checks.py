@@ -3,6 +3,7 @@ overlapping price windows, clashing ports), each with the path it is about and a
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -286,3 +287,34 @@ def _check_connections(cfg: SiteConfig, checks: _Checks) -> None:
 def _hosts_overlap(first: str, second: str) -> bool:
     wildcard = ("0.0.0.0", "::", "")
     return first == second or first in wildcard or second in wildcard
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def unauthenticated_charger_warnings(cfg: SiteConfig) -> list[str]:
+    """One line per charger that connects without a password to an OCPP listener other machines can
+    reach: anyone on that network could connect as it and start charging or discharging. Not an
+    error: a charger without Basic auth on a private LAN says so with ``allow_unauthenticated``."""
+    host = cfg.ocpp.host
+    if _is_loopback(host):
+        return []
+    scheme = "wss" if cfg.ocpp.tls is not None else "ws"
+    where = f"{scheme}://{host}:{cfg.ocpp.port}"
+    lines = []
+    for i, c in enumerate(cfg.chargers):
+        if c.auth is not None or c.allow_unauthenticated:
+            continue
+        lines.append(
+            f"charger {c.id!r} has no password and the OCPP listener {where} is reachable from other "
+            f"machines: anyone on that network can connect as {c.id!r}; set chargers[{i}].auth.password_hash "
+            f"(from `v2x hash-password`), or ocpp.host: 127.0.0.1, or, on a network you trust, "
+            f"chargers[{i}].allow_unauthenticated: true"
+        )
+    return lines

@@ -69,6 +69,11 @@ class ChargerConfig(_Model):
     )
     evse_id: int = Field(1, ge=1, le=16)
     auth: ChargerAuth | None = None
+    allow_unauthenticated: bool = Field(
+        False,
+        description="Accept this charger without a password on an OCPP listener beyond localhost "
+        "(a network you trust); without it, check-config and run warn.",
+    )
     min_charge_w: float | None = Field(
         None,
         ge=0,

@@ -99,7 +99,7 @@ def _substitute_env(node: Any, env: Mapping[str, str], issues: list[ConfigIssue]
                 if value is not None:
                     return value
                 issues.append(
-                    ConfigIssue(path, f"environment variable {name} is not set", f"export {name}=...")
+                    ConfigIssue(path, f"environment variable {name} is not set", _env_fix(name, path))
                 )
                 return ""
 
@@ -107,6 +107,15 @@ def _substitute_env(node: Any, env: Mapping[str, str], issues: list[ConfigIssue]
         return node
 
     return walk(node, "", 0)
+
+
+def _env_fix(name: str, path: str) -> str:
+    if path.endswith("password_hash"):
+        return (
+            f'export {name}="$(v2x hash-password)": it asks for the password set in the charger and '
+            "prints its hash"
+        )
+    return f"export {name}=..."
 
 
 def parse_config(data: Any, source: str = "<config>", env: Mapping[str, str] | None = None) -> SiteConfig:
