@@ -1,0 +1,150 @@
+"""Chaos helpers: a private Mosquitto a test can SIGKILL and restart on the same port, a client of
+it, and the daemon's HTTP API (``/health``, ``/state``) polled with bounded waits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from tests.daemon_support import BROKER_HOST, Broker, DaemonSite, free_port, make_site
+
+Json = dict[str, Any]
+
+
+class Mosquitto:
+    """A Mosquitto of its own on 127.0.0.1 (never the shared one on 1883): no persistence, so what is
+    retained after a restart is what clients published since."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.conf = directory / "mosquitto.conf"
+        self.conf.write_text(
+            f"persistence false\nlistener {self.port} 127.0.0.1\nallow_anonymous true\n", encoding="utf-8"
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Start and wait until the port accepts connections (retried while the old socket lingers)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                self.proc = subprocess.Popen(
+                    ["mosquitto", "-c", str(self.conf)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    stdin=subprocess.DEVNULL,
+                )
+            with contextlib.suppress(OSError), socket.create_connection((BROKER_HOST, self.port), 0.2):
+                return
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"mosquitto did not start on port {self.port}")
+
+    def kill(self) -> None:
+        """SIGKILL: no clean disconnect for anyone."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(5)
+        self.proc = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@contextlib.asynccontextmanager
+async def peer(port: int, *watch: str) -> AsyncIterator[Broker]:
+    """A client of the broker on ``port`` with a reader task; ``watch`` filters subscribed first."""
+    async with aiomqtt.Client(BROKER_HOST, port, identifier=f"chaos-{uuid.uuid4().hex[:10]}") as client:
+        mqtt = Broker(client)
+        reader = asyncio.create_task(mqtt._read())
+        try:
+            for topic_filter in watch:
+                await mqtt.subscribe(topic_filter)
+            yield mqtt
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError, aiomqtt.MqttError):
+                await asyncio.wait_for(reader, 5)
+
+
+def chaos_site(directory: Path, tag: str, broker_port: int) -> tuple[DaemonSite, int]:
+    """``make_site`` pointed at ``broker_port`` with the HTTP API on; returns the site and API port."""
+    site = make_site(directory, tag)
+    site.tree["mqtt"]["port"] = broker_port
+    api_port = free_port()
+    site.tree["api"] = {"enabled": True, "host": "127.0.0.1", "port": api_port}
+    return site, api_port
+
+
+async def http_get(port: int, path: str, timeout_s: float = 5.0) -> tuple[int, Json]:
+    async with asyncio.timeout(timeout_s):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: gateway\r\n\r\n".encode())
+            await writer.drain()
+            data = await reader.read()
+        finally:
+            writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    answer: Json = json.loads(body)
+    return int(head.split(b" ")[1]), answer
+
+
+async def poll_api(
+    port: int, path: str, check: Callable[[Json], bool], timeout_s: float, what: str, period_s: float = 0.05
+) -> Json:
+    """The first 200 answer of ``path`` that passes ``check``; AssertionError with the last answer."""
+    deadline = time.monotonic() + timeout_s
+    last: Json = {}
+    while True:
+        with contextlib.suppress(OSError, TimeoutError, ValueError):
+            status, last = await http_get(port, path)
+            if status == 200 and check(last):
+                return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s} s; last {path}: {last}")
+        await asyncio.sleep(period_s)
+
+
+class PayloadFeed:
+    """Publishes raw payloads (not retained, QoS 0) on their topics every ``period_s`` until exited:
+    meters that keep reporting whatever format they speak."""
+
+    def __init__(self, mqtt: Broker, payloads: dict[str, bytes], period_s: float = 0.5) -> None:
+        self.mqtt = mqtt
+        self.payloads = payloads
+        self.period_s = period_s
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(aiomqtt.MqttError):
+                for topic, payload in list(self.payloads.items()):
+                    await self.mqtt.publish(topic, payload, qos=0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.period_s)
+
+    async def __aenter__(self) -> PayloadFeed:
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._task is not None:
+            self._stop.set()
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._task, 5)
