@@ -105,8 +105,9 @@ class SitePersistence:
         self, flush_interval_s: float, housekeeping_interval_s: float, retention_days: float
     ) -> None:
         """Meter history written every ``flush_interval_s`` (the open minute in part, merged later),
-        vehicle state saved and old data purged every ``housekeeping_interval_s``; the database writes
-        of history and purge run in a worker thread, off the event loop. Forever (until cancelled)."""
+        vehicle state saved, old data purged and older plans and history thinned every
+        ``housekeeping_interval_s``; the database writes of history, purge and thinning run in a worker
+        thread, off the event loop. Forever (until cancelled)."""
         clock = self.clock
         last_housekeeping = clock.monotonic()
         while True:
@@ -117,6 +118,11 @@ class SitePersistence:
                 if clock.monotonic() - last_housekeeping >= housekeeping_interval_s - 1.0:
                     last_housekeeping = clock.monotonic()
                     self.save_vehicles()
-                    await asyncio.to_thread(self.store.purge, now - dt.timedelta(days=retention_days))
+                    await asyncio.to_thread(self._prune, now, retention_days)
             except Exception:
                 log.exception("housekeeping_failed")
+
+    def _prune(self, now: dt.datetime, retention_days: float) -> None:
+        """Drop what is older than the retention, thin the rest with age (``Store.thin``)."""
+        self.store.purge(now - dt.timedelta(days=retention_days))
+        self.store.thin(now)

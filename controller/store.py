@@ -1,12 +1,19 @@
 """SQLite persistence: meter history (downsampled), plans, charging sessions, overrides, events.
 
-One file in WAL mode, so a reader (the API, a backup) never blocks the daemon; a crash, power loss
-included, loses only the history recorded since the last ``flush_history``: every commit is synced
-to disk before it returns (``synchronous=FULL``), so an acknowledged driver command, a vehicle state
-or a session is never rolled back. The schema is versioned with ``PRAGMA
-user_version``. Calls are synchronous and short. History is batched: ``record_reading`` only adds to
-buckets in memory (it never writes), and the daemon writes them with ``flush_history`` from a worker
-thread, off the event loop.
+One file in WAL mode, so a reader (the API, a backup) never blocks the daemon. Durability is per
+kind: overrides, vehicle state and sessions are synced to disk before the call returns
+(``synchronous=FULL`` for that commit), so an acknowledged driver command, a vehicle state or a
+session is never rolled back, even by a power loss. Plans, history, events and the housekeeping
+deletes commit with ``synchronous=NORMAL``: no sync of their own, on disk at the next synced commit
+or checkpoint; a power loss may lose the last of them, a crash of the process alone loses none.
+The schema is versioned with ``PRAGMA user_version``. Calls are synchronous and short. History is
+batched: ``record_reading`` only adds to buckets in memory (it never writes), and the daemon writes
+them with ``flush_history`` from a worker thread, off the event loop.
+
+Retention is bounded (``thin``): plans are kept all for two days, then one per hour up to 30 days,
+then one per day; meter history is kept in its buckets for 14 days, then in five-minute buckets
+(the finest plan step, so the forecasts read the same step means) up to 90 days (beyond the longest
+forecast history), then in one-hour buckets. ``purge`` drops what is older than the retention.
 """
 
 from __future__ import annotations
@@ -32,6 +39,10 @@ __all__ = ["ChargingSession", "HistoryPoint", "Store"]
 log = structlog.get_logger("controller.store")
 
 SCHEMA_VERSION = 1
+# (age, slot seconds): older than age, one plan per slot is kept (the last one made in it).
+PLAN_TIERS: tuple[tuple[timedelta, int], ...] = ((timedelta(days=2), 3600), (timedelta(days=30), 86400))
+# (age, bucket seconds): older than age, meter history is merged into buckets of this size.
+HISTORY_TIERS: tuple[tuple[timedelta, int], ...] = ((timedelta(days=14), 300), (timedelta(days=90), 3600))
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meter_history (
     meter_id TEXT NOT NULL,
@@ -106,6 +117,36 @@ def _dt(ts: int) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
+def _thin_plans(db: sqlite3.Connection, now_s: int) -> int:
+    """Keep the last plan per slot of each tier's age range (``PLAN_TIERS``)."""
+    removed = 0
+    for tier, (age, slot) in enumerate(PLAN_TIERS):
+        upper = now_s - int(age.total_seconds())
+        lower = now_s - int(PLAN_TIERS[tier + 1][0].total_seconds()) if tier + 1 < len(PLAN_TIERS) else 0
+        removed += db.execute(
+            "DELETE FROM plans WHERE created_at >= ? AND created_at < ? AND id NOT IN "
+            "(SELECT MAX(id) FROM plans WHERE created_at >= ? AND created_at < ? GROUP BY created_at / ?)",
+            (lower, upper, lower, upper, slot),
+        ).rowcount
+    return removed
+
+
+def _merge_history(db: sqlite3.Connection, since: int, until: int, size: int) -> int:
+    """Merge the buckets in [since, until) (multiples of ``size``) into buckets of ``size``."""
+    groups = db.execute(
+        "SELECT meter_id, bucket_start / ?1 * ?1 AS slot, SUM(mean * samples) / SUM(samples), MIN(minimum), "
+        "MAX(maximum), SUM(samples), COUNT(*) FROM meter_history WHERE bucket_start >= ?2 AND bucket_start < ?3 "
+        "GROUP BY meter_id, slot HAVING COUNT(*) > 1 OR MIN(bucket_start) <> slot",
+        (size, since, until),
+    ).fetchall()
+    db.executemany(
+        "DELETE FROM meter_history WHERE meter_id = ? AND bucket_start >= ? AND bucket_start < ?",
+        [(g[0], g[1], g[1] + size) for g in groups],
+    )
+    db.executemany("INSERT INTO meter_history VALUES (?, ?, ?, ?, ?, ?)", [g[:6] for g in groups])
+    return sum(g[6] - 1 for g in groups)
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryPoint:
     bucket_start: datetime
@@ -165,9 +206,11 @@ class Store:
         self._complete: list[tuple[str, _Bucket]] = []
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a commit is on disk when it returns (NORMAL in WAL mode may lose the last commits on a
-        # power loss). Commits are few, history is batched every 10 s: the fsync each costs is cheap.
-        self._db.execute("PRAGMA synchronous=FULL")
+        # NORMAL: in WAL mode a commit is not synced, only checkpoints are (a power loss may lose the
+        # last commits); ``_tx(durable=True)`` switches to FULL for the commits that must survive one.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        # History older than this (unix seconds) is already merged into each tier's buckets.
+        self._thinned_until = [0] * len(HISTORY_TIERS)
         self._db.execute("PRAGMA busy_timeout=5000")
         self._migrate()
 
@@ -183,15 +226,22 @@ class Store:
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction; ``durable``: synced to disk (the WAL, and all before it) at COMMIT."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if durable:  # the level is read at COMMIT; it cannot change inside a transaction
+                self._db.execute("PRAGMA synchronous=FULL")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            finally:
+                if durable:
+                    self._db.execute("PRAGMA synchronous=NORMAL")
 
     def close(self) -> None:
         self.flush_history()
@@ -288,6 +338,18 @@ class Store:
             n += db.execute("DELETE FROM events WHERE at < ?", (cutoff,)).rowcount
         return n
 
+    def thin(self, now: datetime) -> int:
+        """Thin plans and merge meter history into coarser buckets with age; returns rows removed."""
+        now_s = _ts(now)
+        with self._tx() as db:
+            removed = _thin_plans(db, now_s)
+            for tier, (age, size) in enumerate(HISTORY_TIERS):
+                until = (now_s - int(age.total_seconds())) // size * size
+                if size > self._bucket_s and until > self._thinned_until[tier]:
+                    removed += _merge_history(db, self._thinned_until[tier], until, size)
+                    self._thinned_until[tier] = until
+        return removed
+
     # --------------------------------------------------------------- plans
 
     def save_plan(self, plan: Plan) -> None:
@@ -320,7 +382,7 @@ class Store:
         start_energy_wh: float | None = None,
     ) -> int:
         """Open a session; an open session on the same charger is closed first (a missed stop)."""
-        with self._tx() as db:
+        with self._tx(durable=True) as db:
             db.execute(
                 "UPDATE sessions SET stopped_at = ? WHERE charger_id = ? AND stopped_at IS NULL",
                 (_ts(started_at), charger_id),
@@ -336,7 +398,7 @@ class Store:
     def stop_session(
         self, charger_id: str, stopped_at: datetime, stop_energy_wh: float | None = None
     ) -> bool:
-        with self._tx() as db:
+        with self._tx(durable=True) as db:
             n = db.execute(
                 "UPDATE sessions SET stopped_at = ?, stop_energy_wh = ? WHERE charger_id = ? AND stopped_at IS NULL",
                 (_ts(stopped_at), stop_energy_wh, charger_id),
@@ -373,7 +435,7 @@ class Store:
         at: datetime,
         expires_at: datetime | None = None,
     ) -> None:
-        with self._tx() as db:
+        with self._tx(durable=True) as db:
             db.execute(
                 "INSERT INTO overrides VALUES (?, ?, ?, ?, ?) ON CONFLICT(vehicle_id, kind) DO UPDATE SET "
                 "body = excluded.body, updated_at = excluded.updated_at, expires_at = excluded.expires_at",
@@ -381,7 +443,7 @@ class Store:
             )
 
     def clear_override(self, vehicle_id: str, kind: str) -> None:
-        with self._tx() as db:
+        with self._tx(durable=True) as db:
             db.execute("DELETE FROM overrides WHERE vehicle_id = ? AND kind = ?", (vehicle_id, kind))
 
     def overrides(self, now: datetime) -> dict[tuple[str, str], dict[str, Any]]:
@@ -396,7 +458,7 @@ class Store:
     # -------------------------------------------------------- vehicle state
 
     def save_vehicle_state(self, vehicle_id: str, body: dict[str, Any], at: datetime) -> None:
-        with self._tx() as db:
+        with self._tx(durable=True) as db:
             db.execute(
                 "INSERT INTO vehicle_state VALUES (?, ?, ?) ON CONFLICT(vehicle_id) DO UPDATE SET "
                 "body = excluded.body, updated_at = excluded.updated_at",

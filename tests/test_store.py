@@ -49,13 +49,68 @@ def test_wal_mode_and_schema_version(tmp_path: Path) -> None:
     assert db.execute("PRAGMA user_version").fetchone()[0] == 1
 
 
-def test_every_commit_is_synced_so_a_power_loss_keeps_it(tmp_path: Path) -> None:
-    # In WAL mode NORMAL may roll back the last commits on a power loss; FULL (2) syncs each one.
+def _commit_levels(store: Store) -> list[tuple[str, str]]:
+    """(table written, ``PRAGMA synchronous`` in force) for each commit from now on."""
+    commits: list[tuple[str, str]] = []
+    state = {"level": store._db.execute("PRAGMA synchronous").fetchone()[0], "table": ""}
+
+    def trace(sql: str) -> None:
+        words = sql.split()
+        head = words[0].upper() if words else ""
+        if head == "PRAGMA" and sql.replace(" ", "").lower().startswith("pragmasynchronous="):
+            state["level"] = sql.split("=")[1].strip().upper()
+        elif head in ("INSERT", "UPDATE", "DELETE") and not state["table"]:
+            upper = [w.upper() for w in words]
+            state["table"] = words[
+                upper.index("INTO" if head == "INSERT" else ("FROM" if head == "DELETE" else "UPDATE")) + 1
+            ]
+        elif head == "COMMIT":
+            commits.append((state["table"], str(state["level"])))
+            state["table"] = ""
+
+    store._db.set_trace_callback(trace)
+    return commits
+
+
+def test_what_must_survive_a_power_loss_is_synced_the_rest_is_not(tmp_path: Path) -> None:
+    # In WAL mode NORMAL (1) may roll back the last commits on a power loss; FULL (2) syncs each one.
     store = Store(tmp_path / "v2x.sqlite")
     try:
-        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2
+        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 1
+        commits = _commit_levels(store)
+        store.set_override("ev", "mode", {"mode": "fast"}, T0)
+        store.clear_override("ev", "v2l")
+        store.save_vehicle_state("ev", {"soc": 50}, T0)
+        store.start_session("cp1", T0, transaction_id="t1")
+        store.stop_session("cp1", T0 + timedelta(hours=1))
+        store.save_plan(sample_plan())
+        store.record_reading("grid", T0, 1.0)
+        store.flush_history()
+        store.log_event("signal", T0, signal="prices")
+        store.purge(T0 - timedelta(days=400))
+        store.thin(T0)
+        store._db.set_trace_callback(None)
+        durable = {"overrides", "vehicle_state", "sessions"}
+        assert [level for table, level in commits if table in durable] == ["FULL"] * 5
+        assert {table for table, level in commits if level != "FULL"} >= {"plans", "meter_history", "events"}
+        assert all(level in ("1", "NORMAL") for table, level in commits if table not in durable)
+        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # back to NORMAL after each
     finally:
         store.close()
+
+
+def test_a_driver_command_is_synced_before_it_is_acknowledged(tmp_path: Path) -> None:
+    """The MQTT reply goes out when the command handler returns; the handler stores the override."""
+    store = Store(tmp_path / "v2x.sqlite")
+    site = Site(config())
+    now = at(0, 19)
+    SiteEvents(site).command(SetDeparture("car", Departure(at(1, 9), 75.0)), now)
+    commits = _commit_levels(store)
+    SitePersistence(store, site, ManualClock(now)).save_overrides(site.vehicles["car"])
+    store._db.set_trace_callback(None)
+    store.close()
+    assert ("overrides", "FULL") in commits
+    assert all(level == "FULL" for table, level in commits if table == "overrides")
 
 
 def test_newer_schema_is_refused_with_a_message(tmp_path: Path) -> None:
