@@ -17,7 +17,7 @@ from typing import Any
 
 import aiomqtt
 
-from tests.daemon_support import BROKER_HOST, Broker, DaemonSite, free_port, make_site
+from tests.daemon_support import BROKER_HOST, Broker, DaemonSite, MeterFeed, free_port, make_site
 
 Json = dict[str, Any]
 
@@ -118,33 +118,14 @@ async def poll_api(
         await asyncio.sleep(period_s)
 
 
-class PayloadFeed:
+class PayloadFeed(MeterFeed):
     """Publishes raw payloads (not retained, QoS 0) on their topics every ``period_s`` until exited:
     meters that keep reporting whatever format they speak."""
 
     def __init__(self, mqtt: Broker, payloads: dict[str, bytes], period_s: float = 0.5) -> None:
-        self.mqtt = mqtt
+        super().__init__(mqtt, period_s)
         self.payloads = payloads
-        self.period_s = period_s
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
-    async def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(aiomqtt.MqttError):
-                for topic, payload in list(self.payloads.items()):
-                    await self.mqtt.publish(topic, payload, qos=0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.period_s)
-
-    async def __aenter__(self) -> PayloadFeed:
-        self._stop = asyncio.Event()
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        if self._task is not None:
-            self._stop.set()
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(self._task, 5)
+    async def publish_now(self) -> None:
+        for topic, payload in list(self.payloads.items()):
+            await self.mqtt.publish(topic, payload, qos=0)
