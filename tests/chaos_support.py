@@ -10,14 +10,11 @@ import signal
 import socket
 import subprocess
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
-
-from tests.daemon_support import BROKER_HOST, Broker, DaemonSite, MeterFeed, free_port, make_site
+from tests.daemon_support import BROKER_HOST, Broker, DaemonSite, MeterFeed, broker, free_port, make_site
 
 Json = dict[str, Any]
 
@@ -63,20 +60,9 @@ class Mosquitto:
         return self.proc is not None and self.proc.poll() is None
 
 
-@contextlib.asynccontextmanager
-async def peer(port: int, *watch: str) -> AsyncIterator[Broker]:
+def peer(port: int, *watch: str) -> contextlib.AbstractAsyncContextManager[Broker]:
     """A client of the broker on ``port`` with a reader task; ``watch`` filters subscribed first."""
-    async with aiomqtt.Client(BROKER_HOST, port, identifier=f"chaos-{uuid.uuid4().hex[:10]}") as client:
-        mqtt = Broker(client)
-        reader = asyncio.create_task(mqtt._read())
-        try:
-            for topic_filter in watch:
-                await mqtt.subscribe(topic_filter)
-            yield mqtt
-        finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError, aiomqtt.MqttError):
-                await asyncio.wait_for(reader, 5)
+    return broker(*watch, port=port)
 
 
 def chaos_site(directory: Path, tag: str, broker_port: int) -> tuple[DaemonSite, int]:

@@ -368,9 +368,10 @@ class Broker:
 
 
 @contextlib.asynccontextmanager
-async def broker(*watch: str) -> AsyncIterator[Broker]:
-    """Connected client with a reader task; ``watch`` filters are subscribed before it yields."""
-    async with aiomqtt.Client(BROKER_HOST, BROKER_PORT, identifier=f"test-{uuid.uuid4().hex[:10]}") as client:
+async def broker(*watch: str, port: int = BROKER_PORT) -> AsyncIterator[Broker]:
+    """Connected client of the broker on ``port`` with a reader task; ``watch`` filters are
+    subscribed before it yields."""
+    async with aiomqtt.Client(BROKER_HOST, port, identifier=f"test-{uuid.uuid4().hex[:10]}") as client:
         mqtt = Broker(client)
         reader = asyncio.create_task(mqtt._read())
         try:
@@ -379,7 +380,7 @@ async def broker(*watch: str) -> AsyncIterator[Broker]:
             yield mqtt
         finally:
             reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError, aiomqtt.MqttError):
                 await asyncio.wait_for(reader, 5)
 
 
