@@ -14,15 +14,14 @@ RUN useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin v2x 
     && chown v2x:v2x /data
 
 # The daemon's runtime dependencies only, at the versions of constraints.txt: no simulator plots or
-# Dask sweeps (the `sim` extra). Then two things the daemon never loads: SCS's MKL build (about
-# 110 MB on x86-64; the planner solves with HiGHS and Clarabel) and the packages' own test suites.
+# Dask sweeps (the `sim` extra), and cvxpy without its default solvers (the planner solves with HiGHS
+# and Clarabel). Then what the daemon never loads: the packages' own test suites.
 WORKDIR /app
 COPY pyproject.toml README.md constraints.txt ./
 COPY controller ./controller
 COPY sim ./sim
 RUN pip install --constraint constraints.txt . \
     && site="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
-    && rm -f "$site"/scs/_scs_mkl*.so \
     && find "$site" -depth -mindepth 2 -type d -name tests -exec rm -rf {} + \
     && rm -rf /app/build
 
