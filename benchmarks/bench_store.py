@@ -1,8 +1,9 @@
 """What the store writes to the disk: bytes per day of normal operation, and its size after a year.
 
 A simulated day, on simulated time, written as the daemon writes it: six history series read every
-second, flushed (the open minute in part) every 10 s; a plan every 5 minutes (24 h at 15-minute
-steps, two cars); every minute two vehicle states saved and the housekeeping (purge, thinning). The
+second, flushed (the open minute in part) every ``storage.history_flush_s`` (its default); a plan every 5
+minutes (24 h at 15-minute steps, two cars); every minute two vehicle states saved (one commit) and
+the housekeeping (purge, thinning). The
 kernel's writeback is emulated by syncing the files every 30 simulated seconds, so pages written
 again before that count once, as they would. Measured from ``/proc/self/io``: ``wchar`` (what
 SQLite hands to the kernel) and ``write_bytes`` (what goes to the block device), for the store as it
@@ -31,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sqlite3
 
+from controller.config import StorageConfig
 from controller.domain import Plan, VehiclePlan
 from controller.plan_record import plan_to_dict
 from controller.store import Store
@@ -98,20 +100,22 @@ def simulated_day(directory: Path, store_type: type[Store]) -> tuple[dict[str, i
         store.save_plan(realistic_plan(T0 + timedelta(seconds=t)))
     sync_files(path)
     before, started = io_counters(), time.perf_counter()
-    for t in range(0, DAY, 10):
-        now = T0 + timedelta(seconds=t + 10)
-        for s in range(10):
+    flush_s = int(StorageConfig().history_flush_s)
+    for t in range(0, DAY, flush_s):
+        now = T0 + timedelta(seconds=t + flush_s)
+        for s in range(flush_s):
             for n, series in enumerate(SERIES):
                 store.record_reading(series, T0 + timedelta(seconds=t + s), 1000.0 + n + s)
         store.flush_history(now, partial=True)
         if t % 60 == 0:
-            for vid in ("ev1", "ev2"):
-                store.save_vehicle_state(vid, {**vehicle, "soc_percent": 55.0 + t / 3600}, now)
+            store.save_vehicle_states(
+                {vid: {**vehicle, "soc_percent": 55.0 + t / 3600} for vid in ("ev1", "ev2")}, now
+            )
             store.purge(now - timedelta(days=400))
             store.thin(now)
         if t % 300 == 0:
             store.save_plan(realistic_plan(now))
-        if t % 30 == 0:
+        if t % 30 < flush_s:
             sync_files(path)  # the kernel's writeback
     sync_files(path)
     elapsed = time.perf_counter() - started

@@ -58,8 +58,6 @@ log = structlog.get_logger("controller.app")
 
 REPLAN_DEBOUNCE_S = 0.2
 PUBLISH_INTERVAL_S = 10.0
-# Meter history is written (off the event loop) this often, so a crash loses at most this much of it.
-HISTORY_FLUSH_INTERVAL_S = 10.0
 # Housekeeping beyond the history (vehicle state, purge) runs this often.
 HOUSEKEEPING_INTERVAL_S = 60.0
 # How often the TaskGroup checks that the OCPP server and the HTTP API still listen.
@@ -143,7 +141,7 @@ class Daemon:
                 await self.http.start()
         except BaseException:
             await self.ocpp.stop()
-            self.store.close()  # e.g. a port is taken: leave the store clean
+            self.persistence.close()  # e.g. a port is taken: leave the store clean
             raise
         log.info("daemon_started", version=__version__, ocpp_port=self.ocpp.port, site=self.cfg.site.name)
         try:
@@ -154,7 +152,7 @@ class Daemon:
                     group.create_task(self.dispatch_trigger.run(self._dispatch), name="dispatcher"),
                     group.create_task(
                         self.persistence.housekeeping(
-                            HISTORY_FLUSH_INTERVAL_S,
+                            self.cfg.storage.history_flush_s,
                             HOUSEKEEPING_INTERVAL_S,
                             self.cfg.storage.history_retention_days,
                         ),
@@ -183,8 +181,7 @@ class Daemon:
             if self.http is not None:
                 await self.http.stop()
             await self.ocpp.stop()
-            self.persistence.save_vehicles()
-            self.store.close()
+            self.persistence.close()
             log.info("daemon_stopped")
 
     async def _safe_shutdown(self) -> None:
@@ -214,7 +211,7 @@ class Daemon:
                 log.info(
                     "safe_profile", charger=charger_id, purpose=record.purpose, status=record.status.value
                 )
-        self.store.log_event("shutdown", self.clock.now(), safe_profiles=len(connected))
+        self.persistence.log_event("shutdown", self.clock.now(), safe_profiles=len(connected))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(STOP_PUBLISH_TIMEOUT_S):
                 await self.mqtt.publish_status(
@@ -247,7 +244,7 @@ class Daemon:
             solve_ms=round(plan.solve_time_ms, 1),
             reasons={vid: vp.reason for vid, vp in plan.vehicles.items()},
         )
-        self.store.save_plan(plan)
+        self.persistence.save_plan(plan)
         self.dispatch_trigger.fire()
         self._spawn(self.mqtt.publish_plan(plan), "publish_plan")
         return plan
@@ -300,7 +297,7 @@ class Daemon:
         if self.inputs.expire_grid_state(now):
             max_age_s = self.cfg.grid_signals.outage_max_age_s
             log.warning("grid_state_expired", since=since, max_age_s=max_age_s)
-            self.store.log_event("grid_state_expired", now, since=since, max_age_s=max_age_s)
+            self.persistence.log_event("grid_state_expired", now, since=since, max_age_s=max_age_s)
             self.request_replan("grid_state")
 
     async def _cut_off_v2l(self, vehicle: VehicleRuntime, now: dt.datetime) -> None:
@@ -308,7 +305,9 @@ class Daemon:
         soc = self.site.v2l_soc(vehicle, now)
         reason = "SoC unknown or stale" if soc is None else "SoC at the reserve"
         log.warning("v2l_cut_off", vehicle=vehicle.config.id, soc_percent=soc, reason=reason, topic=topic)
-        self.store.log_event("v2l_cut_off", now, vehicle=vehicle.config.id, soc_percent=soc, reason=reason)
+        self.persistence.log_event(
+            "v2l_cut_off", now, vehicle=vehicle.config.id, soc_percent=soc, reason=reason
+        )
         self.persistence.save_overrides(vehicle)
         if topic is not None:
             await self.mqtt.publish_raw(topic, vehicle.config.v2l_cutoff_payload.encode())

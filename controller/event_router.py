@@ -4,6 +4,7 @@ session and the state, log, re-plan, dispatch at once."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import structlog
@@ -63,7 +64,7 @@ class EventRouter:
         self._react(self.events.reading(reading, was_safe=self.was_safe), self.clock.now())
 
     def handle_signal(self, kind: SignalKind) -> None:
-        self.store.log_event("signal", self.clock.now(), signal=kind)
+        self.persistence.log_event("signal", self.clock.now(), signal=kind)
         self.planner_trigger.fire(kind)
         if kind in ("grid_state", "limits"):
             self.dispatch_trigger.fire()  # a new cap or an outage applies now, not after the solve
@@ -74,8 +75,13 @@ class EventRouter:
         reaction = self.events.command(command, now)
         if reaction.overrides_changed is not None:
             vehicle = reaction.overrides_changed
-            self.persistence.save_overrides(vehicle)
-            self.store.log_event("command", now, vehicle=vehicle.config.id, command=type(command).__name__)
+            saved = self.persistence.save_overrides(vehicle)
+            self.persistence.log_event(
+                "command", now, vehicle=vehicle.config.id, command=type(command).__name__
+            )
+            self._react(reaction, now)
+            await asyncio.wrap_future(saved)  # acknowledged (on return) only once it is on disk
+            return
         self._react(reaction, now)
 
     def _react(self, reaction: Reaction, now: dt.datetime) -> None:
@@ -84,19 +90,19 @@ class EventRouter:
         if started is not None and not self.persistence.is_open_session(
             started.charger_id, started.transaction_id
         ):  # after a restart the charger reports its running transaction again
-            self.store.start_session(
+            self.persistence.start_session(
                 started.charger_id,
                 started.at,
+                started.transaction_id,
                 vehicle_id=self.events.site.charger_vehicle.get(started.charger_id),
-                transaction_id=started.transaction_id,
                 start_energy_wh=started.meter_start_wh,
             )
         ended = reaction.session_ended
         if ended is not None:
-            self.store.stop_session(ended.charger_id, ended.at, ended.meter_stop_wh)
+            self.persistence.stop_session(ended.charger_id, ended.at, ended.meter_stop_wh)
         for change in reaction.plug_changes:
             log.info(change.kind, vehicle=change.vehicle.config.id, charger=change.charger_id)
-            self.store.log_event(
+            self.persistence.log_event(
                 change.kind, now, vehicle=change.vehicle.config.id, charger=change.charger_id
             )
         for vehicle in reaction.persist:
@@ -119,7 +125,7 @@ class EventRouter:
             "reason": record.reason,
         }
         log.warning("profile_not_accepted", **fields)
-        self.store.log_event("profile_not_accepted", now, **fields)
+        self.persistence.log_event("profile_not_accepted", now, **fields)
         # Surfaced on the charger's state topic at the next dispatch, now (``/state`` reads it live).
         self.publish_soon = True
         self.dispatch_trigger.fire()
@@ -133,7 +139,7 @@ class EventRouter:
                 log.warning("safe_mode_entered", reasons=reasons)
             elif self.was_safe is not None:
                 log.info("safe_mode_left")
-            self.store.log_event("safe_mode", now, active=safe, reasons=reasons)
+            self.persistence.log_event("safe_mode", now, active=safe, reasons=reasons)
             if self.was_safe is not None:
                 self.planner_trigger.fire("safe mode changed")
             self.was_safe = safe

@@ -8,7 +8,9 @@ skipped, and the daemon starts without it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
+from typing import Any
 
 import structlog
 
@@ -16,6 +18,7 @@ from controller.clock import Clock
 from controller.domain import Plan
 from controller.site import Site, VehicleRuntime
 from controller.store import Store
+from controller.store_writer import StoreWriter
 
 __all__ = ["SOC_PERSIST_DELTA_PERCENT", "SOC_PERSIST_INTERVAL_S", "SitePersistence"]
 
@@ -34,7 +37,13 @@ class SitePersistence:
         self.store = store
         self.site = site
         self.clock = clock
+        self.writer = StoreWriter()
+        """Every write goes through it: off the event loop, in order."""
         self._soc_saved: dict[str, tuple[float, float]] = {}
+        self._vehicle_saved: dict[str, dict[str, Any]] = {}
+        # Sessions open in the store, by charger (its transaction id): known without a read, also
+        # while their writes are still queued. Loaded by ``restore``.
+        self._open_sessions: dict[str, str | None] = {}
 
     def restore(self) -> Plan | None:
         """Vehicles and overrides into the site; returns the stored plan if it still covers now."""
@@ -57,19 +66,24 @@ class SitePersistence:
             plan = None
         if plan is not None and plan.step_index(now) is None:
             plan = None
+        self._open_sessions = {s.charger_id: s.transaction_id for s in self.store.open_sessions()}
         log.info(
             "state_restored",
             vehicles=restored,
-            open_sessions=len(self.store.open_sessions()),
+            open_sessions=len(self._open_sessions),
             plan=plan is not None,
         )
         return plan
 
     def save_vehicles(self, vehicle: VehicleRuntime | None = None) -> None:
-        """``vehicle``'s state, or every vehicle's."""
-        now = self.clock.now()
+        """``vehicle``'s state, or every vehicle's, queued for the store where it changed."""
+        changed: dict[str, dict[str, Any]] = {}
         for v in [vehicle] if vehicle is not None else list(self.site.vehicles.values()):
-            self.store.save_vehicle_state(v.config.id, self.site.vehicle_record(v), now)
+            record = self.site.vehicle_record(v)
+            if self._vehicle_saved.get(v.config.id) != record:
+                changed[v.config.id] = self._vehicle_saved[v.config.id] = record
+        if changed:
+            self.writer.submit(self.store.save_vehicle_states, changed, self.clock.now())
 
     def soc_read(self, vehicle: VehicleRuntime) -> None:
         """A SoC reading arrived: store it when it moved enough or a while passed (crash safety)."""
@@ -86,39 +100,68 @@ class SitePersistence:
             self._soc_saved[vehicle.config.id] = (estimate.soc_percent, now_s)
             self.save_vehicles(vehicle)
 
-    def save_overrides(self, vehicle: VehicleRuntime) -> None:
-        now = self.clock.now()
-        for kind, body in self.site.overrides(vehicle).items():
-            self.store.set_override(vehicle.config.id, kind, body, now)
-        if vehicle.one_off is None:
-            self.store.clear_override(vehicle.config.id, "departure")
-        if vehicle.v2l is None:
-            self.store.clear_override(vehicle.config.id, "v2l")
+    def save_overrides(self, vehicle: VehicleRuntime) -> concurrent.futures.Future[None]:
+        """The vehicle's overrides, synced in one commit; done once they are on disk (await it with
+        :func:`asyncio.wrap_future` before acknowledging the command that changed them)."""
+        cleared = [
+            kind
+            for kind, gone in (("departure", vehicle.one_off is None), ("v2l", vehicle.v2l is None))
+            if gone
+        ]
+        return self.writer.submit(
+            self.store.save_overrides,
+            vehicle.config.id,
+            self.site.overrides(vehicle),
+            cleared,
+            self.clock.now(),
+        )
+
+    def log_event(self, kind: str, at: dt.datetime, **body: Any) -> None:
+        self.writer.submit(self.store.log_event, kind, at, **body)
+
+    def save_plan(self, plan: Plan) -> None:
+        self.writer.submit(self.store.save_plan, plan)
+
+    def start_session(
+        self, charger_id: str, started_at: dt.datetime, transaction_id: str, **fields: Any
+    ) -> None:
+        """Open a session (closing one still open on the charger, as the store does)."""
+        self._open_sessions[charger_id] = transaction_id
+        self.writer.submit(
+            self.store.start_session, charger_id, started_at, transaction_id=transaction_id, **fields
+        )
+
+    def stop_session(self, charger_id: str, stopped_at: dt.datetime, stop_energy_wh: float | None) -> None:
+        self._open_sessions.pop(charger_id, None)
+        self.writer.submit(self.store.stop_session, charger_id, stopped_at, stop_energy_wh)
+
+    def close(self) -> None:
+        """Every vehicle's state, everything queued written, the store closed (history flushed)."""
+        self.save_vehicles()
+        self.writer.close()
+        self.store.close()
 
     def is_open_session(self, charger_id: str, transaction_id: str) -> bool:
-        return any(
-            s.charger_id == charger_id and s.transaction_id == transaction_id
-            for s in self.store.open_sessions()
-        )
+        return self._open_sessions.get(charger_id) == transaction_id
 
     async def housekeeping(
         self, flush_interval_s: float, housekeeping_interval_s: float, retention_days: float
     ) -> None:
         """Meter history written every ``flush_interval_s`` (the open minute in part, merged later),
         vehicle state saved, old data purged and older plans and history thinned every
-        ``housekeeping_interval_s``; the database writes of history, purge and thinning run in a worker
-        thread, off the event loop. Forever (until cancelled)."""
+        ``housekeeping_interval_s``; like every write, on the store's own thread. Forever (until
+        cancelled)."""
         clock = self.clock
         last_housekeeping = clock.monotonic()
         while True:
             await clock.sleep(flush_interval_s)
             now = clock.now()
             try:
-                await asyncio.to_thread(self.store.flush_history, now, partial=True)
+                await asyncio.wrap_future(self.writer.submit(self.store.flush_history, now, partial=True))
                 if clock.monotonic() - last_housekeeping >= housekeeping_interval_s - 1.0:
                     last_housekeeping = clock.monotonic()
                     self.save_vehicles()
-                    await asyncio.to_thread(self._prune, now, retention_days)
+                    await asyncio.wrap_future(self.writer.submit(self._prune, now, retention_days))
             except Exception:
                 log.exception("housekeeping_failed")
 

@@ -1,14 +1,15 @@
 """SQLite persistence: meter history (downsampled), plans, charging sessions, overrides, events.
 
 One file in WAL mode, so a reader (the API, a backup) never blocks the daemon. Durability is per
-kind: overrides, vehicle state and sessions are synced to disk before the call returns
-(``synchronous=FULL`` for that commit), so an acknowledged driver command, a vehicle state or a
-session is never rolled back, even by a power loss. Plans, history, events and the housekeeping
-deletes commit with ``synchronous=NORMAL``: no sync of their own, on disk at the next synced commit
-or checkpoint; a power loss may lose the last of them, a crash of the process alone loses none.
-The schema is versioned with ``PRAGMA user_version``. Calls are synchronous and short. History is
-batched: ``record_reading`` only adds to buckets in memory (it never writes), and the daemon writes
-them with ``flush_history`` from a worker thread, off the event loop.
+kind: overrides and sessions are synced to disk before the call returns (``synchronous=FULL`` for
+that commit), so an acknowledged driver command or a session is never rolled back, even by a power
+loss. Vehicle state, plans, history, events and the housekeeping deletes commit with
+``synchronous=NORMAL``: no sync of their own, on disk at the next synced commit or checkpoint; a
+power loss may lose the last of them, a crash of the process alone loses none. The schema is
+versioned with ``PRAGMA user_version`` and migrated on open. Calls are synchronous and short; the
+daemon makes them from one worker thread (:class:`~controller.store_writer.StoreWriter`), off the
+event loop. History is batched: ``record_reading`` only adds to buckets in memory (it never
+writes), and ``flush_history`` writes them.
 
 Retention is bounded (``thin``): plans are kept all for two days, then one per hour up to 30 days,
 then one per day; meter history is kept in its buckets for 14 days, then in five-minute buckets
@@ -19,10 +20,9 @@ forecast history), then in one-hour buckets. ``purge`` drops what is older than 
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,18 +32,19 @@ from typing import Any
 import structlog
 
 from controller.domain import Plan, ensure_utc
+from controller.history_buckets import Bucket, HistoryBuckets
 from controller.plan_record import plan_from_dict, plan_to_dict
 
 __all__ = ["ChargingSession", "HistoryPoint", "Store"]
 
 log = structlog.get_logger("controller.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # (age, slot seconds): older than age, one plan per slot is kept (the last one made in it).
 PLAN_TIERS: tuple[tuple[timedelta, int], ...] = ((timedelta(days=2), 3600), (timedelta(days=30), 86400))
 # (age, bucket seconds): older than age, meter history is merged into buckets of this size.
 HISTORY_TIERS: tuple[tuple[timedelta, int], ...] = ((timedelta(days=14), 300), (timedelta(days=90), 3600))
-_SCHEMA = """
+_HISTORY_TABLE = """
 CREATE TABLE IF NOT EXISTS meter_history (
     meter_id TEXT NOT NULL,
     bucket_start INTEGER NOT NULL,      -- unix seconds, UTC, aligned to the bucket size
@@ -51,8 +52,13 @@ CREATE TABLE IF NOT EXISTS meter_history (
     minimum REAL NOT NULL,
     maximum REAL NOT NULL,
     samples INTEGER NOT NULL,
-    PRIMARY KEY (meter_id, bucket_start)
-) WITHOUT ROWID;
+    -- Time first: a flush writes one row per meter for the same minute, all in one page at the
+    -- end of the tree (meter first put each meter's row in its own page: six pages per flush).
+    PRIMARY KEY (bucket_start, meter_id)
+) WITHOUT ROWID"""
+_SCHEMA = (
+    _HISTORY_TABLE
+    + """;
 CREATE TABLE IF NOT EXISTS plans (
     id INTEGER PRIMARY KEY,
     created_at INTEGER NOT NULL,
@@ -94,6 +100,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_at ON events(at);
 """
+)
 
 
 def _json_object(text: str, table: str) -> dict[str, Any] | None:
@@ -147,6 +154,21 @@ def _merge_history(db: sqlite3.Connection, since: int, until: int, size: int) ->
     return sum(g[6] - 1 for g in groups)
 
 
+def _merge_buckets(db: sqlite3.Connection, buckets: list[tuple[str, Bucket]]) -> None:
+    """Insert the buckets, merged into a row already stored (written in part, or a restart inside it)."""
+    rows = [
+        (m, b.start, b.total / b.samples, b.minimum, b.maximum, b.samples) for m, b in buckets if b.samples
+    ]
+    db.executemany(
+        """INSERT INTO meter_history VALUES (?, ?, ?, ?, ?, ?)
+           ON CONFLICT(bucket_start, meter_id) DO UPDATE SET
+             mean = (mean * samples + excluded.mean * excluded.samples) / (samples + excluded.samples),
+             minimum = MIN(minimum, excluded.minimum), maximum = MAX(maximum, excluded.maximum),
+             samples = samples + excluded.samples""",
+        rows,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryPoint:
     bucket_start: datetime
@@ -174,21 +196,6 @@ class ChargingSession:
         return self.stop_energy_wh - self.start_energy_wh
 
 
-@dataclass(slots=True)
-class _Bucket:
-    start: int
-    total: float = 0.0
-    minimum: float = math.inf
-    maximum: float = -math.inf
-    samples: int = 0
-
-    def add(self, value: float) -> None:
-        self.total += value
-        self.minimum = min(self.minimum, value)
-        self.maximum = max(self.maximum, value)
-        self.samples += 1
-
-
 class Store:
     """The embedded store. Thread-safe: one connection guarded by a lock."""
 
@@ -200,10 +207,7 @@ class Store:
         if self._bucket_s <= 0:
             raise ValueError("history bucket must be at least one second")
         self._lock = threading.Lock()
-        # Buckets are filled on the event loop and written from a worker thread: own lock.
-        self._open_lock = threading.Lock()
-        self._open: dict[str, _Bucket] = {}
-        self._complete: list[tuple[str, _Bucket]] = []
+        self._buckets = HistoryBuckets(self._bucket_s)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL: in WAL mode a commit is not synced, only checkpoints are (a power loss may lose the
@@ -221,6 +225,14 @@ class Store:
                 f"{self.path}: store schema {version} is newer than this version understands ({SCHEMA_VERSION}); "
                 "upgrade v2x-controller or point storage.path at another file"
             )
+        if version == 1:
+            with self._tx() as db:  # history keyed meter first: the same rows, keyed time first
+                db.execute("ALTER TABLE meter_history RENAME TO meter_history_v1")
+                db.execute(_HISTORY_TABLE)
+                db.execute("INSERT INTO meter_history SELECT * FROM meter_history_v1")
+                db.execute("DROP TABLE meter_history_v1")
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            log.info("store_migrated", path=str(self.path), from_version=1, to_version=SCHEMA_VERSION)
         with self._lock:  # executescript commits on its own: the statements are all idempotent
             self._db.executescript(_SCHEMA)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -252,18 +264,7 @@ class Store:
 
     def record_reading(self, meter_id: str, at: datetime, value: float) -> None:
         """Add one reading to its bucket, in memory only: ``flush_history`` writes the buckets."""
-        if not math.isfinite(value):
-            return
-        start = _ts(at) // self._bucket_s * self._bucket_s
-        with self._open_lock:
-            bucket = self._open.get(meter_id)
-            if bucket is None or bucket.start != start:
-                if bucket is not None and bucket.start > start:
-                    return  # late reading for a bucket already closed: history is downsampled, drop it
-                if bucket is not None and bucket.samples:
-                    self._complete.append((meter_id, bucket))
-                bucket = self._open[meter_id] = _Bucket(start)
-            bucket.add(value)
+        self._buckets.add(meter_id, _ts(at), value)
 
     def flush_history(self, now: datetime | None = None, *, partial: bool = False) -> int:
         """Write the buckets complete at ``now`` (all open buckets when None); returns how many.
@@ -271,38 +272,14 @@ class Store:
         ``partial`` also writes what the buckets still open hold so far; they stay open and the rest
         of each merges into the stored row when it is written (so a crash loses only what came since).
         """
-        cutoff = None if now is None else _ts(now) // self._bucket_s * self._bucket_s
-        with self._open_lock:
-            done, self._complete = self._complete, []
-            for meter_id, bucket in list(self._open.items()):
-                if cutoff is None or bucket.start < cutoff:
-                    if bucket.samples:
-                        done.append((meter_id, bucket))
-                    del self._open[meter_id]
-                elif partial and bucket.samples:
-                    done.append((meter_id, bucket))
-                    self._open[meter_id] = _Bucket(bucket.start)
+        done = self._buckets.take(None if now is None else _ts(now), partial=partial)
         self._write_buckets(done)
         return len(done)
 
-    def _write_buckets(self, buckets: list[tuple[str, _Bucket]]) -> None:
-        if not buckets:
-            return
-        rows = [
-            (m, b.start, b.total / b.samples, b.minimum, b.maximum, b.samples)
-            for m, b in buckets
-            if b.samples
-        ]
-        with self._tx() as db:
-            # Merge with a bucket already stored (written in part before, or a restart inside it).
-            db.executemany(
-                """INSERT INTO meter_history VALUES (?, ?, ?, ?, ?, ?)
-                   ON CONFLICT(meter_id, bucket_start) DO UPDATE SET
-                     mean = (mean * samples + excluded.mean * excluded.samples) / (samples + excluded.samples),
-                     minimum = MIN(minimum, excluded.minimum), maximum = MAX(maximum, excluded.maximum),
-                     samples = samples + excluded.samples""",
-                rows,
-            )
+    def _write_buckets(self, buckets: list[tuple[str, Bucket]]) -> None:
+        if buckets:
+            with self._tx() as db:
+                _merge_buckets(db, buckets)
 
     def history(self, meter_id: str, since: datetime, until: datetime) -> list[HistoryPoint]:
         with self._lock:
@@ -442,9 +419,20 @@ class Store:
                 (vehicle_id, kind, json.dumps(body), _ts(at), _ts(expires_at) if expires_at else None),
             )
 
-    def clear_override(self, vehicle_id: str, kind: str) -> None:
+    def save_overrides(
+        self, vehicle_id: str, bodies: Mapping[str, dict[str, Any]], cleared: Iterable[str], at: datetime
+    ) -> None:
+        """A vehicle's overrides by kind set and the ``cleared`` kinds removed, in one synced commit:
+        what a driver command changed is on disk entirely or not at all."""
         with self._tx(durable=True) as db:
-            db.execute("DELETE FROM overrides WHERE vehicle_id = ? AND kind = ?", (vehicle_id, kind))
+            db.executemany(
+                "INSERT INTO overrides VALUES (?, ?, ?, ?, NULL) ON CONFLICT(vehicle_id, kind) DO UPDATE SET "
+                "body = excluded.body, updated_at = excluded.updated_at, expires_at = NULL",
+                [(vehicle_id, kind, json.dumps(body), _ts(at)) for kind, body in bodies.items()],
+            )
+            db.executemany(
+                "DELETE FROM overrides WHERE vehicle_id = ? AND kind = ?", [(vehicle_id, k) for k in cleared]
+            )
 
     def overrides(self, now: datetime) -> dict[tuple[str, str], dict[str, Any]]:
         """Overrides still in force at ``now``, by (vehicle id, kind)."""
@@ -458,11 +446,18 @@ class Store:
     # -------------------------------------------------------- vehicle state
 
     def save_vehicle_state(self, vehicle_id: str, body: dict[str, Any], at: datetime) -> None:
-        with self._tx(durable=True) as db:
-            db.execute(
+        self.save_vehicle_states({vehicle_id: body}, at)
+
+    def save_vehicle_states(self, bodies: Mapping[str, dict[str, Any]], at: datetime) -> None:
+        """Vehicles' states in one commit. Not synced: the next SoC reading and the charger's own
+        report restore what a power loss takes back; a process crash loses nothing."""
+        if not bodies:
+            return
+        with self._tx() as db:
+            db.executemany(
                 "INSERT INTO vehicle_state VALUES (?, ?, ?) ON CONFLICT(vehicle_id) DO UPDATE SET "
                 "body = excluded.body, updated_at = excluded.updated_at",
-                (vehicle_id, json.dumps(body), _ts(at)),
+                [(vehicle_id, json.dumps(body), _ts(at)) for vehicle_id, body in bodies.items()],
             )
 
     def vehicle_states(self) -> dict[str, dict[str, Any]]:

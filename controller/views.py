@@ -43,6 +43,7 @@ def controller_status(
         last_plan_at=plan.created_at if plan else None,
         plan_status=("fallback " if plan.fallback else "") + plan.solver_status if plan else None,
         version=__version__,
+        dropped_readings={m.id: inputs.dropped_readings(m.id) for m in site.cfg.meters},
         extra={
             "grid_lost": str(inputs.is_grid_lost(now)).lower(),
             "stopping": str(stopping).lower(),

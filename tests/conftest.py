@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import structlog
 from hypothesis import settings
 
 from controller.passwords import hash_password
+from controller.store import Store
 
 settings.register_profile("repeatable", derandomize=True, print_blob=True)
 settings.register_profile("explore", derandomize=False, print_blob=True)
@@ -32,3 +34,10 @@ def _fresh_structlog_config() -> Iterator[None]:
 EXAMPLE_ENV = {"V2X_CHARGER_PASSWORD_HASH": hash_password("example-charger-password")}
 """What configs/home.example.yaml reads from the environment, without a default: the wallbox's
 password hash (no shipped config carries one)."""
+
+
+def stored(daemon: Any) -> Store:
+    """A daemon's store once every write it queued is done (writes run on the store's own thread)."""
+    daemon.persistence.writer.flushed().result(timeout=10)
+    store: Store = daemon.store
+    return store

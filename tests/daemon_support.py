@@ -186,7 +186,7 @@ def make_site(directory: Path, tag: str, *, chargers: int = 1, **site_settings: 
             "call_timeout_s": 3,
         },
         "api": {"enabled": False},
-        "storage": {"path": str(directory / "v2x.sqlite")},
+        "storage": {"path": str(directory / "v2x.sqlite"), "history_flush_s": 2},
         "logging": {"level": "info", "format": "json"},
     }
     return DaemonSite(directory, prefix, int(tree["ocpp"]["port"]), copy.deepcopy(tree))

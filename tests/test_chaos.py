@@ -4,15 +4,23 @@ restarted on the same port, and against a flood of malformed meter payloads. Eve
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import itertools
 import json
+import random
+import signal
+import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from controller.mqtt.connection import RECONNECT_CAP_S
 from tests.chaos_support import Json, Mosquitto, PayloadFeed, chaos_site, http_get, peer, poll_api
-from tests.daemon_support import VEHICLE, running_daemon
+from tests.daemon_support import VEHICLE, Broker, DaemonSite, Message, running_daemon
+from tests.test_daemon_e2e import history_samples
 
 pytestmark = pytest.mark.chaos
 
@@ -190,3 +198,78 @@ async def test_flood_of_malformed_payloads_on_every_meter_topic(tmp_path: Path, 
         # Warnings are rate-limited per topic: a flood does not flood the log.
         assert len(daemon.events("meter_payload_rejected")) < 100
         assert daemon.returncode() is None
+
+
+def answers(request_id: str, message: Message) -> bool:
+    return bool(message.json().get("request_id") == request_id)
+
+
+async def acknowledged_departures(
+    mqtt: Broker, site: DaemonSite, base: datetime, first: int, sent: list[int], acked: list[int]
+) -> None:
+    """Departure commands n = first, first + 1, … (at ``base`` + n minutes), each sent when the one
+    before was answered; ``sent`` and ``acked`` record them. Runs until cancelled."""
+    topic, reply = site.command_topic("departure"), f"{site.base}/reply/{VEHICLE}/departure"
+    for n in itertools.count(first):
+        sent.append(n)
+        request_id = f"kill-{n}"
+        at = (base + timedelta(minutes=n)).isoformat().replace("+00:00", "Z")
+        await mqtt.publish(topic, {"at": at, "target_soc_percent": 50 + n % 50, "request_id": request_id})
+        answer = await mqtt.wait_message(reply, functools.partial(answers, request_id))
+        assert answer.json()["ok"] is True, answer.json()
+        acked.append(n)
+
+
+def stored_departure(db_path: Path, base: datetime) -> int | None:
+    """The command number of the departure override on disk (what a restart would read)."""
+    with contextlib.closing(sqlite3.connect(db_path)) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        row = db.execute("SELECT body FROM overrides WHERE vehicle_id = ? AND kind = 'departure'", (VEHICLE,))
+        found = row.fetchone()
+    if found is None:
+        return None
+    at = datetime.fromisoformat(json.loads(found[0])["at"])
+    return round((at - base).total_seconds() / 60)
+
+
+async def test_kill_9_while_writing_loses_no_acknowledged_command(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """SIGKILL at a random moment while commands, meter history (flushed every second), plans and
+    events are being written, three times on the same file: after each, the database passes
+    ``PRAGMA integrity_check``, holds the last acknowledged command (or one sent after it, written
+    but not yet answered), and the restarted daemon starts from it."""
+    site, api = chaos_site(tmp_path, "chaos-kill", mosquitto.port)
+    site.tree["storage"]["history_flush_s"] = 1
+    grid = site.topic("meter/grid")
+    base = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(hours=3)
+    rng = random.Random(9)
+    sent: list[int] = []
+    acked: list[int] = []
+    for kill in range(3):
+        async with (
+            running_daemon(site) as daemon,
+            peer(mosquitto.port, f"{site.base}/reply/#") as mqtt,
+            PayloadFeed(mqtt, {grid: b"400"}, period_s=0.02),
+        ):
+            health = await poll_api(api, "/health", connected_and_safe, 15, "connected, out of safe mode")
+            assert health["stopped_tasks"] == []
+            before = len(acked)
+            writer = asyncio.create_task(acknowledged_departures(mqtt, site, base, len(sent), sent, acked))
+            try:
+                await asyncio.sleep(rng.uniform(1.0, 2.5))
+                daemon.send_signal(signal.SIGKILL)
+                assert await daemon.wait_exit(10) == -signal.SIGKILL
+            finally:
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, AssertionError, TimeoutError):
+                    await writer
+            assert len(acked) > before + 3, f"kill {kill}: too few commands answered to mean anything"
+        on_disk = stored_departure(site.db_path, base)
+        assert on_disk is not None and acked[-1] <= on_disk <= sent[-1], (kill, acked[-1], on_disk, sent[-1])
+    assert history_samples(site.db_path, "grid") > 0
+
+    async with running_daemon(site), peer(mosquitto.port) as mqtt, PayloadFeed(mqtt, {grid: b"400"}):
+        state = await poll_api(api, "/state", lambda s: VEHICLE in s["vehicles"], 15, "the state")
+    departure = datetime.fromisoformat(state["vehicles"][VEHICLE]["departure_at"])
+    assert departure == base + timedelta(minutes=stored_departure(site.db_path, base) or 0)

@@ -31,6 +31,7 @@ from controller.config import parse_config
 from controller.domain import Plan
 from controller.snapshot import Snapshot
 from controller.store import Store
+from tests.conftest import stored
 from tests.daemon_support import (
     BROKER_HOST,
     BROKER_PORT,
@@ -388,7 +389,7 @@ async def test_kill_9_then_restart_restores_overrides_session_soc_and_plan(tmp_p
                             mqtt, site, "departure", {"at": iso(departure), "target_soc_percent": 90}
                         )
                         await cp.wait_profile(lambda p: first_setpoint(p) > 0, since=mark, timeout_s=15)
-                        # Meter history reaches the disk while the daemon runs (every 10 s, off the loop).
+                        # Meter history reaches the disk while the daemon runs (every history_flush_s, off the loop).
                         on_disk = await wait_until(
                             lambda: history_samples(site.db_path, "grid"), 15, "meter history on disk"
                         )
@@ -795,12 +796,12 @@ async def test_a_16_connector_0_status_station_meter_or_unknown_stop_leaves_the_
                 )
                 assert stop == {}  # answered as usual
                 assert car.plugged_in and car.measured_power_w == 3000
-                assert [s.transaction_id for s in daemon.store.open_sessions()] == [str(transaction_id)]
-                assert not daemon.store.events("unplug")
+                assert [s.transaction_id for s in stored(daemon).open_sessions()] == [str(transaction_id)]
+                assert not stored(daemon).events("unplug")
 
                 await cp.call("StatusNotification", status(1, "Available"))
                 assert not car.plugged_in
-                assert [body for _, _, body in daemon.store.events("unplug")] == [
+                assert [body for _, _, body in stored(daemon).events("unplug")] == [
                     {"vehicle": VEHICLE, "charger": "wb1"}
                 ]
         finally:
@@ -830,8 +831,8 @@ async def test_a_second_evse_or_the_station_meter_of_a_21_charger_is_not_the_car
                 cp.power_w, cp.soc_percent = 9000.0, None
                 await cp.meter_values(utc_now() + timedelta(seconds=2), evse_id=0)
                 assert car.plugged_in and car.measured_power_w == 3000
-                assert [s.transaction_id for s in daemon.store.open_sessions()] == ["tx-car"]
-                assert not daemon.store.events("unplug")
+                assert [s.transaction_id for s in stored(daemon).open_sessions()] == ["tx-car"]
+                assert not stored(daemon).events("unplug")
 
                 await cp.status("Available")  # EVSE 1: the car's cable is out
                 assert not car.plugged_in

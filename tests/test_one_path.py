@@ -19,6 +19,7 @@ from controller.ocpp.model import ChargingNeeds
 from sim.information import InformationModel
 from sim.plant import Plant
 from sim.site_feed import FeedFaults, MeterOutage, PriceUpdate, SiteEvent, SiteFeed, SocOutage
+from tests.conftest import stored
 from tests.test_sim_support import START, tiny_scenario
 
 METERS = [
@@ -108,6 +109,6 @@ async def test_the_simulators_events_leave_the_daemon_and_the_simulator_in_the_s
             seen["prices"] += any(isinstance(e, PriceUpdate) for e in events)
             plant.step(k, [power["car"]], float(scenario.series.load_w[k]), float(scenario.series.pv_w[k]))
     finally:
-        daemon.store.close()
+        stored(daemon).close()
     # The sequence went through every case it is meant to compare.
     assert all(count > 0 for count in seen.values()), seen

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 # Never loaded by the daemon: plots and sweeps (the sim extra), cvxpy's default solvers.
@@ -17,7 +18,7 @@ def requirement_name(spec: str) -> str:
     return match.group(0).lower().replace("_", "-")
 
 
-def pyproject() -> dict:
+def pyproject() -> dict[str, Any]:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 

@@ -25,7 +25,7 @@ from controller.site_inputs import NO_GRID_METER_REASON, SiteInputs
 from controller.site_snapshot import soc_ceiling_percent
 from controller.snapshot import SessionLimits
 from controller.v2l_guard import V2L_SOC_MAX_AGE
-from tests.conftest import EXAMPLE_ENV
+from tests.conftest import EXAMPLE_ENV, stored
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -702,12 +702,12 @@ def test_the_daemon_restores_the_cars_own_departure_after_a_crash(tmp_path: Path
     daemon.router.handle_ocpp_event(StatusChanged("wallbox-garage", 1, 1, "Occupied", "Available", now))
     needs = ChargingNeeds(1, now, "AC_BPT", departure_time=leave, target_soc_percent=90.0)
     daemon.router.handle_ocpp_event(ChargingNeedsReported("wallbox-garage", needs))
-    daemon.store.close()  # no clean stop: what was written when the needs came in is all there is
+    stored(daemon).close()  # no clean stop: what was written when the needs came in is all there is
     again = example_daemon(tmp_path)
     again.plan = again.persistence.restore()
     car = again.site.vehicles["family-ev"]
     assert car.plugged_in and car.charger_departure == Departure(leave, 90.0)
-    again.store.close()
+    stored(again).close()
 
 
 def test_overrides_round_trip_and_expired_ones_are_dropped() -> None:
@@ -804,7 +804,7 @@ def test_daemon_forecasts_take_the_mqtt_pv_forecast_where_it_covers(tmp_path: Pa
     assert len(load_w) == len(pv_w) == 96
     assert list(pv_w[:4]) == [3500.0] * 4 and pv_w[4] == 0.0  # no PV history: 0 outside the forecast
     assert load_w[0] == 400.0  # default home load without history
-    daemon.store.close()
+    stored(daemon).close()
 
 
 # ---------------------------------------------------------------- the daemon's own handling
@@ -842,18 +842,19 @@ def test_the_daemon_takes_a_retained_soc_as_an_estimate_and_drains_the_soc_by_th
     reading("ev-soc", MeterRole.VEHICLE_SOC, 40.0, now, retained=True)
     estimate = car.tracker.estimate()
     assert estimate is not None and estimate.soc_percent == 40.0 and not estimate.measured
-    assert daemon.store.vehicle_states()["family-ev"]["soc_measured"] is False
+    assert stored(daemon).vehicle_states()["family-ev"]["soc_measured"] is False
     reading("ev-soc", MeterRole.VEHICLE_SOC, 41.0, now + timedelta(seconds=1))
     reading("ev-v2l", MeterRole.V2L, 7700.0, now + timedelta(seconds=1))
     reading("ev-v2l", MeterRole.V2L, 7700.0, now + timedelta(minutes=10, seconds=1))
     # 7.7 kW for 10 min out of 77 kWh through 92 %: 1.81 % less.
     assert daemon.site.measured_soc(car) == pytest.approx(41.0 - 100 * 7.7 / 6 / 0.92 / 77)
-    daemon.store.flush_history()
+    stored(daemon).flush_history()
     samples = [
-        p.samples for p in daemon.store.history("ev-soc", now - timedelta(hours=1), now + timedelta(hours=1))
+        p.samples
+        for p in stored(daemon).history("ev-soc", now - timedelta(hours=1), now + timedelta(hours=1))
     ]
     assert samples == [1]  # the retained value of unknown age is no history
-    daemon.store.close()
+    stored(daemon).close()
 
 
 def test_the_daemon_logs_an_outage_state_that_expired_and_replans(tmp_path: Path) -> None:
@@ -869,9 +870,9 @@ def test_the_daemon_logs_an_outage_state_that_expired_and_replans(tmp_path: Path
     assert not daemon.inputs.grid_lost and daemon.planner_trigger.reasons == ["grid_state"]
     (logged,) = [e for e in logs if e["event"] == "grid_state_expired"]
     assert logged["log_level"] == "warning" and logged["max_age_s"] == 900
-    ((_, _, body),) = daemon.store.events("grid_state_expired")
+    ((_, _, body),) = stored(daemon).events("grid_state_expired")
     assert body["max_age_s"] == 900
-    daemon.store.close()
+    stored(daemon).close()
 
 
 def test_damaged_store_rows_are_skipped_and_the_rest_is_restored(tmp_path: Path) -> None:
@@ -901,7 +902,7 @@ def test_damaged_store_rows_are_skipped_and_the_rest_is_restored(tmp_path: Path)
         daemon.plan = (
             daemon.persistence.restore()
         )  # must not raise: the daemon starts without what it cannot read
-    daemon.store.close()
+    stored(daemon).close()
     car = daemon.site.vehicles["family-ev"]
     assert not car.plugged_in and car.tracker.estimate() is None and car.mode is VehicleMode.AUTO
     assert car.weekly == {} and car.v2l is None
@@ -934,9 +935,9 @@ def test_a_transaction_ended_by_the_cable_unplugs_the_car(
     daemon.router.handle_ocpp_event(TransactionEnded("wallbox-garage", 1, "tx-1", now, reason, 1200.0))
     assert daemon.site.vehicles["family-ev"].plugged_in is not unplugged
     assert ("unplug" in daemon.planner_trigger.reasons) is unplugged
-    assert bool(daemon.store.events("unplug")) is unplugged
-    assert daemon.store.vehicle_states()["family-ev"]["plugged_in"] is not unplugged
-    daemon.store.close()
+    assert bool(stored(daemon).events("unplug")) is unplugged
+    assert stored(daemon).vehicle_states()["family-ev"]["plugged_in"] is not unplugged
+    stored(daemon).close()
 
 
 def test_a_cars_measured_power_ends_with_its_transaction_and_expires() -> None:
@@ -1022,7 +1023,7 @@ def test_the_daemon_forgets_the_cars_power_when_its_transaction_ends(tmp_path: P
     assert daemon.site.measured_power_w(car, datetime.now(UTC)) == 11_000.0
     daemon.router.handle_ocpp_event(TransactionEnded("wallbox-garage", 1, "tx-1", now, "Local", 1200.0))
     assert car.plugged_in and daemon.site.measured_power_w(car, datetime.now(UTC)) == 0.0
-    daemon.store.close()
+    stored(daemon).close()
 
 
 def test_the_daemon_records_home_load_while_a_car_without_a_transaction_stays_plugged(
@@ -1045,12 +1046,12 @@ def test_the_daemon_records_home_load_while_a_car_without_a_transaction_stays_pl
     daemon.inputs.update_meter(MeterReading("grid", MeterRole.GRID, 7500.0, started))
     daemon.inputs.update_meter(MeterReading("pv", MeterRole.PV, 0.0, started))
     daemon.forecasts.record_flows(started)
-    daemon.store.flush_history()
-    home = daemon.store.history("_home_load", now, now + timedelta(minutes=6))
+    stored(daemon).flush_history()
+    home = stored(daemon).history("_home_load", now, now + timedelta(minutes=6))
     assert [(p.bucket_start, p.mean) for p in home] == [
         (now + timedelta(minutes=k), 500.0) for k in range(1, 4)
     ]
-    daemon.store.close()
+    stored(daemon).close()
 
 
 def test_the_daemon_records_no_home_load_while_the_pv_meter_is_stale(tmp_path: Path) -> None:
@@ -1062,10 +1063,10 @@ def test_the_daemon_records_no_home_load_while_the_pv_meter_is_stale(tmp_path: P
     silent = now + timedelta(minutes=2, seconds=10)  # PV silent past its 120 s, the grid still read
     daemon.inputs.update_meter(MeterReading("grid", MeterRole.GRID, 600.0, silent))
     daemon.forecasts.record_flows(silent)
-    daemon.store.flush_history()
-    home = daemon.store.history("_home_load", now - timedelta(minutes=1), now + timedelta(minutes=5))
+    stored(daemon).flush_history()
+    home = stored(daemon).history("_home_load", now - timedelta(minutes=1), now + timedelta(minutes=5))
     assert [(p.bucket_start, p.mean) for p in home] == [(now, 2500.0)]
-    daemon.store.close()
+    stored(daemon).close()
 
 
 def test_the_daemon_records_no_home_load_from_a_cars_power_that_expired(tmp_path: Path) -> None:
@@ -1076,9 +1077,11 @@ def test_the_daemon_records_no_home_load_from_a_cars_power_that_expired(tmp_path
     daemon.inputs.update_meter(MeterReading("grid", MeterRole.GRID, 500.0, later))
     daemon.inputs.update_meter(MeterReading("pv", MeterRole.PV, 0.0, later))
     daemon.forecasts.record_flows(later)
-    daemon.store.flush_history()
-    assert daemon.store.history("_home_load", now - timedelta(minutes=1), later + timedelta(minutes=1)) == []
-    daemon.store.close()
+    stored(daemon).flush_history()
+    assert (
+        stored(daemon).history("_home_load", now - timedelta(minutes=1), later + timedelta(minutes=1)) == []
+    )
+    stored(daemon).close()
 
 
 def test_a_charger_whose_ocpp_version_cannot_discharge_is_planned_and_dispatched_charge_only() -> None:
@@ -1131,7 +1134,7 @@ def test_the_daemon_replans_when_a_charger_connects_with_a_version_that_cannot_d
     daemon.router.handle_ocpp_event(ChargerConnected("wallbox-garage", OcppVersion.V201, now))
     assert daemon.planner_trigger.reasons == ["charger version"]
     assert not daemon.site.charger_can_discharge("wallbox-garage")
-    daemon.store.close()
+    stored(daemon).close()
 
 
 def test_no_grid_meter_configured_is_safe_mode_with_its_reason() -> None:
@@ -1229,14 +1232,14 @@ def test_the_daemon_leaves_the_car_and_its_session_alone_on_events_of_other_evse
     ]:
         daemon.router.handle_ocpp_event(event)
         assert car.plugged_in and car.measured_power_w == 3000.0, event
-    assert [s.transaction_id for s in daemon.store.open_sessions()] == ["tx-1"]
-    assert [s.transaction_id for s in daemon.store.sessions()] == ["tx-1"]
-    assert not daemon.store.events("unplug")
+    assert [s.transaction_id for s in stored(daemon).open_sessions()] == ["tx-1"]
+    assert [s.transaction_id for s in stored(daemon).sessions()] == ["tx-1"]
+    assert not stored(daemon).events("unplug")
     # The car's transaction, stopped with its EVSE unknown (1.6 after a restart): it is the car's.
     daemon.router.handle_ocpp_event(TransactionEnded(cid, 0, "tx-1", later, "EVDisconnected", 1800.0))
-    assert not car.plugged_in and not daemon.store.open_sessions()
-    assert daemon.store.sessions()[0].stop_energy_wh == 1800.0
-    daemon.store.close()
+    assert not car.plugged_in and not stored(daemon).open_sessions()
+    assert stored(daemon).sessions()[0].stop_energy_wh == 1800.0
+    stored(daemon).close()
 
 
 def test_a_retained_outage_state_sets_it_only_while_none_is_known(tmp_path: Path) -> None:
@@ -1255,7 +1258,7 @@ def test_a_retained_outage_state_sets_it_only_while_none_is_known(tmp_path: Path
     assert not inputs.grid_lost
     assert not inputs.update_grid_state(True, first + timedelta(seconds=2), retained=True)
     assert inputs.update_grid_state(True, first + timedelta(seconds=3))  # a live "lost" counts
-    daemon.store.close()
+    stored(daemon).close()
 
 
 async def test_the_daemon_loops_honour_a_cancel_that_lands_as_their_event_is_set() -> None:
@@ -1331,9 +1334,9 @@ def test_the_daemon_gives_the_ev_limits_of_notify_ev_charging_needs_to_the_vehic
     assert (
         daemon.dispatch_trigger.pending and "wallbox-garage" in forgotten
     )  # its next profile goes out anyway
-    stored = daemon.store.vehicle_states()["family-ev"]["session_limits"]
-    assert stored["max_discharge_power_w"] == 3700.0
-    daemon.store.close()
+    limits = stored(daemon).vehicle_states()["family-ev"]["session_limits"]
+    assert limits["max_discharge_power_w"] == 3700.0
+    stored(daemon).close()
 
 
 def test_state_shows_each_chargers_last_profile_outcomes_and_a_rejection_publishes_soon(
@@ -1374,9 +1377,9 @@ def test_state_shows_each_chargers_last_profile_outcomes_and_a_rejection_publish
     assert charger["last_profile"]["status"] == "rejected" and charger["last_profile"]["accepted"] is False
     assert charger["last_profile"]["reason"] == "Rejected (TxNotFound)"
     assert charger["default_profile"]["status"] == "accepted" and charger["default_profile"]["reason"] is None
-    ((_, _, body),) = daemon.store.events("profile_not_accepted")
+    ((_, _, body),) = stored(daemon).events("profile_not_accepted")
     assert body["status"] == "rejected" and body["purpose"] == "TxProfile"
-    daemon.store.close()
+    stored(daemon).close()
 
 
 def test_the_snapshot_carries_the_weekly_schedules_usual_trips() -> None:
@@ -1408,3 +1411,16 @@ def test_the_snapshot_carries_the_weekly_schedules_usual_trips() -> None:
     assert again.vehicles["car"].weekly == car.weekly
     assert again.vehicles["car"].weekly["wednesday"] is not None
     assert again.vehicles["car"].weekly["wednesday"].return_time == time(18, 0)
+
+
+def test_the_published_controller_state_counts_each_meters_dropped_readings(tmp_path: Path) -> None:
+    from controller.mqtt.payloads import controller_payload
+    from controller.views import controller_status
+
+    daemon = example_daemon(tmp_path)
+    meters = [m.id for m in daemon.cfg.meters]
+    for _ in range(3):
+        daemon.site.inputs.count_dropped(meters[0])
+    published = json.loads(controller_payload(controller_status(daemon.site, None, datetime.now(UTC))))
+    assert published["dropped_readings"] == {m: (3 if m == meters[0] else 0) for m in meters}
+    stored(daemon).close()

@@ -46,7 +46,36 @@ def test_wal_mode_and_schema_version(tmp_path: Path) -> None:
     store.close()
     db = sqlite3.connect(tmp_path / "v2x.sqlite")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_a_version_1_store_is_migrated_with_its_history(tmp_path: Path) -> None:
+    """Version 1 keyed history meter first; version 2 keys it time first, with the same rows."""
+    path = tmp_path / "v2x.sqlite"
+    with sqlite3.connect(path) as old:
+        old.execute(
+            "CREATE TABLE meter_history (meter_id TEXT NOT NULL, bucket_start INTEGER NOT NULL, "
+            "mean REAL NOT NULL, minimum REAL NOT NULL, maximum REAL NOT NULL, samples INTEGER NOT NULL, "
+            "PRIMARY KEY (meter_id, bucket_start)) WITHOUT ROWID"
+        )
+        start = int(T0.timestamp())
+        old.executemany(
+            "INSERT INTO meter_history VALUES (?, ?, ?, ?, ?, ?)",
+            [(m, start + 60 * i, 10.0 * i, 0.0, 20.0 * i, 60) for m in ("grid", "pv") for i in range(3)],
+        )
+        old.execute("PRAGMA user_version=1")
+    old.close()
+    store = Store(path)
+    assert [p.mean for p in store.history("pv", T0, T0 + timedelta(hours=1))] == [0.0, 10.0, 20.0]
+    store.record_reading("grid", T0 + timedelta(minutes=2, seconds=5), 80.0)
+    store.flush_history()  # merges into the migrated row
+    assert store.history("grid", T0, T0 + timedelta(hours=1))[-1].samples == 61
+    store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    (ddl,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'meter_history'").fetchone()
+    assert "PRIMARY KEY (bucket_start, meter_id)" in ddl
+    assert db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'meter_history_v1'").fetchone()[0] == 0
 
 
 def _commit_levels(store: Store) -> list[tuple[str, str]]:
@@ -79,7 +108,7 @@ def test_what_must_survive_a_power_loss_is_synced_the_rest_is_not(tmp_path: Path
         assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 1
         commits = _commit_levels(store)
         store.set_override("ev", "mode", {"mode": "fast"}, T0)
-        store.clear_override("ev", "v2l")
+        store.save_overrides("ev", {}, ["v2l"], T0)
         store.save_vehicle_state("ev", {"soc": 50}, T0)
         store.start_session("cp1", T0, transaction_id="t1")
         store.stop_session("cp1", T0 + timedelta(hours=1))
@@ -90,9 +119,14 @@ def test_what_must_survive_a_power_loss_is_synced_the_rest_is_not(tmp_path: Path
         store.purge(T0 - timedelta(days=400))
         store.thin(T0)
         store._db.set_trace_callback(None)
-        durable = {"overrides", "vehicle_state", "sessions"}
-        assert [level for table, level in commits if table in durable] == ["FULL"] * 5
-        assert {table for table, level in commits if level != "FULL"} >= {"plans", "meter_history", "events"}
+        durable = {"overrides", "sessions"}
+        assert [level for table, level in commits if table in durable] == ["FULL"] * 4
+        assert {table for table, level in commits if level != "FULL"} >= {
+            "plans",
+            "meter_history",
+            "events",
+            "vehicle_state",
+        }
         assert all(level in ("1", "NORMAL") for table, level in commits if table not in durable)
         assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # back to NORMAL after each
     finally:
@@ -100,16 +134,18 @@ def test_what_must_survive_a_power_loss_is_synced_the_rest_is_not(tmp_path: Path
 
 
 def test_a_driver_command_is_synced_before_it_is_acknowledged(tmp_path: Path) -> None:
-    """The MQTT reply goes out when the command handler returns; the handler stores the override."""
+    """The MQTT reply goes out when the command handler returns; the handler waits for the override's
+    write (tests/test_store_writer.py), which is one synced commit."""
     store = Store(tmp_path / "v2x.sqlite")
     site = Site(config())
     now = at(0, 19)
     SiteEvents(site).command(SetDeparture("car", Departure(at(1, 9), 75.0)), now)
     commits = _commit_levels(store)
-    SitePersistence(store, site, ManualClock(now)).save_overrides(site.vehicles["car"])
+    persistence = SitePersistence(store, site, ManualClock(now))
+    persistence.save_overrides(site.vehicles["car"]).result(timeout=10)
     store._db.set_trace_callback(None)
-    store.close()
-    assert ("overrides", "FULL") in commits
+    persistence.close()
+    assert commits[0] == ("overrides", "FULL")
     assert all(level == "FULL" for table, level in commits if table == "overrides")
 
 

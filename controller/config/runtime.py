@@ -14,6 +14,13 @@ from controller.config.fields import _Model
 class StorageConfig(_Model):
     path: Path = Field(Path("v2x.sqlite"), description="SQLite file; relative to the working directory.")
     history_retention_days: int = Field(400, ge=1, le=3650)
+    history_flush_s: float = Field(
+        60.0,
+        ge=1.0,
+        le=600.0,
+        description="Meter history is written this often; a crash loses at most this much of it. "
+        "Each write rewrites a page or two: on a flash card, shorter means more wear.",
+    )
 
     @field_validator("path", mode="before")
     @classmethod

@@ -117,6 +117,8 @@ class ControllerStatus:
     last_plan_at: dt.datetime | None = None
     plan_status: str | None = None
     version: str = ""
+    dropped_readings: dict[str, int] = field(default_factory=dict)
+    """Per meter, messages refused as unusable or implausible since the start."""
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -194,6 +196,7 @@ def controller_payload(status: ControllerStatus) -> bytes:
             "last_plan_at": _iso(status.last_plan_at),
             "plan_status": status.plan_status,
             "version": status.version,
+            "dropped_readings": status.dropped_readings,
             **status.extra,
         }
     )
