@@ -14,8 +14,8 @@ RUN useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin v2x 
     && chown v2x:v2x /data
 
 # The daemon's runtime dependencies only, at the versions of constraints.txt: no simulator plots or
-# Dask sweeps (the `sim` extra), and cvxpy without its default solvers (the planner solves with HiGHS
-# and Clarabel). Then what the daemon never loads: the packages' own test suites.
+# Dask sweeps (the `sim` extra), and cvxpy without its default solvers (the planner solves with
+# HiGHS). Then what the daemon never loads: the packages' own test suites.
 WORKDIR /app
 COPY pyproject.toml README.md constraints.txt ./
 COPY controller ./controller

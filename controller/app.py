@@ -25,9 +25,11 @@ from typing import Any
 import structlog
 
 from controller import __version__
-from controller.api import HealthServer
+from controller.api import ApiServer
+from controller.api.metrics import DaemonMetrics
 from controller.clock import Clock, SystemClock
 from controller.config import ChargerConfig, SiteConfig
+from controller.daemon_api import api_server, record_tick
 from controller.dispatch import ChargerCommand, Dispatcher
 from controller.domain import Plan
 from controller.event_router import EventRouter
@@ -120,10 +122,10 @@ class Daemon:
         self._started_at = self.clock.monotonic()
         self._tasks: list[asyncio.Task[Any]] = []
         self.replans = 0
-        self.http: HealthServer | None = None
+        self.metrics = DaemonMetrics.for_daemon(self)
+        self.http: ApiServer | None = None
         if cfg.api.enabled:
-            token = cfg.api.token.get_secret_value() if cfg.api.token else None
-            self.http = HealthServer(cfg.api.host, cfg.api.port, self.health, self.state, token)
+            self.http = api_server(self)
 
     # --------------------------------------------------------------- lifecycle
 
@@ -245,6 +247,7 @@ class Daemon:
             reasons={vid: vp.reason for vid, vp in plan.vehicles.items()},
         )
         self.persistence.save_plan(plan)
+        self.metrics.observe_plan(plan)
         self.dispatch_trigger.fire()
         self._spawn(self.mqtt.publish_plan(plan), "publish_plan")
         return plan
@@ -260,6 +263,7 @@ class Daemon:
         self.expire_grid_state(now)
         self.router.track_safe_mode(now)
         self.forecasts.record_flows(now)
+        record_tick(self, now)
         for due in self.site.v2l_cutoffs(now):
             await self._cut_off_v2l(due, now)
         commands = self.dispatcher.dispatch(self.site.dispatch_inputs(now, self.plan))
@@ -282,6 +286,7 @@ class Daemon:
 
     async def _send(self, command: ChargerCommand) -> None:
         record = await self.ocpp.apply_schedule(command.schedule)
+        self.metrics.observe_profile(command.charger_id, record.status.value)
         log.info(
             "profile_sent",
             charger=command.charger_id,
@@ -345,7 +350,7 @@ class Daemon:
 
     # ------------------------------------------------------------ housekeeping
 
-    async def _watch_server(self, name: str, server: OcppServer | HealthServer) -> None:
+    async def _watch_server(self, name: str, server: OcppServer | ApiServer) -> None:
         """Runs while ``server`` listens; ends (so ``health()`` says unhealthy) when it stopped."""
         while server.listening:  # polled: the servers offer nothing to await
             await self.clock.sleep(SERVER_CHECK_INTERVAL_S)

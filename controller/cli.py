@@ -129,11 +129,11 @@ def api_summary(cfg: SiteConfig) -> str:
     api = cfg.api
     if not api.enabled:
         return "api off"
-    if api.token is not None:
-        return f"api {api.host}:{api.port}, /state needs the token"
-    if api.host in ("127.0.0.1", "::1", "localhost"):
-        return f"api {api.host}:{api.port}, no token (this machine only)"
-    return f"api {api.host}:{api.port}, no token: anyone on the network can read /state; set api.token"
+    scheme = "https" if api.tls_cert_file is not None else "http"
+    guards = [g for g, on in (("dashboard login", api.password_hash), ("bearer token", api.token)) if on]
+    if not guards:
+        return f"api {scheme}://{api.host}:{api.port}, no login (this machine only)"
+    return f"api {scheme}://{api.host}:{api.port}, needs the {' or the '.join(guards)}"
 
 
 # ------------------------------------------------------------------ files and start-up

@@ -74,11 +74,15 @@ def chaos_site(directory: Path, tag: str, broker_port: int) -> tuple[DaemonSite,
     return site, api_port
 
 
-async def http_get(port: int, path: str, timeout_s: float = 5.0) -> tuple[int, Json]:
+async def http_get(
+    port: int, path: str, timeout_s: float = 5.0, token: str | None = None
+) -> tuple[int, Json]:
+    """One GET over a fresh connection (closed after the answer), as a probe does it."""
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
     async with asyncio.timeout(timeout_s):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
-            writer.write(f"GET {path} HTTP/1.1\r\nHost: gateway\r\n\r\n".encode())
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: gateway\r\n{auth}Connection: close\r\n\r\n".encode())
             await writer.drain()
             data = await reader.read()
         finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
 import socket
 import threading
 from collections.abc import Callable
@@ -18,7 +19,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from controller.api import HealthServer
+from controller.api import ApiServer
 from controller.cli import build_parser, health_url, main
 from tests.ocpp_support.certs import Authority, Issued
 
@@ -102,13 +103,18 @@ def _config(tmp_path: Path, **api: Any) -> Path:
     return path
 
 
-def test_check_config_warns_about_an_open_api(tmp_path: Path) -> None:
+def test_check_config_refuses_an_open_api_beyond_localhost(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = io.StringIO()
-    assert main(["check-config", str(_config(tmp_path, host="0.0.0.0"))], out=out) == 0
-    assert "api 0.0.0.0:8080, no token: anyone on the network can read /state" in out.getvalue()
+    assert main(["check-config", str(_config(tmp_path, host="0.0.0.0"))], out=out) == 2
+    err = capsys.readouterr().err
+    assert "api.host 0.0.0.0 is reachable from the network" in err and "v2x hash-password" in err
     out = io.StringIO()
     assert main(["check-config", str(_config(tmp_path, host="0.0.0.0", token="t0ken"))], out=out) == 0
-    assert "/state needs the token" in out.getvalue() and "t0ken" not in out.getvalue()
+    assert (
+        "api http://0.0.0.0:8080, needs the bearer token" in out.getvalue() and "t0ken" not in out.getvalue()
+    )
 
 
 def _discharging_site(tmp_path: Path, meters: list[dict[str, Any]]) -> Path:
@@ -179,7 +185,14 @@ def test_health_url_follows_the_bind_address(host: str, url: str) -> None:
 async def _probe_against(
     healthy: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> tuple[int, str]:
-    server = HealthServer("127.0.0.1", 0, lambda: (healthy, {"loops": 4}), dict, token="t0ken")
+    async def health_app(scope: Any, receive: Any, send: Any) -> None:
+        """What the daemon's /health answers: 200 alive, 503 not, with its details."""
+        body = json.dumps({"status": "ok" if healthy else "unhealthy", "loops": 4}).encode()
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200 if healthy else 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    server = ApiServer(health_app, "127.0.0.1", 0)
     await server.start()
     try:
         config = _config(tmp_path, host="0.0.0.0", port=server.port, token="t0ken")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
 import socket
 import sqlite3
@@ -31,6 +30,7 @@ from controller.config import parse_config
 from controller.domain import Plan
 from controller.snapshot import Snapshot
 from controller.store import Store
+from tests.chaos_support import http_get
 from tests.conftest import stored
 from tests.daemon_support import (
     BROKER_HOST,
@@ -468,7 +468,7 @@ async def test_a_charger_reporting_only_its_import_register_counts_the_soc(tmp_p
     )
 
     async def car_state() -> Any:
-        return (await http_get(api_port, "/state", "dash-token"))[1]["vehicles"]["car"]
+        return (await http_get(api_port, "/state", token="dash-token"))[1]["vehicles"]["car"]
 
     async with broker(f"{site.base}/#") as mqtt:
         try:
@@ -927,17 +927,6 @@ async def test_unusable_store_is_a_clean_error(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------ HTTP API, PV forecast
 
 
-async def http_get(port: int, path: str, token: str | None = None) -> tuple[int, Any]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    auth = f"Authorization: Bearer {token}\r\n" if token else ""
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: gateway\r\n{auth}\r\n".encode())
-    await writer.drain()
-    data = await asyncio.wait_for(reader.read(), 5)
-    writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split(b" ")[1]), json.loads(body)
-
-
 async def test_health_is_unhealthy_when_the_ocpp_server_stops_listening(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -991,7 +980,7 @@ async def test_http_health_and_state_and_pv_forecast_topic(tmp_path: Path) -> No
                 status, health = await http_get(api_port, "/health")
                 assert status == 200 and health["status"] == "ok"
                 assert (await http_get(api_port, "/state"))[0] == 401
-                status, state = await http_get(api_port, "/state", "dash-token")
+                status, state = await http_get(api_port, "/state", token="dash-token")
                 assert status == 200 and set(state["vehicles"]) == {VEHICLE}
                 plans = len(daemon.events("plan_ready"))
                 await mqtt.publish(site.topic("forecast/pv"), forecast)
@@ -1007,7 +996,7 @@ async def test_http_health_and_state_and_pv_forecast_topic(tmp_path: Path) -> No
                     await cp.plug_in("tx-http", soc_percent=50)
 
                     async def rejected_in_state() -> Any:
-                        chargers = (await http_get(api_port, "/state", "dash-token"))[1]["chargers"]
+                        chargers = (await http_get(api_port, "/state", token="dash-token"))[1]["chargers"]
                         last = chargers["wb1"]["last_profile"]
                         return chargers["wb1"] if last and last["status"] == "rejected" else None
 

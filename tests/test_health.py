@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import subprocess
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from controller.health import (
     degradations,
     health_details,
 )
+from tests.chaos_support import http_get
 from tests.daemon_support import (
     V2X,
     MeterFeed,
@@ -109,17 +109,6 @@ def test_chargers_away_since_last_heard_or_start_up() -> None:
 
 
 # ------------------------------------------------------------------------- the daemon
-
-
-async def http_get(port: int, path: str) -> tuple[int, dict[str, Any]]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: gateway\r\n\r\n".encode())
-    await writer.drain()
-    data = await asyncio.wait_for(reader.read(), 5)
-    writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    answer: dict[str, Any] = json.loads(body)
-    return int(head.split(b" ")[1]), answer
 
 
 def v2x_health(config: Path) -> subprocess.CompletedProcess[str]:

@@ -1,5 +1,8 @@
-"""HTTP API: health and read-only state for probes, dashboards and the container health check."""
+"""HTTP API: health for probes, the site's state, plan and history, driver commands, the dashboard
+and Prometheus metrics, on the daemon's event loop."""
 
-from controller.api.http import HealthServer, StatusProvider
+from controller.api.auth import ApiAuth
+from controller.api.routes import ApiBackend, create_app
+from controller.api.server import ApiServer
 
-__all__ = ["HealthServer", "StatusProvider"]
+__all__ = ["ApiAuth", "ApiBackend", "ApiServer", "create_app"]

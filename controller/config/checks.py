@@ -3,14 +3,13 @@ overlapping price windows, clashing ports), each with the path it is about and a
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from controller.config.errors import ConfigIssue, Loc, _loc_to_path
-from controller.config.fields import WEEKDAYS, _num
+from controller.config.fields import WEEKDAYS, _num, is_loopback
 from controller.domain import MeterRole
 
 if TYPE_CHECKING:
@@ -289,21 +288,12 @@ def _hosts_overlap(first: str, second: str) -> bool:
     return first == second or first in wildcard or second in wildcard
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def unauthenticated_charger_warnings(cfg: SiteConfig) -> list[str]:
     """One line per charger that connects without a password to an OCPP listener other machines can
     reach: anyone on that network could connect as it and start charging or discharging. Not an
     error: a charger without Basic auth on a private LAN says so with ``allow_unauthenticated``."""
     host = cfg.ocpp.host
-    if _is_loopback(host):
+    if is_loopback(host):
         return []
     scheme = "wss" if cfg.ocpp.tls is not None else "ws"
     where = f"{scheme}://{host}:{cfg.ocpp.port}"

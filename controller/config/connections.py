@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from controller.config.fields import _LISTEN_FIX, _host, _Model, _mqtt_topic
+from controller.config.fields import _LISTEN_FIX, _host, _Model, _mqtt_topic, is_loopback
+from controller.passwords import is_password_hash
 
 # -------------------------------------------------------------------- connections
 
@@ -90,7 +92,20 @@ class ApiConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     token: SecretStr | None = Field(
-        None, description="Bearer token every endpoint except /health requires; empty: no token."
+        None, description="Bearer token for API clients (every endpoint but /health); empty: no token."
+    )
+    password_hash: str | None = Field(
+        None,
+        description="The dashboard's login password, as `v2x hash-password` prints it. Without it (and "
+        "without a token) the API serves localhost only, without login.",
+    )
+    tls_cert_file: Path | None = Field(None, description="PEM certificate (chain): serve HTTPS.")
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
+    metrics_public: bool = Field(
+        False, description="Serve /metrics without authentication (for a local Prometheus)."
+    )
+    session_hours: float = Field(
+        720.0, gt=0, le=8760, description="How long a dashboard login lasts (unused for that long)."
     )
 
     @field_validator("host")
@@ -102,3 +117,31 @@ class ApiConfig(_Model):
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @field_validator("password_hash", mode="before")
+    @classmethod
+    def _a_password_hash(cls, value: Any) -> Any:
+        if value == "" or value is None:
+            return None
+        if not isinstance(value, str) or not is_password_hash(value):
+            raise PydanticCustomError(
+                "not_a_password_hash",
+                "is not a password hash; run `v2x hash-password` and paste its output here",
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _guarded_beyond_localhost(self) -> ApiConfig:
+        if self.enabled and not is_loopback(self.host) and self.password_hash is None and self.token is None:
+            raise PydanticCustomError(
+                "api_open",
+                "api.host {host} is reachable from the network, but there is no api.password_hash and no "
+                "api.token: anyone could steer the cars. Set api.password_hash (`v2x hash-password`) or "
+                "api.token, or listen on 127.0.0.1",
+                {"host": self.host},
+            )
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise PydanticCustomError(
+                "api_tls_pair", "api.tls_cert_file and api.tls_key_file go together: set both or neither"
+            )
+        return self

@@ -99,3 +99,13 @@ def _weekday(name: Any) -> str:
         "'{day}' is not a weekday; use one of {days}",
         {"day": str(name), "days": ", ".join(WEEKDAYS)},
     )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listener on ``host`` is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
