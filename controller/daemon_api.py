@@ -257,6 +257,7 @@ class DaemonApi:
         return dict(redact_secrets(None, "", self.cfg.model_dump(mode="json")))
 
     def metrics(self) -> tuple[bytes, str]:
+        self.daemon.metrics.sync_frames(self.daemon.ocpp.frame_counts)
         return self.daemon.metrics.render()
 
     # -------------------------------------------------------------- history

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import ssl
 from collections.abc import AsyncIterator, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -310,3 +311,27 @@ async def test_a_cookie_is_refused_after_the_session_expired() -> None:
     await asyncio.sleep(0.1)
     assert not auth.access(None, session, None).read
     assert SESSION_COOKIE == "v2x_session"
+
+
+async def test_https_from_the_configured_certificate_with_a_secure_cookie(tmp_path: Path) -> None:
+    from tests.ocpp_support.certs import Authority
+
+    ca = Authority(tmp_path, "api-ca")
+    issued = ca.issue("localhost", server=True)
+    daemon = example_daemon(tmp_path)
+    app = create_app(DaemonApi(daemon), ApiAuth(None, PASSWORD_HASH, 60.0), secure_cookie=True)
+    server = ApiServer(app, "127.0.0.1", 0, tls_cert_file=issued.cert, tls_key_file=issued.key)
+    await server.start()
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"https://127.0.0.1:{server.port}",
+            verify=ssl.create_default_context(cafile=str(ca.path)),
+        ) as client:
+            login = await client.post("/api/login", json={"password": PASSWORD})
+            assert login.status_code == 200 and "secure" in login.headers["set-cookie"].lower()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as plain:
+            with pytest.raises(httpx.HTTPError):
+                await plain.get("/health")  # no plain HTTP on a TLS listener
+    finally:
+        await server.stop()
+        daemon.persistence.close()

@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from controller import app as app_module
 from controller.app import Daemon
@@ -1015,5 +1017,30 @@ async def test_http_health_and_state_and_pv_forecast_topic(tmp_path: Path) -> No
                     )
                     assert published.json()["last_profile"]["accepted"] is False
                     await daemon.wait_log("profile_not_accepted", status="rejected")
+
+                    # Prometheus: the charger's frames, its rejected profile, the plan's solve time.
+                    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}") as client:
+                        assert (await client.get("/metrics")).status_code == 401
+                        text = (
+                            await client.get("/metrics", headers={"Authorization": "Bearer dash-token"})
+                        ).text
+                    families = {f.name: f for f in text_string_to_metric_families(text)}
+                    frames = {
+                        s.labels["direction"]: s.value
+                        for s in families["v2x_ocpp_messages"].samples
+                        if s.name.endswith("_total") and s.labels["charger"] == "wb1"
+                    }
+                    assert frames["received"] >= 3 and frames["sent"] >= 3  # boot, status, tx, profiles
+                    rejected = [
+                        s.value
+                        for s in families["v2x_charger_profiles"].samples
+                        if s.name.endswith("_total") and s.labels == {"charger": "wb1", "status": "rejected"}
+                    ]
+                    assert rejected and rejected[0] >= 1
+                    assert any(
+                        s.value >= 1
+                        for s in families["v2x_plan_solve_seconds"].samples
+                        if s.name.endswith("_count")
+                    )
         finally:
             await mqtt.clear_retained(site.prefix)

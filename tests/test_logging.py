@@ -104,7 +104,7 @@ async def test_debug_logs_of_a_real_handshake_carry_no_credentials() -> None:
         await connection.send(await connection.recv())
 
     async with serve(echo, "127.0.0.1", 0) as server:
-        port = server.sockets[0].getsockname()[1]
+        port = next(iter(server.sockets)).getsockname()[1]
         async with (
             asyncio.timeout(10),
             connect(

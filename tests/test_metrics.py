@@ -260,3 +260,28 @@ def test_daemon_sample_reads_a_daemon_built_from_the_example_config(tmp_path: Pa
         assert value(found, "v2x_mqtt_connected") == 0.0
     finally:
         stored(daemon).close()
+
+
+def test_ocpp_frame_counts_become_counters_that_only_grow_by_what_is_new() -> None:
+    from controller.ocpp.rpc import FrameCounts
+
+    metrics = DaemonMetrics()
+    frames = FrameCounts(received=5, sent=4)
+    frames.error(frames.errors_received, "timeout")
+    frames.error(frames.errors_sent, "FormatViolation")
+    metrics.sync_frames({"wb1": frames})
+    frames.received += 2
+    frames.error(frames.errors_received, "timeout")
+    metrics.sync_frames({"wb1": frames})
+    metrics.sync_frames({"wb1": frames})  # nothing new: nothing added
+    text = metrics.render()[0].decode()
+    values = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.endswith("_total")
+    }
+    assert values[("v2x_ocpp_messages_total", (("charger", "wb1"), ("direction", "received")))] == 7
+    assert values[("v2x_ocpp_messages_total", (("charger", "wb1"), ("direction", "sent")))] == 4
+    assert values[("v2x_ocpp_errors_total", (("charger", "wb1"), ("kind", "timeout")))] == 2
+    assert values[("v2x_ocpp_errors_total", (("charger", "wb1"), ("kind", "sent:FormatViolation")))] == 1

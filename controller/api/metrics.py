@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
     from controller.app import Daemon
     from controller.domain import Plan
+    from controller.ocpp.rpc import FrameCounts
 
 __all__ = [
     "PLAN_SOLVE_BUCKETS_S",
@@ -314,6 +315,7 @@ class DaemonMetrics:
             ["charger", "kind"],
             registry=self.registry,
         )
+        self._synced: dict[tuple[str, str, str], int] = {}
         if sample is not None:
             self.registry.register(_SampleCollector(sample))
 
@@ -344,6 +346,24 @@ class DaemonMetrics:
     def count_error(self, charger_id: str, kind: str) -> None:
         """One OCPP error with a charger, e.g. a CALLERROR code, ``timeout`` or ``invalid_frame``."""
         self.ocpp_errors.labels(charger=charger_id, kind=kind).inc()
+
+    def sync_frames(self, counts: Mapping[str, FrameCounts]) -> None:
+        """Bring the OCPP counters up to the server's frame counts (counted where the frames pass):
+        messages by direction; errors by kind, ``<code>`` or ``timeout`` for the charger's answers
+        to our calls, ``sent:<code>`` for the CALLERRORs we answered the charger with."""
+        for charger_id, frames in counts.items():
+            totals = {("message", "received"): frames.received, ("message", "sent"): frames.sent}
+            totals.update({("error", code): n for code, n in frames.errors_received.items()})
+            totals.update({("error", f"sent:{code}"): n for code, n in frames.errors_sent.items()})
+            for (what, label), total in totals.items():
+                delta = total - self._synced.get((charger_id, what, label), 0)
+                if delta <= 0:
+                    continue
+                self._synced[(charger_id, what, label)] = total
+                if what == "message":
+                    self.ocpp_messages.labels(charger=charger_id, direction=label).inc(delta)
+                else:
+                    self.ocpp_errors.labels(charger=charger_id, kind=label).inc(delta)
 
     # ----------------------------------------------------------------- scrapes
 

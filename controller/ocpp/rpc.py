@@ -17,7 +17,7 @@ import json
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -167,6 +167,25 @@ def _too_deep(value: Any, limit: int) -> bool:
     return False
 
 
+def _framework_error(version: OcppVersion, description: str) -> OcppCallError:
+    return OcppCallError(error_code(version, "RpcFrameworkError"), description)
+
+
+@dataclass
+class FrameCounts:
+    """One charger's frames since the daemon started, across its connections (for the metrics)."""
+
+    received: int = 0
+    sent: int = 0
+    errors_sent: dict[str, int] = field(default_factory=dict)
+    """CALLERRORs we answered with, by code."""
+    errors_received: dict[str, int] = field(default_factory=dict)
+    """CALLERRORs the charger answered our CALLs with, by code (``timeout``: no answer at all)."""
+
+    def error(self, table: dict[str, int], code: str) -> None:
+        table[code] = table.get(code, 0) + 1
+
+
 class RpcPeer:
     """One charger's OCPP-J conversation; ``serve`` reads frames until the socket closes."""
 
@@ -179,8 +198,10 @@ class RpcPeer:
         *,
         call_timeout_s: float,
         clock: Clock | None = None,
+        counts: FrameCounts | None = None,
     ) -> None:
         self.connection = connection
+        self.counts = counts if counts is not None else FrameCounts()
         self._clock: Clock = clock or SystemClock()
         self.version = version
         self.charger_id = charger_id
@@ -216,13 +237,14 @@ class RpcPeer:
             self._pending = (unique_id, action, future)
             try:
                 try:
-                    await self.connection.send(_dumps([2, unique_id, action, payload]))
+                    await self._write([2, unique_id, action, payload])
                 except ConnectionClosed:
                     raise NotConnected(f"{self.charger_id} closed the connection") from None
                 try:
                     async with self._clock.timeout(timeout):
                         return await future
                 except TimeoutError:
+                    self.counts.error(self.counts.errors_received, "timeout")
                     raise CallTimeout(f"no answer to {action} within {timeout:g} s") from None
             finally:
                 self._pending = None
@@ -286,10 +308,16 @@ class RpcPeer:
         # Descriptions and details may echo what the charger sent (an action name, a value): bounded
         # here, for every CALLERROR.
         frame = [4, unique_id, error.code, _cut(error.description), _cut_strings(error.details)]
+        self.counts.error(self.counts.errors_sent, error.code)
         with contextlib.suppress(ConnectionClosed):
-            await self.connection.send(_dumps(frame))
+            await self._write(frame)
+
+    async def _write(self, frame: list[Any]) -> None:
+        await self.connection.send(_dumps(frame))
+        self.counts.sent += 1
 
     async def _on_frame(self, raw: str) -> None:
+        self.counts.received += 1
         try:
             frame = json.loads(raw)
         except Exception as error:  # JSONDecodeError, RecursionError (deep nesting), MemoryError …
@@ -304,7 +332,7 @@ class RpcPeer:
             self.log.warning("ocpp_frame_malformed", frame=raw[:200])
             await self._send_error(
                 "-1",
-                OcppCallError(error_code(self.version, "RpcFrameworkError"), "frame is not an OCPP-J array"),
+                _framework_error(self.version, "frame is not an OCPP-J array"),
             )
             return
         kind = frame[0]
@@ -313,9 +341,7 @@ class RpcPeer:
             self.log.warning("ocpp_frame_malformed", frame=raw[:200])
             await self._send_error(
                 unique_id or "-1",
-                OcppCallError(
-                    error_code(self.version, "RpcFrameworkError"), "message type is not an integer"
-                ),
+                _framework_error(self.version, "message type is not an integer"),
             )
             return
         # Answers (3, 4, 5) and 2.1's SEND (6) are never answered, however broken: the sender expects
@@ -326,9 +352,7 @@ class RpcPeer:
             if not unanswered:
                 await self._send_error(
                     "-1",
-                    OcppCallError(
-                        error_code(self.version, "RpcFrameworkError"), "message id is missing or invalid"
-                    ),
+                    _framework_error(self.version, "message id is missing or invalid"),
                 )
             return
         if kind == 2 and len(frame) == 4:
@@ -361,9 +385,7 @@ class RpcPeer:
                 return
             await self._send_error(
                 unique_id,
-                OcppCallError(
-                    error_code(self.version, "RpcFrameworkError"), f"message type {kind} frame is malformed"
-                ),
+                _framework_error(self.version, f"message type {kind} frame is malformed"),
             )
 
     async def _send_unreadable(self, description: str) -> None:
@@ -383,7 +405,7 @@ class RpcPeer:
             await self._send_error(unique_id, reply)
             return
         try:
-            await self.connection.send(_dumps([3, unique_id, reply.payload]))
+            await self._write([3, unique_id, reply.payload])
         except ConnectionClosed:
             return
         if reply.then is not None:
@@ -396,9 +418,7 @@ class RpcPeer:
             return OcppCallError("NotImplemented", f"{action!r} is not an OCPP {self.version.value} action")
         if confirmed and not has_response(self.version, action):
             log.warning("ocpp_send_only_action_called")
-            return OcppCallError(
-                error_code(self.version, "RpcFrameworkError"), f"{action} is sent with SEND (6), not CALL"
-            )
+            return _framework_error(self.version, f"{action} is sent with SEND (6), not CALL")
         if not isinstance(payload, dict):
             log.warning("ocpp_payload_not_object")
             return OcppCallError(error_code(self.version, "FormatViolation"), "payload is not an object")
@@ -456,6 +476,7 @@ class RpcPeer:
         if taken is None:
             return
         action, future = taken
+        self.counts.error(self.counts.errors_received, str(code))
         future.set_exception(CallErrorReceived(action, str(code), str(description), details))
 
     async def close(self, code: int = 1000, reason: str = "") -> None:

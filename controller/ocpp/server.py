@@ -24,7 +24,7 @@ from controller.ocpp.events import ChargerConnected, ChargerDisconnected, EventS
 from controller.ocpp.handshake import HandshakeGate, charger_id_from_path, choose_version, server_ssl_context
 from controller.ocpp.model import ChargerModel, ChargerView, ProfileRecord
 from controller.ocpp.profiles import ChargerLimits
-from controller.ocpp.rpc import RpcPeer
+from controller.ocpp.rpc import FrameCounts, RpcPeer
 from controller.ocpp.v2 import V2Adapter
 from controller.ocpp.v16 import V16Adapter
 from controller.tasks import cancel_and_wait
@@ -70,6 +70,9 @@ class OcppServer:
         self._fallback_import_w = config.site.grid.effective_fallback_import_kw * 1000.0
         self._controls: dict[str, ChargerControl] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.frame_counts: dict[str, FrameCounts] = {}
+        """Frames per charger since start (bounded: configured chargers and at most
+        MAX_UNKNOWN_CHARGERS others are ever accepted)."""
         self._server: Server | None = None
         self._handshakes = HandshakeGate(
             self._config,
@@ -293,6 +296,7 @@ class OcppServer:
             adapter.handle,
             call_timeout_s=self._config.call_timeout_s,
             clock=self._clock,
+            counts=self.frame_counts.setdefault(charger_id, FrameCounts()),
         )
         previous = control.attach(peer, adapter)
         if previous is not None:
