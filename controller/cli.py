@@ -492,8 +492,10 @@ def build_parser() -> argparse.ArgumentParser:
     # The simulator sits above the daemon (it runs the daemon's code), so ``controller`` imports it
     # only here, to add ``v2x sim``, never at module level.
     from sim.cli import register as register_sim
+    from sim.hil.demo import register as register_demo
 
     register_sim(sub)
+    register_demo(sub)
 
     p = sub.add_parser(
         "check-config",

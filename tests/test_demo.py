@@ -1,0 +1,67 @@
+"""``v2x demo``: the daemon, its dashboard and a virtual home from one command, with no broker
+installed (its own, in-process, on a free port). It ends by itself, or cleanly on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+V2X = str(Path(sys.executable).parent / "v2x")
+
+
+def demo(*args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [V2X, "demo", "--no-browser", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+def first_line(process: subprocess.Popen[str], timeout_s: float) -> str:
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout_s
+    line = process.stdout.readline()
+    assert time.monotonic() < deadline, "the dashboard's address came too late"
+    return line
+
+
+@pytest.mark.timeout(240)
+def test_the_demo_runs_a_simulated_day_and_ends_with_the_money() -> None:
+    process = demo("--days", "1", "--speed", "1000")
+    try:
+        line = first_line(process, 60)
+        assert line.startswith("dashboard: http://127.0.0.1:"), line
+        url = line.split()[1]
+        with urllib.request.urlopen(url, timeout=10) as page:  # the dashboard is up
+            assert b"<html" in page.read().lower()
+        out, _ = process.communicate(timeout=200)
+    finally:
+        process.kill()
+    assert process.returncode == 0, out[-3000:]
+    assert "1 simulated days: the grid connection cost" in out
+    assert "without control" in out and "saving" in out
+    assert "Traceback" not in out
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_stops_the_demo_cleanly() -> None:
+    process = demo("--days", "7")
+    try:
+        assert first_line(process, 60).startswith("dashboard: ")
+        time.sleep(2.0)
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=40)
+    finally:
+        process.kill()
+    assert process.returncode == 0, out[-3000:]
+    assert "Traceback" not in out
