@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The OCPP interop tests drive a Node charger (tests/interop, ocpp-rpc); node_modules is never committed.
 INTEROP_STAMP := tests/interop/node_modules/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo compare test lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,12 @@ $(INTEROP_STAMP): tests/interop/package.json tests/interop/package-lock.json
 	npm ci --prefix tests/interop --no-audit --no-fund
 	touch $(INTEROP_STAMP)
 
-# Three weeks of a real home (public data) under four strategies, with the project's real planner.
+# The daemon and its dashboard against a virtual home on a sample day, in simulated time; ends by itself.
 demo: $(STAMP)
+	$(BIN)/v2x demo --days 1 --speed 300
+
+# Three weeks of a real home (public data) under four strategies, with the project's real planner.
+compare: $(STAMP)
 	$(BIN)/v2x sim compare --config sim/examples/home.yaml --series sim/examples/series.csv --trips sim/examples/trips.csv
 
 lint: $(STAMP)

@@ -39,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         description="Simulate the controller against a modelled home (see docs/simulator.md).",
     )
     sub = parser.add_subparsers(dest="sim_command", metavar="SIM_COMMAND", required=True)
+    from sim.hil.command import register_hil
+
+    register_hil(sub)
 
     p = sub.add_parser(
         "run",

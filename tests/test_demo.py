@@ -65,3 +65,25 @@ def test_ctrl_c_stops_the_demo_cleanly() -> None:
         process.kill()
     assert process.returncode == 0, out[-3000:]
     assert "Traceback" not in out
+
+
+@pytest.mark.timeout(180)
+def test_sim_hil_reports_like_sim_run_with_protocol_figures(tmp_path: Path) -> None:
+    """Six simulated hours of the example home through the real daemon, a 2.0.1 charger that rejects
+    a fifth of its TxProfiles: the simulator's summary, protocol figures, the files of `sim run`."""
+    hil = ["sim", "hil", "--days", "0.25", "--speed", "1000", "--ocpp-version", "2.0.1", "--reject", "0.2"]
+    out = subprocess.run(
+        [V2X, *hil, "--out", str(tmp_path / "hil")],
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "strategy                   hil" in out.stdout
+    assert "reserve breaches           0" in out.stdout
+    protocol = [line for line in out.stdout.splitlines() if line.startswith("protocol family-ev:")]
+    assert protocol and "frames sent" in protocol[0] and "1 boots" in protocol[0]
+    assert {"metrics.json", "timeseries.csv", "power_1min.csv"} <= {
+        p.name for p in (tmp_path / "hil").iterdir()
+    }
+    assert "Traceback" not in out.stderr

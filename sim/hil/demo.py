@@ -14,58 +14,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import socket
 import sys
-import tempfile
 import time
 import webbrowser
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-import yaml
+from sim.scenario import load_scenario
 
-from controller.clock import ScaledClock
-from controller.config import SiteConfig, parse_config
-from sim.hil.meters import HomeMeters
-from sim.scenario import Scenario, load_scenario
-
-__all__ = ["DEFAULT_SPEED", "demo_config", "register", "run_demo"]
+__all__ = ["DEFAULT_SPEED", "MAX_SPEED", "Summary", "register", "run_demo"]
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-DEFAULT_SPEED = 200.0
+DEFAULT_SPEED = 300.0
 """Simulated seconds per real second: faithful on a 2-core gateway (docs/simulator.md, HIL)."""
 MAX_SPEED = 1000.0
-BASE_TOPIC = "v2x-demo"
-READY_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
-def demo_config(config_path: Path, broker: tuple[str, int], meters: HomeMeters, storage: Path) -> SiteConfig:
-    """The example home's config on free local ports, with the virtual home's meters and the
-    series' prices as they are (no tariff on top: they are what the home pays and earns)."""
-    tree: dict[str, Any] = yaml.safe_load(config_path.read_text())
-    tree["mqtt"] = {"host": broker[0], "port": broker[1], "base_topic": BASE_TOPIC, "client_id": "v2x-demo"}
-    tree["ocpp"] = {"host": "127.0.0.1", "port": free_port()}
-    tree["api"] = {"enabled": True, "host": "127.0.0.1", "port": free_port()}
-    tree["storage"] = {"path": str(storage)}
-    tree["meters"] = meters.config_entries()
-    tree["tariff"] = {
-        "import": {"dynamic_topic": f"{BASE_TOPIC}-home/prices/import"},
-        "export": {"dynamic_topic": f"{BASE_TOPIC}-home/prices/export"},
-    }
-    # The summary line is the demo's output; the dashboard shows the rest.
-    tree["logging"] = {"level": "error"}
-    for charger in tree.get("chargers", []):
-        charger["allow_unauthenticated"] = True  # on 127.0.0.1, for the virtual chargers
-    return parse_config(tree)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -112,48 +75,38 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def run_demo(args: argparse.Namespace, out: TextIO, broker: tuple[str, int] | None) -> int:
-    from controller.app import Daemon
     from controller.daemon_api import DaemonApi
-    from sim.hil.broker import EmbeddedBroker
     from sim.hil.home import VirtualHome
+    from sim.hil.session import hil_session
 
     scenario = load_scenario(args.config, args.series, args.trips)
     start = scenario.series.start
     until = min(scenario.series.end, start + timedelta(days=args.days))
-    meters = HomeMeters.under(f"{BASE_TOPIC}-home", pv=True)
-    async with contextlib.AsyncExitStack() as stack:
-        if broker is None:
-            embedded = await stack.enter_async_context(EmbeddedBroker())
-            broker = ("127.0.0.1", embedded.port)
-        storage = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="v2x-demo-"))) / "v2x.sqlite"
-        cfg = demo_config(args.config, broker, meters, storage)
-        clock = ScaledClock(start, args.speed)
-        daemon = Daemon(cfg, clock)
-        running = asyncio.create_task(daemon.run(), name="daemon")
-        stack.push_async_callback(_stop, daemon, running)
-        async with asyncio.timeout(READY_TIMEOUT_S):
-            await daemon.wait_ready()
-        url = f"http://127.0.0.1:{cfg.api.port}/"
+    async with hil_session(scenario, args.config, args.speed, broker=broker) as session:
         print(
-            f"dashboard: {url}  (simulated time from {start:%Y-%m-%d %H:%M} UTC, {args.speed:g}x)", file=out
+            f"dashboard: {session.dashboard_url}  (simulated time from {start:%Y-%m-%d %H:%M} UTC, "
+            f"{args.speed:g}x)",
+            file=out,
         )
         out.flush()
         if not args.no_browser:
-            webbrowser.open(url)
+            webbrowser.open(session.dashboard_url)
         home = VirtualHome(
-            scenario.with_config(cfg),
-            clock,
-            ocpp_url=f"ws://127.0.0.1:{cfg.ocpp.port}/ocpp",
-            broker_port=broker[1],
-            meters=meters,
+            session.scenario,
+            session.clock,
+            ocpp_url=session.ocpp_url,
+            broker_port=session.broker_port,
+            meters=session.meters,
+            call_timeout_s=session.call_timeout_s,
         )
-        summary = Summary(out, scenario)
+        summary = Summary(out)
         totals = await home.run(until, summary.tick)
         summary.done()
-        money = await DaemonApi(daemon).money()
+        money = await DaemonApi(session.daemon).money()
         days = (until - start) / timedelta(days=1)
+        currency = session.cfg.site.currency
         print(
-            f"{days:g} simulated days: the grid connection cost {totals.cost:.2f} {cfg.site.currency} "
+            f"{days:g} simulated days: the grid connection cost {totals.cost:.2f} {currency} "
             f"(import {totals.import_kwh:.1f} kWh, export {totals.export_kwh:.1f} kWh)",
             file=out,
         )
@@ -166,22 +119,14 @@ async def run_demo(args: argparse.Namespace, out: TextIO, broker: tuple[str, int
     return 0
 
 
-async def _stop(daemon: Any, running: asyncio.Task[None]) -> None:
-    daemon.stop()
-    with contextlib.suppress(Exception, asyncio.CancelledError):
-        async with asyncio.timeout(STOP_TIMEOUT_S):
-            await running
-
-
 class Summary:
     """One line, refreshed at most once a real second: simulated time, the cars, the grid."""
 
-    def __init__(self, out: TextIO, scenario: Scenario) -> None:
+    def __init__(self, out: TextIO) -> None:
         self.out = out
         self.tty = out.isatty()
         self.last = 0.0
         self.last_day: datetime | None = None
-        self.scenario = scenario
 
     def tick(self, now: Any) -> None:
         real = time.monotonic()

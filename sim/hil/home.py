@@ -31,7 +31,9 @@ from controller.config import OcppVersion, SiteConfig
 from sim.hil.car import VirtualCar
 from sim.hil.faults import Faults
 from sim.hil.meters import HomeMeters, MeterValues, VirtualMeters
+from sim.hil.record import HilRecorder
 from sim.hil.virtual_charger import VirtualCharger
+from sim.information import IntArray, PriceKnowledge
 from sim.scenario import Scenario
 
 __all__ = ["HomeNow", "HomeTotals", "VirtualHome"]
@@ -64,12 +66,15 @@ class HomeNow:
     plugged: dict[str, bool]
 
 
-def price_payload(scenario: Scenario, since: datetime, column: str) -> list[dict[str, object]]:
-    """The series' prices from the step containing ``since`` for ``PRICE_HORIZON``, as the daemon's
-    dynamic price topics take them (``start``, ``end``, ``value`` per kWh)."""
+def price_payload(
+    scenario: Scenario, since: datetime, column: str, known_until: IntArray
+) -> list[dict[str, object]]:
+    """The series' prices from the step containing ``since`` up to what is published by then (the
+    simulator's :class:`~sim.information.PriceKnowledge`: today's, and tomorrow's from noon), as the
+    daemon's dynamic price topics take them (``start``, ``end``, ``value`` per kWh)."""
     series = scenario.series
-    first = max(0, math.floor(series.index_of(since)))
-    last = min(series.steps, first + int(PRICE_HORIZON / series.step))
+    first = min(series.steps - 1, max(0, math.floor(series.index_of(since))))
+    last = min(series.steps, int(known_until[first]), first + int(PRICE_HORIZON / series.step))
     values = getattr(series, column)
     return [
         {
@@ -93,6 +98,8 @@ class VirtualHome:
         versions: Mapping[str, OcppVersion] | None = None,
         faults: Faults | None = None,
         seed: int = 0,
+        recorder: HilRecorder | None = None,
+        call_timeout_s: float = 120.0,
     ) -> None:
         self.scenario = scenario
         self.cfg: SiteConfig = scenario.config
@@ -101,6 +108,8 @@ class VirtualHome:
         self.meters = meters
         self.totals = HomeTotals()
         self.now: HomeNow | None = None
+        self.recorder = recorder
+        self._scheduled = scenario.scheduled_trips
         rng = random.Random(seed)
         self.cars: dict[str, VirtualCar] = {}
         self.chargers: dict[str, VirtualCharger] = {}
@@ -130,6 +139,7 @@ class VirtualHome:
                 clock=clock,
                 rng=random.Random(rng.random()),
                 faults=faults,
+                call_timeout_s=call_timeout_s,
             )
         self._events = sorted(
             [(t.depart, "depart", t.vehicle_id, t.energy_kwh) for t in scenario.trips]
@@ -143,36 +153,51 @@ class VirtualHome:
         start = self.clock.now()
         away = {t.vehicle_id for t in self.scenario.trips if t.depart <= start < t.arrive}
         async with contextlib.AsyncExitStack() as stack:
+            client = aiomqtt.Client("127.0.0.1", self.broker_port, identifier="hil-home")
+            await stack.enter_async_context(client)
             for vehicle_id, charger in self.chargers.items():
                 await charger.start()
                 stack.push_async_callback(charger.close)
                 if vehicle_id not in away:
-                    await charger.plug_in(self.cars[vehicle_id])
+                    await self._plug_in(client, vehicle_id, start)
             meters = VirtualMeters(
                 self.meters, self._meter_values, port=self.broker_port, clock=self.clock, period_s=2.0
             )
             await stack.enter_async_context(meters)
-            prices = asyncio.create_task(self._publish_prices(until), name="hil-prices")
+            prices = asyncio.create_task(self._publish_prices(client, until), name="hil-prices")
             stack.callback(prices.cancel)
             while (now := self.clock.now()) < until:
-                await self._trips(now)
+                await self._trips(client, now)
                 self._step(now, TICK_S)
                 if on_tick is not None and self.now is not None:
                     on_tick(self.now)
                 await self.clock.sleep(TICK_S)
         return self.totals
 
-    async def _trips(self, now: datetime) -> None:
+    async def _trips(self, client: aiomqtt.Client, now: datetime) -> None:
         while self._events and self._events[0][0] <= now:
-            _, kind, vehicle_id, energy_kwh = self._events.pop(0)
+            at, kind, vehicle_id, energy_kwh = self._events.pop(0)
             charger, car = self.chargers.get(vehicle_id), self.cars.get(vehicle_id)
             if charger is None or car is None:
                 continue
             if kind == "depart":
                 await charger.unplug()
+                if self.recorder is not None:
+                    target_kwh = self._target_percent(vehicle_id, at) * car.capacity_kwh / 100.0
+                    self.recorder.depart(vehicle_id, now, car.energy_wh / 1000.0, target_kwh)
                 car.soc_percent = max(0.0, car.soc_percent - 100.0 * energy_kwh / car.capacity_kwh)
             else:
-                await charger.plug_in(car)
+                await self._plug_in(client, vehicle_id, now)
+
+    def _target_percent(self, vehicle_id: str, depart: datetime) -> float:
+        """The driver's target for the trip leaving at ``depart`` (as the simulator schedules it)."""
+        trips = [t for t in self._scheduled if t.vehicle_id == vehicle_id]
+        if trips:
+            return float(
+                min(trips, key=lambda t: abs((t.depart - depart).total_seconds())).target_soc_percent
+            )
+        vehicle = self.cfg.vehicle(vehicle_id)
+        return vehicle.default_target_soc_percent if vehicle is not None else 80.0
 
     def _step(self, now: datetime, seconds: float) -> None:
         series = self.scenario.series
@@ -192,6 +217,15 @@ class VirtualHome:
             / 1000.0
             * hours
         )
+        if self.recorder is not None:
+            self.recorder.sample(now, seconds, grid_w, cars_w)
+            step_index = math.floor(series.index_of(now + timedelta(seconds=seconds))) - 1
+            if step_index >= 0:
+                self.recorder.step_end(
+                    step_index,
+                    {vid: car.energy_wh / 1000.0 for vid, car in self.cars.items()},
+                    {vid: charger.transaction_id is not None for vid, charger in self.chargers.items()},
+                )
         for vid, power_w in cars_w.items():
             charged = totals.cars_charged_kwh.setdefault(vid, 0.0)
             discharged = totals.cars_discharged_kwh.setdefault(vid, 0.0)
@@ -213,17 +247,35 @@ class VirtualHome:
             return MeterValues()
         return MeterValues(grid_w=now.grid_w, grid_phases_w=(now.grid_w / 3.0,) * 3, pv_w=now.pv_w)
 
-    async def _publish_prices(self, until: datetime) -> None:
+    async def _publish_prices(self, client: aiomqtt.Client, until: datetime) -> None:
         """Prices on the tariff topics, every ``PRICE_REPUBLISH`` of simulated time (retained)."""
         tariff = self.cfg.tariff
         topics = [
             (getattr(tariff.import_, "dynamic_topic", None), "import_price_per_kwh"),
             (getattr(tariff.export, "dynamic_topic", None), "export_price_per_kwh"),
         ]
-        async with aiomqtt.Client("127.0.0.1", self.broker_port, identifier="hil-prices") as client:
-            while self.clock.now() < until:
-                for topic, column in topics:
-                    if topic:
-                        payload = json.dumps(price_payload(self.scenario, self.clock.now(), column))
-                        await client.publish(topic, payload, qos=1, retain=True)
-                await self.clock.sleep(PRICE_REPUBLISH.total_seconds())
+        known = PriceKnowledge().known_until(self.scenario.series, self.cfg.site.timezone)
+        while self.clock.now() < until:
+            for topic, column in topics:
+                if topic:
+                    payload = json.dumps(price_payload(self.scenario, self.clock.now(), column, known))
+                    await client.publish(topic, payload, qos=1, retain=True)
+            await self.clock.sleep(PRICE_REPUBLISH.total_seconds())
+
+    async def _plug_in(self, client: aiomqtt.Client, vehicle_id: str, now: datetime) -> None:
+        """The car plugs in; the driver announces the next departure (as the simulator's driver does:
+        the daemon's one-off departure command; a 2.1 car also tells its charger)."""
+        car, charger = self.cars[vehicle_id], self.chargers[vehicle_id]
+        upcoming = [t for t in self.scenario.trips if t.vehicle_id == vehicle_id and t.depart > now]
+        departure = min(upcoming, key=lambda t: t.depart).depart if upcoming else None
+        if departure is not None:
+            car.target_soc_percent = self._target_percent(vehicle_id, departure)
+            command = {
+                "at": departure.isoformat().replace("+00:00", "Z"),
+                "target_soc_percent": car.target_soc_percent,
+            }
+            topic = f"{self.cfg.mqtt.base_topic}/cmd/{vehicle_id}/departure"
+            await client.publish(topic, json.dumps(command), qos=1)
+        await charger.plug_in(car, departure=departure)
+        if self.recorder is not None:
+            self.recorder.plug_in(vehicle_id, now, car.energy_wh / 1000.0)
