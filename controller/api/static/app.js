@@ -605,7 +605,11 @@
   function renderHistory() {
     const box = $('#history-chart');
     const hist = state.history;
-    if (!hist || !hist.times.length) { box.replaceChildren(h('p', { class: 'empty', text: 'No history yet.' })); return; }
+    const anyData = hist && Object.values(hist.series).some((values) => values.some((v) => v != null));
+    if (!hist || !hist.times.length || !anyData) {
+      box.replaceChildren(h('p', { class: 'empty', text: 'No history yet: it fills in as the meters report.' }));
+      return;
+    }
     const times = hist.times.map((t) => Date.parse(t));
     const t0 = Date.parse(hist.since);
     const t1 = Date.parse(hist.until);
@@ -661,8 +665,21 @@
     }
   }
 
-  /** A short one-line summary of an event body. */
-  function eventSummary(body) {
+  /** What an event means, in words, for the kinds the daemon stores; else its fields, briefly. */
+  const EVENT_TEXT = {
+    plug_in: (b) => `${b.vehicle} plugged in at ${b.charger}`,
+    unplug: (b) => `${b.vehicle} unplugged from ${b.charger}`,
+    command: (b) => `${b.vehicle}: ${String(b.command || '').replace(/([a-z])([A-Z])/g, '$1 $2').toLowerCase()}`,
+    signal: (b) => `new ${String(b.signal || '').replace(/_/g, ' ')}`,
+    safe_mode: (b) => (b.active ? `entered: ${(b.reasons || []).join('; ')}` : 'left'),
+    profile_not_accepted: (b) => `${b.charger} did not take its ${b.purpose}: ${b.reason || b.status}`,
+    v2l_cut_off: (b) => `${b.vehicle}: V2L cut off (${b.reason})`,
+    grid_state_expired: () => 'outage state expired',
+    shutdown: () => 'the controller stopped',
+  };
+
+  function eventSummary(kind, body) {
+    if (EVENT_TEXT[kind]) return EVENT_TEXT[kind](body);
     if (body.message) return String(body.message);
     return Object.entries(body).slice(0, 4)
       .map(([k, v]) => `${k}: ${typeof v === 'object' ? JSON.stringify(v) : v}`).join(', ').slice(0, 140);
@@ -672,7 +689,7 @@
     const items = state.events.map((e) => h('li', {},
       h('time', { datetime: e.at, text: fmtWhen(e.at) }), ' ',
       h('strong', { text: e.kind.replace(/_/g, ' ') }), ' ',
-      h('span', { class: 'muted', text: eventSummary(e.body || {}) })));
+      h('span', { class: 'muted', text: eventSummary(e.kind, e.body || {}) })));
     $('#events').replaceChildren(...(items.length ? items : [h('li', { class: 'muted', text: 'Nothing yet.' })]));
   }
 
