@@ -87,3 +87,19 @@ def test_sim_hil_reports_like_sim_run_with_protocol_figures(tmp_path: Path) -> N
         p.name for p in (tmp_path / "hil").iterdir()
     }
     assert "Traceback" not in out.stderr
+
+
+def test_without_the_embedded_broker_installed_the_demo_says_what_to_do(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    from controller.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "amqtt" else real(name, *a)
+    )
+    assert main(["demo", "--no-browser", "--days", "1"]) == 2
+    assert "pip install 'v2x-controller[sim]'" in capsys.readouterr().err
+    assert main(["demo", "--no-browser", "--speed", "5000"]) == 2

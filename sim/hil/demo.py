@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import sys
 import time
 import webbrowser
@@ -62,6 +63,14 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
         print("error: --days must be above 0", file=sys.stderr)
         return 2
     broker: tuple[str, int] | None = None
+    from sim.report import SIM_EXTRA_HINT
+
+    if not args.broker and importlib.util.find_spec("amqtt") is None:
+        print(
+            f"error: the embedded MQTT broker (amqtt) is not installed: {SIM_EXTRA_HINT}, or pass --broker",
+            file=sys.stderr,
+        )
+        return 2
     if args.broker:
         host, _, port = args.broker.rpartition(":")
         if not host or not port.isdigit():
