@@ -44,6 +44,15 @@ TICK_S = 10.0
 """Simulated seconds between two physics steps (meters, energy, trips)."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Trip:
+    vehicle_id: str
+    depart: datetime
+    arrive: datetime
+    energy_kwh: float
+    target_soc_percent: float
+
+
 @dataclass(slots=True)
 class HomeTotals:
     """The grid connection's energy and money since the start (at the series' prices)."""
@@ -109,7 +118,17 @@ class VirtualHome:
         self.totals = HomeTotals()
         self.now: HomeNow | None = None
         self.recorder = recorder
-        self._scheduled = scenario.scheduled_trips
+        series = scenario.series
+        self._schedule = [
+            _Trip(
+                t.vehicle_id,
+                series.time_at(t.depart_index),
+                series.time_at(t.arrive_index),
+                t.energy_kwh,
+                t.target_soc_percent,
+            )
+            for t in scenario.scheduled_trips
+        ]
         rng = random.Random(seed)
         self.cars: dict[str, VirtualCar] = {}
         self.chargers: dict[str, VirtualCharger] = {}
@@ -141,9 +160,11 @@ class VirtualHome:
                 faults=faults,
                 call_timeout_s=call_timeout_s,
             )
+        # The trips as the simulator runs them: snapped to the step grid (``Scenario.scheduled_trips``),
+        # so a HIL run and ``v2x sim run`` see the same departures.
         self._events = sorted(
-            [(t.depart, "depart", t.vehicle_id, t.energy_kwh) for t in scenario.trips]
-            + [(t.arrive, "arrive", t.vehicle_id, t.energy_kwh) for t in scenario.trips]
+            [(t.depart, "depart", t.vehicle_id, t.energy_kwh) for t in self._schedule]
+            + [(t.arrive, "arrive", t.vehicle_id, t.energy_kwh) for t in self._schedule]
         )
 
     # ------------------------------------------------------------------ running
@@ -151,7 +172,7 @@ class VirtualHome:
     async def run(self, until: datetime, on_tick: Callable[[HomeNow], None] | None = None) -> HomeTotals:
         """Drive the home until the clock reaches ``until``; the chargers and meters stop after."""
         start = self.clock.now()
-        away = {t.vehicle_id for t in self.scenario.trips if t.depart <= start < t.arrive}
+        away = {t.vehicle_id for t in self._schedule if t.depart <= start < t.arrive}
         async with contextlib.AsyncExitStack() as stack:
             client = aiomqtt.Client("127.0.0.1", self.broker_port, identifier="hil-home")
             await stack.enter_async_context(client)
@@ -191,7 +212,7 @@ class VirtualHome:
 
     def _target_percent(self, vehicle_id: str, depart: datetime) -> float:
         """The driver's target for the trip leaving at ``depart`` (as the simulator schedules it)."""
-        trips = [t for t in self._scheduled if t.vehicle_id == vehicle_id]
+        trips = [t for t in self._schedule if t.vehicle_id == vehicle_id]
         if trips:
             return float(
                 min(trips, key=lambda t: abs((t.depart - depart).total_seconds())).target_soc_percent
@@ -266,7 +287,7 @@ class VirtualHome:
         """The car plugs in; the driver announces the next departure (as the simulator's driver does:
         the daemon's one-off departure command; a 2.1 car also tells its charger)."""
         car, charger = self.cars[vehicle_id], self.chargers[vehicle_id]
-        upcoming = [t for t in self.scenario.trips if t.vehicle_id == vehicle_id and t.depart > now]
+        upcoming = [t for t in self._schedule if t.vehicle_id == vehicle_id and t.depart > now]
         departure = min(upcoming, key=lambda t: t.depart).depart if upcoming else None
         if departure is not None:
             car.target_soc_percent = self._target_percent(vehicle_id, departure)
