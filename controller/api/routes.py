@@ -1,5 +1,7 @@
 """The HTTP API (FastAPI): reads of the daemon's views, writes through the driver-command path,
 login, live updates and the dashboard's files. The daemon behind it is an :class:`ApiBackend`.
+Every handler that reads the daemon is ``async``: it runs on the daemon's event loop, never in a
+worker thread beside it (only the login, which hashes the password, runs in one).
 
 Writes take the same JSON as the MQTT commands (``controller.commands``) and go through the same
 validation and handler, so an answer here means what an MQTT reply means: applied, stored (on disk)
@@ -88,11 +90,11 @@ class _Guard:
             request.headers.get(CSRF_HEADER),
         )
 
-    def read(self, request: Request) -> None:
+    async def read(self, request: Request) -> None:
         if not self.access(request).read:
             raise HTTPException(401, self.HINT)
 
-    def write(self, request: Request) -> None:
+    async def write(self, request: Request) -> None:
         granted = self.access(request)
         if not granted.read:
             raise HTTPException(401, self.HINT)
@@ -122,9 +124,9 @@ def create_app(
     _files(app)
 
     @app.get("/metrics", tags=["status"], include_in_schema=False)
-    def metrics(request: Request) -> Response:
+    async def metrics(request: Request) -> Response:
         if not metrics_public:
-            guard.read(request)
+            await guard.read(request)
         body, content_type = backend.metrics()
         return Response(body, media_type=content_type)
 
@@ -152,35 +154,35 @@ def _error_handlers(app: FastAPI) -> None:
 
 def _status_routes(app: FastAPI, backend: ApiBackend, read: list[Any]) -> None:
     @app.get("/health", tags=["status"], summary="Liveness and what is degraded (no auth)")
-    def health() -> JSONResponse:
+    async def health() -> JSONResponse:
         alive, details = backend.health()
         body = {**details, "status": details.get("status", "ok") if alive else "unhealthy"}
         return JSONResponse(json.loads(json.dumps(body, default=str)), status_code=200 if alive else 503)
 
     @app.get("/state", tags=["status"], dependencies=read, summary="The site now, in one document")
-    def state() -> JSONResponse:
+    async def state() -> JSONResponse:
         return JSONResponse(json.loads(json.dumps(backend.state(), default=str)))
 
     @app.get("/api/status", tags=["status"], dependencies=read)
-    def status() -> StatusView:
+    async def status() -> StatusView:
         return backend.status()
 
     @app.get("/api/flows", tags=["status"], dependencies=read)
-    def flows() -> FlowsView:
+    async def flows() -> FlowsView:
         return backend.flows()
 
     @app.get("/api/vehicles", tags=["vehicles"], dependencies=read)
-    def vehicles() -> list[VehicleView]:
+    async def vehicles() -> list[VehicleView]:
         return backend.vehicles()
 
     @app.get("/api/chargers", tags=["chargers"], dependencies=read)
-    def chargers() -> list[ChargerView]:
+    async def chargers() -> list[ChargerView]:
         return backend.chargers()
 
     @app.get(
         "/api/config", tags=["status"], dependencies=read, summary="The running config, secrets redacted"
     )
-    def config() -> dict[str, Any]:
+    async def config() -> dict[str, Any]:
         return backend.config()
 
 
@@ -192,7 +194,7 @@ def _data_routes(app: FastAPI, backend: ApiBackend, read: list[Any]) -> None:
         response_model=PlanView,
         responses={204: {"description": "no plan yet"}},
     )
-    def plan() -> Any:
+    async def plan() -> Any:
         current = backend.plan()
         return Response(status_code=204) if current is None else current
 
@@ -296,7 +298,7 @@ def _field_of(message: str, body: bytes) -> str | None:
 
 def _session_routes(app: FastAPI, auth: ApiAuth, secure_cookie: bool) -> None:
     @app.get("/api/session", tags=["session"])
-    def session(request: Request) -> SessionView:
+    async def session(request: Request) -> SessionView:
         cookie = request.cookies.get(SESSION_COOKIE)
         csrf = auth.csrf_token(cookie)
         return SessionView(
@@ -329,7 +331,7 @@ def _session_routes(app: FastAPI, auth: ApiAuth, secure_cookie: bool) -> None:
         return response
 
     @app.post("/api/logout", tags=["session"], status_code=204)
-    def logout(request: Request) -> Response:
+    async def logout(request: Request) -> Response:
         auth.logout(request.cookies.get(SESSION_COOKIE))
         response = Response(status_code=204)
         response.delete_cookie(SESSION_COOKIE, path="/")
