@@ -112,12 +112,14 @@ async def run_hil(
     from sim.hil.record import HilRecorder
     from sim.hil.session import hil_session
 
-    scenario = load_scenario(config, series, trips)
+    loaded = load_scenario(config, series, trips)
+    steps = min(loaded.series.steps, int(timedelta(days=days) / loaded.series.step))
+    # The run's window, as `v2x sim run` on the same window sees it: no prices or trips beyond it.
+    scenario = loaded.window(0, steps)
     start = scenario.series.start
-    steps = min(scenario.series.steps, int(timedelta(days=days) / scenario.series.step))
     until = start + steps * scenario.series.step
     async with hil_session(scenario, config, speed, broker=broker, version=version) as session:
-        recorder = HilRecorder(session.scenario.window(0, steps))
+        recorder = HilRecorder(session.scenario)
         home = VirtualHome(
             session.scenario,
             session.clock,
