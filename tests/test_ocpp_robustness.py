@@ -33,6 +33,7 @@ from controller.ocpp import (
     StatusChanged,
     TransactionStarted,
 )
+from controller.ocpp.sender import REFUSED_RETRY_S
 from tests.ocpp_support import (
     PASSWORD,
     PASSWORD_HASH,
@@ -565,9 +566,10 @@ async def test_implausible_meter_values_are_dropped_logged_and_the_rest_is_used(
     assert all(d["log_level"] == "warning" for d in dropped)
 
 
-async def test_rejected_profile_is_recorded_and_not_retried() -> None:
+async def test_rejected_profile_is_recorded_and_not_retried_until_a_while_later() -> None:
+    clock = ManualClock(T0)
     async with (
-        running_server(site([{"id": "cp"}]), clock=ManualClock(T0), backoff=FAST) as (server, events),
+        running_server(site([{"id": "cp"}]), clock=clock, backoff=FAST) as (server, events),
         library_charger(server, "cp", "2.1", answers={"SetChargingProfile": "Rejected"}) as charger,
     ):
         await start_and_settle(charger)
@@ -581,6 +583,14 @@ async def test_rejected_profile_is_recorded_and_not_retried() -> None:
         # Wanted again with the same content: not sent again, answered with the refusal.
         assert (await server.apply_schedule(one_hour("cp"))) == record
         assert len(charger.tap.profiles()) == 1
+        # A refusal may pass (a reboot, a transaction the charger had not started yet): still wanted
+        # REFUSED_RETRY_S later, it is offered again.
+        clock.advance(timedelta(seconds=REFUSED_RETRY_S - 1))
+        assert (await server.apply_schedule(one_hour("cp"))) == record
+        clock.advance(timedelta(seconds=2))
+        again = await server.apply_schedule(one_hour("cp"))
+        assert again.status is ProfileStatus.REJECTED and again.at > record.at
+        assert len(charger.tap.profiles()) == 2
 
 
 async def start_and_settle(charger: Any) -> None:

@@ -4,7 +4,9 @@ The sender keeps only the newest wanted schedule; a single task sends it, so the
 than one SetChargingProfile outstanding per charger, and a schedule that was overtaken by a newer
 one before it went out is reported as superseded instead of being sent. A profile the charger
 refused (Rejected, or a CALLERROR that can never succeed) is not sent again while the wanted schedule
-says the same, until the charger reconnects or a transaction starts.
+says the same, until the charger reconnects, a transaction starts or ``REFUSED_RETRY_S`` passed: a
+refusal can be passing (a transaction the charger had not started yet, a reboot), and meanwhile the
+charger runs on its default profile, which charges at full power past the SoC ceiling.
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ from controller.ocpp.profiles import (
 )
 from controller.ocpp.rpc import CallErrorReceived, CallTimeout, NotConnected, ResponseInvalid, RpcPeer
 
-__all__ = ["ProfileSender"]
+__all__ = ["REFUSED_RETRY_S", "ProfileSender"]
+
+REFUSED_RETRY_S = 300.0
+"""A refused TxProfile is offered again after this long (clock seconds) if it is still wanted."""
 
 _WITHHELD_REASON = "the daemon is stopping"
 
@@ -250,9 +255,14 @@ class ProfileSender:
                 transaction_id,
                 last.valid_to,
             )
-        if last.status is ProfileStatus.REJECTED and same_schedule(last.schedule, schedule, valid_to):
-            # Refused with this content: it would be refused again (each time logged, stored and
-            # dispatched on). A change of content, a reconnect or a new transaction sends again.
+        if (
+            last.status is ProfileStatus.REJECTED
+            and same_schedule(last.schedule, schedule, valid_to)
+            and (now - last.at).total_seconds() < REFUSED_RETRY_S
+        ):
+            # Refused with this content: it would likely be refused again (each time logged, stored
+            # and dispatched on). A change of content, a reconnect, a new transaction or
+            # REFUSED_RETRY_S later sends again.
             return last
         return None
 
