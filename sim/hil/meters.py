@@ -54,6 +54,11 @@ def _dumps(data: Any) -> bytes:
     return json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
 
 
+def _entry(meter_id: str, role: str, topic: str, fmt: str, stale_after_s: float) -> Json:
+    """A ``meters:`` entry of the site config, as every virtual meter describes itself."""
+    return {"id": meter_id, "role": role, "topic": topic, "format": fmt, "stale_after_s": stale_after_s}
+
+
 @dataclass(frozen=True, slots=True)
 class MeterValues:
     """What the meters read now. A value that is None is not published this round (a silent meter)."""
@@ -88,13 +93,7 @@ class ShellyPro3EM:
         return _dumps(status)
 
     def config(self) -> Json:
-        return {
-            "id": self.id,
-            "role": self.role,
-            "topic": self.topic,
-            "format": self.format,
-            "stale_after_s": self.stale_after_s,
-        }
+        return _entry(self.id, self.role, self.topic, self.format, self.stale_after_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,13 +116,7 @@ class TasmotaPower:
         return _dumps(message)
 
     def config(self) -> Json:
-        return {
-            "id": self.id,
-            "role": self.role,
-            "topic": self.topic,
-            "format": self.format,
-            "stale_after_s": self.stale_after_s,
-        }
+        return _entry(self.id, self.role, self.topic, self.format, self.stale_after_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,14 +146,8 @@ class SocMeter:
         return _dumps(_nest(parse_json_path(self.json_path), value))
 
     def config(self) -> Json:
-        entry: Json = {
-            "id": self.meter_id,
-            "role": self.role,
-            "topic": self.topic,
-            "format": self.format,
-            "vehicle": self.vehicle,
-            "stale_after_s": self.stale_after_s,
-        }
+        entry = _entry(self.meter_id, self.role, self.topic, self.format, self.stale_after_s)
+        entry["vehicle"] = self.vehicle
         if self.json_path:
             entry["json_path"] = self.json_path
         return entry
