@@ -22,7 +22,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -38,6 +37,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
+from sim.hil.session import free_port as free_port  # re-exported: the tests' one free-port helper
 from tests.ocpp_support import wait_until as eventually
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,12 +49,6 @@ VEHICLE = "car"
 V2L_OFF = '{"v2l": "off"}'
 
 Json = dict[str, Any]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def utc_now() -> datetime:
