@@ -10,6 +10,8 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from controller.config.fields import WEEKDAYS, Kw, _clock_time, _Model, _mqtt_topic, _weekday
+from controller.config.retail import CapacityTariffConfig, RetailConfig
+from controller.config.sources import PriceSource, PvSource
 
 # ------------------------------------------------------------------------- tariffs
 
@@ -50,6 +52,18 @@ class PriceConfig(_Model):
     dynamic_multiplier: float = Field(
         1.0, ge=0, le=10, description="Applied to dynamic prices before the markup."
     )
+    provider: PriceSource | None = Field(None, description="A market price source the daemon fetches.")
+    backup_provider: PriceSource | None = Field(
+        None, description="Asked when the provider fails or has no prices for a day."
+    )
+    retail: RetailConfig | None = Field(
+        None, description="Taxes, fees and VAT added to market prices (dynamic_topic or provider)."
+    )
+
+    @property
+    def is_dynamic(self) -> bool:
+        """Whether prices arrive over time (MQTT or a provider) rather than only from this config."""
+        return self.dynamic_topic is not None or self.provider is not None
 
     @field_validator("dynamic_topic")
     @classmethod
@@ -58,10 +72,14 @@ class PriceConfig(_Model):
 
     @model_validator(mode="after")
     def _has_a_source(self) -> Self:
-        if self.static_price_per_kwh is None and not self.time_of_use and not self.dynamic_topic:
+        if self.static_price_per_kwh is None and not self.time_of_use and not self.is_dynamic:
             raise PydanticCustomError(
                 "price_without_source",
-                "has no price; set static_price_per_kwh, time_of_use windows or dynamic_topic",
+                "has no price; set static_price_per_kwh, time_of_use windows, dynamic_topic or provider",
+            )
+        if self.backup_provider is not None and self.provider is None:
+            raise PydanticCustomError(
+                "backup_without_provider", "backup_provider is set without provider; set provider first"
             )
         if self.time_of_use and self.static_price_per_kwh is None:
             raise PydanticCustomError(
@@ -74,6 +92,9 @@ class PriceConfig(_Model):
 class TariffConfig(_Model):
     import_: PriceConfig = Field(alias="import")
     export: PriceConfig = Field(default_factory=lambda: PriceConfig(static_price_per_kwh=0.0))
+    capacity: CapacityTariffConfig | None = Field(
+        None, description="A price on the monthly peak of 15-minute import (capacity tariff)."
+    )
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
@@ -112,6 +133,11 @@ class ForecastConfig(_Model):
     )
     load_history_weeks: int = Field(
         4, ge=1, le=12, description="Weeks of same-weekday history for home load."
+    )
+    pv_sources: list[PvSource] = Field(
+        default_factory=list,
+        max_length=4,
+        description="PV forecast services the daemon fetches; blended with the measured PV.",
     )
     pv_history_days: int = Field(7, ge=1, le=60, description="Days of history for the PV profile.")
     default_home_load_w: float = Field(

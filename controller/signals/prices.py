@@ -171,7 +171,7 @@ def _one_price_on_grid(
     n: int,
 ) -> tuple[FloatArray, BoolArray]:
     configured = tariff_configured_on_grid(cfg, tz, start, step, n)
-    if not cfg.dynamic_topic:
+    if not cfg.is_dynamic:
         assert configured is not None  # PriceConfig guarantees a source
         return configured, np.ones(n, dtype=np.bool_)
     values, known = dynamic.mean_on_grid(start, step, n)
