@@ -117,6 +117,8 @@ class VirtualHome:
         self.meters = meters
         self.totals = HomeTotals()
         self.now: HomeNow | None = None
+        self._last_tick: datetime | None = None
+        self._last_net_wh: dict[str, float] = {}
         self.recorder = recorder
         series = scenario.series
         self._schedule = [
@@ -189,10 +191,11 @@ class VirtualHome:
             stack.callback(prices.cancel)
             while (now := self.clock.now()) < until:
                 await self._trips(client, now)
-                self._step(now, TICK_S)
+                self._step(now)
                 if on_tick is not None and self.now is not None:
                     on_tick(self.now)
                 await self.clock.sleep(TICK_S)
+            self._step(self.clock.now())  # the last interval, up to (just past) ``until``
         return self.totals
 
     async def _trips(self, client: aiomqtt.Client, now: datetime) -> None:
@@ -220,12 +223,61 @@ class VirtualHome:
         vehicle = self.cfg.vehicle(vehicle_id)
         return vehicle.default_target_soc_percent if vehicle is not None else 80.0
 
-    def _step(self, now: datetime, seconds: float) -> None:
+    def _step(self, now: datetime) -> None:
+        """Account the grid connection since the last tick. The interval is the clock's, not the
+        nominal tick (a loaded machine wakes late), and the cars' energy is their chargers' own
+        counters (exact through ramps), so no energy goes uncounted."""
+        last = self._last_tick
+        self._last_tick = now
+        for charger in self.chargers.values():
+            charger.advance()
+        if last is None and self.recorder is not None:
+            for vid, car in self.cars.items():
+                self.recorder.initial_energy_kwh.setdefault(vid, car.energy_wh / 1000.0)
+        net_wh = {vid: c.energy_import_wh - c.energy_export_wh for vid, c in self.chargers.items()}
+        seconds = (now - last).total_seconds() if last is not None else 0.0
+        previous = self._last_net_wh
+        self._last_net_wh = net_wh
+        if last is not None and seconds > 0:  # each car's mean power over the interval
+            cars_w = {vid: (wh - previous.get(vid, wh)) * 3600.0 / seconds for vid, wh in net_wh.items()}
+            for since, part_s, index in self._by_series_step(last, now):
+                series = self.scenario.series
+                grid_w = float(series.load_w[index]) - float(series.pv_w[index]) + sum(cars_w.values())
+                self._account(since, part_s, index, grid_w, cars_w)
         series = self.scenario.series
-        index = min(series.steps - 1, max(0, math.floor(series.index_of(now))))
+        index = self._index(now)
         load_w, pv_w = float(series.load_w[index]), float(series.pv_w[index])
-        cars_w = {vid: charger.power_w for vid, charger in self.chargers.items()}
-        grid_w = load_w - pv_w + sum(cars_w.values())
+        self.now = HomeNow(
+            at=now,
+            grid_w=load_w - pv_w + sum(c.power_w for c in self.chargers.values()),
+            load_w=load_w,
+            pv_w=pv_w,
+            cars_w={vid: charger.power_w for vid, charger in self.chargers.items()},
+            soc_percent={vid: car.soc_percent for vid, car in self.cars.items()},
+            plugged={vid: charger.transaction_id is not None for vid, charger in self.chargers.items()},
+        )
+
+    def _index(self, at: datetime) -> int:
+        series = self.scenario.series
+        return min(series.steps - 1, max(0, math.floor(series.index_of(at))))
+
+    def _by_series_step(self, since: datetime, until: datetime) -> list[tuple[datetime, float, int]]:
+        """``[since, until)`` cut at the series' step boundaries: (start, seconds, step index) each."""
+        parts = []
+        while since < until:
+            index = self._index(since)
+            end = min(until, self.scenario.series.time_at(index + 1))
+            if end <= since:  # past the series' end: the last step's values hold
+                end = until
+            parts.append((since, (end - since).total_seconds(), index))
+            since = end
+        return parts
+
+    def _account(
+        self, since: datetime, seconds: float, index: int, grid_w: float, cars_w: dict[str, float]
+    ) -> None:
+        """``seconds`` from ``since`` at mean powers ``grid_w`` and ``cars_w``, priced at step ``index``."""
+        series = self.scenario.series
         hours = seconds / 3600.0
         totals = self.totals
         totals.import_kwh += max(grid_w, 0.0) / 1000.0 * hours
@@ -238,29 +290,21 @@ class VirtualHome:
             / 1000.0
             * hours
         )
+        for vid, power_w in cars_w.items():
+            charged = totals.cars_charged_kwh.setdefault(vid, 0.0)
+            discharged = totals.cars_discharged_kwh.setdefault(vid, 0.0)
+            totals.cars_charged_kwh[vid] = charged + max(power_w, 0.0) / 1000.0 * hours
+            totals.cars_discharged_kwh[vid] = discharged + max(-power_w, 0.0) / 1000.0 * hours
         if self.recorder is not None:
-            self.recorder.sample(now, seconds, grid_w, cars_w)
-            step_index = math.floor(series.index_of(now + timedelta(seconds=seconds))) - 1
+            self.recorder.sample(since, seconds, grid_w, cars_w)
+            end = since + timedelta(seconds=seconds)
+            step_index = math.floor(series.index_of(end)) - 1
             if step_index >= 0:
                 self.recorder.step_end(
                     step_index,
                     {vid: car.energy_wh / 1000.0 for vid, car in self.cars.items()},
                     {vid: charger.transaction_id is not None for vid, charger in self.chargers.items()},
                 )
-        for vid, power_w in cars_w.items():
-            charged = totals.cars_charged_kwh.setdefault(vid, 0.0)
-            discharged = totals.cars_discharged_kwh.setdefault(vid, 0.0)
-            totals.cars_charged_kwh[vid] = charged + max(power_w, 0.0) / 1000.0 * hours
-            totals.cars_discharged_kwh[vid] = discharged + max(-power_w, 0.0) / 1000.0 * hours
-        self.now = HomeNow(
-            at=now,
-            grid_w=grid_w,
-            load_w=load_w,
-            pv_w=pv_w,
-            cars_w=cars_w,
-            soc_percent={vid: car.soc_percent for vid, car in self.cars.items()},
-            plugged={vid: charger.transaction_id is not None for vid, charger in self.chargers.items()},
-        )
 
     def _meter_values(self) -> MeterValues:
         now = self.now

@@ -47,14 +47,18 @@ class HilRecorder:
         self.start = self.scenario.series.start
         self.step = self.scenario.series.step
 
-    def _minute(self, at: datetime) -> int:
-        return int((at - self.start).total_seconds() // 60)
-
     def sample(self, at: datetime, seconds: float, grid_w: float, cars_w: dict[str, float]) -> None:
-        """``seconds`` of the powers measured at ``at`` (W): energy into each minute's bucket."""
-        minute = self._minute(at)
-        if minute < 0:
-            return
+        """``seconds`` from ``at`` at the mean powers measured (W): energy into each minute it spans."""
+        offset_s = (at - self.start).total_seconds()
+        end_s = offset_s + seconds
+        while offset_s < end_s:
+            minute = int(offset_s // 60)
+            part_s = min(end_s, (minute + 1) * 60.0) - offset_s
+            if minute >= 0:
+                self._add(minute, part_s, grid_w, cars_w)
+            offset_s += part_s
+
+    def _add(self, minute: int, seconds: float, grid_w: float, cars_w: dict[str, float]) -> None:
         while len(self.minute_grid_ws) <= minute:
             self.minute_grid_ws.append(0.0)
         self.minute_grid_ws[minute] += grid_w * seconds

@@ -130,11 +130,12 @@ class VirtualCharger(ChargePoint):
         power, phases = asked if asked is not None else (car.max_charge_w, model.phases)
         return car.limit_w(model.delivered_w(power, phases))
 
-    def _advance(self) -> None:
+    def advance(self) -> None:
+        """Bring the power stage, its energy counters and the car's SoC up to now."""
         self.drive.advance(self.car, self._wanted_w)
 
     def reading(self) -> frames.MeterReading:
-        self._advance()
+        self.advance()
         car = self.car
         soc = round(car.soc_percent, 1) if car is not None and car.reports_soc else None
         return frames.MeterReading(
@@ -185,7 +186,7 @@ class VirtualCharger(ChargePoint):
         answer = await self.call(action, payload)
         self.transaction_id = str(answer["transactionId"]) if self.version is OcppVersion.V16 else proposed
         self.transaction_start = self.clock.now()
-        self._advance()
+        self.advance()
         car = self.car
         if self.version is OcppVersion.V21 and car is not None:
             discharge_w = car.max_discharge_w if self.config.bidirectional else 0.0
@@ -250,7 +251,7 @@ class VirtualCharger(ChargePoint):
 
     async def _physics(self) -> None:
         while True:
-            self._advance()
+            self.advance()
             await self.clock.sleep(self.tick_s)
 
     async def _meter_loop(self) -> None:
@@ -318,7 +319,7 @@ class VirtualCharger(ChargePoint):
         self.profiles[profile.purpose] = profile
         self.stats.profiles_accepted += 1
         self.drive.expect(arrival)
-        self._advance()
+        self.advance()
         return {"status": "Accepted"}
 
     def _rejected(self, reason: str) -> Json:
