@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.clock import ensure_utc
 from controller.config import OcppVersion
+from controller.domain import ensure_utc
 from sim.hil.command import run_hil
 from sim.hil.home import VirtualHome
 from sim.hil.meters import HomeMeters
