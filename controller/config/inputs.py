@@ -77,6 +77,12 @@ class PriceConfig(_Model):
                 "price_without_source",
                 "has no price; set static_price_per_kwh, time_of_use windows, dynamic_topic or provider",
             )
+        if self.retail is not None and not self.is_dynamic:
+            raise PydanticCustomError(
+                "retail_without_market_price",
+                "retail applies to market prices only; set dynamic_topic or provider, or remove retail "
+                "(static and time-of-use prices are already what you pay)",
+            )
         if self.backup_provider is not None and self.provider is None:
             raise PydanticCustomError(
                 "backup_without_provider", "backup_provider is set without provider; set provider first"

@@ -1,36 +1,127 @@
 """What a household pays per kWh on top of a market price (``tariff.import.retail``) and the capacity
 tariff (``tariff.capacity``).
 
-The retail price of a market price ``p`` per kWh is
-``(p + supplier_markup + energy_tax + grid_fee(t)) * (1 + vat_percent / 100)``; ``preset`` fills the
-energy tax and VAT of a country for a date range, a value written here wins over it.
+The retail price of a market price ``p`` per kWh (site currency) is
+``(p * dynamic_multiplier + dynamic_markup_per_kwh + supplier_markup_per_kwh + energy_tax_per_kwh
++ grid_fee(t)) * (1 + vat_percent / 100)``; ``preset`` fills the energy tax and VAT of a country for a
+year (``controller/config/retail_presets.py``, sources in docs/tariffs.md), a value written here wins
+over it. ``grid_fee(t)`` is the fee of the first ``grid_fee_windows`` entry open at local time ``t``,
+else ``grid_fee_per_kwh``.
 """
 
 from __future__ import annotations
 
-from pydantic import Field
+import datetime as dt
+from typing import Any, Self
 
-from controller.config.fields import _Model
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from controller.config.fields import WEEKDAYS, _clock_time, _Model, _weekday
+from controller.config.retail_presets import RETAIL_PRESETS
+
+MONTHS = tuple(range(1, 13))
+
+
+def _preset_names() -> tuple[str, ...]:
+    return tuple(RETAIL_PRESETS)
 
 
 class GridFeeWindow(_Model):
-    """A time-of-use grid fee (e.g. Germany's §14a module 3 windows): this fee per kWh inside the window."""
+    """A time-of-use grid fee (e.g. Germany's §14a module 3 HT/ST/NT windows): this fee per kWh
+    (excl. VAT) inside the window."""
 
-    start: str = Field(description="Local time the window opens, HH:MM.")
-    end: str = Field(description="Local time it closes, HH:MM (24:00 = midnight).")
+    start: dt.time = Field(description="Local time the window opens, HH:MM.")
+    end: dt.time = Field(
+        description="Local time it closes, HH:MM (24:00 = midnight); before start: it runs past midnight; "
+        "equal to start: the whole day."
+    )
     fee_per_kwh: float = Field(ge=-10, le=10)
+    days: list[str] = Field(
+        default_factory=lambda: list(WEEKDAYS), min_length=1, description="Weekdays the window opens on."
+    )
+    months: list[int] = Field(
+        default_factory=lambda: list(MONTHS),
+        min_length=1,
+        description="Months (1-12) the window opens in, e.g. [1, 2, 3, 10, 11, 12] for two quarters.",
+    )
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _hhmm(cls, value: Any) -> dt.time:
+        return _clock_time(value, allow_24=True)
+
+    @field_validator("days")
+    @classmethod
+    def _weekday_names(cls, value: list[str]) -> list[str]:
+        return [_weekday(day) for day in value]
+
+    @field_validator("months")
+    @classmethod
+    def _month_numbers(cls, value: list[int]) -> list[int]:
+        for month in value:
+            if month not in MONTHS:
+                raise PydanticCustomError(
+                    "unknown_month",
+                    "{month} is not a month; use 1 (January) to 12 (December)",
+                    {"month": month},
+                )
+        return sorted(set(value))
 
 
 class RetailConfig(_Model):
+    """Taxes, fees and VAT on top of a market price, in the site currency."""
+
     preset: str | None = Field(
         None, description="Country and year of the taxes, e.g. NL-2026 (see docs/tariffs.md)."
     )
-    energy_tax_per_kwh: float | None = Field(None, ge=-10, le=10, description="Overrides the preset's.")
+    energy_tax_per_kwh: float | None = Field(
+        None, ge=-10, le=10, description="Energy tax and levies per kWh, excl. VAT; overrides the preset's."
+    )
     vat_percent: float | None = Field(None, ge=0, le=100, description="Overrides the preset's.")
-    grid_fee_per_kwh: float = Field(0.0, ge=-10, le=10, description="Your network operator's fee per kWh.")
-    grid_fee_windows: list[GridFeeWindow] = Field(default_factory=list)
-    supplier_markup_per_kwh: float = Field(0.0, ge=-10, le=10)
-    fixed_per_month: float = Field(0.0, ge=0, le=10_000, description="Standing charge; not planned on.")
+    grid_fee_per_kwh: float = Field(
+        0.0,
+        ge=-10,
+        le=10,
+        description="Your network operator's fee per kWh, excl. VAT (outside every window).",
+    )
+    grid_fee_windows: list[GridFeeWindow] = Field(
+        default_factory=list, max_length=48, description="Time-of-use grid fees; the first open window wins."
+    )
+    supplier_markup_per_kwh: float = Field(
+        0.0, ge=-10, le=10, description="The supplier's fee per kWh, excl. VAT."
+    )
+    fixed_per_month: float = Field(
+        0.0, ge=0, le=10_000, description="Standing charge per month, incl. VAT; reported, not planned on."
+    )
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        names = _preset_names()
+        wanted = value.upper()
+        if wanted not in names:
+            raise PydanticCustomError(
+                "unknown_preset",
+                "'{preset}' is not a known preset; use one of {names}, or set energy_tax_per_kwh and vat_percent",
+                {"preset": value, "names": ", ".join(names)},
+            )
+        return wanted
+
+    @model_validator(mode="after")
+    def _taxes_known(self) -> Self:
+        if self.preset is None and (self.energy_tax_per_kwh is None or self.vat_percent is None):
+            missing = " and ".join(
+                name for name in ("energy_tax_per_kwh", "vat_percent") if getattr(self, name) is None
+            )
+            raise PydanticCustomError(
+                "retail_without_taxes",
+                "has no preset and no {missing}; set preset (e.g. NL-2026) or write {missing} (0 if none)",
+                {"missing": missing},
+            )
+        return self
 
 
 class CapacityTariffConfig(_Model):

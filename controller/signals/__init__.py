@@ -6,7 +6,8 @@ newest message wins where windows overlap: newest by its ``issued_at`` when it h
 than its arrival), else by arrival; ties by arrival order); the ``*_on_grid`` functions resample the
 resolved windows to the plan grid.
 
-One module per job: ``payload`` (what every payload shares), ``prices``, ``limits``,
+One module per job: ``payload`` (what every payload shares), ``prices``, ``retail`` (taxes, fees and
+VAT on a market price; dated presets in ``retail_presets``), ``limits``,
 ``pv_forecast``, ``grid_state``, ``timeline`` (newest-wins resolution) and ``resample`` (onto the
 plan grid).
 
@@ -21,6 +22,7 @@ Limit payload (caps in W or kW; ``end`` or ``duration_s``; ``start`` defaults to
     {"issued_at": "...", "limits": [{"export_w": 0, "duration_s": 3600}, ...]}
 """
 
+from controller.config.retail_presets import RETAIL_PRESETS, RetailPreset
 from controller.signals.grid_state import parse_grid_state
 from controller.signals.limits import (
     LimitSignal,
@@ -41,12 +43,21 @@ from controller.signals.prices import (
 )
 from controller.signals.pv_forecast import PowerForecast, parse_pv_forecast
 from controller.signals.resample import mean_on_grid
+from controller.signals.retail import (
+    RetailRates,
+    fixed_per_day,
+    grid_fee_on_grid,
+    retail_price_at,
+    retail_rates,
+    retail_table,
+)
 from controller.signals.timeline import Timeline
 
 __all__ = [
     "MAX_LIMIT_W",
     "MAX_PRICE_PER_KWH",
     "MAX_SIGNAL_PAYLOAD_BYTES",
+    "RETAIL_PRESETS",
     "LimitSignal",
     "LimitWindow",
     "LimitsOnGrid",
@@ -54,8 +65,12 @@ __all__ = [
     "PriceSignal",
     "PriceSlot",
     "PricesOnGrid",
+    "RetailPreset",
+    "RetailRates",
     "SignalError",
     "Timeline",
+    "fixed_per_day",
+    "grid_fee_on_grid",
     "limits_on_grid",
     "mean_on_grid",
     "parse_grid_state",
@@ -64,5 +79,8 @@ __all__ = [
     "parse_pv_forecast",
     "parse_time",
     "prices_on_grid",
+    "retail_price_at",
+    "retail_rates",
+    "retail_table",
     "tariff_configured_on_grid",
 ]

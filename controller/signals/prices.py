@@ -1,8 +1,10 @@
 """Prices (pure): parse price forecasts, and lay the tariff onto the plan grid.
 
-On the grid a dynamic price (x multiplier + markup) wins over time-of-use, which wins over a static
-price; where a dynamic-only tariff has no forecast the price persists (same time yesterday, else the
-last known price, else the next) and the step is flagged as not known.
+On the grid a dynamic price (x multiplier + markup, then the retail formula of ``retail`` when set:
+``controller.signals.retail``) wins over time-of-use, which wins over a static price; where a
+dynamic-only tariff has no forecast the price persists (same time yesterday, else the last known price,
+else the next) and the step is flagged as not known. Configured static and time-of-use prices are what
+the household pays already: the retail formula never applies to them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from controller.signals.payload import (
     unwrap_envelope,
 )
 from controller.signals.resample import BoolArray, FloatArray, check_grid
+from controller.signals.retail import retail_on_grid, retail_rates
 from controller.signals.timeline import Timeline
 
 __all__ = [
@@ -177,12 +180,27 @@ def _one_price_on_grid(
     values, known = dynamic.mean_on_grid(start, step, n)
     values[known] = values[known] * cfg.dynamic_multiplier + cfg.dynamic_markup_per_kwh
     if configured is not None:  # configured prices fill the gaps of the forecast
-        values = np.where(known, values, configured)
+        values = np.where(known, _retail(cfg, values, tz, start, step, n), configured)
         return values, np.ones(n, dtype=np.bool_)
     yesterday, yesterday_known = dynamic.mean_on_grid(start - dt.timedelta(days=1), step, n)
     yesterday = yesterday * cfg.dynamic_multiplier + cfg.dynamic_markup_per_kwh
     _fill(values, known, yesterday, yesterday_known)
-    return values, known
+    # After the fill: a market price taken from yesterday pays today's grid fee at this step.
+    return _retail(cfg, values, tz, start, step, n), known
+
+
+def _retail(
+    cfg: PriceConfig,
+    marked_up: FloatArray,
+    tz: zoneinfo.ZoneInfo,
+    start: dt.datetime,
+    step: dt.timedelta,
+    n: int,
+) -> FloatArray:
+    """Market prices (after multiplier and markup) with the retail formula applied, if configured."""
+    if cfg.retail is None:
+        return marked_up
+    return retail_on_grid(retail_rates(cfg.retail), marked_up, tz, start, step, n)
 
 
 def prices_on_grid(
@@ -198,7 +216,8 @@ def prices_on_grid(
     """Import/export prices per step: dynamic (x multiplier + markup) over time-of-use over static.
 
     Steps a dynamic-only tariff has no forecast for are filled (same time yesterday, else the last
-    known price, else the next) and flagged in ``*_known``; with no data at all they are 0.
+    known price, else the next) and flagged in ``*_known``; with no data at all the market price is 0
+    (the retail price then is the taxes and fees alone).
     """
     start = check_grid(start, step, n)
     tz = zoneinfo.ZoneInfo(timezone)
