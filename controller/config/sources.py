@@ -97,6 +97,11 @@ class OctopusSource(_SourceBase):
     region: str = Field(
         pattern=r"^[A-P]$", description="Grid supply point group letter A-P (the tariff code's last letter)."
     )
+    direct_debit: bool = Field(
+        True,
+        description="The account pays by Direct Debit: where a tariff lists rates per payment method, "
+        "these are the ones used.",
+    )
 
 
 class TibberSource(_SourceBase):
