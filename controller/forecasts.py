@@ -1,5 +1,6 @@
 """Where the daemon's forecasts come from: home load and PV learnt from their own history in the store,
-and a PV forecast from MQTT where one covers a step.
+PV forecasts the daemon fetches (blended with the measured PV, :mod:`controller.forecast.pv_blend`),
+and a PV forecast from MQTT, which wins where it covers a step.
 
 The daemon records the history here (``record_flows``, each dispatch tick: home = grid + PV - cars,
 when all are known) and asks for per-step forecasts at each re-plan (``forecasts``, in a worker
@@ -9,11 +10,17 @@ thread). The forecasting itself is pure (:mod:`controller.forecast`).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 
 from controller.config import SiteConfig
 from controller.domain import MeterRole, align_to_step
 from controller.forecast import forecast_load_w, forecast_pv_w
-from controller.forecast.profile import DEFAULT_BLEND_HOURS, PV_RATIO_HOURS
+from controller.forecast.profile import DEFAULT_BLEND_HOURS, PV_RATIO_HOURS, history_grid
+from controller.forecast.pv_blend import LOOKBACK_HOURS, blend_pv_w
+from controller.signals import PowerForecast
+from controller.signals.payload import Segment
+from controller.signals.resample import mean_on_grid
+from controller.signals.timeline import Timeline
 from controller.site import FloatArray, Site
 from controller.site_inputs import SiteInputs
 from controller.store import Store
@@ -32,6 +39,11 @@ class ForecastService:
         self.site = site
         self.inputs: SiteInputs = site.inputs
         self._has_pv_meter = any(m.role is MeterRole.PV for m in cfg.meters)
+        # Fetched PV forecasts per source (newest fetch wins where windows overlap; the recent past
+        # is kept to compare with the measured PV). The worker thread reads only the resolved
+        # segments, a mapping replaced whole on each update, never changed in place.
+        self._fetched_pv: dict[str, Timeline] = {}
+        self._fetched_pv_segments: Mapping[str, tuple[Segment, ...]] = {}
 
     def record_flows(self, now: dt.datetime) -> None:
         """Home load and PV for the forecasts: home = grid + PV - cars, when all are known (a PV
@@ -58,10 +70,44 @@ class ForecastService:
         pv_w, covered = self.inputs.pv_forecast_on_grid(start, step, steps)
         return {start + i * step: float(pv_w[i]) for i in range(steps) if covered[i]}
 
+    def update_fetched_pv(self, source: str, forecast: PowerForecast, received_at: dt.datetime) -> None:
+        """Add a PV forecast fetched from ``source`` (a name per configured service, e.g.
+        ``"open_meteo"``; the arrays already summed): called on the event loop. Where several sources
+        cover a step the plan uses their mean, corrected by the measured PV (``pv_blend``)."""
+        timeline = self._fetched_pv.setdefault(source, Timeline(name=f"fetched PV forecast {source}"))
+        timeline.add(forecast.segments, received_at, forecast.issued_at)
+        self._fetched_pv_segments = {**self._fetched_pv_segments, source: tuple(timeline.segments())}
+
+    def _pv_w(
+        self, history: list[tuple[dt.datetime, float]], start: dt.datetime, external: dict[dt.datetime, float]
+    ) -> FloatArray:
+        """PV per plan step: fetched forecasts blended with the measured PV, the history profile
+        where none covers a step, the MQTT forecast where it covers one."""
+        step, steps = self.site.step, self.cfg.site.steps
+        profile = forecast_pv_w(history, start, step, steps, days=self.cfg.forecast.pv_history_days)
+        fetched = self._fetched_pv_segments  # read once: replaced whole on the event loop
+        pv = profile
+        if fetched:
+            recent = max(1, round(LOOKBACK_HOURS * 3600 / step.total_seconds()))
+            since = start - recent * step
+            pv = blend_pv_w(
+                [mean_on_grid(segments, start, step, steps) for segments in fetched.values()],
+                profile,
+                history_grid(history, start, step, recent),
+                [mean_on_grid(segments, since, step, recent) for segments in fetched.values()],
+                step,
+            ).power_w
+        for i in range(steps):
+            value = external.get(start + i * step)
+            if value is not None:
+                pv[i] = max(0.0, value)
+        return pv
+
     def forecasts(
         self, now: dt.datetime, pv_external: dict[dt.datetime, float] | None = None
     ) -> tuple[FloatArray, FloatArray]:
-        """Home load and PV per plan step; a PV forecast from MQTT wins where it covers a step.
+        """Home load and PV per plan step; fetched PV forecasts blended with the measured PV where
+        they cover a step, a PV forecast from MQTT wins where it covers one.
 
         Reads the store: called in a worker thread, with ``pv_external`` read on the loop.
         """
@@ -84,5 +130,5 @@ class ForecastService:
                 weeks=settings.load_history_weeks,
                 default_w=settings.default_home_load_w,
             ),
-            forecast_pv_w(pv, start, step, steps, days=settings.pv_history_days, external=external),
+            self._pv_w(pv, start, external),
         )
