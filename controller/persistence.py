@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import datetime as dt
+import sqlite3
 from typing import Any
 
 import structlog
 
 from controller.clock import Clock
+from controller.dispatch.peak_window import month_start
 from controller.domain import Plan
 from controller.site import Site, VehicleRuntime
 from controller.store import Store
@@ -67,6 +69,7 @@ class SitePersistence:
         if plan is not None and plan.step_index(now) is None:
             plan = None
         self._open_sessions = {s.charger_id: s.transaction_id for s in self.store.open_sessions()}
+        self._restore_import_peak(now)
         log.info(
             "state_restored",
             vehicles=restored,
@@ -74,6 +77,24 @@ class SitePersistence:
             plan=plan is not None,
         )
         return plan
+
+    def _restore_import_peak(self, now: dt.datetime) -> None:
+        """With a capacity tariff: the month's peak so far and the open window's import, from the grid
+        meter's stored history, so a restart does not forget them."""
+        inputs = self.site.inputs
+        capacity = self.site.cfg.tariff.capacity
+        meter_id = inputs.peak_meter_id
+        if inputs.import_peak is None or capacity is None or meter_id is None:
+            return
+        window = dt.timedelta(minutes=capacity.window_minutes)
+        since = month_start(now, self.site.cfg.site.timezone)
+        try:
+            peak_w, window_wh = self.store.import_peak(meter_id, since, now, window)
+        except sqlite3.Error as exc:
+            log.warning("import_peak_not_restored", error=str(exc))
+            return
+        inputs.import_peak.restore(peak_w, window_wh, now)
+        log.info("import_peak_restored", month_peak_w=round(peak_w, 1), window_wh=round(window_wh, 1))
 
     def save_vehicles(self, vehicle: VehicleRuntime | None = None) -> None:
         """``vehicle``'s state, or every vehicle's, queued for the store where it changed."""

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from controller.config import MeterConfig, SiteConfig
+from controller.dispatch.peak_window import ImportPeak
 from controller.domain import GridLimits, MeterReading, MeterRole, ensure_utc
 from controller.signals import (
     LimitSignal,
@@ -71,6 +72,14 @@ class SiteInputs:
         self._pv_forecast = Timeline(name="pv forecast")
         self.grid_lost = False
         self.grid_state_at: dt.datetime | None = None
+        capacity = cfg.tariff.capacity
+        self.import_peak: ImportPeak | None = (
+            ImportPeak(dt.timedelta(minutes=capacity.window_minutes), cfg.site.timezone)
+            if capacity is not None
+            else None
+        )
+        """With a capacity tariff: the month's peak of window-average import, from the grid meter."""
+        self._peak_meter = next((m.id for m in cfg.meters if m.role is MeterRole.GRID), None)
 
     # ---------------------------------------------------------------- meters
 
@@ -84,7 +93,22 @@ class SiteInputs:
             return False
         self._readings[reading.meter_id] = reading
         self._phases_w[reading.meter_id] = phases_w
+        if self.import_peak is not None and reading.meter_id == self._peak_meter:
+            self.import_peak.add(reading.at, reading.value, meter.stale_after_s)
         return True
+
+    @property
+    def peak_meter_id(self) -> str | None:
+        """The grid meter whose readings the capacity tariff's peak follows (the first one)."""
+        return self._peak_meter
+
+    def month_peak_import_w(self, now: dt.datetime) -> float | None:
+        """The month's peak window-average import so far, W; None without a capacity tariff."""
+        return None if self.import_peak is None else self.import_peak.month_peak_w(now)
+
+    def window_import_wh(self, now: dt.datetime) -> float:
+        """Imported in the current capacity window up to ``now``, Wh (0 without a capacity tariff)."""
+        return 0.0 if self.import_peak is None else self.import_peak.window_wh(now)
 
     def count_dropped(self, meter_id: str) -> None:
         """Count one message of a meter refused as unusable or implausible (never stored)."""

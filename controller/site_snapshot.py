@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from controller.dispatch import DispatchInputs, VehicleLive
+from controller.dispatch.peak_window import capacity_import_cap_w, planned_peak_w
 from controller.domain import Departure, Plan, VehicleMode, align_to_step, ensure_utc
 from controller.snapshot import (
     DepartureGoal,
@@ -97,7 +98,34 @@ def snapshot(site: Site, now: dt.datetime, load_w: FloatArray, pv_w: FloatArray)
         export_price_per_kwh=[float(x) for x in np.clip(prices.export_per_kwh, -10, 10)],
         import_limit_w=[float(x) for x in limits.import_limit_w],
         export_limit_w=[float(x) for x in limits.export_limit_w],
+        **_capacity_fields(site, now),
     )
+
+
+def _capacity_fields(site: Site, now: dt.datetime) -> dict[str, float]:
+    """The month's peak so far (at least the tariff's minimum) and the open window's import."""
+    capacity = site.cfg.tariff.capacity
+    peak_w = site.inputs.month_peak_import_w(now)
+    if capacity is None or peak_w is None:
+        return {}
+    return {
+        "month_peak_import_w": max(peak_w, 1000.0 * capacity.minimum_peak_kw),
+        "window_import_wh": site.inputs.window_import_wh(now),
+    }
+
+
+def _capacity_cap_w(site: Site, now: dt.datetime, plan: Plan | None) -> float | None:
+    """The capacity tariff's import cap for the rest of the window (``peak_window``): None without a
+    tariff, a plan or a fresh grid reading (then nothing measures the window)."""
+    capacity = site.cfg.tariff.capacity
+    peak_w = site.inputs.month_peak_import_w(now)
+    if capacity is None or plan is None or peak_w is None or site.inputs.grid_power_w(now) is None:
+        return None
+    window = dt.timedelta(minutes=capacity.window_minutes)
+    window_wh = site.inputs.window_import_wh(now)
+    floor_w = max(peak_w, 1000.0 * capacity.minimum_peak_kw)
+    planned_w = planned_peak_w(plan, now, floor_w, window_wh, window, site.cfg.site.timezone)
+    return capacity_import_cap_w(planned_w, window_wh, now, window)
 
 
 def planner_snapshot(site: Site, now: dt.datetime, load_w: FloatArray, pv_w: FloatArray) -> Snapshot:
@@ -131,6 +159,7 @@ def dispatch_inputs(site: Site, now: dt.datetime, plan: Plan | None) -> Dispatch
         home_power_w=site.inputs.home_power_w(now),
         pv_power_w=site.inputs.pv_power_w(now),
         grid_phases_w=site.inputs.grid_phases_w(now),
+        capacity_cap_w=_capacity_cap_w(site, now, plan),
     )
 
 

@@ -227,6 +227,18 @@ class Snapshot(_Model):
     export_limit_w: PowerSeries | None = Field(
         None, description="Grid export cap per step, W; default: the site's export_limit_kw."
     )
+    month_peak_import_w: PowerW | None = Field(
+        None,
+        description="Capacity tariff: the month's highest window-average grid import so far (the month in "
+        "the site's time zone), W, at least the tariff's minimum peak; null: only the minimum.",
+    )
+    window_import_wh: float = Field(
+        0.0,
+        ge=0,
+        le=10_000_000,
+        allow_inf_nan=False,
+        description="Capacity tariff: grid import already in the capacity window under way, before time, Wh.",
+    )
 
     _time_utc = field_validator("time")(_utc)
 

@@ -169,6 +169,27 @@ def _merge_buckets(db: sqlite3.Connection, buckets: list[tuple[str, Bucket]]) ->
     )
 
 
+def _import_peak(
+    db: sqlite3.Connection, meter_id: str, since_s: int, now_s: int, window_s: int, bucket_s: int
+) -> tuple[float, float]:
+    """Negative buckets count as 0. A window is averaged over the buckets it has (1 minute for the
+    last 14 days, 5 minutes up to 90): a meter silent for part of it is not counted as 0 there. The
+    open window's energy sums its one-minute buckets."""
+    if window_s <= 0:
+        raise ValueError("window must be at least one second")
+    current_s = now_s // window_s * window_s
+    peak = db.execute(
+        "SELECT MAX(average) FROM (SELECT bucket_start / ?1 AS slot, AVG(MAX(mean, 0.0)) AS average "
+        "FROM meter_history WHERE meter_id = ?2 AND bucket_start >= ?3 AND bucket_start < ?4 GROUP BY slot)",
+        (window_s, meter_id, since_s, current_s),
+    ).fetchone()[0]
+    so_far = db.execute(
+        "SELECT SUM(MAX(mean, 0.0)) FROM meter_history WHERE meter_id = ? AND bucket_start >= ? AND bucket_start < ?",
+        (meter_id, current_s, now_s),
+    ).fetchone()[0]
+    return float(peak or 0.0), float(so_far or 0.0) * bucket_s / 3600.0
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryPoint:
     bucket_start: datetime
@@ -306,6 +327,16 @@ class Store:
                 (step_s, step_s, meter_id, _ts(since), _ts(until)),
             ).fetchall()
         return [(_dt(r[0]), float(r[1])) for r in rows]
+
+    def import_peak(
+        self, meter_id: str, since: datetime, now: datetime, window: timedelta
+    ) -> tuple[float, float]:
+        """(the highest window-average import in ``[since, now's window)``, W; the import of now's
+        window so far, Wh) from the stored buckets: see :func:`_import_peak`."""
+        with self._lock:
+            return _import_peak(
+                self._db, meter_id, _ts(since), _ts(now), int(window.total_seconds()), self._bucket_s
+            )
 
     def purge(self, older_than: datetime) -> int:
         cutoff = _ts(older_than)

@@ -31,25 +31,32 @@ where the netted average (-0.035 kW) shows an export of 9 Wh and no import.
 * A ceiling breach is a step where a car charged (in any minute) and ended above its maximum SoC
   (``max_soc_percent``) by more than a float tolerance; a car that arrives above it is no breach.
   ``ceiling_excess_kwh_max`` is the largest such excess (0 without breaches).
+* With a capacity tariff (``tariff.capacity``): ``monthly_peak_import_kw`` is each month's (local
+  time, ``YYYY-MM``) highest average import over the tariff's windows (15 minutes, aligned to the
+  wall clock), from the minutes' positive parts; ``capacity_cost`` is the sum over the months of
+  ``price_per_kw_month x max(peak, minimum_peak_kw)`` (a month the run only touches is billed in
+  full), and it is part of ``total_cost``.
 * A departure shortfall is a departure below the target; it is avoidable when charging at full power
   since plug-in would have reached the target (or more of it).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from controller.dispatch.peak_window import month_key
 from controller.optimizer.inputs import terminal_value_per_kwh
 from controller.optimizer.shape import SiteShape
 from sim.engine import SimResult
 from sim.scenario import FloatArray
 
-__all__ = ["Metrics", "compute_metrics", "monthly_cost", "saving_share", "step_cost"]
+__all__ = ["Metrics", "compute_metrics", "monthly_cost", "monthly_peaks", "saving_share", "step_cost"]
 
 # Tolerances against float noise, not slack for the controller.
 RESERVE_TOLERANCE_KWH = 0.01
@@ -109,6 +116,10 @@ class Metrics:
     """The solver's own time (the rest of solve_ms is building inputs and the plan)."""
     fallbacks: int
     wall_time_s: float
+    capacity_cost: float = 0.0
+    """With a capacity tariff: what the months' peaks cost (part of ``total_cost``), else 0."""
+    monthly_peak_import_kw: dict[str, float] = field(default_factory=dict)
+    """With a capacity tariff: each month's highest window-average import, kW (``YYYY-MM``, local)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -187,6 +198,42 @@ def monthly_cost(result: SimResult) -> dict[str, float]:
     return out
 
 
+def monthly_peaks(result: SimResult, window_minutes: int = 15) -> dict[str, float]:
+    """Per month (local time, ``YYYY-MM``): the highest average import over windows of
+    ``window_minutes`` aligned to the wall clock, kW, from the grid meter's minutes."""
+    series = result.scenario.series
+    minute = series.step / result.minutes_per_step
+    imported_w = np.maximum(result.grid_1min_w, 0.0)
+    if imported_w.size == 0:
+        return {}
+    window = dt.timedelta(minutes=window_minutes)
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    offset_s = (series.start - epoch).total_seconds()
+    minute_s = minute.total_seconds()
+    slot = ((offset_s + np.arange(imported_w.size) * minute_s) // window.total_seconds()).astype(np.int64)
+    slots, first = np.unique(slot, return_index=True)
+    sums = np.add.reduceat(imported_w, first)
+    # A window the run cuts short counts its missing minutes as 0.
+    average_kw = sums * minute_s / window.total_seconds() / 1000.0
+    timezone = result.scenario.config.site.timezone
+    out: dict[str, float] = {}
+    for start_slot, kw in zip(slots.tolist(), average_kw.tolist(), strict=True):
+        year, month = month_key(epoch + start_slot * window, timezone)
+        key = f"{year:04d}-{month:02d}"
+        out[key] = max(out.get(key, 0.0), kw)
+    return out
+
+
+def _capacity(result: SimResult) -> tuple[float, dict[str, float]]:
+    """(capacity cost, monthly peaks) under the config's capacity tariff; (0, {}) without one."""
+    tariff = result.scenario.config.tariff.capacity
+    if tariff is None:
+        return 0.0, {}
+    peaks = monthly_peaks(result, tariff.window_minutes)
+    cost = sum(tariff.price_per_kw_month * max(kw, tariff.minimum_peak_kw) for kw in peaks.values())
+    return cost, peaks
+
+
 def _moving(result: SimResult) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
     """Per vehicle and step: (charged in some minute, discharged in some minute)."""
     minutes = _by_step(result, result.power_1min_w)
@@ -258,13 +305,14 @@ def compute_metrics(result: SimResult) -> Metrics:
     initial = float(sum(result.initial_energy_kwh))
     terminal_price = terminal_price_per_kwh(result)
     stored_value = (final - initial) * terminal_price
+    capacity_cost, peaks = _capacity(result)
     return Metrics(
         strategy=result.strategy,
         scenario=scenario.name,
         currency=scenario.config.site.currency,
         days=series.steps * hours / 24.0,
         steps=series.steps,
-        total_cost=import_cost - export_revenue + degradation - stored_value,
+        total_cost=import_cost - export_revenue + degradation + capacity_cost - stored_value,
         energy_cost=import_cost - export_revenue,
         import_cost=import_cost,
         export_revenue=export_revenue,
@@ -305,6 +353,8 @@ def compute_metrics(result: SimResult) -> Metrics:
         solver_ms_median=_stats(result.solver_ms[~np.isnan(result.solver_ms)])[0],
         fallbacks=int(result.fallback.sum()),
         wall_time_s=result.wall_time_s,
+        capacity_cost=capacity_cost,
+        monthly_peak_import_kw=peaks,
     )
 
 

@@ -60,7 +60,12 @@ def format_summary(metrics: Metrics) -> str:
     rows = [
         ("strategy", m.strategy),
         ("scenario", f"{m.scenario}: {m.days:g} days, {m.steps} steps"),
-        ("total cost", f"{_fmt(m.total_cost)} {cur} (energy + degradation - stored energy value)"),
+        (
+            "total cost",
+            f"{_fmt(m.total_cost)} {cur} (energy + degradation"
+            + (" + capacity" if m.monthly_peak_import_kw else "")
+            + " - stored energy value)",
+        ),
         (
             "  energy cost",
             f"{_fmt(m.energy_cost)} {cur} (import cost {_fmt(m.import_cost)} - export revenue "
@@ -88,6 +93,17 @@ def format_summary(metrics: Metrics) -> str:
         ),
         ("departures", f"{m.departures}, shortfalls {shortfall}"),
         ("peak import / export", f"{_fmt(m.peak_import_kw)} / {_fmt(m.peak_export_kw)} kW"),
+        *(
+            [
+                (
+                    "capacity tariff",
+                    f"{_fmt(m.capacity_cost)} {cur}; monthly peak "
+                    + ", ".join(f"{month} {_fmt(kw)} kW" for month, kw in m.monthly_peak_import_kw.items()),
+                )
+            ]
+            if m.monthly_peak_import_kw
+            else []
+        ),
         (
             "grid limit exceeded",
             f"import {m.import_limit_exceeded_steps} steps, export {m.export_limit_exceeded_steps} steps",

@@ -11,7 +11,7 @@ One job per module, in the order a tick runs them:
 - ``car_setpoint``: per car, the plan's power within its limits, permissions and reserve;
 - ``load_following``: V2H cars cover the measured home load;
 - ``surplus_following``: cars the plan charges from PV take the measured surplus;
-- ``grid_limits``: fuse and caps, applied at once;
+- ``grid_limits``: fuse and caps, applied at once (the capacity tariff's cap too: ``peak_window``);
 - ``phase_limits``: every phase within the main fuse per phase, 1-phase chargers on their phase;
 - ``snapping``: nothing between 0 and a charger's minimum;
 - ``schedule``: the bounded ChargerSchedule sent with the setpoint;

@@ -1,4 +1,10 @@
-"""Fuse and grid caps on the setpoints: applied at once, not at the next plan."""
+"""Fuse and grid caps on the setpoints: applied at once, not at the next plan.
+
+The capacity tariff's cap (``peak_window.capacity_import_cap_w``) is one more import cap: it only
+reduces charging, never below 0, so the home keeps whatever it draws and no car is made to discharge.
+It leaves a car alone within the hour before its departure: reaching the target is a safety
+invariant, a higher monthly peak only costs money (the fuse and grid caps still bind there).
+"""
 
 from __future__ import annotations
 
@@ -24,9 +30,21 @@ def clamp_to_grid_limits(
         _reduce_charging(cars, predicted_w - inputs.import_limit_w)
     elif predicted_w < -inputs.export_limit_w:
         _reduce_export(cars, -inputs.export_limit_w - predicted_w)
+    if inputs.capacity_cap_w is not None:
+        # Never below the home without the cars: the cap limits charging, not the house.
+        cap_w = max(inputs.capacity_cap_w, base_w)
+        predicted_w = base_w + sum(car.setpoint_w for car in cars)
+        if predicted_w > cap_w:
+            _reduce_charging(
+                [car for car in cars if not car.departure_soon],
+                predicted_w - cap_w,
+                "capacity tariff: charging reduced to keep the peak",
+            )
 
 
-def _reduce_charging(cars: Collection[CarSetpoint], excess_w: float) -> None:
+def _reduce_charging(
+    cars: Collection[CarSetpoint], excess_w: float, reason: str = "import limit: charging reduced"
+) -> None:
     """The largest charging first, until the import is back within its cap."""
     for car in sorted(cars, key=lambda c: -c.setpoint_w):
         if excess_w <= 0 or car.setpoint_w <= 0:
@@ -36,7 +54,7 @@ def _reduce_charging(cars: Collection[CarSetpoint], excess_w: float) -> None:
         car.setpoint_w -= cut_w
         car.max_instant_w = min(car.max_instant_w, car.setpoint_w)  # the cap binds at every instant
         car.urgent = True
-        car.reasons.append("import limit: charging reduced")
+        car.reasons.append(reason)
 
 
 def _reduce_export(cars: Collection[CarSetpoint], excess_w: float) -> None:

@@ -58,3 +58,6 @@ class DispatchInputs:
     grid_phases_w: tuple[float, float, float] | None = None
     """Measured grid power per phase L1-L3 (+ import), from the same reading as ``grid_power_w``;
     None when the grid meter gives no per-phase values, is stale, or in an outage."""
+    capacity_cap_w: float | None = None
+    """The capacity tariff's cap on the average import for the rest of the current window
+    (``peak_window.capacity_import_cap_w``), None without a capacity tariff or a fresh grid meter."""

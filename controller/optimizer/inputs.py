@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from controller.config import ConfigIssue
 from controller.domain import VehicleMode, align_to_step
+from controller.optimizer.capacity import capacity_inputs
 from controller.optimizer.duty import own_use_limits, pulse_shares
 from controller.optimizer.shape import SiteShape
 from controller.optimizer.step_grid import StepGrid
@@ -93,6 +94,17 @@ class PlanInputs:
     notes: list[str] = field(default_factory=list)
     trips: tuple[tuple[TripInfo, ...], ...] = ()
     """Per vehicle, the trips that take energy in the horizon, in time order."""
+    capacity_window_rhs: FloatArray = field(default_factory=lambda: np.zeros(0))
+    """Capacity tariff (module ``capacity``): per step, the energy already in its window row, kWh
+    (or a number no import reaches where no window ends)."""
+    capacity_chain_rhs: FloatArray = field(default_factory=lambda: np.zeros(0))
+    """Per step after the first: 0, or a large negative number where a month starts."""
+    capacity_floor_kw: FloatArray = field(default_factory=lambda: np.zeros(0))
+    """Per step, the least peak: the month so far, or the minimum in a month that starts later."""
+    capacity_month_end: FloatArray = field(default_factory=lambda: np.zeros(0))
+    """1 at each month's last step in the horizon (where its peak is charged), else 0."""
+    capacity_peak_now_kw: FloatArray = field(default_factory=lambda: np.zeros(0))
+    """The month-to-date peak (at least the tariff's minimum), one value."""
 
     @property
     def export_price_model(self) -> FloatArray:
@@ -226,6 +238,19 @@ def build_inputs(snapshot: Snapshot, shape: SiteShape) -> PlanInputs:
         _clip_trips(shape, i, trip[i], e0[i], e_max[i], charge_max_kw[i], trip_spans[i], notes)
         for i in range(n)
     )
+    capacity: dict[str, FloatArray] = {}
+    if shape.capacity is not None:
+        capacity = capacity_inputs(
+            shape.capacity,
+            time=snapshot.time,
+            start=start,
+            step=shape.step,
+            steps=t,
+            timezone=shape.timezone,
+            month_peak_import_w=snapshot.month_peak_import_w,
+            window_import_wh=snapshot.window_import_wh,
+            import_max_kw=float((imp_lim + overload_imp).max()),
+        )
     return PlanInputs(
         start=start,
         first_step_fraction=frac0,
@@ -257,6 +282,7 @@ def build_inputs(snapshot: Snapshot, shape: SiteShape) -> PlanInputs:
         in_snapshot=tuple(in_snapshot),
         notes=notes,
         trips=trips,
+        **capacity,
     )
 
 

@@ -28,6 +28,7 @@ import cvxpy as cp
 import numpy as np
 import numpy.typing as npt
 
+from controller.optimizer.capacity import CapacityModel
 from controller.optimizer.inputs import PlanInputs
 from controller.optimizer.shape import SiteShape
 
@@ -131,6 +132,12 @@ class ScheduleModel:
             cp.Variable((n, k - 1), nonneg=True, name="ramp_down_kw") if k > 1 else None
         )
 
+        self.capacity: CapacityModel | None = (
+            CapacityModel(shape.capacity, t, shape.step_h, self.import_kw + self.overload_import_kw)
+            if shape.capacity is not None
+            else None
+        )
+        """The capacity tariff's peak (module ``capacity``); None without one."""
         self.shares: list[_Shares] = []
         """The parameters of pulse shares (filled with the ``duty_cycle`` constraints)."""
         self.constraints: dict[str, list[cp.Constraint]] = {
@@ -142,6 +149,7 @@ class ScheduleModel:
             "own_use_only": self._own_use_only(),
             "duty_cycle": self._duty_cycle(),
             "churn": self._churn(),
+            "capacity": self.capacity.constraints if self.capacity is not None else [],
         }
         self.terms: dict[str, cp.Expression] = self._objective_terms()
         self.problem = cp.Problem(
@@ -275,6 +283,8 @@ class ScheduleModel:
         }
         if self.ramp_up_kw is not None and self.ramp_down_kw is not None:
             terms["churn"] = s.churn_cost_per_kw * (cvx.sum(self.ramp_up_kw) + cvx.sum(self.ramp_down_kw))
+        if self.capacity is not None:
+            terms["capacity"] = self.capacity.term
         return terms
 
     # ------------------------------------------------------------------ parameters
@@ -283,6 +293,8 @@ class ScheduleModel:
         """Parameter name -> value for one snapshot."""
         values = {name: getattr(inputs, self.input_field(name)) for name in self.params.__dataclass_fields__}
         values.update((shares.param.name(), shares.value(inputs)) for shares in self.shares)
+        if self.capacity is not None:
+            values.update((name, getattr(inputs, name)) for name in self.capacity.params)
         return values
 
     @staticmethod
@@ -294,6 +306,8 @@ class ScheduleModel:
     def parameters(self) -> dict[str, cp.Parameter]:
         params = {name: getattr(self.params, name) for name in self.params.__dataclass_fields__}
         params.update((shares.param.name(), shares.param) for shares in self.shares)
+        if self.capacity is not None:
+            params.update(self.capacity.params)
         return params
 
     def value_getter(self, order: Sequence[cp.Parameter]) -> ValueGetter:

@@ -131,6 +131,8 @@ class Planner:
                 status, objective = "optimal", result.objective
                 break
         solved = time.perf_counter()
+        if objective is not None and self.last_result is not None and self.last_result.x is not None:
+            self._note_peak(inputs, self.last_result.x)
         if objective is None or schedule is None:
             schedule = fallback_schedule(inputs, self.shape)
         plan = self._build_plan(snapshot, inputs, schedule, status, solver_s, objective)
@@ -158,6 +160,17 @@ class Planner:
             lp.columns_of(model.energy_kwh),
         )
         self._lp = lp
+
+    def _note_peak(self, inputs: PlanInputs, x: FloatArray) -> None:
+        """With a capacity tariff: the month's planned peak, next to the peak so far."""
+        if self._lp is None or self.model is None or self.model.capacity is None:
+            return
+        peak_kw = x[self._lp.columns_of(self.model.capacity.peak_kw)]
+        ends = np.flatnonzero(inputs.capacity_month_end)
+        planned = ", then ".join(f"{peak_kw[i]:.2f}" for i in ends)
+        inputs.notes.append(
+            f"capacity tariff: month peak planned at {planned} kW (so far {inputs.capacity_peak_now_kw[0]:.2f} kW)"
+        )
 
     def _schedule(self, x: FloatArray) -> Schedule:
         assert self._columns is not None

@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from controller.config import SiteConfig, VehicleConfig, power_limits_kw
+from controller.optimizer.capacity import CapacityShape
 
 __all__ = ["PENALTIES", "Penalties", "SiteShape", "VehicleSpec"]
 
@@ -139,6 +140,8 @@ class SiteShape:
     timezone: str
     currency: str
     penalties: Penalties = PENALTIES
+    capacity: CapacityShape | None = None
+    """The capacity tariff (``tariff.capacity``); None: no peak variable at all."""
     constants: VehicleConstants = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -180,4 +183,5 @@ class SiteShape:
             solver_time_limit_s=opt.solver_time_limit_s if time_limit_s is None else time_limit_s,
             timezone=site.timezone,
             currency=site.currency,
+            capacity=CapacityShape.of(config, timedelta(minutes=site.plan_step_minutes)),
         )
