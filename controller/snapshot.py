@@ -33,6 +33,7 @@ __all__ = [
     "MAX_SERIES_LENGTH",
     "DepartureGoal",
     "DepartureHold",
+    "HomeBatterySnapshot",
     "SessionLimits",
     "Snapshot",
     "Trip",
@@ -156,6 +157,19 @@ class SessionLimits(_Model):
         return self
 
 
+class HomeBatterySnapshot(_Model):
+    """One home battery (``home_batteries`` in the config) now."""
+
+    id: Ident = Field(description="Battery id from the site config.")
+    soc_percent: Percent | None = Field(
+        description="State of charge now; null when unknown (the planner then neither charges nor "
+        "discharges it on purpose)."
+    )
+    power_w: float | None = Field(
+        None, ge=-1_000_000, le=1_000_000, allow_inf_nan=False, description="Measured power, + charging, W."
+    )
+
+
 class VehicleSnapshot(_Model):
     """One vehicle: its state now and what is known about its next hours."""
 
@@ -217,6 +231,7 @@ class Snapshot(_Model):
         None, description="Step of the series; when given it must match the site's plan_step_minutes."
     )
     vehicles: list[VehicleSnapshot] = Field(default_factory=list)
+    home_batteries: list[HomeBatterySnapshot] = Field(default_factory=list)
     load_w: PowerSeries = Field(description="Home load forecast per step, W (excluding the cars).")
     pv_w: PowerSeries = Field(description="PV production forecast per step, W.")
     import_price_per_kwh: PriceSeries

@@ -15,6 +15,13 @@ One job per module; import from here, not from them:
 
 from __future__ import annotations
 
+from controller.config.battery import (
+    BatteryControl,
+    HomeBatteryConfig,
+    ModbusControl,
+    MqttControl,
+    ObserveControl,
+)
 from controller.config.connections import ApiConfig, MqttConfig, OcppConfig, OcppTlsConfig, TlsConfig
 from controller.config.devices import (
     ChargerAuth,
@@ -59,6 +66,7 @@ __all__ = [
     "MAX_CONFIG_NODES",
     "WEEKDAYS",
     "ApiConfig",
+    "BatteryControl",
     "ChargerAuth",
     "ChargerConfig",
     "ConfigError",
@@ -69,13 +77,17 @@ __all__ = [
     "Fraction",
     "GridConfig",
     "GridSignalsConfig",
+    "HomeBatteryConfig",
     "Ident",
     "Kw",
     "Loc",
     "LoggingConfig",
     "MeterConfig",
     "MeterFormat",
+    "ModbusControl",
     "MqttConfig",
+    "MqttControl",
+    "ObserveControl",
     "OcppConfig",
     "OcppTlsConfig",
     "OcppVersion",

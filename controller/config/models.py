@@ -8,6 +8,7 @@ from typing import Self
 from pydantic import Field, ValidationInfo, model_validator
 from pydantic_core import PydanticCustomError
 
+from controller.config.battery import HomeBatteryConfig
 from controller.config.checks import _PARTIAL, _cross_field_issues
 from controller.config.connections import ApiConfig, MqttConfig, OcppConfig
 from controller.config.devices import ChargerConfig, MeterConfig, VehicleConfig
@@ -22,6 +23,7 @@ class SiteConfig(_Model):
     chargers: list[ChargerConfig] = Field(default_factory=list)
     vehicles: list[VehicleConfig] = Field(default_factory=list)
     meters: list[MeterConfig] = Field(default_factory=list)
+    home_batteries: list[HomeBatteryConfig] = Field(default_factory=list, max_length=8)
     tariff: TariffConfig
     grid_signals: GridSignalsConfig = Field(default_factory=GridSignalsConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
@@ -48,3 +50,6 @@ class SiteConfig(_Model):
 
     def vehicle(self, vehicle_id: str) -> VehicleConfig | None:
         return next((v for v in self.vehicles if v.id == vehicle_id), None)
+
+    def home_battery(self, battery_id: str) -> HomeBatteryConfig | None:
+        return next((b for b in self.home_batteries if b.id == battery_id), None)

@@ -7,7 +7,17 @@ from datetime import datetime
 
 from controller.domain import Plan, VehicleMode
 
-__all__ = ["DispatchInputs", "VehicleLive"]
+__all__ = ["BatteryLive", "DispatchInputs", "VehicleLive"]
+
+
+@dataclass(frozen=True, slots=True)
+class BatteryLive:
+    """Live facts about one home battery at dispatch time (None = unknown or stale)."""
+
+    battery_id: str
+    soc_percent: float | None
+    power_w: float | None
+    """Measured power, + charging / - discharging."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +68,8 @@ class DispatchInputs:
     grid_phases_w: tuple[float, float, float] | None = None
     """Measured grid power per phase L1-L3 (+ import), from the same reading as ``grid_power_w``;
     None when the grid meter gives no per-phase values, is stale, or in an outage."""
+    batteries: tuple[BatteryLive, ...] = ()
+    """The configured home batteries (``home_batteries``), in config order."""
     capacity_cap_w: float | None = None
     """The capacity tariff's cap on the average import for the rest of the current window
     (``peak_window.capacity_import_cap_w``), None without a capacity tariff or a fresh grid meter."""
