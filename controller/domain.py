@@ -68,6 +68,10 @@ class MeterRole(enum.StrEnum):
     HOME = "home"
     VEHICLE_SOC = "vehicle_soc"
     V2L = "v2l"
+    BATTERY = "battery"
+    """A home battery's power, + charging / - discharging."""
+    BATTERY_SOC = "battery_soc"
+    """A home battery's state of charge, percent."""
 
 
 class VehicleMode(enum.StrEnum):
@@ -80,7 +84,8 @@ class VehicleMode(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class MeterReading:
-    """One normalised reading. ``value`` is W for power roles, percent for ``vehicle_soc``."""
+    """One normalised reading. ``value`` is W for power roles, percent for ``vehicle_soc`` and
+    ``battery_soc``."""
 
     meter_id: str
     role: MeterRole

@@ -315,6 +315,7 @@ class MeterConfig(_Model):
     sign: Literal[1, -1] = Field(1, description="-1 flips a meter that reports export as positive.")
     stale_after_s: float = Field(60.0, gt=0, le=86400)
     vehicle: str | None = Field(None, description="Vehicle id, for roles vehicle_soc and v2l.")
+    battery: str | None = Field(None, description="Home battery id, for roles battery and battery_soc.")
 
     @field_validator("scale")
     @classmethod
@@ -364,6 +365,12 @@ class MeterConfig(_Model):
             raise PydanticCustomError(
                 "meter_vehicle_missing",
                 "role {role} needs the vehicle it reports on; add vehicle: <vehicle id>",
+                {"role": self.role.value},
+            )
+        if self.role in (MeterRole.BATTERY, MeterRole.BATTERY_SOC) and not self.battery:
+            raise PydanticCustomError(
+                "meter_battery_missing",
+                "role {role} needs the home battery it reports on; add battery: <battery id>",
                 {"role": self.role.value},
             )
         return self

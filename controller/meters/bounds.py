@@ -89,10 +89,10 @@ def site_power_bound_w(site: SiteConfig | None) -> float:
 
 def meter_bounds(meter: MeterConfig, site: SiteConfig | None = None) -> Bounds:
     """The bounds of one meter's normalised readings (W after ``sign``, or percent)."""
-    if meter.role is MeterRole.VEHICLE_SOC:
+    if meter.role in (MeterRole.VEHICLE_SOC, MeterRole.BATTERY_SOC):
         return Bounds(0.0, 100.0, "%")
     bound_w = site_power_bound_w(site)
-    if meter.role is MeterRole.GRID:
+    if meter.role in (MeterRole.GRID, MeterRole.BATTERY):  # both flow either way
         return Bounds(-bound_w, bound_w)
     return Bounds(0.0, bound_w, clamp_w=NEGATIVE_TOLERANCE_W)
 

@@ -22,7 +22,7 @@ class MeterParser:
 
     def __init__(self, meter: MeterConfig, site: SiteConfig | None = None) -> None:
         self.meter = meter
-        self.is_soc = meter.role is MeterRole.VEHICLE_SOC
+        self.is_soc = meter.role in (MeterRole.VEHICLE_SOC, MeterRole.BATTERY_SOC)
         self.bounds = meter_bounds(meter, site)
         self.format_parser: FormatParser = find_meter_format(meter.format)(meter)
         self.topics: tuple[str, ...] = self.format_parser.topics

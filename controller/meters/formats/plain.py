@@ -25,7 +25,7 @@ class Plain(FormatParser):
 
     def __init__(self, meter: MeterConfig) -> None:
         super().__init__(meter)
-        self._is_soc = meter.role is MeterRole.VEHICLE_SOC
+        self._is_soc = meter.role in (MeterRole.VEHICLE_SOC, MeterRole.BATTERY_SOC)
 
     def parse(self, topic: str, payload: bytes) -> ParsedValue:
         text = decode_text(payload).strip()
