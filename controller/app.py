@@ -10,7 +10,8 @@ keeps the state in the store, :class:`~controller.forecasts.ForecastService` sup
 changed departure/target/mode; the dispatcher turns the current plan step and the latest readings
 into charger schedules every ``dispatch_interval_s`` and at once after a new plan or a grid reading
 that breaks a limit (both :class:`~controller.trigger.IntervalTrigger`). The solve runs in a worker
-thread so OCPP and MQTT stay responsive.
+thread so OCPP and MQTT stay responsive. Configured price providers and PV forecast services are
+fetched by their own tasks (:mod:`controller.sources.fetcher`), their data taken the way MQTT's is.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from controller.shutdown import StopSignals
 from controller.site import Site, VehicleRuntime
 from controller.site_events import SiteEvents
 from controller.site_inputs import SiteInputs
+from controller.sources.fetcher import SourceFetchers
 from controller.store import Store
 from controller.tasks import cancel_and_wait
 from controller.trigger import IntervalTrigger
@@ -114,6 +116,7 @@ class Daemon:
             on_reading=self.router.handle_reading,
             on_signal=self.router.handle_signal,
         )
+        self.sources = SourceFetchers.for_daemon(self)  # prices and PV forecasts from the internet
         self._stopping = asyncio.Event()
         self._ready = asyncio.Event()
         self._pending: set[asyncio.Task[Any]] = set()
@@ -161,6 +164,7 @@ class Daemon:
                         name="housekeeping",
                     ),
                 ]
+                control += [group.create_task(c, name=n) for n, c in self.sources.tasks()]
                 # The servers were started above (a taken port is a clean start error); these tasks
                 # watch them, so /health turns unhealthy when one stops listening.
                 servers = [group.create_task(self._watch_server("ocpp", self.ocpp), name="ocpp")]
@@ -182,6 +186,7 @@ class Daemon:
         finally:
             if self.http is not None:
                 await self.http.stop()
+            await self.sources.aclose()
             await self.ocpp.stop()
             self.persistence.close()
             log.info("daemon_stopped")
@@ -338,10 +343,10 @@ class Daemon:
         fresh = tick_age_s <= 3 * self.cfg.site.dispatch_interval_s + 10.0
         alive = bool(self._tasks) and not stopped and fresh
         up_s = self.clock.monotonic() - self._started_at
-        parts = (self.cfg, self.inputs, self.ocpp.chargers, self.plan)
+        parts = (self.cfg, self.inputs, self.ocpp.chargers, self.plan, self.sources.problems())
         facts = gather_facts(*parts, now=self.clock.now(), up_s=up_s, mqtt_connected=self.mqtt.connected)
         details = {"stopped_tasks": stopped, "last_dispatch_s_ago": round(tick_age_s, 1)}
-        return alive, health_details(alive, facts, **details)
+        return alive, health_details(alive, facts, **details, **self.sources.details())
 
     def state(self) -> dict[str, Any]:
         """The site now: flows, vehicles, chargers, the plan's summary (for dashboards and scripts)."""

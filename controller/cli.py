@@ -24,6 +24,7 @@ from controller.config.checks import unauthenticated_charger_warnings
 from controller.domain import MeterRole
 from controller.logs import configure_logging
 from controller.passwords import hash_password
+from controller.prices_cli import register as register_prices
 from controller.shutdown import StopSignals
 from controller.snapshot import Snapshot, load_snapshot
 
@@ -75,6 +76,8 @@ def site_summary(cfg: SiteConfig) -> list[str]:
     source = (
         "dynamic " + imp.dynamic_topic
         if imp.dynamic_topic
+        else f"from {imp.provider.type} (check: v2x prices)"
+        if imp.provider
         else f"{imp.static_price_per_kwh} {s.currency}/kWh"
     )
     lines.append(f"tariff: import {source}; grid limits from {cfg.grid_signals.limit_topic or '-'}")
@@ -496,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_sim(sub)
     register_demo(sub)
+    register_prices(sub)
 
     p = sub.add_parser(
         "check-config",

@@ -2,8 +2,9 @@
 
 Two questions, kept apart. *Alive*: every task runs and the dispatcher ticked recently; a daemon that
 is not alive answers 503 and needs a restart. *Degraded*: alive, but the site is not running as
-configured (MQTT down, safe mode, a charger offline, an old plan, stale meters); it still answers 200,
-because a restart fixes none of these, and lists what is degraded and why.
+configured (MQTT down, safe mode, a charger offline, an old plan, stale meters, a fetched price or PV
+source failing or late); it still answers 200, because a restart fixes none of these, and lists what
+is degraded and why.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class HealthFacts:
     settling_meters: frozenset[str] = frozenset()
     """Meters not heard from yet while the daemon has been up for less than their ``stale_after_s``:
     no reading was due yet, so they are not reported (safe mode holds meanwhile all the same)."""
+    source_problems: Sequence[str] = ()
+    """Fetched price and PV sources that fail or are late (the plan keeps the last known data)."""
 
 
 class _Connection(Protocol):
@@ -108,6 +111,8 @@ def degradations(facts: HealthFacts) -> list[dict[str, str]]:
     ]
     if stale:
         found.append({"what": "meters", "why": f"no fresh reading: {', '.join(stale)}"})
+    if facts.source_problems:
+        found.append({"what": "sources", "why": "; ".join(facts.source_problems)})
     return found
 
 
@@ -120,12 +125,14 @@ def gather_facts(
     inputs: SiteInputs,
     chargers: Mapping[str, _Connection],
     plan: Plan | None,
+    source_problems: Sequence[str] = (),
     *,
     now: dt.datetime,
     up_s: float,
     mqtt_connected: bool,
 ) -> HealthFacts:
-    """The facts from the daemon's parts at ``now``, the daemon up for ``up_s``."""
+    """The facts from the daemon's parts at ``now``, the daemon up for ``up_s``; ``source_problems``
+    from the fetched sources (:mod:`controller.sources.fetcher`)."""
     return HealthFacts(
         mqtt_connected=mqtt_connected,
         safe_mode_reasons=inputs.safe_mode_reasons(now),
@@ -138,6 +145,7 @@ def gather_facts(
         chargers_connected=sum(1 for c in chargers.values() if c.connected),
         last_plan_at=plan.created_at if plan is not None else None,
         plan_status=plan.solver_status if plan is not None else None,
+        source_problems=tuple(source_problems),
         settling_meters=frozenset(
             m.id for m in cfg.meters if inputs.reading(m.id) is None and up_s <= m.stale_after_s
         ),

@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING
 
 from controller.config.errors import ConfigIssue, Loc, _loc_to_path
 from controller.config.fields import WEEKDAYS, _num, is_loopback
+from controller.config.sources import EnergiDataServiceSource, NordPoolSource
 from controller.domain import MeterRole
 
 if TYPE_CHECKING:
     from controller.config.inputs import TimeOfUseWindow
     from controller.config.models import SiteConfig
+    from controller.config.sources import PriceSource
 
 _PARTIAL = "partial"
 """Validation context key: skip SiteConfig's cross-field validator (parse_config runs it itself)."""
@@ -50,6 +52,7 @@ def _cross_field_issues(cfg: SiteConfig, checks: _Checks | None = None) -> list[
     _check_chargers(cfg, checks)
     _check_meters(cfg, checks)
     _check_tariff(cfg, checks)
+    _check_price_sources(cfg, checks)
     _check_connections(cfg, checks)
     return checks.issues
 
@@ -233,6 +236,52 @@ def _check_tariff(cfg: SiteConfig, checks: _Checks) -> None:
                     uses=[("tariff", name, "time_of_use", i)],
                 )
                 break
+
+
+# Providers whose price already holds taxes and fees: a retail formula on top would count them twice.
+_RETAIL_PROVIDERS = ("tibber", "octopus")
+
+
+def _source_currency(source: PriceSource, site_currency: str) -> str | None:
+    """The currency a provider publishes in, where the config alone says it (None: not known)."""
+    fixed = {"entsoe": "EUR", "awattar": "EUR", "octopus": "GBP"}
+    if source.type in fixed:
+        return fixed[source.type]
+    if isinstance(source, EnergiDataServiceSource | NordPoolSource):
+        return source.currency or site_currency
+    return None
+
+
+def _check_price_sources(cfg: SiteConfig, checks: _Checks) -> None:
+    site_currency = cfg.site.currency
+    for name, price in (("import", cfg.tariff.import_), ("export", cfg.tariff.export)):
+        at: Loc = ("tariff", name)
+        provider, backup = price.provider, price.backup_provider
+        if provider is not None and provider.type in _RETAIL_PROVIDERS and price.retail is not None:
+            checks.add(
+                (*at, "retail"),
+                f"{provider.type} prices already include taxes and fees; retail would add them again",
+                f"remove retail, or use a market price provider instead of {provider.type}",
+                uses=[(*at, "provider")],
+            )
+        if provider is not None and backup is not None and backup == provider:
+            checks.add(
+                (*at, "backup_provider"),
+                "is the same source as provider, so it cannot stand in when the provider fails",
+                "name another provider (or another area/zone) as backup_provider, or remove it",
+                uses=[(*at, "provider")],
+            )
+        for role, source in (("provider", provider), ("backup_provider", backup)):
+            currency = None if source is None else _source_currency(source, site_currency)
+            if source is None or currency is None or source.exchange_rate is not None:
+                continue
+            if currency.upper() != site_currency.upper():
+                checks.add(
+                    (*at, role, "exchange_rate"),
+                    f"{source.type} prices are in {currency}, the site's currency is {site_currency}",
+                    f"set exchange_rate ({site_currency} per {currency}) on tariff.{name}.{role}",
+                    uses=[(*at, role), ("site", "currency")],
+                )
 
 
 def _check_connections(cfg: SiteConfig, checks: _Checks) -> None:
