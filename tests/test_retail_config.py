@@ -67,3 +67,17 @@ def test_unknown_preset_names_the_path_and_the_known_presets() -> None:
 def test_broken_retail_sections(retail: dict[str, Any], path: str, text: str) -> None:
     rendered = issues_of(retail)
     assert any(r.startswith(path + ":") and text in r for r in rendered), rendered
+
+
+def test_a_preset_in_another_currency_than_the_site_is_refused_with_the_fix() -> None:
+    tree = {
+        "site": {"currency": "EUR", "grid": {"import_limit_kw": 17}},
+        "tariff": {"import": {"dynamic_topic": "p/import", "retail": {"preset": "DK-2026"}}},
+    }
+    with pytest.raises(ConfigError) as caught:
+        parse_config(tree, env={})
+    text = str(caught.value)
+    assert "tariff.import.retail.preset" in text and "DK-2026 is in DKK but site.currency is EUR" in text
+    assert "write energy_tax_per_kwh in EUR" in text
+    tree["site"]["currency"] = "DKK"  # type: ignore[index]
+    assert parse_config(tree, env={}).tariff.import_.retail is not None

@@ -15,6 +15,7 @@ import pytest
 from controller.app import Daemon
 from controller.clock import ScaledClock
 from controller.config import parse_config
+from tests.conftest import stored
 from tests.daemon_support import broker, make_site, running_daemon
 from tests.http_stub import Answer, Seen, http_stub
 from tests.ocpp_support import wait_until as eventually
@@ -144,6 +145,9 @@ async def test_a_failing_server_keeps_the_last_prices_and_marks_health_degraded(
                 now = clock.now()
                 _, pv_w = daemon.forecasts.forecasts(now, daemon.forecasts.pv_external(now))
                 assert 1000 < pv_w[0] < 2500, pv_w[:4]
+                # ... and was re-planned on, as an MQTT forecast is.
+                signals = [body["signal"] for _, _, body in stored(daemon).events("signal")]
+                assert "pv_forecast" in signals, signals
                 market.failing = True  # from now on: 503 (tomorrow's prices never come)
 
                 def degraded() -> list[dict[str, str]]:

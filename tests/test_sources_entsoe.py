@@ -247,7 +247,10 @@ async def test_no_matching_data_is_an_empty_day() -> None:
     with http_stub() as stub:
         stub.routes["/api"] = Answer(200, body, XML)
         [fetched] = await fetch(source(stub), start, end)
-    assert fetched.slots == ()
+        assert fetched.slots == ()
+        stub.routes["/api"] = Answer(400, body, XML)  # the platform also answers it with 400
+        [fetched] = await fetch(source(stub), start, end)
+        assert fetched.slots == () and fetched.currency == "EUR"
 
 
 async def test_invalid_token_is_an_auth_error_with_the_reason() -> None:

@@ -394,6 +394,18 @@ async def test_forecast_solar_rate_limit_is_busy() -> None:
                 _t("2024-04-26T00:00"),
                 _t("2024-04-27T00:00"),
             )
+        # Its retry time comes in X-Ratelimit-Retry-At (an ISO time), not Retry-After.
+        retry_at = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=20)).isoformat()
+        answer = _json(_RATE_LIMITED, 429)
+        answer.headers["X-Ratelimit-Retry-At"] = retry_at
+        stub.routes[_PATH_EAST] = answer
+        with pytest.raises(SourceBusy) as caught:
+            await _fetch(
+                ForecastSolarPv(_forecast_solar_cfg(stub.url, [_EAST]), CTX),
+                _t("2024-04-26T00:00"),
+                _t("2024-04-27T00:00"),
+            )
+        assert caught.value.retry_after_s == pytest.approx(1200.0, abs=30.0)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from controller.config.errors import ConfigIssue, Loc, _loc_to_path
 from controller.config.fields import WEEKDAYS, _num, is_loopback
+from controller.config.retail_presets import RETAIL_PRESETS
 from controller.config.sources import EnergiDataServiceSource, NordPoolSource
 from controller.domain import MeterRole
 
@@ -53,6 +54,7 @@ def _cross_field_issues(cfg: SiteConfig, checks: _Checks | None = None) -> list[
     _check_meters(cfg, checks)
     _check_tariff(cfg, checks)
     _check_price_sources(cfg, checks)
+    _check_retail_currency(cfg, checks)
     _check_connections(cfg, checks)
     return checks.issues
 
@@ -250,6 +252,21 @@ def _source_currency(source: PriceSource, site_currency: str) -> str | None:
     if isinstance(source, EnergiDataServiceSource | NordPoolSource):
         return source.currency or site_currency
     return None
+
+
+def _check_retail_currency(cfg: SiteConfig, checks: _Checks) -> None:
+    for name, price in (("import", cfg.tariff.import_), ("export", cfg.tariff.export)):
+        retail = price.retail
+        if retail is None or retail.preset is None or retail.energy_tax_per_kwh is not None:
+            continue  # the energy tax is the preset's only amount in a currency
+        preset = RETAIL_PRESETS[retail.preset]
+        if preset.currency != cfg.site.currency.upper():
+            checks.add(
+                ("tariff", name, "retail", "preset"),
+                f"{retail.preset} is in {preset.currency} but site.currency is {cfg.site.currency}",
+                f"use a preset in {cfg.site.currency}, or write energy_tax_per_kwh in {cfg.site.currency}",
+                uses=[("site", "currency")],
+            )
 
 
 def _check_price_sources(cfg: SiteConfig, checks: _Checks) -> None:

@@ -92,6 +92,11 @@ class HttpSource(ABC, Generic[C, R]):
     def parse(self, request: HttpRequest, body: bytes) -> R:
         """The data in a successful (2xx) answer; raises SourceError when it cannot be used."""
 
+    def no_data(self, status: int, body: bytes) -> R | None:
+        """For a non-2xx answer that only says "nothing published for this range" (ENTSO-E answers
+        400 with an acknowledgement for a day not yet published): the empty result; else None."""
+        return None
+
     def error_reason(self, status: int, body: bytes) -> str:
         """A short reason for a non-2xx answer, from the provider's own error format where it has one."""
         text = body[:200].decode("utf-8", "replace").strip()

@@ -493,7 +493,12 @@ class SourceFetchers:
         """The daemon's: prices go into its inputs the way MQTT's do (then a re-plan), PV forecasts to
         its forecast service."""
         on_prices = prices_into(daemon.inputs, daemon.router.handle_signal)
-        return cls(daemon.cfg, daemon.clock, on_prices=on_prices, on_pv=daemon.forecasts.update_fetched_pv)
+
+        def on_pv(source: str, forecast: PowerForecast, received_at: dt.datetime) -> None:
+            daemon.forecasts.update_fetched_pv(source, forecast, received_at)
+            daemon.router.handle_signal("pv_forecast")  # re-planned on, as an MQTT forecast is
+
+        return cls(daemon.cfg, daemon.clock, on_prices=on_prices, on_pv=on_pv)
 
     def _shared_client(self) -> httpx.AsyncClient:
         if self.client is None:

@@ -27,11 +27,22 @@ class SourceBusy(SourceError):
 
 
 def _retry_after_s(response: httpx.Response) -> float | None:
+    """Seconds the server asks to wait: ``Retry-After`` in seconds, or forecast.solar's
+    ``X-Ratelimit-Retry-At`` (an ISO time); None when it said neither (the caller's backoff applies)."""
     value = response.headers.get("Retry-After", "").strip()
     try:
-        return max(0.0, float(value)) if value else None
+        if value:
+            return max(0.0, float(value))
     except ValueError:
-        return None  # an HTTP date: rare here, and the caller's backoff covers it
+        pass  # an HTTP date: rare here, and the caller's backoff covers it
+    retry_at = response.headers.get("X-Ratelimit-Retry-At", "").strip()
+    try:
+        at = dt.datetime.fromisoformat(retry_at) if retry_at else None
+    except ValueError:
+        return None
+    if at is None or at.tzinfo is None:
+        return None
+    return max(0.0, (at - dt.datetime.now(dt.UTC)).total_seconds())
 
 
 async def fetch_source(
@@ -59,6 +70,10 @@ async def fetch_source(
         if status in (401, 403):
             raise SourceAuthError(source.error_reason(status, body))
         if not 200 <= status < 300:
-            raise SourceError(source.error_reason(status, body))
+            empty = source.no_data(status, body)
+            if empty is None:
+                raise SourceError(source.error_reason(status, body))
+            results.append(empty)
+            continue
         results.append(source.parse(request, body))
     return results

@@ -146,6 +146,13 @@ class EntsoePrices(HttpSource[EntsoeSource, FetchedPrices]):
     def parse(self, request: HttpRequest, body: bytes) -> FetchedPrices:
         return parse_entsoe_prices(body)
 
+    def no_data(self, status: int, body: bytes) -> FetchedPrices | None:
+        try:
+            text = _acknowledgement_text(_xml_root(body))
+        except SourceError:
+            return None
+        return FetchedPrices((), _CURRENCY) if text is not None and _NO_DATA in text.lower() else None
+
     def error_reason(self, status: int, body: bytes) -> str:
         try:
             text = _acknowledgement_text(_xml_root(body))
