@@ -22,7 +22,11 @@ from controller.config.checks import unauthenticated_charger_warnings
 from tests.conftest import EXAMPLE_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = [ROOT / "configs" / "home.example.yaml", ROOT / "configs" / "minimal.yaml"]
+EXAMPLES = [
+    ROOT / "configs" / "home.example.yaml",
+    ROOT / "configs" / "minimal.yaml",
+    ROOT / "configs" / "market.example.yaml",
+]
 
 
 def example_tree() -> dict[str, Any]:
