@@ -28,6 +28,7 @@ class Drive:
         self._last_m = clock.monotonic()
         self._ramp = (0.0, 0.0, self._last_m)  # from W, to W, start (clock monotonic)
         self._pending: list[float] = []
+        self._unchecked = False
 
     def power_at(self, moment: float) -> float:
         start_w, end_w, start_m = self._ramp
@@ -44,8 +45,10 @@ class Drive:
         return self._ramp[1]
 
     def expect(self, arrival_m: float) -> None:
-        """A profile that arrived at ``arrival_m`` was applied: time until its power is reached."""
+        """A profile that arrived at ``arrival_m`` was applied: time until its power is reached (only
+        for a profile that changes the power: a renewal at the same power has no latency to show)."""
         self._pending.append(arrival_m)
+        self._unchecked = True
 
     def advance(self, car: VirtualCar | None, wanted: Callable[[], float]) -> None:
         """Move energy (and the car's SoC) up to now, then head for ``wanted()``."""
@@ -67,8 +70,10 @@ class Drive:
         elif target != end_w:
             self._ramp = (start_w, target, start_m)
         if self._pending and abs(self.power_at(now_m) - target) < REACHED_W:
-            self.stats.latencies_s.extend(now_m - arrival for arrival in self._pending)
+            if not self._unchecked:
+                self.stats.latencies_s.extend(now_m - arrival for arrival in self._pending)
             self._pending.clear()
+        self._unchecked = False
 
     def cut(self, car: VirtualCar | None) -> None:
         """Cable out or power cut: 0 W at once (energy counted up to now first)."""
