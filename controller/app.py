@@ -28,6 +28,7 @@ import structlog
 from controller import __version__
 from controller.api import ApiServer
 from controller.api.metrics import DaemonMetrics
+from controller.battery.control import BatteryControls
 from controller.clock import Clock, SystemClock
 from controller.config import ChargerConfig, SiteConfig
 from controller.daemon_api import api_server, record_tick
@@ -49,6 +50,7 @@ from controller.store import Store
 from controller.tasks import cancel_and_wait
 from controller.trigger import IntervalTrigger
 from controller.views import (
+    battery_statuses,
     charger_statuses,
     controller_status,
     site_flows,
@@ -117,6 +119,7 @@ class Daemon:
             on_signal=self.router.handle_signal,
         )
         self.sources = SourceFetchers.for_daemon(self)  # prices and PV forecasts from the internet
+        self.batteries = BatteryControls(self.site, self.clock, self.mqtt.publish_raw)
         self._stopping = asyncio.Event()
         self._ready = asyncio.Event()
         self._pending: set[asyncio.Task[Any]] = set()
@@ -164,7 +167,8 @@ class Daemon:
                         name="housekeeping",
                     ),
                 ]
-                control += [group.create_task(c, name=n) for n, c in self.sources.tasks()]
+                more = [*self.sources.tasks(), *self.batteries.tasks()]  # fetchers, Modbus polls
+                control += [group.create_task(c, name=n) for n, c in more]
                 # The servers were started above (a taken port is a clean start error); these tasks
                 # watch them, so /health turns unhealthy when one stops listening.
                 servers = [group.create_task(self._watch_server("ocpp", self.ocpp), name="ocpp")]
@@ -177,6 +181,7 @@ class Daemon:
                 log.info("daemon_stopping")
                 # Before anything else is awaited: a sender waking for a retry now sends no discharge.
                 self.ocpp.begin_stop()
+                self.batteries.begin_stop()
                 # Planner and dispatcher stop first: nothing may overtake the safe profiles.
                 await cancel_and_wait(control)
                 await self._safe_shutdown()
@@ -212,7 +217,11 @@ class Daemon:
             if charger_id not in schedules:
                 charger = self.cfg.charger(charger_id) or ChargerConfig(id=charger_id)
                 schedules[charger_id] = self.dispatcher.idle_schedule(now, charger)
-        records = await self.ocpp.make_safe(schedules, SAFE_PROFILES_BUDGET_S)
+        # The home batteries go back to their own mode in parallel, within the same budget.
+        records, _ = await asyncio.gather(
+            self.ocpp.make_safe(schedules, SAFE_PROFILES_BUDGET_S),
+            self.batteries.release_all(SAFE_PROFILES_BUDGET_S),
+        )
         for charger_id, sent in records.items():
             for record in sent:
                 log.info(
@@ -270,8 +279,9 @@ class Daemon:
         self.forecasts.record_flows(now)
         record_tick(self, now)
         for due in self.site.v2l_cutoffs(now):
-            await self._cut_off_v2l(due, now)
-        commands = self.dispatcher.dispatch(self.site.dispatch_inputs(now, self.plan))
+            await _cut_off_v2l(self, due, now)
+        inputs = self.site.dispatch_inputs(now, self.plan)
+        commands = self.dispatcher.dispatch(inputs)
         setpoints = {c.vehicle_id: c.setpoint_w for c in commands if c.vehicle_id is not None}
         for vehicle in self.site.vehicles.values():
             # A car without a command (unplugged, away) has no setpoint, whatever it had before.
@@ -279,6 +289,8 @@ class Daemon:
         for command in commands:
             if command.send and command.charger_id in self.ocpp.chargers:
                 self._spawn(self._send(command), f"profile:{command.charger_id}")
+        # After the chargers: the home batteries' setpoints (and keep-alives).
+        self._spawn(self.batteries.apply(self.dispatcher.dispatch_batteries(inputs)), "batteries")
         if (
             self.clock.now().timestamp() - self._last_publish >= PUBLISH_INTERVAL_S
             or any(c.send for c in commands)
@@ -310,19 +322,6 @@ class Daemon:
             self.persistence.log_event("grid_state_expired", now, since=since, max_age_s=max_age_s)
             self.request_replan("grid_state")
 
-    async def _cut_off_v2l(self, vehicle: VehicleRuntime, now: dt.datetime) -> None:
-        topic = vehicle.config.v2l_cutoff_topic
-        soc = self.site.v2l_soc(vehicle, now)
-        reason = "SoC unknown or stale" if soc is None else "SoC at the reserve"
-        log.warning("v2l_cut_off", vehicle=vehicle.config.id, soc_percent=soc, reason=reason, topic=topic)
-        self.persistence.log_event(
-            "v2l_cut_off", now, vehicle=vehicle.config.id, soc_percent=soc, reason=reason
-        )
-        self.persistence.save_overrides(vehicle)
-        if topic is not None:
-            await self.mqtt.publish_raw(topic, vehicle.config.v2l_cutoff_payload.encode())
-        self.request_replan("v2l cut-off")
-
     # -------------------------------------------------------------- publishing
 
     async def _publish_state(self, now: dt.datetime) -> None:
@@ -331,6 +330,8 @@ class Daemon:
             await self.mqtt.publish_charger(charger)
         for vehicle in vehicle_statuses(self.site, now):
             await self.mqtt.publish_vehicle(vehicle)
+        for battery in battery_statuses(self.site, self.plan, now):
+            await self.mqtt.publish_battery(battery)
         await self.mqtt.publish_status(controller_status(self.site, self.plan, now))
 
     # ---------------------------------------------------------------- HTTP API
@@ -346,7 +347,8 @@ class Daemon:
         parts = (self.cfg, self.inputs, self.ocpp.chargers, self.plan, self.sources.problems())
         facts = gather_facts(*parts, now=self.clock.now(), up_s=up_s, mqtt_connected=self.mqtt.connected)
         details = {"stopped_tasks": stopped, "last_dispatch_s_ago": round(tick_age_s, 1)}
-        return alive, health_details(alive, facts, **details, **self.sources.details())
+        body = health_details(alive, facts, **details, **self.sources.details())
+        return alive, self.batteries.add_to_health(body)
 
     def state(self) -> dict[str, Any]:
         """The site now: flows, vehicles, chargers, the plan's summary (for dashboards and scripts)."""
@@ -373,6 +375,22 @@ class Daemon:
         task = asyncio.get_running_loop().create_task(guarded(), name=name)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+
+async def _cut_off_v2l(daemon: Daemon, vehicle: VehicleRuntime, now: dt.datetime) -> None:
+    """A V2L session whose SoC reached the reserve (or went unknown) ends: logged, stored, the
+    configured cut-off command published, re-planned."""
+    topic = vehicle.config.v2l_cutoff_topic
+    soc = daemon.site.v2l_soc(vehicle, now)
+    reason = "SoC unknown or stale" if soc is None else "SoC at the reserve"
+    log.warning("v2l_cut_off", vehicle=vehicle.config.id, soc_percent=soc, reason=reason, topic=topic)
+    daemon.persistence.log_event(
+        "v2l_cut_off", now, vehicle=vehicle.config.id, soc_percent=soc, reason=reason
+    )
+    daemon.persistence.save_overrides(vehicle)
+    if topic is not None:
+        await daemon.mqtt.publish_raw(topic, vehicle.config.v2l_cutoff_payload.encode())
+    daemon.request_replan("v2l cut-off")
 
 
 async def run_daemon(cfg: SiteConfig, stop_signals: StopSignals | None = None) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 from controller import __version__
 from controller.api import ApiAuth, ApiServer, create_app
 from controller.api.models import (
+    BatteryView,
     ChargerView,
     Degradation,
     EventView,
@@ -26,6 +27,7 @@ from controller.api.models import (
     HistoryView,
     MoneyPeriod,
     MoneyView,
+    PlanBatteryView,
     PlanVehicleView,
     PlanView,
     ProfileView,
@@ -38,7 +40,7 @@ from controller.forecasts import HOME_LOAD_SERIES, PV_SERIES
 from controller.logs import redact_secrets
 from controller.money import MoneyResult, MoneySeries, VehicleSeries, money_for_period
 from controller.mqtt.payloads import ProfileOutcome
-from controller.views import charger_statuses, ev_limits, site_flows
+from controller.views import battery_statuses, charger_statuses, ev_limits, site_flows
 
 if TYPE_CHECKING:
     from controller.app import Daemon
@@ -142,6 +144,7 @@ class DaemonApi:
             pv_w=flows.pv_power_w,
             home_w=flows.home_power_w,
             vehicles_w=flows.vehicles_power_w,
+            batteries_w=flows.batteries_power_w,
             safe_mode=flows.safe_mode,
             stale=list(self.daemon.inputs.stale_meters(now)),
         )
@@ -199,6 +202,32 @@ class DaemonApi:
             weekly=weekly,
         )
 
+    def batteries(self) -> list[BatteryView]:
+        daemon = self.daemon
+        views = []
+        for status in battery_statuses(daemon.site, daemon.plan, daemon.clock.now()):
+            cfg = daemon.site.batteries[status.battery_id].config
+            views.append(
+                BatteryView.model_validate(
+                    {
+                        "id": cfg.id,
+                        "name": cfg.name or cfg.id,
+                        "capacity_kwh": cfg.usable_capacity_kwh,
+                        "soc_percent": status.soc_percent,
+                        "power_w": status.power_w,
+                        "planned_power_w": status.planned_power_w,
+                        "floor_percent": cfg.floor_percent,
+                        "max_soc_percent": cfg.max_soc_percent,
+                        "mode": status.mode,
+                        "setpoint_w": status.setpoint_w,
+                        "control": cfg.control.mode,
+                        "control_status": status.control_status,
+                        "control_detail": status.control_detail or None,
+                    }
+                )
+            )
+        return views
+
     def chargers(self) -> list[ChargerView]:
         now = self.daemon.clock.now()
         return [
@@ -250,6 +279,15 @@ class DaemonApi:
             grid_import_w=_finite(plan.grid_import_w),
             grid_export_w=_finite(plan.grid_export_w),
             vehicles=cars,
+            batteries={
+                bid: PlanBatteryView(
+                    power_w=_finite(bp.power_w),
+                    soc_percent=_finite(bp.soc_percent),
+                    controlled=bp.controlled,
+                    reason=bp.reason,
+                )
+                for bid, bp in plan.batteries.items()
+            },
         )
 
     def config(self) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 __all__ = [
+    "BatteryPlan",
     "ChargerSchedule",
     "Departure",
     "GridLimits",
@@ -221,6 +222,25 @@ class VehiclePlan:
 
 
 @dataclass(frozen=True, slots=True)
+class BatteryPlan:
+    """The plan for one home battery: signed power per step (+ charging), SoC at each step boundary.
+
+    ``controlled`` False: an ``observe`` battery; the values are the forecast of its own
+    self-consumption rule (empty when its SoC is unknown), not setpoints.
+    """
+
+    battery_id: str
+    controlled: bool
+    power_w: tuple[float, ...]
+    soc_percent: tuple[float, ...]
+    reason: str = ""
+
+    @property
+    def current_power_w(self) -> float:
+        return self.power_w[0] if self.power_w else 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """A schedule on the step grid from ``start``; every per-step tuple has ``steps`` items."""
 
@@ -241,6 +261,8 @@ class Plan:
     notes: tuple[str, ...] = ()
     objective: float | None = None
     """The optimiser's objective value (costs plus penalties), None for fallback plans."""
+    batteries: dict[str, BatteryPlan] = field(default_factory=dict)
+    """The home batteries (``home_batteries``) by id; empty without any."""
 
     @property
     def steps(self) -> int:

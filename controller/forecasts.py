@@ -2,9 +2,9 @@
 PV forecasts the daemon fetches (blended with the measured PV, :mod:`controller.forecast.pv_blend`),
 and a PV forecast from MQTT, which wins where it covers a step.
 
-The daemon records the history here (``record_flows``, each dispatch tick: home = grid + PV - cars,
-when all are known) and asks for per-step forecasts at each re-plan (``forecasts``, in a worker
-thread). The forecasting itself is pure (:mod:`controller.forecast`).
+The daemon records the history here (``record_flows``, each dispatch tick: home = grid + PV - cars -
+home batteries, when all are known) and asks for per-step forecasts at each re-plan (``forecasts``,
+in a worker thread). The forecasting itself is pure (:mod:`controller.forecast`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import Mapping
 
 from controller.config import SiteConfig
-from controller.domain import MeterRole, align_to_step
+from controller.domain import align_to_step
 from controller.forecast import forecast_load_w, forecast_pv_w
 from controller.forecast.profile import DEFAULT_BLEND_HOURS, PV_RATIO_HOURS, history_grid
 from controller.forecast.pv_blend import LOOKBACK_HOURS, blend_pv_w
@@ -22,6 +22,7 @@ from controller.signals.payload import Segment
 from controller.signals.resample import mean_on_grid
 from controller.signals.timeline import Timeline
 from controller.site import FloatArray, Site
+from controller.site_batteries import home_load_w
 from controller.site_inputs import SiteInputs
 from controller.store import Store
 
@@ -38,7 +39,6 @@ class ForecastService:
         self.store = store
         self.site = site
         self.inputs: SiteInputs = site.inputs
-        self._has_pv_meter = any(m.role is MeterRole.PV for m in cfg.meters)
         # Fetched PV forecasts per source (newest fetch wins where windows overlap; the recent past
         # is kept to compare with the measured PV). The worker thread reads only the resolved
         # segments, a mapping replaced whole on each update, never changed in place.
@@ -46,20 +46,14 @@ class ForecastService:
         self._fetched_pv_segments: Mapping[str, tuple[Segment, ...]] = {}
 
     def record_flows(self, now: dt.datetime) -> None:
-        """Home load and PV for the forecasts: home = grid + PV - cars, when all are known (a PV
-        meter that is configured but stale is not 0 W; without PV meters PV is 0 W)."""
-        grid = self.inputs.grid_power_w(now)
+        """Home load and PV for the forecasts: home = grid + PV - cars - home batteries, when all are
+        known (:func:`controller.site_batteries.home_load_w`; a stale PV meter is not 0 W)."""
         pv = self.inputs.pv_power_w(now)
-        home = self.inputs.home_power_w(now)
         if pv is not None:
             self.store.record_reading(PV_SERIES, now, max(0.0, pv))
-        if home is None and grid is not None and (pv is not None or not self._has_pv_meter):
-            site = self.site
-            cars = [site.measured_power_w(v, now) for v in site.vehicles.values() if v.plugged_in]
-            if all(c is not None for c in cars):
-                home = grid + (pv or 0.0) - sum(c for c in cars if c is not None)
+        home = home_load_w(self.site, now)
         if home is not None:
-            self.store.record_reading(HOME_LOAD_SERIES, now, max(0.0, home))
+            self.store.record_reading(HOME_LOAD_SERIES, now, home)
 
     def pv_external(self, now: dt.datetime) -> dict[dt.datetime, float]:
         """The MQTT PV forecast on the plan grid, step start -> W, where it covers the step (read on

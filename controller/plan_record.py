@@ -11,10 +11,10 @@ from typing import Any
 
 from pydantic import Field
 
-from controller.domain import Plan, VehiclePlan
+from controller.domain import BatteryPlan, Plan, VehiclePlan
 from controller.site_records import StoredRecord, UtcTime
 
-__all__ = ["PlanRecord", "VehiclePlanRecord", "plan_from_dict", "plan_to_dict"]
+__all__ = ["BatteryPlanRecord", "PlanRecord", "VehiclePlanRecord", "plan_from_dict", "plan_to_dict"]
 
 
 class VehiclePlanRecord(StoredRecord):
@@ -50,6 +50,27 @@ class VehiclePlanRecord(StoredRecord):
         )
 
 
+class BatteryPlanRecord(StoredRecord):
+    controlled: bool
+    reason: str = ""
+    power_w: list[float]
+    soc_percent: list[float]
+
+    @classmethod
+    def from_plan(cls, plan: BatteryPlan) -> BatteryPlanRecord:
+        return cls(
+            controlled=plan.controlled,
+            reason=plan.reason,
+            power_w=[round(p, 1) for p in plan.power_w],
+            soc_percent=[round(s, 3) for s in plan.soc_percent],
+        )
+
+    def to_plan(self, battery_id: str) -> BatteryPlan:
+        return BatteryPlan(
+            battery_id, self.controlled, tuple(self.power_w), tuple(self.soc_percent), self.reason
+        )
+
+
 class PlanRecord(StoredRecord):
     """Every field of a plan; ``steps`` is derived and only written, for readers of the JSON."""
 
@@ -67,6 +88,8 @@ class PlanRecord(StoredRecord):
     total_cost: float = 0.0
     notes: list[str] = Field(default_factory=list)
     vehicles: dict[str, VehiclePlanRecord]
+    batteries: dict[str, BatteryPlanRecord] = Field(default_factory=dict)
+    """Home batteries (absent in plans stored before they existed)."""
     grid_import_w: list[float]
     grid_export_w: list[float]
     import_price_per_kwh: list[float]
@@ -89,6 +112,7 @@ class PlanRecord(StoredRecord):
             total_cost=plan.total_cost,
             notes=list(plan.notes),
             vehicles={vid: VehiclePlanRecord.from_plan(vp) for vid, vp in plan.vehicles.items()},
+            batteries={bid: BatteryPlanRecord.from_plan(bp) for bid, bp in plan.batteries.items()},
             grid_import_w=[round(p, 1) for p in plan.grid_import_w],
             grid_export_w=[round(p, 1) for p in plan.grid_export_w],
             import_price_per_kwh=list(plan.import_price_per_kwh),
@@ -113,6 +137,7 @@ class PlanRecord(StoredRecord):
             degradation_cost=self.degradation_cost,
             notes=tuple(self.notes),
             objective=self.objective,
+            batteries={bid: bp.to_plan(bid) for bid, bp in self.batteries.items()},
         )
 
 

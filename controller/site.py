@@ -29,6 +29,7 @@ from controller.domain import (
     ensure_utc,
 )
 from controller.ev_limits import EvReportedLimits, session_limits
+from controller.site_batteries import BatteryRuntime
 from controller.site_inputs import SiteInputs
 from controller.snapshot import SessionLimits, Snapshot
 from controller.vehicles import (
@@ -185,6 +186,7 @@ class Site:
         self.step = dt.timedelta(minutes=cfg.site.plan_step_minutes)
         self.charger_versions: dict[str, OcppVersion] = {}
         """The OCPP version each charger last connected with."""
+        self.batteries = {b.id: BatteryRuntime(b) for b in cfg.home_batteries}  # controller.site_batteries
 
     # ------------------------------------------------------------ chargers
 

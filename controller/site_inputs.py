@@ -7,6 +7,9 @@ Staleness: a meter with no reading newer than its ``stale_after_s`` is stale (a 
 from is stale too). A stale grid, PV or home meter puts the whole site into safe mode (no discharge)
 until fresh data arrives; a stale vehicle SoC or V2L reading only makes that vehicle's value unknown.
 A site without a grid meter is always in safe mode: nothing measures what a discharge does there.
+A home battery's power and SoC come from its meters (roles ``battery`` and ``battery_soc``) or, for a
+battery controlled over Modbus, from the device itself (``update_battery_device``); a stale or
+retained (age unknown) value makes that battery's value unknown, never the whole site.
 An outage state (``grid_lost``) not refreshed within ``grid_signals.outage_max_age_s`` no longer counts.
 """
 
@@ -33,9 +36,18 @@ from controller.signals import (
     prices_on_grid,
 )
 
-__all__ = ["NO_GRID_METER_REASON", "SITE_ROLES", "PriceDirection", "SiteInputs", "SiteSnapshot"]
+__all__ = [
+    "BATTERY_ROLES",
+    "NO_GRID_METER_REASON",
+    "SITE_ROLES",
+    "BatteryDeviceReading",
+    "PriceDirection",
+    "SiteInputs",
+    "SiteSnapshot",
+]
 
 SITE_ROLES = frozenset({MeterRole.GRID, MeterRole.PV, MeterRole.HOME})
+BATTERY_ROLES = frozenset({MeterRole.BATTERY, MeterRole.BATTERY_SOC})
 NO_GRID_METER_REASON = (
     "no grid meter configured: discharge needs a measured grid (add a meter with role grid)"
 )
@@ -54,7 +66,91 @@ class SiteSnapshot:
     stale_meters: tuple[str, ...]
 
 
-class SiteInputs:
+@dataclass(frozen=True, slots=True)
+class BatteryDeviceReading:
+    """A home battery read over its own interface (SunSpec over Modbus), not over MQTT meters."""
+
+    soc_percent: float | None
+    power_w: float | None
+    """+ charging / - discharging."""
+    at: dt.datetime
+    stale_after_s: float
+
+
+class _BatteryInputs:
+    """The home batteries' part of :class:`SiteInputs`: their power and SoC from meters (roles
+    ``battery`` and ``battery_soc``) or from the device itself (a Modbus battery)."""
+
+    cfg: SiteConfig
+    _readings: dict[str, MeterReading]
+    _battery_devices: dict[str, BatteryDeviceReading]
+
+    def _fresh_battery_reading(self, meter: MeterConfig, now: dt.datetime) -> MeterReading | None:
+        """A retained battery value has an unknown age: it counts as unknown, like a stale one."""
+        reading = self._readings.get(meter.id)
+        if reading is None or reading.retained or (now - reading.at).total_seconds() > meter.stale_after_s:
+            return None
+        return reading
+
+    def update_battery_device(
+        self,
+        battery_id: str,
+        soc_percent: float | None,
+        power_w: float | None,
+        at: dt.datetime,
+        stale_after_s: float,
+    ) -> None:
+        """A battery's SoC and power as read from the device; fresh for ``stale_after_s``."""
+        if self.cfg.home_battery(battery_id) is None:
+            raise KeyError(f"unknown home battery {battery_id!r}")
+        self._battery_devices[battery_id] = BatteryDeviceReading(
+            soc_percent, power_w, ensure_utc(at), stale_after_s
+        )
+
+    def _battery_device(self, battery_id: str, now: dt.datetime) -> BatteryDeviceReading | None:
+        device = self._battery_devices.get(battery_id)
+        if device is None or (now - device.at).total_seconds() > device.stale_after_s:
+            return None
+        return device
+
+    def _battery_meters(self, role: MeterRole, battery_id: str) -> list[MeterConfig]:
+        return [m for m in self.cfg.meters if m.role is role and m.battery == battery_id]
+
+    def _fresh_battery_sum(self, role: MeterRole, battery_id: str, now: dt.datetime) -> float | None:
+        meters = self._battery_meters(role, battery_id)
+        readings = [self._fresh_battery_reading(m, now) for m in meters]
+        if not meters or any(r is None for r in readings):
+            return None
+        return sum(r.value for r in readings if r is not None)
+
+    def battery_power_w(self, battery_id: str, now: dt.datetime) -> float | None:
+        """The battery's measured power (+ charging), None when it has no fresh source."""
+        now = ensure_utc(now)
+        device = self._battery_device(battery_id, now)
+        if device is not None and device.power_w is not None:
+            return device.power_w
+        return self._fresh_battery_sum(MeterRole.BATTERY, battery_id, now)
+
+    def battery_soc_percent(self, battery_id: str, now: dt.datetime) -> float | None:
+        """The battery's SoC, None when it has no fresh source (stale: that battery is unknown)."""
+        now = ensure_utc(now)
+        device = self._battery_device(battery_id, now)
+        if device is not None and device.soc_percent is not None:
+            return device.soc_percent
+        for meter in self._battery_meters(MeterRole.BATTERY_SOC, battery_id):
+            reading = self._fresh_battery_reading(meter, now)
+            if reading is not None:
+                return min(100.0, max(0.0, reading.value))
+        return None
+
+    def battery_has_power_source(self, battery_id: str) -> bool:
+        """A power meter, or a device that reports the battery's power (a Modbus battery)."""
+        device = self._battery_devices.get(battery_id)
+        from_device = device is not None and device.power_w is not None
+        return from_device or bool(self._battery_meters(MeterRole.BATTERY, battery_id))
+
+
+class SiteInputs(_BatteryInputs):
     def __init__(self, cfg: SiteConfig) -> None:
         self.cfg = cfg
         self._meters: dict[str, MeterConfig] = {m.id: m for m in cfg.meters}
@@ -80,6 +176,7 @@ class SiteInputs:
         )
         """With a capacity tariff: the month's peak of window-average import, from the grid meter."""
         self._peak_meter = next((m.id for m in cfg.meters if m.role is MeterRole.GRID), None)
+        self._battery_devices: dict[str, BatteryDeviceReading] = {}
 
     # ---------------------------------------------------------------- meters
 

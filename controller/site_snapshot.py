@@ -4,7 +4,8 @@ The daemon (``Site.planner_snapshot``, ``Site.dispatch_inputs``) and the simulat
 both build them here, from the same state, so what the simulator proves holds for the daemon: safe
 mode and a guessed SoC forbid discharge, prices are clipped to what the optimiser accepts, the EV's
 own limits for its session apply, and a charger whose OCPP version cannot carry a discharge is
-planned charge-only. Pure: no I/O.
+planned charge-only, and each home battery is there with its SoC (None when unknown or stale).
+Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from controller.dispatch import DispatchInputs, VehicleLive
 from controller.dispatch.peak_window import capacity_import_cap_w, planned_peak_w
 from controller.domain import Departure, Plan, VehicleMode, align_to_step, ensure_utc
+from controller.site_batteries import battery_lives, battery_snapshots
 from controller.snapshot import (
     DepartureGoal,
     DepartureHold,
@@ -92,6 +94,7 @@ def snapshot(site: Site, now: dt.datetime, load_w: FloatArray, pv_w: FloatArray)
         time=now,
         step_minutes=site.cfg.site.plan_step_minutes,
         vehicles=vehicles,
+        home_batteries=battery_snapshots(site, now),
         load_w=[float(x) for x in load_w],
         pv_w=[float(x) for x in pv_w],
         import_price_per_kwh=[float(x) for x in np.clip(prices.import_per_kwh, -10, 10)],
@@ -159,6 +162,7 @@ def dispatch_inputs(site: Site, now: dt.datetime, plan: Plan | None) -> Dispatch
         home_power_w=site.inputs.home_power_w(now),
         pv_power_w=site.inputs.pv_power_w(now),
         grid_phases_w=site.inputs.grid_phases_w(now),
+        batteries=battery_lives(site, now),
         capacity_cap_w=_capacity_cap_w(site, now, plan),
     )
 

@@ -11,20 +11,25 @@ from controller import __version__
 from controller.config import SiteConfig
 from controller.domain import Plan
 from controller.mqtt import (
+    BatteryStatus,
     ChargerStatus,
     ControllerStatus,
     ProfileOutcome,
     SiteFlows,
     VehicleStatus,
+    battery_state,
     charger_state,
 )
 from controller.ocpp.model import ChargerView, ProfileRecord
 from controller.site import Site, VehicleRuntime
+from controller.site_batteries import BatteryRuntime, batteries_power_w, battery_power_w
 
 __all__ = [
+    "battery_statuses",
     "charger_statuses",
     "controller_status",
     "ev_limits",
+    "planned_battery_power_w",
     "site_flows",
     "state_view",
     "vehicle_statuses",
@@ -62,7 +67,41 @@ def site_flows(site: Site, now: dt.datetime) -> SiteFlows:
         home_power_w=inputs.home_power_w(now),
         vehicles_power_w=sum(vehicles_w) if vehicles_w else None,
         safe_mode=inputs.safe_mode(now),
+        batteries_power_w=batteries_power_w(site, now) if site.batteries else None,
+        has_batteries=bool(site.batteries),
     )
+
+
+def planned_battery_power_w(plan: Plan | None, battery_id: str, now: dt.datetime) -> float | None:
+    """The plan's power for the battery in the step now; None without a plan for it."""
+    planned = plan.batteries.get(battery_id) if plan is not None else None
+    index = plan.step_index(now) if plan is not None and planned is not None else None
+    if planned is None or index is None or index >= len(planned.power_w):
+        return None
+    return float(planned.power_w[index])
+
+
+def _battery_status(
+    site: Site, battery: BatteryRuntime, plan: Plan | None, now: dt.datetime
+) -> BatteryStatus:
+    battery_id = battery.config.id
+    return BatteryStatus(
+        battery_id=battery_id,
+        at=now,
+        soc_percent=site.inputs.battery_soc_percent(battery_id, now),
+        power_w=battery_power_w(site, battery, now),
+        planned_power_w=planned_battery_power_w(plan, battery_id, now),
+        mode=battery.mode,
+        setpoint_w=battery.setpoint_w,
+        control=battery.config.control.mode,
+        control_status=battery.control_status,
+        control_detail=battery.control_detail,
+    )
+
+
+def battery_statuses(site: Site, plan: Plan | None, now: dt.datetime) -> list[BatteryStatus]:
+    """Every configured home battery, in config order."""
+    return [_battery_status(site, b, plan, now) for b in site.batteries.values()]
 
 
 def ev_limits(vehicle: VehicleRuntime) -> dict[str, float] | None:
@@ -167,6 +206,7 @@ def state_view(
         "grid_lost": inputs.is_grid_lost(now),
         "meters": inputs.meter_states(),
         "vehicles": {v.config.id: _vehicle_state(site, v, plan, now) for v in site.vehicles.values()},
+        "batteries": {s.battery_id: battery_state(s) for s in battery_statuses(site, plan, now)},
         "chargers": {status.charger_id: charger_state(status) for status in chargers},
         "plan": None
         if plan is None

@@ -22,19 +22,23 @@ can run them (:class:`sim.baselines.StepDelivery`): the economic bound.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import datetime, timedelta
 
 from controller.config import SiteConfig
 from controller.dispatch import Dispatcher
+from controller.dispatch.battery_command import BatteryCommand
+from controller.dispatch.inputs import BatteryLive, DispatchInputs
 from controller.domain import ChargerSchedule, Plan
 from controller.optimizer import Planner, plan_foresight
 from controller.site_events import Reaction
-from controller.snapshot import DepartureGoal, Snapshot, VehicleSnapshot
+from controller.snapshot import DepartureGoal, HomeBatterySnapshot, Snapshot, VehicleSnapshot
 from controller.snapshot import Trip as SnapshotTrip
 from sim.baselines import StepDelivery
 from sim.charger_model import Pieces
 from sim.engine import Decision
+from sim.home_battery import initial_battery_soc
 from sim.information import InformationModel, Observation, VehicleObservation
 from sim.plant import VehicleSpec
 from sim.scenario import Scenario
@@ -123,6 +127,66 @@ def _with_calendar(snapshot: Snapshot, obs: Observation, specs: tuple[VehicleSpe
     return snapshot.model_copy(update={"vehicles": vehicles})
 
 
+def battery_setpoints(
+    config: SiteConfig, held: dict[str, BatteryCommand], now: datetime
+) -> tuple[float | None, ...] | None:
+    """Per home battery what it runs this step: the command it holds, None (its own mode) for an
+    ``observe`` battery, ``auto``, no command, or one whose ``valid_until`` has passed."""
+    if not config.home_batteries:
+        return None
+    out: list[float | None] = []
+    for battery in config.home_batteries:
+        command = held.get(battery.id)
+        if command is None or command.mode == "auto" or command.valid_until <= now:
+            out.append(None)
+        else:
+            out.append(0.0 if command.mode == "hold" else command.setpoint_w)
+    return tuple(out)
+
+
+def _until_limits(
+    config: SiteConfig, setpoints: tuple[float | None, ...] | None, info: InformationModel
+) -> tuple[float | None, ...] | None:
+    """A setpoint held all step stops where the daemon's next tick (seconds later) would stop it:
+    at the battery's floor or its max SoC. The simulator dispatches once a step; the daemon every
+    ``dispatch_interval_s``, and stops a discharge at the floor within one tick."""
+    if setpoints is None:
+        return None
+    hours = info.step.total_seconds() / 3600.0
+    out: list[float | None] = []
+    for battery, told, (_, _, soc) in zip(
+        config.home_batteries, setpoints, info.live_batteries(), strict=True
+    ):
+        if told is None:
+            out.append(None)
+            continue
+        capacity = battery.usable_capacity_kwh
+        if told < 0:
+            left_kwh = max(0.0, soc - battery.floor_percent) / 100.0 * capacity
+            told = max(told, -left_kwh * battery.discharge_efficiency / hours * 1000.0)
+        elif told > 0:
+            room_kwh = max(0.0, battery.max_soc_percent - soc) / 100.0 * capacity
+            told = min(told, room_kwh / battery.charge_efficiency / hours * 1000.0)
+        out.append(told)
+    return tuple(out)
+
+
+def _with_batteries(snapshot: Snapshot, info: InformationModel) -> Snapshot:
+    """The batteries as the meters show them, where the site's snapshot does not carry them yet."""
+    live = info.live_batteries()
+    if not live or snapshot.home_batteries:
+        return snapshot
+    batteries = [HomeBatterySnapshot(id=b, soc_percent=soc, power_w=power) for b, power, soc in live]
+    return snapshot.model_copy(update={"home_batteries": batteries})
+
+
+def _dispatch_with_batteries(inputs: DispatchInputs, info: InformationModel) -> DispatchInputs:
+    live = info.live_batteries()
+    if not live or inputs.batteries:
+        return inputs
+    return dataclasses.replace(inputs, batteries=tuple(BatteryLive(b, soc, power) for b, power, soc in live))
+
+
 class ModelPredictiveControl:
     """Re-plan every ``replan_interval_minutes`` (at least once a step) and on plug-in; dispatch each step."""
 
@@ -141,6 +205,8 @@ class ModelPredictiveControl:
         self._plan_step = -1
         # The schedule each charger holds (what was last sent), by vehicle.
         self._held: dict[str, ChargerSchedule | None] = {v.id: None for v in config.vehicles}
+        # The command each controllable home battery holds (what was last sent), by battery.
+        self._battery_held: dict[str, BatteryCommand] = {}
         # Where the time goes, for benchmarks (the planner's own split from Planner.last_timings).
         self.observe_s = 0.0
         self.snapshot_s = 0.0
@@ -173,7 +239,7 @@ class ModelPredictiveControl:
             obs = info.observe(self.horizon_steps, vehicles)
             t1 = time.perf_counter()
             snapshot = self.feed.site.planner_snapshot(info.now, obs.load_w, obs.pv_w)
-            snapshot = _with_calendar(snapshot, obs, self.specs)
+            snapshot = _with_batteries(_with_calendar(snapshot, obs, self.specs), info)
             t2 = time.perf_counter()
             plan = self.planner.plan(snapshot)
             t3 = time.perf_counter()
@@ -199,7 +265,15 @@ class ModelPredictiveControl:
         step_s = info.step.total_seconds()
         powers = tuple(average_w(p, step_s) for p in pieces)
         return Decision(
-            powers, solve_ms=solve_ms, solver_ms=solver_ms, fallback=fallback, notes=notes, pieces=pieces
+            powers,
+            solve_ms=solve_ms,
+            solver_ms=solver_ms,
+            fallback=fallback,
+            notes=notes,
+            pieces=pieces,
+            battery_w=_until_limits(
+                self.config, battery_setpoints(self.config, self._battery_held, info.now), info
+            ),
         )
 
     def _drawing(self, now: datetime) -> dict[str, float]:
@@ -213,7 +287,12 @@ class ModelPredictiveControl:
     def _dispatch(
         self, info: InformationModel, vehicles: tuple[VehicleObservation, ...]
     ) -> tuple[Pieces | None, ...]:
-        commands = self.dispatcher.dispatch(self.feed.site.dispatch_inputs(info.now, self.plan))
+        inputs = _dispatch_with_batteries(self.feed.site.dispatch_inputs(info.now, self.plan), info)
+        commands = self.dispatcher.dispatch(inputs)
+        if self.config.home_batteries:
+            for battery_command in self.dispatcher.dispatch_batteries(inputs):
+                if battery_command.send:
+                    self._battery_held[battery_command.battery_id] = battery_command
         by_vehicle = {c.vehicle_id: c for c in commands if c.vehicle_id is not None}
         for vehicle in vehicles:
             command = by_vehicle.get(vehicle.vehicle_id)
@@ -259,10 +338,15 @@ class PerfectForesight:
                     id=vehicle.id, soc_percent=scenario.initial_soc(vehicle), plugged_in=plugged, away=away
                 )
             )
+        batteries = [
+            HomeBatterySnapshot(id=b.id, soc_percent=initial_battery_soc(b))
+            for b in scenario.config.home_batteries
+        ]
         return Snapshot(
             time=series.start,
             step_minutes=scenario.config.site.plan_step_minutes,
             vehicles=vehicles,
+            home_batteries=batteries,
             load_w=series.load_w.tolist(),
             pv_w=series.pv_w.tolist(),
             import_price_per_kwh=series.import_price_per_kwh.tolist(),
@@ -284,8 +368,26 @@ class PerfectForesight:
         powers = tuple(power[k] if inside else 0.0 for power in self._power)
         pieces = tuple(train[k] if inside else None for train in self._pieces)
         return Decision(
-            powers, solve_ms=solve_ms, solver_ms=solver_ms, fallback=plan.fallback and k == 0, pieces=pieces
+            powers,
+            solve_ms=solve_ms,
+            solver_ms=solver_ms,
+            fallback=plan.fallback and k == 0,
+            pieces=pieces,
+            battery_w=self._battery_w(plan, k),
         )
+
+    def _battery_w(self, plan: Plan, k: int) -> tuple[float | None, ...] | None:
+        """The plan's setpoint of each controllable battery; None (its own rule) for an observe one."""
+        if not self.scenario.config.home_batteries:
+            return None
+        out: list[float | None] = []
+        for battery in self.scenario.config.home_batteries:
+            planned = plan.batteries.get(battery.id)
+            if planned is None or not planned.controlled or plan.fallback:
+                out.append(None)
+            else:
+                out.append(planned.power_w[k] if k < len(planned.power_w) else 0.0)
+        return tuple(out)
 
     def _averages(self, plan: Plan, vehicle_id: str) -> list[float]:
         """The plan's step averages for one car over the scenario (0 where the plan has none)."""

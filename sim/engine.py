@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sim.charger_model import Pieces
+from sim.home_battery import BatterySpec
 from sim.information import InformationModel
 from sim.plant import DepartureOutcome, Plant, VehicleSpec
 from sim.scenario import FloatArray, Scenario
@@ -48,6 +49,9 @@ class Decision:
     pieces: tuple[Pieces | None, ...] | None = None
     """Per vehicle, what its charger is told over the step: ``((offset_s, power_w, phases), ...)``
     (``sim.charger_model``); None (for all or for one) = ``power_w`` all step on the charger's phases."""
+    battery_w: tuple[float | None, ...] | None = None
+    """Per home battery (config order) the setpoint it runs over the step (+ charging); None (for
+    all or for one): its own self-consumption mode (``sim.home_battery``)."""
 
 
 class Strategy(Protocol):
@@ -98,6 +102,18 @@ class SimResult:
     strategy_time_s: float
     plant_time_s: float
     notes: list[str] = field(default_factory=list)
+    battery_specs: tuple[BatterySpec, ...] = ()
+    battery_power_w: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+    """Each home battery's average power per step (+ charging), (batteries, steps)."""
+    battery_1min_w: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+    """Each home battery's power per minute."""
+    battery_energy_kwh: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+    """Each home battery's energy at the end of each step."""
+    battery_initial_kwh: tuple[float, ...] = ()
+    battery_losses_kwh: float = 0.0
+    load_w: FloatArray | None = None
+    """The home's load per step as the plant ran it (for the storage-to-storage metric)."""
+    pv_w: FloatArray | None = None
 
     @property
     def vehicle_ids(self) -> tuple[str, ...]:
@@ -147,6 +163,12 @@ def simulate(
     notes: list[str] = []
     losses = drive = unmet = 0.0
     strategy_s = plant_s = 0.0
+    bats = len(plant.batteries.specs) if plant.batteries is not None else 0
+    battery_initial = tuple(plant.batteries.energy_kwh) if plant.batteries is not None else ()
+    battery_power = np.zeros((bats, n))
+    battery_energy = np.zeros((bats, n))
+    battery_1min = np.zeros((bats, n * per_step))
+    battery_losses = 0.0
     every = max(1, n // 200)
     if progress is not None:
         progress(0, n)
@@ -156,7 +178,9 @@ def simulate(
         info.advance_to(k)
         decision = strategy.decide(info)
         t1 = time.perf_counter()
-        outcome = plant.step(k, decision.power_w, load[k], pv[k], decision.pieces)
+        outcome = plant.step(
+            k, decision.power_w, load[k], pv[k], decision.pieces, battery_w=decision.battery_w
+        )
         t2 = time.perf_counter()
         strategy_s += t1 - t0
         plant_s += t2 - t1
@@ -177,6 +201,11 @@ def simulate(
         if decision.notes:
             notes.extend(decision.notes)
         departures.extend(outcome.departures)
+        if bats and outcome.battery_minute_w is not None:
+            battery_power[:, k] = outcome.battery_power_w
+            battery_energy[:, k] = outcome.battery_energy_kwh
+            battery_1min[:, k * per_step : (k + 1) * per_step] = outcome.battery_minute_w
+            battery_losses += outcome.battery_losses_kwh
         losses += outcome.losses_kwh
         drive += outcome.drive_kwh
         unmet += outcome.unmet_drive_kwh
@@ -209,4 +238,12 @@ def simulate(
         strategy_time_s=strategy_s,
         plant_time_s=plant_s,
         notes=notes,
+        battery_specs=plant.batteries.specs if plant.batteries is not None else (),
+        battery_power_w=battery_power,
+        battery_1min_w=battery_1min,
+        battery_energy_kwh=battery_energy,
+        battery_initial_kwh=battery_initial,
+        battery_losses_kwh=battery_losses,
+        load_w=series.load_w,
+        pv_w=series.pv_w,
     )

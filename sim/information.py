@@ -367,6 +367,17 @@ class InformationModel:
         """The home's load as a home meter shows it during this step (live)."""
         return float(self._series.load_w[self._k])
 
+    def live_batteries(self) -> tuple[tuple[str, float, float], ...]:
+        """Each home battery as its meters show it now: (id, power over the last step W + charging,
+        SoC percent)."""
+        batteries = self._plant.batteries
+        if batteries is None:
+            return ()
+        return tuple(
+            (spec.battery_id, batteries.last_power_w[i], batteries.soc_percent(i))
+            for i, spec in enumerate(batteries.specs)
+        )
+
     def live_pv_w(self) -> float:
         """The PV output as a PV meter shows it during this step (live)."""
         return float(self._series.pv_w[self._k])

@@ -120,6 +120,18 @@ class Metrics:
     """With a capacity tariff: what the months' peaks cost (part of ``total_cost``), else 0."""
     monthly_peak_import_kw: dict[str, float] = field(default_factory=dict)
     """With a capacity tariff: each month's highest window-average import, kW (``YYYY-MM``, local)."""
+    battery_charge_kwh: float = 0.0
+    """Home batteries (``home_batteries``): AC energy charged, summed over the batteries."""
+    battery_discharge_kwh: float = 0.0
+    battery_cycles: float = 0.0
+    """Energy discharged out of the cells over the usable capacity, summed over the batteries."""
+    battery_degradation_cost: float = 0.0
+    """Their wear (part of ``degradation_cost``): per kWh discharged out of the cells."""
+    battery_floor_breaches: int = 0
+    """Steps a home battery discharged and ended below its ``floor_percent``."""
+    storage_to_storage_kwh: float = 0.0
+    """Energy one storage (a car, a home battery) charged from the other's discharge, both ways,
+    after PV surplus and home load (``storage_transfer_kwh``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -250,6 +262,8 @@ def _flows(result: SimResult) -> dict[str, float]:
     charge_w = np.maximum(power, 0.0).sum(axis=0)
     discharge_w = np.maximum(-power, 0.0).sum(axis=0)
     net_home_w = grid - power.sum(axis=0)  # load - PV, as the meter closes the balance
+    if result.battery_1min_w.size:
+        net_home_w = net_home_w - result.battery_1min_w.sum(axis=0)
     v2h_w = np.minimum(discharge_w, np.maximum(net_home_w, 0.0))
     v2g_w = np.minimum(discharge_w - v2h_w, np.maximum(-grid, 0.0))
     return {
@@ -257,6 +271,59 @@ def _flows(result: SimResult) -> dict[str, float]:
         "discharge": float(discharge_w.sum() * to_kwh),
         "v2h": float(v2h_w.sum() * to_kwh),
         "v2g": float(v2g_w.sum() * to_kwh),
+    }
+
+
+def storage_transfer_kwh(result: SimResult) -> tuple[float, float]:
+    """Per minute, the part of one storage's charging that the other's discharging supplied, after
+    the PV surplus and the home load are accounted (docs/simulator.md)::
+
+        S = max(0, PV - load), H = max(0, load - PV)
+        battery -> cars = min(max(0, battery discharge - H), max(0, cars' charge - S))
+        cars -> battery = min(max(0, cars' discharge - H), max(0, battery charge - S))
+
+    Returns (battery -> cars, cars -> battery) in kWh; (0, 0) without a home battery.
+    """
+    if not result.battery_1min_w.size or result.load_w is None or result.pv_w is None:
+        return 0.0, 0.0
+    per = result.minutes_per_step
+    load = np.repeat(result.load_w, per)
+    pv = np.repeat(result.pv_w, per)
+    surplus = np.maximum(pv - load, 0.0)
+    home = np.maximum(load - pv, 0.0)
+    cars, batteries = result.power_1min_w, result.battery_1min_w
+    cars_in, cars_out = np.maximum(cars, 0.0).sum(axis=0), np.maximum(-cars, 0.0).sum(axis=0)
+    bat_in, bat_out = np.maximum(batteries, 0.0).sum(axis=0), np.maximum(-batteries, 0.0).sum(axis=0)
+    to_cars = np.minimum(np.maximum(bat_out - home, 0.0), np.maximum(cars_in - surplus, 0.0))
+    to_battery = np.minimum(np.maximum(cars_out - home, 0.0), np.maximum(bat_in - surplus, 0.0))
+    to_kwh = _minute_hours(result) / 1000.0
+    return float(to_cars.sum() * to_kwh), float(to_battery.sum() * to_kwh)
+
+
+def battery_figures(result: SimResult) -> dict[str, float]:
+    """The home batteries' energy, cycles, wear, floor breaches and stored-energy change."""
+    if not result.battery_specs:
+        return {}
+    to_kwh = _minute_hours(result) / 1000.0
+    power = result.battery_1min_w
+    specs = result.battery_specs
+    charged = np.maximum(power, 0.0).sum(axis=1) * to_kwh
+    out_ac = np.maximum(-power, 0.0).sum(axis=1) * to_kwh
+    cells_out = out_ac / np.array([s.discharge_efficiency for s in specs])
+    wear = cells_out * np.array([s.degradation_cost_per_kwh for s in specs])
+    floor = np.array([s.floor_kwh for s in specs])[:, None]
+    discharged = np.asarray((_by_step(result, power) < 0.0).any(axis=2))
+    breaches = (result.battery_energy_kwh < floor - RESERVE_TOLERANCE_KWH) & discharged
+    final = float(result.battery_energy_kwh[:, -1].sum()) if result.battery_energy_kwh.size else 0.0
+    to_cars, to_battery = storage_transfer_kwh(result)
+    return {
+        "battery_charge_kwh": float(charged.sum()),
+        "battery_discharge_kwh": float(out_ac.sum()),
+        "battery_cycles": float((cells_out / np.array([s.capacity_kwh for s in specs])).sum()),
+        "battery_degradation_cost": float(wear.sum()),
+        "battery_floor_breaches": int(breaches.sum()),
+        "storage_to_storage_kwh": to_cars + to_battery,
+        "battery_energy_change_kwh": final - float(sum(result.battery_initial_kwh)),
     }
 
 
@@ -306,6 +373,10 @@ def compute_metrics(result: SimResult) -> Metrics:
     terminal_price = terminal_price_per_kwh(result)
     stored_value = (final - initial) * terminal_price
     capacity_cost, peaks = _capacity(result)
+    battery = battery_figures(result)
+    degradation += battery.get("battery_degradation_cost", 0.0)
+    # A home battery left fuller or emptier than it started is worth that energy at the same price.
+    stored_value += battery.pop("battery_energy_change_kwh", 0.0) * terminal_price
     return Metrics(
         strategy=result.strategy,
         scenario=scenario.name,
@@ -355,6 +426,12 @@ def compute_metrics(result: SimResult) -> Metrics:
         wall_time_s=result.wall_time_s,
         capacity_cost=capacity_cost,
         monthly_peak_import_kw=peaks,
+        battery_charge_kwh=battery.get("battery_charge_kwh", 0.0),
+        battery_discharge_kwh=battery.get("battery_discharge_kwh", 0.0),
+        battery_cycles=battery.get("battery_cycles", 0.0),
+        battery_degradation_cost=battery.get("battery_degradation_cost", 0.0),
+        battery_floor_breaches=int(battery.get("battery_floor_breaches", 0)),
+        storage_to_storage_kwh=battery.get("storage_to_storage_kwh", 0.0),
     )
 
 

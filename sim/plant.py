@@ -31,6 +31,7 @@ import numpy.typing as npt
 
 from controller.config import SiteConfig, VehicleConfig, physical_power_limits_kw
 from sim.charger_model import ChargerModel, Pieces
+from sim.home_battery import BatteryPlant
 from sim.scenario import FloatArray, Scenario, ScheduledTrip
 
 __all__ = ["DepartureOutcome", "Plant", "StepOutcome", "VehicleSpec"]
@@ -108,6 +109,12 @@ class StepOutcome:
     """Each car's power per minute, (vehicles, minutes per step)."""
     grid_minute_w: FloatArray
     """The grid meter per minute (+ import)."""
+    battery_power_w: tuple[float, ...] = ()
+    """Each home battery's average power over the step (+ charging), config order."""
+    battery_energy_kwh: tuple[float, ...] = ()
+    battery_minute_w: FloatArray | None = None
+    """Each home battery's power per minute, (batteries, minutes per step); None without any."""
+    battery_losses_kwh: float = 0.0
 
 
 class Plant:
@@ -148,6 +155,8 @@ class Plant:
         self._reachable_kwh = list(self.energy_kwh)
         self._away_list: list[list[bool]] = self.away.T.tolist()
         self._drain_list: list[list[float]] = self.drain_kwh.T.tolist()
+        self.batteries: BatteryPlant | None = BatteryPlant(config) if config.home_batteries else None
+        """The home batteries (module ``sim.home_battery``); None without any."""
 
     def plugged_in(self, k: int) -> tuple[bool, ...]:
         return tuple(not a for a in self._away_list[k])
@@ -164,11 +173,13 @@ class Plant:
         pieces: Sequence[Pieces | None] | None = None,
         load_minutes_w: Sequence[float] | None = None,
         pv_minutes_w: Sequence[float] | None = None,
+        battery_w: Sequence[float | None] | None = None,
     ) -> StepOutcome:
         """Apply step ``k``: per vehicle (config order) what its charger is told, ``pieces[i]``
         (``sim.charger_model``), or where that is None the constant ``requested_w[i]`` (vehicle sign)
         on the charger's phases. ``load_minutes_w`` / ``pv_minutes_w`` (optional, one value per
-        minute) replace the step's load and PV inside the step."""
+        minute) replace the step's load and PV inside the step. ``battery_w``: per home battery the
+        setpoint it runs (+ charging), None (for all or one): its own self-consumption rule."""
         departures = self._departures(k)
         hours = self.step_hours
         minutes = self.minutes_per_step
@@ -198,6 +209,17 @@ class Plant:
             # Clamping keeps energy within [0, capacity] up to rounding.
             self.energy_kwh[i] = min(spec.capacity_kwh, max(0.0, energy))
             powers.append(power)
+        battery_minute_w: FloatArray | None = None
+        battery_losses = 0.0
+        if self.batteries is not None:
+            load_m = np.full(minutes, load_w) if load_minutes_w is None else np.asarray(load_minutes_w, float)
+            pv_m = np.full(minutes, pv_w) if pv_minutes_w is None else np.asarray(pv_minutes_w, float)
+            battery_minute_w, battery_losses = self.batteries.step(
+                battery_w or (), load_m - pv_m + minute_w.sum(axis=0), pv_m, hours / minutes
+            )
+            # The batteries run as loads of the site: their minutes join the grid meter's.
+            load_minutes_w = (load_m + battery_minute_w.sum(axis=0)).tolist()
+            pv_minutes_w = pv_m.tolist()
         grid_w, grid_minute_w, import_kwh, export_kwh = self._grid(
             load_w, pv_w, powers, minute_w, varies, (load_minutes_w, pv_minutes_w)
         )
@@ -214,6 +236,10 @@ class Plant:
             export_kwh=export_kwh,
             minute_power_w=minute_w,
             grid_minute_w=grid_minute_w,
+            battery_power_w=tuple(self.batteries.last_power_w) if self.batteries is not None else (),
+            battery_energy_kwh=tuple(self.batteries.energy_kwh) if self.batteries is not None else (),
+            battery_minute_w=battery_minute_w,
+            battery_losses_kwh=battery_losses,
         )
 
     def _grid(

@@ -123,6 +123,18 @@ def simulated_daemon_config(config: SiteConfig) -> SiteConfig:
     meters = list(config.meters)
     if not any(m.role is MeterRole.GRID for m in meters):
         meters.append(MeterConfig(id=SIMULATED_GRID_METER, role=MeterRole.GRID, topic="simulated/meter/grid"))
+    for battery in config.home_batteries:
+        # The simulated home reports each battery's power and SoC on meters of its own.
+        for role in (MeterRole.BATTERY, MeterRole.BATTERY_SOC):
+            if not any(m.role is role and m.battery == battery.id for m in meters):
+                meters.append(
+                    MeterConfig(
+                        id=f"simulated-{role.value.replace('_', '-')}-{battery.id}",
+                        role=role,
+                        topic=f"simulated/meter/{role.value}/{battery.id}",
+                        battery=battery.id,
+                    )
+                )
     return config.model_copy(update={"tariff": tariff, "meters": meters})
 
 
@@ -150,7 +162,8 @@ class SiteFeed:
         self, info: InformationModel, vehicles: tuple[VehicleObservation, ...], power_w: Mapping[str, float]
     ) -> Reaction:
         """Apply this step's events (``power_w``: what each plugged-in car draws now, + charging);
-        returns what they ask of the daemon (re-plan and why)."""
+        returns what they ask of the daemon (re-plan and why). The home batteries' power and SoC
+        come from ``info.live_batteries()``."""
         return self.apply(self.step_events(info, vehicles, power_w), info.now)
 
     def apply(self, events: list[SiteEvent], now: datetime) -> Reaction:
@@ -182,7 +195,9 @@ class SiteFeed:
         for vehicle in vehicles:
             events += self._vehicle(vehicle, power_w.get(vehicle.vehicle_id, 0.0), now)
         cars_w = sum(power_w.get(v.vehicle_id, 0.0) for v in vehicles if v.plugged_in)
-        events += self._meters(info, cars_w, now)
+        batteries = info.live_batteries()
+        events += self._meters(info, cars_w + sum(b[1] for b in batteries), now)
+        events += self._battery_meters(batteries, now)
         events += self._prices(info, now)
         return events
 
@@ -252,6 +267,21 @@ class SiteFeed:
             seen.add(meter.role)
             if not any(o.meter_id == meter.id and o.start <= now < o.end for o in self.faults.meter_outages):
                 events.append(MeterReading(meter.id, meter.role, value, now))
+        return events
+
+    def _battery_meters(
+        self, batteries: tuple[tuple[str, float, float], ...], now: datetime
+    ) -> list[SiteEvent]:
+        """Each home battery's power (+ charging) and SoC on the meters that name it."""
+        events: list[SiteEvent] = []
+        for battery_id, power_w, soc_percent in batteries:
+            for meter in self.config.meters:
+                if meter.battery != battery_id:
+                    continue
+                if meter.role is MeterRole.BATTERY:
+                    events.append(MeterReading(meter.id, meter.role, power_w, now))
+                elif meter.role is MeterRole.BATTERY_SOC:
+                    events.append(MeterReading(meter.id, meter.role, soc_percent, now))
         return events
 
     def _prices(self, info: InformationModel, now: datetime) -> list[SiteEvent]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 from controller.clock import ManualClock
 from controller.commands import SetDeparture
-from controller.domain import Departure, Plan, VehiclePlan
+from controller.domain import BatteryPlan, Departure, Plan, VehiclePlan
 from controller.persistence import SitePersistence
 from controller.site import Site
 from controller.site_events import SiteEvents
@@ -195,7 +196,8 @@ def test_everything_survives_a_reopen(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
     store = Store(path)
     store.record_reading("pv", T0, -1500.0)
-    store.save_plan(sample_plan())
+    battery = BatteryPlan("house", True, (2500.0, -1000.04), (50.0, 53.0, 51.9), "charging from PV")
+    store.save_plan(dataclasses.replace(sample_plan(), batteries={"house": battery}))
     session = store.start_session("wb", T0, vehicle_id="ev", transaction_id="tx1", start_energy_wh=1000.0)
     store.set_override("ev", "departure", {"at": "2026-11-25T06:30:00+00:00", "target_soc_percent": 90}, T0)
     store.set_override("ev", "mode", {"mode": "charge_now"}, T0, expires_at=T0 + timedelta(hours=1))
@@ -210,6 +212,8 @@ def test_everything_survives_a_reopen(tmp_path: Path) -> None:
     assert restored.vehicles["ev"].power_w == (-3200.4, 0.0)  # stored to 0.1 W
     assert restored.vehicles["ev"].v2l_power_w == (500.0, 0.0) and restored.objective == 1.25
     assert restored.start == T0 and restored.step == timedelta(minutes=15) and restored.import_cost == 0.03
+    # A restored plan keeps its battery setpoints (a restart does not leave the battery in auto).
+    assert restored.batteries["house"] == dataclasses.replace(battery, power_w=(2500.0, -1000.0))
     [open_session] = again.open_sessions()
     assert open_session.id == session and open_session.transaction_id == "tx1"
     assert again.overrides(T0 + timedelta(minutes=30)).keys() == {("ev", "departure"), ("ev", "mode")}

@@ -1,6 +1,6 @@
 """What the API answers, as pydantic models: the OpenAPI document and the responses come from these.
 
-Powers in W (grid + import / - export; a car + charging / - discharging), SoC in %, prices per kWh
+Powers in W (grid + import / - export; a car or home battery + charging / - discharging), SoC in %, prices per kWh
 in the site's currency, times in UTC (ISO 8601). ``None`` where a value is not known.
 """
 
@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "BatteryView",
     "ChargerView",
     "CommandAnswer",
     "ErrorAnswer",
@@ -22,6 +23,7 @@ __all__ = [
     "LoginBody",
     "MoneyPeriod",
     "MoneyView",
+    "PlanBatteryView",
     "PlanVehicleView",
     "PlanView",
     "ProfileView",
@@ -69,6 +71,8 @@ class FlowsView(_View):
     home_w: float | None
     vehicles_w: float | None
     safe_mode: bool
+    batteries_w: float | None = None
+    """The home batteries together, + charging; None without batteries or with one unknown."""
     stale: list[str]
     """Meters whose reading is too old to trust (their value is shown as None)."""
 
@@ -101,6 +105,29 @@ class VehicleView(_View):
     """The weekly departure schedule by weekday (``time``, ``target_soc_percent``)."""
 
 
+class BatteryView(_View):
+    """A home battery (``home_batteries``): what it does, what the plan wants now, its control."""
+
+    id: str
+    name: str
+    capacity_kwh: float
+    soc_percent: float | None
+    """None when unknown or stale."""
+    power_w: float | None
+    """Measured, + charging / - discharging; None when unknown or stale."""
+    planned_power_w: float | None
+    """The plan's power for the step now (None without a plan for it)."""
+    floor_percent: float
+    """The lowest SoC the plan may reach: the larger of the BMS limit and the backup reserve."""
+    max_soc_percent: float
+    mode: Literal["charge", "discharge", "hold", "auto"]
+    """What it was last told (``auto``: its own mode)."""
+    setpoint_w: float
+    control: Literal["observe", "mqtt", "modbus"]
+    control_status: Literal["observe", "idle", "ok", "refused", "unreachable", "released"]
+    control_detail: str | None
+
+
 class ProfileView(_View):
     purpose: str
     status: str
@@ -131,6 +158,16 @@ class PlanVehicleView(_View):
     departure_at: dt.datetime | None
 
 
+class PlanBatteryView(_View):
+    power_w: list[float]
+    """+ charging / - discharging per step; empty for an ``observe`` battery whose SoC is unknown."""
+    soc_percent: list[float]
+    """At each step boundary: one more than steps."""
+    controlled: bool
+    """False: an ``observe`` battery, the values the forecast of its own self-consumption rule."""
+    reason: str
+
+
 class PlanView(_View):
     created_at: dt.datetime
     start: dt.datetime
@@ -147,6 +184,8 @@ class PlanView(_View):
     grid_import_w: list[float]
     grid_export_w: list[float]
     vehicles: dict[str, PlanVehicleView]
+    batteries: dict[str, PlanBatteryView] = Field(default_factory=dict)
+    """The home batteries the plan schedules (empty when it schedules none)."""
 
 
 class HistoryView(_View):

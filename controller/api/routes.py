@@ -24,6 +24,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from controller import __version__
 from controller.api.auth import CSRF_HEADER, SESSION_COOKIE, Access, ApiAuth
 from controller.api.models import (
+    BatteryView,
     ChargerView,
     CommandAnswer,
     ErrorAnswer,
@@ -60,6 +61,7 @@ class ApiBackend(Protocol):
     def status(self) -> StatusView: ...
     def flows(self) -> FlowsView: ...
     def vehicles(self) -> list[VehicleView]: ...
+    def batteries(self) -> list[BatteryView]: ...
     def chargers(self) -> list[ChargerView]: ...
     def plan(self) -> PlanView | None: ...
     def history(self, since: dt.datetime, until: dt.datetime, step_s: int) -> Awaitable[HistoryView]: ...
@@ -174,6 +176,10 @@ def _status_routes(app: FastAPI, backend: ApiBackend, read: list[Any]) -> None:
     @app.get("/api/vehicles", tags=["vehicles"], dependencies=read)
     async def vehicles() -> list[VehicleView]:
         return backend.vehicles()
+
+    @app.get("/api/batteries", tags=["batteries"], dependencies=read, summary="The home batteries now")
+    async def batteries() -> list[BatteryView]:
+        return backend.batteries()
 
     @app.get("/api/chargers", tags=["chargers"], dependencies=read)
     async def chargers() -> list[ChargerView]:
@@ -358,6 +364,7 @@ async def _events(request: Request, backend: ApiBackend) -> AsyncIterator[str]:
             "status": backend.status().model_dump(mode="json"),
             "flows": backend.flows().model_dump(mode="json"),
             "vehicles": [v.model_dump(mode="json") for v in backend.vehicles()],
+            "batteries": [b.model_dump(mode="json") for b in backend.batteries()],
         }
         yield f"event: now\ndata: {json.dumps(now)}\n\n"
         plan = backend.plan()

@@ -52,6 +52,7 @@ def _cross_field_issues(cfg: SiteConfig, checks: _Checks | None = None) -> list[
     _check_vehicles(cfg, checks)
     _check_chargers(cfg, checks)
     _check_meters(cfg, checks)
+    _check_home_batteries(cfg, checks)
     _check_tariff(cfg, checks)
     _check_price_sources(cfg, checks)
     _check_retail_currency(cfg, checks)
@@ -64,6 +65,7 @@ def _check_ids(cfg: SiteConfig, checks: _Checks) -> None:
         "chargers": [c.id for c in cfg.chargers],
         "vehicles": [v.id for v in cfg.vehicles],
         "meters": [m.id for m in cfg.meters],
+        "home_batteries": [b.id for b in cfg.home_batteries],
     }
     for kind, ids in id_lists.items():
         seen: dict[str, int] = {}
@@ -186,6 +188,70 @@ def _check_meters(cfg: SiteConfig, checks: _Checks) -> None:
             "keep one meter with role grid",
             uses=[("meters", grid_meters[0], "role")],
         )
+
+
+_BATTERY_ROLES = (MeterRole.BATTERY, MeterRole.BATTERY_SOC)
+
+
+def _battery_meter_ids(cfg: SiteConfig, checks: _Checks) -> None:
+    battery_ids = {b.id for b in cfg.home_batteries}
+    for i, m in enumerate(cfg.meters):
+        if m.battery is not None and m.battery not in battery_ids:
+            checks.add(
+                ("meters", i, "battery"),
+                f"unknown home battery {m.battery!r}",
+                f"use one of {sorted(battery_ids)} or add the battery under home_batteries"
+                if battery_ids
+                else "add the battery under home_batteries",
+                uses=[("home_batteries", "*", "id")],
+            )
+        elif m.battery is not None and m.role not in _BATTERY_ROLES:
+            checks.add(
+                ("meters", i, "battery"),
+                f"is set but role {m.role.value} does not read a battery",
+                "remove battery, or set role to battery or battery_soc",
+                uses=[("meters", i, "role")],
+            )
+
+
+def _check_home_batteries(cfg: SiteConfig, checks: _Checks) -> None:
+    """Each battery has what its control needs: observe reads power and SoC from meters, mqtt needs
+    a SoC meter, modbus reads both from the device (a SoC meter beside it would compete)."""
+    _battery_meter_ids(cfg, checks)
+    meter_topics = {m.topic: m.id for m in cfg.meters}
+    for i, b in enumerate(cfg.home_batteries):
+        at: Loc = ("home_batteries", i, "control")
+        roles = {m.role for m in cfg.meters if m.battery == b.id}
+        mode = b.control.mode
+        if mode == "modbus":
+            for j, m in enumerate(cfg.meters):
+                if m.battery == b.id and m.role is MeterRole.BATTERY_SOC:
+                    checks.add(
+                        ("meters", j, "role"),
+                        f"battery {b.id!r} is read over Modbus (control: modbus), its SoC from the device",
+                        "remove this meter, or use control: mqtt or observe for that battery",
+                        uses=[(*at, "mode"), ("meters", j, "battery")],
+                    )
+            continue
+        needed = _BATTERY_ROLES if mode == "observe" else (MeterRole.BATTERY_SOC,)
+        missing = [r.value for r in needed if r not in roles]
+        if missing:
+            needs = "its power and SoC" if mode == "observe" else "its SoC"
+            checks.add(
+                (*at, "mode"),
+                f"control {mode} needs {needs} from meters, but no meter with role {' or '.join(missing)} "
+                f"names battery {b.id!r}",
+                f"add a meter with role {missing[0]} and battery: {b.id}",
+                uses=[("meters", "*", "battery"), ("meters", "*", "role")],
+            )
+        topic = getattr(b.control, "setpoint_topic", None)
+        if topic is not None and topic in meter_topics:
+            checks.add(
+                (*at, "setpoint_topic"),
+                f"is also the topic of meter {meter_topics[topic]!r}: the setpoints would be read as readings",
+                "give the setpoints a topic of their own",
+                uses=[("meters", "*", "topic")],
+            )
 
 
 _DAY_S = 86_400

@@ -6,6 +6,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from controller.config import ChargerConfig, SiteConfig
+from controller.dispatch.battery_command import BatteryCommand
+from controller.dispatch.battery_dispatch import (
+    BatterySent,
+    battery_command,
+    cars_power_w,
+    limit_observe_feed,
+    site_now,
+)
 from controller.dispatch.car_setpoint import CarSetpoint, car_setpoint
 from controller.dispatch.grid_limits import clamp_to_grid_limits
 from controller.dispatch.inputs import DispatchInputs
@@ -45,6 +53,9 @@ class Dispatcher:
     schedule_validity: timedelta | None = None
     _sent: dict[str, SentCommand] = field(default_factory=dict)
     _phases: dict[str, PhaseState] = field(default_factory=dict)
+    _battery_sent: dict[str, BatterySent] = field(default_factory=dict)
+    _cars_w: tuple[dict[str, float], dict[str, float]] = field(default_factory=lambda: ({}, {}))
+    """The cars' setpoints of the last :meth:`dispatch` and their power then (for the batteries)."""
 
     def __post_init__(self) -> None:
         if self.schedule_validity is None:
@@ -61,9 +72,11 @@ class Dispatcher:
         # Order matters: following sets the setpoints, the grid clamps have the last word.
         follow_home_load(inputs, cars, self._sent)
         follow_pv_surplus(inputs, cars, self._sent)
+        limit_observe_feed(self.config, inputs, cars, self._sent)
         choose_phases(cars, now, self._phases)
         clamp_to_grid_limits(inputs, cars, self._sent)
         clamp_to_phase_limits(self.config, inputs, cars, self._sent)
+        self._cars_w = cars_power_w(cars, self._sent)
         commands = self._commands(inputs, now, by_charger)
         created = inputs.plan.created_at if inputs.plan is not None else None
         for command in commands:
@@ -71,6 +84,25 @@ class Dispatcher:
                 self._sent[command.charger_id] = SentCommand(
                     command.setpoint_w, now, created, command.discharge_ends_at
                 )
+        return commands
+
+    def dispatch_batteries(self, inputs: DispatchInputs) -> list[BatteryCommand]:
+        """One command per controllable home battery (none for ``observe`` ones); call it after
+        :meth:`dispatch` with the same inputs: the cars' new setpoints count in the grid caps."""
+        inputs_now = ensure_utc(inputs.now)
+        site = site_now(inputs, *self._cars_w)
+        commands: list[BatteryCommand] = []
+        for battery in self.config.home_batteries:
+            if battery.control.mode == "observe":
+                continue
+            command = battery_command(
+                self.config, battery, inputs, site, self._battery_sent.get(battery.id), self.deadband_w
+            )
+            if command.send:
+                self._battery_sent[battery.id] = BatterySent(
+                    command.setpoint_w, command.mode, inputs_now, command.valid_until
+                )
+            commands.append(command)
         return commands
 
     def forget(self, charger_id: str) -> None:

@@ -10,17 +10,20 @@ from controller.mqtt.command_channel import CommandChannel, CommandHandler, Comm
 from controller.mqtt.connection import MqttConnection, ReconnectPolicy, build_tls_context
 from controller.mqtt.ingestion import SignalKind, SiteIngestion
 from controller.mqtt.payloads import (
+    BatteryStatus,
     ChargerStatus,
     ControllerStatus,
     ProfileOutcome,
     SiteFlows,
     VehicleStatus,
+    battery_state,
     charger_state,
 )
 from controller.mqtt.state_publisher import StatePublisher
 from controller.mqtt.topics import Topics
 
 __all__ = [
+    "BatteryStatus",
     "ChargerStatus",
     "CommandChannel",
     "CommandHandler",
@@ -36,6 +39,7 @@ __all__ = [
     "StatePublisher",
     "Topics",
     "VehicleStatus",
+    "battery_state",
     "build_tls_context",
     "charger_state",
 ]

@@ -33,7 +33,13 @@ from controller.mqtt.connection import (
 )
 from controller.mqtt.ingestion import ReadingCallback, SignalCallback, SignalKind, SiteIngestion
 from controller.mqtt.message_log import MessageCounts, ThrottledLog
-from controller.mqtt.payloads import ChargerStatus, ControllerStatus, SiteFlows, VehicleStatus
+from controller.mqtt.payloads import (
+    BatteryStatus,
+    ChargerStatus,
+    ControllerStatus,
+    SiteFlows,
+    VehicleStatus,
+)
 from controller.mqtt.state_publisher import StatePublisher
 from controller.mqtt.topics import Topics
 from controller.site_inputs import SiteInputs
@@ -164,6 +170,10 @@ class SiteMqttClient:
 
     async def publish_vehicle(self, status: VehicleStatus) -> bool:
         return await self.publisher.publish_vehicle(status)
+
+    async def publish_battery(self, status: BatteryStatus) -> bool:
+        """Retained on ``<base>/state/battery/<id>``."""
+        return await self.publisher.publish_battery(status)
 
     async def publish_charger(self, status: ChargerStatus) -> bool:
         """Retained on ``<base>/state/charger/<id>``: connection and the last profiles' outcome."""

@@ -24,7 +24,7 @@ import re
 from typing import Any
 
 from controller import __version__
-from controller.config import SiteConfig, VehicleConfig
+from controller.config import HomeBatteryConfig, SiteConfig, VehicleConfig
 from controller.domain import VehicleMode
 from controller.mqtt.payloads import dumps
 from controller.mqtt.topics import Topics
@@ -227,9 +227,40 @@ def _vehicle_controls(topics: Topics, device: dict[str, Any], v: VehicleConfig) 
     ]
 
 
+_BATTERY_MODES = ["charge", "discharge", "hold", "auto"]
+_CONTROL_STATUSES = ["observe", "idle", "ok", "refused", "unreachable", "released"]
+
+
+def _battery_sensors(topics: Topics, device: dict[str, Any], b: HomeBatteryConfig) -> list[tuple[str, bytes]]:
+    """Per home battery: SoC, power, the plan's power now, the mode it was told, its control status."""
+    state = topics.battery(b.id)
+    label = b.name or b.id
+    oid = f"battery_{b.id}"
+    return [
+        _sensor(topics, device, f"{oid}_soc", f"{label} SoC", state, "soc_percent", "%", "battery"),
+        _sensor(topics, device, f"{oid}_power", f"{label} power", state, "power_w", "W", "power"),
+        _sensor(
+            topics, device, f"{oid}_planned", f"{label} planned power", state, "planned_power_w", "W", "power"
+        ),
+        _sensor(topics, device, f"{oid}_mode", f"{label} mode", state, "mode", None, "enum", _BATTERY_MODES),
+        _sensor(
+            topics,
+            device,
+            f"{oid}_control",
+            f"{label} control",
+            state,
+            "control_status",
+            None,
+            "enum",
+            _CONTROL_STATUSES,
+        ),
+    ]
+
+
 def discovery_messages(cfg: SiteConfig, topics: Topics) -> list[tuple[str, bytes]]:
     """Retained discovery configs: site power flows, safe mode, per vehicle SoC/target/setpoint/mode
-    sensors and the mode, departure target/time and clear-departure controls."""
+    sensors and the mode, departure target/time and clear-departure controls, per home battery SoC,
+    power, planned power, mode and control status sensors."""
     device = {
         "identifiers": [topics.node_id],
         "name": f"v2x {cfg.site.name}",
@@ -243,6 +274,12 @@ def discovery_messages(cfg: SiteConfig, topics: Topics) -> list[tuple[str, bytes
         _sensor(topics, device, "home_power", "Home power", topics.site, "home_w", "W", "power"),
         _sensor(topics, device, "vehicles_power", "Vehicles power", topics.site, "vehicles_w", "W", "power"),
     ]
+    if cfg.home_batteries:
+        out.append(
+            _sensor(
+                topics, device, "batteries_power", "Batteries power", topics.site, "batteries_w", "W", "power"
+            )
+        )
     topic, safe_mode = _entity(topics, device, "binary_sensor", "safe_mode", "Safe mode", topics.controller)
     safe_mode["value_template"] = "{{ 'ON' if value_json.safe_mode else 'OFF' }}"
     safe_mode["device_class"] = "problem"
@@ -269,4 +306,6 @@ def discovery_messages(cfg: SiteConfig, topics: Topics) -> list[tuple[str, bytes
             _sensor(topics, device, f"{v.id}_mode", f"{label} mode", state, "mode", None, "enum", modes),
             *_vehicle_controls(topics, device, v),
         ]
+    for battery in cfg.home_batteries:
+        out += _battery_sensors(topics, device, battery)
     return out

@@ -12,11 +12,14 @@ from typing import Any
 from controller.domain import Plan, VehicleMode, ensure_utc, utc_text
 
 __all__ = [
+    "BatteryStatus",
     "ChargerStatus",
     "ControllerStatus",
     "ProfileOutcome",
     "SiteFlows",
     "VehicleStatus",
+    "battery_payload",
+    "battery_state",
     "charger_payload",
     "charger_state",
     "controller_payload",
@@ -56,6 +59,10 @@ class SiteFlows:
     home_power_w: float | None = None
     vehicles_power_w: float | None = None
     safe_mode: bool = False
+    batteries_power_w: float | None = None
+    """The home batteries together, + charging (None when one is unknown)."""
+    has_batteries: bool = False
+    """The site has home batteries: only then is ``batteries_w`` in the payload."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +80,27 @@ class VehicleStatus:
     v2l_active: bool = False
     ev_limits: dict[str, float] | None = None
     """The EV's own limits for this session (NotifyEVChargingNeeds), only those it reported."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatteryStatus:
+    """One home battery: what it does, what the plan wants of it now, and how its control fares."""
+
+    battery_id: str
+    at: dt.datetime
+    soc_percent: float | None
+    power_w: float | None
+    """Measured, + charging / - discharging; None when unknown or stale."""
+    planned_power_w: float | None
+    """The plan's power for the step now (None without a plan for it)."""
+    mode: str
+    """What the battery was last told: charge, discharge, hold or auto (its own mode)."""
+    setpoint_w: float
+    control: str
+    """observe, mqtt or modbus."""
+    control_status: str
+    """observe, idle, ok, refused, unreachable or released."""
+    control_detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +151,7 @@ class ControllerStatus:
 
 
 def site_payload(flows: SiteFlows) -> bytes:
+    batteries = {"batteries_w": _num(flows.batteries_power_w)} if flows.has_batteries else {}
     return dumps(
         {
             "at": _iso(flows.at),
@@ -130,6 +159,7 @@ def site_payload(flows: SiteFlows) -> bytes:
             "pv_w": _num(flows.pv_power_w),
             "home_w": _num(flows.home_power_w),
             "vehicles_w": _num(flows.vehicles_power_w),
+            **batteries,
             "safe_mode": flows.safe_mode,
         }
     )
@@ -151,6 +181,25 @@ def vehicle_payload(status: VehicleStatus) -> bytes:
             "ev_limits": status.ev_limits,
         }
     )
+
+
+def battery_state(status: BatteryStatus) -> dict[str, Any]:
+    """The battery as JSON-ready data: the MQTT payload and the HTTP ``/state`` entry are this."""
+    return {
+        "at": _iso(status.at),
+        "soc_percent": _num(status.soc_percent),
+        "power_w": _num(status.power_w),
+        "planned_power_w": _num(status.planned_power_w),
+        "mode": status.mode,
+        "setpoint_w": _num(status.setpoint_w),
+        "control": status.control,
+        "control_status": status.control_status,
+        "control_detail": status.control_detail or None,
+    }
+
+
+def battery_payload(status: BatteryStatus) -> bytes:
+    return dumps(battery_state(status))
 
 
 def _outcome(outcome: ProfileOutcome | None) -> dict[str, Any] | None:
@@ -237,9 +286,28 @@ def plan_payload(plan: Plan, now: dt.datetime, horizon: dt.timedelta = PLAN_HORI
                 }
                 for vid, vp in plan.vehicles.items()
             },
+            **_battery_plans(plan, first, count),
             "notes": list(plan.notes),
         }
     )
+
+
+def _battery_plans(plan: Plan, first: int, count: int) -> dict[str, Any]:
+    """``{"batteries": {id: {"power_w", "soc_percent", "controlled", "reason"}}}`` where the plan
+    carries home batteries (an ``observe`` one: the forecast of its own rule, ``controlled`` false)."""
+    if not plan.batteries:
+        return {}
+    return {
+        "batteries": {
+            bid: {
+                "power_w": _series(bp.power_w[first : first + count], 0),
+                "soc_percent": _series(bp.soc_percent[first : first + count + 1], 1),
+                "controlled": bp.controlled,
+                "reason": bp.reason,
+            }
+            for bid, bp in plan.batteries.items()
+        }
+    }
 
 
 def reply_payload(

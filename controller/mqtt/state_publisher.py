@@ -1,4 +1,4 @@
-"""The controller's state out: site flows, vehicles, chargers, plan and status, retained.
+"""The controller's state out: site flows, vehicles, home batteries, chargers, plan and status, retained.
 
 Retained state is remembered and sent again on every connect (after the Home Assistant discovery
 configs), so a broker that restarted without persistence gets it back.
@@ -16,10 +16,12 @@ from controller.mqtt.connection import MqttConnection, honour_cancel
 from controller.mqtt.discovery import discovery_messages
 from controller.mqtt.message_log import ThrottledLog
 from controller.mqtt.payloads import (
+    BatteryStatus,
     ChargerStatus,
     ControllerStatus,
     SiteFlows,
     VehicleStatus,
+    battery_payload,
     charger_payload,
     controller_payload,
     plan_payload,
@@ -101,6 +103,12 @@ class StatePublisher:
     async def publish_vehicle(self, status: VehicleStatus) -> bool:
         return await self.publish(
             self.topics.vehicle(status.vehicle_id), vehicle_payload(status), retain=True
+        )
+
+    async def publish_battery(self, status: BatteryStatus) -> bool:
+        """Retained on ``<base>/state/battery/<id>``: SoC, power, the plan's power now, control."""
+        return await self.publish(
+            self.topics.battery(status.battery_id), battery_payload(status), retain=True
         )
 
     async def publish_charger(self, status: ChargerStatus) -> bool:

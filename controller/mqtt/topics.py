@@ -41,6 +41,9 @@ class Topics:
     def vehicle(self, vehicle_id: str) -> str:
         return f"{self.base}/state/vehicle/{vehicle_id}"
 
+    def battery(self, battery_id: str) -> str:
+        return f"{self.base}/state/battery/{battery_id}"
+
     def charger(self, charger_id: str) -> str:
         return f"{self.base}/state/charger/{charger_id}"
 

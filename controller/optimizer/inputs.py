@@ -14,6 +14,7 @@ from __future__ import annotations
 import zoneinfo
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +23,7 @@ from controller.config import ConfigIssue
 from controller.domain import VehicleMode, align_to_step
 from controller.optimizer.capacity import capacity_inputs
 from controller.optimizer.duty import own_use_limits, pulse_shares
+from controller.optimizer.home_battery import BatteryInputs, battery_inputs
 from controller.optimizer.shape import SiteShape
 from controller.optimizer.step_grid import StepGrid
 from controller.optimizer.vehicle_rows import DepartureInfo, VehicleRow, fill_vehicle
@@ -105,6 +107,26 @@ class PlanInputs:
     """1 at each month's last step in the horizon (where its peak is charged), else 0."""
     capacity_peak_now_kw: FloatArray = field(default_factory=lambda: np.zeros(0))
     """The month-to-date peak (at least the tariff's minimum), one value."""
+    battery_e0_kwh: FloatArray = field(default_factory=lambda: np.zeros(0))
+    """Controllable home batteries (module ``home_battery``, fields ``BATTERY_FIELDS``): energy now."""
+    battery_charge_ub_kw: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+    battery_discharge_ub_kw: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+    battery_floor_kwh: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+    battery_short_ub_kwh: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+    battery_e_max_kwh: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+    battery_terminal_value: FloatArray = field(default_factory=lambda: np.zeros(0))
+    battery_surplus_kw: FloatArray = field(default_factory=lambda: np.zeros(0))
+    """PV beyond the home load per step: what batteries without grid charging may take."""
+    battery_home_kw: FloatArray = field(default_factory=lambda: np.zeros(0))
+    """Home load beyond PV per step: what batteries without grid export may cover (plus the cars)."""
+    battery_soc_known: tuple[bool, ...] = ()
+    """Per configured battery (config order)."""
+    observe_power_kw: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+    """(observe batteries, steps): the self-consumption forecast, + charging (step 0 as a power)."""
+    observe_energy_kwh: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+    observe_import_penalty: FloatArray = field(default_factory=lambda: np.zeros(0))
+    """Per step: per kWh imported where an observe battery could discharge into it, what that
+    transfer costs (``home_battery.transfer_cost_per_kwh``), else 0."""
 
     @property
     def export_price_model(self) -> FloatArray:
@@ -170,6 +192,21 @@ def build_inputs(snapshot: Snapshot, shape: SiteShape) -> PlanInputs:
         notes.append("export price above import price in some steps: planned with export = import price")
 
     net = load_kw - pv_kw
+    terminal = terminal_value_per_kwh(shape, imp_price, exp_price)
+    batteries = None
+    if shape.batteries:
+        batteries = battery_inputs(
+            shape.batteries,
+            snapshot,
+            net_kw=net,
+            pv_kw=pv_kw,
+            frac0=frac0,
+            step_h=shape.step_h,
+            terminal_value=terminal,
+            import_price=imp_price,
+        )
+        # What the grid meter reads: the observe batteries' forecast discharge covers the home.
+        net = net + np.minimum(batteries.observe_kw, 0.0).sum(axis=0)
     overload_imp = np.maximum(net - imp_lim, 0.0)
     overload_exp = np.maximum(-net - exp_lim, 0.0)
     if overload_imp.any():
@@ -183,8 +220,6 @@ def build_inputs(snapshot: Snapshot, shape: SiteShape) -> PlanInputs:
     own_use, uncovered = own_use_limits(net, c.min_discharge_kw, np.array(shape.own_use_mask, dtype=bool))
     for series in (net, imp_lim, exp_lim, overload_imp, overload_exp, own_use):
         series[0] *= frac0  # step 0 holds only what is left of it (module docstring)
-
-    terminal = terminal_value_per_kwh(shape, imp_price, exp_price)
 
     e0 = np.zeros(n)
     may_discharge = np.zeros(n)
@@ -238,7 +273,7 @@ def build_inputs(snapshot: Snapshot, shape: SiteShape) -> PlanInputs:
         _clip_trips(shape, i, trip[i], e0[i], e_max[i], charge_max_kw[i], trip_spans[i], notes)
         for i in range(n)
     )
-    capacity: dict[str, FloatArray] = {}
+    capacity: dict[str, Any] = {}
     if shape.capacity is not None:
         capacity = capacity_inputs(
             shape.capacity,
@@ -283,7 +318,19 @@ def build_inputs(snapshot: Snapshot, shape: SiteShape) -> PlanInputs:
         notes=notes,
         trips=trips,
         **capacity,
+        **_battery_fields(batteries),
     )
+
+
+def _battery_fields(batteries: BatteryInputs | None) -> dict[str, Any]:
+    if batteries is None:
+        return {}
+    out: dict[str, Any] = dict(batteries.params)
+    out["battery_soc_known"] = batteries.soc_known
+    out["observe_power_kw"] = batteries.observe_kw
+    out["observe_energy_kwh"] = batteries.observe_energy_kwh
+    out["observe_import_penalty"] = batteries.import_penalty
+    return out
 
 
 def _clip_trips(

@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from controller.optimizer.capacity import CapacityModel
+from controller.optimizer.home_battery import BatteryModel
 from controller.optimizer.inputs import PlanInputs
 from controller.optimizer.shape import SiteShape
 
@@ -138,6 +139,22 @@ class ScheduleModel:
             else None
         )
         """The capacity tariff's peak (module ``capacity``); None without one."""
+        self.batteries: BatteryModel | None = (
+            BatteryModel(
+                shape.controlled_batteries,
+                t,
+                shape.step_h,
+                self.charge_kw,
+                shape.penalties.reserve_per_kwh_step,
+            )
+            if shape.controlled_batteries
+            else None
+        )
+        """The controllable home batteries (module ``home_battery``); None without one."""
+        self.observe_import_penalty: cp.Parameter | None = (
+            cp.Parameter(t, nonneg=True, name="observe_import_penalty") if shape.observe_batteries else None
+        )
+        """Per kWh imported while an observe battery could discharge into it; None without one."""
         self.shares: list[_Shares] = []
         """The parameters of pulse shares (filled with the ``duty_cycle`` constraints)."""
         self.constraints: dict[str, list[cp.Constraint]] = {
@@ -150,6 +167,7 @@ class ScheduleModel:
             "duty_cycle": self._duty_cycle(),
             "churn": self._churn(),
             "capacity": self.capacity.constraints if self.capacity is not None else [],
+            "home_batteries": self.batteries.constraints if self.batteries is not None else [],
         }
         self.terms: dict[str, cp.Expression] = self._objective_terms()
         self.problem = cp.Problem(
@@ -197,6 +215,8 @@ class ScheduleModel:
         """import - export = load - pv + charging - discharging, every step."""
         grid = self.import_kw + self.overload_import_kw - self.export_kw - self.overload_export_kw
         cars = cvx.sum(self.charge_kw, axis=0) - cvx.sum(self.discharge_kw, axis=0)
+        if self.batteries is not None:
+            cars = cars + self.batteries.net_kw
         return [grid == self.params.net_load_kw + cars]
 
     def _grid_limits(self) -> list[cp.Constraint]:
@@ -285,6 +305,10 @@ class ScheduleModel:
             terms["churn"] = s.churn_cost_per_kw * (cvx.sum(self.ramp_up_kw) + cvx.sum(self.ramp_down_kw))
         if self.capacity is not None:
             terms["capacity"] = self.capacity.term
+        if self.batteries is not None:
+            terms.update(self.batteries.terms)
+        if self.observe_import_penalty is not None:
+            terms["observe_battery"] = dt * (self.observe_import_penalty @ self.import_kw)
         return terms
 
     # ------------------------------------------------------------------ parameters
@@ -293,8 +317,8 @@ class ScheduleModel:
         """Parameter name -> value for one snapshot."""
         values = {name: getattr(inputs, self.input_field(name)) for name in self.params.__dataclass_fields__}
         values.update((shares.param.name(), shares.value(inputs)) for shares in self.shares)
-        if self.capacity is not None:
-            values.update((name, getattr(inputs, name)) for name in self.capacity.params)
+        for name in self._extra_params():
+            values[name] = getattr(inputs, name)
         return values
 
     @staticmethod
@@ -306,8 +330,18 @@ class ScheduleModel:
     def parameters(self) -> dict[str, cp.Parameter]:
         params = {name: getattr(self.params, name) for name in self.params.__dataclass_fields__}
         params.update((shares.param.name(), shares.param) for shares in self.shares)
+        params.update(self._extra_params())
+        return params
+
+    def _extra_params(self) -> dict[str, cp.Parameter]:
+        """The parameters of optional parts (capacity tariff, home batteries), named as their fields."""
+        params: dict[str, cp.Parameter] = {}
         if self.capacity is not None:
             params.update(self.capacity.params)
+        if self.batteries is not None:
+            params.update(self.batteries.params)
+        if self.observe_import_penalty is not None:
+            params["observe_import_penalty"] = self.observe_import_penalty
         return params
 
     def value_getter(self, order: Sequence[cp.Parameter]) -> ValueGetter:

@@ -16,6 +16,12 @@ import numpy.typing as npt
 
 from controller.config import SiteConfig
 from controller.domain import Plan, VehiclePlan
+from controller.optimizer.battery_plan import (
+    BatterySchedule,
+    battery_plans,
+    fix_battery_direction,
+    read_batteries,
+)
 from controller.optimizer.compiled import CompiledLp, LpResult
 from controller.optimizer.duty import grid_flows_kw
 from controller.optimizer.explain import StepFacts, reason
@@ -68,6 +74,8 @@ class Planner:
         self._lp: CompiledLp | None = None
         self._param_values: Callable[[PlanInputs], Sequence[FloatArray]] | None = None
         self._columns: tuple[slice, slice, slice, slice] | None = None
+        self._battery_columns: tuple[slice, slice, slice] | None = None
+        self._battery: BatterySchedule | None = None
         self._config_ids = tuple(v.vehicle_id for v in self.shape.vehicles)
         self.last_inputs: PlanInputs | None = None
         self.last_result: LpResult | None = None
@@ -94,6 +102,7 @@ class Planner:
         deadline = started + self.time_limit_s
         inputs = self.inputs(snapshot)
         self.last_inputs = inputs
+        self._battery = None
         translated = time.perf_counter()
         if self.model is None:
             plan = self._build_plan(snapshot, inputs, None, "no vehicles", 0.0, None)
@@ -127,7 +136,8 @@ class Planner:
                 status = f"fallback: solver {result.status}"
                 break
             schedule = self._schedule(result.x)
-            if not _fix_direction(inputs, schedule, passes):
+            cars_changed = _fix_direction(inputs, schedule, passes)
+            if not self._read_batteries(inputs, result.x) and not cars_changed:
                 status, objective = "optimal", result.objective
                 break
         solved = time.perf_counter()
@@ -135,6 +145,7 @@ class Planner:
             self._note_peak(inputs, self.last_result.x)
         if objective is None or schedule is None:
             schedule = fallback_schedule(inputs, self.shape)
+            self._battery = None
         plan = self._build_plan(snapshot, inputs, schedule, status, solver_s, objective)
         self._time(started, translated, solved, solver_s, passes)
         return plan
@@ -159,7 +170,21 @@ class Planner:
             lp.columns_of(model.v2l_served_kw),
             lp.columns_of(model.energy_kwh),
         )
+        if model.batteries is not None:
+            b = model.batteries
+            self._battery_columns = (
+                lp.columns_of(b.charge_kw),
+                lp.columns_of(b.discharge_kw),
+                lp.columns_of(b.energy_kwh),
+            )
         self._lp = lp
+
+    def _read_batteries(self, inputs: PlanInputs, x: FloatArray) -> bool:
+        """The batteries' schedule from a solution; True when a direction fix asks for a re-solve."""
+        if self.model is None or self.model.batteries is None or self._battery_columns is None:
+            return False
+        self._battery = read_batteries(self.model.batteries, x, self._battery_columns)
+        return fix_battery_direction(inputs, self._battery)
 
     def _note_peak(self, inputs: PlanInputs, x: FloatArray) -> None:
         """With a capacity tariff: the month's planned peak, next to the peak so far."""
@@ -214,8 +239,12 @@ class Planner:
             energy_kwh[(energy_kwh <= 0.0) & (energy_kwh > -_ZERO_KW)] = 0.0
         # Grid flows from the balance itself, so the plan closes exactly at every step; a pulse
         # below a charger's minimum adds as much import as export (module ``duty``).
+        batteries, battery_wear = (
+            battery_plans(shape, inputs, self._battery) if shape.batteries else ({}, 0.0)
+        )
+        net_kw = inputs.net_load_kw if self._battery is None else inputs.net_load_kw + self._battery.net_kw
         import_model_kw, export_model_kw = grid_flows_kw(
-            inputs.net_load_kw, charge, discharge, inputs.duty_export_share, inputs.duty_import_share
+            net_kw, charge, discharge, inputs.duty_export_share, inputs.duty_import_share
         )
         import_kwh = import_model_kw * dt
         export_kwh = export_model_kw * dt
@@ -315,9 +344,10 @@ class Planner:
             fallback=fallback,
             import_cost=float(inputs.import_price @ import_kwh),
             export_revenue=float(inputs.export_price @ export_kwh),
-            degradation_cost=float(c.degradation_cost_per_kwh[in_plan] @ through[in_plan]),
+            degradation_cost=float(c.degradation_cost_per_kwh[in_plan] @ through[in_plan]) + battery_wear,
             notes=tuple(notes),
             objective=objective,
+            batteries=batteries,
         )
 
 

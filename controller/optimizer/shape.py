@@ -15,6 +15,7 @@ import numpy.typing as npt
 
 from controller.config import SiteConfig, VehicleConfig, power_limits_kw
 from controller.optimizer.capacity import CapacityShape
+from controller.optimizer.home_battery import BatterySpec
 
 __all__ = ["PENALTIES", "Penalties", "SiteShape", "VehicleSpec"]
 
@@ -142,6 +143,8 @@ class SiteShape:
     penalties: Penalties = PENALTIES
     capacity: CapacityShape | None = None
     """The capacity tariff (``tariff.capacity``); None: no peak variable at all."""
+    batteries: tuple[BatterySpec, ...] = ()
+    """The home batteries (``home_batteries``), in config order; module ``home_battery``."""
     constants: VehicleConstants = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -157,6 +160,15 @@ class SiteShape:
         if self.churn_cost_per_kw <= 0:
             return 0
         return min(self.steps, math.ceil(self.churn_hours / self.step_h - 1e-9))
+
+    @property
+    def controlled_batteries(self) -> tuple[BatterySpec, ...]:
+        """The batteries in the LP (``control`` mqtt or modbus)."""
+        return tuple(b for b in self.batteries if b.controlled)
+
+    @property
+    def observe_batteries(self) -> tuple[BatterySpec, ...]:
+        return tuple(b for b in self.batteries if not b.controlled)
 
     @property
     def own_use_mask(self) -> tuple[bool, ...]:
@@ -184,4 +196,5 @@ class SiteShape:
             timezone=site.timezone,
             currency=site.currency,
             capacity=CapacityShape.of(config, timedelta(minutes=site.plan_step_minutes)),
+            batteries=tuple(BatterySpec.from_config(b) for b in config.home_batteries),
         )

@@ -11,7 +11,7 @@
   const MODES = [['auto', 'Auto'], ['charge_now', 'Charge now'], ['no_discharge', 'No discharge']];
 
   const state = {
-    csrf: null, status: null, flows: null, vehicles: [], chargers: [], plan: null, history: null,
+    csrf: null, status: null, flows: null, vehicles: [], batteries: [], chargers: [], plan: null, history: null,
     money: null, events: [], live: false, lastStreamAt: 0, stream: null, started: false,
   };
 
@@ -223,6 +223,11 @@
     setFlow('grid', f.grid_w, (w) => (w > 20 ? '↓ importing' : w < -20 ? '↑ exporting' : 'balanced'), stale('grid'));
     setFlow('pv', f.pv_w, (w) => (w > 20 ? 'producing' : 'idle'), stale('pv'));
     setFlow('home', f.home_w, () => 'using', stale('home'));
+    const batteryTile = $('[data-flow="battery"]');
+    batteryTile.hidden = !state.batteries.length;
+    if (state.batteries.length) {
+      setFlow('battery', f.batteries_w, (w) => (w > 20 ? 'charging' : w < -20 ? 'discharging' : 'idle'), false);
+    }
     $('#now-at').textContent = fmtClock(Date.parse(f.at));
   }
 
@@ -346,6 +351,64 @@
       if (!state.vehicles.length) box.append(h('p', { class: 'empty', text: 'No cars configured.' }));
     }
     state.vehicles.forEach((v, i) => updateCar(box.querySelector(`.car[data-vehicle="${CSS.escape(v.id)}"]`), v, i));
+  }
+
+  // ------------------------------------------------------------------ home batteries
+
+  const BATTERY_CONTROL = {
+    observe: 'own mode (observed)', idle: 'waiting for a command', ok: 'following the plan',
+    refused: 'the inverter refused the last command', unreachable: 'not reachable', released: 'back in its own mode',
+  };
+
+  function buildBattery(b) {
+    return h('article', { class: 'car battery', 'data-battery': b.id },
+      h('header', { class: 'car-head' }, h('h3', { class: 'car-name' }), h('span', { class: 'car-plug pill battery-mode' })),
+      h('div', { class: 'car-line' }, h('span', { class: 'soc-value' }), h('span', { class: 'car-power' })),
+      h('div', { class: 'soc-bar', role: 'img' }, h('div', { class: 'soc-reserve' }), h('div', { class: 'soc-fill' })),
+      h('div', { class: 'soc-scale' }),
+      h('p', { class: 'battery-plan' }),
+      h('p', { class: 'battery-control muted' }));
+  }
+
+  function batteryPowerText(w) {
+    if (w == null) return { text: 'power unknown', cls: '' };
+    if (w > 50) return { text: `charging ${fmtPower(w)}`, cls: 'charging' };
+    if (w < -50) return { text: `discharging ${fmtPower(w)}`, cls: 'discharging' };
+    return { text: 'idle', cls: '' };
+  }
+
+  function updateBattery(card, b) {
+    $('.car-name', card).textContent = b.name;
+    $('.battery-mode', card).textContent = b.mode === 'auto' ? 'own mode' : b.mode;
+    $('.soc-value', card).textContent = fmtPct(b.soc_percent);
+    const power = batteryPowerText(b.power_w);
+    const pw = $('.car-power', card);
+    pw.textContent = power.text;
+    pw.className = `car-power ${power.cls}`;
+    const clamp = (x) => Math.max(0, Math.min(100, x));
+    const bar = $('.soc-bar', card);
+    $('.soc-fill', bar).style.width = `${clamp(b.soc_percent || 0)}%`;
+    $('.soc-reserve', bar).style.width = `${clamp(b.floor_percent)}%`;
+    bar.setAttribute('aria-label', `SoC ${fmtPct(b.soc_percent)}, floor ${fmtPct(b.floor_percent)}`);
+    $('.soc-scale', card).textContent = `floor ${fmtPct(b.floor_percent)} · ${b.capacity_kwh} kWh`;
+    $('.battery-plan', card).textContent = b.planned_power_w == null ? 'No plan for it now'
+      : `Plan now: ${batteryPowerText(b.planned_power_w).text}`;
+    const control = $('.battery-control', card);
+    const words = BATTERY_CONTROL[b.control_status] || b.control_status;
+    control.textContent = `Control ${b.control}: ${words}${b.control_detail ? ` (${b.control_detail})` : ''}`;
+    control.classList.toggle('problem', b.control_status === 'refused' || b.control_status === 'unreachable');
+  }
+
+  function renderBatteries() {
+    const box = $('#batteries');
+    const list = state.batteries || [];
+    const ids = list.map((b) => b.id).join('|');
+    if (box.dataset.ids !== ids) {
+      box.replaceChildren(...list.map(buildBattery));
+      box.dataset.ids = ids;
+    }
+    box.hidden = !list.length;
+    list.forEach((b) => updateBattery(box.querySelector(`.battery[data-battery="${CSS.escape(b.id)}"]`), b));
   }
 
   // ------------------------------------------------------------------ controls
@@ -548,7 +611,10 @@
     // Band 2: planned power per car, charge up, discharge down, stacked when cars do the same.
     const runs = powerRuns(plan, ids);
     const sums = runs.flatMap((r) => [r.kw.reduce((a, v) => a + Math.max(0, v), 0), r.kw.reduce((a, v) => a + Math.min(0, v), 0)]);
-    const [wmin, wmax] = range(sums, [0, 1]);
+    const batteries = plan.batteries || {};
+    const batteryIds = Object.keys(batteries);
+    const batteryKw = batteryIds.flatMap((id) => batteries[id].power_w.map((w) => (w || 0) / 1000));
+    const [wmin, wmax] = range(sums.concat(batteryKw), [0, 1]);
     const yw = band(chart, 140, 110, Math.min(0, wmin) * 1.1, wmax * 1.1, 'planned power kW (+ charge, − discharge)', (v) => v);
     const bars = s(chart.svg, 'g', { 'shape-rendering': 'crispEdges' });
     for (const run of runs) {
@@ -566,8 +632,17 @@
       });
     }
 
+    // The home batteries' planned power: a line over the cars' bars (+ charge, − discharge).
+    batteryIds.forEach((id) => {
+      s(chart.svg, 'path', { d: stepPath(x, (w) => yw((w || 0) / 1000), t0, step, batteries[id].power_w), class: 'plan-battery', 'data-battery': id });
+    });
+
     // Band 3: SoC trajectory with reserve and target lines and the departure marker.
     const ys = band(chart, 278, 100, 0, 100, 'state of charge %', (v) => v);
+    batteryIds.forEach((id) => {
+      const pts = batteries[id].soc_percent.map((v, i) => [x(t0 + i * step), ys(v)]);
+      s(chart.svg, 'path', { d: linePath(pts), class: 'plan-battery-soc', 'data-battery': id });
+    });
     ids.forEach((id) => {
       const pv = plan.vehicles[id];
       const g = s(chart.svg, 'g', { class: `car-${carIndex(id) % 4}` });
@@ -595,6 +670,10 @@
       ...ids.flatMap((id) => {
         const c = `car-${carIndex(id) % 4}`;
         return [[`${c} bar`, `${carName(id)} power`], [`${c} soc`, `${carName(id)} SoC`]];
+      }),
+      ...batteryIds.flatMap((id) => {
+        const name = (state.batteries.find((b) => b.id === id) || { name: id }).name;
+        return [['battery-line', `${name} power`], ['battery-soc', `${name} SoC`]];
       }),
       ['reserve', 'reserve'], ['target', 'target'], ['departure', 'departure'], ['now', 'now'],
     ]);
@@ -711,7 +790,8 @@
       state.lastStreamAt = Date.now();
       if (!state.live) setLive(true);
       state.status = data.status; state.flows = data.flows; state.vehicles = data.vehicles;
-      renderStatus(); renderFlows(); renderCars();
+      state.batteries = data.batteries || [];
+      renderStatus(); renderFlows(); renderCars(); renderBatteries();
     });
     es.addEventListener('plan', (ev) => {
       state.plan = JSON.parse(ev.data);
@@ -766,6 +846,7 @@
   async function loadAll() {
     await Promise.allSettled([
       load('status', '/api/status'), load('flows', '/api/flows'), load('vehicles', '/api/vehicles'),
+      load('batteries', '/api/batteries'),
       load('chargers', '/api/chargers'), load('plan', '/api/plan'), load('history', historyPath()),
       load('money', '/api/money'), load('events', '/api/events?limit=20'),
     ]);
@@ -773,7 +854,7 @@
   }
 
   function renderAll() {
-    for (const f of [renderStatus, renderFlows, renderCars, renderPlan, renderHistory, renderMoney, renderEvents]) {
+    for (const f of [renderStatus, renderBatteries, renderFlows, renderCars, renderPlan, renderHistory, renderMoney, renderEvents]) {
       try { f(); } catch (e) { console.error(e); } // one broken part must not blank the page
     }
   }
