@@ -621,12 +621,14 @@ async def test_unanswered_profile_times_out_and_is_retried_with_backoff() -> Non
         charger.tap.ignore_actions.add("SetChargingProfile")
         record = await server.apply_schedule(one_hour("cp"))
         assert record.status is ProfileStatus.TIMEOUT
-        await wait_until(lambda: len(charger.tap.profiles()) >= 3, what="retries")
+        await wait_until(lambda: len(charger.tap.profiles()) >= 3, timeout_s=20, what="retries")
         charger.tap.ignore_actions.clear()
         view = server.charger("cp")
         assert view is not None
         await wait_until(
-            lambda: view.last_profile is not None and view.last_profile.accepted, what="accepted"
+            lambda: view.last_profile is not None and view.last_profile.accepted,
+            timeout_s=20,
+            what="accepted",
         )
         assert view.last_profile is not None and view.last_profile.attempt >= 3
         statuses = [e.record.status for e in events.of(ProfileAnswered) if e.record.purpose == "TxProfile"]

@@ -202,6 +202,7 @@ PLAN_FIELDS = {
     "total_cost",
     "notes",
     "vehicles",
+    "batteries",
     "grid_import_w",
     "grid_export_w",
     "import_price_per_kwh",
