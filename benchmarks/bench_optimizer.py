@@ -1,6 +1,6 @@
-"""Optimiser speed for 96 steps (24 h of 15 minutes) with 1, 10 and 50 vehicles.
+"""Optimiser speed for 96 or 192 steps (24 or 48 h of 15 minutes) with 1 to 500 vehicles.
 
-For each size, in a fresh process (so peak memory is per size):
+For each size and horizon, in a fresh process (so peak memory is per size):
 
 * first build + solve: ``Planner(config)`` and its first ``plan()`` (CVXPY canonicalisation,
   compiling the LP, a cold HiGHS solve);
@@ -11,13 +11,19 @@ For each size, in a fresh process (so peak memory is per size):
   them: the wall time of HiGHS ``run()`` alone (its warm dual simplex and its own per-run setup),
   nothing of ours. Two sequences: "rolling" (a daemon re-planning every 5 minutes as time moves on
   and forecasts change) and "random" (unrelated snapshots);
-* CVXPY's own DPP re-solve: set the parameters, ``problem.solve(solver=HIGHS)``;
+* CVXPY's own DPP re-solve: set the parameters, ``problem.solve(solver=HIGHS, warm_start=False)``
+  (CVXPY's warm start with HiGHS is pathologically slow on this model, so it is off);
 * rebuild: a new model and ``problem.solve()`` for every snapshot (no parameter reuse);
 * peak RSS of the process.
 
 Then one perfect-foresight solve over a year (35,040 steps, one vehicle, 365 trips).
 
-    .venv/bin/python benchmarks/bench_optimizer.py [--snapshots 50] [--sizes 1,10,50] [--no-year]
+Large sites use fewer snapshots (5 from 100 vehicles, 3 at 500) and skip the CVXPY columns above
+``--cvxpy-max`` vehicles, so that a run stays bounded. The summary prints the 1-car ``plan()``
+against HiGHS's own time on the same LP and time(200 vehicles) / time(10 vehicles) per horizon.
+
+    .venv/bin/python benchmarks/bench_optimizer.py [--snapshots 50] [--sizes 1,10,50] [--steps 96]
+        [--no-year]   # scaling: --sizes 10,100,200,500 --steps 96,192 --no-year
 """
 
 from __future__ import annotations
@@ -46,12 +52,20 @@ STEPS = 96
 T0 = datetime(2025, 3, 3, 16, 0, tzinfo=UTC)
 
 
+def import_limit_kw(vehicles: int) -> float:
+    """The site's import cap: 6 kW a car (at least 17.3 kW), at most the config's 1000 kW."""
+    return min(1000.0, max(17.3, 6.0 * vehicles))
+
+
 def site_config(vehicles: int) -> SiteConfig:
     """A site with ``vehicles`` cars on their own chargers: 2 of 3 V2G, the rest V2H only."""
     return parse_config(
         {
             "site": {
-                "grid": {"import_limit_kw": max(17.3, 6.0 * vehicles), "export_limit_kw": 4.0 * vehicles + 6}
+                "grid": {
+                    "import_limit_kw": import_limit_kw(vehicles),
+                    "export_limit_kw": min(1000.0, 4.0 * vehicles + 6),
+                }
             },
             "chargers": [
                 {"id": f"wb{i}", "max_charge_kw": 11, "max_discharge_kw": 10, "bidirectional": True}
@@ -78,10 +92,11 @@ def site_config(vehicles: int) -> SiteConfig:
 class World:
     """Forecasts and cars that evolve like a real site's, for rolling or random snapshots."""
 
-    def __init__(self, vehicles: int, seed: int) -> None:
+    def __init__(self, vehicles: int, seed: int, steps: int = STEPS) -> None:
         self.rng = np.random.default_rng(seed)
         self.vehicles = vehicles
-        days = 4
+        self.steps = steps
+        days = 4 + steps // 96
         hours = np.arange(days * 96) / 4
         self.price = (
             0.27
@@ -102,8 +117,9 @@ class World:
     def snapshot(self, minutes: int) -> Snapshot:
         now = T0 + timedelta(minutes=minutes)
         first = minutes // 15
-        window = slice(first, first + STEPS)
-        noise = self.rng.normal(1.0, 0.05, STEPS)
+        steps = self.steps
+        window = slice(first, first + steps)
+        noise = self.rng.normal(1.0, 0.05, steps)
         cars = []
         for i in range(self.vehicles):
             state: dict[str, Any] = {
@@ -130,7 +146,7 @@ class World:
                     "power_w": 1500,
                 }
             cars.append(state)
-        imp = self.price[window] + 0.01 * self.rng.standard_normal(STEPS)
+        imp = self.price[window] + 0.01 * self.rng.standard_normal(steps)
         return Snapshot.model_validate(
             {
                 "time": now,
@@ -140,9 +156,9 @@ class World:
                 "import_price_per_kwh": imp.tolist(),
                 "export_price_per_kwh": (imp - 0.12).tolist(),
                 "import_limit_w": np.where(
-                    (np.arange(STEPS) + first) % 96 < 4,
-                    0.5e3 * max(17.3, 6.0 * self.vehicles),
-                    1e3 * max(17.3, 6.0 * self.vehicles),
+                    (np.arange(steps) + first) % 96 < 4,
+                    0.5e3 * import_limit_kw(self.vehicles),
+                    1e3 * import_limit_kw(self.vehicles),
                 ).tolist(),
             }
         )
@@ -163,35 +179,52 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def run_size(vehicles: int, count: int) -> dict[str, Any]:
+def snapshots_for(vehicles: int, count: int) -> int:
+    """Fewer snapshots for large sites, so that a run stays bounded."""
+    if vehicles >= 500:
+        return min(count, 3)
+    if vehicles >= 100:
+        return min(count, 5)
+    return count
+
+
+def run_size(
+    vehicles: int, count: int, steps: int = STEPS, cvxpy_max: int = 200, time_limit_s: float | None = None
+) -> dict[str, Any]:
     import cvxpy as cp
 
     from controller.optimizer import Planner, ScheduleModel
 
+    count = snapshots_for(vehicles, count)
     cfg = site_config(vehicles)
-    world = World(vehicles, seed=vehicles)
+    world = World(vehicles, seed=vehicles, steps=steps)
     rolling = []
     for k in range(count + 1):
         rolling.append(world.snapshot(5 * k))
         world.drift()
-    world = World(vehicles, seed=1000 + vehicles)
+    world = World(vehicles, seed=1000 + vehicles, steps=steps)
     random_snaps = []
     for _ in range(count):
         world.scramble()
         random_snaps.append(world.snapshot(5 * int(world.rng.integers(0, 288))))
 
     started = time.perf_counter()
-    planner = Planner(cfg)
+    planner = Planner(cfg, steps, time_limit_s=time_limit_s)
     first = planner.plan(rolling[0])
     first_ms = 1000 * (time.perf_counter() - started)
-    assert planner._lp is not None
+    first_timings = planner.last_timings
+    assert planner._lp is not None and first_timings is not None
     out: dict[str, Any] = {
         "vehicles": vehicles,
+        "steps": steps,
         "snapshots": count,
         "lp_columns": planner._lp.n_cols,
         "lp_rows": planner._lp.n_rows,
         "first_ms": first_ms,
+        "first_solver_ms": first_timings.solver_ms,
+        "first_build_ms": first_ms - first_timings.solver_ms,
         "first_status": first.solver_status,
+        "build_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     for name, snaps in (("rolling", rolling[1:]), ("random", random_snaps)):
         totals, resolve, built, solver, fallbacks = [], [], [], [], 0
@@ -218,26 +251,31 @@ def run_size(vehicles: int, count: int) -> dict[str, Any]:
             "fallbacks": fallbacks,
         }
 
-    # CVXPY's own DPP path, and agreement with the fast path on the same snapshots.
+    # CVXPY's own DPP path (warm start off: with HiGHS CVXPY's warm start is pathologically slow
+    # here, so it would not be a fair comparison), and agreement with the fast path.
     assert planner.model is not None
     problem: Any = planner.model.problem
     dpp_ms, worst_gap = [], 0.0
-    dpp_count = {1: min(count, 20), 10: 5}.get(vehicles, 2)
+    dpp_count = (
+        0 if vehicles > cvxpy_max else {1: min(count, 20), 10: 5}.get(vehicles, 1 if vehicles >= 100 else 2)
+    )
     for snap in random_snaps[:dpp_count]:
         plan = planner.plan(snap)
         inputs = planner.last_inputs
         assert inputs is not None
         t = time.perf_counter()
         planner.model.set_inputs(inputs)
-        value = problem.solve(solver=cp.HIGHS)
+        value = problem.solve(solver=cp.HIGHS, warm_start=False)
         dpp_ms.append(1000 * (time.perf_counter() - t))
-        assert plan.objective is not None
-        worst_gap = max(worst_gap, abs(value - plan.objective) / max(1.0, abs(value)))
-    out["cvxpy_dpp_median_ms"] = statistics.median(dpp_ms)
+        if plan.objective is not None:
+            worst_gap = max(worst_gap, abs(value - plan.objective) / max(1.0, abs(value)))
+    out["cvxpy_dpp_median_ms"] = statistics.median(dpp_ms) if dpp_ms else float("nan")
     out["cvxpy_dpp_count"] = dpp_count
     out["worst_relative_objective_gap"] = worst_gap
 
-    rebuild_count = {1: count, 10: 10}.get(vehicles, 3)
+    rebuild_count = (
+        0 if vehicles > cvxpy_max else {1: count, 10: 10}.get(vehicles, 1 if vehicles >= 100 else 3)
+    )
     rebuild_ms = []
     for snap in random_snaps[:rebuild_count]:
         inputs = planner.inputs(snap)
@@ -245,9 +283,9 @@ def run_size(vehicles: int, count: int) -> dict[str, Any]:
         model = ScheduleModel(planner.shape)
         model.set_inputs(inputs)
         fresh: Any = model.problem
-        fresh.solve(solver=cp.HIGHS)
+        fresh.solve(solver=cp.HIGHS, warm_start=False)
         rebuild_ms.append(1000 * (time.perf_counter() - t))
-    out["rebuild_median_ms"] = statistics.median(rebuild_ms)
+    out["rebuild_median_ms"] = statistics.median(rebuild_ms) if rebuild_ms else float("nan")
     out["rebuild_count"] = rebuild_count
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
@@ -308,52 +346,116 @@ def child(args: list[str]) -> dict[str, Any]:
     return result
 
 
+def _print_size(r: dict[str, Any]) -> None:
+    for i, seq in enumerate(("rolling", "random")):
+        q = r[seq]
+        size = f"{r['lp_columns']} x {r['lp_rows']}"
+        head = f"{r['vehicles']:>8} {r['steps']:>5} {size:>15} {r['first_ms']:>8.0f}" if i == 0 else " " * 39
+        tail = (
+            f" {r['cvxpy_dpp_median_ms']:>8.1f} {r['rebuild_median_ms']:>8.1f} {r['first_build_ms']:>8.0f}"
+            f" {r['build_rss_mb']:>7.0f} {r['peak_rss_mb']:>7.0f}"
+            if i == 0
+            else ""
+        )
+        print(
+            f"{head} {seq:>8} {q['plan_median_ms']:>8.2f} {q['plan_p95_ms']:>8.2f} {q['resolve_median_ms']:>8.2f} "
+            f"{q['resolve_p95_ms']:>8.2f} {q['built_median_ms']:>8.2f} {q['solver_median_ms']:>8.2f} "
+            f"{q['resolve_x']:>7.2f} {q['built_x']:>7.2f} {q['plan_x']:>8.2f}"
+            + tail
+            + (f"  ({q['fallbacks']} fallbacks)" if q["fallbacks"] else "")
+            + (f"  (cold: {r['first_status']})" if i == 0 and r["first_status"] != "optimal" else "")
+        )
+
+
+def _print_targets(results: dict[tuple[int, int], dict[str, Any]]) -> None:
+    one = results.get((1, STEPS))
+    if one is not None:
+        print(
+            f"1 vehicle: plan() {one['rolling']['plan_median_ms']:.2f} ms rolling, "
+            f"{one['random']['plan_median_ms']:.2f} ms random; plan() / HiGHS run() on the same LP "
+            f"{one['rolling']['plan_x']:.2f}x rolling, {one['random']['plan_x']:.2f}x random (target <= 1.5x)"
+        )
+    for steps in sorted({s for _, s in results}):
+        ten, two = results.get((10, steps)), results.get((200, steps))
+        if ten is not None and two is not None:
+            print(
+                f"{steps} steps: time(200) / time(10): rolling plan() "
+                f"{two['rolling']['plan_median_ms'] / ten['rolling']['plan_median_ms']:.1f}, "
+                f"cold plan {two['first_ms'] / ten['first_ms']:.1f} (target <= 40)" + _cut(two)
+            )
+    for n, steps, what, limit in (
+        (200, 96, "rolling", 500.0),
+        (500, 96, "rolling", 1500.0),
+        (200, 96, "first", 3000.0),
+    ):
+        r = results.get((n, steps))
+        if r is not None:
+            value = r["first_ms"] if what == "first" else r[what]["plan_median_ms"]
+            print(f"target {n} vehicles x {steps} steps {what} <= {limit:.0f} ms: {value:.0f} ms" + _cut(r))
+
+
+def _cut(r: dict[str, Any]) -> str:
+    """A figure cut by the planner's time limit is no solve time: say so."""
+    cut = r["rolling"]["fallbacks"] + r["random"]["fallbacks"] + (r["first_status"] != "optimal")
+    return (
+        f" (cut by the time limit: {cut} fallback plans; --time-limit 600 for the solve times)" if cut else ""
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--snapshots", type=int, default=50)
-    parser.add_argument("--sizes", default="1,10,50")
+    parser.add_argument("--snapshots", type=int, default=50, help="per sequence (fewer from 100 vehicles)")
+    parser.add_argument("--sizes", default="1,10,50", help="vehicle counts, e.g. 1,10,50,100,200,500")
+    parser.add_argument("--steps", default=str(STEPS), help="horizon lengths in steps, e.g. 96,192")
+    parser.add_argument(
+        "--cvxpy-max", type=int, default=200, help="skip the CVXPY columns above this many vehicles"
+    )
+    parser.add_argument(
+        "--time-limit", type=float, help="the planner's budget per plan, s (default: the config's, 2 s)"
+    )
     parser.add_argument("--no-year", action="store_true", help="skip the year-long perfect-foresight solve")
     parser.add_argument("--child-size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child-steps", type=int, default=STEPS, help=argparse.SUPPRESS)
     parser.add_argument("--child-year", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_size is not None:
-        print(json.dumps(run_size(args.child_size, args.snapshots)))
+        print(
+            json.dumps(
+                run_size(args.child_size, args.snapshots, args.child_steps, args.cvxpy_max, args.time_limit)
+            )
+        )
         return
     if args.child_year:
         print(json.dumps(run_year()))
         return
 
     sizes = [int(s) for s in args.sizes.split(",")]
-    print(f"optimiser, {STEPS} steps of 15 min, {args.snapshots} snapshots per sequence, times in ms")
+    horizons = [int(s) for s in args.steps.split(",")]
     print(
-        f"{'vehicles':>8} {'LP cols x rows':>15} {'first':>7} {'sequence':>8} {'plan()':>7} {'p95':>7} "
-        f"{'resolve':>7} {'p95':>7} {'+plan':>7} {'solver':>7} {'res/sol':>7} {'+pl/sol':>7} {'plan/sol':>8} "
-        f"{'cvxpy':>8} {'rebuild':>8} "
-        f"{'peak MB':>7}"
+        f"optimiser, steps of 15 min, {args.snapshots} snapshots per sequence "
+        "(5 from 100 vehicles, 3 at 500), times in ms"
     )
-    results = {}
-    for n in sizes:
-        r = child(["--child-size", str(n), "--snapshots", str(args.snapshots)])
-        results[n] = r
-        for i, seq in enumerate(("rolling", "random")):
-            q = r[seq]
-            size = f"{r['lp_columns']} x {r['lp_rows']}"
-            head = f"{n:>8} {size:>15} {r['first_ms']:>7.0f}" if i == 0 else " " * 32
-            tail = (
-                f" {r['cvxpy_dpp_median_ms']:>8.1f} {r['rebuild_median_ms']:>8.1f} {r['peak_rss_mb']:>7.0f}"
-                if i == 0
-                else ""
-            )
-            print(
-                f"{head} {seq:>8} {q['plan_median_ms']:>7.2f} {q['plan_p95_ms']:>7.2f} {q['resolve_median_ms']:>7.2f} "
-                f"{q['resolve_p95_ms']:>7.2f} {q['built_median_ms']:>7.2f} {q['solver_median_ms']:>7.2f} "
-                f"{q['resolve_x']:>7.2f} {q['built_x']:>7.2f} {q['plan_x']:>8.2f}"
-                + tail
-                + (f"  ({q['fallbacks']} fallbacks)" if q["fallbacks"] else "")
-            )
-    print("first: Planner(config) + first plan() (canonicalisation, LP compile, cold solve)")
+    print(
+        f"{'vehicles':>8} {'steps':>5} {'LP cols x rows':>15} {'cold':>8} {'sequence':>8} {'plan()':>8} {'p95':>8} "
+        f"{'resolve':>8} {'p95':>8} {'+plan':>8} {'solver':>8} {'res/sol':>7} {'+pl/sol':>7} {'plan/sol':>8} "
+        f"{'cvxpy':>8} {'rebuild':>8} {'build':>8} {'bld MB':>7} {'peak MB':>7}"
+    )
+    results: dict[tuple[int, int], dict[str, Any]] = {}
+    for steps in horizons:
+        for n in sizes:
+            r = child(
+                [
+                    "--child-size", str(n), "--child-steps", str(steps),
+                    "--snapshots", str(args.snapshots), "--cvxpy-max", str(args.cvxpy_max),
+                    *(["--time-limit", str(args.time_limit)] if args.time_limit is not None else []),
+                ]
+            )  # fmt: skip
+            results[(n, steps)] = r
+            _print_size(r)
+    print("cold: Planner(config) + first plan() after a restart (canonicalisation, LP compile, cold solve)")
+    print("build: cold minus the solver's own time; bld MB: peak RSS after it; peak MB: at the end")
     print("plan(): the whole call (snapshot -> Plan with reasons), median and p95")
     print(
         "resolve: parameter update + solver + solution read back into setpoint/energy arrays, median and p95"
@@ -366,32 +468,13 @@ def main() -> None:
     )
     print("res/sol, +pl/sol, plan/sol: medians of the per-snapshot ratios to the solver's own time")
     print(
-        "cvxpy: set parameters + problem.solve(HIGHS), CVXPY's own DPP re-solve; rebuild: new model + problem.solve();"
-        " solves timed: "
-        + ", ".join(
-            f"{n} veh. {results[n]['cvxpy_dpp_count']} / {results[n]['rebuild_count']}" for n in sizes
-        )
+        "cvxpy: set parameters + problem.solve(HIGHS, warm_start=False), CVXPY's own DPP re-solve; "
+        "rebuild: new model + problem.solve(); solves timed: "
+        + ", ".join(f"{n}x{s} {r['cvxpy_dpp_count']} / {r['rebuild_count']}" for (n, s), r in results.items())
     )
     gap = max(r["worst_relative_objective_gap"] for r in results.values())
     print(f"fast path vs problem.solve(): worst relative objective gap {gap:.1e}")
-    if 1 in results:
-        print(
-            f"target 1 vehicle median re-solve <= 3 ms: plan() {results[1]['rolling']['plan_median_ms']:.2f} ms "
-            f"rolling, {results[1]['random']['plan_median_ms']:.2f} ms random"
-        )
-    if 50 in results:
-        print(
-            f"target 50 vehicles median <= 250 ms: plan() {results[50]['rolling']['plan_median_ms']:.1f} ms "
-            f"rolling, {results[50]['random']['plan_median_ms']:.1f} ms random"
-        )
-    seqs = ("rolling", "random")
-    worst_res = max(r[q]["resolve_x"] for r in results.values() for q in seqs)
-    worst_built = max(r[q]["built_x"] for r in results.values() for q in seqs)
-    worst_plan = max(r[q]["plan_x"] for r in results.values() for q in seqs)
-    print(
-        f"target re-solve overhead <= 1.5x the solver's own time: worst median re-solve/solver {worst_res:.2f}x "
-        f"(with the Plan and its reasons {worst_built:.2f}x, whole plan() {worst_plan:.2f}x)"
-    )
+    _print_targets(results)
     if not args.no_year:
         y = child(["--child-year"])
         print(
