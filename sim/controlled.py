@@ -194,7 +194,7 @@ class ModelPredictiveControl:
 
     def __init__(self, config: SiteConfig) -> None:
         self.config = config
-        self.planner = Planner(config)
+        self.planner = Planner(config, explain=False)  # nobody reads the reasons here
         self.horizon_steps = self.planner.steps
         site = config.site
         self.replan_steps = max(1, round(site.replan_interval_minutes / site.plan_step_minutes))

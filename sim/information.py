@@ -116,8 +116,9 @@ class PriceKnowledge:
         return np.maximum(out, np.arange(1, n + 1))
 
 
-def _persist_prices(prices: FloatArray, index: IntArray, known_until: int, steps_per_day: int) -> FloatArray:
-    """Published prices, then the last published day repeated for the steps not yet published."""
+def _persist_index(index: IntArray, known_until: int, steps_per_day: int, length: int) -> IntArray:
+    """Where each step's price comes from: published, else the last published day repeated for the
+    steps not yet published."""
     source = index.copy()
     late = source >= known_until
     if late.any():
@@ -125,8 +126,8 @@ def _persist_prices(prices: FloatArray, index: IntArray, known_until: int, steps
         source[late] = source[late] - days_back * steps_per_day
     # Before the first day there is no earlier day to repeat: hold the last published price.
     source[source < 0] = known_until - 1
-    np.clip(source, 0, len(prices) - 1, out=source)
-    return prices[source]
+    np.clip(source, 0, length - 1, out=source)
+    return source
 
 
 # --------------------------------------------------------------------- forecasts
@@ -449,8 +450,9 @@ class InformationModel:
         index = np.arange(k, k + horizon_steps, dtype=np.int64)
         known_until = int(self._known_until[min(k, n - 1)])
         spd = self._steps_per_day
-        import_price = _persist_prices(series.import_price_per_kwh, index, known_until, spd)
-        export_price = _persist_prices(series.export_price_per_kwh, index, known_until, spd)
+        source = _persist_index(index, known_until, spd, n)  # one index for both directions
+        import_price = series.import_price_per_kwh[source]
+        export_price = series.export_price_per_kwh[source]
         load = self._forecast(self.load_forecast, series.load_w, horizon_steps)
         pv = self._forecast(self.pv_forecast, series.pv_w, horizon_steps)
         return Observation(

@@ -32,6 +32,8 @@ from controller.snapshot import Snapshot
 __all__ = ["DepartureInfo", "FloatArray", "PlanInputs", "SnapshotError", "TripInfo", "build_inputs"]
 
 FloatArray = npt.NDArray[np.float64]
+_NO_CUT_MARGIN_KWH = 1e-6
+"""Far above the rounding of the step loop in ``_clip_trips``, far below a cut it would note."""
 
 
 class SnapshotError(ValueError):
@@ -354,6 +356,10 @@ def _clip_trips(
         return ()
     spec = shape.vehicles[i]
     last = max(stop for _, _, stop in spans)  # after the last trip nothing is cut
+    # Without charging the car holds at least e0 less the trips so far (e0 <= e_max): when all the
+    # trips fit in e0 nothing is cut (the usual case) and the step loop below is skipped.
+    if e0_kwh - float(trip_kwh[:last].sum()) > _NO_CUT_MARGIN_KWH:
+        return tuple(TripInfo(depart, float(trip_kwh[first:stop].sum())) for depart, first, stop in spans)
     # Plain floats: a year of steps in a Python loop stays in the tens of milliseconds.
     gains_kwh = (shape.step_h * spec.charge_efficiency * charge_max_kw[:last]).tolist()
     taken_kwh = trip_kwh[:last].tolist()

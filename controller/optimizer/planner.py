@@ -62,8 +62,18 @@ class Planner:
     first call and every solver pass share it (see :attr:`time_limit_s`).
     """
 
-    def __init__(self, config: SiteConfig, steps: int | None = None, *, time_limit_s: float | None = None):
+    def __init__(
+        self,
+        config: SiteConfig,
+        steps: int | None = None,
+        *,
+        time_limit_s: float | None = None,
+        explain: bool = True,
+    ):
         self.config = config
+        self.explain = explain
+        """False: the plan's per-vehicle ``reason`` is left empty (a caller that never shows it,
+        such as the simulator, skips the work); every number of the plan is the same."""
         self.shape = SiteShape.from_config(config, steps, time_limit_s)
         self.time_limit_s = self.shape.solver_time_limit_s
         """Seconds one :meth:`plan` may spend before its solution: snapshot translation, the model
@@ -263,13 +273,13 @@ class Planner:
         power_w = (power_kw * 1000.0).tolist()
         v2l_w = (v2l_kw * 1000.0).tolist()
         soc = (energy * (100.0 / c.capacity_kwh)[:, None]).tolist()
-        later = charge[:, 1:] > _ZERO_KW
-        charges_later: npt.NDArray[np.bool_] = np.any(later, axis=1)
-        negative_later: npt.NDArray[np.bool_] = np.any(later & (inputs.import_price[1:] < 0), axis=1)
         export_now_kw = float(export_kw[0])
-
         notes = list(inputs.notes)
-        holds = {v.id: v.hold for v in snapshot.vehicles if v.hold is not None}
+        explained = (
+            _Explained(self.shape, snapshot, inputs, charge, fallback, export_now_kw)
+            if self.explain and schedule is not None
+            else None
+        )
         vehicles: dict[str, VehiclePlan] = {}
         for i, spec in enumerate(shape.vehicles):
             if not inputs.in_snapshot[i] or schedule is None:
@@ -281,48 +291,14 @@ class Planner:
                     f"{spec.vehicle_id}: SoC below 0 % planned: its trips take more than the plan puts in"
                 )
             targets = inputs.targets[i]
-            trips = inputs.trips[i] if inputs.trips else ()
-            next_trip = next((tr for tr in trips if tr.depart > snapshot.time), None)
             shortfall = sum(max(0.0, d.target_kwh - float(energy[i, d.index])) for d in targets)
-            reached = float(energy[i, targets[0].index]) if targets else 0.0
-            short_of_first = bool(targets) and reached < targets[0].target_kwh - 0.05
-            facts = StepFacts(
-                now=snapshot.time,
-                timezone=shape.timezone,
-                currency=shape.currency,
-                power_kw=power_w[i][0] / 1000.0,
-                v2l_kw=v2l_w[i][0] / 1000.0,
-                v2l_requested_kw=float(inputs.v2l_kw[i, 0]) / frac0,
-                available=bool(inputs.available[i, 0]),
-                in_snapshot=True,
-                soc_known=inputs.soc_known[i],
-                mode=inputs.modes[i],
-                energy_kwh=float(inputs.e0_kwh[i]),
-                energy_end_kwh=float(energy[i, 1]),
-                reserve_kwh=spec.reserve_kwh,
-                floor_kwh=float(inputs.floor_kwh[i, 0] - inputs.target_gap_kwh[i, 0]),
-                e_max_kwh=float(inputs.e_max_kwh[i, 0]),
-                capacity_kwh=spec.capacity_kwh,
-                import_price=float(inputs.import_price[0]),
-                export_price=float(inputs.export_price[0]),
-                grid_export_kw=export_now_kw,
-                pv_surplus=bool(inputs.pv_kw[0] > inputs.load_kw[0]),
-                v2g=spec.v2g,
-                next_target=targets[0] if targets else None,
-                next_trip=next_trip,
-                target_reachable_kwh=reached if short_of_first else None,
-                charges_later=bool(charges_later[i]),
-                charges_at_negative_price_later=bool(negative_later[i]),
-                fallback=fallback,
-                min_charge_kw=spec.min_charge_kw,
-                min_discharge_kw=spec.min_discharge_kw,
-                hold=holds.get(spec.vehicle_id),
-            )
             vehicles[spec.vehicle_id] = VehiclePlan(
                 vehicle_id=spec.vehicle_id,
                 power_w=tuple(power_w[i]),
                 soc_percent=tuple(soc[i]),
-                reason=reason(facts),
+                reason=""
+                if explained is None
+                else explained.reason(i, energy[i], power_w[i][0], v2l_w[i][0]),
                 departure_shortfall_kwh=shortfall,
                 throughput_kwh=float(through[i]),
                 v2l_power_w=tuple(v2l_w[i]),
@@ -349,6 +325,67 @@ class Planner:
             objective=objective,
             batteries=batteries,
         )
+
+
+class _Explained:
+    """What the per-vehicle reasons read besides the vehicle's own row (module ``explain``)."""
+
+    def __init__(
+        self,
+        shape: SiteShape,
+        snapshot: Snapshot,
+        inputs: PlanInputs,
+        charge: FloatArray,
+        fallback: bool,
+        export_now_kw: float,
+    ) -> None:
+        self.shape, self.snapshot, self.inputs = shape, snapshot, inputs
+        self.fallback, self.export_now_kw = fallback, export_now_kw
+        later = charge[:, 1:] > _ZERO_KW
+        self.charges_later: npt.NDArray[np.bool_] = np.any(later, axis=1)
+        self.negative_later: npt.NDArray[np.bool_] = np.any(later & (inputs.import_price[1:] < 0), axis=1)
+        self.holds = {v.id: v.hold for v in snapshot.vehicles if v.hold is not None}
+
+    def reason(self, i: int, energy: FloatArray, power_w: float, v2l_w: float) -> str:
+        inputs, spec, frac0 = self.inputs, self.shape.vehicles[i], self.inputs.first_step_fraction
+        targets = inputs.targets[i]
+        trips = inputs.trips[i] if inputs.trips else ()
+        next_trip = next((tr for tr in trips if tr.depart > self.snapshot.time), None)
+        reached = float(energy[targets[0].index]) if targets else 0.0
+        short_of_first = bool(targets) and reached < targets[0].target_kwh - 0.05
+        facts = StepFacts(
+            now=self.snapshot.time,
+            timezone=self.shape.timezone,
+            currency=self.shape.currency,
+            power_kw=power_w / 1000.0,
+            v2l_kw=v2l_w / 1000.0,
+            v2l_requested_kw=float(inputs.v2l_kw[i, 0]) / frac0,
+            available=bool(inputs.available[i, 0]),
+            in_snapshot=True,
+            soc_known=inputs.soc_known[i],
+            mode=inputs.modes[i],
+            energy_kwh=float(inputs.e0_kwh[i]),
+            energy_end_kwh=float(energy[1]),
+            reserve_kwh=spec.reserve_kwh,
+            floor_kwh=float(inputs.floor_kwh[i, 0] - inputs.target_gap_kwh[i, 0]),
+            e_max_kwh=float(inputs.e_max_kwh[i, 0]),
+            capacity_kwh=spec.capacity_kwh,
+            import_price=float(inputs.import_price[0]),
+            export_price=float(inputs.export_price[0]),
+            grid_export_kw=self.export_now_kw,
+            pv_surplus=bool(inputs.pv_kw[0] > inputs.load_kw[0]),
+            v2g=spec.v2g,
+            next_target=targets[0] if targets else None,
+            next_trip=next_trip,
+            target_reachable_kwh=reached if short_of_first else None,
+            charges_later=bool(self.charges_later[i]),
+            charges_at_negative_price_later=bool(self.negative_later[i]),
+            fallback=self.fallback,
+            min_charge_kw=spec.min_charge_kw,
+            min_discharge_kw=spec.min_discharge_kw,
+            hold=self.holds.get(spec.vehicle_id),
+        )
+        return reason(facts)
 
 
 def _out_of_time(limit_s: float, passes: int, built_now: bool) -> str:
