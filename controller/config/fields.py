@@ -8,7 +8,7 @@ import ipaddress
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 Kw = Annotated[float, Field(ge=0, le=1000)]
@@ -26,6 +26,43 @@ _HOST_NAME = re.compile(
 class _Model(BaseModel):
     # NaN and infinity pass every bound check silently (nan > 500 is False): refuse them outright.
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, allow_inf_nan=False)
+
+
+class LocalWindow(_Model):
+    """A window of local time on some weekdays (time-of-use prices, grid-fee windows)."""
+
+    start: dt.time = Field(description="Local time the window opens, HH:MM.")
+    end: dt.time = Field(
+        description="Local time it closes, HH:MM (24:00 = midnight); before start: it runs past midnight; "
+        "equal to start: the whole day."
+    )
+    days: list[str] = Field(
+        default_factory=lambda: list(WEEKDAYS), min_length=1, description="Weekdays the window opens on."
+    )
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _hhmm(cls, value: Any) -> dt.time:
+        return _clock_time(value, allow_24=True)
+
+    @field_validator("days")
+    @classmethod
+    def _weekday_names(cls, value: list[str]) -> list[str]:
+        return [_weekday(day) for day in value]
+
+    def opened_on(self, local: dt.datetime) -> dt.date | None:
+        """The day the window opened on if it is open at ``local`` (local time), else None; past
+        midnight, the part after midnight belongs to the day the window opened on."""
+        t = local.time()
+        if self.start < self.end:
+            opened: dt.date | None = local.date() if self.start <= t < self.end else None
+        elif self.start == self.end or t >= self.start:  # the whole day, or before midnight
+            opened = local.date()
+        elif t < self.end:
+            opened = local.date() - dt.timedelta(days=1)
+        else:
+            opened = None
+        return opened if opened is not None and WEEKDAYS[opened.weekday()] in self.days else None
 
 
 def _clock_time(value: Any, *, allow_24: bool = False) -> dt.time:

@@ -3,39 +3,20 @@ sections."""
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import Any, Self
+from typing import Self
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from controller.config.fields import WEEKDAYS, Kw, _clock_time, _Model, _mqtt_topic, _weekday
+from controller.config.fields import Kw, LocalWindow, _Model, _mqtt_topic
 from controller.config.retail import CapacityTariffConfig, RetailConfig
 from controller.config.sources import PriceSource, PvSource
 
 # ------------------------------------------------------------------------- tariffs
 
 
-class TimeOfUseWindow(_Model):
-    start: dt.time = Field(description="Local time the window opens, HH:MM.")
-    end: dt.time = Field(
-        description="Local time it closes, HH:MM (24:00 = midnight); before start: it runs past midnight; "
-        "equal to start: the whole day."
-    )
+class TimeOfUseWindow(LocalWindow):
     price_per_kwh: float = Field(ge=-10, le=10)
-    days: list[str] = Field(
-        default_factory=lambda: list(WEEKDAYS), min_length=1, description="Weekdays the window opens on."
-    )
-
-    @field_validator("start", "end", mode="before")
-    @classmethod
-    def _hhmm(cls, value: Any) -> dt.time:
-        return _clock_time(value, allow_24=True)
-
-    @field_validator("days")
-    @classmethod
-    def _weekday_names(cls, value: list[str]) -> list[str]:
-        return [_weekday(day) for day in value]
 
 
 class PriceConfig(_Model):

@@ -12,12 +12,12 @@ else ``grid_fee_per_kwh``.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Self
+from typing import Self
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from controller.config.fields import WEEKDAYS, _clock_time, _Model, _weekday
+from controller.config.fields import LocalWindow, _Model
 from controller.config.retail_presets import RETAIL_PRESETS
 
 MONTHS = tuple(range(1, 13))
@@ -27,34 +27,16 @@ def _preset_names() -> tuple[str, ...]:
     return tuple(RETAIL_PRESETS)
 
 
-class GridFeeWindow(_Model):
+class GridFeeWindow(LocalWindow):
     """A time-of-use grid fee (e.g. Germany's §14a module 3 HT/ST/NT windows): this fee per kWh
     (excl. VAT) inside the window."""
 
-    start: dt.time = Field(description="Local time the window opens, HH:MM.")
-    end: dt.time = Field(
-        description="Local time it closes, HH:MM (24:00 = midnight); before start: it runs past midnight; "
-        "equal to start: the whole day."
-    )
     fee_per_kwh: float = Field(ge=-10, le=10)
-    days: list[str] = Field(
-        default_factory=lambda: list(WEEKDAYS), min_length=1, description="Weekdays the window opens on."
-    )
     months: list[int] = Field(
         default_factory=lambda: list(MONTHS),
         min_length=1,
         description="Months (1-12) the window opens in, e.g. [1, 2, 3, 10, 11, 12] for two quarters.",
     )
-
-    @field_validator("start", "end", mode="before")
-    @classmethod
-    def _hhmm(cls, value: Any) -> dt.time:
-        return _clock_time(value, allow_24=True)
-
-    @field_validator("days")
-    @classmethod
-    def _weekday_names(cls, value: list[str]) -> list[str]:
-        return [_weekday(day) for day in value]
 
     @field_validator("months")
     @classmethod
@@ -67,6 +49,12 @@ class GridFeeWindow(_Model):
                     {"month": month},
                 )
         return sorted(set(value))
+
+    def is_open(self, local: dt.datetime) -> bool:
+        """Whether the window is open at ``local``, in a month it opens in (the month it opened in,
+        past midnight)."""
+        opened = self.opened_on(local)
+        return opened is not None and opened.month in self.months
 
 
 class RetailConfig(_Model):

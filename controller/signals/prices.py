@@ -113,21 +113,7 @@ class PricesOnGrid:
 
 def _tou_price(cfg: PriceConfig, local: dt.datetime) -> float:
     base = cfg.static_price_per_kwh if cfg.static_price_per_kwh is not None else 0.0
-    t = local.time()
-    day = local.strftime("%A").lower()
-    previous_day = (local - dt.timedelta(days=1)).strftime("%A").lower()
-    for window in cfg.time_of_use:
-        if window.start < window.end:
-            inside = window.start <= t < window.end and day in window.days
-        elif window.start == window.end:
-            inside = day in window.days
-        else:  # crosses midnight: the part after midnight belongs to the day the window started
-            inside = (t >= window.start and day in window.days) or (
-                t < window.end and previous_day in window.days
-            )
-        if inside:
-            return window.price_per_kwh
-    return base
+    return next((w.price_per_kwh for w in cfg.time_of_use if w.opened_on(local) is not None), base)
 
 
 def tariff_configured_on_grid(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from controller.config import WEEKDAYS, PriceConfig
+from controller.config import PriceConfig
 from controller.config.retail import GridFeeWindow, RetailConfig
 from controller.config.retail_presets import RETAIL_PRESETS
 from controller.signals.resample import FloatArray, check_grid
@@ -74,29 +74,10 @@ def retail_rates(cfg: RetailConfig) -> RetailRates:
     )
 
 
-def _window_open(window: GridFeeWindow, local: dt.datetime) -> bool:
-    """Whether ``window`` is open at ``local``; past midnight, the part after midnight belongs to the
-    day (and month) the window opened on."""
-    t = local.time()
-    if window.start < window.end:
-        opened_on: dt.date | None = local.date() if window.start <= t < window.end else None
-    elif window.start == window.end or t >= window.start:  # the whole day, or before midnight
-        opened_on = local.date()
-    elif t < window.end:
-        opened_on = local.date() - dt.timedelta(days=1)
-    else:
-        opened_on = None
-    return (
-        opened_on is not None
-        and WEEKDAYS[opened_on.weekday()] in window.days
-        and opened_on.month in window.months
-    )
-
-
 def grid_fee_at(rates: RetailRates, local: dt.datetime) -> float:
     """The grid fee per kWh (excl. VAT) at local wall-clock time ``local``."""
     for window in rates.grid_fee_windows:
-        if _window_open(window, local):
+        if window.is_open(local):
             return window.fee_per_kwh
     return rates.grid_fee_per_kwh
 
