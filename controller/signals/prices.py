@@ -10,7 +10,6 @@ the household pays already: the retail formula never applies to them.
 from __future__ import annotations
 
 import datetime as dt
-import math
 import zoneinfo
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +25,7 @@ from controller.signals.payload import (
     parse_slots,
     unwrap_envelope,
 )
-from controller.signals.resample import BoolArray, FloatArray, check_grid
+from controller.signals.resample import BoolArray, FloatArray, check_grid, minute_mean_on_grid
 from controller.signals.retail import retail_on_grid, retail_rates
 from controller.signals.timeline import Timeline
 
@@ -125,13 +124,7 @@ def tariff_configured_on_grid(
         return None
     if not cfg.time_of_use:
         return np.full(n, cfg.static_price_per_kwh)
-    minutes = max(1, int(step.total_seconds() // 60))
-    out = np.empty(n)
-    for k in range(n):
-        t0 = start + step * k
-        samples = [_tou_price(cfg, (t0 + dt.timedelta(minutes=m)).astimezone(tz)) for m in range(minutes)]
-        out[k] = math.fsum(samples) / len(samples)
-    return out
+    return minute_mean_on_grid(lambda local: _tou_price(cfg, local), tz, start, step, n)
 
 
 def _fill(values: FloatArray, known: BoolArray, yesterday: FloatArray, yesterday_known: BoolArray) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Sequence
+import zoneinfo
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -12,7 +13,7 @@ import numpy.typing as npt
 from controller.domain import ensure_utc
 from controller.signals.payload import Segment
 
-__all__ = ["BoolArray", "FloatArray", "check_grid", "mean_on_grid", "overlaps"]
+__all__ = ["BoolArray", "FloatArray", "check_grid", "mean_on_grid", "minute_mean_on_grid", "overlaps"]
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -60,3 +61,22 @@ def mean_on_grid(
             values[k] = math.fsum(c * v for c, v in pieces) / covered
             known[k] = True
     return values, known
+
+
+def minute_mean_on_grid(
+    value_at: Callable[[dt.datetime], float],
+    tz: zoneinfo.ZoneInfo,
+    start: dt.datetime,
+    step: dt.timedelta,
+    n: int,
+) -> FloatArray:
+    """A value of local time (a time-of-use price, a grid fee) per step: its mean over the step by the
+    minute, read in ``tz`` (so DST days have their 23 or 25 hours)."""
+    start = check_grid(start, step, n)
+    minutes = max(1, int(step.total_seconds() // 60))
+    out = np.empty(n)
+    for k in range(n):
+        t0 = start + step * k
+        samples = [value_at((t0 + dt.timedelta(minutes=m)).astimezone(tz)) for m in range(minutes)]
+        out[k] = math.fsum(samples) / len(samples)
+    return out

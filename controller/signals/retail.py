@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
-import math
 import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import numpy as np
 from controller.config import PriceConfig
 from controller.config.retail import GridFeeWindow, RetailConfig
 from controller.config.retail_presets import RETAIL_PRESETS
-from controller.signals.resample import FloatArray, check_grid
+from controller.signals.resample import FloatArray, check_grid, minute_mean_on_grid
 
 __all__ = [
     "RetailRates",
@@ -90,13 +89,7 @@ def grid_fee_on_grid(
     start = check_grid(start, step, n)
     if not rates.grid_fee_windows:
         return np.full(n, rates.grid_fee_per_kwh)
-    minutes = max(1, int(step.total_seconds() // 60))
-    out = np.empty(n)
-    for k in range(n):
-        t0 = start + step * k
-        samples = [grid_fee_at(rates, (t0 + dt.timedelta(minutes=m)).astimezone(tz)) for m in range(minutes)]
-        out[k] = math.fsum(samples) / len(samples)
-    return out
+    return minute_mean_on_grid(lambda local: grid_fee_at(rates, local), tz, start, step, n)
 
 
 def _retail_of_marked_up(
