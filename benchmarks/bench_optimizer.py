@@ -189,7 +189,12 @@ def snapshots_for(vehicles: int, count: int) -> int:
 
 
 def run_size(
-    vehicles: int, count: int, steps: int = STEPS, cvxpy_max: int = 200, time_limit_s: float | None = None
+    vehicles: int,
+    count: int,
+    steps: int = STEPS,
+    cvxpy_max: int = 200,
+    time_limit_s: float | None = None,
+    decompose: bool | None = None,
 ) -> dict[str, Any]:
     import cvxpy as cp
 
@@ -209,7 +214,7 @@ def run_size(
         random_snaps.append(world.snapshot(5 * int(world.rng.integers(0, 288))))
 
     started = time.perf_counter()
-    planner = Planner(cfg, steps, time_limit_s=time_limit_s)
+    planner = Planner(cfg, steps, time_limit_s=time_limit_s, decompose=decompose)
     first = planner.plan(rolling[0])
     first_ms = 1000 * (time.perf_counter() - started)
     first_timings = planner.last_timings
@@ -217,6 +222,7 @@ def run_size(
     out: dict[str, Any] = {
         "vehicles": vehicles,
         "steps": steps,
+        "path": "decomposed" if planner.decompose else "monolithic",
         "snapshots": count,
         "lp_columns": planner._lp.n_cols,
         "lp_rows": planner._lp.n_rows,
@@ -227,7 +233,7 @@ def run_size(
         "build_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     for name, snaps in (("rolling", rolling[1:]), ("random", random_snaps)):
-        totals, resolve, built, solver, fallbacks = [], [], [], [], 0
+        totals, resolve, built, solver, fallbacks, limited = [], [], [], [], 0, 0
         for snap in snaps:
             t = time.perf_counter()
             plan = planner.plan(snap)
@@ -238,6 +244,7 @@ def run_size(
             built.append(timings.resolve_ms + timings.build_ms)
             solver.append(timings.solver_ms)
             fallbacks += plan.fallback
+            limited += plan.solver_status.startswith("time limit")
         out[name] = {
             "plan_median_ms": statistics.median(totals),
             "plan_p95_ms": _pct(totals, 95),
@@ -249,6 +256,7 @@ def run_size(
             "built_x": statistics.median(b / s for b, s in zip(built, solver, strict=True)),
             "plan_x": statistics.median(t / s for t, s in zip(totals, solver, strict=True)),
             "fallbacks": fallbacks,
+            "time_limited": limited,
         }
 
     # CVXPY's own DPP path (warm start off: with HiGHS CVXPY's warm start is pathologically slow
@@ -362,7 +370,9 @@ def _print_size(r: dict[str, Any]) -> None:
             f"{q['resolve_p95_ms']:>8.2f} {q['built_median_ms']:>8.2f} {q['solver_median_ms']:>8.2f} "
             f"{q['resolve_x']:>7.2f} {q['built_x']:>7.2f} {q['plan_x']:>8.2f}"
             + tail
+            + (f"  {r['path']}" if i == 0 else "")
             + (f"  ({q['fallbacks']} fallbacks)" if q["fallbacks"] else "")
+            + (f"  ({q['time_limited']} best plans cut by the time limit)" if q["time_limited"] else "")
             + (f"  (cold: {r['first_status']})" if i == 0 and r["first_status"] != "optimal" else "")
         )
 
@@ -396,9 +406,12 @@ def _print_targets(results: dict[tuple[int, int], dict[str, Any]]) -> None:
 
 def _cut(r: dict[str, Any]) -> str:
     """A figure cut by the planner's time limit is no solve time: say so."""
-    cut = r["rolling"]["fallbacks"] + r["random"]["fallbacks"] + (r["first_status"] != "optimal")
+    cut = sum(r[s]["fallbacks"] + r[s]["time_limited"] for s in ("rolling", "random"))
+    cut += r["first_status"] != "optimal"
     return (
-        f" (cut by the time limit: {cut} fallback plans; --time-limit 600 for the solve times)" if cut else ""
+        f" (cut by the time limit: {cut} plans not optimal; --time-limit 600 for the solve times)"
+        if cut
+        else ""
     )
 
 
@@ -416,6 +429,14 @@ def main() -> None:
         "--time-limit", type=float, help="the planner's budget per plan, s (default: the config's, 2 s)"
     )
     parser.add_argument("--no-year", action="store_true", help="skip the year-long perfect-foresight solve")
+    parser.add_argument(
+        "--monolithic-too",
+        action="store_true",
+        help="also run the monolithic LP where the planner decomposes (the comparison in one run)",
+    )
+    parser.add_argument(
+        "--child-decompose", choices=("auto", "on", "off"), default="auto", help=argparse.SUPPRESS
+    )
     parser.add_argument("--child-size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child-steps", type=int, default=STEPS, help=argparse.SUPPRESS)
     parser.add_argument("--child-year", action="store_true", help=argparse.SUPPRESS)
@@ -423,7 +444,14 @@ def main() -> None:
     if args.child_size is not None:
         print(
             json.dumps(
-                run_size(args.child_size, args.snapshots, args.child_steps, args.cvxpy_max, args.time_limit)
+                run_size(
+                    args.child_size,
+                    args.snapshots,
+                    args.child_steps,
+                    args.cvxpy_max,
+                    args.time_limit,
+                    {"auto": None, "on": True, "off": False}[args.child_decompose],
+                )
             )
         )
         return
@@ -445,15 +473,16 @@ def main() -> None:
     results: dict[tuple[int, int], dict[str, Any]] = {}
     for steps in horizons:
         for n in sizes:
-            r = child(
-                [
-                    "--child-size", str(n), "--child-steps", str(steps),
-                    "--snapshots", str(args.snapshots), "--cvxpy-max", str(args.cvxpy_max),
-                    *(["--time-limit", str(args.time_limit)] if args.time_limit is not None else []),
-                ]
-            )  # fmt: skip
+            base = [
+                "--child-size", str(n), "--child-steps", str(steps),
+                "--snapshots", str(args.snapshots), "--cvxpy-max", str(args.cvxpy_max),
+                *(["--time-limit", str(args.time_limit)] if args.time_limit is not None else []),
+            ]  # fmt: skip
+            r = child(base)
             results[(n, steps)] = r
             _print_size(r)
+            if args.monolithic_too and r["path"] == "decomposed":
+                _print_size(child([*base, "--child-decompose", "off"]))
     print("cold: Planner(config) + first plan() after a restart (canonicalisation, LP compile, cold solve)")
     print("build: cold minus the solver's own time; bld MB: peak RSS after it; peak MB: at the end")
     print("plan(): the whole call (snapshot -> Plan with reasons), median and p95")

@@ -9,17 +9,24 @@ size it measures.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from typing import Any
 
 import cvxpy as cp
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from benchmarks.bench_optimizer import World, import_limit_kw, site_config
 from controller.config import SiteConfig
 from controller.optimizer import Planner
+from controller.optimizer import decompose as decompose_module
+from controller.optimizer.decompose import BlockSplit
+from controller.optimizer.planner import _solved as planner_status
 from controller.snapshot import Snapshot
+from tests.test_battery_lp import battery
+from tests.test_capacity_tariff import with_tariff
 from tests.test_optimizer_helpers import T0, site, snapshot, vehicle
 
 CARS = 12
@@ -41,7 +48,7 @@ def fleet_site() -> SiteConfig:
     return site(cars, import_kw=IMPORT_KW, export_kw=30.0)
 
 
-def fleet_snapshot(rng: np.random.Generator) -> Snapshot:
+def fleet_snapshot(rng: np.random.Generator, **extra: Any) -> Snapshot:
     hours = np.arange(STEPS) / 4
     price = 0.25 + 0.12 * np.sin(2 * np.pi * (hours - 12) / 24) + 0.05 * rng.standard_normal(STEPS)
     cars: list[dict[str, Any]] = []
@@ -65,6 +72,7 @@ def fleet_snapshot(rng: np.random.Generator) -> Snapshot:
         import_price=price,
         export_price=price - rng.uniform(0, 0.15, STEPS),
         import_limit_w=np.where(rng.random(STEPS) < 0.25, 0.5e3 * IMPORT_KW, 1e3 * IMPORT_KW),
+        **extra,
     )
 
 
@@ -78,9 +86,10 @@ def monolithic_objective(planner: Planner) -> float:
     return float(value)
 
 
-def test_many_cars_keep_the_monolithic_optimum_with_a_binding_grid_cap() -> None:
+@pytest.mark.parametrize("decompose", [False, True], ids=["monolithic", "decomposed"])
+def test_many_cars_keep_the_monolithic_optimum_with_a_binding_grid_cap(decompose: bool) -> None:
     rng = np.random.default_rng(20)
-    planner = Planner(fleet_site())
+    planner = Planner(fleet_site(), decompose=decompose, time_limit_s=60.0)
     cap_bound = 0
     for _ in range(4):
         snap = fleet_snapshot(rng)
@@ -93,10 +102,11 @@ def test_many_cars_keep_the_monolithic_optimum_with_a_binding_grid_cap() -> None
     assert cap_bound > 0, "the import cap never bound: the test would not cover the coupling"
 
 
-def test_rolling_re_plans_of_a_fleet_keep_the_optimum() -> None:
+@pytest.mark.parametrize("decompose", [False, True], ids=["monolithic", "decomposed"])
+def test_rolling_re_plans_of_a_fleet_keep_the_optimum(decompose: bool) -> None:
     """Warm re-plans as time moves on (the shape the daemon uses) against cold monolithic solves."""
     world = World(CARS, seed=5)
-    planner = Planner(site_config(CARS))
+    planner = Planner(site_config(CARS), decompose=decompose, time_limit_s=60.0)
     for k in range(4):
         plan = planner.plan(world.snapshot(5 * k))
         world.drift()
@@ -112,3 +122,81 @@ def test_benchmark_sites_are_valid_configs_at_every_size(vehicles: int) -> None:
     assert import_limit_kw(vehicles) <= 1000.0
     snap = World(vehicles, seed=1, steps=192).snapshot(0)
     assert len(snap.load_w) == 192 and len(snap.vehicles) == vehicles
+
+
+# ------------------------------------------------------------ decomposition on the site rows
+
+
+def fleet_with_battery_and_capacity_tariff() -> SiteConfig:
+    """Site columns beyond the grid's: a controllable home battery and the capacity peak."""
+    config = with_tariff(fleet_site())
+    return config.model_copy(update={"home_batteries": [battery()]})
+
+
+def test_decomposition_keeps_the_optimum_with_a_home_battery_and_a_capacity_tariff() -> None:
+    rng = np.random.default_rng(7)
+    config = fleet_with_battery_and_capacity_tariff()
+    decomposed = Planner(config, decompose=True, time_limit_s=60.0)  # many rounds with these: see docs
+    monolithic = Planner(config, decompose=False)
+    for _ in range(3):
+        snap = fleet_snapshot(rng, home_batteries=[{"id": "bat", "soc_percent": float(rng.uniform(10, 90))}])
+        plan, reference = decomposed.plan(snap), monolithic.plan(snap)
+        assert plan.solver_status == "optimal" and plan.objective is not None
+        assert reference.objective is not None
+        assert abs(plan.objective - reference.objective) <= 1e-4 * max(1.0, abs(reference.objective))
+        assert "bat" in plan.batteries
+        lp = decomposed._lp
+        assert lp is not None and lp.decomposed is not None and lp.decomposed.rounds >= 1
+
+
+def test_the_split_puts_every_row_with_two_cars_or_a_site_column_in_the_master() -> None:
+    planner = Planner(fleet_site(), decompose=True)
+    planner.plan(fleet_snapshot(np.random.default_rng(1)))
+    assert planner.model is not None and planner._lp is not None
+    lp = planner._lp
+    owner = planner.model.vehicle_of_columns(lp.n_cols, lp.columns_of)
+    split = BlockSplit.of(lp._layout.kept_matrix, owner)
+    assert split.n_blocks == CARS
+    rows = sp.csr_array(lp._layout.kept_matrix)
+    for r in split.link_rows[:50]:
+        cols = rows.indices[rows.indptr[r] : rows.indptr[r + 1]]
+        assert len(set(owner[cols].tolist())) > 1 or (owner[cols] < 0).all()
+    for r, car in zip(split.block_rows, split.block_of_row, strict=True):
+        cols = rows.indices[rows.indptr[r] : rows.indptr[r + 1]]
+        assert set(owner[cols].tolist()) == {car}
+    # 96 balance rows, the grid's pulse rows and the own-use cap couple the cars
+    assert STEPS <= len(split.link_rows) <= 5 * STEPS
+
+
+def test_a_decomposed_plan_cut_by_its_time_limit_is_the_best_plan_found_not_the_fallback() -> None:
+    rng = np.random.default_rng(3)
+    planner = Planner(fleet_site(), decompose=True)
+    snap = fleet_snapshot(rng)
+    optimal = planner.plan(snap)
+    assert optimal.objective is not None
+    lp = planner._lp
+    assert lp is not None and lp.decomposed is not None
+    lp.decomposed.forget()  # cold, so that one round cannot prove the optimum
+    lp.set_time_limit(0.0)  # every round is past the deadline: the first master's plan is taken
+    result = lp.solve()
+    assert result.optimal and result.x is not None and result.status == "kTimeLimit"
+    assert result.gap > 1e-6
+    assert result.objective >= optimal.objective - 1e-6 * abs(optimal.objective)
+    assert result.objective <= optimal.objective + result.gap * max(1.0, abs(result.objective)) + 1e-6
+    # The plan's status says so (and the plan is built from it: only a failed solve is a fallback).
+    assert planner_status(result).startswith("time limit: best plan found, within")
+    assert planner_status(dataclasses.replace(result, status="kOptimal")) == "optimal"
+
+
+def test_a_failing_decomposed_solve_gives_the_fallback_and_the_next_plan_recovers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(4)
+    planner = Planner(fleet_site(), decompose=True)
+    planner.plan(fleet_snapshot(rng))
+    with monkeypatch.context() as patch:
+        patch.setattr(decompose_module._BlockGroup, "propose", lambda self, cost, x: False)
+        failed = planner.plan(fleet_snapshot(rng))
+    assert failed.fallback and "block LP" in failed.solver_status
+    recovered = planner.plan(fleet_snapshot(rng))
+    assert recovered.solver_status == "optimal" and not recovered.fallback

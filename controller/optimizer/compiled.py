@@ -16,14 +16,15 @@ and the parameter map), ``lp_values`` (numbers from parameter values, and what H
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import cvxpy as cp
 import numpy as np
 import numpy.typing as npt
 
-from controller.optimizer.lp_layout import FloatArray, LpLayout, NotCompilableError
+from controller.optimizer.decompose import BlockSplit, DecomposedLp
+from controller.optimizer.lp_layout import FloatArray, IndexArray, LpLayout, NotCompilableError
 from controller.optimizer.lp_solve import LpResult, StatusNames, new_highs, run
 from controller.optimizer.lp_values import HighsValues
 
@@ -38,18 +39,30 @@ class CompiledLp:
     used.
     """
 
-    def __init__(self, problem: cp.Problem, time_limit_s: float) -> None:
+    def __init__(
+        self,
+        problem: cp.Problem,
+        time_limit_s: float,
+        blocks: Callable[[CompiledLp], IndexArray] | None = None,
+    ) -> None:
+        """``blocks``: for a large site, gives each column's car (-1: the site's) once the layout
+        is known; the LP is then solved by decomposition (module ``decompose``)."""
         layout = self._layout = LpLayout.from_problem(problem)
         self.n_cols = layout.n_cols
         self.n_rows = layout.n_rows
         self._param_vec = np.zeros(layout.n_params + 1)
         self._param_vec[layout.n_params] = 1.0  # the constant column
-        self._highs: Any = new_highs()
         self._time_limit_s = float(time_limit_s)
         self.load_from_problem()
+        self._status_names: StatusNames = {}
+        self.decomposed: DecomposedLp | None = None
+        """Set for a site solved by decomposition (no monolithic HiGHS instance then)."""
+        if blocks is not None:
+            self.decomposed = DecomposedLp(layout, BlockSplit.of(layout.kept_matrix, blocks(self)))
+            return
+        self._highs: Any = new_highs()
         self._values = HighsValues(layout, self._param_vec)
         self._values.load(self._highs)
-        self._status_names: StatusNames = {}
 
     @property
     def _incremental(self) -> bool:
@@ -110,6 +123,12 @@ class CompiledLp:
 
     def solve(self) -> LpResult:
         """Solve with the loaded parameter values, warm-starting from the previous basis."""
+        if self.decomposed is not None:
+            try:
+                return self.decomposed.solve(self._param_vec, self._time_limit_s)
+            except Exception as exc:  # as below
+                self.decomposed.forget()
+                return LpResult(f"error: {exc}", False, None, float("nan"), 0.0, 0)
         try:
             self._values.send_changes(self._highs, self._param_vec)
             return run(self._highs, self._time_limit_s, self._values.objective_constant, self._status_names)

@@ -34,6 +34,10 @@ class LpResult:
     objective: float
     solver_time_s: float
     iterations: int
+    """Simplex iterations (a decomposed solve: its rounds)."""
+    gap: float = 0.0
+    """How far the solution is proven to be from the optimum, relative to the objective (0: optimal;
+    a decomposed solve cut by its time limit keeps its best plan and reports its gap)."""
 
 
 def new_highs() -> Any:

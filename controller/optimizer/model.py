@@ -311,6 +311,27 @@ class ScheduleModel:
             terms["observe_battery"] = dt * (self.observe_import_penalty @ self.import_kw)
         return terms
 
+    def vehicle_of_columns(
+        self, n_cols: int, columns_of: Callable[[cp.Variable], slice]
+    ) -> npt.NDArray[np.int64]:
+        """Per LP column, the vehicle it belongs to, or -1 for the site's (the split of module
+        ``decompose``). ``columns_of`` gives a variable's columns (``CompiledLp.columns_of``)."""
+        owner = np.full(n_cols, -1, dtype=np.int64)
+        n = len(self.shape.vehicles)
+        for var in (
+            self.charge_kw,
+            self.discharge_kw,
+            self.v2l_served_kw,
+            self.energy_kwh,
+            self.reserve_short_kwh,
+            self.target_short_kwh,
+            self.ramp_up_kw,
+            self.ramp_down_kw,
+        ):
+            if var is not None:  # vehicles first, column-major: entry k is vehicle k % n
+                owner[columns_of(var)] = np.arange(var.size) % n
+        return owner
+
     # ------------------------------------------------------------------ parameters
 
     def parameter_values(self, inputs: PlanInputs) -> dict[str, npt.NDArray[np.float64]]:

@@ -35,6 +35,9 @@ __all__ = ["PlanTimings", "Planner", "plan_foresight"]
 
 _ZERO_KW = 1e-6
 _DIRECTION_PASSES = 4  # enough: _fix_direction leaves pass 4 nothing to burn with
+DECOMPOSE_FROM_VEHICLES = 150
+"""From this many vehicles the LP is solved by decomposition (module ``decompose``): below it the
+monolithic simplex is faster (docs/optimizer.md, "Scaling with the number of cars")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +72,13 @@ class Planner:
         *,
         time_limit_s: float | None = None,
         explain: bool = True,
+        decompose: bool | None = None,
     ):
         self.config = config
+        self.decompose = (
+            decompose if decompose is not None else len(config.vehicles) >= DECOMPOSE_FROM_VEHICLES
+        )
+        """Solve by decomposition on the site rows (default: from ``DECOMPOSE_FROM_VEHICLES``)."""
         self.explain = explain
         """False: the plan's per-vehicle ``reason`` is left empty (a caller that never shows it,
         such as the simulator, skips the work); every number of the plan is the same."""
@@ -148,7 +156,7 @@ class Planner:
             schedule = self._schedule(result.x)
             cars_changed = _fix_direction(inputs, schedule, passes)
             if not self._read_batteries(inputs, result.x) and not cars_changed:
-                status, objective = "optimal", result.objective
+                status, objective = _solved(result), result.objective
                 break
         solved = time.perf_counter()
         if objective is not None and self.last_result is not None and self.last_result.x is not None:
@@ -172,7 +180,8 @@ class Planner:
         )
 
     def _compile(self, model: ScheduleModel) -> None:
-        lp = CompiledLp(model.problem, self.time_limit_s)  # each pass sets what is left of the budget
+        blocks = (lambda lp: model.vehicle_of_columns(lp.n_cols, lp.columns_of)) if self.decompose else None
+        lp = CompiledLp(model.problem, self.time_limit_s, blocks)  # each pass sets what is left of the budget
         self._param_values = model.value_getter(lp.parameters)
         self._columns = (
             lp.columns_of(model.charge_kw),
@@ -386,6 +395,13 @@ class _Explained:
             hold=self.holds.get(spec.vehicle_id),
         )
         return reason(facts)
+
+
+def _solved(result: LpResult) -> str:
+    """The status of a plan from a solution: optimal, or the best a decomposed solve found in time."""
+    if result.gap <= 0.0 or result.status == "kOptimal":
+        return "optimal"
+    return f"time limit: best plan found, within {100 * result.gap:.2g} % of the optimum"
 
 
 def _out_of_time(limit_s: float, passes: int, built_now: bool) -> str:

@@ -1,0 +1,430 @@
+"""The LP of a large site, solved by Dantzig-Wolfe decomposition on the rows that couple its cars.
+
+The cars meet only in the site's rows (power balance, grid caps, pulse shares, the own-use cap,
+the capacity peak): every other row holds the columns of one car. The monolithic simplex pays for
+that coupling in every iteration (its cost grows with the square of the cars); here each car's
+part is solved on its own and only the small site problem sees them together.
+
+One round: the restricted master (the site's columns and rows, one convexity row per car, one
+column per schedule a car has proposed) gives prices ``y`` on the site rows; every car's LP,
+costed at ``c - A_site^T y``, proposes its best schedule at those prices (all cars in one HiGHS
+instance that holds their rows only: a block-diagonal LP, warm from the last round); a proposal
+that would lower the master's cost joins it. The Lagrangian bound ``z + sum(min reduced cost)``
+proves how far the master's plan is from the optimum; rounds stop within ``GAP`` of its magnitude.
+
+The master is feasible from the first round: an artificial column per site row (priced at
+``ARTIFICIAL_COST``) covers what the first proposals cannot, so a solve cut short by its time
+limit still has a plan (the best so far, with its gap) wherever the artificials are out of it.
+Pure: numpy, scipy and HiGHS; nothing of the planner.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import highspy
+import numpy as np
+import scipy.sparse as sp
+
+from controller.optimizer.lp_layout import INF, FloatArray, IndexArray, LpLayout
+from controller.optimizer.lp_solve import LpResult, new_highs
+from controller.optimizer.lp_values import LpNumbers, lp_numbers
+
+__all__ = ["ARTIFICIAL_COST", "GAP", "BlockSplit", "DecomposedLp"]
+
+GAP = 1e-6
+"""Rounds stop when the Lagrangian bound is this close to the master's cost (relative, at least 1)."""
+ARTIFICIAL_COST = 1e4
+"""Per unit of a site row's violation in the master: far above any price or penalty of the plan."""
+CARS_PER_INSTANCE = 8
+"""Cars whose own LPs share one HiGHS instance (see ``_BlockGroup``)."""
+_MAX_ROUNDS = 500
+_IDLE_ROUNDS = 8
+_PURGE_MARGIN = 1e-3
+"""Relative to the objective, per car: a dropped proposal costs at least this much more than the
+master's prices pay for it."""
+"""A proposal out of the master's solution this many rounds in a row is dropped."""
+_ARTIFICIAL_TOL = 1e-7
+"""An artificial below this is out of the plan (HiGHS's own feasibility tolerance)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlockSplit:
+    """Which columns and rows belong to one car (a block) and which to the site.
+
+    A row is a block row when every column it holds belongs to the same car; any other row
+    (several cars, or a site column) couples, and goes to the master.
+    """
+
+    n_blocks: int
+    block_cols: IndexArray
+    """The LP columns of all blocks, ascending."""
+    block_of_col: IndexArray
+    """The block of each of ``block_cols``."""
+    site_cols: IndexArray
+    block_rows: IndexArray
+    block_of_row: IndexArray
+    """The block of each of ``block_rows``."""
+    link_rows: IndexArray
+
+    @classmethod
+    def of(cls, matrix: sp.csc_array, owner: IndexArray) -> BlockSplit:
+        """``owner``: per LP column its block (0 .. n-1), or -1 for a site column."""
+        rows = sp.csr_array(matrix)
+        per_row = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))
+        owners = owner[rows.indices]
+        low = np.full(rows.shape[0], np.iinfo(np.int64).max)
+        high = np.full(rows.shape[0], -1)
+        np.minimum.at(low, per_row, owners)
+        np.maximum.at(high, per_row, owners)
+        in_block = (low == high) & (low >= 0)
+        block_cols = np.flatnonzero(owner >= 0)
+        return cls(
+            n_blocks=int(owner.max()) + 1 if len(block_cols) else 0,
+            block_cols=block_cols,
+            block_of_col=owner[block_cols],
+            site_cols=np.flatnonzero(owner < 0),
+            block_rows=np.flatnonzero(in_block),
+            block_of_row=low[in_block],
+            link_rows=np.flatnonzero(~in_block),
+        )
+
+
+class DecomposedLp:
+    """Solves the LP of ``layout`` split by ``split``; warm across solves (the block LP's basis and
+    the site rows' last prices)."""
+
+    def __init__(self, layout: LpLayout, split: BlockSplit) -> None:
+        self._layout = layout
+        self._split = split
+        # Where the submatrices' entries sit in the whole matrix's data: a solve fills them by a
+        # gather (parameter-dependent entries change between solves).
+        index = layout.kept_matrix.copy()
+        index.data = np.arange(index.nnz, dtype=np.float64)
+        self._groups = [
+            _BlockGroup(index, split, cars)
+            for cars in np.array_split(np.arange(split.n_blocks), max(1, split.n_blocks // CARS_PER_INSTANCE))
+        ]
+        link = sp.csc_array(index[split.link_rows])
+        link_blocks = sp.csc_array(link[:, split.block_cols])
+        link_blocks.sort_indices()
+        self._link_blocks = link_blocks
+        self._link_blocks_data = link_blocks.data.astype(np.int64)
+        link_site = sp.csc_array(link[:, split.site_cols])
+        link_site.sort_indices()
+        self._link_site = link_site
+        self._link_site_data = link_site.data.astype(np.int64)
+        self._prices: FloatArray | None = None
+        self.rounds = 0
+        """Rounds of the last solve."""
+        self.gap = 0.0
+        """The last solve's proven distance to the optimum, relative to its objective."""
+
+    # ------------------------------------------------------------------ solving
+
+    def solve(self, param_vec: FloatArray, time_limit_s: float) -> LpResult:
+        started = time.perf_counter()
+        deadline = started + time_limit_s
+        layout, split = self._layout, self._split
+        numbers = lp_numbers(layout, param_vec)
+        data = layout.kept_matrix.data.copy()
+        data[layout.coef_index] = numbers.coef
+        link_blocks = self._with_data(self._link_blocks, data[self._link_blocks_data])
+        link_site = self._with_data(self._link_site, data[self._link_site_data])
+        block_cost = numbers.cost[split.block_cols]
+        for group in self._groups:
+            group.load(numbers, data)
+        master = _Master(split, numbers, link_site)
+        n = split.n_blocks
+        everyone = np.arange(n)
+        # A proposal that keeps out of the site rows where it can (so the first master is close
+        # to feasible), and the cars' answer to the last solve's prices (0 on a cold start).
+        touches_site = (np.diff(link_blocks.indptr) > 0).astype(np.float64)
+        first = self._propose(block_cost + 100.0 * touches_site)
+        if first is None:
+            return self._failed("block LP", started)
+        self._add(master, link_blocks, block_cost, first, everyone)
+        prices = self._prices if self._prices is not None else np.zeros(len(split.link_rows))
+        answer = self._propose(block_cost - link_blocks.T @ prices)
+        if answer is None:
+            return self._failed("block LP", started)
+        self._add(master, link_blocks, block_cost, answer, everyone)
+        best: tuple[_Mix, float, float] | None = None
+        status = "kTimeLimit"
+        for self.rounds in range(1, _MAX_ROUNDS + 1):
+            solved = master.solve()
+            if solved is None:
+                return self._failed("master", started)
+            lam, y, mu, z = solved
+            self._prices = y
+            reduced = block_cost - link_blocks.T @ y
+            x = self._propose(reduced)
+            if x is None:
+                return self._failed("block LP", started)
+            car_reduced = np.bincount(split.block_of_col, weights=reduced * x, minlength=n) - mu
+            scale = max(1.0, abs(z))
+            bound = z + float(np.minimum(car_reduced, 0.0).sum())
+            self.gap = (z - bound) / scale
+            if master.artificials(lam) <= _ARTIFICIAL_TOL:
+                best = (master.mix(lam), z, self.gap)
+            joining = np.flatnonzero(car_reduced < -GAP * scale / max(1, n))
+            if self.gap <= GAP or not len(joining):
+                status = "kOptimal"
+                break
+            if time.perf_counter() >= deadline:
+                break
+            master.purge(lam, _PURGE_MARGIN * scale / max(1, n))
+            self._add(master, link_blocks, block_cost, x, joining)
+        elapsed = time.perf_counter() - started
+        if best is None:
+            return LpResult(status, False, None, float("nan"), elapsed, self.rounds)
+        mix, z, self.gap = best
+        solution = master.solution(mix, layout.n_cols)
+        objective = float(numbers.cost @ solution) + numbers.constant
+        return LpResult(status, True, solution, objective, elapsed, self.rounds, self.gap)
+
+    def forget(self) -> None:
+        """Start the next solve cold (after a failed one)."""
+        self._prices = None
+        for group in self._groups:
+            group.highs.clearSolver()
+
+    # ------------------------------------------------------------------ parts
+
+    @staticmethod
+    def _with_data(pattern: sp.csc_array, data: FloatArray) -> sp.csc_array:
+        return sp.csc_array((data, pattern.indices, pattern.indptr), shape=pattern.shape)
+
+    def _propose(self, cost: FloatArray) -> FloatArray | None:
+        """Every car's best schedule at ``cost`` (None: a block LP failed)."""
+        x = np.empty(len(cost))
+        for group in self._groups:
+            if not group.propose(cost, x):
+                return None
+        return x
+
+    def _add(
+        self,
+        master: _Master,
+        link_blocks: sp.csc_array,
+        block_cost: FloatArray,
+        x: FloatArray,
+        cars: IndexArray,
+    ) -> None:
+        split = self._split
+        n = split.n_blocks
+        cost: FloatArray = np.bincount(split.block_of_col, weights=block_cost * x, minlength=n).astype(
+            np.float64
+        )
+        per_car = sp.csc_array(
+            (x, (np.arange(len(x)), split.block_of_col)), shape=(len(x), n)
+        )  # x spread into one column per car
+        site_rows = sp.csc_array(link_blocks @ per_car)[:, cars]
+        master.add_columns(cost[cars], site_rows, cars, x)
+
+    def _failed(self, what: str, started: float) -> LpResult:
+        self.forget()
+        return LpResult(
+            f"error: {what}", False, None, float("nan"), time.perf_counter() - started, self.rounds
+        )
+
+
+class _BlockGroup:
+    """Some cars' own rows in one HiGHS instance (warm from its last solve).
+
+    A few cars share an instance: HiGHS's fixed cost per run weighs on one car's tiny LP, and its
+    cost per iteration grows with the instance, so neither one car nor all of them is fastest.
+    """
+
+    def __init__(self, index: sp.csc_array, split: BlockSplit, cars: IndexArray) -> None:
+        self.cols = np.flatnonzero(np.isin(split.block_of_col, cars))
+        """Positions among ``split.block_cols``."""
+        rows = np.flatnonzero(np.isin(split.block_of_row, cars))
+        self._lp_cols = split.block_cols[self.cols]
+        self._lp_rows = split.block_rows[rows]
+        pattern = sp.csc_array(index[self._lp_rows][:, self._lp_cols])
+        pattern.sort_indices()
+        self._indptr = pattern.indptr.astype(np.int32)
+        self._indices = pattern.indices.astype(np.int32)
+        self._data = pattern.data.astype(np.int64)
+        self._all = np.arange(len(self.cols), dtype=np.int32)
+        self.highs: Any = new_highs()
+        self._loaded = False
+
+    def load(self, numbers: LpNumbers, data: FloatArray) -> None:
+        """This solve's numbers, keeping the basis of the last one."""
+        highs, cols, rows = self.highs, self._lp_cols, self._lp_rows
+        basis = highs.getBasis() if self._loaded else None
+        status = highs.passModel(
+            len(cols),
+            len(rows),
+            len(self._data),
+            1,  # column-wise
+            1,  # minimise
+            0.0,
+            numbers.cost[cols],
+            numbers.lower[cols],
+            numbers.upper[cols],
+            numbers.row_lower[rows],
+            numbers.row_upper[rows],
+            self._indptr,
+            self._indices,
+            data[self._data],
+            np.zeros(len(cols), dtype=np.int32),
+        )
+        if int(status) < 0:
+            raise RuntimeError("HiGHS refused the cars' LP")
+        self._loaded = True
+        if basis is not None and basis.valid:
+            highs.setBasis(basis)
+
+    def propose(self, cost: FloatArray, x: FloatArray) -> bool:
+        """These cars' best schedules at ``cost`` into ``x``; False when HiGHS failed."""
+        highs = self.highs
+        highs.changeColsCost(len(self._all), self._all, cost[self.cols])
+        highs.run()
+        if highs.getModelStatus() != _OPTIMAL:
+            highs.clearSolver()  # a warm start gone wrong: once more from scratch
+            highs.run()
+        if highs.getModelStatus() != _OPTIMAL:
+            highs.clearSolver()
+            return False
+        x[self.cols] = highs.getSolution().col_value
+        return True
+
+
+class _Master:
+    """The restricted master: site columns, artificials, and the proposals' weights."""
+
+    def __init__(self, split: BlockSplit, numbers: LpNumbers, link_site: sp.csc_array) -> None:
+        self._split = split
+        n_link = len(split.link_rows)
+        n = split.n_blocks
+        self._n_link = n_link
+        self._n_site = len(split.site_cols)
+        highs = self._highs = new_highs()
+        highs.setOptionValue("simplex_strategy", 4)  # primal: new columns keep the basis feasible
+        site = sp.csc_array(sp.vstack([link_site, sp.csc_array((n, self._n_site))]))
+        site.sort_indices()
+        rows = split.link_rows
+        highs.passModel(
+            self._n_site,
+            n_link + n,
+            site.nnz,
+            1,
+            1,
+            0.0,
+            numbers.cost[split.site_cols],
+            numbers.lower[split.site_cols],
+            numbers.upper[split.site_cols],
+            np.concatenate([numbers.row_lower[rows], np.ones(n)]),
+            np.concatenate([numbers.row_upper[rows], np.ones(n)]),
+            site.indptr.astype(np.int32),
+            site.indices.astype(np.int32),
+            site.data,
+            np.zeros(self._n_site, dtype=np.int32),
+        )
+        eye = sp.identity(n_link, format="csc")
+        artificials = sp.csc_array(sp.vstack([sp.hstack([eye, -eye]), sp.csc_array((n, 2 * n_link))]))
+        self._add(np.full(2 * n_link, ARTIFICIAL_COST), artificials)
+        self._first_proposal = self._n_site + 2 * n_link
+        self._values: list[FloatArray] = []
+        """Per round, every car's proposed block columns (of which the joining cars' are columns)."""
+        self._car = np.zeros(0, dtype=np.int64)
+        """Per proposal column (in master order): its car, its round, rounds since it was used."""
+        self._round = np.zeros(0, dtype=np.int64)
+        self._idle = np.zeros(0, dtype=np.int64)
+        self._reduced = np.zeros(0)
+        """The master's reduced costs at its last solution."""
+
+    def _add(self, cost: FloatArray, columns: sp.csc_array) -> None:
+        columns.sort_indices()
+        count = len(cost)
+        self._highs.addCols(
+            count,
+            cost,
+            np.zeros(count),
+            np.full(count, INF),
+            columns.nnz,
+            columns.indptr[:-1].astype(np.int32),
+            columns.indices.astype(np.int32),
+            columns.data,
+        )
+
+    def add_columns(
+        self, cost: FloatArray, site_rows: sp.csc_array, cars: IndexArray, values: FloatArray
+    ) -> None:
+        n = self._split.n_blocks
+        convexity = sp.csc_array((np.ones(len(cars)), (cars, np.arange(len(cars)))), shape=(n, len(cars)))
+        self._add(cost, sp.csc_array(sp.vstack([site_rows, convexity])))
+        self._car = np.concatenate([self._car, cars])
+        self._round = np.concatenate([self._round, np.full(len(cars), len(self._values))])
+        self._idle = np.concatenate([self._idle, np.zeros(len(cars), dtype=np.int64)])
+        self._values.append(values)
+
+    def purge(self, columns: FloatArray, margin: float) -> None:
+        """Drop proposals unused for ``_IDLE_ROUNDS`` rounds that cost at least ``margin`` more than
+        the master's prices pay: the master's simplex prices every column each iteration, and its
+        proposals' columns are dense in the site rows. (A column near the margin would only come
+        back: dropping it makes the rounds cycle.)"""
+        used = columns[self._first_proposal :] > 0.0
+        self._idle = np.where(used, 0, self._idle + 1)
+        dear = self._reduced[self._first_proposal :] > margin
+        stale = np.flatnonzero((self._idle >= _IDLE_ROUNDS) & dear)
+        if not len(stale):
+            return
+        self._highs.deleteCols(len(stale), (stale + self._first_proposal).astype(np.int32))
+        keep = np.ones(len(self._idle), dtype=bool)
+        keep[stale] = False
+        self._car, self._round, self._idle = self._car[keep], self._round[keep], self._idle[keep]
+
+    def solve(self) -> tuple[FloatArray, FloatArray, FloatArray, float] | None:
+        """Column values, site-row prices, convexity prices and cost; None when HiGHS failed."""
+        highs = self._highs
+        highs.run()
+        if highs.getModelStatus() != _OPTIMAL:
+            return None
+        solution = highs.getSolution()
+        y = np.asarray(solution.row_dual, dtype=np.float64)
+        self._reduced = np.asarray(solution.col_dual, dtype=np.float64)
+        z = float(highs.getInfoValue("objective_function_value")[1])
+        return np.asarray(solution.col_value, dtype=np.float64), y[: self._n_link], y[self._n_link :], z
+
+    def artificials(self, columns: FloatArray) -> float:
+        return float(columns[self._n_site : self._first_proposal].sum())
+
+    def mix(self, columns: FloatArray) -> _Mix:
+        """What a master solution takes of each proposal (kept apart from later purges)."""
+        return _Mix(
+            columns[: self._n_site].copy(), columns[self._first_proposal :].copy(), self._car, self._round
+        )
+
+    def solution(self, mix: _Mix, n_cols: int) -> FloatArray:
+        """The LP's columns: the site's from the master, each car's the mix of its proposals."""
+        split = self._split
+        x = np.zeros(n_cols)
+        x[split.site_cols] = mix.site
+        blocks = np.zeros(len(split.block_cols))
+        weight = np.zeros(split.n_blocks)
+        for round_no in np.unique(mix.round[mix.weight > 0.0]):
+            weight[:] = 0.0
+            mine = mix.round == round_no
+            weight[mix.car[mine]] = mix.weight[mine]
+            blocks += weight[split.block_of_col] * self._values[round_no]
+        x[split.block_cols] = blocks
+        return x
+
+
+@dataclass(frozen=True, slots=True)
+class _Mix:
+    """A master solution: the site columns' values and each proposal's weight, car and round."""
+
+    site: FloatArray
+    weight: FloatArray
+    car: IndexArray
+    round: IndexArray
+
+
+_OPTIMAL: Any = highspy.HighsModelStatus.kOptimal
