@@ -23,6 +23,7 @@ from controller.config import SiteConfig
 from controller.optimizer import Planner
 from controller.optimizer import decompose as decompose_module
 from controller.optimizer.decompose import BlockSplit
+from controller.optimizer.model import vehicle_of_columns
 from controller.optimizer.planner import _solved as planner_status
 from controller.snapshot import Snapshot
 from tests.test_battery_lp import battery
@@ -154,7 +155,7 @@ def test_the_split_puts_every_row_with_two_cars_or_a_site_column_in_the_master()
     planner.plan(fleet_snapshot(np.random.default_rng(1)))
     assert planner.model is not None and planner._lp is not None
     lp = planner._lp
-    owner = planner.model.vehicle_of_columns(lp.n_cols, lp.columns_of)
+    owner = vehicle_of_columns(planner.model, lp.n_cols, lp.columns_of)
     split = BlockSplit.of(lp._layout.kept_matrix, owner)
     assert split.n_blocks == CARS
     rows = sp.csr_array(lp._layout.kept_matrix)

@@ -34,7 +34,7 @@ from controller.optimizer.lp_values import LpNumbers, lp_numbers
 
 __all__ = ["ARTIFICIAL_COST", "GAP", "BlockSplit", "DecomposedLp"]
 
-GAP = 1e-6
+GAP = 1e-9
 """Rounds stop when the Lagrangian bound is this close to the master's cost (relative, at least 1)."""
 ARTIFICIAL_COST = 1e4
 """Per unit of a site row's violation in the master: far above any price or penalty of the plan."""

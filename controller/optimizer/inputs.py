@@ -25,6 +25,7 @@ from controller.optimizer.capacity import capacity_inputs
 from controller.optimizer.duty import own_use_limits, pulse_shares
 from controller.optimizer.home_battery import BatteryInputs, battery_inputs
 from controller.optimizer.shape import SiteShape
+from controller.optimizer.sharing import charge_rank_per_kwh
 from controller.optimizer.step_grid import StepGrid
 from controller.optimizer.vehicle_rows import DepartureInfo, VehicleRow, fill_vehicle
 from controller.snapshot import Snapshot
@@ -129,6 +130,9 @@ class PlanInputs:
     observe_import_penalty: FloatArray = field(default_factory=lambda: np.zeros(0))
     """Per step: per kWh imported where an observe battery could discharge into it, what that
     transfer costs (``home_battery.transfer_cost_per_kwh``), else 0."""
+    charge_rank_per_kwh: FloatArray = field(default_factory=lambda: np.zeros(0))
+    """Per vehicle, a tiny cost per kWh charged by its slack before its next target: who charges
+    first under a binding cap (module ``sharing``)."""
 
     @property
     def export_price_model(self) -> FloatArray:
@@ -275,6 +279,8 @@ def build_inputs(snapshot: Snapshot, shape: SiteShape) -> PlanInputs:
         _clip_trips(shape, i, trip[i], e0[i], e_max[i], charge_max_kw[i], trip_spans[i], notes)
         for i in range(n)
     )
+    hours_to_step_end = (np.arange(1, t + 1) - (1.0 - frac0)) * shape.step_h
+    rank = charge_rank_per_kwh(all_targets, e0, charge_kw, c.charge_efficiency, hours_to_step_end)
     capacity: dict[str, Any] = {}
     if shape.capacity is not None:
         capacity = capacity_inputs(
@@ -319,6 +325,7 @@ def build_inputs(snapshot: Snapshot, shape: SiteShape) -> PlanInputs:
         in_snapshot=tuple(in_snapshot),
         notes=notes,
         trips=trips,
+        charge_rank_per_kwh=rank,
         **capacity,
         **_battery_fields(batteries),
     )

@@ -33,7 +33,7 @@ from controller.optimizer.home_battery import BatteryModel
 from controller.optimizer.inputs import PlanInputs
 from controller.optimizer.shape import SiteShape
 
-__all__ = ["ScheduleModel"]
+__all__ = ["ScheduleModel", "vehicle_of_columns"]
 
 # CVXPY's atom functions are untyped; build expressions through an explicitly dynamic alias.
 cvx: Any = cp
@@ -155,6 +155,10 @@ class ScheduleModel:
             cp.Parameter(t, nonneg=True, name="observe_import_penalty") if shape.observe_batteries else None
         )
         """Per kWh imported while an observe battery could discharge into it; None without one."""
+        self.charge_rank_per_kwh: cp.Parameter | None = (
+            cp.Parameter(n, nonneg=True, name="charge_rank_per_kwh") if n > 1 else None
+        )
+        """Who charges first under a binding cap (module ``sharing``); None for one car."""
         self.shares: list[_Shares] = []
         """The parameters of pulse shares (filled with the ``duty_cycle`` constraints)."""
         self.constraints: dict[str, list[cp.Constraint]] = {
@@ -309,28 +313,9 @@ class ScheduleModel:
             terms.update(self.batteries.terms)
         if self.observe_import_penalty is not None:
             terms["observe_battery"] = dt * (self.observe_import_penalty @ self.import_kw)
+        if self.charge_rank_per_kwh is not None:
+            terms["cap_sharing"] = dt * (self.charge_rank_per_kwh @ cvx.sum(self.charge_kw, axis=1))
         return terms
-
-    def vehicle_of_columns(
-        self, n_cols: int, columns_of: Callable[[cp.Variable], slice]
-    ) -> npt.NDArray[np.int64]:
-        """Per LP column, the vehicle it belongs to, or -1 for the site's (the split of module
-        ``decompose``). ``columns_of`` gives a variable's columns (``CompiledLp.columns_of``)."""
-        owner = np.full(n_cols, -1, dtype=np.int64)
-        n = len(self.shape.vehicles)
-        for var in (
-            self.charge_kw,
-            self.discharge_kw,
-            self.v2l_served_kw,
-            self.energy_kwh,
-            self.reserve_short_kwh,
-            self.target_short_kwh,
-            self.ramp_up_kw,
-            self.ramp_down_kw,
-        ):
-            if var is not None:  # vehicles first, column-major: entry k is vehicle k % n
-                owner[columns_of(var)] = np.arange(var.size) % n
-        return owner
 
     # ------------------------------------------------------------------ parameters
 
@@ -363,6 +348,8 @@ class ScheduleModel:
             params.update(self.batteries.params)
         if self.observe_import_penalty is not None:
             params["observe_import_penalty"] = self.observe_import_penalty
+        if self.charge_rank_per_kwh is not None:
+            params["charge_rank_per_kwh"] = self.charge_rank_per_kwh
         return params
 
     def value_getter(self, order: Sequence[cp.Parameter]) -> ValueGetter:
@@ -383,3 +370,25 @@ class ScheduleModel:
         params = self.parameters()
         for name, value in self.parameter_values(inputs).items():
             params[name].value = value
+
+
+def vehicle_of_columns(
+    model: ScheduleModel, n_cols: int, columns_of: Callable[[cp.Variable], slice]
+) -> npt.NDArray[np.int64]:
+    """Per LP column, the vehicle it belongs to, or -1 for the site's (the split of module
+    ``decompose``). ``columns_of`` gives a variable's columns (``CompiledLp.columns_of``)."""
+    owner = np.full(n_cols, -1, dtype=np.int64)
+    n = len(model.shape.vehicles)
+    for var in (
+        model.charge_kw,
+        model.discharge_kw,
+        model.v2l_served_kw,
+        model.energy_kwh,
+        model.reserve_short_kwh,
+        model.target_short_kwh,
+        model.ramp_up_kw,
+        model.ramp_down_kw,
+    ):
+        if var is not None:  # vehicles first, column-major: entry k is vehicle k % n
+            owner[columns_of(var)] = np.arange(var.size) % n
+    return owner

@@ -27,7 +27,7 @@ from controller.optimizer.duty import grid_flows_kw
 from controller.optimizer.explain import StepFacts, reason
 from controller.optimizer.fallback import Schedule, fallback_schedule
 from controller.optimizer.inputs import FloatArray, PlanInputs, SnapshotError, build_inputs, check_snapshot
-from controller.optimizer.model import ScheduleModel
+from controller.optimizer.model import ScheduleModel, vehicle_of_columns
 from controller.optimizer.shape import SiteShape
 from controller.snapshot import Snapshot
 
@@ -180,7 +180,7 @@ class Planner:
         )
 
     def _compile(self, model: ScheduleModel) -> None:
-        blocks = (lambda lp: model.vehicle_of_columns(lp.n_cols, lp.columns_of)) if self.decompose else None
+        blocks = (lambda lp: vehicle_of_columns(model, lp.n_cols, lp.columns_of)) if self.decompose else None
         lp = CompiledLp(model.problem, self.time_limit_s, blocks)  # each pass sets what is left of the budget
         self._param_values = model.value_getter(lp.parameters)
         self._columns = (
