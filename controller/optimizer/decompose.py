@@ -28,11 +28,11 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
-from controller.optimizer.lp_layout import INF, FloatArray, IndexArray, LpLayout
+from controller.optimizer.lp_layout import INF, BoolArray, FloatArray, IndexArray, LpLayout
 from controller.optimizer.lp_solve import LpResult, new_highs
 from controller.optimizer.lp_values import LpNumbers, lp_numbers
 
-__all__ = ["ARTIFICIAL_COST", "GAP", "BlockSplit", "DecomposedLp"]
+__all__ = ["ARTIFICIAL_COST", "GAP", "USABLE_GAP", "BlockSplit", "DecomposedLp"]
 
 GAP = 1e-9
 """Rounds stop when the Lagrangian bound is this close to the master's cost (relative, at least 1)."""
@@ -40,6 +40,9 @@ ARTIFICIAL_COST = 1e4
 """Per unit of a site row's violation in the master: far above any price or penalty of the plan."""
 CARS_PER_INSTANCE = 8
 """Cars whose own LPs share one HiGHS instance (see ``_BlockGroup``)."""
+USABLE_GAP = 0.05
+"""A plan cut by the time limit is used when it is proven within this of the optimum (relative):
+further off, its missed targets may cost more than the fallback plan's safe schedule."""
 _MAX_ROUNDS = 500
 _IDLE_ROUNDS = 8
 _PURGE_MARGIN = 1e-3
@@ -121,6 +124,8 @@ class DecomposedLp:
         """Rounds of the last solve."""
         self.gap = 0.0
         """The last solve's proven distance to the optimum, relative to its objective."""
+        self.max_rounds = _MAX_ROUNDS
+        """A solve that reaches it ends as one cut by its time limit."""
 
     # ------------------------------------------------------------------ solving
 
@@ -139,11 +144,12 @@ class DecomposedLp:
         master = _Master(split, numbers, link_site)
         n = split.n_blocks
         everyone = np.arange(n)
-        # A proposal that keeps out of the site rows where it can (so the first master is close
-        # to feasible), and the cars' answer to the last solve's prices (0 on a cold start).
-        touches_site = (np.diff(link_blocks.indptr) > 0).astype(np.float64)
-        first = self._propose(block_cost + 100.0 * touches_site)
-        if first is None:
+        # A proposal that stays out of the site rows (so the first master is feasible without
+        # artificials: the site alone fits them), and the cars' answer to the last solve's
+        # prices (0 on a cold start).
+        touches_site = np.diff(link_blocks.indptr) > 0
+        first = np.empty(len(block_cost))
+        if not all(group.propose_still(block_cost, first, touches_site) for group in self._groups):
             return self._failed("block LP", started)
         self._add(master, link_blocks, block_cost, first, everyone)
         prices = self._prices if self._prices is not None else np.zeros(len(split.link_rows))
@@ -153,7 +159,8 @@ class DecomposedLp:
         self._add(master, link_blocks, block_cost, answer, everyone)
         best: tuple[_Mix, float, float] | None = None
         status = "kTimeLimit"
-        for self.rounds in range(1, _MAX_ROUNDS + 1):
+        limit = self.max_rounds
+        for self.rounds in range(1, limit + 1):
             solved = master.solve()
             if solved is None:
                 return self._failed("master", started)
@@ -178,8 +185,8 @@ class DecomposedLp:
             master.purge(lam, _PURGE_MARGIN * scale / max(1, n))
             self._add(master, link_blocks, block_cost, x, joining)
         elapsed = time.perf_counter() - started
-        if best is None:
-            return LpResult(status, False, None, float("nan"), elapsed, self.rounds)
+        if best is None or best[2] > USABLE_GAP:
+            return LpResult(status, False, None, float("nan"), elapsed, self.rounds, best[2] if best else 0.0)
         mix, z, self.gap = best
         solution = master.solution(mix, layout.n_cols)
         objective = float(numbers.cost @ solution) + numbers.constant
@@ -252,6 +259,8 @@ class _BlockGroup:
         self._all = np.arange(len(self.cols), dtype=np.int32)
         self.highs: Any = new_highs()
         self._loaded = False
+        self._lower = np.zeros(0)
+        self._upper = np.zeros(0)
 
     def load(self, numbers: LpNumbers, data: FloatArray) -> None:
         """This solve's numbers, keeping the basis of the last one."""
@@ -277,8 +286,22 @@ class _BlockGroup:
         if int(status) < 0:
             raise RuntimeError("HiGHS refused the cars' LP")
         self._loaded = True
+        self._lower = numbers.lower[cols]
+        self._upper = numbers.upper[cols]
         if basis is not None and basis.valid:
             highs.setBasis(basis)
+
+    def propose_still(self, cost: FloatArray, x: FloatArray, touches_site: BoolArray) -> bool:
+        """As :meth:`propose`, with every column in a site row held at its bound nearest 0 (for
+        the cars: no power)."""
+        cols = self._all[touches_site[self.cols]]
+        lower, upper = self._lower[cols], self._upper[cols]
+        still = np.clip(0.0, lower, upper)
+        self.highs.changeColsBounds(len(cols), cols, still, still)
+        try:
+            return self.propose(cost, x)
+        finally:
+            self.highs.changeColsBounds(len(cols), cols, lower, upper)
 
     def propose(self, cost: FloatArray, x: FloatArray) -> bool:
         """These cars' best schedules at ``cost`` into ``x``; False when HiGHS failed."""
