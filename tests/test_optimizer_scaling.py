@@ -199,7 +199,7 @@ def test_a_decomposed_solve_cut_short_is_the_best_plan_found_once_it_is_close_en
         assert planner_status(result).startswith("time limit: best plan found, within")
         seen_close = True
     assert seen_close, "no round count gave a usable plan short of the optimum"
-    assert seen_far or seen_close
+    assert seen_far, "the first rounds were already within the usable gap: the fallback side is untested"
     assert planner_status(dataclasses.replace(result, status="kOptimal")) == "optimal"
 
 

@@ -7,8 +7,8 @@ part is solved on its own and only the small site problem sees them together.
 
 One round: the restricted master (the site's columns and rows, one convexity row per car, one
 column per schedule a car has proposed) gives prices ``y`` on the site rows; every car's LP,
-costed at ``c - A_site^T y``, proposes its best schedule at those prices (all cars in one HiGHS
-instance that holds their rows only: a block-diagonal LP, warm from the last round); a proposal
+costed at ``c - A_site^T y``, proposes its best schedule at those prices (a few cars to a HiGHS
+instance that holds their own rows only, warm from the last round); a proposal
 that would lower the master's cost joins it. The Lagrangian bound ``z + sum(min reduced cost)``
 proves how far the master's plan is from the optimum; rounds stop within ``GAP`` of its magnitude.
 
@@ -30,7 +30,7 @@ import scipy.sparse as sp
 
 from controller.optimizer.lp_layout import INF, BoolArray, FloatArray, IndexArray, LpLayout
 from controller.optimizer.lp_solve import LpResult, new_highs
-from controller.optimizer.lp_values import LpNumbers, lp_numbers
+from controller.optimizer.lp_values import LpNumbers, lp_numbers, pass_columns
 
 __all__ = ["ARTIFICIAL_COST", "GAP", "USABLE_GAP", "BlockSplit", "DecomposedLp"]
 
@@ -45,10 +45,10 @@ USABLE_GAP = 0.05
 further off, its missed targets may cost more than the fallback plan's safe schedule."""
 _MAX_ROUNDS = 500
 _IDLE_ROUNDS = 8
+"""A proposal out of the master's solution this many rounds in a row is dropped (if dear enough)."""
 _PURGE_MARGIN = 1e-3
 """Relative to the objective, per car: a dropped proposal costs at least this much more than the
 master's prices pay for it."""
-"""A proposal out of the master's solution this many rounds in a row is dropped."""
 _ARTIFICIAL_TOL = 1e-7
 """An artificial below this is out of the plan (HiGHS's own feasibility tolerance)."""
 
@@ -96,7 +96,7 @@ class BlockSplit:
 
 
 class DecomposedLp:
-    """Solves the LP of ``layout`` split by ``split``; warm across solves (the block LP's basis and
+    """Solves the LP of ``layout`` split by ``split``; warm across solves (the cars' LPs' bases and
     the site rows' last prices)."""
 
     def __init__(self, layout: LpLayout, split: BlockSplit) -> None:
@@ -258,37 +258,22 @@ class _BlockGroup:
         self._data = pattern.data.astype(np.int64)
         self._all = np.arange(len(self.cols), dtype=np.int32)
         self.highs: Any = new_highs()
-        self._loaded = False
         self._lower = np.zeros(0)
         self._upper = np.zeros(0)
 
     def load(self, numbers: LpNumbers, data: FloatArray) -> None:
         """This solve's numbers, keeping the basis of the last one."""
         highs, cols, rows = self.highs, self._lp_cols, self._lp_rows
-        basis = highs.getBasis() if self._loaded else None
-        status = highs.passModel(
-            len(cols),
-            len(rows),
-            len(self._data),
-            1,  # column-wise
-            1,  # minimise
-            0.0,
-            numbers.cost[cols],
-            numbers.lower[cols],
-            numbers.upper[cols],
-            numbers.row_lower[rows],
-            numbers.row_upper[rows],
-            self._indptr,
-            self._indices,
-            data[self._data],
-            np.zeros(len(cols), dtype=np.int32),
-        )
-        if int(status) < 0:
-            raise RuntimeError("HiGHS refused the cars' LP")
-        self._loaded = True
+        basis = highs.getBasis()  # invalid before the first solve
         self._lower = numbers.lower[cols]
         self._upper = numbers.upper[cols]
-        if basis is not None and basis.valid:
+        pass_columns(
+            highs,
+            (numbers.cost[cols], self._lower, self._upper),
+            (numbers.row_lower[rows], numbers.row_upper[rows]),
+            (self._indptr, self._indices, data[self._data]),
+        )
+        if basis.valid:
             highs.setBasis(basis)
 
     def propose_still(self, cost: FloatArray, x: FloatArray, touches_site: BoolArray) -> bool:
@@ -331,23 +316,15 @@ class _Master:
         highs.setOptionValue("simplex_strategy", 4)  # primal: new columns keep the basis feasible
         site = sp.csc_array(sp.vstack([link_site, sp.csc_array((n, self._n_site))]))
         site.sort_indices()
-        rows = split.link_rows
-        highs.passModel(
-            self._n_site,
-            n_link + n,
-            site.nnz,
-            1,
-            1,
-            0.0,
-            numbers.cost[split.site_cols],
-            numbers.lower[split.site_cols],
-            numbers.upper[split.site_cols],
-            np.concatenate([numbers.row_lower[rows], np.ones(n)]),
-            np.concatenate([numbers.row_upper[rows], np.ones(n)]),
-            site.indptr.astype(np.int32),
-            site.indices.astype(np.int32),
-            site.data,
-            np.zeros(self._n_site, dtype=np.int32),
+        cols, rows = split.site_cols, split.link_rows
+        pass_columns(
+            highs,
+            (numbers.cost[cols], numbers.lower[cols], numbers.upper[cols]),
+            (
+                np.concatenate([numbers.row_lower[rows], np.ones(n)]),
+                np.concatenate([numbers.row_upper[rows], np.ones(n)]),
+            ),
+            (site.indptr.astype(np.int32), site.indices.astype(np.int32), site.data),
         )
         eye = sp.identity(n_link, format="csc")
         artificials = sp.csc_array(sp.vstack([sp.hstack([eye, -eye]), sp.csc_array((n, 2 * n_link))]))

@@ -279,8 +279,9 @@ def build_inputs(snapshot: Snapshot, shape: SiteShape) -> PlanInputs:
         _clip_trips(shape, i, trip[i], e0[i], e_max[i], charge_max_kw[i], trip_spans[i], notes)
         for i in range(n)
     )
-    hours_to_step_end = (np.arange(1, t + 1) - (1.0 - frac0)) * shape.step_h
-    rank = charge_rank_per_kwh(all_targets, e0, charge_kw, c.charge_efficiency, hours_to_step_end)
+    rank = charge_rank_per_kwh(
+        all_targets, e0, charge_kw, c.charge_efficiency, (grid.hi - grid.t0_s) / 3600.0
+    )
     capacity: dict[str, Any] = {}
     if shape.capacity is not None:
         capacity = capacity_inputs(

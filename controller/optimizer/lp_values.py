@@ -16,10 +16,11 @@ from typing import Any
 
 import highspy
 import numpy as np
+import numpy.typing as npt
 
 from controller.optimizer.lp_layout import INF, FloatArray, IndexArray, LpLayout
 
-__all__ = ["HighsValues", "LpNumbers", "lp_numbers", "pass_lp", "uncross"]
+__all__ = ["HighsValues", "LpNumbers", "lp_numbers", "pass_columns", "pass_lp", "uncross"]
 
 _SMALL_COEF = 1e-9
 """HiGHS's ``small_matrix_value``: a matrix entry this small is not stored (it counts as 0)."""
@@ -82,27 +83,46 @@ def lp_numbers(layout: LpLayout, param_vec: FloatArray) -> LpNumbers:
 
 
 def pass_lp(highs: Any, layout: LpLayout, numbers: LpNumbers) -> None:
-    """Give HiGHS the whole LP: the kept rows column-wise, costs and bounds (numpy arrays straight
-    through; a ``HighsLp`` built attribute by attribute copies them element by element)."""
+    """Give HiGHS the whole LP: the kept rows column-wise, costs and bounds."""
     kept_matrix = layout.kept_matrix
     values = kept_matrix.data.copy()
     values[layout.coef_index] = numbers.coef
+    pass_columns(
+        highs,
+        (numbers.cost, numbers.lower, numbers.upper),
+        (numbers.row_lower, numbers.row_upper),
+        (kept_matrix.indptr.astype(np.int32), kept_matrix.indices.astype(np.int32), values),
+    )
+
+
+def pass_columns(
+    highs: Any,
+    columns: tuple[FloatArray, FloatArray, FloatArray],
+    rows: tuple[FloatArray, FloatArray],
+    matrix: tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], FloatArray],
+) -> None:
+    """Give HiGHS an LP to minimise: ``columns`` (cost, lower, upper), ``rows`` (lower, upper) and the
+    column-wise ``matrix`` (start of each column, row indices, values), numpy arrays straight
+    through (a ``HighsLp`` built attribute by attribute copies them element by element)."""
+    cost, lower, upper = columns
+    row_lower, row_upper = rows
+    starts, indices, values = matrix
     status = highs.passModel(
-        layout.n_cols,
-        layout.n_rows,
+        len(cost),
+        len(row_lower),
         len(values),
         int(highspy.MatrixFormat.kColwise),
         int(highspy.ObjSense.kMinimize),
         0.0,
-        numbers.cost,
-        numbers.lower,
-        numbers.upper,
-        numbers.row_lower,
-        numbers.row_upper,
-        kept_matrix.indptr.astype(np.int32),
-        kept_matrix.indices.astype(np.int32),
+        cost,
+        lower,
+        upper,
+        row_lower,
+        row_upper,
+        starts,
+        indices,
         values,
-        np.zeros(layout.n_cols, dtype=np.int32),  # every column continuous
+        np.zeros(len(cost), dtype=np.int32),  # every column continuous
     )
     if status == highspy.HighsStatus.kError:
         raise RuntimeError("HiGHS refused the LP")
