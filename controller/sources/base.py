@@ -9,6 +9,7 @@ time range (``requests``) and turns a response body into data (``parse``), raisi
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -24,6 +25,8 @@ __all__ = [
     "SourceError",
     "SourceKind",
     "find_source",
+    "json_answer",
+    "json_or_none",
     "register_source",
     "source_names",
 ]
@@ -37,6 +40,22 @@ class SourceError(Exception):
 
 class SourceAuthError(SourceError):
     """The source refused the credentials: retrying will not help until the token is fixed."""
+
+
+def json_answer(body: bytes, not_json: str = "answer is not JSON") -> Any:
+    """The body as JSON, or :class:`SourceError` with ``not_json`` (nesting too deep included)."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise SourceError(not_json) from None
+
+
+def json_or_none(body: bytes) -> Any:
+    """The body as JSON, or None (an error body need not be JSON)."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,13 +17,19 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import json
 import math
 from typing import Any, ClassVar
 
 from controller.config.sources import AwattarSource
 from controller.signals import PriceSlot
-from controller.sources.base import HttpRequest, HttpSource, SourceError, register_source
+from controller.sources.base import (
+    HttpRequest,
+    HttpSource,
+    SourceError,
+    json_answer,
+    json_or_none,
+    register_source,
+)
 from controller.sources.prices.common import FetchedPrices
 
 __all__ = ["AwattarPrices"]
@@ -98,10 +104,7 @@ class AwattarPrices(HttpSource[AwattarSource, FetchedPrices]):
         return [HttpRequest(self.base_url + _PATH, params=params)]
 
     def parse(self, request: HttpRequest, body: bytes) -> FetchedPrices:
-        try:
-            answer = json.loads(body)
-        except (ValueError, RecursionError):
-            raise SourceError("answer is not JSON") from None
+        answer = json_answer(body)
         data = answer.get("data") if isinstance(answer, dict) else None
         if not isinstance(data, list):
             raise SourceError("answer has no data list")
@@ -111,10 +114,7 @@ class AwattarPrices(HttpSource[AwattarSource, FetchedPrices]):
     def error_reason(self, status: int, body: bytes) -> str:
         # No published example of an aWATTar error body was found: take an "error" or "message" text
         # when the body is a JSON object with one, else the start of the body.
-        try:
-            answer = json.loads(body)
-        except (ValueError, RecursionError):
-            answer = None
+        answer = json_or_none(body)
         if isinstance(answer, dict):
             for key in ("error", "message"):
                 text = answer.get(key)

@@ -26,7 +26,14 @@ from typing import Any, ClassVar
 
 from controller.config.sources import EnergiDataServiceSource
 from controller.signals import PriceSlot
-from controller.sources.base import HttpRequest, HttpSource, SourceError, register_source
+from controller.sources.base import (
+    HttpRequest,
+    HttpSource,
+    SourceError,
+    json_answer,
+    json_or_none,
+    register_source,
+)
 from controller.sources.prices.common import FetchedPrices
 
 __all__ = ["EnergiDataServicePrices"]
@@ -86,10 +93,7 @@ def _slot_length(starts: list[dt.datetime]) -> dt.timedelta:
 
 
 def _records(body: bytes) -> list[dict[str, Any]]:
-    try:
-        answer = json.loads(body)
-    except (ValueError, RecursionError):
-        raise SourceError("answer is not JSON") from None
+    answer = json_answer(body)
     records = answer.get("records") if isinstance(answer, dict) else None
     if not isinstance(records, list):
         raise SourceError("answer has no records list")
@@ -143,10 +147,7 @@ class EnergiDataServicePrices(HttpSource[EnergiDataServiceSource, FetchedPrices]
     def error_reason(self, status: int, body: bytes) -> str:
         # No published example of the API's error body was found: take an "error" and/or "message" text
         # when the body is a JSON object with one, else the start of the body.
-        try:
-            answer = json.loads(body)
-        except (ValueError, RecursionError):
-            answer = None
+        answer = json_or_none(body)
         if isinstance(answer, dict):
             texts = [answer.get(key) for key in ("error", "message")]
             words = [text.strip() for text in texts if isinstance(text, str) and text.strip()]

@@ -12,14 +12,20 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import json
 import math
 import zoneinfo
 from typing import Any
 
 from controller.config.sources import NordPoolSource
 from controller.signals import PriceSlot
-from controller.sources.base import HttpRequest, HttpSource, SourceError, register_source
+from controller.sources.base import (
+    HttpRequest,
+    HttpSource,
+    SourceError,
+    json_answer,
+    json_or_none,
+    register_source,
+)
 from controller.sources.prices.common import FetchedPrices
 
 __all__ = ["AREA_CURRENCIES", "NordPoolPrices", "nord_pool_area", "parse_nord_pool_prices"]
@@ -122,10 +128,7 @@ class NordPoolPrices(HttpSource[NordPoolSource, FetchedPrices]):
     def error_reason(self, status: int, body: bytes) -> str:
         # No published description of the portal's error bodies was found; they are small JSON
         # objects or plain text, so a message field is used where there is one.
-        try:
-            answer = json.loads(body)
-        except ValueError:
-            answer = None
+        answer = json_or_none(body)
         if isinstance(answer, dict):
             for key in ("message", "detail", "title", "error"):
                 text = answer.get(key)
@@ -163,10 +166,7 @@ def parse_nord_pool_prices(body: bytes, area: str, currency: str) -> FetchedPric
     """The prices of ``area`` in one DayAheadPrices answer, per kWh; an empty body (204) is no slots."""
     if not body.strip():
         return FetchedPrices((), currency)
-    try:
-        answer = json.loads(body)
-    except ValueError:
-        raise SourceError("Nord Pool answer is not JSON") from None
+    answer = json_answer(body, "Nord Pool answer is not JSON")
     if not isinstance(answer, dict):
         raise SourceError("Nord Pool answer is not a JSON object")
     answered_currency = answer.get("currency", currency)

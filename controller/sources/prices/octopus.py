@@ -22,13 +22,19 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import json
 import math
 from typing import Any, ClassVar
 
 from controller.config.sources import OctopusSource
 from controller.signals import PriceSlot
-from controller.sources.base import HttpRequest, HttpSource, SourceError, register_source
+from controller.sources.base import (
+    HttpRequest,
+    HttpSource,
+    SourceError,
+    json_answer,
+    json_or_none,
+    register_source,
+)
 from controller.sources.prices.common import FetchedPrices
 
 __all__ = ["OctopusPrices"]
@@ -64,10 +70,7 @@ def _window(request: HttpRequest) -> tuple[dt.datetime, dt.datetime]:
 
 
 def _rates(body: bytes) -> list[Any]:
-    try:
-        answer = json.loads(body)
-    except (ValueError, RecursionError):
-        raise SourceError("answer is not JSON") from None
+    answer = json_answer(body)
     results = answer.get("results") if isinstance(answer, dict) else None
     if not isinstance(results, list):
         raise SourceError("answer has no results list")
@@ -137,10 +140,7 @@ class OctopusPrices(HttpSource[OctopusSource, FetchedPrices]):
         return FetchedPrices(tuple(slots), currency="GBP", retail=True)
 
     def error_reason(self, status: int, body: bytes) -> str:
-        try:
-            answer = json.loads(body)
-        except (ValueError, RecursionError):
-            answer = None
+        answer = json_or_none(body)
         if isinstance(answer, dict):
             detail = answer.get("detail")
             if isinstance(detail, str) and detail.strip():

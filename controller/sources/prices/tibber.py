@@ -18,7 +18,15 @@ from typing import Any
 
 from controller.config.sources import TibberSource
 from controller.signals import PriceSlot
-from controller.sources.base import HttpRequest, HttpSource, SourceAuthError, SourceError, register_source
+from controller.sources.base import (
+    HttpRequest,
+    HttpSource,
+    SourceAuthError,
+    SourceError,
+    json_answer,
+    json_or_none,
+    register_source,
+)
 from controller.sources.prices.common import FetchedPrices
 
 __all__ = ["TibberPrices", "parse_tibber_prices"]
@@ -67,10 +75,7 @@ class TibberPrices(HttpSource[TibberSource, FetchedPrices]):
         return parse_tibber_prices(body, self.cfg.home_id, self.ctx.currency)
 
     def error_reason(self, status: int, body: bytes) -> str:
-        try:
-            answer = json.loads(body)
-        except ValueError:
-            answer = None
+        answer = json_or_none(body)
         error = _first_error(answer)
         if error is not None:
             return f"HTTP {status}: {error[1][:200]}"
@@ -151,10 +156,7 @@ def _slots(entries: list[tuple[dt.datetime, float, str]]) -> list[PriceSlot]:
 
 def parse_tibber_prices(body: bytes, home_id: str | None, site_currency: str) -> FetchedPrices:
     """The prices of the chosen home (``home_id`` or the first with a subscription), per kWh."""
-    try:
-        answer = json.loads(body)
-    except ValueError:
-        raise SourceError("Tibber answer is not JSON") from None
+    answer = json_answer(body, "Tibber answer is not JSON")
     error = _first_error(answer)
     if error is not None:
         code, message = error
