@@ -104,7 +104,13 @@ def test_one_hil_day_agrees_with_the_in_process_simulation() -> None:
         f"sim {simulated.total_cost:.3f} / {simulated.import_kwh:.2f} / {simulated.export_kwh:.2f}"
     )
     assert abs(hil.total_cost - simulated.total_cost) <= cost_tolerance, figures
-    assert hil.import_kwh == pytest.approx(simulated.import_kwh, rel=0.03), figures
+    # The day ends at midnight while the plans run on to the next departure, so the two runs leave the
+    # car with slightly different energy (a real charger also starts at full power before the daemon's
+    # first profile). The import is compared as if the HIL car ended where the simulated one did.
+    (spec,) = run.result.specs
+    level_kwh = (simulated.final_energy_kwh - hil.final_energy_kwh) / spec.charge_efficiency
+    figures += f", HIL car {-level_kwh:+.2f} kWh at the end"
+    assert hil.import_kwh + level_kwh == pytest.approx(simulated.import_kwh, rel=0.03), figures
     assert hil.export_kwh == pytest.approx(simulated.export_kwh, rel=0.03), figures
     assert hil.reserve_breaches == 0 and simulated.reserve_breaches == 0
     assert hil.avoidable_shortfalls == 0 and simulated.avoidable_shortfalls == 0
