@@ -95,14 +95,20 @@ def snapshot(site: Site, now: dt.datetime, load_w: FloatArray, pv_w: FloatArray)
         step_minutes=site.cfg.site.plan_step_minutes,
         vehicles=vehicles,
         home_batteries=battery_snapshots(site, now),
-        load_w=[float(x) for x in load_w],
-        pv_w=[float(x) for x in pv_w],
-        import_price_per_kwh=[float(x) for x in np.clip(prices.import_per_kwh, -10, 10)],
-        export_price_per_kwh=[float(x) for x in np.clip(prices.export_per_kwh, -10, 10)],
-        import_limit_w=[float(x) for x in limits.import_limit_w],
-        export_limit_w=[float(x) for x in limits.export_limit_w],
+        load_w=_floats(load_w),
+        pv_w=_floats(pv_w),
+        import_price_per_kwh=_floats(np.clip(prices.import_per_kwh, -10, 10)),
+        export_price_per_kwh=_floats(np.clip(prices.export_per_kwh, -10, 10)),
+        import_limit_w=_floats(limits.import_limit_w),
+        export_limit_w=_floats(limits.export_limit_w),
         **_capacity_fields(site, now),
     )
+
+
+def _floats(values: FloatArray) -> list[float]:
+    """Python floats, as the Snapshot holds them (``tolist`` is the one pass that makes them)."""
+    floats: list[float] = np.asarray(values, dtype=np.float64).tolist()
+    return floats
 
 
 def _capacity_fields(site: Site, now: dt.datetime) -> dict[str, float]:

@@ -134,14 +134,10 @@ def _fill(values: FloatArray, known: BoolArray, yesterday: FloatArray, yesterday
     have = known | use_yesterday
     if not have.any():
         return
-    last: float | None = None
-    for k in range(len(values)):
-        if have[k]:
-            last = float(values[k])
-        elif last is not None:
-            values[k] = last
+    # Each step takes the value of the last step that has one (steps before the first: the first).
     first = int(np.argmax(have))
-    values[:first] = values[first]
+    source = np.maximum.accumulate(np.where(have, np.arange(len(values)), first))
+    values[:] = values[source]
 
 
 def _one_price_on_grid(
