@@ -43,6 +43,8 @@ __all__ = [
 
 def ensure_utc(moment: datetime) -> datetime:
     """Return ``moment`` in UTC; naive datetimes are rejected, not guessed."""
+    if moment.tzinfo is UTC:  # the common case, and the cheap one (datetimes are immutable)
+        return moment
     if moment.tzinfo is None or moment.tzinfo.utcoffset(moment) is None:
         raise ValueError(f"naive datetime {moment.isoformat()} has no timezone; use UTC")
     return moment.astimezone(UTC)

@@ -34,6 +34,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+import functools
 import math
 import zoneinfo
 from collections.abc import Iterator, Mapping
@@ -324,9 +325,15 @@ def _occurrences(
         rule = vehicle.departures.get(weekday)
         if rule is not None:
             lead = leads.get(weekday, timedelta(0)) if leads else timedelta(0)
-            at = ensure_utc(datetime.combine(day, rule.time, tzinfo=tz)) - lead
+            at = _local_time_in_utc(day, rule.time, tz) - lead
             yield day, Departure(at, rule.target_soc_percent)
         day += timedelta(days=1)
+
+
+@functools.lru_cache(maxsize=1024)
+def _local_time_in_utc(day: date, wall_clock: time, tz: zoneinfo.ZoneInfo) -> datetime:
+    """``day`` at ``wall_clock`` in ``tz``, in UTC (cached: every re-plan asks for the same days)."""
+    return ensure_utc(datetime.combine(day, wall_clock, tzinfo=tz))
 
 
 def _announced_days(tz: zoneinfo.ZoneInfo, *announced: Departure | None) -> set[date]:

@@ -131,7 +131,10 @@ def _tightest_caps_w(
     step_s = step.total_seconds()
     caps = np.full(n, default_w)
     signalled = np.zeros(n, dtype=np.bool_)
-    for k, pieces in enumerate(overlaps(timeline.segments(), start, step, n)):
+    segments = timeline.segments()
+    if not segments:  # no signal in force (most homes, most of the time)
+        return caps, signalled
+    for k, pieces in enumerate(overlaps(segments, start, step, n)):
         if not pieces:
             continue
         signalled[k] = True
