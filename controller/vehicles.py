@@ -429,7 +429,7 @@ def overdue_departure(
     day = last.at.astimezone(tz).date()
     rule = vehicle.departures.get(WEEKDAYS[day.weekday()])
     if rule is not None and rule.return_time is not None:
-        back = ensure_utc(datetime.combine(day, rule.return_time, tzinfo=tz))
+        back = _local_time_in_utc(day, rule.return_time, tz)
         if back > last.at:
             ends.append(back)
     following = next_departure(
@@ -577,8 +577,8 @@ def scheduled_trips(
         rule = vehicle.departures.get(weekday)
         if rule is not None and rule.return_time is not None:
             lead = leads.get(weekday, timedelta(0)) if leads else timedelta(0)
-            depart = ensure_utc(datetime.combine(day, rule.time, tzinfo=tz)) - lead
-            arrive = ensure_utc(datetime.combine(day, rule.return_time, tzinfo=tz))
+            depart = _local_time_in_utc(day, rule.time, tz) - lead
+            arrive = _local_time_in_utc(day, rule.return_time, tz)
             target: float | None = rule.target_soc_percent
             if next_departure is not None and announced_day == day:
                 depart, target = next_departure.at, next_departure.target_soc_percent
