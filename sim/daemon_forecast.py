@@ -33,6 +33,7 @@ from controller.forecast.profile import (
     PV_FADE_HOURS,
     PV_MAX_RATIO,
     PV_RATIO_HOURS,
+    blend_weekly_daily,
 )
 from sim.scenario import FloatArray
 
@@ -186,13 +187,8 @@ class _Tables:
 
 
 def _load_combine(default_w: float) -> _Combine:
-    w = DEFAULT_WEEKLY_WEIGHT
-
     def combine(weekly: FloatArray, daily: FloatArray) -> FloatArray:
-        both = w * weekly + (1.0 - w) * daily
-        either = np.where(np.isnan(weekly), daily, np.where(np.isnan(daily), weekly, both))
-        out: FloatArray = np.where(np.isnan(either), default_w, either)
-        return out
+        return blend_weekly_daily(weekly, daily, DEFAULT_WEEKLY_WEIGHT, default_w)
 
     return combine
 

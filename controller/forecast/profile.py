@@ -28,6 +28,7 @@ import numpy.typing as npt
 from controller.domain import align_to_step, ensure_utc
 
 __all__ = [
+    "blend_weekly_daily",
     "forecast_load_w",
     "forecast_pv_w",
     "history_grid",
@@ -115,6 +116,14 @@ def _load_profile(
 ) -> FloatArray:
     weekly = _period_mean(grid, leads, 7 * steps_per_day, weeks)
     daily = _period_mean(grid, leads, steps_per_day, days)
+    return blend_weekly_daily(weekly, daily, weekly_weight, default_w)
+
+
+def blend_weekly_daily(
+    weekly: FloatArray, daily: FloatArray, weekly_weight: float, default_w: float
+) -> FloatArray:
+    """The home-load profile from its weekly and daily means: weighted where both exist, the one
+    that exists where the other is missing (NaN), ``default_w`` where neither does."""
     both = weekly_weight * weekly + (1.0 - weekly_weight) * daily
     either = np.where(np.isnan(weekly), daily, np.where(np.isnan(daily), weekly, both))
     out: FloatArray = np.where(np.isnan(either), default_w, either)
