@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from controller.clock import SystemClock
 from controller.config import parse_config
 from controller.domain import MeterReading
+from controller.meters.bounds import site_power_bound_w
 from controller.mqtt import SiteMqttClient
 
 PAYLOAD = (
@@ -51,7 +52,9 @@ PAYLOAD = (
     '"c_aprt_power":715.9,"c_pf":1.00,"c_freq":50.0,"n_current":null,"total_current":11.087,'
     '"total_act_power":%d,"total_aprt_power":2619.726,"user_calibrated_phase":[]}'
 )
-SEQ_MODULO = 5_000_000  # the sequence number travels as the power value, which must stay plausible
+SEQ_MODULO = 1_000_000
+"""The sequence number travels as the power value, so it must stay within the grid meter's plausible
+bound: the consumer's site is a 1000 kW connection (bound 1.5 MW), checked at start."""
 
 
 def _varint(n: int) -> bytes:
@@ -142,7 +145,7 @@ async def consume(args: argparse.Namespace) -> int:
     topic = f"{prefix}/shelly/status/em:0"
     cfg = parse_config(
         {
-            "site": {"grid": {"import_limit_kw": 17.3}},
+            "site": {"grid": {"import_limit_kw": 1000.0}},
             "meters": [{"id": "grid", "role": "grid", "topic": topic, "format": "shelly_pro3em"}],
             "tariff": {"import": {"static_price_per_kwh": 0.3}},
             "mqtt": {
@@ -154,6 +157,8 @@ async def consume(args: argparse.Namespace) -> int:
             },
         }
     )
+    if site_power_bound_w(cfg) < SEQ_MODULO:
+        raise SystemExit("bench_mqtt: the sequence numbers would exceed the grid meter's plausible bound")
     ctx = mp.get_context("spawn")  # a fresh interpreter: the publisher shares nothing with the consumer
     processed: Synchronized[int] = ctx.Value("q", 0, lock=False)
     recv_ns = array("q")
