@@ -10,6 +10,7 @@ size it measures.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from datetime import timedelta
 from typing import Any
@@ -240,6 +241,24 @@ def test_netting_keeps_the_net_power_and_re_runs_the_energy() -> None:
     first = inputs.e0_kwh[0] + dt * c.charge_efficiency[0] * 2.0 - inputs.trip_kwh[0, 0]
     assert out.energy_kwh[0, 0] == pytest.approx(first)
     assert out.energy_kwh[2] == pytest.approx(inputs.e0_kwh[2] - np.cumsum(inputs.trip_kwh[2]))
+
+
+def test_cars_priced_on_several_threads_plan_exactly_as_on_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each car group has its own HiGHS instance and its own slice of a round's arrays: the order
+    the threads finish in changes nothing."""
+    monkeypatch.setattr(decompose_module, "CARS_PER_INSTANCE", 2)  # 6 groups of the 12 cars
+    plans: dict[int, list[tuple[tuple[float, ...], float | None]]] = {}
+    for threads in (1, 2):
+        monkeypatch.setattr(decompose_module, "PRICING_THREADS", threads)
+        rng = np.random.default_rng(11)
+        planner = Planner(fleet_site(), decompose=True, time_limit_s=60.0)
+        plans[threads] = []
+        for _ in range(3):
+            plan = planner.plan(fleet_snapshot(rng))
+            assert plan.solver_status == "optimal"
+            plans[threads].append((plan.grid_import_w, plan.objective))
+    assert plans[1] == plans[2]
+    assert any(thread.name.startswith("pricing") for thread in threading.enumerate())
 
 
 def test_a_failing_decomposed_solve_gives_the_fallback_and_the_next_plan_recovers(

@@ -20,8 +20,12 @@ Pure: numpy, scipy and HiGHS; nothing of the planner.
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import highspy
@@ -43,6 +47,11 @@ CARS_PER_INSTANCE = 8
 USABLE_GAP = 0.05
 """A plan cut by the time limit is used when it is proven within this of the optimum (relative):
 further off, its missed targets may cost more than the fallback plan's safe schedule."""
+PRICING_THREADS = min(
+    4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+)
+"""Car groups priced at once: HiGHS lets go of Python's lock while it solves, so the groups of a
+round run on as many cores (one pool for the process, whatever the number of planners)."""
 _MAX_ROUNDS = 500
 _IDLE_ROUNDS = 8
 """A proposal out of the master's solution this many rounds in a row is dropped (if dear enough)."""
@@ -149,7 +158,9 @@ class DecomposedLp:
         # prices (0 on a cold start).
         touches_site = np.diff(link_blocks.indptr) > 0
         first = np.empty(len(block_cost))
-        if not all(group.propose_still(block_cost, first, touches_site) for group in self._groups):
+        if not all(
+            _each_group(self._groups, lambda group: group.propose_still(block_cost, first, touches_site))
+        ):
             return self._failed("block LP", started)
         self._add(master, link_blocks, block_cost, first, everyone)
         prices = self._prices if self._prices is not None else np.zeros(len(split.link_rows))
@@ -160,6 +171,7 @@ class DecomposedLp:
         best: tuple[_Mix, float, float] | None = None
         status = "kTimeLimit"
         limit = self.max_rounds
+        bound = -np.inf
         for self.rounds in range(1, limit + 1):
             solved = master.solve()
             if solved is None:
@@ -172,8 +184,9 @@ class DecomposedLp:
                 return self._failed("block LP", started)
             car_reduced = np.bincount(split.block_of_col, weights=reduced * x, minlength=n) - mu
             scale = max(1.0, abs(z))
-            bound = z + float(np.minimum(car_reduced, 0.0).sum())
-            self.gap = (z - bound) / scale
+            # Every round's bound holds: the best of them, not the last, is the proof.
+            bound = max(bound, z + float(np.minimum(car_reduced, 0.0).sum()))
+            self.gap = max(0.0, z - bound) / scale
             if master.artificials(lam) <= _ARTIFICIAL_TOL:
                 best = (master.mix(lam), z, self.gap)
             joining = np.flatnonzero(car_reduced < -GAP * scale / max(1, n))
@@ -207,10 +220,8 @@ class DecomposedLp:
     def _propose(self, cost: FloatArray) -> FloatArray | None:
         """Every car's best schedule at ``cost`` (None: a block LP failed)."""
         x = np.empty(len(cost))
-        for group in self._groups:
-            if not group.propose(cost, x):
-                return None
-        return x
+        done = _each_group(self._groups, lambda group: group.propose(cost, x))
+        return x if all(done) else None
 
     def _add(
         self,
@@ -236,6 +247,18 @@ class DecomposedLp:
         return LpResult(
             f"error: {what}", False, None, float("nan"), time.perf_counter() - started, self.rounds
         )
+
+
+@cache
+def _pricing_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=PRICING_THREADS, thread_name_prefix="pricing")
+
+
+def _each_group(groups: list[_BlockGroup], work: Callable[[_BlockGroup], bool]) -> list[bool]:
+    """``work`` on every group (they write disjoint parts of a round's arrays), on the pool."""
+    if PRICING_THREADS == 1 or len(groups) == 1:
+        return [work(group) for group in groups]
+    return list(_pricing_pool().map(work, groups))
 
 
 class _BlockGroup:
