@@ -115,11 +115,12 @@ class DecomposedLp:
         # gather (parameter-dependent entries change between solves).
         index = layout.kept_matrix.copy()
         index.data = np.arange(index.nnz, dtype=np.float64)
+        link = sp.csc_array(index[split.link_rows])
+        touches_site = np.diff(sp.csc_array(link[:, split.block_cols]).indptr) > 0
         self._groups = [
-            _BlockGroup(index, split, cars)
+            _BlockGroup(index, split, cars, touches_site)
             for cars in np.array_split(np.arange(split.n_blocks), max(1, split.n_blocks // CARS_PER_INSTANCE))
         ]
-        link = sp.csc_array(index[split.link_rows])
         link_blocks = sp.csc_array(link[:, split.block_cols])
         link_blocks.sort_indices()
         self._link_blocks = link_blocks
@@ -156,11 +157,8 @@ class DecomposedLp:
         # A proposal that stays out of the site rows (so the first master is feasible without
         # artificials: the site alone fits them), and the cars' answer to the last solve's
         # prices (0 on a cold start).
-        touches_site = np.diff(link_blocks.indptr) > 0
         first = np.empty(len(block_cost))
-        if not all(
-            _each_group(self._groups, lambda group: group.propose_still(block_cost, first, touches_site))
-        ):
+        if not all(_each_group(self._groups, lambda group: group.propose_still(block_cost, first))):
             return self._failed("block LP", started)
         self._add(master, link_blocks, block_cost, first, everyone)
         prices = self._prices if self._prices is not None else np.zeros(len(split.link_rows))
@@ -268,9 +266,15 @@ class _BlockGroup:
     cost per iteration grows with the instance, so neither one car nor all of them is fastest.
     """
 
-    def __init__(self, index: sp.csc_array, split: BlockSplit, cars: IndexArray) -> None:
+    def __init__(
+        self, index: sp.csc_array, split: BlockSplit, cars: IndexArray, touches_site: BoolArray
+    ) -> None:
         self.cols = np.flatnonzero(np.isin(split.block_of_col, cars))
         """Positions among ``split.block_cols``."""
+        linked = touches_site[self.cols]
+        self._linked = np.flatnonzero(linked).astype(np.int32)
+        """Positions among ``cols`` of the columns in a site row: the only ones the prices move."""
+        self._linked_cols = self.cols[linked]
         rows = np.flatnonzero(np.isin(split.block_of_row, cars))
         self._lp_cols = split.block_cols[self.cols]
         self._lp_rows = split.block_rows[rows]
@@ -279,7 +283,6 @@ class _BlockGroup:
         self._indptr = pattern.indptr.astype(np.int32)
         self._indices = pattern.indices.astype(np.int32)
         self._data = pattern.data.astype(np.int64)
-        self._all = np.arange(len(self.cols), dtype=np.int32)
         self.highs: Any = new_highs()
         self._lower = np.zeros(0)
         self._upper = np.zeros(0)
@@ -299,10 +302,10 @@ class _BlockGroup:
         if basis.valid:
             highs.setBasis(basis)
 
-    def propose_still(self, cost: FloatArray, x: FloatArray, touches_site: BoolArray) -> bool:
+    def propose_still(self, cost: FloatArray, x: FloatArray) -> bool:
         """As :meth:`propose`, with every column in a site row held at its bound nearest 0 (for
         the cars: no power)."""
-        cols = self._all[touches_site[self.cols]]
+        cols = self._linked
         lower, upper = self._lower[cols], self._upper[cols]
         still = np.clip(0.0, lower, upper)
         self.highs.changeColsBounds(len(cols), cols, still, still)
@@ -312,9 +315,10 @@ class _BlockGroup:
             self.highs.changeColsBounds(len(cols), cols, lower, upper)
 
     def propose(self, cost: FloatArray, x: FloatArray) -> bool:
-        """These cars' best schedules at ``cost`` into ``x``; False when HiGHS failed."""
+        """These cars' best schedules at ``cost`` into ``x``; False when HiGHS failed. ``cost``
+        differs from the loaded one only where prices on the site rows enter (``_linked``)."""
         highs = self.highs
-        highs.changeColsCost(len(self._all), self._all, cost[self.cols])
+        highs.changeColsCost(len(self._linked), self._linked, cost[self._linked_cols])
         highs.run()
         if highs.getModelStatus() != _OPTIMAL:
             highs.clearSolver()  # a warm start gone wrong: once more from scratch
