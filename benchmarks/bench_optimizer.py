@@ -22,6 +22,9 @@ Large sites use fewer snapshots (5 from 100 vehicles, 3 at 500) and skip the CVX
 ``--cvxpy-max`` vehicles, so that a run stays bounded. The summary prints the 1-car ``plan()``
 against HiGHS's own time on the same LP and time(200 vehicles) / time(10 vehicles) per horizon.
 
+Where the planner decomposes (from 150 vehicles), ``--monolithic-too`` also runs the one LP and
+``--one-thread-too`` the decomposition with its cars priced on one thread, each in the same run.
+
     .venv/bin/python benchmarks/bench_optimizer.py [--snapshots 50] [--sizes 1,10,50] [--steps 96]
         [--no-year]   # scaling: --sizes 10,100,200,500 --steps 96,192 --no-year
 """
@@ -354,7 +357,7 @@ def child(args: list[str]) -> dict[str, Any]:
     return result
 
 
-def _print_size(r: dict[str, Any]) -> None:
+def _print_size(r: dict[str, Any], path: str | None = None) -> None:
     for i, seq in enumerate(("rolling", "random")):
         q = r[seq]
         size = f"{r['lp_columns']} x {r['lp_rows']}"
@@ -370,7 +373,7 @@ def _print_size(r: dict[str, Any]) -> None:
             f"{q['resolve_p95_ms']:>8.2f} {q['built_median_ms']:>8.2f} {q['solver_median_ms']:>8.2f} "
             f"{q['resolve_x']:>7.2f} {q['built_x']:>7.2f} {q['plan_x']:>8.2f}"
             + tail
-            + (f"  {r['path']}" if i == 0 else "")
+            + (f"  {path or r['path']}" if i == 0 else "")
             + (f"  ({q['fallbacks']} fallbacks)" if q["fallbacks"] else "")
             + (f"  ({q['time_limited']} best plans cut by the time limit)" if q["time_limited"] else "")
             + (f"  (cold: {r['first_status']})" if i == 0 and r["first_status"] != "optimal" else "")
@@ -435,13 +438,23 @@ def main() -> None:
         help="also run the monolithic LP where the planner decomposes (the comparison in one run)",
     )
     parser.add_argument(
+        "--one-thread-too",
+        action="store_true",
+        help="also run the decomposed path with its car pricing on one thread (the comparison in one run)",
+    )
+    parser.add_argument(
         "--child-decompose", choices=("auto", "on", "off"), default="auto", help=argparse.SUPPRESS
     )
+    parser.add_argument("--child-threads", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child-size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child-steps", type=int, default=STEPS, help=argparse.SUPPRESS)
     parser.add_argument("--child-year", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_size is not None:
+        if args.child_threads is not None:
+            from controller.optimizer import decompose
+
+            decompose.PRICING_THREADS = args.child_threads
         print(
             json.dumps(
                 run_size(
@@ -461,6 +474,9 @@ def main() -> None:
 
     sizes = [int(s) for s in args.sizes.split(",")]
     horizons = [int(s) for s in args.steps.split(",")]
+    from controller.optimizer.decompose import PRICING_THREADS
+
+    print(f"decomposed path: car pricing on {PRICING_THREADS} thread(s) (cores available to this process)")
     print(
         f"optimiser, steps of 15 min, {args.snapshots} snapshots per sequence "
         "(5 from 100 vehicles, 3 at 500), times in ms"
@@ -481,6 +497,8 @@ def main() -> None:
             r = child(base)
             results[(n, steps)] = r
             _print_size(r)
+            if args.one_thread_too and r["path"] == "decomposed":
+                _print_size(child([*base, "--child-threads", "1"]), "decomposed, pricing on 1 thread")
             if args.monolithic_too and r["path"] == "decomposed":
                 _print_size(child([*base, "--child-decompose", "off"]))
     print("cold: Planner(config) + first plan() after a restart (canonicalisation, LP compile, cold solve)")
