@@ -10,6 +10,7 @@ size it measures.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import threading
 import time
 from datetime import timedelta
@@ -259,6 +260,23 @@ def test_cars_priced_on_several_threads_plan_exactly_as_on_one(monkeypatch: pyte
             plans[threads].append((plan.grid_import_w, plan.objective))
     assert plans[1] == plans[2]
     assert any(thread.name.startswith("pricing") for thread in threading.enumerate())
+
+
+def _price_in_child(outcome: Any) -> None:
+    outcome.put(decompose_module._pricing_pool().submit(lambda: 42).result(timeout=20))
+
+
+def test_a_forked_process_prices_on_a_pool_of_its_own() -> None:
+    """The parent's pool threads do not exist in a forked child: its pricing must not wait on them."""
+    decompose_module._pricing_pool().submit(lambda: None).result()  # the parent's pool, with threads
+    context = multiprocessing.get_context("fork")
+    outcome = context.Queue()
+    child = context.Process(target=_price_in_child, args=(outcome,))
+    child.start()
+    child.join(timeout=30)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0 and outcome.get(timeout=1) == 42
 
 
 def test_a_failing_decomposed_solve_gives_the_fallback_and_the_next_plan_recovers(

@@ -252,6 +252,10 @@ def _pricing_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=PRICING_THREADS, thread_name_prefix="pricing")
 
 
+# A forked child has none of the pool's threads: it would wait on them for ever, so it gets a new pool.
+os.register_at_fork(after_in_child=_pricing_pool.cache_clear)
+
+
 def _each_group(groups: list[_BlockGroup], work: Callable[[_BlockGroup], bool]) -> list[bool]:
     """``work`` on every group (they write disjoint parts of a round's arrays), on the pool."""
     if PRICING_THREADS == 1 or len(groups) == 1:
