@@ -116,13 +116,13 @@ class DecomposedLp:
         index = layout.kept_matrix.copy()
         index.data = np.arange(index.nnz, dtype=np.float64)
         link = sp.csc_array(index[split.link_rows])
-        touches_site = np.diff(sp.csc_array(link[:, split.block_cols]).indptr) > 0
+        link_blocks = sp.csc_array(link[:, split.block_cols])
+        link_blocks.sort_indices()
+        touches_site = np.diff(link_blocks.indptr) > 0
         self._groups = [
             _BlockGroup(index, split, cars, touches_site)
             for cars in np.array_split(np.arange(split.n_blocks), max(1, split.n_blocks // CARS_PER_INSTANCE))
         ]
-        link_blocks = sp.csc_array(link[:, split.block_cols])
-        link_blocks.sort_indices()
         self._link_blocks = link_blocks
         self._link_blocks_data = link_blocks.data.astype(np.int64)
         link_site = sp.csc_array(link[:, split.site_cols])
