@@ -248,6 +248,14 @@ def test_cars_priced_on_several_threads_plan_exactly_as_on_one(monkeypatch: pyte
     """Each car group has its own HiGHS instance and its own slice of a round's arrays: the order
     the threads finish in changes nothing."""
     monkeypatch.setattr(decompose_module, "CARS_PER_INSTANCE", 2)  # 6 groups of the 12 cars
+    priced_on: set[str] = set()
+    propose = decompose_module._BlockGroup.propose
+
+    def noting_thread(group: Any, cost: Any, x: Any) -> bool:
+        priced_on.add(threading.current_thread().name)
+        return propose(group, cost, x)
+
+    monkeypatch.setattr(decompose_module._BlockGroup, "propose", noting_thread)
     plans: dict[int, list[tuple[tuple[float, ...], float | None]]] = {}
     for threads in (1, 2):
         monkeypatch.setattr(decompose_module, "PRICING_THREADS", threads)
@@ -259,7 +267,8 @@ def test_cars_priced_on_several_threads_plan_exactly_as_on_one(monkeypatch: pyte
             assert plan.solver_status == "optimal"
             plans[threads].append((plan.grid_import_w, plan.objective))
     assert plans[1] == plans[2]
-    assert any(thread.name.startswith("pricing") for thread in threading.enumerate())
+    assert threading.current_thread().name in priced_on  # one thread: the planner's own
+    assert any(name.startswith("pricing") for name in priced_on)  # two: the pool's
 
 
 def _price_in_child(outcome: Any) -> None:
