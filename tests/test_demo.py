@@ -83,6 +83,7 @@ def test_sim_hil_reports_like_sim_run_with_protocol_figures(tmp_path: Path) -> N
     assert "reserve breaches           0" in out.stdout
     protocol = [line for line in out.stdout.splitlines() if line.startswith("protocol family-ev:")]
     assert protocol and "frames sent" in protocol[0] and "1 boots" in protocol[0]
+    assert any(line.startswith("event loop: longest stall ") for line in out.stdout.splitlines())
     assert {"metrics.json", "timeseries.csv", "power_1min.csv"} <= {
         p.name for p in (tmp_path / "hil").iterdir()
     }

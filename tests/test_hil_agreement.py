@@ -13,7 +13,8 @@ import pytest
 
 from controller.config import OcppVersion
 from controller.domain import ensure_utc
-from sim.hil.command import run_hil
+from sim.engine import SimResult
+from sim.hil.command import run_hil, stall_line
 from sim.hil.home import VirtualHome
 from sim.hil.meters import HomeMeters
 from sim.hil.record import HilRecorder
@@ -92,27 +93,46 @@ def test_late_ticks_lose_no_energy_and_split_at_steps_and_minutes() -> None:
 @pytest.mark.timeout(420)
 def test_one_hil_day_agrees_with_the_in_process_simulation() -> None:
     scenario = example_day()
-    simulated = compute_metrics(run_strategy(scenario, "mpc"))
+    simulated_run = run_strategy(scenario, "mpc")
+    simulated = compute_metrics(simulated_run)
     uncontrolled = compute_metrics(run_strategy(scenario, "uncontrolled"))
     run = asyncio.run(
         run_hil(EXAMPLES / "home.yaml", EXAMPLES / "series.csv", EXAMPLES / "trips.csv", 1000.0, 1.0)
     )
     hil = compute_metrics(run.result)
+    diverged = "\n".join(["", stall_line(run), *_steps_that_differ(simulated_run, run.result)])
     cost_tolerance = max(0.03 * abs(uncontrolled.total_cost), 0.10)
     figures = (
         f"hil {hil.total_cost:.3f} / {hil.import_kwh:.2f} / {hil.export_kwh:.2f}, "
         f"sim {simulated.total_cost:.3f} / {simulated.import_kwh:.2f} / {simulated.export_kwh:.2f}"
     )
-    assert abs(hil.total_cost - simulated.total_cost) <= cost_tolerance, figures
+    assert abs(hil.total_cost - simulated.total_cost) <= cost_tolerance, figures + diverged
     # The day ends at midnight while the plans run on to the next departure, so the two runs leave the
     # car with slightly different energy (a real charger also starts at full power before the daemon's
     # first profile). The import is compared as if the HIL car ended where the simulated one did.
     (spec,) = run.result.specs
     level_kwh = (simulated.final_energy_kwh - hil.final_energy_kwh) / spec.charge_efficiency
-    figures += f", HIL car {-level_kwh:+.2f} kWh at the end"
+    figures += f", HIL car {-level_kwh:+.2f} kWh at the end" + diverged
     assert hil.import_kwh + level_kwh == pytest.approx(simulated.import_kwh, rel=0.03), figures
     assert hil.export_kwh == pytest.approx(simulated.export_kwh, rel=0.03), figures
     assert hil.reserve_breaches == 0 and simulated.reserve_breaches == 0
     assert hil.avoidable_shortfalls == 0 and simulated.avoidable_shortfalls == 0
     assert hil.departures == simulated.departures >= 1
     assert hil.charge_kwh > 1.0  # the day did charge: the comparison is not of two idle homes
+
+
+def _steps_that_differ(simulated: SimResult, hil: SimResult) -> list[str]:
+    """The steps where the HIL day's import or a car's power left the simulated day's, so a failed
+    comparison says where and how far (the plans' timing, or a step's physics)."""
+    lines = []
+    for k in range(len(simulated.import_kwh)):
+        car_w = [
+            (float(s), float(h)) for s, h in zip(simulated.power_w[:, k], hil.power_w[:, k], strict=True)
+        ]
+        if abs(simulated.import_kwh[k] - hil.import_kwh[k]) > 0.02 or any(abs(s - h) > 100 for s, h in car_w):
+            cars = ", ".join(f"{s:.0f} / {h:.0f} W" for s, h in car_w)
+            lines.append(
+                f"step {k}: import sim {simulated.import_kwh[k]:.3f} / hil {hil.import_kwh[k]:.3f} kWh, "
+                f"cars {cars}"
+            )
+    return lines

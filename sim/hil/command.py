@@ -25,7 +25,11 @@ from sim.hil.faults import Faults
 from sim.hil.link import ProtocolStats
 from sim.scenario import load_scenario
 
-__all__ = ["HilRun", "protocol_lines", "register_hil", "run_hil"]
+__all__ = ["HilRun", "protocol_lines", "register_hil", "run_hil", "stall_line"]
+
+STALL_WARN_S = 60.0
+"""A stall of a simulated minute: a meter period, a profile's ramp and a good part of a plan
+interval pass unanswered."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,9 @@ class HilRun:
     result: SimResult
     stats: dict[str, ProtocolStats]
     home_cost: float
+    worst_stall_s: float
+    """The event loop's longest stall in the run, in real seconds (module ``stalls``)."""
+    speed: float
 
 
 def register_hil(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -89,6 +96,7 @@ def cmd_hil(args: argparse.Namespace, out: TextIO) -> int:
     metrics = compute_metrics(run.result)
     print(format_summary(metrics), file=out)
     print("\n".join(protocol_lines(run.stats)), file=out)
+    print(stall_line(run), file=out)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         write_metrics_json(args.out / "metrics.json", metrics.to_dict())
@@ -111,6 +119,7 @@ async def run_hil(
     from sim.hil.home import VirtualHome
     from sim.hil.record import HilRecorder
     from sim.hil.session import hil_session
+    from sim.hil.stalls import LoopStalls
 
     loaded = load_scenario(config, series, trips)
     steps = min(loaded.series.steps, int(timedelta(days=days) / loaded.series.step))
@@ -132,11 +141,20 @@ async def run_hil(
             recorder=recorder,
         )
         began = time.monotonic()
-        totals = await home.run(until)
+        async with LoopStalls() as stalls:
+            totals = await home.run(until)
         drive = sum(t.energy_kwh for t in scenario.trips if start <= t.depart < until)
         result = recorder.result(until, time.monotonic() - began, drive)
         stats = {vid: charger.stats for vid, charger in home.chargers.items()}
-    return HilRun(result, stats, totals.cost)
+    return HilRun(result, stats, totals.cost, stalls.worst_s, speed)
+
+
+def stall_line(run: HilRun) -> str:
+    simulated_s = run.worst_stall_s * run.speed
+    line = f"event loop: longest stall {run.worst_stall_s * 1000:.0f} ms ({simulated_s:.0f} s simulated)"
+    if simulated_s > STALL_WARN_S:
+        line += "; nothing reacted for that long, so the run may drift from `sim run`: lower --speed"
+    return line
 
 
 def protocol_lines(stats: dict[str, ProtocolStats]) -> list[str]:
