@@ -175,6 +175,27 @@ def test_the_split_puts_every_row_with_two_cars_or_a_site_column_in_the_master()
     assert STEPS <= len(split.link_rows) <= 5 * STEPS
 
 
+def test_a_proposal_column_holds_the_cars_site_row_sums_then_its_convexity_entry() -> None:
+    """The master's proposal columns, gathered from the pattern, equal the sparse product they
+    replace: per car, the site rows' matrix times its schedule, and a 1 in its convexity row."""
+    rng = np.random.default_rng(4)
+    n_link, cars = 7, 5
+    block_of_col = np.repeat(np.arange(cars), 6)
+    link = sp.random_array((n_link, len(block_of_col)), density=0.3, rng=rng, format="csc")
+    link = sp.csc_array(link.toarray() * (block_of_col != 2))  # car 2 touches no site row
+    link.sort_indices()
+    columns = decompose_module._ProposalColumns(link, block_of_col, cars)
+    x = rng.normal(size=len(block_of_col))
+    chosen = np.array([0, 2, 4])
+    indptr, indices, data = columns.of(link.data, x, chosen)
+    got = sp.csc_array((data, indices, indptr), shape=(n_link + cars, len(chosen))).toarray()
+    per_car = sp.csc_array((x, (np.arange(len(x)), block_of_col)), shape=(len(x), cars))
+    expected = np.vstack([(link @ per_car).toarray(), np.eye(cars)])[:, chosen]
+    np.testing.assert_allclose(got, expected, atol=1e-12)
+    assert np.diff(indptr).tolist() == [int((got[:, k] != 0).sum()) for k in range(len(chosen))]
+    assert len(columns.of(link.data, x, np.zeros(0, dtype=np.int64))[2]) == 0
+
+
 def test_a_decomposed_solve_cut_short_is_the_best_plan_found_once_it_is_close_enough() -> None:
     rng = np.random.default_rng(3)
     planner = Planner(fleet_site(), decompose=True)

@@ -30,6 +30,7 @@ from typing import Any
 
 import highspy
 import numpy as np
+import numpy.typing as npt
 import scipy.sparse as sp
 
 from controller.optimizer.lp_layout import INF, BoolArray, FloatArray, IndexArray, LpLayout
@@ -125,6 +126,7 @@ class DecomposedLp:
         ]
         self._link_blocks = link_blocks
         self._link_blocks_data = link_blocks.data.astype(np.int64)
+        self._proposal_columns = _ProposalColumns(link_blocks, split.block_of_col, split.n_blocks)
         link_site = sp.csc_array(link[:, split.site_cols])
         link_site.sort_indices()
         self._link_site = link_site
@@ -160,12 +162,12 @@ class DecomposedLp:
         first = np.empty(len(block_cost))
         if not all(_each_group(self._groups, lambda group: group.propose_still(block_cost, first))):
             return self._failed("block LP", started)
-        self._add(master, link_blocks, block_cost, first, everyone)
+        self._add(master, link_blocks.data, block_cost, first, everyone)
         prices = self._prices if self._prices is not None else np.zeros(len(split.link_rows))
         answer = self._propose(block_cost - link_blocks.T @ prices)
         if answer is None:
             return self._failed("block LP", started)
-        self._add(master, link_blocks, block_cost, answer, everyone)
+        self._add(master, link_blocks.data, block_cost, answer, everyone)
         best: tuple[_Mix, float, float] | None = None
         status = "kTimeLimit"
         limit = self.max_rounds
@@ -194,7 +196,7 @@ class DecomposedLp:
             if time.perf_counter() >= deadline:
                 break
             master.purge(lam, _PURGE_MARGIN * scale / max(1, n))
-            self._add(master, link_blocks, block_cost, x, joining)
+            self._add(master, link_blocks.data, block_cost, x, joining)
         elapsed = time.perf_counter() - started
         if best is None or best[2] > USABLE_GAP:
             return LpResult(status, False, None, float("nan"), elapsed, self.rounds, best[2] if best else 0.0)
@@ -224,27 +226,69 @@ class DecomposedLp:
     def _add(
         self,
         master: _Master,
-        link_blocks: sp.csc_array,
+        link_data: FloatArray,
         block_cost: FloatArray,
         x: FloatArray,
         cars: IndexArray,
     ) -> None:
+        """``cars``' schedules in ``x`` as columns of the master (``link_data``: this solve's
+        entries of the cars' columns in the site rows)."""
         split = self._split
-        n = split.n_blocks
-        cost: FloatArray = np.bincount(split.block_of_col, weights=block_cost * x, minlength=n).astype(
-            np.float64
-        )
-        per_car = sp.csc_array(
-            (x, (np.arange(len(x)), split.block_of_col)), shape=(len(x), n)
-        )  # x spread into one column per car
-        site_rows = sp.csc_array(link_blocks @ per_car)[:, cars]
-        master.add_columns(cost[cars], site_rows, cars, x)
+        cost: FloatArray = np.bincount(
+            split.block_of_col, weights=block_cost * x, minlength=split.n_blocks
+        ).astype(np.float64)
+        master.add_columns(cost[cars], self._proposal_columns.of(link_data, x, cars), cars, x)
 
     def _failed(self, what: str, started: float) -> LpResult:
         self.forget()
         return LpResult(
             f"error: {what}", False, None, float("nan"), time.perf_counter() - started, self.rounds
         )
+
+
+_Columns = tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], FloatArray]
+"""Columns for HiGHS's ``addCols``: CSC start of each (and the end), row indices, values."""
+
+
+def _csc_parts(matrix: sp.csc_array) -> _Columns:
+    return matrix.indptr.astype(np.int32), matrix.indices.astype(np.int32), matrix.data
+
+
+class _ProposalColumns:
+    """A proposal's column in the master: what the car's schedule puts into each site row, then
+    1 in the car's convexity row. The entries' places are fixed by the LP's pattern, so a round
+    sums them in one ``bincount`` rather than multiplying sparse matrices."""
+
+    def __init__(self, link_blocks: sp.csc_array, block_of_col: IndexArray, n_cars: int) -> None:
+        n_link = link_blocks.shape[0]
+        self._n_link = n_link
+        self._col = np.repeat(np.arange(link_blocks.shape[1]), np.diff(link_blocks.indptr))
+        """The block column of each entry of ``link_blocks`` (in its data order)."""
+        car_row, self._entry = np.unique(
+            block_of_col[self._col] * n_link + link_blocks.indices, return_inverse=True
+        )
+        self._rows = (car_row % n_link).astype(np.int32)
+        """Per (car, site row) entry, sorted by car then row: its site row."""
+        self._count = np.bincount(car_row // n_link, minlength=n_cars)
+        self._start = np.concatenate([[0], np.cumsum(self._count)])
+
+    def of(self, link_data: FloatArray, x: FloatArray, cars: IndexArray) -> _Columns:
+        """The columns of ``cars``' schedules in ``x`` (``link_data``: ``link_blocks``'s values)."""
+        if not len(cars):
+            return np.zeros(1, dtype=np.int32), np.zeros(0, dtype=np.int32), np.zeros(0)
+        summed = np.bincount(self._entry, weights=link_data * x[self._col], minlength=len(self._rows))
+        count = self._count[cars]
+        ends = np.cumsum(count + 1)
+        indptr = np.concatenate([[0], ends]).astype(np.int32)
+        # Each column's site entries (a run from the car's start), then its convexity entry.
+        taken = np.repeat(self._start[cars] - (ends - count - 1), count + 1) + np.arange(ends[-1])
+        convexity = ends - 1
+        taken[convexity] = 0
+        indices = self._rows[taken]
+        indices[convexity] = self._n_link + cars
+        data = summed[taken]
+        data[convexity] = 1.0
+        return indptr, indices, data
 
 
 @cache
@@ -359,7 +403,8 @@ class _Master:
         )
         eye = sp.identity(n_link, format="csc")
         artificials = sp.csc_array(sp.vstack([sp.hstack([eye, -eye]), sp.csc_array((n, 2 * n_link))]))
-        self._add(np.full(2 * n_link, ARTIFICIAL_COST), artificials)
+        artificials.sort_indices()
+        self._add(np.full(2 * n_link, ARTIFICIAL_COST), _csc_parts(artificials))
         self._first_proposal = self._n_site + 2 * n_link
         self._values: list[FloatArray] = []
         """Per round, every car's proposed block columns (of which the joining cars' are columns)."""
@@ -370,26 +415,17 @@ class _Master:
         self._reduced = np.zeros(0)
         """The master's reduced costs at its last solution."""
 
-    def _add(self, cost: FloatArray, columns: sp.csc_array) -> None:
-        columns.sort_indices()
+    def _add(self, cost: FloatArray, columns: _Columns) -> None:
+        indptr, indices, data = columns
         count = len(cost)
         self._highs.addCols(
-            count,
-            cost,
-            np.zeros(count),
-            np.full(count, INF),
-            columns.nnz,
-            columns.indptr[:-1].astype(np.int32),
-            columns.indices.astype(np.int32),
-            columns.data,
+            count, cost, np.zeros(count), np.full(count, INF), len(data), indptr[:-1], indices, data
         )
 
-    def add_columns(
-        self, cost: FloatArray, site_rows: sp.csc_array, cars: IndexArray, values: FloatArray
-    ) -> None:
-        n = self._split.n_blocks
-        convexity = sp.csc_array((np.ones(len(cars)), (cars, np.arange(len(cars)))), shape=(n, len(cars)))
-        self._add(cost, sp.csc_array(sp.vstack([site_rows, convexity])))
+    def add_columns(self, cost: FloatArray, columns: _Columns, cars: IndexArray, values: FloatArray) -> None:
+        """Proposals of ``cars`` (their site rows and convexity rows in ``columns``), from the
+        round's schedules ``values``."""
+        self._add(cost, columns)
         self._car = np.concatenate([self._car, cars])
         self._round = np.concatenate([self._round, np.full(len(cars), len(self._values))])
         self._idle = np.concatenate([self._idle, np.zeros(len(cars), dtype=np.int64)])
