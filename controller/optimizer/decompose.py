@@ -30,12 +30,11 @@ from typing import Any
 
 import highspy
 import numpy as np
-import numpy.typing as npt
 import scipy.sparse as sp
 
 from controller.optimizer.lp_layout import INF, BoolArray, FloatArray, IndexArray, LpLayout
 from controller.optimizer.lp_solve import LpResult, new_highs
-from controller.optimizer.lp_values import LpNumbers, lp_numbers, pass_columns
+from controller.optimizer.lp_values import Columnwise, LpNumbers, columnwise, lp_numbers, pass_columns
 
 __all__ = ["ARTIFICIAL_COST", "GAP", "USABLE_GAP", "BlockSplit", "DecomposedLp"]
 
@@ -246,14 +245,6 @@ class DecomposedLp:
         )
 
 
-_Columns = tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], FloatArray]
-"""Columns for HiGHS's ``addCols``: CSC start of each (and the end), row indices, values."""
-
-
-def _csc_parts(matrix: sp.csc_array) -> _Columns:
-    return matrix.indptr.astype(np.int32), matrix.indices.astype(np.int32), matrix.data
-
-
 class _ProposalColumns:
     """A proposal's column in the master: what the car's schedule puts into each site row, then
     1 in the car's convexity row. The entries' places are fixed by the LP's pattern, so a round
@@ -272,7 +263,7 @@ class _ProposalColumns:
         self._count = np.bincount(car_row // n_link, minlength=n_cars)
         self._start = np.concatenate([[0], np.cumsum(self._count)])
 
-    def of(self, link_data: FloatArray, x: FloatArray, cars: IndexArray) -> _Columns:
+    def of(self, link_data: FloatArray, x: FloatArray, cars: IndexArray) -> Columnwise:
         """The columns of ``cars``' schedules in ``x`` (``link_data``: ``link_blocks``'s values)."""
         if not len(cars):
             return np.zeros(1, dtype=np.int32), np.zeros(0, dtype=np.int32), np.zeros(0)
@@ -399,12 +390,12 @@ class _Master:
                 np.concatenate([numbers.row_lower[rows], np.ones(n)]),
                 np.concatenate([numbers.row_upper[rows], np.ones(n)]),
             ),
-            (site.indptr.astype(np.int32), site.indices.astype(np.int32), site.data),
+            columnwise(site),
         )
         eye = sp.identity(n_link, format="csc")
         artificials = sp.csc_array(sp.vstack([sp.hstack([eye, -eye]), sp.csc_array((n, 2 * n_link))]))
         artificials.sort_indices()
-        self._add(np.full(2 * n_link, ARTIFICIAL_COST), _csc_parts(artificials))
+        self._add(np.full(2 * n_link, ARTIFICIAL_COST), columnwise(artificials))
         self._first_proposal = self._n_site + 2 * n_link
         self._values: list[FloatArray] = []
         """Per round, every car's proposed block columns (of which the joining cars' are columns)."""
@@ -415,14 +406,16 @@ class _Master:
         self._reduced = np.zeros(0)
         """The master's reduced costs at its last solution."""
 
-    def _add(self, cost: FloatArray, columns: _Columns) -> None:
+    def _add(self, cost: FloatArray, columns: Columnwise) -> None:
         indptr, indices, data = columns
         count = len(cost)
         self._highs.addCols(
             count, cost, np.zeros(count), np.full(count, INF), len(data), indptr[:-1], indices, data
         )
 
-    def add_columns(self, cost: FloatArray, columns: _Columns, cars: IndexArray, values: FloatArray) -> None:
+    def add_columns(
+        self, cost: FloatArray, columns: Columnwise, cars: IndexArray, values: FloatArray
+    ) -> None:
         """Proposals of ``cars`` (their site rows and convexity rows in ``columns``), from the
         round's schedules ``values``."""
         self._add(cost, columns)

@@ -17,10 +17,20 @@ from typing import Any
 import highspy
 import numpy as np
 import numpy.typing as npt
+import scipy.sparse as sp
 
 from controller.optimizer.lp_layout import INF, FloatArray, IndexArray, LpLayout
 
-__all__ = ["HighsValues", "LpNumbers", "lp_numbers", "pass_columns", "pass_lp", "uncross"]
+__all__ = [
+    "Columnwise",
+    "HighsValues",
+    "LpNumbers",
+    "columnwise",
+    "lp_numbers",
+    "pass_columns",
+    "pass_lp",
+    "uncross",
+]
 
 _SMALL_COEF = 1e-9
 """HiGHS's ``small_matrix_value``: a matrix entry this small is not stored (it counts as 0)."""
@@ -82,6 +92,16 @@ def lp_numbers(layout: LpLayout, param_vec: FloatArray) -> LpNumbers:
     return LpNumbers(cost[:n], constant, lower, fixed_upper, upper, rhs, row_upper, coef)
 
 
+Columnwise = tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], FloatArray]
+"""A column-wise matrix as HiGHS takes it: start of each column (and the end), row indices, values."""
+
+
+def columnwise(matrix: sp.csc_array, values: FloatArray | None = None) -> Columnwise:
+    """``matrix`` (indices sorted) for HiGHS, with ``values`` in place of its own when given."""
+    data = matrix.data if values is None else values
+    return matrix.indptr.astype(np.int32), matrix.indices.astype(np.int32), data
+
+
 def pass_lp(highs: Any, layout: LpLayout, numbers: LpNumbers) -> None:
     """Give HiGHS the whole LP: the kept rows column-wise, costs and bounds."""
     kept_matrix = layout.kept_matrix
@@ -91,7 +111,7 @@ def pass_lp(highs: Any, layout: LpLayout, numbers: LpNumbers) -> None:
         highs,
         (numbers.cost, numbers.lower, numbers.upper),
         (numbers.row_lower, numbers.row_upper),
-        (kept_matrix.indptr.astype(np.int32), kept_matrix.indices.astype(np.int32), values),
+        columnwise(kept_matrix, values),
     )
 
 
@@ -99,7 +119,7 @@ def pass_columns(
     highs: Any,
     columns: tuple[FloatArray, FloatArray, FloatArray],
     rows: tuple[FloatArray, FloatArray],
-    matrix: tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], FloatArray],
+    matrix: Columnwise,
 ) -> None:
     """Give HiGHS an LP to minimise: ``columns`` (cost, lower, upper), ``rows`` (lower, upper) and the
     column-wise ``matrix`` (start of each column, row indices, values), numpy arrays straight
