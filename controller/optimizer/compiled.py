@@ -27,6 +27,7 @@ from controller.optimizer.decompose import BlockSplit, DecomposedLp
 from controller.optimizer.lp_layout import FloatArray, IndexArray, LpLayout, NotCompilableError
 from controller.optimizer.lp_solve import LpResult, StatusNames, new_highs, run
 from controller.optimizer.lp_values import HighsValues
+from controller.optimizer.step_shift import StepShift
 
 __all__ = ["CompiledLp", "LpResult", "NotCompilableError"]
 
@@ -57,6 +58,9 @@ class CompiledLp:
         self._status_names: StatusNames = {}
         self.decomposed: DecomposedLp | None = None
         """Set for a site solved by decomposition (no monolithic HiGHS instance then)."""
+        self._step_shift: StepShift | None = None
+        self._last_x: FloatArray | None = None
+        """The solution of the basis HiGHS holds (None: it holds none worth moving)."""
         if blocks is not None:
             self.decomposed = DecomposedLp(layout, BlockSplit.of(layout.kept_matrix, blocks(self)))
             return
@@ -118,6 +122,23 @@ class CompiledLp:
 
     # -------------------------------------------------------------------- solving
 
+    def know_steps(self, step: IndexArray, steps: IndexArray, stride: IndexArray) -> None:
+        """Each column's step, its variable's number of steps and the columns per step (module
+        ``step_shift``): :meth:`shift_steps` can then move the warm start with the plan's start."""
+        if self.decomposed is None:
+            self._step_shift = StepShift(self._layout.kept_matrix, step, steps, stride)
+
+    def shift_steps(self, steps: int) -> bool:
+        """The next solve is the same LP ``steps`` steps later: move the basis HiGHS holds with it.
+        True when it was moved (else the next solve starts from the basis as it is)."""
+        if self._step_shift is None or self._last_x is None or steps < 1:
+            return False
+        lower, upper = self._values.bounds
+        try:
+            return self._step_shift.carry(self._highs, steps, self._last_x, lower, upper)
+        except Exception:  # a warm start is an optimisation: never let it cost the plan
+            return False
+
     def set_time_limit(self, seconds: float) -> None:
         self._time_limit_s = float(seconds)
 
@@ -129,9 +150,12 @@ class CompiledLp:
             except Exception as exc:  # as below
                 self.decomposed.forget()
                 return LpResult(f"error: {exc}", False, None, float("nan"), 0.0, 0)
+        self._last_x = None
         try:
             self._values.send_changes(self._highs, self._param_vec)
-            return run(self._highs, self._time_limit_s, self._values.objective_constant, self._status_names)
+            result = run(self._highs, self._time_limit_s, self._values.objective_constant, self._status_names)
         except Exception as exc:  # a solver crash must become a fallback plan, not a dead daemon
             self._highs.clearSolver()
             return LpResult(f"error: {exc}", False, None, float("nan"), 0.0, 0)
+        self._last_x = result.x
+        return result

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import highspy
@@ -21,6 +21,8 @@ _HIGHS_CLASS: Any = getattr(getattr(highspy, "_core", None), "_Highs", highspy.H
 
 _DEVEX = 1  # HiGHS's simplex_dual_edge_weight_strategy: -1 choose, 0 Dantzig, 1 Devex, 2 steepest edge
 
+_TIME_LIMIT = "Time limit reached"
+"""HiGHS's name of ``kTimeLimit`` (``modelStatusToString``): a cut solve is not run again."""
 StatusNames = dict[Any, str]
 """HiGHS model status -> its name, filled as statuses are seen (the lookup is a C call)."""
 
@@ -57,7 +59,28 @@ def new_highs() -> Any:
 
 
 def run(highs: Any, time_limit_s: float, objective_constant: float, status_names: StatusNames) -> LpResult:
-    """Solve what ``highs`` holds within ``time_limit_s``; a failed solve leaves no basis behind."""
+    """Solve what ``highs`` holds within ``time_limit_s``; a failed solve leaves no basis behind.
+
+    A warm start can end in a numerical corner HiGHS cannot leave (model status ``Unknown``: a
+    dual infeasibility of 1e-4 that every basis change it may still make would worsen); the LP
+    itself is always feasible and bounded, so a failure that is not the time limit is run once more
+    from scratch with what is left of the time.
+    """
+    first = _run_once(highs, time_limit_s, objective_constant, status_names)
+    left_s = time_limit_s - first.solver_time_s
+    if first.optimal or first.status == _TIME_LIMIT or left_s <= 0:
+        return first
+    again = _run_once(highs, left_s, objective_constant, status_names)
+    return replace(
+        again,
+        solver_time_s=first.solver_time_s + again.solver_time_s,
+        iterations=first.iterations + again.iterations,
+    )
+
+
+def _run_once(
+    highs: Any, time_limit_s: float, objective_constant: float, status_names: StatusNames
+) -> LpResult:
     # HiGHS's time limit counts the instance's whole life, so move it on before each run.
     highs.setOptionValue("time_limit", highs.getRunTime() + time_limit_s)
     started = time.perf_counter()

@@ -199,6 +199,13 @@ class HighsValues:
         return bool(structural * insert_ns + (len(new) - structural) * _CHANGE_NS > reload_ns)
 
     @property
+    def bounds(self) -> tuple[FloatArray, FloatArray]:
+        """The column bounds HiGHS holds (lower, upper)."""
+        if self._layout.incremental:
+            return self._lower, self._raw_upper
+        return self._loaded.lower, self._loaded.upper
+
+    @property
     def objective_constant(self) -> float:
         """CVXPY's constant term of the objective, which HiGHS does not hold."""
         return float(self._out[self._layout.n_cols])

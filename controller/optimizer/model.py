@@ -33,7 +33,7 @@ from controller.optimizer.home_battery import BatteryModel
 from controller.optimizer.inputs import PlanInputs
 from controller.optimizer.shape import SiteShape
 
-__all__ = ["ScheduleModel", "vehicle_of_columns"]
+__all__ = ["ScheduleModel", "step_of_columns", "vehicle_of_columns"]
 
 # CVXPY's atom functions are untyped; build expressions through an explicitly dynamic alias.
 cvx: Any = cp
@@ -392,3 +392,23 @@ def vehicle_of_columns(
         if var is not None:  # vehicles first, column-major: entry k is vehicle k % n
             owner[columns_of(var)] = np.arange(var.size) % n
     return owner
+
+
+def step_of_columns(
+    model: ScheduleModel, n_cols: int, columns_of: Callable[[cp.Variable], slice]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Per LP column: its step (-1: none), its variable's number of steps, and how many columns on
+    the same entry of the next step is (module ``step_shift``). Every variable of the model has the
+    step as its last axis, column-major."""
+    step = np.full(n_cols, -1, dtype=np.int64)
+    steps = np.zeros(n_cols, dtype=np.int64)
+    stride = np.zeros(n_cols, dtype=np.int64)
+    for var in model.problem.variables():
+        if var.ndim == 0:
+            continue
+        cols = columns_of(var)
+        per_step = 1 if var.ndim == 1 else int(np.prod(var.shape[:-1]))
+        step[cols] = np.arange(var.size) // per_step
+        steps[cols] = var.shape[-1]
+        stride[cols] = per_step
+    return step, steps, stride

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
@@ -27,7 +28,7 @@ from controller.optimizer.duty import grid_flows_kw
 from controller.optimizer.explain import StepFacts, reason
 from controller.optimizer.fallback import Schedule, fallback_schedule
 from controller.optimizer.inputs import FloatArray, PlanInputs, SnapshotError, build_inputs, check_snapshot
-from controller.optimizer.model import ScheduleModel, vehicle_of_columns
+from controller.optimizer.model import ScheduleModel, step_of_columns, vehicle_of_columns
 from controller.optimizer.shape import SiteShape
 from controller.snapshot import Snapshot
 
@@ -95,7 +96,10 @@ class Planner:
         self._battery_columns: tuple[slice, slice, slice] | None = None
         self._battery: BatterySchedule | None = None
         self._config_ids = tuple(v.vehicle_id for v in self.shape.vehicles)
+        self._last_start: datetime | None = None
         self.last_inputs: PlanInputs | None = None
+        self.last_shift_steps = 0
+        """Steps the warm start was moved by for the last plan (0: not moved; module ``step_shift``)."""
         self.last_result: LpResult | None = None
         self.last_timings: PlanTimings | None = None
 
@@ -138,6 +142,7 @@ class Planner:
                 self._compile(self.model)
             except Exception as exc:  # no plan at all would leave the site without a safe schedule
                 status, passes = f"fallback: model error: {exc}", _DIRECTION_PASSES
+        self._shift_warm_start(inputs)
         battery_fix = False
         while passes < _DIRECTION_PASSES and self._lp is not None:
             left_s = deadline - time.perf_counter()
@@ -175,6 +180,17 @@ class Planner:
         self._time(started, translated, solved, solver_s, passes)
         return plan
 
+    def _shift_warm_start(self, inputs: PlanInputs) -> None:
+        """A plan that starts whole steps after the last one re-solves the same LP shifted in
+        time: move HiGHS's basis with it (module ``step_shift``)."""
+        last, self._last_start = self._last_start, inputs.start
+        self.last_shift_steps = 0
+        if last is None or self._lp is None or inputs.start <= last:
+            return
+        steps = int((inputs.start - last) / self.shape.step)
+        if steps < self.shape.steps and self._lp.shift_steps(steps):
+            self.last_shift_steps = steps
+
     def _time(self, started: float, translated: float, solved: float, solver_s: float, passes: int) -> None:
         done = time.perf_counter()
         self.last_timings = PlanTimings(
@@ -190,6 +206,7 @@ class Planner:
         blocks = (lambda lp: vehicle_of_columns(model, lp.n_cols, lp.columns_of)) if self.decompose else None
         lp = CompiledLp(model.problem, self.time_limit_s, blocks)  # each pass sets what is left of the budget
         self._param_values = model.value_getter(lp.parameters)
+        lp.know_steps(*step_of_columns(model, lp.n_cols, lp.columns_of))
         self._columns = (
             lp.columns_of(model.charge_kw),
             lp.columns_of(model.discharge_kw),
