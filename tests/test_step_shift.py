@@ -227,3 +227,31 @@ def highs_name(status: Any) -> str:
     from controller.optimizer.lp_solve import new_highs
 
     return str(new_highs().modelStatusToString(status))
+
+
+@pytest.mark.parametrize("part", ["master", "cars"])
+def test_a_decomposed_plan_whose_warm_start_fails_solves_that_part_again_from_scratch(
+    monkeypatch: pytest.MonkeyPatch, part: str
+) -> None:
+    from controller.optimizer import decompose
+
+    cut: list[_FirstRunCut] = []
+
+    def cut_first_run(init: Any) -> Any:
+        def wrapped(self: Any, *args: Any) -> None:
+            init(self, *args)
+            name = "_highs" if part == "master" else "highs"
+            cut.append(_FirstRunCut(getattr(self, name), "iterations"))
+            setattr(self, name, cut[-1])
+
+        return wrapped
+
+    owner = decompose._Master if part == "master" else decompose._BlockGroup
+    monkeypatch.setattr(owner, "__init__", cut_first_run(owner.__init__))
+    from benchmarks.bench_optimizer import World, site_config
+
+    config, snap = site_config(12), World(12, seed=5).snapshot(0)
+    plan = Planner(config, decompose=True, time_limit_s=60.0).plan(snap)
+    assert cut and cut[0].runs >= 2
+    assert plan.solver_status == "optimal" and plan.objective is not None
+    assert plan.objective == pytest.approx(Planner(config).plan(snap).objective, rel=1e-6)

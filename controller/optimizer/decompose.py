@@ -28,12 +28,11 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-import highspy
 import numpy as np
 import scipy.sparse as sp
 
 from controller.optimizer.lp_layout import INF, BoolArray, FloatArray, IndexArray, LpLayout
-from controller.optimizer.lp_solve import LpResult, new_highs
+from controller.optimizer.lp_solve import LpResult, new_highs, run_warm_then_cold
 from controller.optimizer.lp_values import Columnwise, LpNumbers, columnwise, lp_numbers, pass_columns
 
 __all__ = ["ARTIFICIAL_COST", "GAP", "USABLE_GAP", "BlockSplit", "DecomposedLp"]
@@ -358,12 +357,7 @@ class _BlockGroup:
         differs from the loaded one only where prices on the site rows enter (``_linked``)."""
         highs = self.highs
         highs.changeColsCost(len(self._linked), self._linked, cost[self._linked_cols])
-        highs.run()
-        if highs.getModelStatus() != _OPTIMAL:
-            highs.clearSolver()  # a warm start gone wrong: once more from scratch
-            highs.run()
-        if highs.getModelStatus() != _OPTIMAL:
-            highs.clearSolver()
+        if not run_warm_then_cold(highs):
             return False
         x[self.cols] = highs.getSolution().col_value
         return True
@@ -443,8 +437,7 @@ class _Master:
     def solve(self) -> tuple[FloatArray, FloatArray, FloatArray, float] | None:
         """Column values, site-row prices, convexity prices and cost; None when HiGHS failed."""
         highs = self._highs
-        highs.run()
-        if highs.getModelStatus() != _OPTIMAL:
+        if not run_warm_then_cold(highs):
             return None
         solution = highs.getSolution()
         y = np.asarray(solution.row_dual, dtype=np.float64)
@@ -485,6 +478,3 @@ class _Mix:
     weight: FloatArray
     car: IndexArray
     round: IndexArray
-
-
-_OPTIMAL: Any = highspy.HighsModelStatus.kOptimal

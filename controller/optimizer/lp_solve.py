@@ -11,7 +11,7 @@ import numpy as np
 
 from controller.optimizer.lp_layout import FloatArray
 
-__all__ = ["LpResult", "StatusNames", "new_highs", "run"]
+__all__ = ["LpResult", "StatusNames", "new_highs", "run", "run_warm_then_cold"]
 
 # The bare solver class, not the ``highspy.Highs`` wrapper: the wrapper's constructor calls into
 # HiGHS before any option can be set, which prints a banner straight to stdout (and would corrupt
@@ -56,6 +56,19 @@ def new_highs() -> Any:
     highs.setOptionValue("solver", "simplex")
     highs.setOptionValue("simplex_dual_edge_weight_strategy", _DEVEX)
     return highs
+
+
+def run_warm_then_cold(highs: Any) -> bool:
+    """Run without a time limit of its own; a warm start that ends anywhere but optimal (see
+    :func:`run`) is run once more from scratch. True: optimal; else HiGHS holds no basis."""
+    highs.run()
+    if highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        highs.clearSolver()
+        highs.run()
+    if highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        highs.clearSolver()
+        return False
+    return True
 
 
 def run(highs: Any, time_limit_s: float, objective_constant: float, status_names: StatusNames) -> LpResult:
