@@ -251,7 +251,7 @@ def test_the_fast_resolve_matches_a_plain_solve_with_pulse_shares(
         assert value == pytest.approx(plan.objective, rel=1e-7, abs=1e-6)
     assert planner._lp is not None and len(planner._lp._layout.coef_rows) == 2 * cars * 96
     assert planner._lp._incremental is (cars == 1)
-    assert (planner._lp._values.reloads > 0) is reload
+    assert planner._lp._values is not None and (planner._lp._values.reloads > 0) is reload
 
 
 def test_long_horizons_and_cars_without_a_minimum_get_their_shares_in_parts() -> None:

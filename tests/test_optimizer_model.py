@@ -196,8 +196,8 @@ class _SlowPasses:
         self.limits.append(seconds)
         self._inner.set_time_limit(seconds)
 
-    def solve(self) -> LpResult:
-        result = self._inner.solve()
+    def solve(self, decomposed: bool = False) -> LpResult:
+        result = self._inner.solve(decomposed)
         wait = min(self._pause_s, max(0.0, self._limit_s - result.solver_time_s))
         time.sleep(wait)
         if result.solver_time_s + wait >= self._limit_s:

@@ -207,7 +207,7 @@ def test_a_decomposed_solve_cut_short_is_the_best_plan_found_once_it_is_close_en
     for rounds in range(1, 40):
         lp.decomposed.forget()  # cold, so that the first rounds cannot prove the optimum
         lp.decomposed.max_rounds = rounds  # cut as the time limit would, deterministically
-        result = lp.solve()
+        result = lp.solve(decomposed=True)
         if result.status == "kOptimal":
             break
         assert result.gap > 0.0
@@ -321,3 +321,40 @@ def test_a_failing_decomposed_solve_gives_the_fallback_and_the_next_plan_recover
     assert failed.fallback and "block LP" in failed.solver_status
     recovered = planner.plan(fleet_snapshot(rng))
     assert recovered.solver_status == "optimal" and not recovered.fallback
+
+
+def test_a_large_site_decomposes_only_the_plans_where_enough_cars_can_act(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Few cars home on a large site under a binding cap: the decomposition needs many rounds
+    (its master must mix many schedules of few cars), the one LP is fast; many cars home: the
+    other way round. The planner picks per plan, by the cars that can charge or discharge."""
+    monkeypatch.setattr(planner_module, "DECOMPOSE_FROM_ACTIVE", 6)
+    rng = np.random.default_rng(8)
+    planner = Planner(fleet_site(), time_limit_s=60.0)
+    paths = []
+    for home in (3, 10, 12, 2, 9):
+        snap = fleet_snapshot(rng)
+        cars = [
+            car.model_copy(update={"plugged_in": i < home, "away": []}) for i, car in enumerate(snap.vehicles)
+        ]
+        plan = planner.plan(snap.model_copy(update={"vehicles": cars}))
+        paths.append(planner.last_decomposed)
+        assert plan.solver_status == "optimal" and plan.objective is not None
+        reference = monolithic_objective(planner)
+        assert abs(plan.objective - reference) <= 1e-4 * max(1.0, abs(reference))
+    assert paths == [False, True, True, False, True]
+    assert Planner(fleet_site(), decompose=False).plan(snap).solver_status == "optimal"
+    forced = Planner(fleet_site(), decompose=True, time_limit_s=60.0)
+    forced.plan(
+        snap.model_copy(
+            update={"vehicles": cars[:0] + [c.model_copy(update={"plugged_in": False}) for c in cars]}
+        )
+    )
+    assert forced.last_decomposed
+
+
+def test_a_site_below_the_threshold_never_builds_the_decomposition() -> None:
+    planner = Planner(fleet_site())
+    planner.plan(fleet_snapshot(np.random.default_rng(3)))
+    assert planner._lp is not None and not planner._lp.can_decompose and not planner.last_decomposed

@@ -52,7 +52,7 @@ def _objectives(planner: Planner, snaps: list[Snapshot]) -> tuple[list[float], l
 
 
 def _unshifted(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Planner, "_shift_warm_start", lambda self, inputs: None)
+    monkeypatch.setattr(Planner, "_shift_warm_start", lambda self, inputs, decomposed: None)
 
 
 def _config() -> SiteConfig:
@@ -111,6 +111,7 @@ def _columns_of(planner: Planner, name: str) -> Any:
 def test_each_column_and_row_takes_the_status_of_its_twin_steps_later() -> None:
     planner = Planner(site([vehicle(), vehicle("ev2")], horizon_hours=4))
     planner.plan(_world(0, planner.steps))
+    planner.plan(_world(1, planner.steps))  # the first shift builds the twin map
     lp, model = planner._lp, planner.model
     assert lp is not None and model is not None and lp._step_shift is not None
     col_twin, row_twin = lp._step_shift.twins(2)
@@ -194,7 +195,7 @@ def _loaded_highs() -> tuple[Any, float]:
     """A HiGHS instance holding a planner's LP, cold, and that LP's optimum."""
     planner = Planner(_config())
     plan = planner.plan(_world(0))
-    assert planner._lp is not None and plan.objective is not None
+    assert planner._lp is not None and planner._lp._values is not None and plan.objective is not None
     highs = planner._lp._highs
     highs.clearSolver()
     return highs, plan.objective - planner._lp._values.objective_constant

@@ -47,7 +47,8 @@ class CompiledLp:
         blocks: Callable[[CompiledLp], IndexArray] | None = None,
     ) -> None:
         """``blocks``: for a large site, gives each column's car (-1: the site's) once the layout
-        is known; the LP is then solved by decomposition (module ``decompose``)."""
+        is known; the LP can then be solved by decomposition too (module ``decompose``,
+        :meth:`solve`). Each way builds its solver state on its first solve."""
         layout = self._layout = LpLayout.from_problem(problem)
         self.n_cols = layout.n_cols
         self.n_rows = layout.n_rows
@@ -56,17 +57,27 @@ class CompiledLp:
         self._time_limit_s = float(time_limit_s)
         self.load_from_problem()
         self._status_names: StatusNames = {}
+        self._blocks = blocks(self) if blocks is not None else None
         self.decomposed: DecomposedLp | None = None
-        """Set for a site solved by decomposition (no monolithic HiGHS instance then)."""
+        """The decomposition, once a solve has used it."""
+        self._steps_of_columns: tuple[IndexArray, IndexArray, IndexArray] | None = None
         self._step_shift: StepShift | None = None
         self._last_x: FloatArray | None = None
         """The solution of the basis HiGHS holds (None: it holds none worth moving)."""
-        if blocks is not None:
-            self.decomposed = DecomposedLp(layout, BlockSplit.of(layout.kept_matrix, blocks(self)))
-            return
-        self._highs: Any = new_highs()
-        self._values = HighsValues(layout, self._param_vec)
-        self._values.load(self._highs)
+        self._highs: Any = None
+        self._values: HighsValues | None = None
+
+    @property
+    def can_decompose(self) -> bool:
+        return self._blocks is not None
+
+    def _monolithic(self) -> tuple[Any, HighsValues]:
+        """The warm HiGHS instance holding the whole LP (loaded on first use)."""
+        if self._values is None:
+            self._highs = new_highs()
+            self._values = HighsValues(self._layout, self._param_vec)
+            self._values.load(self._highs)
+        return self._highs, self._values
 
     @property
     def _incremental(self) -> bool:
@@ -125,14 +136,16 @@ class CompiledLp:
     def know_steps(self, step: IndexArray, steps: IndexArray, stride: IndexArray) -> None:
         """Each column's step, its variable's number of steps and the columns per step (module
         ``step_shift``): :meth:`shift_steps` can then move the warm start with the plan's start."""
-        if self.decomposed is None:
-            self._step_shift = StepShift(self._layout.kept_matrix, step, steps, stride)
+        self._steps_of_columns = (step, steps, stride)
+        self._step_shift = None  # built on the first shift
 
     def shift_steps(self, steps: int) -> bool:
         """The next solve is the same LP ``steps`` steps later: move the basis HiGHS holds with it.
         True when it was moved (else the next solve starts from the basis as it is)."""
-        if self._step_shift is None or self._last_x is None or steps < 1:
+        if self._steps_of_columns is None or self._last_x is None or self._values is None or steps < 1:
             return False
+        if self._step_shift is None:
+            self._step_shift = StepShift(self._layout.kept_matrix, *self._steps_of_columns)
         lower, upper = self._values.bounds
         try:
             return self._step_shift.carry(self._highs, steps, self._last_x, lower, upper)
@@ -142,20 +155,31 @@ class CompiledLp:
     def set_time_limit(self, seconds: float) -> None:
         self._time_limit_s = float(seconds)
 
-    def solve(self) -> LpResult:
-        """Solve with the loaded parameter values, warm-starting from the previous basis."""
-        if self.decomposed is not None:
-            try:
-                return self.decomposed.solve(self._param_vec, self._time_limit_s)
-            except Exception as exc:  # as below
-                self.decomposed.forget()
-                return LpResult(f"error: {exc}", False, None, float("nan"), 0.0, 0)
+    def solve(self, decomposed: bool = False) -> LpResult:
+        """Solve with the loaded parameter values, warm-starting from the previous basis (the
+        monolithic simplex), or by decomposition (``decomposed``; needs ``blocks``)."""
         self._last_x = None
+        if decomposed:
+            return self._solve_decomposed()
+        highs, values = self._monolithic()
         try:
-            self._values.send_changes(self._highs, self._param_vec)
-            result = run(self._highs, self._time_limit_s, self._values.objective_constant, self._status_names)
+            values.send_changes(highs, self._param_vec)
+            result = run(highs, self._time_limit_s, values.objective_constant, self._status_names)
         except Exception as exc:  # a solver crash must become a fallback plan, not a dead daemon
-            self._highs.clearSolver()
+            highs.clearSolver()
             return LpResult(f"error: {exc}", False, None, float("nan"), 0.0, 0)
         self._last_x = result.x
         return result
+
+    def _solve_decomposed(self) -> LpResult:
+        if self._blocks is None:
+            raise ValueError("this LP was compiled without the cars' blocks: it cannot be decomposed")
+        if self.decomposed is None:
+            self.decomposed = DecomposedLp(
+                self._layout, BlockSplit.of(self._layout.kept_matrix, self._blocks)
+            )
+        try:
+            return self.decomposed.solve(self._param_vec, self._time_limit_s)
+        except Exception as exc:  # as above
+            self.decomposed.forget()
+            return LpResult(f"error: {exc}", False, None, float("nan"), 0.0, 0)

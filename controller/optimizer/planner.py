@@ -36,9 +36,10 @@ __all__ = ["PlanTimings", "Planner", "netted", "plan_foresight"]
 
 _ZERO_KW = 1e-6
 _DIRECTION_PASSES = 4  # enough: _fix_direction leaves pass 4 nothing to burn with
-DECOMPOSE_FROM_VEHICLES = 150
-"""From this many vehicles the LP is solved by decomposition (module ``decompose``): below it the
-monolithic simplex is faster (docs/optimizer.md, "Scaling with the number of cars")."""
+DECOMPOSE_FROM_ACTIVE = 135
+"""From this many cars that can charge or discharge in the horizon, a plan is solved by
+decomposition (module ``decompose``): below it the monolithic simplex is faster, also on a large
+site where few cars are home (docs/optimizer.md, "Scaling with the number of cars")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +77,11 @@ class Planner:
         decompose: bool | None = None,
     ):
         self.config = config
-        self.decompose = (
-            decompose if decompose is not None else len(config.vehicles) >= DECOMPOSE_FROM_VEHICLES
-        )
-        """Solve by decomposition on the site rows (default: from ``DECOMPOSE_FROM_VEHICLES``)."""
+        self.decompose = decompose
+        """Solve by decomposition on the site rows (True), never (False), or (None) per plan: when
+        at least ``DECOMPOSE_FROM_ACTIVE`` cars can charge or discharge in its horizon."""
+        self.last_decomposed = False
+        """Whether the last plan was solved by decomposition."""
         self.explain = explain
         """False: the plan's per-vehicle ``reason`` is left empty (a caller that never shows it,
         such as the simulator, skips the work); every number of the plan is the same."""
@@ -142,7 +144,8 @@ class Planner:
                 self._compile(self.model)
             except Exception as exc:  # no plan at all would leave the site without a safe schedule
                 status, passes = f"fallback: model error: {exc}", _DIRECTION_PASSES
-        self._shift_warm_start(inputs)
+        decomposed = self._decomposed(inputs)
+        self._shift_warm_start(inputs, decomposed)
         battery_fix = False
         while passes < _DIRECTION_PASSES and self._lp is not None:
             left_s = deadline - time.perf_counter()
@@ -158,7 +161,7 @@ class Planner:
             assert self._param_values is not None
             self._lp.set_time_limit(left_s)
             self._lp.load_parameter_list(self._param_values(inputs))
-            result = self._lp.solve()
+            result = self._lp.solve(decomposed)
             solver_s += result.solver_time_s
             self.last_result = result
             if not result.optimal or result.x is None:
@@ -180,12 +183,21 @@ class Planner:
         self._time(started, translated, solved, solver_s, passes)
         return plan
 
-    def _shift_warm_start(self, inputs: PlanInputs) -> None:
+    def _decomposed(self, inputs: PlanInputs) -> bool:
+        """Whether this plan is solved by decomposition (see :attr:`decompose`)."""
+        use = self.decompose
+        if use is None:
+            can_act = (inputs.charge_ub_kw > 0.0).any(axis=1) | (inputs.discharge_ub_kw > 0.0).any(axis=1)
+            use = int(np.count_nonzero(can_act)) >= DECOMPOSE_FROM_ACTIVE
+        self.last_decomposed = use and self._lp is not None and self._lp.can_decompose
+        return self.last_decomposed
+
+    def _shift_warm_start(self, inputs: PlanInputs, decomposed: bool) -> None:
         """A plan that starts whole steps after the last one re-solves the same LP shifted in
-        time: move HiGHS's basis with it (module ``step_shift``)."""
+        time: move HiGHS's basis with it (module ``step_shift``; the monolithic solve only)."""
         last, self._last_start = self._last_start, inputs.start
         self.last_shift_steps = 0
-        if last is None or self._lp is None or inputs.start <= last:
+        if last is None or self._lp is None or decomposed or inputs.start <= last:
             return
         steps = int((inputs.start - last) / self.shape.step)
         if steps < self.shape.steps and self._lp.shift_steps(steps):
@@ -203,7 +215,11 @@ class Planner:
         )
 
     def _compile(self, model: ScheduleModel) -> None:
-        blocks = (lambda lp: vehicle_of_columns(model, lp.n_cols, lp.columns_of)) if self.decompose else None
+        # The cars' blocks where a plan may be decomposed: always, or where enough cars could act.
+        may_decompose = self.decompose or (
+            self.decompose is None and len(self.shape.vehicles) >= DECOMPOSE_FROM_ACTIVE
+        )
+        blocks = (lambda lp: vehicle_of_columns(model, lp.n_cols, lp.columns_of)) if may_decompose else None
         lp = CompiledLp(model.problem, self.time_limit_s, blocks)  # each pass sets what is left of the budget
         self._param_values = model.value_getter(lp.parameters)
         lp.know_steps(*step_of_columns(model, lp.n_cols, lp.columns_of))
