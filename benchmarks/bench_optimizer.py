@@ -225,7 +225,7 @@ def run_size(
     out: dict[str, Any] = {
         "vehicles": vehicles,
         "steps": steps,
-        "path": "decomposed" if planner.last_decomposed else "monolithic",
+        "path": "decomposed" if planner.path.last_decomposed else "monolithic",
         "snapshots": count,
         "lp_columns": planner._lp.n_cols,
         "lp_rows": planner._lp.n_rows,

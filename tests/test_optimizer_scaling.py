@@ -23,7 +23,7 @@ import scipy.sparse as sp
 
 from benchmarks.bench_optimizer import World, import_limit_kw, site_config
 from controller.config import SiteConfig
-from controller.optimizer import Planner
+from controller.optimizer import Planner, solve_path
 from controller.optimizer import decompose as decompose_module
 from controller.optimizer import planner as planner_module
 from controller.optimizer.decompose import USABLE_GAP, BlockSplit
@@ -329,7 +329,7 @@ def test_a_large_site_decomposes_only_the_plans_where_enough_cars_can_act(
     """Few cars home on a large site under a binding cap: the decomposition needs many rounds
     (its master must mix many schedules of few cars), the one LP is fast; many cars home: the
     other way round. The planner picks per plan, by the cars that can charge or discharge."""
-    monkeypatch.setattr(planner_module, "DECOMPOSE_FROM_ACTIVE", 6)
+    monkeypatch.setattr(solve_path, "DECOMPOSE_FROM_ACTIVE", 6)
     rng = np.random.default_rng(8)
     planner = Planner(fleet_site(), time_limit_s=60.0)
     paths = []
@@ -339,7 +339,7 @@ def test_a_large_site_decomposes_only_the_plans_where_enough_cars_can_act(
             car.model_copy(update={"plugged_in": i < home, "away": []}) for i, car in enumerate(snap.vehicles)
         ]
         plan = planner.plan(snap.model_copy(update={"vehicles": cars}))
-        paths.append(planner.last_decomposed)
+        paths.append(planner.path.last_decomposed)
         assert plan.solver_status == "optimal" and plan.objective is not None
         reference = monolithic_objective(planner)
         assert abs(plan.objective - reference) <= 1e-4 * max(1.0, abs(reference))
@@ -351,10 +351,10 @@ def test_a_large_site_decomposes_only_the_plans_where_enough_cars_can_act(
             update={"vehicles": cars[:0] + [c.model_copy(update={"plugged_in": False}) for c in cars]}
         )
     )
-    assert forced.last_decomposed
+    assert forced.path.last_decomposed
 
 
 def test_a_site_below_the_threshold_never_builds_the_decomposition() -> None:
     planner = Planner(fleet_site())
     planner.plan(fleet_snapshot(np.random.default_rng(3)))
-    assert planner._lp is not None and not planner._lp.can_decompose and not planner.last_decomposed
+    assert planner._lp is not None and not planner._lp.can_decompose and not planner.path.last_decomposed

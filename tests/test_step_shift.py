@@ -10,6 +10,7 @@ import pytest
 
 from controller.config import SiteConfig
 from controller.optimizer import Planner
+from controller.optimizer.compiled import CompiledLp
 from controller.optimizer.step_shift import _BASIC, _LOWER, _UPPER, StepShift, _as_many_basic_as_rows
 from controller.snapshot import Snapshot
 from tests.test_capacity_tariff import with_tariff
@@ -47,12 +48,12 @@ def _objectives(planner: Planner, snaps: list[Snapshot]) -> tuple[list[float], l
         assert plan.objective is not None and planner.last_result is not None
         objectives.append(plan.objective)
         iterations.append(planner.last_result.iterations)
-        shifts.append(planner.last_shift_steps)
+        shifts.append(planner.path.last_shift_steps)
     return objectives, iterations, shifts
 
 
 def _unshifted(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Planner, "_shift_warm_start", lambda self, inputs, decomposed: None)
+    monkeypatch.setattr(CompiledLp, "shift_steps", lambda self, steps: False)
 
 
 def _config() -> SiteConfig:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
@@ -30,16 +29,13 @@ from controller.optimizer.fallback import Schedule, fallback_schedule
 from controller.optimizer.inputs import FloatArray, PlanInputs, SnapshotError, build_inputs, check_snapshot
 from controller.optimizer.model import ScheduleModel, step_of_columns, vehicle_of_columns
 from controller.optimizer.shape import SiteShape
+from controller.optimizer.solve_path import SolvePath
 from controller.snapshot import Snapshot
 
 __all__ = ["PlanTimings", "Planner", "netted", "plan_foresight"]
 
 _ZERO_KW = 1e-6
 _DIRECTION_PASSES = 4  # enough: _fix_direction leaves pass 4 nothing to burn with
-DECOMPOSE_FROM_ACTIVE = 135
-"""From this many cars that can charge or discharge in the horizon, a plan is solved by
-decomposition (module ``decompose``): below it the monolithic simplex is faster, also on a large
-site where few cars are home (docs/optimizer.md, "Scaling with the number of cars")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,15 +73,13 @@ class Planner:
         decompose: bool | None = None,
     ):
         self.config = config
-        self.decompose = decompose
-        """Solve by decomposition on the site rows (True), never (False), or (None) per plan: when
-        at least ``DECOMPOSE_FROM_ACTIVE`` cars can charge or discharge in its horizon."""
-        self.last_decomposed = False
-        """Whether the last plan was solved by decomposition."""
         self.explain = explain
         """False: the plan's per-vehicle ``reason`` is left empty (a caller that never shows it,
         such as the simulator, skips the work); every number of the plan is the same."""
         self.shape = SiteShape.from_config(config, steps, time_limit_s)
+        self.path = SolvePath(decompose, len(self.shape.vehicles), self.shape.step, self.shape.steps)
+        """How each plan is solved (``decompose``: True always by decomposition on the site rows,
+        False never, None per plan by the cars that can act; module ``solve_path``)."""
         self.time_limit_s = self.shape.solver_time_limit_s
         """Seconds one :meth:`plan` may spend before its solution: snapshot translation, the model
         build (first call only: CVXPY's canonicalisation cannot be interrupted, so it is counted and
@@ -98,10 +92,7 @@ class Planner:
         self._battery_columns: tuple[slice, slice, slice] | None = None
         self._battery: BatterySchedule | None = None
         self._config_ids = tuple(v.vehicle_id for v in self.shape.vehicles)
-        self._last_start: datetime | None = None
         self.last_inputs: PlanInputs | None = None
-        self.last_shift_steps = 0
-        """Steps the warm start was moved by for the last plan (0: not moved; module ``step_shift``)."""
         self.last_result: LpResult | None = None
         self.last_timings: PlanTimings | None = None
 
@@ -144,8 +135,7 @@ class Planner:
                 self._compile(self.model)
             except Exception as exc:  # no plan at all would leave the site without a safe schedule
                 status, passes = f"fallback: model error: {exc}", _DIRECTION_PASSES
-        decomposed = self._decomposed(inputs)
-        self._shift_warm_start(inputs, decomposed)
+        decomposed = self._lp is not None and self.path.choose(self._lp, inputs)
         battery_fix = False
         while passes < _DIRECTION_PASSES and self._lp is not None:
             left_s = deadline - time.perf_counter()
@@ -183,26 +173,6 @@ class Planner:
         self._time(started, translated, solved, solver_s, passes)
         return plan
 
-    def _decomposed(self, inputs: PlanInputs) -> bool:
-        """Whether this plan is solved by decomposition (see :attr:`decompose`)."""
-        use = self.decompose
-        if use is None:
-            can_act = (inputs.charge_ub_kw > 0.0).any(axis=1) | (inputs.discharge_ub_kw > 0.0).any(axis=1)
-            use = int(np.count_nonzero(can_act)) >= DECOMPOSE_FROM_ACTIVE
-        self.last_decomposed = use and self._lp is not None and self._lp.can_decompose
-        return self.last_decomposed
-
-    def _shift_warm_start(self, inputs: PlanInputs, decomposed: bool) -> None:
-        """A plan that starts whole steps after the last one re-solves the same LP shifted in
-        time: move HiGHS's basis with it (module ``step_shift``; the monolithic solve only)."""
-        last, self._last_start = self._last_start, inputs.start
-        self.last_shift_steps = 0
-        if last is None or self._lp is None or decomposed or inputs.start <= last:
-            return
-        steps = int((inputs.start - last) / self.shape.step)
-        if steps < self.shape.steps and self._lp.shift_steps(steps):
-            self.last_shift_steps = steps
-
     def _time(self, started: float, translated: float, solved: float, solver_s: float, passes: int) -> None:
         done = time.perf_counter()
         self.last_timings = PlanTimings(
@@ -215,10 +185,7 @@ class Planner:
         )
 
     def _compile(self, model: ScheduleModel) -> None:
-        # The cars' blocks where a plan may be decomposed: always, or where enough cars could act.
-        may_decompose = self.decompose or (
-            self.decompose is None and len(self.shape.vehicles) >= DECOMPOSE_FROM_ACTIVE
-        )
+        may_decompose = self.path.may_decompose
         blocks = (lambda lp: vehicle_of_columns(model, lp.n_cols, lp.columns_of)) if may_decompose else None
         lp = CompiledLp(model.problem, self.time_limit_s, blocks)  # each pass sets what is left of the budget
         self._param_values = model.value_getter(lp.parameters)
