@@ -22,7 +22,8 @@ Large sites use fewer snapshots (5 from 100 vehicles, 3 at 500) and skip the CVX
 ``--cvxpy-max`` vehicles, so that a run stays bounded. The summary prints the 1-car ``plan()``
 against HiGHS's own time on the same LP and time(200 vehicles) / time(10 vehicles) per horizon.
 
-Where the planner decomposes (from 150 vehicles), ``--monolithic-too`` also runs the one LP and
+Where the planner decomposes (135 cars or more that can act; 90 % are plugged in here, so from 150
+vehicles), ``--monolithic-too`` also runs the one LP and
 ``--one-thread-too`` the decomposition with its cars priced on one thread, each in the same run.
 
     .venv/bin/python benchmarks/bench_optimizer.py [--snapshots 50] [--sizes 1,10,50] [--steps 96]

@@ -358,3 +358,15 @@ def test_a_site_below_the_threshold_never_builds_the_decomposition() -> None:
     planner = Planner(fleet_site())
     planner.plan(fleet_snapshot(np.random.default_rng(3)))
     assert planner._lp is not None and not planner._lp.can_decompose and not planner.path.last_decomposed
+
+
+def test_the_site_paths_benchmark_plugs_in_the_cars_it_says_under_its_cap() -> None:
+    from benchmarks import bench_site_paths
+
+    snaps = bench_site_paths.snapshots(12, 3, 4.0)
+    assert len(snaps) == bench_site_paths.PLANS
+    for snap in snaps:
+        assert [car.plugged_in for car in snap.vehicles] == [True] * 3 + [False] * 9
+        assert set(snap.import_limit_w or []) == {20_000.0}
+    cells = bench_site_paths.run_case(12, 3, 4.0, None)
+    assert len(cells) == bench_site_paths.PLANS and all("one optimal" in cell for cell in cells)
