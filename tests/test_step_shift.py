@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from controller.config import SiteConfig
-from controller.optimizer import Planner
+from controller.optimizer import Planner, step_shift
 from controller.optimizer.compiled import CompiledLp
 from controller.optimizer.step_shift import _BASIC, _LOWER, _UPPER, StepShift, _as_many_basic_as_rows
 from controller.snapshot import Snapshot
@@ -17,6 +17,13 @@ from tests.test_capacity_tariff import with_tariff
 from tests.test_optimizer_helpers import T0, site, snapshot, vehicle
 
 STEP = timedelta(minutes=15)
+DEFAULT_SHIFT_FROM_COLUMNS = step_shift.SHIFT_FROM_COLUMNS
+
+
+@pytest.fixture(autouse=True)
+def _move_any_basis(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These sites are small: move the basis whatever the LP's size (the size gate has its test)."""
+    monkeypatch.setattr(step_shift, "SHIFT_FROM_COLUMNS", 0)
 
 
 def _world(k: int, steps: int = 96) -> Snapshot:
@@ -257,3 +264,22 @@ def test_a_decomposed_plan_whose_warm_start_fails_solves_that_part_again_from_sc
     assert cut and cut[0].runs >= 2
     assert plan.solver_status == "optimal" and plan.objective is not None
     assert plan.objective == pytest.approx(Planner(config).plan(snap).objective, rel=1e-6)
+
+
+def test_the_basis_is_moved_only_for_an_lp_large_enough_for_it_to_pay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from benchmarks.bench_optimizer import World, site_config
+
+    monkeypatch.setattr(step_shift, "SHIFT_FROM_COLUMNS", DEFAULT_SHIFT_FROM_COLUMNS)
+    small = Planner(_config())
+    _, _, shifts = _objectives(small, [_world(k) for k in range(3)])
+    assert small._lp is not None and small._lp.n_cols < DEFAULT_SHIFT_FROM_COLUMNS and shifts == [0, 0, 0]
+    world = World(12, seed=2)
+    fleet = Planner(site_config(12))
+    snaps = []
+    for k in range(3):
+        snaps.append(world.snapshot(15 * k))
+        world.drift()
+    _, _, shifts = _objectives(fleet, snaps)
+    assert fleet._lp is not None and fleet._lp.n_cols >= DEFAULT_SHIFT_FROM_COLUMNS and shifts == [0, 1, 1]

@@ -23,6 +23,7 @@ import cvxpy as cp
 import numpy as np
 import numpy.typing as npt
 
+from controller.optimizer import step_shift
 from controller.optimizer.decompose import BlockSplit, DecomposedLp
 from controller.optimizer.lp_layout import FloatArray, IndexArray, LpLayout, NotCompilableError
 from controller.optimizer.lp_solve import LpResult, StatusNames, new_highs, run
@@ -143,6 +144,8 @@ class CompiledLp:
         """The next solve is the same LP ``steps`` steps later: move the basis HiGHS holds with it.
         True when it was moved (else the next solve starts from the basis as it is)."""
         if self._steps_of_columns is None or self._last_x is None or self._values is None or steps < 1:
+            return False
+        if self.n_cols < step_shift.SHIFT_FROM_COLUMNS:
             return False
         if self._step_shift is None:
             self._step_shift = StepShift(self._layout.kept_matrix, *self._steps_of_columns)
