@@ -161,8 +161,16 @@ def test_closed_loop_observe_battery_feeds_the_car_no_more_than_without_the_cont
     where the car must charge while the battery still has energy the plan is indifferent between
     them, and which of those equal plans the solver returns moves the battery's share in a home by
     up to about a kWh in three days either way (eight homes of three days: 0.8-1.4 times the
-    transfer without the controller, per home). Over the eight together it stays within 5 % of the
-    transfer without the controller (measured: the same total, 98.8 kWh each)."""
+    transfer without the controller, per home; this home: 11.9 against 12.0 kWh). Over the eight
+    together it stays within 5 % of the transfer without the controller (measured: the same total,
+    98.8 kWh each)."""
+    sc = flat(scenario("observe"), 0.30)
+    result = run_strategy(sc, "mpc")
+    check_limits(result, controlled=False)
+    metrics = compute_metrics(result)
+    uncontrolled = compute_metrics(run_strategy(sc, "uncontrolled"))
+    assert metrics.storage_to_storage_kwh <= uncontrolled.storage_to_storage_kwh
+    assert metrics.total_cost < uncontrolled.total_cost
     transfers = {"mpc": 0.0, "uncontrolled": 0.0}
     for seed in range(1, 9):
         sc = flat(scenario("observe", seed=seed), 0.30)
@@ -171,9 +179,5 @@ def test_closed_loop_observe_battery_feeds_the_car_no_more_than_without_the_cont
             check_limits(result, controlled=False)
             transfers[strategy] += compute_metrics(result).storage_to_storage_kwh
     assert transfers["mpc"] <= 1.05 * transfers["uncontrolled"]
-    sc = flat(scenario("observe"), 0.30)
-    metrics = compute_metrics(run_strategy(sc, "mpc"))
-    uncontrolled = compute_metrics(run_strategy(sc, "uncontrolled"))
-    assert metrics.total_cost < uncontrolled.total_cost
     dynamic = compute_metrics(run_strategy(scenario("observe"), "mpc"))
     assert dynamic.total_cost < compute_metrics(run_strategy(scenario("observe"), "uncontrolled")).total_cost
