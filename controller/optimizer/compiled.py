@@ -28,7 +28,6 @@ from controller.optimizer.decompose import BlockSplit, DecomposedLp
 from controller.optimizer.lp_layout import FloatArray, IndexArray, LpLayout, NotCompilableError
 from controller.optimizer.lp_solve import LpResult, StatusNames, new_highs, run
 from controller.optimizer.lp_values import HighsValues
-from controller.optimizer.step_shift import StepShift
 
 __all__ = ["CompiledLp", "LpResult", "NotCompilableError"]
 
@@ -62,7 +61,7 @@ class CompiledLp:
         self.decomposed: DecomposedLp | None = None
         """The decomposition, once a solve has used it."""
         self._steps_of_columns: tuple[IndexArray, IndexArray, IndexArray] | None = None
-        self._step_shift: StepShift | None = None
+        self._step_shift: step_shift.StepShift | None = None
         self._last_x: FloatArray | None = None
         """The solution of the basis HiGHS holds (None: it holds none worth moving)."""
         self._highs: Any = None
@@ -148,7 +147,7 @@ class CompiledLp:
         if self.n_cols < step_shift.SHIFT_FROM_COLUMNS:
             return False
         if self._step_shift is None:
-            self._step_shift = StepShift(self._layout.kept_matrix, *self._steps_of_columns)
+            self._step_shift = step_shift.StepShift(self._layout.kept_matrix, *self._steps_of_columns)
         lower, upper = self._values.bounds
         try:
             return self._step_shift.carry(self._highs, steps, self._last_x, lower, upper)
