@@ -58,6 +58,10 @@ class HealthFacts:
     no reading was due yet, so they are not reported (safe mode holds meanwhile all the same)."""
     source_problems: Sequence[str] = ()
     """Fetched price and PV sources that fail or are late (the plan keeps the last known data)."""
+    plan_fallback: bool = False
+    """The last plan is the safe fallback schedule, not an optimised one (``plan_status`` says why)."""
+    solver_time_limit_s: float | None = None
+    """``optimizer.solver_time_limit_s``: named when plans run out of it."""
 
 
 class _Connection(Protocol):
@@ -93,15 +97,9 @@ def degradations(facts: HealthFacts) -> list[dict[str, str]]:
     offline = sorted(cid for cid, away_s in facts.chargers_away_s.items() if away_s > CHARGER_OFFLINE_GRACE_S)
     if offline:
         found.append({"what": "chargers", "why": f"configured but offline: {', '.join(offline)}"})
-    if facts.plan_age_s > 2 * facts.replan_interval_s:
-        age = f"{facts.plan_age_s:.0f} s"
-        why = f"last plan {age} ago" if facts.has_plan else f"no plan {age} after start-up"
-        found.append(
-            {
-                "what": "plan",
-                "why": f"{why} (more than twice the {facts.replan_interval_s:.0f} s re-plan interval)",
-            }
-        )
+    plan = _plan_problems(facts)
+    if plan:
+        found.append({"what": "plan", "why": "; ".join(plan)})
     # Site meters are named by safe mode already; the others (vehicle SoC, V2L) only here.
     behind_safe_mode = " ".join(facts.safe_mode_reasons)
     stale = [
@@ -114,6 +112,32 @@ def degradations(facts: HealthFacts) -> list[dict[str, str]]:
     if facts.source_problems:
         found.append({"what": "sources", "why": "; ".join(facts.source_problems)})
     return found
+
+
+def _plan_problems(facts: HealthFacts) -> list[str]:
+    """A plan that is late, or one that is only the safe fallback schedule (and the fix when the
+    solver's time budget is what it ran out of: on a large site the default is too short)."""
+    problems = []
+    if facts.plan_age_s > 2 * facts.replan_interval_s:
+        age = f"{facts.plan_age_s:.0f} s"
+        why = f"last plan {age} ago" if facts.has_plan else f"no plan {age} after start-up"
+        problems.append(f"{why} (more than twice the {facts.replan_interval_s:.0f} s re-plan interval)")
+    if facts.has_plan and facts.plan_fallback:
+        status = facts.plan_status or "fallback"
+        why = f"the safe fallback schedule runs, not an optimised plan ({status})"
+        if _ran_out_of_time(status):
+            limit = "" if facts.solver_time_limit_s is None else f" (now {facts.solver_time_limit_s:g} s)"
+            why += f": the plan needs more time than it has; raise optimizer.solver_time_limit_s{limit}"
+        problems.append(why)
+    return problems
+
+
+def _ran_out_of_time(status: str) -> bool:
+    """The planner's statuses for a plan cut by its budget: ``fallback: time limit of …`` (used
+    up before or between solver passes), ``fallback: solver Time limit reached`` (in the one LP's
+    solve, HiGHS's name) and ``fallback: solver kTimeLimit`` (in the decomposition's)."""
+    lowered = status.lower()
+    return "time limit" in lowered or "timelimit" in lowered
 
 
 def _names_any(reason: str, meters: frozenset[str]) -> bool:
@@ -145,6 +169,8 @@ def gather_facts(
         chargers_connected=sum(1 for c in chargers.values() if c.connected),
         last_plan_at=plan.created_at if plan is not None else None,
         plan_status=plan.solver_status if plan is not None else None,
+        plan_fallback=plan is not None and plan.fallback,
+        solver_time_limit_s=cfg.optimizer.solver_time_limit_s,
         source_problems=tuple(source_problems),
         settling_meters=frozenset(
             m.id for m in cfg.meters if inputs.reading(m.id) is None and up_s <= m.stale_after_s

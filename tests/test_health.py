@@ -12,6 +12,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from highspy import HighsModelStatus
+
 from controller.health import (
     CHARGER_OFFLINE_GRACE_S,
     HealthFacts,
@@ -77,6 +79,43 @@ def test_plan_age_limit_is_twice_the_replan_interval() -> None:
     assert whats(replace(FINE, plan_age_s=600.5)) == ["plan"]
     none_yet = degradations(replace(FINE, plan_age_s=700.0, has_plan=False))
     assert "no plan" in none_yet[0]["why"]
+
+
+def test_a_fallback_plan_is_degraded_and_one_out_of_time_names_the_budget() -> None:
+    from benchmarks.bench_optimizer import World, site_config
+    from controller.optimizer import Planner
+    from controller.optimizer.lp_solve import new_highs
+
+    assert whats(replace(FINE, plan_status="optimal")) == []
+    # The planner's own statuses for a plan that ran out of its budget: before a solve (a real
+    # planner with no time at all), in the one LP's solve (HiGHS's name) and in a decomposed one.
+    planner = Planner(site_config(1), 96, time_limit_s=1e-9)
+    out_of_time = planner.plan(World(1, seed=1).snapshot(0))
+    assert out_of_time.fallback
+    highs_name = new_highs().modelStatusToString(HighsModelStatus.kTimeLimit)
+    for status in (
+        out_of_time.solver_status,
+        f"fallback: solver {highs_name}",
+        "fallback: solver kTimeLimit",
+    ):
+        facts = replace(FINE, plan_fallback=True, plan_status=status, solver_time_limit_s=2.0)
+        [entry] = degradations(facts)
+        assert entry["what"] == "plan"
+        assert entry["why"].startswith(f"the safe fallback schedule runs, not an optimised plan ({status})")
+        assert entry["why"].endswith("raise optimizer.solver_time_limit_s (now 2 s)")
+    other = degradations(replace(FINE, plan_fallback=True, plan_status="fallback: model error: x"))
+    assert other == [
+        {
+            "what": "plan",
+            "why": "the safe fallback schedule runs, not an optimised plan (fallback: model error: x)",
+        }
+    ]
+    # A late fallback plan: one entry with both reasons.
+    late = degradations(
+        replace(FINE, plan_age_s=700.0, plan_fallback=True, plan_status="fallback: direction")
+    )
+    assert [d["what"] for d in late] == ["plan"]
+    assert "700 s ago" in late[0]["why"] and "; the safe fallback schedule runs" in late[0]["why"]
 
 
 def test_meters_not_due_yet_after_start_up_are_not_reported() -> None:
@@ -172,5 +211,27 @@ async def test_safe_mode_is_degraded_with_its_reason_then_ok_once_everything_is_
                     assert health["degraded"] == [] and health["chargers_connected"] == 1
                     probe = await asyncio.to_thread(v2x_health, site.config_path)
                     assert probe.returncode == 0 and probe.stdout.startswith("healthy:"), probe
+        finally:
+            await mqtt.clear_retained(site.prefix)
+
+
+async def test_a_site_whose_plans_run_out_of_time_says_so_and_how_to_fix_it(tmp_path: Path) -> None:
+    site = make_site(tmp_path, "health-budget")
+    site.tree["optimizer"] = {"solver_time_limit_s": 1e-6}
+    api_port = free_port()
+    site.tree["api"] = {"enabled": True, "host": "127.0.0.1", "port": api_port}
+    async with broker(f"{site.base}/#") as mqtt:
+        try:
+            async with running_daemon(site), MeterFeed(mqtt) as meters, charger(site.ocpp_port):
+                meters.set(site.topic("meter/grid"), 400.0)
+                await meters.publish_now()
+                health = await health_when(
+                    api_port, lambda h: any(d["what"] == "plan" for d in h["degraded"]), timeout_s=20.0
+                )
+                [entry] = [d for d in health["degraded"] if d["what"] == "plan"]
+                assert "the safe fallback schedule runs" in entry["why"], entry
+                assert entry["why"].endswith("raise optimizer.solver_time_limit_s (now 1e-06 s)"), entry
+                probe = await asyncio.to_thread(v2x_health, site.config_path)
+                assert probe.returncode == 0 and "raise optimizer.solver_time_limit_s" in probe.stdout, probe
         finally:
             await mqtt.clear_retained(site.prefix)
