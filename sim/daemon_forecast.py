@@ -31,9 +31,10 @@ from controller.forecast.profile import (
     DEFAULT_BLEND_HOURS,
     DEFAULT_WEEKLY_WEIGHT,
     PV_FADE_HOURS,
-    PV_MAX_RATIO,
+    PV_HOLD_HOURS,
     PV_RATIO_HOURS,
     blend_weekly_daily,
+    pv_from_profile,
 )
 from sim.scenario import FloatArray
 
@@ -252,17 +253,12 @@ class DaemonPvForecast:
             tables = self._tables[spd] = _Tables(((spd, self.settings.pv_history_days),), _raw)
         history = history[:k]
         tables.follow(history, k)
-        profile = np.nan_to_num(tables.profile(history, k, steps), nan=0.0)
         hour = spd / 24.0
         recent = min(k, round(PV_RATIO_HOURS * hour))
-        if recent > 0:
-            past = tables.past(history, k, recent)
-            measured = history[k - recent :]
-            both = ~np.isnan(past) & ~np.isnan(measured)
-            expected = float(past[both].sum())
-            if expected > 1.0:  # daylight in the last hour; at night there is no weather to read
-                ratio = min(PV_MAX_RATIO, max(0.0, float(measured[both].sum()) / expected))
-                fade = _fade(steps, PV_FADE_HOURS * hour)
-                profile = profile * (fade * ratio + (1.0 - fade))
-        out: FloatArray = np.maximum(profile, 0.0)
-        return out
+        return pv_from_profile(
+            tables.profile(history, k, steps),
+            tables.past(history, k, recent) if recent > 0 else np.zeros(0),
+            history[k - recent :],
+            _fade(steps, PV_FADE_HOURS * hour),
+            _fade(steps, PV_HOLD_HOURS * hour),
+        )

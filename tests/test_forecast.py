@@ -17,6 +17,7 @@ from controller.forecast import (
     pv_history_steps,
     resample_to_grid,
 )
+from controller.forecast.profile import PV_HOLD_HOURS
 
 STEP = timedelta(minutes=15)
 START = datetime(2026, 11, 23, 0, 0, tzinfo=UTC)  # a Monday
@@ -87,6 +88,22 @@ def test_pv_follows_the_weather_of_the_last_hour_then_fades_to_the_profile() -> 
     # At night there is no weather to read: the profile stands.
     night = pv_from_grid(grid[: 6 * per_day + 4], 8, per_day, days=6)
     assert night.tolist() == pytest.approx(sunny_day[4:12].tolist())
+
+
+def test_pv_on_the_first_day_holds_the_last_hour_where_no_day_was_measured() -> None:
+    per_day = 96
+    sunny_day = np.array([max(0.0, 4000.0 * np.sin(np.pi * (i - 24) / 48)) for i in range(per_day)])
+    today = sunny_day[:56]  # installed at midnight, now 14:00
+    forecast = pv_from_grid(today, per_day, per_day)
+    # 14:00 to midnight was never measured: the last hour's PV, fading over about an hour.
+    hold = np.exp(-np.arange(per_day) / (PV_HOLD_HOURS * 4))
+    assert forecast[:40].tolist() == pytest.approx((today[-4:].mean() * hold[:40]).tolist())
+    assert forecast[0] > 3000.0
+    # Tomorrow until 14:00 was measured today: that profile stands (no earlier day to scale it by).
+    assert forecast[40:].tolist() == pytest.approx(sunny_day[:56].tolist())
+    # At night nothing shines to hold; and with no measurement at all there is nothing to hold.
+    assert pv_from_grid(sunny_day[:8], 8, per_day).tolist() == [0.0] * 8
+    assert pv_from_grid(np.full(4, np.nan), 8, per_day).tolist() == [0.0] * 8
 
 
 def test_forecasts_never_go_negative() -> None:

@@ -4,6 +4,7 @@ history profile where none covers a step, the mean of several sources; and the d
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from controller.config import parse_config
+from controller.forecast.profile import PV_HOLD_HOURS
 from controller.forecast.pv_blend import (
     BoolArray,
     FloatArray,
@@ -185,5 +187,7 @@ def test_daemon_plans_with_the_fetched_forecast_scaled_by_measured_pv(tmp_path: 
     assert pv_w[per_hour] == pytest.approx(2000.0 * (1 - 0.25 * 0.75))  # fading back
     assert pv_w[2 * per_hour] == 3500.0  # MQTT
     assert pv_w[5 * per_hour] == pytest.approx(2000.0)  # faded out
-    assert pv_w[6 * per_hour] == 0.0  # past the fetched forecast: the history profile (no earlier days)
+    # Past the fetched forecast: the history profile, which has no day measured, so the last hour's
+    # 1500 W held, faded by 6 hours.
+    assert pv_w[6 * per_hour] == pytest.approx(1500.0 * math.exp(-6.0 / PV_HOLD_HOURS))
     store.close()

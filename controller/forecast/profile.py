@@ -35,6 +35,7 @@ __all__ = [
     "load_from_grid",
     "load_history_steps",
     "pv_from_grid",
+    "pv_from_profile",
     "pv_history_steps",
     "resample_to_grid",
 ]
@@ -53,6 +54,10 @@ DEFAULT_WEEKLY_WEIGHT = 0.3
 PV_RATIO_HOURS = 1.0
 PV_FADE_HOURS = 4.0
 PV_MAX_RATIO = 3.0
+# PV in a slot never measured (the first day): the last hour's, fading with this time constant.
+# Without a day's profile there is no course of the sun to follow, so it holds about as long as
+# it was measured (a longer hold over-forecasts the evening).
+PV_HOLD_HOURS = 1.0
 
 
 def resample_to_grid(history: Iterable[tuple[datetime, float]], step: timedelta) -> dict[datetime, float]:
@@ -187,18 +192,37 @@ def pv_from_grid(
     same time slot over the last ``days`` measured days (0 where none was measured), scaled by the
     ratio of the last ``ratio_steps`` measured to that profile, fading with ``fade_steps``."""
     grid = np.asarray(grid_w, dtype=np.float64)
-    profile = np.nan_to_num(_period_mean(grid, (0, steps), steps_per_day, days), nan=0.0)
     hour = steps_per_day / 24.0
     recent = min(len(grid), round(PV_RATIO_HOURS * hour) if ratio_steps is None else ratio_steps)
-    if recent > 0:
-        past = _period_mean(grid, (-recent, 0), steps_per_day, days)
-        measured = grid[len(grid) - recent :]
-        both = ~np.isnan(past) & ~np.isnan(measured)
-        expected = float(past[both].sum())
-        if expected > 1.0:  # daylight in the last hour; at night there is no weather to read
-            ratio = min(PV_MAX_RATIO, max(0.0, float(measured[both].sum()) / expected))
-            fade = np.exp(-np.arange(steps, dtype=np.float64) / (fade_steps or PV_FADE_HOURS * hour))
-            profile = profile * (fade * ratio + (1.0 - fade))
+    return pv_from_profile(
+        _period_mean(grid, (0, steps), steps_per_day, days),
+        _period_mean(grid, (-recent, 0), steps_per_day, days),
+        grid[len(grid) - recent :],
+        np.exp(-np.arange(steps, dtype=np.float64) / (fade_steps or PV_FADE_HOURS * hour)),
+        np.exp(-np.arange(steps, dtype=np.float64) / (PV_HOLD_HOURS * hour)),
+    )
+
+
+def pv_from_profile(
+    slot_mean: FloatArray, past: FloatArray, measured: FloatArray, fade: FloatArray, hold: FloatArray
+) -> FloatArray:
+    """The PV forecast (W, >= 0) from the mean of each step's time slot over the measured days
+    (NaN: never measured), the same for the last hour (``past``) and what the last hour measured;
+    per step, ``fade``: how much of the weather now still holds there, ``hold``: how much of the
+    PV now where no day was measured (``PV_HOLD_HOURS``)."""
+    profile = np.nan_to_num(slot_mean, nan=0.0)
+    both = ~np.isnan(past) & ~np.isnan(measured)
+    expected = float(past[both].sum())
+    if expected > 1.0:  # daylight in the last hour; at night there is no weather to read
+        ratio = min(PV_MAX_RATIO, max(0.0, float(measured[both].sum()) / expected))
+        profile = profile * (fade * ratio + (1.0 - fade))
+    # A slot never measured (the first day after installation): the last hour's PV, fading, rather
+    # than none: the sun shining now is likely to shine for a while, and a plan that sees no PV
+    # would export it and charge the car from the grid at night.
+    unmeasured = np.isnan(slot_mean)
+    now = measured[~np.isnan(measured)]
+    if unmeasured.any() and len(now):
+        profile = np.where(unmeasured, float(now.mean()) * hold, profile)
     out: FloatArray = np.maximum(profile, 0.0)
     return out
 
