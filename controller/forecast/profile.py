@@ -6,9 +6,10 @@ without history), corrected by how far the last hour ran above or below that pro
 correction fading over the next hours.
 
 PV: the mean of the same time slot over recent days, scaled by how the last hour compared with
-that profile (a cloudy morning is likely a cloudy noon), the scaling fading over the next hours;
-an external forecast (e.g. from an MQTT topic) wins where it covers a step. Both return W per step
-on the plan grid, >= 0.
+that profile (a cloudy morning is likely a cloudy noon), the scaling fading over the next hours
+(a slot no day has measured yet, as on the first day, holds the last hour's PV, fading within
+about an hour); an external forecast (e.g. from an MQTT topic) wins where it covers a step. Both
+return W per step on the plan grid, >= 0.
 
 The work is done on a regular grid (``load_from_grid``/``pv_from_grid``: one value per plan step
 up to the step before the forecast starts, NaN where nothing was measured), so the daemon (from
@@ -189,8 +190,9 @@ def pv_from_grid(
     fade_steps: float | None = None,
 ) -> FloatArray:
     """PV production in W (>= 0) for the ``steps`` steps after the grid's last step: the mean of the
-    same time slot over the last ``days`` measured days (0 where none was measured), scaled by the
-    ratio of the last ``ratio_steps`` measured to that profile, fading with ``fade_steps``."""
+    same time slot over the last ``days`` measured days, scaled by the ratio of the last
+    ``ratio_steps`` measured to that profile, fading with ``fade_steps``; where no day was measured,
+    the last ``ratio_steps``' PV, fading over ``PV_HOLD_HOURS`` (see :func:`pv_from_profile`)."""
     grid = np.asarray(grid_w, dtype=np.float64)
     hour = steps_per_day / 24.0
     recent = min(len(grid), round(PV_RATIO_HOURS * hour) if ratio_steps is None else ratio_steps)
